@@ -1,0 +1,1 @@
+"""Pure functions per service: canonical event to external payload and back. No I/O."""

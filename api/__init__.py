@@ -1,0 +1,1 @@
+"""The ASGI app: signed event intake, callbacks, health and metrics."""

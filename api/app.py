@@ -1,0 +1,109 @@
+"""The ASGI application: intake, health, metrics. ``uvicorn api.app:create_app --factory``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY as PROCESS_REGISTRY
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from api.intake import router as intake_router
+from config.logging import configure_logging
+from config.settings import Settings, get_settings
+from schemas.events import EVENT_ADAPTER
+from store import ledger
+from tasks.metrics import RelayCollector
+from tasks.runtime import get_runtime
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    if not settings.intake_secrets():
+        log.warning("intake.no_secret", hint="set MOTCUA_INTAKE_SECRET: every intake request will be refused")
+    app = FastAPI(
+        title="motcua-relay",
+        version="0.1.0",
+        description="Reliable relay of one-stop-shop dossier events to the services they must reach.",
+    )
+    app.state.settings = settings
+    app.include_router(intake_router)
+
+    registry = CollectorRegistry()
+    runtime = get_runtime()
+    registry.register(
+        RelayCollector(runtime.metrics, lambda: ledger.open_backlog(runtime.engine, datetime.now(UTC)))
+    )
+
+    @app.middleware("http")
+    async def bind_request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            response = await call_next(request)
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
+        response.headers["x-request-id"] = request_id
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        payload = await run_in_threadpool(lambda: generate_latest(registry) + generate_latest(PROCESS_REGISTRY))
+        return Response(payload, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: the ledger and Redis answer")
+    async def readyz() -> JSONResponse:
+        checks: dict[str, Any] = {}
+
+        def probe() -> None:
+            try:
+                with runtime.engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+                checks["database"] = "ok"
+            except Exception as exc:
+                checks["database"] = f"error: {type(exc).__name__}"
+            if runtime.redis is not None:
+                try:
+                    runtime.redis.ping()
+                    checks["redis"] = "ok"
+                except Exception as exc:
+                    checks["redis"] = f"error: {type(exc).__name__}"
+
+        await run_in_threadpool(probe)
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503)
+
+    _add_event_schema(app)
+    return app
+
+
+def _add_event_schema(app: FastAPI) -> None:
+    """Publish the canonical event union under ``components.schemas.Event`` in /openapi.json."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        event_schema = EVENT_ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(event_schema.pop("$defs", {}))
+        components["Event"] = event_schema
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

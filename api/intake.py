@@ -1,0 +1,176 @@
+"""``POST /v1/events``: the signed intake of canonical events from the one-stop software.
+
+The answer is given only after the ledger commit (ledger first); routing is queued
+afterwards, and the sweeper queues it again if this process dies in between.
+
+=====  ==========================================================================
+code   when
+=====  ==========================================================================
+202    stored; body lists the stored ids (and any duplicates in the batch)
+200    every event was already stored with the same content (``"status": "duplicate"``)
+400    the body is not JSON, or not an object or array
+401    missing, bad or stale Standard Webhooks signature
+409    an ``event_id`` already stored with different content (nothing of the batch is stored)
+413    the body is over the size limit, or the batch has more than 500 events
+422    validation failed; every field error of every event is listed
+=====  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from config.settings import Settings
+from schemas.events import EVENT_ADAPTER, MAX_BATCH, Event, event_json
+from schemas.webhook import SignatureError, verify
+from store import ledger
+from tasks.delivery import enqueue_routes
+from tasks.runtime import get_runtime
+
+log = structlog.get_logger(__name__)
+router = APIRouter()
+
+INTAKE_REQUESTS = Counter("motcua_intake_requests", "Intake requests by answer", ["status"])
+INTAKE_EVENTS = Counter("motcua_intake_events", "Events stored by the intake", ["result"])
+
+
+class StoredEvent(BaseModel):
+    event_id: str
+    id: int
+
+
+class IntakeAccepted(BaseModel):
+    status: str
+    accepted: list[StoredEvent]
+    duplicates: list[StoredEvent]
+
+
+class FieldError(BaseModel):
+    index: int
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class IntakeError(BaseModel):
+    error: str
+    detail: str | None = None
+    event_ids: list[str] | None = None
+    errors: list[FieldError] | None = None
+
+
+_REQUEST_SCHEMA = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/Event"},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/Event"}, "maxItems": MAX_BATCH},
+                ]
+            }
+        }
+    },
+    "required": True,
+    "description": "One canonical event, or a batch of up to 500, signed the Standard Webhooks way.",
+}
+
+
+def _error(status: int, error: str, **extra: Any) -> JSONResponse:
+    INTAKE_REQUESTS.labels(str(status)).inc()
+    body = IntakeError(error=error, **extra).model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=status)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def validation_errors(raw_events: list[Any]) -> tuple[list[Event], list[FieldError]]:
+    """Validate every event; collect every field error (never echoing the input values)."""
+    valid: list[Event] = []
+    errors: list[FieldError] = []
+    for index, raw in enumerate(raw_events):
+        try:
+            valid.append(EVENT_ADAPTER.validate_python(raw))
+        except ValidationError as exc:
+            errors.extend(
+                FieldError(index=index, loc=list(err["loc"]), msg=err["msg"], type=err["type"])
+                for err in exc.errors(include_url=False, include_input=False)
+            )
+    return valid, errors
+
+
+@router.post(
+    "/v1/events",
+    status_code=202,
+    response_model=IntakeAccepted,
+    responses={
+        200: {"model": IntakeAccepted, "description": "all duplicates"},
+        400: {"model": IntakeError}, 401: {"model": IntakeError}, 409: {"model": IntakeError},
+        413: {"model": IntakeError}, 422: {"model": IntakeError},
+    },
+    openapi_extra={"requestBody": _REQUEST_SCHEMA},
+    summary="Submit dossier events (signed)",
+)
+async def intake(request: Request, background: BackgroundTasks) -> Any:
+    settings: Settings = request.app.state.settings
+    body = await _read_limited(request, settings.intake_max_body_bytes)
+    if body is None:
+        return _error(413, "body too large", detail=f"limit is {settings.intake_max_body_bytes} bytes")
+    try:
+        verify(settings.intake_secrets(), request.headers, body)
+    except SignatureError as exc:
+        log.info("intake.bad_signature", reason=str(exc))
+        return _error(401, "invalid signature", detail=str(exc))
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _error(400, "malformed JSON", detail=str(exc))
+    if isinstance(data, dict):
+        raw_events: list[Any] = [data]
+    elif isinstance(data, list):
+        raw_events = data
+    else:
+        return _error(400, "expected an event object or an array of events")
+    if not raw_events:
+        return _error(422, "empty batch", errors=[])
+    if len(raw_events) > MAX_BATCH:
+        return _error(413, "batch too large", detail=f"at most {MAX_BATCH} events per request")
+    valid, errors = validation_errors(raw_events)
+    if errors:
+        return _error(422, "validation failed", errors=errors)
+    payloads = [event_json(e) for e in valid]
+    runtime = get_runtime()
+    try:
+        stored = await run_in_threadpool(ledger.ingest, runtime.engine, payloads, datetime.now(UTC))
+    except ledger.IngestConflict as exc:
+        return _error(409, "event_id reused with different content", event_ids=exc.event_ids)
+    accepted = [StoredEvent(event_id=s.event_id, id=s.pk) for s in stored if not s.duplicate]
+    duplicates = [StoredEvent(event_id=s.event_id, id=s.pk) for s in stored if s.duplicate]
+    INTAKE_EVENTS.labels("accepted").inc(len(accepted))
+    INTAKE_EVENTS.labels("duplicate").inc(len(duplicates))
+    if accepted:
+        background.add_task(run_in_threadpool, enqueue_routes, [a.id for a in accepted])
+    status = 202 if accepted else 200
+    INTAKE_REQUESTS.labels(str(status)).inc()
+    answer = IntakeAccepted(status="accepted" if accepted else "duplicate", accepted=accepted, duplicates=duplicates)
+    return JSONResponse(answer.model_dump(), status_code=status, background=background)

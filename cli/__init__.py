@@ -1,0 +1,1 @@
+"""The motcua-relay command."""

@@ -1,0 +1,284 @@
+"""``motcua-relay``: run the relay's processes and answer an operator's questions.
+
+Configuration comes only from the environment (and an optional ``.env``); see README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from config.logging import configure_logging
+from config.settings import get_settings
+
+app = typer.Typer(help="motcua-relay: reliable delivery of one-stop-shop dossier events.", no_args_is_help=True)
+events_app = typer.Typer(help="Canonical events: samples for integrators.", no_args_is_help=True)
+db_app = typer.Typer(help="The ledger's schema.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+app.add_typer(db_app, name="db")
+console = Console()
+
+VN = "Asia/Ho_Chi_Minh"
+
+
+def _vn(dt: datetime | None) -> str:
+    if dt is None:
+        return "—"
+    from zoneinfo import ZoneInfo
+
+    return dt.astimezone(ZoneInfo(VN)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _setup() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the ledger's migrations (the API and workers also do it at start)."""
+    from store.db import upgrade
+
+    _setup()
+    upgrade()
+    console.print("[green]ledger schema is up to date[/]")
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8700,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the intake, callbacks, health and metrics."""
+    import uvicorn
+
+    from store.db import upgrade
+
+    _setup()
+    upgrade()
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers,
+                access_log=False, log_level="warning")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="deliveries in flight (threads)")] = None,
+    queues: Annotated[str | None, typer.Option(help="comma-separated queues (default: all)")] = None,
+    loglevel: Annotated[str, typer.Option()] = "WARNING",
+) -> None:
+    """Run a Celery worker: routing, deliveries and sweeps (thread pool: many slow calls per core)."""
+    from config.celery import worker_queues
+    from store.db import upgrade
+    from tasks.app import app as celery_app
+    from tasks.runtime import get_runtime
+
+    _setup()
+    upgrade()
+    settings = get_settings()
+    all_queues = queues or ",".join(worker_queues(get_runtime().routing))
+    celery_app.worker_main([
+        "worker", "-P", "threads", "-c", str(concurrency or settings.worker_concurrency), "-Q", all_queues,
+        "--without-gossip", "--without-mingle", "--without-heartbeat", "-O", "fair", "-l", loglevel,
+        "-n", f"relay-{os.getpid()}@%h",
+    ])
+
+
+@app.command()
+def beat(loglevel: Annotated[str, typer.Option()] = "WARNING") -> None:
+    """Run the scheduler (exactly one per deployment): the sweeper and periodic jobs."""
+    from tasks.app import app as celery_app
+
+    _setup()
+    Path("var").mkdir(exist_ok=True)
+    celery_app.start(["beat", "-s", "var/celerybeat-schedule", "-l", loglevel])
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="the one-stop simulator's port")] = 8701,
+) -> None:
+    """Start the simulators (the one-stop software as a webhook subscriber) on loopback."""
+    import uvicorn
+
+    from sandbox.onestop import create_app as onestop_app
+    from tasks.runtime import get_runtime
+
+    _setup()
+    secrets = _subscriber_secrets(get_runtime().routing)
+    if not secrets:
+        console.print("[red]no subscriber secrets in the environment (see the secret_env of each destination)[/]")
+        raise typer.Exit(2)
+    uvicorn.run(onestop_app(secrets), host=host, port=port, access_log=False, log_level="warning")
+
+
+def _subscriber_secrets(routing: object) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, dest in routing.destinations.items():  # type: ignore[attr-defined]
+        if dest.kind == "webhook":
+            env = dest.option("secret_env")
+            if env and os.environ.get(env):
+                out[name] = os.environ[env]
+    return out
+
+
+@events_app.command("sample")
+def events_sample(
+    dossiers: Annotated[int, typer.Option(help="how many dossiers")] = 3,
+    seed: Annotated[int, typer.Option(help="random seed")] = 1,
+) -> None:
+    """Print generated events as JSON lines: one valid event per line, what an integrator sends."""
+    from sandbox.workload import sample
+
+    for event in sample(dossiers, seed):
+        sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+
+
+def _parse_day(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    d = date.fromisoformat(value)
+    from zoneinfo import ZoneInfo
+
+    return datetime(d.year, d.month, d.day, tzinfo=ZoneInfo(VN)).astimezone(UTC)
+
+
+@app.command()
+def deadletters(
+    destination: Annotated[str | None, typer.Option(help="only this destination")] = None,
+    dossier: Annotated[str | None, typer.Option(help="only this dossier code")] = None,
+    since: Annotated[str | None, typer.Option(help="from this day (YYYY-MM-DD, Vietnam time)")] = None,
+    until: Annotated[str | None, typer.Option(help="before this day (YYYY-MM-DD)")] = None,
+    reason: Annotated[str | None, typer.Option(help="reason contains this text")] = None,
+    limit: Annotated[int, typer.Option()] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
+) -> None:
+    """List dead letters: deliveries that gave up, with their reason."""
+    from store import ledger
+    from tasks.runtime import get_runtime
+
+    _setup()
+    flt = ledger.DeadLetterFilter(destination, dossier, _parse_day(since), _parse_day(until), reason)
+    rows = ledger.dead_letters(get_runtime().engine, flt, limit)
+    if as_json:
+        for r in rows:
+            sys.stdout.write(json.dumps({**r._asdict(), "updated_at": r.updated_at.isoformat()}) + "\n")
+        return
+    table = Table(title=f"Dead letters ({len(rows)})", show_lines=False)
+    for col in ("id", "destination", "dossier", "seq", "event", "attempts", "replays", "when (VN)", "HTTP",
+                "reason"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(str(r.id), r.destination, r.dossier_code, str(r.sequence), r.type, str(r.attempts),
+                      str(r.replays), _vn(r.updated_at), str(r.last_status_code or ""), r.last_error or "")
+    console.print(table)
+
+
+@app.command()
+def replay(
+    delivery_id: Annotated[list[int] | None, typer.Argument(help="delivery ids (or use filters)")] = None,
+    destination: Annotated[str | None, typer.Option()] = None,
+    dossier: Annotated[str | None, typer.Option()] = None,
+    since: Annotated[str | None, typer.Option()] = None,
+    until: Annotated[str | None, typer.Option()] = None,
+    reason: Annotated[str | None, typer.Option()] = None,
+    all_matching: Annotated[bool, typer.Option("--all", help="replay every dead letter matching the filters")] = False,
+) -> None:
+    """Re-queue dead letters with a fresh attempt budget. Nothing is deleted."""
+    from store import ledger
+    from tasks.delivery import enqueue_deliveries
+    from tasks.runtime import get_runtime
+
+    _setup()
+    if not delivery_id and not all_matching:
+        console.print("[red]name delivery ids, or pass --all with filters[/]")
+        raise typer.Exit(2)
+    rt = get_runtime()
+    flt = ledger.DeadLetterFilter(destination, dossier, _parse_day(since), _parse_day(until), reason,
+                                  tuple(delivery_id or ()))
+    deadlines = {name: d.retry.deadline for name, d in rt.routing.destinations.items()}
+    queued = ledger.replay(rt.engine, flt, deadlines, datetime.now(UTC))
+    enqueue_deliveries(queued, rt)
+    console.print(f"[green]replayed {len(queued)} deliveries[/]")
+
+
+@app.command()
+def trace(dossier_code: Annotated[str, typer.Argument(help="the dossier code")]) -> None:
+    """Every event, delivery and attempt of one dossier, as a timeline."""
+    from store import ledger
+    from tasks.runtime import get_runtime
+
+    _setup()
+    evs, dels, atts = ledger.dossier_trace(get_runtime().engine, dossier_code)
+    if not evs:
+        console.print(f"[yellow]no events for {dossier_code}[/]")
+        raise typer.Exit(1)
+    by_event = {e.id: e for e in evs}
+    table = Table(title=f"Dossier {dossier_code}")
+    for col in ("time (VN)", "what", "seq", "destination", "detail"):
+        table.add_column(col, overflow="fold")
+    rows: list[tuple[datetime, str, str, str, str]] = []
+    for e in evs:
+        rows.append((e.received_at, f"event {e.type}", str(e.sequence), "", f"{e.event_id} from {e.origin}"))
+    deliveries = {d.id: d for d in dels}
+    for a in atts:
+        d = deliveries[a.delivery_id]
+        detail = f"attempt {a.number}: {a.outcome or 'in flight'}"
+        if a.status_code:
+            detail += f", HTTP {a.status_code}"
+        if a.duration_ms is not None:
+            detail += f", {a.duration_ms:.0f} ms"
+        if a.error:
+            detail += f" — {a.error}"
+        if a.external_ref:
+            detail += f" (ref {a.external_ref})"
+        rows.append((a.started_at, "attempt", str(by_event[d.event_pk].sequence), a.destination, detail))
+    for d in dels:
+        if d.status in ("superseded", "dead") or d.status in ("pending", "retrying"):
+            detail = d.status + (f": {d.last_error}" if d.last_error else "")
+            if d.next_attempt_at and d.status in ("pending", "retrying"):
+                detail += f", next try {_vn(d.next_attempt_at)}"
+            rows.append((d.updated_at, "delivery", str(d.sequence), d.destination, detail))
+    rows.sort(key=lambda r: r[0])
+    for when, what, seq, dest, detail in rows:
+        table.add_row(_vn(when), what, seq, dest, detail)
+    console.print(table)
+    summary = Table(title="Deliveries")
+    for col in ("destination", "seq", "status", "attempts", "delivered (VN)", "ref"):
+        summary.add_column(col)
+    for d in sorted(dels, key=lambda d: (d.destination, d.sequence)):
+        summary.add_row(d.destination, str(d.sequence), d.status, str(d.attempts), _vn(d.delivered_at),
+                        d.external_ref or "")
+    console.print(summary)
+
+
+@app.command()
+def demo(
+    dossiers: Annotated[int, typer.Option(help="dossiers in the simulated working day")] = 100,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the summary as JSON here")] = None,
+    faults: Annotated[float, typer.Option(help="share of simulator calls that fail (5xx, timeouts)")] = 0.1,
+) -> None:
+    """Start the simulators, the API and a worker, play a working day, and summarise."""
+    from cli.demo import run_demo
+
+    run_demo(dossiers=dossiers, json_path=json_path, fault_rate=faults, console=console)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
+
+
+

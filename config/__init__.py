@@ -1,0 +1,1 @@
+"""Settings, routing rules, retry schedules, logging and Celery configuration."""

@@ -1,0 +1,55 @@
+"""Celery configuration: the settings that matter for at-least-once delivery (DESIGN.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config.routing import RoutingConfig
+from config.settings import Settings
+
+ROUTE_QUEUE = "relay.route"
+CONTROL_QUEUE = "relay.control"
+
+
+def celery_config(settings: Settings, routing: RoutingConfig) -> dict[str, Any]:
+    longest_task = max(
+        (d.timeouts.connect + d.timeouts.read) * 2 + 30 for d in routing.destinations.values()
+    ) if routing.destinations else 120
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "task_time_limit": longest_task,
+        "task_soft_time_limit": longest_task - 10,
+        "worker_prefetch_multiplier": 4,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "task_default_queue": CONTROL_QUEUE,
+        "task_routes": {"relay.route": {"queue": ROUTE_QUEUE}, "relay.sweep": {"queue": CONTROL_QUEUE}},
+        "broker_transport_options": {
+            "visibility_timeout": max(settings.visibility_timeout_seconds, longest_task * 2),
+        },
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_pool_limit": max(10, settings.worker_concurrency),
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "timezone": "Asia/Ho_Chi_Minh",
+        "enable_utc": True,
+        "beat_schedule": {
+            "sweep": {
+                "task": "relay.sweep",
+                "schedule": settings.sweep_interval_seconds,
+                "options": {"expires": settings.sweep_interval_seconds * 3},
+            },
+        },
+    }
+
+
+def worker_queues(routing: RoutingConfig) -> list[str]:
+    return [ROUTE_QUEUE, CONTROL_QUEUE, *routing.queues]

@@ -1,0 +1,74 @@
+"""Runtime settings: only from the environment (prefix ``MOTCUA_``) and an optional ``.env``.
+
+Secrets are :class:`pydantic.SecretStr`, so reprs and logs show them masked.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ROUTING_FILE = Path(__file__).resolve().parent / "relay.toml"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MOTCUA_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./var/relay.db"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field("motcua", description="key prefix for breaker, rate-limit, metrics state")
+    intake_secret: SecretStr | None = Field(
+        None, description="one or more whsec_ secrets, comma or space separated (several during rotation)"
+    )
+    intake_max_body_bytes: int = 5 * 1024 * 1024
+    routing_file: Path = DEFAULT_ROUTING_FILE
+
+    # delivery engine
+    worker_concurrency: int = 64
+    delivery_lease_seconds: float = 120.0
+    requeue_after_seconds: float = 60.0
+    sweep_interval_seconds: float = 2.0
+    sweep_batch: int = 2000
+    ordering_gap_wait_seconds: float = 60.0
+    visibility_timeout_seconds: int = 3600
+
+    # code shapes (a province's own formats)
+    unit_code_pattern: str | None = None
+    dossier_code_pattern: str | None = None
+    procedure_code_pattern: str | None = None
+
+    log_format: str = Field("auto", description="auto | json | console")
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _driver(cls, value: str) -> str:
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            return "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    def intake_secrets(self) -> list[str]:
+        if self.intake_secret is None:
+            return []
+        raw = self.intake_secret.get_secret_value().replace(",", " ")
+        return [s for s in raw.split() if s]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    settings = Settings()
+    from schemas.events import configure_code_patterns
+
+    configure_code_patterns(
+        settings.unit_code_pattern, settings.dossier_code_pattern, settings.procedure_code_pattern
+    )
+    return settings

@@ -1,0 +1,143 @@
+"""What every connector shares: the error classes, the result record and HTTP plumbing.
+
+The error classes decide what happens to a delivery::
+
+    DeliveryError                 an attempt failed; ``reason`` says why in words an operator reads
+    ├── Retryable                 timeouts, connection errors, 408/425/429/5xx, documented transient codes
+    ├── Permanent                 validation and business rejections: dead-letter at once
+    └── AuthExpired               the credential expired: refresh it once, then retry
+
+Every connector maps its service's answers to these in one table, and
+:func:`map_transport_errors` translates the transport's own exceptions, so that no
+httpx or zeep exception ever reaches the delivery engine.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import ClassVar
+
+import httpx
+
+EXCERPT_LIMIT = 1000
+
+
+class DeliveryError(Exception):
+    """An attempt that did not deliver. Subclasses say what to do about it."""
+
+    outcome: ClassVar[str] = "error"
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status_code: int | None = None,
+        excerpt: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status_code = status_code
+        self.excerpt = excerpt
+        self.retry_after = retry_after
+
+
+class Retryable(DeliveryError):
+    outcome = "retryable"
+
+
+class Permanent(DeliveryError):
+    outcome = "permanent"
+
+
+class AuthExpired(DeliveryError):
+    outcome = "auth_expired"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorResult:
+    """A successful call, as stored in the attempt row."""
+
+    status_code: int | None
+    external_ref: str | None = None
+    excerpt: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def excerpt(text: str | bytes | None, limit: int = EXCERPT_LIMIT) -> str | None:
+    """The head of a response body, for the attempt row (masking is the caller's job)."""
+    if text is None:
+        return None
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = datetime.now(UTC).timestamp() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def classify_http_status(response: httpx.Response) -> DeliveryError | None:
+    """The generic HTTP answer table; connectors refine it with their service's codes."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    body = excerpt(response.text)
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    if status in (408, 425, 429) or status >= 500:
+        return Retryable(f"HTTP {status}", status_code=status, excerpt=body, retry_after=retry_after)
+    return Permanent(f"HTTP {status} rejected", status_code=status, excerpt=body)
+
+
+@contextmanager
+def map_transport_errors() -> Iterator[None]:
+    """Translate httpx's exceptions into our classes (``raise … from exc``)."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise Retryable(f"timeout ({type(exc).__name__})") from exc
+    except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as exc:
+        raise Retryable(f"connection failed ({type(exc).__name__}: {exc})") from exc
+    except httpx.UnsupportedProtocol as exc:
+        raise Permanent(f"bad destination URL: {exc}") from exc
+    except httpx.HTTPError as exc:
+        raise Retryable(f"HTTP transport error ({type(exc).__name__}: {exc})") from exc
+
+
+def build_http_client(connect: float, read: float, max_connections: int = 100) -> httpx.Client:
+    """A pooled client with explicit connect and read timeouts; built once per destination."""
+    return httpx.Client(
+        timeout=httpx.Timeout(connect=connect, read=read, write=read, pool=connect + read),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        headers={"User-Agent": "motcua-relay/0.1"},
+        follow_redirects=False,
+    )
+
+
+class Stopwatch:
+    """Milliseconds since creation."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+
+    @property
+    def ms(self) -> float:
+        return (time.perf_counter() - self._start) * 1000.0

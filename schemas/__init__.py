@@ -1,0 +1,1 @@
+"""Pydantic models at every boundary: the canonical event and each service's payloads."""

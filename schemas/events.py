@@ -1,0 +1,397 @@
+"""The canonical dossier event: what the one-stop software sends and what callbacks produce.
+
+Every event carries the envelope of :class:`EventBase` (id, type, unit, dossier,
+procedure, per-dossier ``sequence``, tz-aware ``occurred_at``, applicant) and a
+type-specific ``data`` block. :data:`Event` is the discriminated union over ``type``;
+:data:`EVENT_ADAPTER` validates one event, :data:`EVENT_BATCH_ADAPTER` a list.
+
+Code shapes (unit, dossier, procedure) follow DOMAIN.md; provinces format them a
+little differently, so the patterns are configurable with :func:`configure_code_patterns`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+)
+
+from schemas.privacy import PersonalStr
+
+# Electronic identifier codes (Decision 20/2020/QĐ-TTg): 000.00.01.H22, G01.123.45.67 ...
+DEFAULT_UNIT_PATTERN = r"^[A-Z0-9]{2,4}(\.[A-Z0-9]{2,4}){2,4}$"
+# Unit-prefixed dossier code: 000.00.12.H22-240315-0042
+DEFAULT_DOSSIER_PATTERN = r"^[A-Za-z0-9.]{3,40}-\d{6}-\d{1,7}$"
+# Procedure codes: 1.001234.000.00.00.H22 or 2.002492
+DEFAULT_PROCEDURE_PATTERN = r"^\d\.\d{5,6}(\.[A-Z0-9]{1,4}){0,4}$"
+
+_patterns: dict[str, re.Pattern[str]] = {
+    "unit_code": re.compile(DEFAULT_UNIT_PATTERN),
+    "dossier_code": re.compile(DEFAULT_DOSSIER_PATTERN),
+    "procedure_code": re.compile(DEFAULT_PROCEDURE_PATTERN),
+}
+
+
+def configure_code_patterns(
+    unit: str | None = None, dossier: str | None = None, procedure: str | None = None
+) -> None:
+    """Replace the shape checks for codes (a province's own formats)."""
+    for key, pattern in (("unit_code", unit), ("dossier_code", dossier), ("procedure_code", procedure)):
+        if pattern:
+            _patterns[key] = re.compile(pattern)
+
+
+def _check_code(kind: str, value: str) -> str:
+    if not _patterns[kind].match(value):
+        raise ValueError(f"{kind} {value!r} does not match the configured pattern {_patterns[kind].pattern}")
+    return value
+
+
+EventId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:\-]+$")]
+Money = Annotated[Decimal, Field(ge=0, max_digits=15, decimal_places=0)]
+ShortText = Annotated[str, Field(max_length=2000)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Address(Model):
+    street: PersonalStr | None = Field(None, max_length=300)
+    ward: str | None = Field(None, max_length=100)
+    district: str | None = Field(None, max_length=100)
+    province: str | None = Field(None, max_length=100)
+
+
+class Applicant(Model):
+    kind: Literal["citizen", "business"] = "citizen"
+    name: PersonalStr = Field(min_length=1, max_length=200)
+    id_number: PersonalStr | None = Field(None, max_length=20)
+    phone: PersonalStr | None = Field(None, max_length=20)
+    email: PersonalStr | None = Field(None, max_length=200)
+    zalo_consent: bool = False
+    address: Address | None = None
+
+
+class FeeLine(Model):
+    code: str = Field(min_length=1, max_length=50)
+    name: str = Field(max_length=300)
+    amount: Money
+
+
+class Document(Model):
+    name: str = Field(max_length=300)
+    url: str | None = Field(None, max_length=2000)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    size: int | None = Field(None, ge=0)
+
+
+class ProcessingStep(Model):
+    department: str = Field(max_length=200)
+    handler: PersonalStr | None = Field(None, max_length=200)
+    title: str | None = Field(None, max_length=200)
+    note: ShortText | None = None
+    started_at: AwareDatetime | None = None
+    due_at: AwareDatetime | None = None
+
+
+class EventBase(Model):
+    event_id: EventId
+    unit_code: str = Field(max_length=60)
+    dossier_code: str = Field(max_length=80)
+    procedure_code: str = Field(max_length=60)
+    sequence: int = Field(ge=1, le=1_000_000)
+    occurred_at: AwareDatetime
+    applicant: Applicant
+    origin: str = Field("onestop", max_length=40, description="the system that produced the event")
+
+    @field_validator("unit_code")
+    @classmethod
+    def _unit(cls, v: str) -> str:
+        return _check_code("unit_code", v)
+
+    @field_validator("dossier_code")
+    @classmethod
+    def _dossier(cls, v: str) -> str:
+        return _check_code("dossier_code", v)
+
+    @field_validator("procedure_code")
+    @classmethod
+    def _procedure(cls, v: str) -> str:
+        return _check_code("procedure_code", v)
+
+
+# ---- dossier lifecycle ------------------------------------------------------------
+
+class SubmittedData(Model):
+    channel: Literal["online", "desk", "postal"] = "desk"
+    procedure_name: str | None = Field(None, max_length=500)
+    documents: list[Document] = Field(default_factory=list, max_length=200)
+
+
+class ReceivedData(Model):
+    receipt_no: str = Field(max_length=60)
+    due_at: AwareDatetime
+    procedure_name: str | None = Field(None, max_length=500)
+    return_by_post: bool = False
+
+
+class ReasonData(Model):
+    reason: ShortText
+
+
+class ProcessingData(Model):
+    step: ProcessingStep
+
+
+class SupplementData(Model):
+    reason: ShortText
+    items: list[str] = Field(default_factory=list, max_length=50)
+    due_at: AwareDatetime | None = None
+
+
+class FeeRequestData(Model):
+    fee_id: str = Field(max_length=60)
+    amount: Money
+    lines: list[FeeLine] = Field(default_factory=list, max_length=50)
+
+
+class CompletedData(Model):
+    result_documents: list[Document] = Field(default_factory=list, max_length=50)
+    pickup: Literal["desk", "post", "online"] = "desk"
+    late: bool = False
+
+
+class ReturnedData(Model):
+    returned_at: AwareDatetime
+    method: Literal["desk", "post", "online"] = "desk"
+
+
+class DossierSubmitted(EventBase):
+    type: Literal["dossier.submitted"]
+    data: SubmittedData = SubmittedData()
+
+
+class DossierReceived(EventBase):
+    type: Literal["dossier.received"]
+    data: ReceivedData
+
+
+class DossierRefused(EventBase):
+    type: Literal["dossier.refused"]
+    data: ReasonData
+
+
+class DossierProcessing(EventBase):
+    type: Literal["dossier.processing"]
+    data: ProcessingData
+
+
+class DossierSupplementRequested(EventBase):
+    type: Literal["dossier.supplement_requested"]
+    data: SupplementData
+
+
+class DossierFeeRequested(EventBase):
+    type: Literal["dossier.fee_requested"]
+    data: FeeRequestData
+
+
+class DossierWithdrawn(EventBase):
+    type: Literal["dossier.withdrawn"]
+    data: ReasonData
+
+
+class DossierSuspended(EventBase):
+    type: Literal["dossier.suspended"]
+    data: ReasonData
+
+
+class DossierCompleted(EventBase):
+    type: Literal["dossier.completed"]
+    data: CompletedData = CompletedData()
+
+
+class DossierReturned(EventBase):
+    type: Literal["dossier.returned"]
+    data: ReturnedData
+
+
+# ---- fees -------------------------------------------------------------------------
+
+class FeeAssessedData(Model):
+    fee_id: str = Field(max_length=60)
+    amount: Money
+    lines: list[FeeLine] = Field(min_length=1, max_length=50)
+    due_at: AwareDatetime | None = None
+
+
+class FeePaidData(Model):
+    fee_id: str = Field(max_length=60)
+    amount: Money
+    provider: str = Field(max_length=40)
+    transaction_id: str = Field(max_length=100)
+    paid_at: AwareDatetime
+
+
+class FeeRefundedData(Model):
+    fee_id: str = Field(max_length=60)
+    amount: Money
+    reason: ShortText | None = None
+
+
+class FeeAssessed(EventBase):
+    type: Literal["fee.assessed"]
+    data: FeeAssessedData
+
+
+class FeePaid(EventBase):
+    type: Literal["fee.paid"]
+    data: FeePaidData
+
+
+class FeeRefunded(EventBase):
+    type: Literal["fee.refunded"]
+    data: FeeRefundedData
+
+
+# ---- postal -----------------------------------------------------------------------
+
+class PostalRequestData(Model):
+    address: Address
+    cod_amount: Money = Decimal(0)
+    note: ShortText | None = None
+
+
+class PostalStatusData(Model):
+    order_number: str = Field(max_length=80)
+    status_code: str = Field(max_length=20)
+    status: Literal["collected", "in_transit", "delivered", "failed_delivery", "returned_to_sender", "cancelled"]
+    message: ShortText | None = None
+
+
+class PostalPickupRequested(EventBase):
+    type: Literal["postal.pickup_requested"]
+    data: PostalRequestData
+
+
+class PostalDeliveryRequested(EventBase):
+    type: Literal["postal.delivery_requested"]
+    data: PostalRequestData
+
+
+class PostalStatus(EventBase):
+    type: Literal["postal.status"]
+    data: PostalStatusData
+
+
+# ---- inter-level transfer -----------------------------------------------------------
+
+class TransferRequestData(Model):
+    target_unit: str = Field(max_length=60)
+    reason: ShortText | None = None
+    documents: list[Document] = Field(default_factory=list, max_length=200)
+
+
+class TransferAnswerData(Model):
+    target_unit: str = Field(max_length=60)
+    reason: ShortText | None = None
+
+
+class TransferResultData(Model):
+    target_unit: str = Field(max_length=60)
+    outcome: Literal["approved", "rejected"] = "approved"
+    documents: list[Document] = Field(default_factory=list, max_length=50)
+
+
+class TransferRequested(EventBase):
+    type: Literal["transfer.requested"]
+    data: TransferRequestData
+
+
+class TransferAccepted(EventBase):
+    type: Literal["transfer.accepted"]
+    data: TransferAnswerData
+
+
+class TransferRefused(EventBase):
+    type: Literal["transfer.refused"]
+    data: TransferAnswerData
+
+
+class TransferResult(EventBase):
+    type: Literal["transfer.result"]
+    data: TransferResultData
+
+
+Event = Annotated[
+    DossierSubmitted
+    | DossierReceived
+    | DossierRefused
+    | DossierProcessing
+    | DossierSupplementRequested
+    | DossierFeeRequested
+    | DossierWithdrawn
+    | DossierSuspended
+    | DossierCompleted
+    | DossierReturned
+    | FeeAssessed
+    | FeePaid
+    | FeeRefunded
+    | PostalPickupRequested
+    | PostalDeliveryRequested
+    | PostalStatus
+    | TransferRequested
+    | TransferAccepted
+    | TransferRefused
+    | TransferResult,
+    Field(discriminator="type"),
+]
+
+MAX_BATCH = 500
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+EVENT_BATCH_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(
+    Annotated[list[Event], Field(min_length=1, max_length=MAX_BATCH)]
+)
+EVENT_TYPES: tuple[str, ...] = tuple(
+    t.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
+    for t in EventBase.__subclasses__()
+)
+
+# The portal's "TrangThaiHoSo" for each lifecycle event (DOMAIN.md); provinces override it in config.
+DEFAULT_PORTAL_STATUS: dict[str, int] = {
+    "dossier.submitted": 1,
+    "dossier.received": 2,
+    "dossier.refused": 3,
+    "dossier.processing": 4,
+    "dossier.supplement_requested": 5,
+    "dossier.fee_requested": 6,
+    "dossier.withdrawn": 7,
+    "dossier.suspended": 8,
+    "dossier.completed": 9,
+    "dossier.returned": 10,
+}
+
+
+def parse_event(raw: Any) -> Event:
+    return EVENT_ADAPTER.validate_python(raw)
+
+
+def event_json(event: BaseModel) -> dict[str, Any]:
+    """The canonical JSON form of an event (what the ledger stores and subscribers receive)."""
+    return event.model_dump(mode="json", exclude_none=True)
+
+
+def vn_time(dt: datetime) -> datetime:
+    from zoneinfo import ZoneInfo
+
+    return dt.astimezone(ZoneInfo("Asia/Ho_Chi_Minh"))

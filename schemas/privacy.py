@@ -1,0 +1,108 @@
+"""Personal data: how it is marked on models and how it is masked.
+
+A field whose annotation carries :data:`PERSONAL` (use the :data:`PersonalStr` alias)
+holds a citizen's name, ID number, phone, e-mail or street address. Logs and stored
+response excerpts never show such a value in clear: :func:`masked_dump` masks the
+marked fields of a model, and :func:`mask_text` masks free text (a response body)
+by pattern and by the exact values the caller knows to be personal.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Annotated, Any, get_args
+
+from pydantic import BaseModel
+
+
+class _Personal:
+    """Marker placed in a field's metadata."""
+
+    def __repr__(self) -> str:
+        return "PERSONAL"
+
+
+PERSONAL = _Personal()
+PersonalStr = Annotated[str, PERSONAL]
+
+# Vietnamese citizen ID (12 digits, older cards 9), phones in national or international form.
+_PHONE_RE = re.compile(r"(?<!\d)(?:\+?84|0)(?:[\s.\-]?\d){8,10}(?!\d)")
+_ID_RE = re.compile(r"(?<!\d)(?:\d{12}|\d{9})(?!\d)")
+_EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def mask_value(value: str) -> str:
+    """Keep just enough to recognise a value: first and last character, length hidden."""
+    value = str(value)
+    if len(value) <= 2:
+        return "*" * len(value)
+    if len(value) <= 4:
+        return value[0] + "***"
+    return value[0] + "***" + value[-2:]
+
+
+def _annotation_is_personal(annotation: Any) -> bool:
+    if any(m is PERSONAL for m in getattr(annotation, "__metadata__", ())):
+        return True
+    return any(_annotation_is_personal(arg) for arg in get_args(annotation))
+
+
+@lru_cache(maxsize=512)
+def is_personal(model: type[BaseModel], field: str) -> bool:
+    info = model.model_fields.get(field)
+    if info is None:
+        return False
+    return any(m is PERSONAL for m in info.metadata) or _annotation_is_personal(info.annotation)
+
+
+def masked_dump(model: BaseModel) -> dict[str, Any]:
+    """``model_dump(mode="json")`` with every personal field masked, recursively."""
+    out: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if value is not None and is_personal(type(model), name):
+            out[name] = mask_value(str(value))
+        else:
+            out[name] = _masked_any(value)
+    return out
+
+
+def _masked_any(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return masked_dump(value)
+    if isinstance(value, list | tuple):
+        return [_masked_any(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _masked_any(v) for k, v in value.items()}
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def personal_values(model: BaseModel) -> list[str]:
+    """Every personal value held by a model, recursively (to mask them in free text)."""
+    found: list[str] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if value is None:
+            continue
+        if is_personal(type(model), name):
+            found.append(str(value))
+        elif isinstance(value, BaseModel):
+            found.extend(personal_values(value))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                if isinstance(item, BaseModel):
+                    found.extend(personal_values(item))
+    return found
+
+
+def mask_text(text: str, known: Iterable[str] = ()) -> str:
+    """Mask personal data in free text: the known values first, then by pattern."""
+    for value in sorted({k for k in known if k and len(k) >= 3}, key=len, reverse=True):
+        text = text.replace(value, mask_value(value))
+    text = _EMAIL_RE.sub(lambda m: mask_value(m.group(0)), text)
+    text = _PHONE_RE.sub(lambda m: mask_value(m.group(0)), text)
+    return _ID_RE.sub(lambda m: mask_value(m.group(0)), text)

@@ -1,0 +1,1 @@
+"""The ledger: events, deliveries, attempts (SQLAlchemy 2, SQLite or PostgreSQL)."""

@@ -1,0 +1,647 @@
+"""Ledger operations: every state change of an event or a delivery is one short transaction here.
+
+The delivery engine (``tasks/``) decides; this module records atomically. All times are
+passed in by the caller, so tests can run the engine on a controlled clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, exists, func, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from store.tables import (
+    DEAD,
+    DELIVERED,
+    FINAL_STATUSES,
+    IN_FLIGHT,
+    OPEN_STATUSES,
+    PENDING,
+    RETRYING,
+    SUPERSEDED,
+    attempts,
+    deliveries,
+    events,
+)
+
+# --------------------------------------------------------------------------- intake
+
+
+class IngestConflict(Exception):
+    """An ``event_id`` already stored with different content."""
+
+    def __init__(self, event_ids: list[str]) -> None:
+        super().__init__(f"event_id already used with different content: {', '.join(event_ids)}")
+        self.event_ids = event_ids
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    event_id: str
+    pk: int
+    duplicate: bool
+
+
+def canonical_json(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def content_hash(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def ingest(engine: Engine, payloads: Sequence[dict[str, Any]], now: datetime) -> list[Ingested]:
+    """Store a batch of validated canonical events atomically.
+
+    A repeated ``event_id`` with the same content is a duplicate (kept as it is); with
+    different content the whole batch is refused with :class:`IngestConflict`.
+    """
+    for attempt in range(3):
+        try:
+            return _ingest_once(engine, payloads, now)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _ingest_once(engine: Engine, payloads: Sequence[dict[str, Any]], now: datetime) -> list[Ingested]:
+    hashed = [(p, canonical_json(p)) for p in payloads]
+    by_id: dict[str, tuple[dict[str, Any], str, str]] = {}
+    conflicts: list[str] = []
+    for payload, text_form in hashed:
+        digest = hashlib.sha256(text_form.encode("utf-8")).hexdigest()
+        seen = by_id.get(payload["event_id"])
+        if seen is not None and seen[2] != digest:
+            conflicts.append(payload["event_id"])
+        by_id[payload["event_id"]] = (payload, text_form, digest)
+    if conflicts:
+        raise IngestConflict(sorted(set(conflicts)))
+    with engine.begin() as conn:
+        existing = {
+            row.event_id: row
+            for row in conn.execute(
+                select(events.c.id, events.c.event_id, events.c.content_hash).where(
+                    events.c.event_id.in_(list(by_id))
+                )
+            )
+        }
+        conflicts = [eid for eid, row in existing.items() if row.content_hash != by_id[eid][2]]
+        if conflicts:
+            raise IngestConflict(sorted(conflicts))
+        new_rows = [
+            {
+                "event_id": eid,
+                "type": payload["type"],
+                "origin": payload.get("origin", "onestop"),
+                "unit_code": payload["unit_code"],
+                "dossier_code": payload["dossier_code"],
+                "procedure_code": payload["procedure_code"],
+                "sequence": payload["sequence"],
+                "occurred_at": datetime.fromisoformat(payload["occurred_at"]),
+                "received_at": now,
+                "content_hash": digest,
+                "payload": text_form,
+                "enqueued_at": now,
+            }
+            for eid, (payload, text_form, digest) in by_id.items()
+            if eid not in existing
+        ]
+        inserted: dict[str, int] = {}
+        if new_rows:
+            result = conn.execute(events.insert().returning(events.c.id, events.c.event_id), new_rows)
+            inserted = {row.event_id: row.id for row in result}
+    out = [Ingested(eid, row.id, True) for eid, row in existing.items()]
+    out += [Ingested(eid, pk, False) for eid, pk in inserted.items()]
+    return out
+
+
+# --------------------------------------------------------------------------- routing
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationRules:
+    """What the ledger needs to know of a destination's configuration."""
+
+    name: str
+    ordered: bool
+    deadline_seconds: float
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToEnqueue:
+    delivery_id: int
+    destination: str
+
+
+def route_event(
+    engine: Engine,
+    event_pk: int,
+    choose: Any,
+    rules: dict[str, DestinationRules],
+    now: datetime,
+) -> list[ToEnqueue]:
+    """Create the event's delivery rows (once) and return those to enqueue now.
+
+    ``choose(payload) -> list[str]`` names the destinations. A delivery of an ordered
+    destination that still has an open predecessor is not enqueued: the predecessor's
+    completion enqueues it.
+    """
+    with engine.begin() as conn:
+        row = conn.execute(
+            select(events.c.payload, events.c.routed_at, events.c.dossier_code, events.c.origin,
+                   events.c.sequence, events.c.event_id).where(events.c.id == event_pk)
+        ).one_or_none()
+        if row is None:
+            return []
+        if row.routed_at is None:
+            payload = json.loads(row.payload)
+            new = [
+                {
+                    "event_pk": event_pk,
+                    "destination": name,
+                    "dossier_code": row.dossier_code,
+                    "stream": row.origin,
+                    "sequence": row.sequence,
+                    "status": PENDING,
+                    "attempts": 0,
+                    "budget_used": 0,
+                    "replays": 0,
+                    "deadline_at": now + timedelta(seconds=rules[name].deadline_seconds),
+                    "created_at": now,
+                    "updated_at": now,
+                    "idempotency_key": f"{row.event_id}:{name}",
+                }
+                for name in choose(payload)
+            ]
+            if new:
+                conn.execute(deliveries.insert(), new)
+            conn.execute(update(events).where(events.c.id == event_pk).values(routed_at=now))
+        open_rows = conn.execute(
+            select(deliveries.c.id, deliveries.c.destination, deliveries.c.dossier_code, deliveries.c.stream,
+                   deliveries.c.sequence).where(
+                deliveries.c.event_pk == event_pk,
+                deliveries.c.status.in_((PENDING, RETRYING)),
+                or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
+            )
+        ).all()
+        chosen: list[ToEnqueue] = []
+        for d in open_rows:
+            rule = rules.get(d.destination)
+            if rule and rule.ordered and _has_open_predecessor(conn, d.dossier_code, d.destination, d.stream,
+                                                               d.sequence):
+                continue
+            chosen.append(ToEnqueue(d.id, d.destination))
+        if open_rows:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_([d.id for d in open_rows]))
+                .values(enqueued_at=now)
+            )
+        return chosen
+
+
+def _has_open_predecessor(conn: Connection, dossier: str, destination: str, stream: str, sequence: int) -> bool:
+    return bool(
+        conn.execute(
+            select(
+                exists().where(
+                    deliveries.c.dossier_code == dossier,
+                    deliveries.c.destination == destination,
+                    deliveries.c.stream == stream,
+                    deliveries.c.sequence < sequence,
+                    deliveries.c.status.in_(OPEN_STATUSES),
+                )
+            )
+        ).scalar()
+    )
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    delivery_id: int
+    destination: str
+    attempt_id: int
+    attempt_number: int
+    idempotency_key: str
+    payload: dict[str, Any]
+    received_at: datetime
+    deadline_at: datetime
+    budget_used: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotClaimed:
+    """Nothing to send now: ``state`` is skip, superseded, waiting or dead."""
+
+    state: str
+    reason: str
+    until: datetime | None = None
+
+
+def claim(
+    engine: Engine,
+    delivery_id: int,
+    rules: DestinationRules,
+    now: datetime,
+    lease_seconds: float,
+    gap_wait_seconds: float,
+) -> Claimed | NotClaimed:
+    """Take a delivery for one attempt, or say why not (ordering, not due, already done)."""
+    with engine.begin() as conn:
+        d = conn.execute(
+            select(deliveries, events.c.payload, events.c.received_at, events.c.origin)
+            .join(events, events.c.id == deliveries.c.event_pk)
+            .where(deliveries.c.id == delivery_id)
+        ).one_or_none()
+        if d is None:
+            return NotClaimed("skip", "no such delivery")
+        lost = d.status == IN_FLIGHT and d.lease_until is not None and d.lease_until <= now
+        if d.status not in (PENDING, RETRYING) and not lost:
+            return NotClaimed("skip", f"delivery is {d.status}")
+        if d.next_attempt_at is not None and d.next_attempt_at > now + timedelta(seconds=1):
+            return NotClaimed("skip", "not due yet", d.next_attempt_at)
+        if lost:
+            _close_lost_attempt(conn, delivery_id, d.attempts)
+        if rules.ordered:
+            if engine.dialect.name == "postgresql":
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                    {"k": f"{d.dossier_code}|{d.destination}|{d.stream}"},
+                )
+            verdict = _ordering_verdict(conn, d, now, gap_wait_seconds)
+            if verdict is not None:
+                return verdict
+        if d.budget_used >= rules.max_attempts:
+            reason = f"gave up: {d.budget_used} attempts started without an answer (worker lost each time)"
+            _set(conn, delivery_id, now, status=DEAD, last_error=reason, lease_until=None)
+            return NotClaimed("dead", reason)
+        number = d.attempts + 1
+        _set(conn, delivery_id, now, status=IN_FLIGHT, attempts=number, budget_used=d.budget_used + 1,
+             lease_until=now + timedelta(seconds=lease_seconds))
+        attempt_id = conn.execute(
+            attempts.insert().returning(attempts.c.id),
+            {"delivery_id": delivery_id, "number": number, "started_at": now},
+        ).scalar_one()
+        return Claimed(
+            delivery_id=delivery_id,
+            destination=d.destination,
+            attempt_id=attempt_id,
+            attempt_number=number,
+            idempotency_key=d.idempotency_key,
+            payload=json.loads(d.payload),
+            received_at=d.received_at,
+            deadline_at=d.deadline_at,
+            budget_used=d.budget_used + 1,
+        )
+
+
+def _ordering_verdict(conn: Connection, d: Any, now: datetime, gap_wait_seconds: float) -> NotClaimed | None:
+    same_stream = and_(
+        deliveries.c.dossier_code == d.dossier_code,
+        deliveries.c.destination == d.destination,
+        deliveries.c.stream == d.stream,
+    )
+    newer = conn.execute(
+        select(func.max(deliveries.c.sequence)).where(
+            same_stream, deliveries.c.sequence > d.sequence, deliveries.c.status.in_((IN_FLIGHT, DELIVERED))
+        )
+    ).scalar()
+    if newer is not None:
+        reason = f"superseded: sequence {newer} already sent to {d.destination}"
+        _set(conn, d.id, now, status=SUPERSEDED, last_error=reason, lease_until=None)
+        return NotClaimed("superseded", reason)
+    if _has_open_predecessor(conn, d.dossier_code, d.destination, d.stream, d.sequence):
+        _set(conn, d.id, now, enqueued_at=now)
+        return NotClaimed("waiting", "an earlier sequence is still open")
+    if d.sequence > 1:
+        present, unrouted = conn.execute(
+            select(func.count(func.distinct(events.c.sequence)),
+                   func.count(events.c.id).filter(events.c.routed_at.is_(None))).where(
+                events.c.dossier_code == d.dossier_code,
+                events.c.origin == d.origin,
+                events.c.sequence < d.sequence,
+            )
+        ).one()
+        if unrouted:
+            _set(conn, d.id, now, enqueued_at=now)
+            return NotClaimed("waiting", "an earlier event is not routed yet")
+        until = d.received_at + timedelta(seconds=gap_wait_seconds)
+        if present < d.sequence - 1 and until > now:
+            _set(conn, d.id, now, next_attempt_at=until, enqueued_at=None)
+            return NotClaimed("waiting", f"sequences before {d.sequence} not received yet", until)
+    return None
+
+
+def _close_lost_attempt(conn: Connection, delivery_id: int, number: int) -> None:
+    conn.execute(
+        update(attempts)
+        .where(attempts.c.delivery_id == delivery_id, attempts.c.number == number, attempts.c.outcome.is_(None))
+        .values(outcome="lost", error="worker lost during the attempt (lease expired)")
+    )
+
+
+def _set(conn: Connection, delivery_id: int, now: datetime, **values: Any) -> None:
+    conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(updated_at=now, **values))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an attempt ended and what the delivery becomes."""
+
+    status: str  # delivered | retrying | dead
+    attempt_outcome: str
+    duration_ms: float
+    status_code: int | None = None
+    error: str | None = None
+    excerpt: str | None = None
+    external_ref: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+def finish(
+    engine: Engine, claimed: Claimed, outcome: Outcome, rules: DestinationRules, now: datetime
+) -> list[ToEnqueue]:
+    """Record an attempt's end; return the successor to enqueue when the delivery is final."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(attempts)
+            .where(attempts.c.id == claimed.attempt_id)
+            .values(
+                duration_ms=outcome.duration_ms,
+                outcome=outcome.attempt_outcome,
+                status_code=outcome.status_code,
+                error=outcome.error,
+                response_excerpt=outcome.excerpt,
+                external_ref=outcome.external_ref,
+            )
+        )
+        values: dict[str, Any] = {
+            "status": outcome.status,
+            "updated_at": now,
+            "lease_until": None,
+            "last_status_code": outcome.status_code,
+            "last_error": outcome.error,
+            "next_attempt_at": outcome.next_attempt_at,
+            "enqueued_at": None,
+        }
+        if outcome.external_ref:
+            values["external_ref"] = outcome.external_ref
+        if outcome.status == DELIVERED:
+            values["delivered_at"] = now
+        result = conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.id == claimed.delivery_id,
+                deliveries.c.status == IN_FLIGHT,
+                deliveries.c.attempts == claimed.attempt_number,
+            )
+            .values(**values)
+        )
+        if result.rowcount == 0 or outcome.status not in FINAL_STATUSES or not rules.ordered:
+            return []
+        return _successor(conn, claimed.delivery_id, now)
+
+
+def _successor(conn: Connection, delivery_id: int, now: datetime) -> list[ToEnqueue]:
+    d = conn.execute(
+        select(deliveries.c.dossier_code, deliveries.c.destination, deliveries.c.stream, deliveries.c.sequence)
+        .where(deliveries.c.id == delivery_id)
+    ).one()
+    nxt = conn.execute(
+        select(deliveries.c.id, deliveries.c.destination)
+        .where(
+            deliveries.c.dossier_code == d.dossier_code,
+            deliveries.c.destination == d.destination,
+            deliveries.c.stream == d.stream,
+            deliveries.c.sequence > d.sequence,
+            deliveries.c.status.in_((PENDING, RETRYING)),
+        )
+        .order_by(deliveries.c.sequence)
+        .limit(1)
+    ).one_or_none()
+    if nxt is None:
+        return []
+    _set(conn, nxt.id, now, enqueued_at=now)
+    return [ToEnqueue(nxt.id, nxt.destination)]
+
+
+def kick_successor(engine: Engine, delivery_id: int, now: datetime) -> list[ToEnqueue]:
+    """The next open delivery of the same (dossier, destination, stream), to enqueue now."""
+    with engine.begin() as conn:
+        return _successor(conn, delivery_id, now)
+
+
+def defer(engine: Engine, delivery_id: int, until: datetime, reason: str, now: datetime) -> None:
+    """Postpone a delivery without spending an attempt (breaker open, quota spent)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id, deliveries.c.status.in_((PENDING, RETRYING)))
+            .values(next_attempt_at=until, enqueued_at=None, last_error=reason, updated_at=now)
+        )
+
+
+# --------------------------------------------------------------------------- sweeper
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    events_to_route: list[int]
+    deliveries_to_enqueue: list[ToEnqueue]
+    leases_expired: int
+
+
+def sweep(engine: Engine, now: datetime, requeue_after: float, batch: int) -> SweepResult:
+    """Find work that is due but not queued: unrouted events, due retries, lost leases."""
+    stale = now - timedelta(seconds=requeue_after)
+    with engine.begin() as conn:
+        lost = conn.execute(
+            select(deliveries.c.id, deliveries.c.attempts).where(
+                deliveries.c.status == IN_FLIGHT, deliveries.c.lease_until <= now
+            ).limit(batch)
+        ).all()
+        for row in lost:
+            _close_lost_attempt(conn, row.id, row.attempts)
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == row.id, deliveries.c.status == IN_FLIGHT)
+                .values(status=RETRYING, next_attempt_at=now, enqueued_at=None, lease_until=None,
+                        updated_at=now, last_error="worker lost during the attempt (lease expired)")
+            )
+        unrouted = list(
+            conn.execute(
+                select(events.c.id).where(
+                    events.c.routed_at.is_(None),
+                    or_(events.c.enqueued_at.is_(None), events.c.enqueued_at <= stale),
+                ).order_by(events.c.id).limit(batch)
+            ).scalars()
+        )
+        if unrouted:
+            conn.execute(update(events).where(events.c.id.in_(unrouted)).values(enqueued_at=now))
+        due = conn.execute(
+            select(deliveries.c.id, deliveries.c.destination).where(
+                deliveries.c.status.in_((PENDING, RETRYING)),
+                or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
+                or_(deliveries.c.enqueued_at.is_(None), deliveries.c.enqueued_at <= stale),
+            ).order_by(deliveries.c.dossier_code, deliveries.c.sequence).limit(batch)
+        ).all()
+        if due:
+            conn.execute(
+                update(deliveries).where(deliveries.c.id.in_([d.id for d in due])).values(enqueued_at=now)
+            )
+    return SweepResult(unrouted, [ToEnqueue(d.id, d.destination) for d in due], len(lost))
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    destination: str | None = None
+    dossier_code: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    reason: str | None = None
+    ids: tuple[int, ...] = ()
+
+    def where(self) -> list[Any]:
+        clauses: list[Any] = [deliveries.c.status == DEAD]
+        if self.destination:
+            clauses.append(deliveries.c.destination == self.destination)
+        if self.dossier_code:
+            clauses.append(deliveries.c.dossier_code == self.dossier_code)
+        if self.since:
+            clauses.append(deliveries.c.updated_at >= self.since)
+        if self.until:
+            clauses.append(deliveries.c.updated_at < self.until)
+        if self.reason:
+            clauses.append(deliveries.c.last_error.contains(self.reason, autoescape=True))
+        if self.ids:
+            clauses.append(deliveries.c.id.in_(self.ids))
+        return clauses
+
+
+def dead_letters(engine: Engine, flt: DeadLetterFilter, limit: int = 500) -> list[Any]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(
+                    deliveries.c.id, deliveries.c.destination, deliveries.c.dossier_code, deliveries.c.sequence,
+                    deliveries.c.attempts, deliveries.c.replays, deliveries.c.updated_at,
+                    deliveries.c.last_status_code, deliveries.c.last_error, events.c.event_id, events.c.type,
+                )
+                .join(events, events.c.id == deliveries.c.event_pk)
+                .where(*flt.where())
+                .order_by(deliveries.c.updated_at.desc())
+                .limit(limit)
+            ).all()
+        )
+
+
+def replay(
+    engine: Engine, flt: DeadLetterFilter, deadlines: dict[str, float], now: datetime
+) -> list[ToEnqueue]:
+    """Give matching dead letters a fresh attempt budget and deadline; nothing is deleted."""
+    with engine.begin() as conn:
+        rows = conn.execute(select(deliveries.c.id, deliveries.c.destination).where(*flt.where())).all()
+        for row in rows:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == row.id, deliveries.c.status == DEAD)
+                .values(
+                    status=PENDING, budget_used=0, replays=deliveries.c.replays + 1, next_attempt_at=None,
+                    enqueued_at=now, updated_at=now, lease_until=None,
+                    deadline_at=now + timedelta(seconds=deadlines.get(row.destination, 72 * 3600)),
+                )
+            )
+    return [ToEnqueue(r.id, r.destination) for r in rows]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def dossier_trace(engine: Engine, dossier_code: str) -> tuple[list[Any], list[Any], list[Any]]:
+    """Every event, delivery and attempt of one dossier."""
+    with engine.connect() as conn:
+        evs = conn.execute(
+            select(events.c.id, events.c.event_id, events.c.type, events.c.origin, events.c.sequence,
+                   events.c.occurred_at, events.c.received_at)
+            .where(events.c.dossier_code == dossier_code)
+            .order_by(events.c.sequence, events.c.id)
+        ).all()
+        dels = conn.execute(
+            select(deliveries).where(deliveries.c.dossier_code == dossier_code).order_by(deliveries.c.id)
+        ).all()
+        atts = conn.execute(
+            select(attempts, deliveries.c.destination)
+            .join(deliveries, deliveries.c.id == attempts.c.delivery_id)
+            .where(deliveries.c.dossier_code == dossier_code)
+            .order_by(attempts.c.started_at, attempts.c.id)
+        ).all()
+    return list(evs), list(dels), list(atts)
+
+
+def status_counts(engine: Engine, since: datetime | None = None) -> dict[str, dict[str, int]]:
+    """``{destination: {status: count}}``, optionally for deliveries created since a time."""
+    query = select(deliveries.c.destination, deliveries.c.status, func.count()).group_by(
+        deliveries.c.destination, deliveries.c.status
+    )
+    if since is not None:
+        query = query.where(deliveries.c.created_at >= since)
+    out: dict[str, dict[str, int]] = {}
+    with engine.connect() as conn:
+        for destination, status, count in conn.execute(query):
+            out.setdefault(destination, {})[status] = count
+    return out
+
+
+def open_backlog(engine: Engine, now: datetime) -> dict[str, tuple[int, float]]:
+    """Per destination: open deliveries and the age in seconds of the oldest one."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(deliveries.c.destination, func.count(), func.min(deliveries.c.created_at))
+            .where(deliveries.c.status.in_(OPEN_STATUSES))
+            .group_by(deliveries.c.destination)
+        ).all()
+    out: dict[str, tuple[int, float]] = {}
+    for destination, count, oldest in rows:
+        if isinstance(oldest, str):  # SQLite aggregates bypass the column type
+            oldest = datetime.fromisoformat(oldest).replace(tzinfo=now.tzinfo)
+        elif oldest is not None and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=now.tzinfo)
+        out[destination] = (count, (now - oldest).total_seconds() if oldest else 0.0)
+    return out
+
+
+def latencies_ms(engine: Engine, since: datetime | None = None) -> list[float]:
+    """Intake → delivered, in milliseconds, for delivered deliveries (for summaries)."""
+    query = select(deliveries.c.delivered_at, events.c.received_at).join(
+        events, events.c.id == deliveries.c.event_pk
+    ).where(deliveries.c.status == DELIVERED)
+    if since is not None:
+        query = query.where(deliveries.c.created_at >= since)
+    with engine.connect() as conn:
+        return [(d - r).total_seconds() * 1000.0 for d, r in conn.execute(query)]
+
+
+def retried_count(engine: Engine, since: datetime | None = None) -> int:
+    query = select(func.count()).select_from(deliveries).where(deliveries.c.attempts > 1)
+    if since is not None:
+        query = query.where(deliveries.c.created_at >= since)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar() or 0)
+
+
+def event_ids(rows: Iterable[Ingested]) -> list[str]:
+    return [r.event_id for r in rows]

@@ -1,0 +1,125 @@
+"""The ledger's tables (SQLAlchemy Core): events, deliveries, attempts.
+
+The schema itself is managed by the Alembic migrations in ``store/migrations``; these
+definitions are what the code queries and what ``alembic check`` compares against.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+PENDING, IN_FLIGHT, DELIVERED, RETRYING, SUPERSEDED, DEAD = (
+    "pending", "in_flight", "delivered", "retrying", "superseded", "dead"
+)
+STATUSES = (PENDING, IN_FLIGHT, DELIVERED, RETRYING, SUPERSEDED, DEAD)
+OPEN_STATUSES = (PENDING, IN_FLIGHT, RETRYING)
+FINAL_STATUSES = (DELIVERED, SUPERSEDED, DEAD)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC (SQLite has no time zones), always returned tz-aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_id", String(100), nullable=False, unique=True),
+    Column("type", String(40), nullable=False),
+    Column("origin", String(40), nullable=False),
+    Column("unit_code", String(60), nullable=False),
+    Column("dossier_code", String(80), nullable=False),
+    Column("procedure_code", String(60), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("routed_at", UTCDateTime, nullable=True),
+    Column("enqueued_at", UTCDateTime, nullable=True),
+    Index("ix_events_dossier", "dossier_code", "origin", "sequence"),
+    Index("ix_events_unrouted", "routed_at", "received_at"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_pk", Id, ForeignKey("events.id"), nullable=False),
+    Column("destination", String(60), nullable=False),
+    Column("dossier_code", String(80), nullable=False),
+    Column("stream", String(40), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("budget_used", Integer, nullable=False, default=0),
+    Column("replays", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("enqueued_at", UTCDateTime, nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("deadline_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("external_ref", String(200), nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    UniqueConstraint("event_pk", "destination", name="uq_deliveries_event_destination"),
+    Index("ix_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_deliveries_order", "dossier_code", "destination", "stream", "sequence"),
+    Index("ix_deliveries_destination", "destination", "status", "updated_at"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("delivery_id", Id, ForeignKey("deliveries.id"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("duration_ms", Float, nullable=True),
+    Column("outcome", String(16), nullable=True),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("response_excerpt", Text, nullable=True),
+    Column("external_ref", String(200), nullable=True),
+    Index("ix_attempts_delivery", "delivery_id", "number"),
+)

@@ -1,0 +1,1 @@
+"""The Celery engine: route, deliver, sweep; dead letters and replay."""

@@ -1,0 +1,99 @@
+"""Delivery metrics shared by every worker, kept in Redis and exposed by the API's ``/metrics``.
+
+Workers may run on several machines, so per-process prometheus counters would show only
+one worker's share. Each attempt adds to Redis hashes (one pipeline, a few microseconds);
+the API's collector turns them, plus the ledger's backlog, into Prometheus families.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import redis
+import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+log = structlog.get_logger(__name__)
+
+DURATION_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
+
+
+class DeliveryMetrics:
+    """Writes attempt outcomes and durations to Redis; reads them back for the collector."""
+
+    def __init__(self, client: redis.Redis | None, prefix: str) -> None:
+        self._redis = client
+        self._outcomes = f"{prefix}:metrics:outcomes"
+        self._durations = f"{prefix}:metrics:durations"
+
+    def record(self, destination: str, outcome: str, duration_ms: float | None) -> None:
+        if self._redis is None:
+            return
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hincrby(self._outcomes, f"{destination}|{outcome}", 1)
+            if duration_ms is not None:
+                bucket = next((b for b in DURATION_BUCKETS_MS if duration_ms <= b), "inf")
+                pipe.hincrby(self._durations, f"{destination}|{bucket}", 1)
+                pipe.hincrbyfloat(self._durations, f"{destination}|sum", duration_ms / 1000.0)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.debug("metrics.redis_unavailable", error=str(exc))
+
+    def read(self) -> tuple[dict[tuple[str, str], int], dict[str, dict[str, float]]]:
+        if self._redis is None:
+            return {}, {}
+        outcomes = {
+            tuple(k.decode().split("|", 1)): int(v)  # type: ignore[misc]
+            for k, v in self._redis.hgetall(self._outcomes).items()
+        }
+        durations: dict[str, dict[str, float]] = {}
+        for k, v in self._redis.hgetall(self._durations).items():
+            destination, bucket = k.decode().rsplit("|", 1)
+            durations.setdefault(destination, {})[bucket] = float(v)
+        return outcomes, durations  # type: ignore[return-value]
+
+
+class RelayCollector(Collector):
+    """Prometheus families from Redis (attempts) and the ledger (backlog)."""
+
+    def __init__(self, metrics: DeliveryMetrics, backlog: Callable[[], dict[str, tuple[int, float]]]) -> None:
+        self._metrics = metrics
+        self._backlog = backlog
+
+    def collect(self) -> Iterator[Any]:
+        outcomes_family = CounterMetricFamily(
+            "motcua_delivery_attempts", "Delivery attempts by destination and outcome",
+            labels=["destination", "outcome"],
+        )
+        duration_family = HistogramMetricFamily(
+            "motcua_attempt_duration_seconds", "Duration of delivery attempts", labels=["destination"]
+        )
+        try:
+            outcomes, durations = self._metrics.read()
+        except redis.RedisError:
+            outcomes, durations = {}, {}
+        for (destination, outcome), count in sorted(outcomes.items()):
+            outcomes_family.add_metric([destination, outcome], count)
+        for destination, buckets in sorted(durations.items()):
+            cumulative = 0.0
+            series: list[tuple[str, float]] = []
+            for bound in DURATION_BUCKETS_MS:
+                cumulative += buckets.get(str(bound), 0.0)
+                series.append((str(bound / 1000.0), cumulative))
+            cumulative += buckets.get("inf", 0.0)
+            series.append(("+Inf", cumulative))
+            duration_family.add_metric([destination], series, buckets.get("sum", 0.0))
+        yield outcomes_family
+        yield duration_family
+        pending = GaugeMetricFamily("motcua_deliveries_open", "Open deliveries (pending, in flight, retrying)",
+                                    labels=["destination"])
+        oldest = GaugeMetricFamily("motcua_oldest_open_delivery_age_seconds",
+                                   "Age of the oldest open delivery", labels=["destination"])
+        for destination, (count, age) in sorted(self._backlog().items()):
+            pending.add_metric([destination], count)
+            oldest.add_metric([destination], age)
+        yield pending
+        yield oldest

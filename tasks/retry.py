@@ -1,0 +1,62 @@
+"""The retry decision: one pure function, table-tested without a broker.
+
+Backoff is exponential by the destination's schedule (each entry caps the wait after
+that attempt), with full jitter, never below :data:`MIN_DELAY`; a ``Retry-After`` from
+the service is a floor. A delivery gives up when its attempt budget or deadline is spent.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from config.routing import RetryPolicy
+from connectors.base import DeliveryError, Permanent
+from store.tables import DEAD, DELIVERED, RETRYING
+
+MIN_DELAY = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    status: str
+    next_attempt_at: datetime | None = None
+    reason: str | None = None
+
+
+def backoff_cap(attempt: int, policy: RetryPolicy) -> float:
+    """The longest wait after ``attempt`` (1-based) failed attempts."""
+    if attempt <= len(policy.schedule):
+        return policy.schedule[attempt - 1]
+    return policy.repeat_every
+
+
+def backoff_delay(attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
+    cap = backoff_cap(attempt, policy)
+    return max(min(MIN_DELAY, cap), rng.uniform(0, cap))
+
+
+def decide(
+    error: DeliveryError | None,
+    *,
+    budget_used: int,
+    policy: RetryPolicy,
+    now: datetime,
+    deadline_at: datetime,
+    rng: random.Random | None = None,
+) -> Decision:
+    """What a delivery becomes after an attempt that ended with ``error`` (``None``: success)."""
+    if error is None:
+        return Decision(DELIVERED)
+    if isinstance(error, Permanent):
+        return Decision(DEAD, reason=f"rejected: {error.reason}")
+    if budget_used >= policy.max_attempts:
+        return Decision(DEAD, reason=f"gave up after {budget_used} attempts: {error.reason}")
+    delay = backoff_delay(budget_used, policy, rng or random.Random())
+    if error.retry_after is not None:
+        delay = max(delay, error.retry_after)
+    next_at = now + timedelta(seconds=delay)
+    if next_at > deadline_at:
+        return Decision(DEAD, reason=f"deadline passed after {budget_used} attempts: {error.reason}")
+    return Decision(RETRYING, next_attempt_at=next_at, reason=error.reason)

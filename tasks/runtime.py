@@ -1,0 +1,114 @@
+"""Per-process resources, built once from configuration and injected where needed.
+
+The ledger engine, the routing rules, the Redis client for breaker/rate-limit/metrics,
+and one deliverer (adapter + connector with its pooled client) per destination.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from sqlalchemy import Engine
+
+from config.routing import Destination, RoutingConfig, get_routing
+from config.settings import Settings, get_settings
+from store.db import get_engine
+from store.ledger import DestinationRules
+from tasks.kinds import Deliverer, build_deliverer
+from tasks.metrics import DeliveryMetrics
+from tasks.protection import Protection
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    routing: RoutingConfig
+    engine: Engine
+    redis: redis.Redis | None
+    protection: Protection
+    metrics: DeliveryMetrics
+    rules: dict[str, DestinationRules]
+    _deliverers: dict[str, Deliverer] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def destination(self, name: str) -> Destination:
+        return self.routing.destinations[name]
+
+    def deliverer(self, name: str) -> Deliverer:
+        with self._lock:
+            if name not in self._deliverers:
+                self._deliverers[name] = build_deliverer(self.destination(name), self.settings)
+            return self._deliverers[name]
+
+    def close(self) -> None:
+        for deliverer in self._deliverers.values():
+            deliverer.close()
+        self._deliverers.clear()
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def redis_client(url: str) -> redis.Redis | None:
+    """A Redis client, or ``None`` for the in-memory mode (``memory://``)."""
+    if url.startswith("memory://"):
+        return None
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30)
+
+
+def rules_for(routing: RoutingConfig) -> dict[str, DestinationRules]:
+    return {
+        name: DestinationRules(
+            name=name,
+            ordered=d.ordering == "sequence",
+            deadline_seconds=d.retry.deadline,
+            max_attempts=d.retry.max_attempts,
+        )
+        for name, d in routing.destinations.items()
+    }
+
+
+def get_runtime() -> Runtime:
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            settings = get_settings()
+            routing = get_routing(str(settings.routing_file))
+            client = redis_client(settings.redis_url)
+            _runtime = Runtime(
+                settings=settings,
+                routing=routing,
+                engine=get_engine(settings.database_url),
+                redis=client,
+                protection=Protection(client, settings.redis_prefix),
+                metrics=DeliveryMetrics(client, settings.redis_prefix),
+                rules=rules_for(routing),
+            )
+        return _runtime
+
+
+def reset_runtime() -> None:
+    """Forget the cached settings and resources (tests that change the environment)."""
+    global _runtime
+    from config.routing import get_routing as cached_routing
+    from store.db import dispose_engines
+
+    with _runtime_lock:
+        if _runtime is not None:
+            _runtime.close()
+        _runtime = None
+    get_settings.cache_clear()
+    cached_routing.cache_clear()
+    dispose_engines()
+
+
+def describe(runtime: Runtime) -> dict[str, Any]:
+    return {
+        "database": runtime.engine.url.render_as_string(hide_password=True),
+        "destinations": sorted(runtime.routing.destinations),
+        "redis": bool(runtime.redis),
+    }

@@ -1,0 +1,50 @@
+"""Real servers on loopback for tests: an ASGI app under uvicorn in a background thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+
+@contextmanager
+def run_asgi(app: Any, *, startup_timeout: float = 10.0, shutdown_grace: int = 1) -> Iterator[str]:
+    """Serve ``app`` on a free loopback port for the duration of the block; yield its base URL.
+
+    The socket is bound before the server starts, so the port cannot be taken in between.
+    Requests still in flight at exit (a simulator hanging on purpose) get ``shutdown_grace``
+    seconds before they are cancelled.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=shutdown_grace,
+    )
+    # uvicorn leaves signal handling alone outside the main thread, so the runner keeps its Ctrl-C.
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"uvicorn-{port}")
+    thread.start()
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the test server stopped during start-up")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the test server did not start within {startup_timeout} s")
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=startup_timeout + shutdown_grace)
+        sock.close()
