@@ -143,7 +143,7 @@ async def intake(request: Request, background: BackgroundTasks) -> Any:
         return _error(401, "invalid signature", detail=str(exc))
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         return _error(400, "malformed JSON", detail=str(exc))
     if isinstance(data, dict):
         raw_events: list[Any] = [data]

@@ -98,8 +98,9 @@ def beat(loglevel: Annotated[str, typer.Option()] = "WARNING") -> None:
     from tasks.app import app as celery_app
 
     _setup()
-    Path("var").mkdir(exist_ok=True)
-    celery_app.start(["beat", "-s", "var/celerybeat-schedule", "-l", loglevel])
+    schedule = get_settings().beat_schedule_file
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    celery_app.start(["beat", "-s", str(schedule), "-l", loglevel])
 
 
 @app.command()

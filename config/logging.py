@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -16,7 +17,7 @@ _SENSITIVE_KEYS = {
 }
 
 
-def _mask_personal(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _mask_personal(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event_dict.items()):
         if key in _SENSITIVE_KEYS and value is not None:
             event_dict[key] = mask_value(str(value)) if not isinstance(value, dict) else "***"

@@ -41,7 +41,7 @@ class _Model(BaseModel):
 class RetryPolicy(_Model):
     """Backoff caps per attempt; after the list, ``repeat_every`` until ``deadline``."""
 
-    schedule: list[float] = Field(default_factory=lambda: [5, 30, 120, 600, 1800, 3600, 10800, 21600])
+    schedule: list[float] = Field(default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 10800.0, 21600.0])
     repeat_every: float = 21600
     deadline: float = 72 * 3600
     max_attempts: int = 40

@@ -271,7 +271,8 @@ def create_app(secrets: Mapping[str, str], *, validate: bool = True) -> FastAPI:
         else:
             sub.distinct += 1
             receipt_id = state.next_receipt_id()
-            answer = json.dumps({"status": "accepted", "receipt_id": receipt_id, "event_id": event["event_id"]}).encode()
+            first = {"status": "accepted", "receipt_id": receipt_id, "event_id": event["event_id"]}
+            answer = json.dumps(first).encode()
             sub.answers[key] = answer
             sub.effects.append(
                 {

@@ -107,7 +107,7 @@ PROCEDURES: tuple[Procedure, ...] = (
         supplement_items=("Giấy xác nhận tình trạng hôn nhân",),
     ),
     Procedure(
-        "1.000893.000.00.00.H22", "Đăng ký kết hôn có yếu tố nước ngoài", 1, 10, _CIVIL + (LEADERSHIP,),
+        "1.000893.000.00.00.H22", "Đăng ký kết hôn có yếu tố nước ngoài", 1, 10, (*_CIVIL, LEADERSHIP),
         "Giấy chứng nhận kết hôn", ("Tờ khai đăng ký kết hôn", "Hộ chiếu của bên nước ngoài (bản sao)"),
         fee=(("LP-KHNN", "Lệ phí đăng ký kết hôn có yếu tố nước ngoài", 1000000),),
         transfer_to="000.00.18.H22", transfer_rate=0.8,
@@ -141,7 +141,10 @@ PROCEDURES: tuple[Procedure, ...] = (
         "Đăng ký, cấp Giấy chứng nhận quyền sử dụng đất, quyền sở hữu nhà ở và tài sản khác gắn liền với đất lần đầu",
         6, 30, ((LAND_OFFICE, "Viên chức"), (ENVIRONMENT, "Chuyên viên"), (ENVIRONMENT, "Trưởng phòng"), LEADERSHIP),
         "Giấy chứng nhận quyền sử dụng đất", ("Đơn đăng ký đất đai", "Giấy tờ về quyền sử dụng đất", "Sơ đồ thửa đất"),
-        fee=(("LP-GCN", "Lệ phí cấp Giấy chứng nhận", 100000), ("PTD-GCN", "Phí thẩm định hồ sơ cấp Giấy chứng nhận", 500000)),
+        fee=(
+            ("LP-GCN", "Lệ phí cấp Giấy chứng nhận", 100000),
+            ("PTD-GCN", "Phí thẩm định hồ sơ cấp Giấy chứng nhận", 500000),
+        ),
         business_share=0.1, transfer_to="000.00.16.H22", transfer_rate=0.25,
         supplement_items=("Trích đo địa chính thửa đất", "Giấy tờ chứng minh nguồn gốc sử dụng đất"),
     ),
@@ -183,8 +186,8 @@ GIVEN_FEMALE = (
 )
 BUSINESS_NAMES = (
     "Công ty TNHH Xây dựng Thành Đạt", "Công ty Cổ phần Thương mại Hạ Long Xanh", "Công ty TNHH Du lịch Vịnh Ngọc",
-    "Công ty TNHH Một thành viên Than Hòn Gai Dịch vụ", "Công ty Cổ phần Đầu tư Bãi Cháy", "Doanh nghiệp tư nhân Minh Phát",
-    "Công ty TNHH Thực phẩm Cao Xanh", "Hợp tác xã Nông nghiệp Hà Khẩu",
+    "Công ty TNHH Một thành viên Than Hòn Gai Dịch vụ", "Công ty Cổ phần Đầu tư Bãi Cháy",
+    "Doanh nghiệp tư nhân Minh Phát", "Công ty TNHH Thực phẩm Cao Xanh", "Hợp tác xã Nông nghiệp Hà Khẩu",
 )
 WARDS = (
     "Phường Hồng Hải", "Phường Bãi Cháy", "Phường Hà Khẩu", "Phường Cao Xanh", "Phường Hồng Gai", "Phường Giếng Đáy",
@@ -420,16 +423,17 @@ def _plan(d: _Dossier, seq: int, officials: list[str]) -> None:
         supplement = False
     keep = max(1, min(len(route), budget - (2 if supplement else 0)))
     if keep < len(route):
-        route = route[: keep - 1] + [route[-1]] if keep > 1 else route[:1]
+        route = [*route[: keep - 1], route[-1]] if keep > 1 else route[:1]
+    def step_at(department: str, title: str, note: str) -> Callable[[datetime], dict[str, Any]]:
+        return lambda at: _step(rng, department, title, officials, at, note)
+
     for index, (department, title) in enumerate(route):
         note = "Tiếp nhận hồ sơ từ Bộ phận một cửa" if index == 0 else "Thẩm định, trình ký hồ sơ"
         d.add("dossier.processing", d.gap(900, 3600) if index == 0 else d.gap(1800, 7200),
-              lambda at, department=department, title=title, note=note: _step(
-                  rng, department, title, officials, at, note))
+              step_at(department, title, note))
         if index == 0 and supplement:
             d.add("dossier.supplement_requested", d.gap(600, 3600), lambda at: _supplement(proc, at))
-            d.add("dossier.processing", d.gap(3600, 10800), lambda at, department=department, title=title: _step(
-                rng, department, title, officials, at, "Tiếp nhận hồ sơ bổ sung"))
+            d.add("dossier.processing", d.gap(3600, 10800), step_at(department, title, "Tiếp nhận hồ sơ bổ sung"))
 
     if transfer:
         target = proc.transfer_to or ""

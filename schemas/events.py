@@ -112,7 +112,10 @@ class EventBase(Model):
     sequence: int = Field(ge=1, le=1_000_000)
     occurred_at: AwareDatetime
     applicant: Applicant
-    origin: str = Field("onestop", max_length=40, description="the system that produced the event")
+    origin: str = Field(
+        "onestop", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._\-]+$",
+        description="the system that produced the event (an identifier: it keys routing and ordering streams)",
+    )
 
     @field_validator("unit_code")
     @classmethod

@@ -45,15 +45,19 @@ class DeliveryMetrics:
     def read(self) -> tuple[dict[tuple[str, str], int], dict[str, dict[str, float]]]:
         if self._redis is None:
             return {}, {}
-        outcomes = {
-            tuple(k.decode().split("|", 1)): int(v)  # type: ignore[misc]
-            for k, v in self._redis.hgetall(self._outcomes).items()
-        }
+        outcomes: dict[tuple[str, str], int] = {}
+        for k, v in self._redis.hgetall(self._outcomes).items():
+            destination, outcome = _text(k).split("|", 1)
+            outcomes[(destination, outcome)] = int(v)
         durations: dict[str, dict[str, float]] = {}
         for k, v in self._redis.hgetall(self._durations).items():
-            destination, bucket = k.decode().rsplit("|", 1)
+            destination, bucket = _text(k).rsplit("|", 1)
             durations.setdefault(destination, {})[bucket] = float(v)
-        return outcomes, durations  # type: ignore[return-value]
+        return outcomes, durations
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class RelayCollector(Collector):

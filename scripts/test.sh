@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite (what CI runs): lint, then pytest against real
+# Redis, PostgreSQL, Celery workers and the sandbox simulators, slow crash tests included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+setup_python test
+ensure_redis
+ensure_postgres
+mkdir -p test-artifacts
+export MOTCUA_TEST_ARTIFACTS="$PWD/test-artifacts"
+echo "== ruff"; .venv/bin/ruff check .
+echo "== mypy"; .venv/bin/mypy schemas config store connectors adapters tasks api cli sandbox bench
+echo "== pytest"
+exec .venv/bin/pytest -q "$@"

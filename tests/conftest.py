@@ -1,0 +1,117 @@
+"""Shared fixtures: real PostgreSQL, real Redis, real sandbox servers, real workers.
+
+Isolation per run: Redis database ``MOTCUA_TEST_REDIS_DB`` (default 11) on the machine's
+Redis, flushed before and after; a PostgreSQL database of its own, created and dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from sqlalchemy import Engine, text
+
+from sandbox.onestop import create_app as onestop_app
+from store.db import get_engine, upgrade
+from tests.harness import new_secret, relay_env, write_routing
+from tests.servers import run_asgi
+
+PG_ADMIN = os.environ.get("MOTCUA_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE = os.environ.get("MOTCUA_TEST_REDIS", "redis://127.0.0.1:6379")
+REDIS_DB = int(os.environ.get("MOTCUA_TEST_REDIS_DB", "11"))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = f"{REDIS_BASE}/{REDIS_DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    name = f"motcua_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    url = f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+    yield url
+    from store.db import dispose_engines
+
+    dispose_engines()
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _fresh_pg(url: str) -> str:
+    upgrade(url)
+    with get_engine(url).begin() as conn:
+        conn.execute(text("TRUNCATE attempts, deliveries, events RESTART IDENTITY CASCADE"))
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty ledger on each engine in turn."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/relay.db"
+        upgrade(url)
+        return url
+    return _fresh_pg(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Engine:
+    return get_engine(db_url)
+
+
+@dataclass
+class Sandbox:
+    url: str
+    secrets: dict[str, str]
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    """The one-stop simulator on a free loopback port, with a fresh secret per subscriber."""
+    secrets = {"onestop": new_secret(), "warehouse": new_secret()}
+    with run_asgi(onestop_app(secrets)) as url:
+        yield Sandbox(url, secrets)
+
+
+@dataclass
+class RelayConfig:
+    env: dict[str, str]
+    intake_secret: str
+    routing_file: Path
+    sandbox: Sandbox
+
+
+@pytest.fixture
+def relay_config(
+    db_url: str, redis_url: str, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RelayConfig]:
+    """This process configured as a relay (API side) against the sandbox, on each engine."""
+    from tasks.app import configure_app
+    from tasks.runtime import reset_runtime
+
+    redis.Redis.from_url(redis_url).flushdb()
+    intake_secret = new_secret()
+    routing = write_routing(tmp_path / "routing.toml", sandbox.url)
+    env = relay_env(db_url, redis_url, intake_secret, sandbox.secrets, routing,
+                    MOTCUA_REDIS_PREFIX=f"t{uuid.uuid4().hex[:6]}")
+    for key, value in env.items():
+        if key.startswith("MOTCUA_"):
+            monkeypatch.setenv(key, value)
+    reset_runtime()
+    configure_app()
+    yield RelayConfig(env, intake_secret, routing, sandbox)
+    reset_runtime()

@@ -1,0 +1,174 @@
+"""Real processes for tests: a private Redis server, Celery workers and beat as subprocesses.
+
+Nothing here is faked: the worker is ``motcua-relay worker`` in its own process, killed
+with SIGKILL when a test says so; Redis is a real ``redis-server`` on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+class RedisServer:
+    """A private ``redis-server`` (no persistence, like the machine's) that a test may restart."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (the README's test command installs it)")
+        self.binary = binary
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), "--maxmemory-policy", "noeviction"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        wait_for(lambda: _pings(client), 10, 0.05, "redis-server to start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+class RelayProcess:
+    """``motcua-relay <command>`` as a subprocess with the test's environment."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.args = args
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RelayProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", *self.args], cwd=ROOT, env=self.env, stdout=log, stderr=log,
+            start_new_session=True,
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no warm shutdown, no acks, nothing cleaned up."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.proc = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def relay_env(
+    database_url: str, redis_url: str, intake_secret: str, subscriber_secrets: dict[str, str],
+    routing_file: Path, **extra: str,
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOTCUA_")}
+    env.update({
+        "MOTCUA_DATABASE_URL": database_url,
+        "MOTCUA_BROKER_URL": redis_url,
+        "MOTCUA_REDIS_URL": redis_url,
+        "MOTCUA_INTAKE_SECRET": intake_secret,
+        "MOTCUA_ROUTING_FILE": str(routing_file),
+        "MOTCUA_LOG_FORMAT": "json",
+        "PYTHONPATH": str(ROOT),
+    })
+    for name, secret in subscriber_secrets.items():
+        env[f"MOTCUA_{name.upper()}_WEBHOOK_SECRET"] = secret
+    env.update(extra)
+    return env
+
+
+def write_routing(path: Path, base_url: str, *, names: tuple[str, ...] = ("onestop", "warehouse"),
+                  retry: str = "", breaker: str = "", rate: str = "", read_timeout: float = 5.0,
+                  ordering: str = "sequence") -> Path:
+    """A routing file with webhook destinations pointing at a sandbox one-stop on ``base_url``."""
+    lines: list[str] = []
+    for name in names:
+        lines += [
+            f"[destinations.{name}]",
+            'kind = "webhook"',
+            f'url = "{base_url}/subscribers/{name}/events"',
+            f'secret_env = "MOTCUA_{name.upper()}_WEBHOOK_SECRET"',
+            f'ordering = "{ordering}"',
+            f"timeouts = {{ connect = 2, read = {read_timeout} }}",
+        ]
+        if retry:
+            lines.append(f"retry = {retry}")
+        if breaker:
+            lines.append(f"breaker = {breaker}")
+        if rate:
+            lines.append(f"rate_limit = {rate}")
+        lines.append("")
+    if "onestop" in names:
+        lines += ["[[routes]]", 'events = ["*"]', 'exclude_origins = ["onestop"]', 'destination = "onestop"', ""]
+    if "warehouse" in names:
+        lines += ["[[routes]]", 'events = ["*"]', 'destination = "warehouse"', ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
