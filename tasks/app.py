@@ -14,8 +14,21 @@ app = Celery("motcua_relay", include=["tasks.delivery"])
 def configure_app() -> Celery:
     """(Re)load the configuration from the environment into the app."""
     settings = get_settings()
+    previous_broker = app.conf.broker_url
     app.conf.update(celery_config(settings, get_routing(str(settings.routing_file))))
+    if previous_broker != app.conf.broker_url:
+        _forget_broker_pools()
     return app
+
+
+def _forget_broker_pools() -> None:
+    """Celery builds its producer pool once, from the broker URL of that moment: drop it for the new URL."""
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app._pool = None
+    amqp = app.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None
 
 
 configure_app()

@@ -1,0 +1,1037 @@
+"""Throughput benchmark of the relay against a raw Celery baseline, in one run, on one Redis.
+
+Three phases, every process real and separate (see ``bench/README.md``)::
+
+  baseline  a no-op Celery task (one Redis INCR) on its own app configured with the relay's
+            own ``config.celery.celery_config``; N tasks sent by this process, consumed by
+            ``celery -A bench.relay:baseline_app worker -P threads -c C`` (the relay worker's flags)
+  relay     ``motcua-relay api`` + ``motcua-relay worker -c C`` + the sandbox one-stop simulator
+            (``create_app(secrets, validate=False)`` under uvicorn); workload-generator events
+            posted signed in batches to the intake; deliveries/s from the first intake request to
+            the last ``delivered_at`` in the ledger; p50/p99 intake→delivered; the worker's peak RSS
+  slow      the same with 200 ms added to every simulator answer (``POST /_admin/faults``),
+            with a larger worker concurrency
+
+Run: ``cd /work/main && .venv/bin/python bench/relay.py [--json bench/results/relay.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # ``python bench/relay.py`` puts bench/ first on the path, not the project
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import redis  # noqa: E402
+from celery import Celery  # noqa: E402
+
+from config.celery import celery_config  # noqa: E402
+from config.routing import load_routing  # noqa: E402
+from config.settings import Settings  # noqa: E402
+
+ROUTING_FILE = Path(__file__).resolve().parent / "routing.toml"
+DESTINATION = "bench"  # the one destination of bench/routing.toml
+BASELINE_QUEUE = "bench.baseline"
+PG_DEFAULT_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+# --------------------------------------------------------------------------- (a) the raw Celery baseline
+
+baseline_app = Celery("motcua_bench_baseline")
+_counter_client: redis.Redis | None = None
+
+
+def configure_baseline(settings: Settings | None = None) -> Celery:
+    """Give the baseline app exactly the relay worker's Celery settings (from the environment by default)."""
+    settings = settings or Settings()
+    baseline_app.conf.update(celery_config(settings, load_routing(settings.routing_file)))
+    baseline_app.conf.task_routes = {"bench.noop": {"queue": BASELINE_QUEUE}}
+    baseline_app.conf.beat_schedule = {}
+    return baseline_app
+
+
+def _counter() -> redis.Redis:
+    global _counter_client
+    if _counter_client is None:
+        _counter_client = redis.Redis.from_url(baseline_app.conf.broker_url)
+    return _counter_client
+
+
+@baseline_app.task(name="bench.noop")
+def noop(key: str, total: int) -> None:
+    """Count one completion; the one that reaches ``total`` stamps the end time."""
+    client = _counter()
+    if client.incr(f"{key}:count") >= total:
+        client.setnx(f"{key}:done_at", repr(time.time()))
+
+
+configure_baseline()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Service:
+    """A subprocess in its own session, stopped (TERM, then KILL) with its whole group."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.name, self.cmd, self.env, self.log_path = name, cmd, env, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Service:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def check(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; log {self.log_path}:\n{tail}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc = None
+
+
+def relay_cmd(*args: str) -> list[str]:
+    """``motcua-relay <args>`` with this interpreter."""
+    return [sys.executable, "-m", "cli.main", *args]
+
+
+SANDBOX_CODE = (
+    "import json, os, uvicorn\n"
+    "from sandbox.onestop import create_app\n"
+    "app = create_app(json.loads(os.environ['BENCH_SANDBOX_SECRETS']), validate=False)\n"
+    "uvicorn.run(app, host='127.0.0.1', port=int(os.environ['BENCH_SANDBOX_PORT']),"
+    " access_log=False, log_level='warning')\n"
+)
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as fh:
+                out += [int(c) for c in fh.read().split()]
+    return out
+
+
+def process_tree(pid: int) -> list[int]:
+    seen, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        seen.append(p)
+        todo += _children(p)
+    return seen
+
+
+def _status_kb(pid: int, field_name: str) -> int:
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def tree_rss_mb(pid: int) -> float:
+    return sum(_status_kb(p, "VmRSS") for p in process_tree(pid)) / 1024
+
+
+def tree_hwm_mb(pid: int) -> float:
+    return sum(_status_kb(p, "VmHWM") for p in process_tree(pid)) / 1024
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid: int) -> float:
+    total = 0.0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError), open(f"/proc/{p}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+def wait_http(url: str, timeout: float, service: Service | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service is not None:
+            service.check()
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def free_port() -> int:
+    from tests.harness import free_port as harness_free_port
+
+    return harness_free_port()
+
+
+# --------------------------------------------------------------------------- databases
+
+
+@dataclass
+class Database:
+    """A fresh ledger for the run: a SQLite file in the work dir, or a PostgreSQL database of our own."""
+
+    url: str  # as the relay's settings take it
+    label: str
+    drop: Callable[[], None] = lambda: None
+
+    @classmethod
+    def create(cls, requested: str | None, workdir: Path) -> Database:
+        if not requested or requested.startswith("sqlite"):
+            if requested and requested != "sqlite":
+                raise SystemExit("for SQLite the bench always makes a fresh file: pass no --database-url")
+            path = workdir / "ledger.db"
+            return cls(f"sqlite:///{path}", "sqlite")
+        if not requested.startswith(("postgresql", "postgres://")):
+            raise SystemExit(f"unsupported --database-url {requested!r} (sqlite or postgresql://…)")
+        import psycopg
+
+        admin = "postgresql://" + requested.split("://", 1)[1]
+        name = f"motcua_bench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        base = admin.rsplit("/", 1)[0]
+
+        def drop() -> None:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+        return cls(f"{base}/{name}", f"postgresql ({name}, dropped after)", drop)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return Settings(database_url=self.url).database_url
+
+
+# --------------------------------------------------------------------------- workload
+
+
+def workload(total: int, first_day: date, seed: int, dossiers_per_day: int = 300) -> list[dict[str, Any]]:
+    """``total`` events from consecutive generated working days (each day truncated in time, so every
+    dossier keeps a gap-free prefix of its sequence), with unique event_ids and dossier codes."""
+    from sandbox.workload import add_working_days, generate_day
+
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    day = first_day
+    while len(out) < total:
+        for event in generate_day(dossiers_per_day, day=day, seed=seed):
+            if event["event_id"] not in seen:
+                seen.add(event["event_id"])
+                out.append(event)
+        day = add_working_days(day, 1)
+        seed += 1
+    return out[:total]
+
+
+def lanes(events: list[dict[str, Any]], count: int) -> list[list[dict[str, Any]]]:
+    """Split events among ``count`` senders by dossier, each keeping its events' order.
+
+    One dossier's events always go through the same lane, one request at a time, as the one-stop
+    software would send them: a later sequence is never ingested before an earlier one.
+    """
+    out: list[list[dict[str, Any]]] = [[] for _ in range(count)]
+    owner: dict[str, int] = {}
+    for event in events:
+        lane = owner.setdefault(event["dossier_code"], len(owner) % count)
+        out[lane].append(event)
+    return [lane for lane in out if lane]
+
+
+async def _post_lanes(
+    url: str, secret: str, events: list[dict[str, Any]], batch: int, parallel: int, on_batch: Callable[[int], None]
+) -> dict[str, Any]:
+    from sandbox.workload import send_events
+
+    totals: dict[str, Any] = {
+        "accepted": 0,
+        "duplicates": 0,
+        "rejected": 0,
+        "failed": 0,
+        "retries": 0,
+        "requests": 0,
+        "errors": [],
+    }
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0)) as client:
+
+        async def lane(items: list[dict[str, Any]]) -> None:
+            for i in range(0, len(items), batch):
+                chunk = items[i : i + batch]
+                report = await send_events(url, secret, chunk, batch_size=batch, concurrency=1, client=client)
+                for key in ("accepted", "duplicates", "rejected", "failed", "retries", "requests"):
+                    totals[key] += getattr(report, key)
+                totals["errors"] += report.errors
+                on_batch(len(chunk))
+
+        await asyncio.gather(*(lane(items) for items in lanes(events, parallel)))
+    return totals
+
+
+# --------------------------------------------------------------------------- results
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = q / 100 * (len(ordered) - 1)
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    concurrency: int
+    items: int
+    completed: int = 0
+    elapsed_s: float | None = None
+    per_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- the bench
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, console: Any) -> None:
+        self.args = args
+        self.console = console
+        self.services: list[Service] = []
+        self.workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="motcua-bench-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if args.redis_db == 0:
+            raise SystemExit("refusing Redis db 0 (the relay's default): pick another --redis-db")
+        self.redis_url = f"{args.redis.rstrip('/')}/{args.redis_db}"
+        self.redis = redis.Redis.from_url(self.redis_url)
+        self.db: Database | None = None
+        self.results: dict[str, PhaseResult] = {}
+        self.intake_secret = _new_secret()
+        self.subscriber_secret = _new_secret()
+        self.sandbox_port = free_port()
+        self.api_port = free_port()
+        self.worker: Service | None = None
+        self.sandbox: Service | None = None
+        self.api: Service | None = None
+        self.beat: Service | None = None
+        self.read_engine: Any = None
+
+    # ---- environment
+
+    def env(self, concurrency: int) -> dict[str, str]:
+        from tests.harness import relay_env
+
+        # the baseline runs before the ledger exists: its worker never opens this URL
+        db_url = self.db.url if self.db is not None else f"sqlite:///{self.workdir / 'unused.db'}"
+        return relay_env(
+            db_url,
+            self.redis_url,
+            self.intake_secret,
+            {DESTINATION: self.subscriber_secret},
+            ROUTING_FILE,
+            MOTCUA_BENCH_WEBHOOK_URL=f"http://127.0.0.1:{self.sandbox_port}/subscribers/{DESTINATION}/events",
+            MOTCUA_WORKER_CONCURRENCY=str(concurrency),
+            MOTCUA_REDIS_PREFIX=f"motcua-bench-{os.getpid()}",
+            MOTCUA_LOG_LEVEL=self.args.log_level,
+            BENCH_SANDBOX_SECRETS=json.dumps({DESTINATION: self.subscriber_secret}),
+            BENCH_SANDBOX_PORT=str(self.sandbox_port),
+        )
+
+    def spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> Service:
+        service = Service(name, cmd, env, self.workdir / f"{name}.log").start()
+        self.services.append(service)
+        return service
+
+    def stop(self, service: Service | None) -> None:
+        if service is not None:
+            service.stop()
+            if service in self.services:
+                self.services.remove(service)
+
+    def close(self) -> None:
+        for service in reversed(self.services):
+            with contextlib.suppress(Exception):
+                service.stop()
+        self.services.clear()
+        if self.read_engine is not None:
+            self.read_engine.dispose()
+        with contextlib.suppress(Exception):
+            from store.db import dispose_engines
+
+            dispose_engines()
+        if self.db is not None:
+            try:
+                self.db.drop()
+            except Exception as exc:
+                self.console.print(f"[red]could not drop the bench database: {exc}[/]")
+        with contextlib.suppress(redis.RedisError):
+            self.redis.flushdb()
+        if not self.args.workdir and not self.args.keep_logs:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # ---- progress
+
+    @contextlib.contextmanager
+    def progress(self) -> Iterator[Any]:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("{task.description:<34}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[note]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        ) as progress:
+            yield progress
+
+    # ---- (a) baseline
+
+    def run_baseline(self) -> PhaseResult:
+        n, c = self.args.baseline_tasks, self.args.concurrency
+        env = self.env(c)
+        configure_baseline(
+            Settings(
+                broker_url=self.redis_url, redis_url=self.redis_url, routing_file=ROUTING_FILE, worker_concurrency=c
+            )
+        )
+        worker = self.spawn(
+            "baseline-worker",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "bench.relay:baseline_app",
+                "worker",
+                "-P",
+                "threads",
+                "-c",
+                str(c),
+                "-Q",
+                BASELINE_QUEUE,
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-O",
+                "fair",
+                "-l",
+                "WARNING",
+                "-n",
+                f"bench-baseline-{os.getpid()}@%h",
+            ],
+            env,
+        )
+        result = PhaseResult("baseline", c, n)
+        try:
+            warm = f"bench:warm:{uuid.uuid4().hex[:6]}"
+            for _ in range(20):
+                noop.apply_async((warm, 20))
+            self._wait(lambda: int(self.redis.get(f"{warm}:count") or 0) >= 20, 90, "the baseline worker", worker)
+            key = f"bench:run:{uuid.uuid4().hex[:6]}"
+            cpu0, busy0 = tree_cpu_s(worker.pid), machine_cpu()
+            with self.progress() as progress:
+                sent_task = progress.add_task("(a) baseline: sending tasks", total=n, note="")
+                done_task = progress.add_task(f"(a) baseline: completed (c={c})", total=n, note="")
+                started = time.time()
+                for i in range(n):
+                    noop.apply_async((key, n))
+                    if i % 200 == 199:
+                        progress.update(sent_task, completed=i + 1)
+                        progress.update(done_task, completed=int(self.redis.get(f"{key}:count") or 0))
+                progress.update(sent_task, completed=n)
+                sent_s = time.time() - started
+                deadline = time.monotonic() + self.args.timeout
+                while time.monotonic() < deadline:
+                    worker.check()
+                    count = int(self.redis.get(f"{key}:count") or 0)
+                    progress.update(done_task, completed=count, note=f"{count / (time.time() - started):.0f}/s")
+                    if count >= n:
+                        break
+                    time.sleep(0.05)
+            result.completed = int(self.redis.get(f"{key}:count") or 0)
+            done_at = self.redis.get(f"{key}:done_at")
+            if done_at is not None:
+                result.elapsed_s = float(done_at) - started
+                result.per_s = n / result.elapsed_s
+            busy1 = machine_cpu()
+            result.extra = {
+                "send_s": round(sent_s, 3),
+                "worker_cpu_s": round(tree_cpu_s(worker.pid) - cpu0, 2),
+                "machine_cpu_busy_pct": _busy_pct(busy0, busy1),
+                "worker_rss_mb": round(tree_hwm_mb(worker.pid), 1),
+            }
+        finally:
+            self.stop(worker)
+        return result
+
+    # ---- (b) and (c): the relay end to end
+
+    def start_relay(self) -> None:
+        from sqlalchemy import create_engine
+
+        from store.db import upgrade
+
+        self.db = Database.create(self.args.database_url, self.workdir)
+        upgrade(self.db.sqlalchemy_url)  # once, before the processes (they also upgrade at start: a no-op then)
+        # reads only: a plain engine, without the relay's BEGIN IMMEDIATE, so polling takes no write lock
+        self.read_engine = create_engine(self.db.sqlalchemy_url, pool_size=2)
+        env = self.env(self.args.concurrency)
+        self.sandbox = self.spawn("sandbox", [sys.executable, "-c", SANDBOX_CODE], env)
+        wait_http(f"http://127.0.0.1:{self.sandbox_port}/_admin/stats", 30, self.sandbox)
+        self.api = self.spawn("api", relay_cmd("api", "--port", str(self.api_port)), env)
+        wait_http(f"http://127.0.0.1:{self.api_port}/healthz", 60, self.api)
+        if not self.args.no_beat:
+            # the sweeper is part of the relay (one beat per deployment); ``motcua-relay beat`` keeps its
+            # schedule in ./var, shared with whoever else runs one here, so run the same beat with its own file
+            self.beat = self.spawn(
+                "beat",
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "tasks.app",
+                    "beat",
+                    "-s",
+                    str(self.workdir / "beat-schedule"),
+                    "-l",
+                    "WARNING",
+                ],
+                env,
+            )
+
+    def start_worker(self, concurrency: int) -> Service:
+        self.stop(self.worker)
+        self.worker = self.spawn(
+            f"worker-c{concurrency}", relay_cmd("worker", "--concurrency", str(concurrency)), self.env(concurrency)
+        )
+        return self.worker
+
+    def set_latency(self, latency_ms: float) -> None:
+        base = f"http://127.0.0.1:{self.sandbox_port}/_admin/faults"
+        if latency_ms:
+            httpx.post(base, json={"latency_ms": latency_ms}, timeout=10).raise_for_status()
+        else:
+            httpx.delete(base, timeout=10).raise_for_status()
+
+    def final_count(self, since: datetime | None) -> tuple[int, dict[str, int]]:
+        from store import ledger
+        from store.tables import FINAL_STATUSES
+
+        counts = ledger.status_counts(self.read_engine, since).get(DESTINATION, {})
+        return sum(counts.get(s, 0) for s in FINAL_STATUSES), counts
+
+    def post(self, events: list[dict[str, Any]], on_batch: Callable[[int], None]) -> dict[str, Any]:
+        return asyncio.run(
+            _post_lanes(
+                f"http://127.0.0.1:{self.api_port}/v1/events",
+                self.intake_secret,
+                events,
+                self.args.batch,
+                self.args.senders,
+                on_batch,
+            )
+        )
+
+    def run_relay(
+        self,
+        name: str,
+        label: str,
+        events: list[dict[str, Any]],
+        warm: list[dict[str, Any]],
+        concurrency: int,
+        latency_ms: float,
+    ) -> PhaseResult:
+        from sqlalchemy import select
+
+        from store import ledger
+        from store.tables import DELIVERED, deliveries
+
+        assert self.sandbox is not None and self.api is not None
+        worker = self.start_worker(concurrency)
+        self.set_latency(latency_ms)
+        result = PhaseResult(name, concurrency, len(events))
+        # warm-up: the worker is up and consuming, connection pools are filled
+        before, _ = self.final_count(None)
+        warm_report = self.post(warm, lambda _: None)
+        if warm_report["failed"] or warm_report["rejected"]:
+            raise RuntimeError(f"intake refused the warm-up: {warm_report['errors'][:3]}")
+        self._wait(lambda: self.final_count(None)[0] >= before + len(warm), 120, "the warm-up deliveries", worker)
+
+        since = datetime.now(UTC)
+        time.sleep(0.01)
+        profiler = self._py_spy_record(worker, name) if self.args.profile else None
+        cpu_pids = {"worker": worker, "api": self.api, "sandbox": self.sandbox}
+        cpu0 = {k: tree_cpu_s(s.pid) for k, s in cpu_pids.items()}
+        bench_cpu0 = time.process_time()
+        busy0 = machine_cpu()
+        peak_rss = tree_rss_mb(worker.pid)
+        posted = {"n": 0}
+        report: dict[str, Any] = {}
+        errors: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                report.update(self.post(events, lambda k: posted.__setitem__("n", posted["n"] + k)))
+                report["intake_s"] = time.time() - started
+            except BaseException as exc:
+                errors.append(exc)
+
+        with self.progress() as progress:
+            intake_task = progress.add_task(f"({label}) intake: events posted", total=len(events), note="")
+            done_task = progress.add_task(f"({label}) deliveries final (c={concurrency})", total=len(events), note="")
+            started = time.time()
+            sender = threading.Thread(target=send, daemon=True)
+            sender.start()
+            deadline = time.monotonic() + self.args.timeout
+            final, counts = 0, {}
+            while time.monotonic() < deadline:
+                for service in (worker, self.api, self.sandbox):
+                    service.check()
+                if errors:
+                    raise errors[0]
+                final, counts = self.final_count(since)
+                peak_rss = max(peak_rss, tree_rss_mb(worker.pid))
+                rate = counts.get(DELIVERED, 0) / max(time.time() - started, 1e-6)
+                progress.update(intake_task, completed=posted["n"])
+                progress.update(done_task, completed=final, note=f"{rate:.0f}/s, rss {peak_rss:.0f} MB")
+                if final >= len(events) and not sender.is_alive():
+                    break
+                time.sleep(self.args.poll)
+            sender.join(timeout=60)
+            progress.update(intake_task, completed=posted["n"])
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                profiler.wait(30)
+        if errors:
+            raise errors[0]
+        busy1 = machine_cpu()
+        cpu = {k: round(tree_cpu_s(s.pid) - cpu0[k], 2) for k, s in cpu_pids.items()}
+        cpu["bench"] = round(time.process_time() - bench_cpu0, 2)
+        with self.read_engine.connect() as conn:
+            stamps = sorted(
+                conn.execute(
+                    select(deliveries.c.delivered_at).where(
+                        deliveries.c.status == DELIVERED, deliveries.c.created_at >= since
+                    )
+                ).scalars()
+            )
+        last = stamps[-1] if stamps else None
+        # steady-state rate: 99 % of the deliveries, so that a few stragglers (e.g. rescued by the
+        # sweeper after requeue_after_seconds) do not hide the throughput; both are reported
+        p99_index = max(0, int(len(stamps) * 0.99) - 1)
+        per_s_99 = (p99_index + 1) / (stamps[p99_index].timestamp() - started) if stamps else None
+        latencies = ledger.latencies_ms(self.read_engine, since)
+        delivered = counts.get(DELIVERED, 0)
+        result.completed = delivered
+        if last is not None:
+            result.elapsed_s = last.timestamp() - started
+            result.per_s = delivered / result.elapsed_s
+        attempts_total = _attempt_count(self.read_engine, since)
+        result.extra = {
+            "statuses": counts,
+            "timed_out": final < len(events),
+            "per_s_first_99pct": _round(per_s_99),
+            "stragglers_over_30s": sum(1 for v in latencies if v > 30_000),
+            "superseded": counts.get("superseded", 0),
+            "dead": counts.get("dead", 0),
+            "attempts": attempts_total,
+            "intake_events_per_s": round(len(events) / report["intake_s"], 1) if report.get("intake_s") else None,
+            "intake": {
+                k: report.get(k) for k in ("accepted", "duplicates", "rejected", "failed", "retries", "requests")
+            },
+            "intake_errors": report.get("errors", [])[:3],
+            "p50_ms": _round(percentile(latencies, 50)),
+            "p99_ms": _round(percentile(latencies, 99)),
+            "max_ms": _round(max(latencies) if latencies else None),
+            "worker_rss_mb": round(max(peak_rss, tree_hwm_mb(worker.pid)), 1),
+            "cpu_s": cpu,
+            "machine_cpu_busy_pct": _busy_pct(busy0, busy1),
+            "latency_ms_injected": latency_ms,
+        }
+        if self.args.py_spy:
+            self._py_spy_dump(worker, name)
+        return result
+
+    def _py_spy_record(self, worker: Service, name: str) -> subprocess.Popen[bytes]:
+        """py-spy record of the worker for the phase: collapsed stacks (one line per stack) in the work dir."""
+        path = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        out = self.workdir / f"profile-{name}.txt"
+        extra = ["--gil"] if self.args.profile == "gil" else []
+        return subprocess.Popen(
+            [
+                path,
+                "record",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--rate",
+                "200",
+                *extra,
+                "-o",
+                str(out),
+                "--pid",
+                str(worker.pid),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def _py_spy_dump(self, worker: Service, name: str) -> None:
+        path = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        out = subprocess.run([path, "dump", "--pid", str(worker.pid)], capture_output=True, text=True, timeout=60)
+        (self.workdir / f"py-spy-{name}.txt").write_text(out.stdout + out.stderr)
+
+    def _wait(self, predicate: Callable[[], bool], timeout: float, what: str, service: Service) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            service.check()
+            if predicate():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"timed out after {timeout} s waiting for {what} (logs in {self.workdir})")
+
+
+def _attempt_count(engine: Any, since: datetime) -> int:
+    from sqlalchemy import func, select
+
+    from store.tables import attempts, deliveries
+
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(attempts.join(deliveries, deliveries.c.id == attempts.c.delivery_id))
+                .where(deliveries.c.created_at >= since)
+            ).scalar()
+            or 0
+        )
+
+
+def _busy_pct(before: tuple[float, float], after: tuple[float, float]) -> float:
+    total = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / total, 1) if total else 0.0
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 1) if value is not None else None
+
+
+def _new_secret() -> str:
+    from tests.harness import new_secret
+
+    return new_secret()
+
+
+# --------------------------------------------------------------------------- report
+
+
+def summarise(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
+    r = bench.results
+    base, fast, slow = r.get("baseline"), r.get("relay"), r.get("slow")
+    out: dict[str, Any] = {
+        "baseline_tasks_per_s": _round(base.per_s) if base else None,
+        "relay_deliveries_per_s": _round(fast.per_s) if fast else None,
+        "relay_slow_deliveries_per_s": _round(slow.per_s) if slow else None,
+        "p50_ms": fast.extra.get("p50_ms") if fast else None,
+        "p99_ms": fast.extra.get("p99_ms") if fast else None,
+        "worker_rss_mb": max((p.extra.get("worker_rss_mb", 0) for p in (fast, slow) if p), default=None),
+        "slow_p50_ms": slow.extra.get("p50_ms") if slow else None,
+        "slow_p99_ms": slow.extra.get("p99_ms") if slow else None,
+        "ratio_relay_to_baseline": round(fast.per_s / base.per_s, 3)
+        if base and fast and base.per_s and fast.per_s
+        else None,
+        "concurrency": args.concurrency,
+        "slow_concurrency": args.slow_concurrency,
+        "slow_latency_ms": args.latency_ms,
+        "database": bench.db.label.split(" ")[0] if bench.db else None,
+        "sizes": {
+            "baseline_tasks": args.baseline_tasks,
+            "relay_events": args.events,
+            "slow_events": args.slow_events,
+            "batch": args.batch,
+            "senders": args.senders,
+        },
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "phases": {
+            name: {
+                "concurrency": p.concurrency,
+                "items": p.items,
+                "completed": p.completed,
+                "elapsed_s": _round(p.elapsed_s),
+                "per_s": _round(p.per_s),
+                **p.extra,
+            }
+            for name, p in r.items()
+        },
+        "targets": {
+            "relay_vs_baseline_ge_0.5": None,
+            "slow_ge_300_per_s": None,
+            "worker_rss_le_300_mb": None,
+        },
+    }
+    if out["ratio_relay_to_baseline"] is not None:
+        out["targets"]["relay_vs_baseline_ge_0.5"] = out["ratio_relay_to_baseline"] >= 0.5
+    if out["relay_slow_deliveries_per_s"] is not None:
+        out["targets"]["slow_ge_300_per_s"] = out["relay_slow_deliveries_per_s"] >= 300
+    if out["worker_rss_mb"] is not None:
+        out["targets"]["worker_rss_le_300_mb"] = out["worker_rss_mb"] <= 300
+    return out
+
+
+def print_tables(console: Any, summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    def fmt(v: Any, unit: str = "") -> str:
+        return "—" if v is None else f"{v:,.1f}{unit}" if isinstance(v, float) else f"{v}{unit}"
+
+    def verdict(ok: bool | None) -> str:
+        return "—" if ok is None else "[green]met[/]" if ok else "[red]missed[/]"
+
+    phases = summary["phases"]
+    table = Table(
+        title=f"motcua-relay throughput ({summary['database']} ledger, {summary['machine']['cpus']} CPUs, one Redis db)"
+    )
+    for col in (
+        "phase",
+        "concurrency",
+        "items",
+        "done",
+        "elapsed s",
+        "per s",
+        "per s (99 %)",
+        "p50 ms",
+        "p99 ms",
+        "worker RSS MB",
+        "machine CPU %",
+    ):
+        table.add_column(col, justify="right" if col != "phase" else "left")
+    names = {
+        "baseline": "(a) raw Celery no-op",
+        "relay": "(b) relay end to end",
+        "slow": f"(c) relay, +{summary['slow_latency_ms']:.0f} ms per call",
+    }
+    for key, label in names.items():
+        p = phases.get(key)
+        if p is None:
+            continue
+        table.add_row(
+            label,
+            str(p["concurrency"]),
+            str(p["items"]),
+            str(p["completed"]),
+            fmt(p["elapsed_s"]),
+            fmt(p["per_s"]),
+            fmt(p.get("per_s_first_99pct")),
+            fmt(p.get("p50_ms")),
+            fmt(p.get("p99_ms")),
+            fmt(p.get("worker_rss_mb")),
+            fmt(p.get("machine_cpu_busy_pct")),
+        )
+    console.print(table)
+
+    detail = Table(title="Where the CPU went (seconds during the phase) and what the ledger says")
+    for col in ("phase", "worker", "api", "sandbox", "bench", "intake ev/s", "attempts", "superseded", "dead"):
+        detail.add_column(col, justify="right" if col != "phase" else "left")
+    for key in ("relay", "slow"):
+        p = phases.get(key)
+        if p is None:
+            continue
+        cpu = p["cpu_s"]
+        detail.add_row(
+            names[key],
+            fmt(cpu["worker"]),
+            fmt(cpu["api"]),
+            fmt(cpu["sandbox"]),
+            fmt(cpu["bench"]),
+            fmt(p["intake_events_per_s"]),
+            str(p["attempts"]),
+            str(p["superseded"]),
+            str(p["dead"]),
+        )
+    if "baseline" in phases:
+        b = phases["baseline"]
+        detail.add_row(names["baseline"], fmt(b["worker_cpu_s"]), "—", "—", "—", "—", "—", "—", "—")
+    console.print(detail)
+
+    targets = Table(title="Targets")
+    for col in ("target", "measured", "verdict"):
+        targets.add_column(col)
+    t = summary["targets"]
+    ratio = summary["ratio_relay_to_baseline"]
+    targets.add_row(
+        "relay ≥ 50 % of the raw Celery baseline",
+        "—" if ratio is None else f"{100 * ratio:.1f} %",
+        verdict(t["relay_vs_baseline_ge_0.5"]),
+    )
+    targets.add_row(
+        f"≥ 300 deliveries/s with {summary['slow_latency_ms']:.0f} ms latency",
+        fmt(summary["relay_slow_deliveries_per_s"], "/s"),
+        verdict(t["slow_ge_300_per_s"]),
+    )
+    targets.add_row("worker RSS ≤ 300 MB", fmt(summary["worker_rss_mb"], " MB"), verdict(t["worker_rss_le_300_mb"]))
+    console.print(targets)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bench/relay.py",
+        description="Relay throughput vs a raw Celery baseline, on the same Redis and worker settings.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--baseline-tasks", type=int, default=3000, help="no-op tasks in phase (a)")
+    p.add_argument("--events", type=int, default=3000, help="events through the relay in phase (b)")
+    p.add_argument("--slow-events", type=int, default=3000, help="events in phase (c)")
+    p.add_argument("--warmup-events", type=int, default=60, help="events delivered before each relay phase")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        help="worker threads for (a) and (b) (the relay's default MOTCUA_WORKER_CONCURRENCY)",
+    )
+    p.add_argument("--slow-concurrency", type=int, default=128, help="worker threads for (c)")
+    p.add_argument("--latency-ms", type=float, default=200.0, help="latency injected per sandbox call in (c)")
+    p.add_argument("--batch", type=int, default=100, help="events per intake request")
+    p.add_argument("--senders", type=int, default=4, help="intake requests in flight (dossiers split among them)")
+    p.add_argument(
+        "--database-url",
+        default=None,
+        help="PostgreSQL server URL (e.g. postgresql://postgres@127.0.0.1:5432/test): a database of "
+        "the bench's own is created there and dropped; default a fresh SQLite file",
+    )
+    p.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis server (no db number)")
+    p.add_argument("--redis-db", type=int, default=13, help="Redis db for the run, flushed before and after")
+    p.add_argument("--phases", default="baseline,relay,slow", help="comma-separated subset of baseline,relay,slow")
+    p.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for a phase to finish")
+    p.add_argument("--poll", type=float, default=0.25, help="seconds between ledger polls")
+    p.add_argument("--seed", type=int, default=7, help="workload seed")
+    p.add_argument("--log-level", default="WARNING", help="MOTCUA_LOG_LEVEL of the relay processes")
+    p.add_argument("--workdir", default=None, help="keep logs and the SQLite ledger here (default: a temp dir)")
+    p.add_argument("--keep-logs", action="store_true", help="do not delete the temp dir (its path is printed)")
+    p.add_argument(
+        "--no-beat",
+        action="store_true",
+        help="do not run the beat (sweeper): deliveries whose wake-up is lost then never finish",
+    )
+    p.add_argument("--py-spy", action="store_true", help="py-spy dump of the worker's threads at each phase end")
+    p.add_argument(
+        "--profile",
+        choices=["all", "gil"],
+        default=None,
+        help="py-spy record the worker during each relay phase (collapsed stacks in the work dir; "
+        "'gil': only samples holding the GIL)",
+    )
+    p.add_argument("--json", dest="json_path", default=None, help="write the results as JSON here")
+    args = p.parse_args(argv)
+    args.phase_set = {x.strip() for x in args.phases.split(",") if x.strip()}
+    if unknown := args.phase_set - {"baseline", "relay", "slow"}:
+        p.error(f"unknown phases: {sorted(unknown)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rich.console import Console
+
+    args = parse_args(argv)
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    bench = Bench(args, console)
+
+    def on_term(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    bench.redis.flushdb()
+    console.print(f"[bold]motcua-relay bench[/]: Redis {bench.redis_url} (flushed), logs in {bench.workdir}")
+    try:
+        if "baseline" in args.phase_set:
+            bench.results["baseline"] = bench.run_baseline()
+        if args.phase_set & {"relay", "slow"}:
+            bench.start_relay()
+            assert bench.db is not None
+            console.print(f"ledger: {bench.db.label}")
+            first = date(2025, 3, 3)
+            fast = workload(args.events, first, args.seed)
+            slow = workload(args.slow_events, date(2025, 6, 2), args.seed + 1000)
+            warm1 = workload(args.warmup_events, date(2025, 9, 1), args.seed + 2000)
+            warm2 = workload(args.warmup_events, date(2025, 11, 3), args.seed + 3000)
+            if "relay" in args.phase_set:
+                bench.results["relay"] = bench.run_relay("relay", "b", fast, warm1, args.concurrency, 0)
+            if "slow" in args.phase_set:
+                bench.results["slow"] = bench.run_relay(
+                    "slow", "c", slow, warm2, args.slow_concurrency, args.latency_ms
+                )
+        summary = summarise(args, bench)
+        print_tables(console, summary)
+        if args.json_path:
+            path = Path(args.json_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+            console.print(f"JSON written to {path}")
+        return 0
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: stopping every process[/]")
+        return 130
+    finally:
+        bench.close()
+        if args.keep_logs or args.workdir:
+            console.print(f"logs kept in {bench.workdir}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""One delivery attempt at a time, in-process on a controlled clock, against the real one-stop sandbox."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from sandbox.workload import generate_day
+from store import ledger
+from store.tables import attempts, deliveries
+from tasks.delivery import run_delivery
+from tasks.runtime import Runtime, get_runtime, reset_runtime
+from tests.conftest import RelayConfig
+from tests.harness import new_secret, write_routing
+
+T0 = datetime.now(UTC).replace(microsecond=0)
+DAY = generate_day(30, day=date(2024, 3, 15), seed=21)
+WAREHOUSE = "warehouse"
+
+
+def clock_at(moment: datetime) -> Any:
+    return lambda: moment
+
+
+def new_delivery(rt: Runtime, *, index: int = 0, event_id: str | None = None, now: datetime = T0) -> int:
+    """Ingest and route one workload event (origin onestop: to the warehouse only); its delivery id."""
+    event = {**DAY[index], "event_id": event_id or f"ev-{uuid.uuid4().hex}"}
+    [stored] = ledger.ingest(rt.engine, [event], now)
+    ledger.route_event(rt.engine, stored.pk, rt.routing.destinations_for, rt.rules, now)
+    with rt.engine.connect() as conn:
+        [did] = conn.execute(select(deliveries.c.id).where(deliveries.c.event_pk == stored.pk)).scalars().all()
+    return int(did)
+
+
+def first_of_each_dossier(count: int) -> list[int]:
+    """Indexes of events of distinct dossiers (no ordering wait between them)."""
+    seen: dict[str, int] = {}
+    for index, event in enumerate(DAY):
+        if event["sequence"] == 1:
+            seen.setdefault(event["dossier_code"], index)
+    return list(seen.values())[:count]
+
+
+def row(rt: Runtime, delivery_id: int) -> Any:
+    with rt.engine.connect() as conn:
+        return conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).one()
+
+
+def attempt_rows(rt: Runtime, delivery_id: int) -> list[Any]:
+    with rt.engine.connect() as conn:
+        return conn.execute(
+            select(attempts).where(attempts.c.delivery_id == delivery_id).order_by(attempts.c.number)
+        ).all()
+
+
+def sandbox_stats(config: RelayConfig) -> dict[str, Any]:
+    return httpx.get(f"{config.sandbox.url}/_admin/stats", timeout=5).json()[WAREHOUSE]
+
+
+def set_faults(config: RelayConfig, **faults: Any) -> None:
+    httpx.post(f"{config.sandbox.url}/_admin/faults", json=faults, timeout=5).raise_for_status()
+
+
+def clear_faults(config: RelayConfig) -> None:
+    httpx.delete(f"{config.sandbox.url}/_admin/faults", timeout=5).raise_for_status()
+
+
+def reconfigure(monkeypatch: pytest.MonkeyPatch, config: RelayConfig, tmp_path: Path, **routing: str) -> Runtime:
+    path = write_routing(tmp_path / f"routing-{uuid.uuid4().hex[:6]}.toml", config.sandbox.url, **routing)
+    monkeypatch.setenv("MOTCUA_ROUTING_FILE", str(path))
+    reset_runtime()
+    return get_runtime()
+
+
+def first_index_of_sequence_one() -> int:
+    return first_of_each_dossier(1)[0]
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+def test_delivery_to_a_healthy_subscriber(relay_config: RelayConfig) -> None:
+    # given: an event whose id holds a phone-like number, which the subscriber echoes back
+    rt = get_runtime()
+    did = new_delivery(rt, index=first_index_of_sequence_one(), event_id=f"ev-{uuid.uuid4().hex[:8]}-0912345678")
+    # when
+    status = run_delivery(did, WAREHOUSE, clock=clock_at(T0))
+    # then
+    assert status == "delivered"
+    d = row(rt, did)
+    assert (d.status, d.attempts, d.delivered_at, d.last_status_code) == ("delivered", 1, T0, 200)
+    [attempt] = attempt_rows(rt, did)
+    assert attempt.outcome == "delivered"
+    assert attempt.status_code == 200
+    assert attempt.duration_ms is not None and attempt.duration_ms > 0
+    assert attempt.external_ref == d.external_ref
+    assert attempt.external_ref.startswith("rcpt-")
+    assert attempt.external_ref in attempt.response_excerpt
+    assert "0912345678" not in attempt.response_excerpt
+    assert sandbox_stats(relay_config)["distinct"] == 1
+
+
+def test_running_a_delivered_delivery_again_sends_nothing(relay_config: RelayConfig) -> None:
+    rt = get_runtime()
+    did = new_delivery(rt, index=first_index_of_sequence_one())
+    run_delivery(did, WAREHOUSE, clock=clock_at(T0))
+
+    assert run_delivery(did, WAREHOUSE, clock=clock_at(T0 + timedelta(seconds=1))) == "skip"
+
+    assert sandbox_stats(relay_config)["receipts"] == 1
+    assert len(attempt_rows(rt, did)) == 1
+
+
+def test_failing_subscriber_is_retried_later_then_delivered_once(relay_config: RelayConfig) -> None:
+    # given: the subscriber answers 503 to everything, asking for 20 s of peace
+    rt = get_runtime()
+    did = new_delivery(rt, index=first_index_of_sequence_one())
+    set_faults(relay_config, error_rate=1, retry_after=20)
+    # when
+    first = run_delivery(did, WAREHOUSE, clock=clock_at(T0))
+    # then
+    assert first == "retrying"
+    d = row(rt, did)
+    assert d.status == "retrying"
+    assert d.next_attempt_at == T0 + timedelta(seconds=20)
+    assert (d.last_status_code, d.last_error) == (503, "HTTP 503")
+    assert run_delivery(did, WAREHOUSE, clock=clock_at(T0 + timedelta(seconds=10))) == "skip"
+    # when: the subscriber recovers and the retry is due
+    clear_faults(relay_config)
+    second = run_delivery(did, WAREHOUSE, clock=clock_at(d.next_attempt_at + timedelta(seconds=1)))
+    # then
+    assert second == "delivered"
+    assert [(a.number, a.outcome, a.status_code) for a in attempt_rows(rt, did)] == [
+        (1, "retryable", 503), (2, "delivered", 200)]
+    stats = sandbox_stats(relay_config)
+    assert (stats["distinct"], stats["faults"]["error"]) == (1, 1)
+
+
+def test_wrong_secret_is_dead_with_the_reason(relay_config: RelayConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given: the relay holds a secret the subscriber does not know
+    monkeypatch.setenv("MOTCUA_WAREHOUSE_WEBHOOK_SECRET", new_secret())
+    reset_runtime()
+    rt = get_runtime()
+    did = new_delivery(rt, index=first_index_of_sequence_one())
+    # when
+    status = run_delivery(did, WAREHOUSE, clock=clock_at(T0))
+    # then
+    assert status == "dead"
+    d = row(rt, did)
+    assert (d.status, d.last_status_code) == ("dead", 401)
+    assert "rejected" in d.last_error and "401" in d.last_error
+    assert d.next_attempt_at is None
+    assert [a.outcome for a in attempt_rows(rt, did)] == ["permanent"]
+    assert [r.id for r in ledger.dead_letters(rt.engine, ledger.DeadLetterFilter(destination=WAREHOUSE))] == [did]
+    assert sandbox_stats(relay_config)["rejected_signature"] == 1
+
+
+def test_missing_secret_is_dead_without_a_request(relay_config: RelayConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MOTCUA_WAREHOUSE_WEBHOOK_SECRET")
+    reset_runtime()
+    rt = get_runtime()
+    did = new_delivery(rt, index=first_index_of_sequence_one())
+
+    assert run_delivery(did, WAREHOUSE, clock=clock_at(T0)) == "dead"
+
+    assert "MOTCUA_WAREHOUSE_WEBHOOK_SECRET" in row(rt, did).last_error
+    assert sandbox_stats(relay_config)["receipts"] == 0
+
+
+# --------------------------------------------------------------------------- protection
+
+
+def test_open_breaker_defers_without_spending_attempts(
+    relay_config: RelayConfig, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # given: a breaker that opens after 3 failures, and a subscriber that fails
+    rt = reconfigure(monkeypatch, relay_config, tmp_path, breaker='{ failure_threshold = 3, open_for = "30s" }')
+    indexes = first_of_each_dossier(4)
+    ids = [new_delivery(rt, index=i) for i in indexes]
+    set_faults(relay_config, error_rate=1)
+    # when: three deliveries fail
+    assert [run_delivery(did, WAREHOUSE, clock=clock_at(T0)) for did in ids[:3]] == ["retrying"] * 3
+    # then: the breaker is open and the fourth is deferred, not attempted
+    assert rt.protection.state(WAREHOUSE)["open"]
+    assert run_delivery(ids[3], WAREHOUSE, clock=clock_at(T0)) == "deferred"
+    d = row(rt, ids[3])
+    assert (d.status, d.attempts, d.budget_used) == ("pending", 0, 0)
+    assert "circuit open" in d.last_error
+    assert d.next_attempt_at >= datetime.now(UTC) + timedelta(seconds=25)
+    # and a due retry is deferred too, keeping its attempt count
+    retry = row(rt, ids[0])
+    assert run_delivery(ids[0], WAREHOUSE, clock=clock_at(retry.next_attempt_at + timedelta(seconds=1))) == "deferred"
+    assert row(rt, ids[0]).attempts == 1
+    assert sandbox_stats(relay_config)["faults"]["error"] == 3
+
+
+def test_a_success_resets_the_failure_count(
+    relay_config: RelayConfig, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    rt = reconfigure(monkeypatch, relay_config, tmp_path, breaker='{ failure_threshold = 3, open_for = "30s" }')
+    ids = [new_delivery(rt, index=i) for i in first_of_each_dossier(5)]
+    set_faults(relay_config, error_rate=1)
+    for did in ids[:2]:
+        run_delivery(did, WAREHOUSE, clock=clock_at(T0))
+    clear_faults(relay_config)
+    assert run_delivery(ids[2], WAREHOUSE, clock=clock_at(T0)) == "delivered"
+    set_faults(relay_config, error_rate=1)
+
+    results = [run_delivery(did, WAREHOUSE, clock=clock_at(T0)) for did in ids[3:]]
+
+    assert results == ["retrying", "retrying"]
+    assert not rt.protection.state(WAREHOUSE)["open"]
+
+
+def test_permanent_answers_do_not_open_the_breaker(
+    relay_config: RelayConfig, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    rt = reconfigure(monkeypatch, relay_config, tmp_path, breaker='{ failure_threshold = 2, open_for = "30s" }')
+    ids = [new_delivery(rt, index=i) for i in first_of_each_dossier(3)]
+    set_faults(relay_config, error_rate=1, error_status=422)
+
+    assert [run_delivery(did, WAREHOUSE, clock=clock_at(T0)) for did in ids] == ["dead"] * 3
+
+    assert not rt.protection.state(WAREHOUSE)["open"]
+
+
+def test_empty_rate_bucket_is_rate_limited_without_an_attempt(
+    relay_config: RelayConfig, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # given: one send per second, no burst
+    rt = reconfigure(monkeypatch, relay_config, tmp_path, rate="{ per_second = 1, burst = 1 }")
+    first, second = (new_delivery(rt, index=i) for i in first_of_each_dossier(2))
+    # when
+    results = [run_delivery(first, WAREHOUSE, clock=clock_at(T0)), run_delivery(second, WAREHOUSE, clock=clock_at(T0))]
+    # then
+    assert results == ["delivered", "rate_limited"]
+    d = row(rt, second)
+    assert (d.status, d.attempts) == ("pending", 0)
+    assert attempt_rows(rt, second) == []
+    assert sandbox_stats(relay_config)["distinct"] == 1
+
+
+def test_backoff_without_retry_after_stays_within_the_first_step(relay_config: RelayConfig) -> None:
+    rt = get_runtime()
+    ids = [new_delivery(rt, index=i) for i in first_of_each_dossier(5)]
+    set_faults(relay_config, error_rate=1)
+
+    for did in ids:
+        assert run_delivery(did, WAREHOUSE, clock=clock_at(T0)) == "retrying"
+
+    cap = timedelta(seconds=rt.destination(WAREHOUSE).retry.schedule[0])
+    assert all(T0 < row(rt, did).next_attempt_at <= T0 + cap for did in ids)

@@ -1,0 +1,76 @@
+"""``motcua-relay demo`` as a person runs it: a subprocess in an empty directory, no configuration.
+
+The demo's Redis database is ``MOTCUA_TEST_DEMO_REDIS_DB`` (default 12), not the db 3 a person's
+demo uses; the in-process broker path is taken by pointing the Redis probe at a closed port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.harness import ROOT, free_port
+
+REDIS_BASE = os.environ.get("MOTCUA_TEST_REDIS", "redis://127.0.0.1:6379")
+DEMO_DB = os.environ.get("MOTCUA_TEST_DEMO_REDIS_DB", "12")
+PROBE = REDIS_BASE.split("://", 1)[1].rstrip("/")
+
+
+def run_demo(tmp_path: Path, dossiers: int, **env_extra: str) -> tuple[dict[str, Any], str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOTCUA_")}
+    env.update(MOTCUA_DEMO_REDIS_DB=DEMO_DB, MOTCUA_DEMO_TIMEOUT="50", PYTHONPATH=str(ROOT), COLUMNS="160",
+               **env_extra)
+    out = tmp_path / "s.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", "demo", "--dossiers", str(dossiers), "--json", str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return json.loads(out.read_text(encoding="utf-8")), proc.stdout
+
+
+def check_summary(summary: dict[str, Any], tmp_path: Path, stdout: str) -> None:
+    assert summary["total"] > 0
+    assert summary["delivered"] + summary["superseded"] + summary["dead"] == summary["total"]
+    assert summary["dead"] == 0 and summary["open"] == 0 and not summary["timed_out"]
+    assert summary["delivered"] > 0
+    assert summary["p99_ms"] >= summary["p50_ms"] > 0
+    assert set(summary["destinations"]) == {"onestop", "warehouse"}
+    for name, figures in summary["destinations"].items():
+        assert figures["total"] > 0, f"{name} got no deliveries"
+        assert figures["effects"] == figures["delivered"], f"{name}: an effect was applied twice or lost"
+    assert summary["no_duplicate_effect"]
+    assert summary["intake"]["refused"] == 0
+    # the ledger and the logs are in ./var of the working directory; logs never reach the terminal
+    assert summary["database"].startswith(f"sqlite:///{tmp_path.resolve()}/var/demo-")
+    assert list((tmp_path / "var" / "demo-logs").glob("*/demo.log"))
+    assert '"event":' not in stdout and "Traceback" not in stdout
+    assert "motcua-relay trace" in stdout
+
+
+@pytest.mark.timeout(120)
+def test_demo_with_redis(tmp_path: Path) -> None:
+    client = redis.Redis.from_url(f"{REDIS_BASE}/{DEMO_DB}")
+    try:
+        summary, stdout = run_demo(tmp_path, 15, MOTCUA_DEMO_REDIS_PROBE=PROBE)
+    finally:
+        client.flushdb()
+    assert summary["broker"] == {"mode": "redis", "url": f"redis://{PROBE}/{DEMO_DB}"}
+    assert {"api.log", "worker.log"} <= {p.name for p in (tmp_path / "var" / "demo-logs").glob("*/*.log")}
+    check_summary(summary, tmp_path, stdout)
+
+
+@pytest.mark.timeout(120)
+def test_demo_without_redis_uses_the_in_process_broker(tmp_path: Path) -> None:
+    port = free_port()  # bound and released: nothing answers there
+    summary, stdout = run_demo(tmp_path, 5, MOTCUA_DEMO_REDIS_PROBE=f"127.0.0.1:{port}")
+    assert f"no Redis on 127.0.0.1:{port}: using an in-process broker (memory://)" in stdout
+    assert summary["broker"]["mode"] == "memory"
+    check_summary(summary, tmp_path, stdout)

@@ -1,0 +1,281 @@
+"""The webhook connector's answer table, row by row, against a real server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+from starlette.types import Receive, Scope, Send
+
+from connectors.base import ConnectorResult, DeliveryError, Permanent, Retryable, build_http_client
+from connectors.webhook import WebhookConnector
+from sandbox.workload import sample
+from tests.harness import free_port
+
+SECRET = "whsec_" + base64.b64encode(b"subscriber-secret-of-32-bytes!!!").decode()
+EVENT = sample(1, seed=5)[0]
+KEY = f"{EVENT['event_id']}:warehouse"
+
+
+class _DropMidResponse(Response):
+    """Promise a body, send part of it, then stop: the connection closes mid-response."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")]})
+        await send({"type": "http.response.body", "body": b'{"receipt_id": "rc', "more_body": True})
+
+
+def subscriber_app() -> FastAPI:
+    app = FastAPI()
+    app.state.seen = []
+
+    @app.post("/status/{code}")
+    async def status(code: int, retry_after: str | None = None) -> Response:
+        headers = {"Retry-After": retry_after} if retry_after else None
+        if code == 204:
+            return Response(status_code=204)
+        if code < 300:
+            return JSONResponse({"status": "accepted", "receipt_id": f"rcpt-{code}"}, status_code=code)
+        return JSONResponse({"error": f"answer {code}"}, status_code=code, headers=headers)
+
+    @app.post("/slow")
+    async def slow() -> Response:
+        await asyncio.sleep(3)
+        return JSONResponse({"receipt_id": "too-late"})
+
+    @app.post("/drop")
+    async def drop() -> Response:
+        return _DropMidResponse()
+
+    @app.post("/verify")
+    async def verify(request: Request) -> Response:
+        body = await request.body()
+        try:
+            Webhook(SECRET).verify(body, dict(request.headers))
+        except WebhookVerificationError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=401)
+        app.state.seen.append({"headers": dict(request.headers), "body": json.loads(body)})
+        return JSONResponse({"id": "verified-1"})
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, FastAPI]]:
+    from tests.servers import run_asgi
+
+    app = subscriber_app()
+    with run_asgi(app) as url:
+        yield url, app
+
+
+@pytest.fixture
+def base_url(server: tuple[str, FastAPI]) -> str:
+    return server[0]
+
+
+def connector(url: str, read: float = 5.0) -> WebhookConnector:
+    return WebhookConnector(url, SECRET, build_http_client(connect=2.0, read=read, max_connections=4))
+
+
+def send(url: str, read: float = 5.0) -> ConnectorResult:
+    c = connector(url, read)
+    try:
+        return c.send(EVENT, KEY)
+    finally:
+        c.close()
+
+
+def failure(url: str, read: float = 5.0) -> DeliveryError:
+    with pytest.raises(DeliveryError) as raised:
+        send(url, read)
+    return raised.value
+
+
+# --------------------------------------------------------------------------- answers
+
+
+@pytest.mark.parametrize(("code", "ref"), [(200, "rcpt-200"), (201, "rcpt-201"), (204, None)])
+def test_2xx_is_delivered_with_the_receipt_as_external_ref(base_url: str, code: int, ref: str | None) -> None:
+    result = send(f"{base_url}/status/{code}")
+
+    assert result.status_code == code
+    assert result.external_ref == ref
+
+
+@pytest.mark.parametrize("code", [408, 425, 429, 500, 502, 503, 504])
+def test_busy_or_failing_subscriber_is_retryable(base_url: str, code: int) -> None:
+    error = failure(f"{base_url}/status/{code}")
+
+    assert isinstance(error, Retryable)
+    assert error.status_code == code
+    assert f"answer {code}" in (error.excerpt or "")
+    assert error.retry_after is None
+
+
+@pytest.mark.parametrize("code", [400, 401, 403, 404, 405, 409, 410, 422])
+def test_rejections_are_permanent(base_url: str, code: int) -> None:
+    error = failure(f"{base_url}/status/{code}")
+
+    assert isinstance(error, Permanent)
+    assert error.status_code == code
+    assert str(code) in error.reason
+
+
+def test_retry_after_in_delta_seconds(base_url: str) -> None:
+    error = failure(f"{base_url}/status/429?retry_after=120")
+
+    assert isinstance(error, Retryable)
+    assert error.retry_after == 120.0
+
+
+def test_retry_after_as_an_http_date(base_url: str) -> None:
+    when = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=300), usegmt=True)
+
+    error = failure(f"{base_url}/status/503?retry_after={when}")
+
+    assert isinstance(error, Retryable)
+    assert error.retry_after is not None
+    assert 295 <= error.retry_after <= 300
+
+
+def test_retry_after_in_the_past_or_garbage_is_no_wait(base_url: str) -> None:
+    past = email.utils.format_datetime(datetime.now(UTC) - timedelta(hours=1), usegmt=True)
+
+    assert failure(f"{base_url}/status/503?retry_after={past}").retry_after == 0.0
+    assert failure(f"{base_url}/status/503?retry_after=soon").retry_after is None
+
+
+# --------------------------------------------------------------------------- transport weather
+
+
+def test_read_timeout_is_retryable(base_url: str) -> None:
+    started = time.monotonic()
+
+    error = failure(f"{base_url}/slow", read=0.3)
+
+    assert isinstance(error, Retryable)
+    assert "timeout" in error.reason
+    assert time.monotonic() - started < 2.5
+
+
+def test_connection_refused_is_retryable() -> None:
+    error = failure(f"http://127.0.0.1:{free_port()}/events")
+
+    assert isinstance(error, Retryable)
+    assert "connection failed" in error.reason
+
+
+def test_connection_dropped_mid_response_is_retryable(base_url: str) -> None:
+    error = failure(f"{base_url}/drop")
+
+    assert isinstance(error, Retryable)
+    assert isinstance(error.__cause__, httpx.HTTPError)
+
+
+# --------------------------------------------------------------------------- the request itself
+
+
+def test_request_is_signed_the_standard_webhooks_way_with_the_idempotency_key(
+    server: tuple[str, FastAPI],
+) -> None:
+    # given
+    url, app = server
+    app.state.seen.clear()
+    # when
+    result = send(f"{url}/verify")
+    # then: the reference package verified it on the server
+    assert result.external_ref == "verified-1"
+    [request] = app.state.seen
+    assert request["headers"]["idempotency-key"] == KEY
+    assert request["headers"]["webhook-id"] == KEY
+    assert request["headers"]["content-type"] == "application/json"
+    assert request["headers"]["x-motcua-event-type"] == EVENT["type"]
+    assert abs(int(request["headers"]["webhook-timestamp"]) - time.time()) < 10
+    assert request["body"] == EVENT
+
+
+def test_a_subscriber_holding_another_secret_refuses_the_request(base_url: str) -> None:
+    other = WebhookConnector(f"{base_url}/verify", "whsec_" + base64.b64encode(b"x" * 32).decode(),
+                             build_http_client(2.0, 5.0))
+    try:
+        with pytest.raises(Permanent) as raised:
+            other.send(EVENT, KEY)
+    finally:
+        other.close()
+    assert raised.value.status_code == 401
+
+
+@pytest.mark.parametrize("url", ["ftp://example.org/events", "127.0.0.1:8000/events", "file:///etc/passwd", ""])
+def test_a_url_that_is_not_http_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="http"):
+        WebhookConnector(url, SECRET, build_http_client(1.0, 1.0))
+
+
+def test_missing_secret_is_permanent() -> None:
+    with pytest.raises(Permanent, match="secret"):
+        WebhookConnector.from_options("https://example.org/events", None, 1.0, 1.0, 1)
+
+
+# --------------------------------------------------------------------------- narrow mapping (respx)
+
+
+@pytest.mark.parametrize(("raised", "expected", "words"), [
+    (httpx.ConnectTimeout("connect"), Retryable, "timeout"),
+    (httpx.WriteTimeout("write"), Retryable, "timeout"),
+    (httpx.PoolTimeout("pool"), Retryable, "timeout"),
+    (httpx.ReadError("reset by peer"), Retryable, "connection failed"),
+    (httpx.RemoteProtocolError("server disconnected"), Retryable, "connection failed"),
+    (httpx.UnsupportedProtocol("no such scheme"), Permanent, "bad destination URL"),
+    (httpx.DecodingError("bad gzip"), Retryable, "transport error"),
+])
+@respx.mock
+def test_transport_errors_map_to_our_classes(raised: Exception, expected: type[DeliveryError], words: str) -> None:
+    respx.post("https://subscriber.example/events").mock(side_effect=raised)
+
+    error = failure("https://subscriber.example/events")
+
+    assert type(error) is expected
+    assert words in error.reason
+    assert error.__cause__ is raised
+
+
+@pytest.mark.parametrize(("response", "ref"), [
+    (httpx.Response(200, json={"id": 42}), "42"),
+    (httpx.Response(200, json={"receipt_id": "r-1", "id": "other"}), "r-1"),
+    (httpx.Response(200, json=["not", "an", "object"]), None),
+    (httpx.Response(200, text="OK"), None),
+    (httpx.Response(200, content=b"{broken", headers={"content-type": "application/json"}), None),
+    (httpx.Response(200, json={"receipt_id": "x" * 500}), "x" * 200),
+])
+@respx.mock
+def test_external_ref_is_read_from_a_json_body_only(response: httpx.Response, ref: str | None) -> None:
+    respx.post("https://subscriber.example/events").mock(return_value=response)
+
+    assert send("https://subscriber.example/events").external_ref == ref
+
+
+@respx.mock
+def test_unlisted_statuses_follow_the_generic_table() -> None:
+    route = respx.post("https://subscriber.example/events")
+    expectations: dict[int, Any] = {418: Permanent, 451: Permanent, 507: Retryable, 599: Retryable}
+    for code, expected in expectations.items():
+        route.mock(return_value=httpx.Response(code, text="x" * 5000))
+        error = failure("https://subscriber.example/events")
+        assert type(error) is expected, code
+        assert error.excerpt is not None
+        assert len(error.excerpt) <= 1001
