@@ -1,7 +1,9 @@
 """``POST /v1/events``: the signed intake of canonical events from the one-stop software.
 
-The answer is given only after the ledger commit (ledger first); routing is queued
-afterwards, and the sweeper queues it again if this process dies in between.
+The answer is given only after the ledger commit (ledger first). The event's deliveries
+are created in the same transaction (routing is pure configuration), so an event never
+exists without them; they are queued after the answer, and the sweeper queues them again
+if this process dies in between.
 
 =====  ==========================================================================
 code   when
@@ -33,7 +35,7 @@ from config.settings import Settings
 from schemas.events import EVENT_ADAPTER, MAX_BATCH, Event, event_json
 from schemas.webhook import SignatureError, verify
 from store import ledger
-from tasks.delivery import enqueue_routes
+from tasks.delivery import enqueue_deliveries
 from tasks.runtime import get_runtime
 
 log = structlog.get_logger(__name__)
@@ -161,15 +163,18 @@ async def intake(request: Request, background: BackgroundTasks) -> Any:
     payloads = [event_json(e) for e in valid]
     runtime = get_runtime()
     try:
-        stored = await run_in_threadpool(ledger.ingest, runtime.engine, payloads, datetime.now(UTC))
+        stored, ready = await run_in_threadpool(
+            ledger.ingest_and_route, runtime.engine, payloads, datetime.now(UTC),
+            runtime.routing.destinations_for, runtime.rules,
+        )
     except ledger.IngestConflict as exc:
         return _error(409, "event_id reused with different content", event_ids=exc.event_ids)
     accepted = [StoredEvent(event_id=s.event_id, id=s.pk) for s in stored if not s.duplicate]
     duplicates = [StoredEvent(event_id=s.event_id, id=s.pk) for s in stored if s.duplicate]
     INTAKE_EVENTS.labels("accepted").inc(len(accepted))
     INTAKE_EVENTS.labels("duplicate").inc(len(duplicates))
-    if accepted:
-        background.add_task(run_in_threadpool, enqueue_routes, [a.id for a in accepted])
+    if ready:
+        background.add_task(run_in_threadpool, enqueue_deliveries, ready, runtime)
     status = 202 if accepted else 200
     INTAKE_REQUESTS.labels(str(status)).inc()
     answer = IntakeAccepted(status="accepted" if accepted else "duplicate", accepted=accepted, duplicates=duplicates)

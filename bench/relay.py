@@ -636,7 +636,8 @@ class Bench:
             sender = threading.Thread(target=send, daemon=True)
             sender.start()
             deadline = time.monotonic() + self.args.timeout
-            final, counts = 0, {}
+            final = 0
+            counts: dict[str, int] = {}
             while time.monotonic() < deadline:
                 for service in (worker, self.api, self.sandbox):
                     service.check()

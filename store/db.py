@@ -7,6 +7,7 @@ serialise cleanly instead of failing on lock upgrades. PostgreSQL uses psycopg 3
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,25 @@ def make_engine(url: str, pool_size: int = 20) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
+        # SQLite has one writer at a time; its busy handler makes waiting threads sleep-poll
+        # (up to 100 ms a try). Queueing this process's transactions on a lock hands the
+        # database over at once; other processes still meet the busy timeout.
+        writer = threading.RLock()
+
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            writer.acquire()
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                writer.release()
+                raise
+
+        @event.listens_for(engine, "commit")
+        @event.listens_for(engine, "rollback")
+        def _end(conn: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # a rollback after a failed BEGIN holds nothing
+                writer.release()
 
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)

@@ -11,9 +11,9 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, and_, exists, func, or_, select, text, update
+from sqlalchemy import Connection, Engine, exists, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from store.tables import (
@@ -57,21 +57,43 @@ def content_hash(payload: dict[str, Any]) -> str:
 
 
 def ingest(engine: Engine, payloads: Sequence[dict[str, Any]], now: datetime) -> list[Ingested]:
-    """Store a batch of validated canonical events atomically.
+    """Store a batch of validated canonical events atomically (routing left to ``route_event``).
 
     A repeated ``event_id`` with the same content is a duplicate (kept as it is); with
     different content the whole batch is refused with :class:`IngestConflict`.
     """
+    return ingest_and_route(engine, payloads, now)[0]
+
+
+def ingest_and_route(
+    engine: Engine,
+    payloads: Sequence[dict[str, Any]],
+    now: datetime,
+    choose: Any = None,
+    rules: dict[str, DestinationRules] | None = None,
+) -> tuple[list[Ingested], list[ToEnqueue]]:
+    """Store a batch and, with ``choose``, create its deliveries in the same transaction.
+
+    An event and its deliveries then appear together or not at all, and the intake can
+    queue the deliveries at once instead of a routing task per event. Returns the stored
+    events and the deliveries that may go now (the first open one of each ordered stream).
+    """
     for attempt in range(3):
         try:
-            return _ingest_once(engine, payloads, now)
+            return _ingest_once(engine, payloads, now, choose, rules or {})
         except IntegrityError:
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
 
-def _ingest_once(engine: Engine, payloads: Sequence[dict[str, Any]], now: datetime) -> list[Ingested]:
+def _ingest_once(
+    engine: Engine,
+    payloads: Sequence[dict[str, Any]],
+    now: datetime,
+    choose: Any,
+    rules: dict[str, DestinationRules],
+) -> tuple[list[Ingested], list[ToEnqueue]]:
     hashed = [(p, canonical_json(p)) for p in payloads]
     by_id: dict[str, tuple[dict[str, Any], str, str]] = {}
     conflicts: list[str] = []
@@ -109,17 +131,101 @@ def _ingest_once(engine: Engine, payloads: Sequence[dict[str, Any]], now: dateti
                 "content_hash": digest,
                 "payload": text_form,
                 "enqueued_at": now,
+                "routed_at": now if choose is not None else None,
             }
             for eid, (payload, text_form, digest) in by_id.items()
             if eid not in existing
         ]
         inserted: dict[str, int] = {}
+        chosen: list[ToEnqueue] = []
         if new_rows:
             result = conn.execute(events.insert().returning(events.c.id, events.c.event_id), new_rows)
             inserted = {row.event_id: row.id for row in result}
+            if choose is not None:
+                planned = [
+                    _delivery_row(inserted[eid], by_id[eid][0], name, rules[name], now)
+                    for eid in inserted
+                    for name in choose(by_id[eid][0])
+                ]
+                chosen = _insert_deliveries(conn, engine, planned, rules, now)
     out = [Ingested(eid, row.id, True) for eid, row in existing.items()]
     out += [Ingested(eid, pk, False) for eid, pk in inserted.items()]
-    return out
+    return out, chosen
+
+
+def _delivery_row(
+    event_pk: int, payload: dict[str, Any], name: str, rule: DestinationRules, now: datetime
+) -> dict[str, Any]:
+    return {
+        "event_pk": event_pk,
+        "destination": name,
+        "dossier_code": payload["dossier_code"],
+        "stream": payload.get("origin", "onestop"),
+        "sequence": payload["sequence"],
+        "status": PENDING,
+        "attempts": 0,
+        "budget_used": 0,
+        "replays": 0,
+        "deadline_at": now + timedelta(seconds=rule.deadline_seconds),
+        "created_at": now,
+        "updated_at": now,
+        "enqueued_at": now,
+        "idempotency_key": f"{payload['event_id']}:{name}",
+    }
+
+
+def _lock_streams(conn: Connection, engine: Engine, keys: Iterable[str]) -> None:
+    """Serialise, per (dossier, destination, stream), deciding who goes next (PostgreSQL).
+
+    Without it, a new sequence N+1 committed while N finishes can be missed by both:
+    N+1 sees N still open and waits, N's completion does not yet see N+1.
+    SQLite's ``BEGIN IMMEDIATE`` already serialises every writer.
+    """
+    ordered = sorted(set(keys))
+    if ordered and engine.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT count(pg_advisory_xact_lock(hashtext(k))) FROM unnest(CAST(:keys AS text[])) AS k"),
+            {"keys": ordered},
+        )
+
+
+def _stream_key(dossier: str, destination: str, stream: str) -> str:
+    return f"{dossier}|{destination}|{stream}"
+
+
+def _insert_deliveries(
+    conn: Connection, engine: Engine, planned: list[dict[str, Any]], rules: dict[str, DestinationRules],
+    now: datetime,
+) -> list[ToEnqueue]:
+    """Insert delivery rows; return those that may go now (heads of their ordered streams)."""
+    if not planned:
+        return []
+    rows = conn.execute(
+        deliveries.insert().returning(
+            deliveries.c.id, deliveries.c.destination, deliveries.c.dossier_code, deliveries.c.stream,
+            deliveries.c.sequence,
+        ),
+        planned,
+    ).all()
+    ordered = [r for r in rows if rules[r.destination].ordered]
+    _lock_streams(conn, engine, (_stream_key(r.dossier_code, r.destination, r.stream) for r in ordered))
+    heads: dict[tuple[str, str, str], int] = {}
+    if ordered:
+        for dossier, destination, stream, first in conn.execute(
+            select(deliveries.c.dossier_code, deliveries.c.destination, deliveries.c.stream,
+                   func.min(deliveries.c.sequence))
+            .where(
+                deliveries.c.dossier_code.in_({r.dossier_code for r in ordered}),
+                deliveries.c.status.in_(OPEN_STATUSES),
+            )
+            .group_by(deliveries.c.dossier_code, deliveries.c.destination, deliveries.c.stream)
+        ):
+            heads[(dossier, destination, stream)] = first
+    return [
+        ToEnqueue(r.id, r.destination)
+        for r in rows
+        if not rules[r.destination].ordered or heads.get((r.dossier_code, r.destination, r.stream)) == r.sequence
+    ]
 
 
 # --------------------------------------------------------------------------- routing
@@ -163,24 +269,7 @@ def route_event(
             return []
         if row.routed_at is None:
             payload = json.loads(row.payload)
-            new = [
-                {
-                    "event_pk": event_pk,
-                    "destination": name,
-                    "dossier_code": row.dossier_code,
-                    "stream": row.origin,
-                    "sequence": row.sequence,
-                    "status": PENDING,
-                    "attempts": 0,
-                    "budget_used": 0,
-                    "replays": 0,
-                    "deadline_at": now + timedelta(seconds=rules[name].deadline_seconds),
-                    "created_at": now,
-                    "updated_at": now,
-                    "idempotency_key": f"{row.event_id}:{name}",
-                }
-                for name in choose(payload)
-            ]
+            new = [_delivery_row(event_pk, payload, name, rules[name], now) for name in choose(payload)]
             if new:
                 conn.execute(deliveries.insert(), new)
             conn.execute(update(events).where(events.c.id == event_pk).values(routed_at=now))
@@ -192,6 +281,8 @@ def route_event(
                 or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
             )
         ).all()
+        _lock_streams(conn, engine, (_stream_key(d.dossier_code, d.destination, d.stream) for d in open_rows
+                                     if rules.get(d.destination) and rules[d.destination].ordered))
         chosen: list[ToEnqueue] = []
         for d in open_rows:
             rule = rules.get(d.destination)
@@ -238,6 +329,9 @@ class Claimed:
     received_at: datetime
     deadline_at: datetime
     budget_used: int
+    dossier_code: str = ""
+    stream: str = ""
+    sequence: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,11 +368,7 @@ def claim(
         if lost:
             _close_lost_attempt(conn, delivery_id, d.attempts)
         if rules.ordered:
-            if engine.dialect.name == "postgresql":
-                conn.execute(
-                    text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
-                    {"k": f"{d.dossier_code}|{d.destination}|{d.stream}"},
-                )
+            _lock_streams(conn, engine, [_stream_key(d.dossier_code, d.destination, d.stream)])
             verdict = _ordering_verdict(conn, d, now, gap_wait_seconds)
             if verdict is not None:
                 return verdict
@@ -303,28 +393,35 @@ def claim(
             received_at=d.received_at,
             deadline_at=d.deadline_at,
             budget_used=d.budget_used + 1,
+            dossier_code=d.dossier_code,
+            stream=d.stream,
+            sequence=d.sequence,
         )
 
 
 def _ordering_verdict(conn: Connection, d: Any, now: datetime, gap_wait_seconds: float) -> NotClaimed | None:
-    same_stream = and_(
-        deliveries.c.dossier_code == d.dossier_code,
-        deliveries.c.destination == d.destination,
-        deliveries.c.stream == d.stream,
-    )
-    newer = conn.execute(
-        select(func.max(deliveries.c.sequence)).where(
-            same_stream, deliveries.c.sequence > d.sequence, deliveries.c.status.in_((IN_FLIGHT, DELIVERED))
+    """Superseded, waiting, or ``None`` (may go): one aggregate over the stream's deliveries."""
+    seq = deliveries.c.sequence
+    newer_sent, older_open, previous = conn.execute(
+        select(
+            func.max(seq).filter(seq > d.sequence, deliveries.c.status.in_((IN_FLIGHT, DELIVERED))),
+            func.count().filter(seq < d.sequence, deliveries.c.status.in_(OPEN_STATUSES)),
+            func.max(seq).filter(seq < d.sequence),
+        ).where(
+            deliveries.c.dossier_code == d.dossier_code,
+            deliveries.c.destination == d.destination,
+            deliveries.c.stream == d.stream,
         )
-    ).scalar()
-    if newer is not None:
-        reason = f"superseded: sequence {newer} already sent to {d.destination}"
+    ).one()
+    if newer_sent is not None:
+        reason = f"superseded: sequence {newer_sent} already sent to {d.destination}"
         _set(conn, d.id, now, status=SUPERSEDED, last_error=reason, lease_until=None)
         return NotClaimed("superseded", reason)
-    if _has_open_predecessor(conn, d.dossier_code, d.destination, d.stream, d.sequence):
+    if older_open:
         _set(conn, d.id, now, enqueued_at=now)
         return NotClaimed("waiting", "an earlier sequence is still open")
-    if d.sequence > 1:
+    if d.sequence > 1 and previous != d.sequence - 1:
+        # The destination has not seen the sequence just before: was it never received, or routed elsewhere?
         present, unrouted = conn.execute(
             select(func.count(func.distinct(events.c.sequence)),
                    func.count(events.c.id).filter(events.c.routed_at.is_(None))).where(
@@ -410,14 +507,19 @@ def finish(
         )
         if result.rowcount == 0 or outcome.status not in FINAL_STATUSES or not rules.ordered:
             return []
-        return _successor(conn, claimed.delivery_id, now)
+        position = _Position(claimed.dossier_code, claimed.destination, claimed.stream, claimed.sequence)
+        _lock_streams(conn, engine, [_stream_key(*position[:3])])
+        return _successor(conn, position, now)
 
 
-def _successor(conn: Connection, delivery_id: int, now: datetime) -> list[ToEnqueue]:
-    d = conn.execute(
-        select(deliveries.c.dossier_code, deliveries.c.destination, deliveries.c.stream, deliveries.c.sequence)
-        .where(deliveries.c.id == delivery_id)
-    ).one()
+class _Position(NamedTuple):
+    dossier_code: str
+    destination: str
+    stream: str
+    sequence: int
+
+
+def _successor(conn: Connection, d: _Position, now: datetime) -> list[ToEnqueue]:
     nxt = conn.execute(
         select(deliveries.c.id, deliveries.c.destination)
         .where(
@@ -439,7 +541,13 @@ def _successor(conn: Connection, delivery_id: int, now: datetime) -> list[ToEnqu
 def kick_successor(engine: Engine, delivery_id: int, now: datetime) -> list[ToEnqueue]:
     """The next open delivery of the same (dossier, destination, stream), to enqueue now."""
     with engine.begin() as conn:
-        return _successor(conn, delivery_id, now)
+        row = conn.execute(
+            select(deliveries.c.dossier_code, deliveries.c.destination, deliveries.c.stream, deliveries.c.sequence)
+            .where(deliveries.c.id == delivery_id)
+        ).one()
+        position = _Position(*row)
+        _lock_streams(conn, engine, [_stream_key(*position[:3])])
+        return _successor(conn, position, now)
 
 
 def defer(engine: Engine, delivery_id: int, until: datetime, reason: str, now: datetime) -> None:

@@ -17,8 +17,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from config.celery import ROUTE_QUEUE
 from connectors.base import DeliveryError, Permanent, Retryable, Stopwatch
-from schemas.events import parse_event
-from schemas.privacy import mask_text, personal_values
+from schemas.privacy import mask_text
 from store import ledger
 from store.ledger import Claimed, NotClaimed, Outcome, ToEnqueue
 from store.tables import DEAD, DELIVERED, SUPERSEDED
@@ -86,15 +85,17 @@ def run_delivery(delivery_id: int, destination: str, clock: Clock = utcnow, runt
     bound = log.bind(delivery_id=delivery_id, destination=destination)
     now = clock()
 
-    open_until = rt.protection.breaker_open_until(destination)
+    open_until, wait = rt.protection.before_attempt(destination, dest.rate_limit)
     if open_until is not None:
         spread = _rng.uniform(0, dest.breaker.open_for / 2)
         until = datetime.fromtimestamp(open_until, UTC) + timedelta(seconds=spread)
         ledger.defer(rt.engine, delivery_id, until, f"circuit open for {destination}", now)
         return "deferred"
-    wait = rt.protection.acquire(destination, dest.rate_limit)
     if wait > 0:
-        deliver.apply_async((delivery_id, destination), queue=dest.queue, countdown=min(wait, 5.0))
+        try:
+            deliver.apply_async((delivery_id, destination), queue=dest.queue, countdown=min(wait, 5.0))
+        except Exception as exc:  # the broker is down: the sweeper queues it again
+            bound.warning("enqueue.deliver_failed", error=str(exc))
         return "rate_limited"
 
     claimed = ledger.claim(
@@ -135,11 +136,13 @@ def run_delivery(delivery_id: int, destination: str, clock: Clock = utcnow, runt
         next_attempt_at=decision.next_attempt_at,
     )
     successors = ledger.finish(rt.engine, claimed, outcome, rules, finished_at)
-    if error is None:
-        rt.protection.record_success(destination)
-    elif not isinstance(error, Permanent):
-        rt.protection.record_failure(destination, dest.breaker)
-    rt.metrics.record(destination, outcome.attempt_outcome, duration)
+    if isinstance(error, Permanent):  # the service answered: its health is not in question
+        rt.metrics.record(destination, outcome.attempt_outcome, duration)
+    else:
+        rt.protection.after_attempt(
+            destination, error is not None, dest.breaker,
+            lambda pipe: rt.metrics.add_to(pipe, destination, outcome.attempt_outcome, duration),
+        )
     if decision.status != DELIVERED:
         bound.info("delivery.attempt_failed", attempt=claimed.attempt_number, status=decision.status,
                    reason=decision.reason, next_attempt_at=str(decision.next_attempt_at))
@@ -150,11 +153,17 @@ def run_delivery(delivery_id: int, destination: str, clock: Clock = utcnow, runt
 def _masked_excerpt(claimed: Claimed, text: str | None) -> str | None:
     if not text:
         return None
-    try:
-        known = personal_values(parse_event(claimed.payload))
-    except ValueError:
-        known = []
-    return mask_text(text, known)
+    return mask_text(text, personal_values_of(claimed.payload))
+
+
+def personal_values_of(payload: dict[str, Any]) -> list[str]:
+    """The personal values of a stored canonical event, without re-validating it."""
+    applicant = payload.get("applicant") or {}
+    known = [applicant.get(k) for k in ("name", "id_number", "phone", "email")]
+    known.append((applicant.get("address") or {}).get("street"))
+    step = (payload.get("data") or {}).get("step") or {}
+    known.append(step.get("handler"))
+    return [str(v) for v in known if v]
 
 
 # --------------------------------------------------------------------------- sweep

@@ -33,14 +33,18 @@ class DeliveryMetrics:
             return
         try:
             pipe = self._redis.pipeline(transaction=False)
-            pipe.hincrby(self._outcomes, f"{destination}|{outcome}", 1)
-            if duration_ms is not None:
-                bucket = next((b for b in DURATION_BUCKETS_MS if duration_ms <= b), "inf")
-                pipe.hincrby(self._durations, f"{destination}|{bucket}", 1)
-                pipe.hincrbyfloat(self._durations, f"{destination}|sum", duration_ms / 1000.0)
+            self.add_to(pipe, destination, outcome, duration_ms)
             pipe.execute()
         except redis.RedisError as exc:
             log.debug("metrics.redis_unavailable", error=str(exc))
+
+    def add_to(self, pipe: Any, destination: str, outcome: str, duration_ms: float | None) -> None:
+        """Queue the commands of one attempt on a pipeline (sent with the breaker's)."""
+        pipe.hincrby(self._outcomes, f"{destination}|{outcome}", 1)
+        if duration_ms is not None:
+            bucket = next((b for b in DURATION_BUCKETS_MS if duration_ms <= b), "inf")
+            pipe.hincrby(self._durations, f"{destination}|{bucket}", 1)
+            pipe.hincrbyfloat(self._durations, f"{destination}|sum", duration_ms / 1000.0)
 
     def read(self) -> tuple[dict[tuple[str, str], int], dict[str, dict[str, float]]]:
         if self._redis is None:

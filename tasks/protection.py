@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -71,7 +72,6 @@ class Protection:
     def record_failure(self, destination: str, policy: BreakerPolicy) -> bool:
         """Count a retryable failure; return True when this failure opened the breaker."""
         fails = self._key("breaker", destination, "fails")
-        open_key = self._key("breaker", destination, "open_until")
 
         def in_redis(r: redis.Redis) -> int:
             pipe = r.pipeline()
@@ -86,6 +86,59 @@ class Protection:
         count = self._call(in_redis, in_memory) or 0
         if count < policy.failure_threshold:
             return False
+        self._open(destination, policy, count)
+        return True
+
+    def before_attempt(self, destination: str, limit: RateLimit) -> tuple[float | None, float]:
+        """Breaker state and a send permit in one round trip: ``(open_until or None, wait seconds)``."""
+        if self._redis is None:
+            return self.breaker_open_until(destination), self.acquire(destination, limit)
+        open_key = self._key("breaker", destination, "open_until")
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(open_key)
+            if limit.per_second:
+                rate = float(limit.per_second)
+                burst = float(limit.burst or max(1, int(rate)))
+                assert self._bucket is not None
+                self._bucket(keys=[self._key("rate", destination)], args=[rate, burst, time.time()], client=pipe)
+            results = pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("protection.redis_unavailable", error=str(exc))
+            return None, 0.0
+        until = float(results[0]) if results[0] is not None else None
+        wait = float(results[1]) if len(results) > 1 else 0.0
+        return (until if until is not None and until > time.time() else None), wait
+
+    def after_attempt(
+        self, destination: str, failed: bool, policy: BreakerPolicy, extra: Callable[[Any], None] | None = None
+    ) -> None:
+        """Record a success or a retryable failure, plus ``extra`` commands, in one round trip."""
+        if self._redis is None:
+            if failed:
+                self.record_failure(destination, policy)
+            else:
+                self.record_success(destination)
+            return
+        fails = self._key("breaker", destination, "fails")
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            if failed:
+                pipe.incr(fails)
+                pipe.expire(fails, int(max(60, policy.open_for * 10)))
+            else:
+                pipe.delete(fails)
+            if extra is not None:
+                extra(pipe)
+            results = pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("protection.redis_unavailable", error=str(exc))
+            return
+        if failed and int(results[0]) >= policy.failure_threshold:
+            self._open(destination, policy, int(results[0]))
+
+    def _open(self, destination: str, policy: BreakerPolicy, count: int) -> None:
+        open_key = self._key("breaker", destination, "open_until")
         until = time.time() + policy.open_for
         self._call(
             lambda r: r.set(open_key, str(until), ex=int(policy.open_for) + 1),
@@ -93,7 +146,6 @@ class Protection:
         )
         if count == policy.failure_threshold:
             log.warning("breaker.opened", destination=destination, failures=count, open_for=policy.open_for)
-        return True
 
     def acquire(self, destination: str, limit: RateLimit) -> float:
         """Take one send permit; return 0, or the seconds to wait for the next one."""

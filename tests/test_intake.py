@@ -24,13 +24,14 @@ from standardwebhooks import Webhook
 
 from sandbox.workload import generate_day, sample
 from schemas.events import event_json, parse_event
+from store.tables import deliveries
 from store.tables import events as events_table
 from tests.conftest import RelayConfig
 from tests.harness import new_secret, wait_for
 from tests.servers import run_asgi
 
 DAY = generate_day(90, day=date(2024, 3, 15), seed=11)
-ROUTE_QUEUE = "relay.route"
+DELIVER_QUEUE = "deliver.warehouse"
 
 
 @dataclass
@@ -141,17 +142,27 @@ def test_a_single_event_object_is_accepted(intake: Intake) -> None:
     assert set(intake.stored([event["event_id"]])) == {event["event_id"]}
 
 
-def test_route_task_is_queued_after_acceptance(intake: Intake, redis_url: str) -> None:
-    # given
+def test_deliveries_are_created_with_the_event_and_the_heads_queued(intake: Intake, redis_url: str) -> None:
+    # given four events of the working day (a dossier may have several of them)
     broker = redis.Redis.from_url(redis_url)
-    before = broker.llen(ROUTE_QUEUE)
+    before = broker.llen(DELIVER_QUEUE)
     batch = [fresh(e) for e in DAY[:4]]
+    dossiers = {e["dossier_code"] for e in batch}
     # when
     response = intake.post(batch)
-    # then
+    # then every event has its warehouse delivery in the same commit ...
     assert response.status_code == 202
-    wait_for(lambda: broker.llen(ROUTE_QUEUE) >= before + len(batch), 10, 0.05, "route tasks in Redis")
-    assert broker.llen(ROUTE_QUEUE) == before + len(batch)
+    with intake.engine.connect() as conn:
+        rows = conn.execute(
+            select(deliveries.c.destination, events_table.c.event_id)
+            .join(events_table, events_table.c.id == deliveries.c.event_pk)
+            .where(events_table.c.event_id.in_([e["event_id"] for e in batch]))
+        ).all()
+    assert sorted(r.event_id for r in rows) == sorted(e["event_id"] for e in batch)
+    assert {r.destination for r in rows} == {"warehouse"}
+    # ... and the first delivery of each dossier is queued (the others wait for their predecessor)
+    wait_for(lambda: broker.llen(DELIVER_QUEUE) >= before + len(dossiers), 10, 0.05, "deliver tasks in Redis")
+    assert broker.llen(DELIVER_QUEUE) == before + len(dossiers)
 
 
 def test_batch_of_500_is_accepted_and_501_is_too_large(intake: Intake) -> None:
