@@ -266,12 +266,13 @@ def trace(dossier_code: Annotated[str, typer.Argument(help="the dossier code")])
 def demo(
     dossiers: Annotated[int, typer.Option(help="dossiers in the simulated working day")] = 100,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the summary as JSON here")] = None,
-    faults: Annotated[float, typer.Option(help="share of simulator calls that fail (5xx, timeouts)")] = 0.1,
+    faults: Annotated[float, typer.Option(help="share of simulator calls that fail (503s, connection resets)")] = 0.1,
+    timeout: Annotated[float | None, typer.Option(help="give up after this many seconds (default 300)")] = None,
 ) -> None:
     """Start the simulators, the API and a worker, play a working day, and summarise."""
     from cli.demo import run_demo
 
-    run_demo(dossiers=dossiers, json_path=json_path, fault_rate=faults, console=console)
+    run_demo(dossiers=dossiers, json_path=json_path, fault_rate=faults, console=console, timeout=timeout)
 
 
 def main() -> None:

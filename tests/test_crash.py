@@ -2,7 +2,7 @@
 
 Real everything: a private ``redis-server`` (restarted mid-run), ``motcua-relay worker``
 and ``motcua-relay beat`` subprocesses (the worker SIGKILLed three times mid-delivery),
-the intake over HTTP, a PostgreSQL ledger, and the sandbox one-stop as the subscriber,
+the intake over HTTP, a PostgreSQL or SQLite ledger, and the sandbox one-stop as the subscriber,
 optionally failing 30 % of calls with 5xx or timeouts.
 """
 
@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from api.app import create_app
 from sandbox.onestop import create_app as onestop_app
 from sandbox.workload import generate_day, send_events_sync
-from store.db import get_engine
+from store.db import get_engine, upgrade
 from store.ledger import status_counts
 from store.tables import deliveries, events
 from tests.conftest import _fresh_pg
@@ -59,12 +59,16 @@ class Stack:
         return status_counts(get_engine(self.database_url)).get("warehouse", {}).get("delivered", 0)
 
 
-@pytest.fixture
-def stack(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+@pytest.fixture(params=["postgresql", "sqlite"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     from tasks.app import configure_app
     from tasks.runtime import reset_runtime
 
-    database_url = _fresh_pg(pg_url)
+    if request.param == "postgresql":
+        database_url = _fresh_pg(request.getfixturevalue("pg_url"))
+    else:
+        database_url = f"sqlite:///{tmp_path}/relay.db"
+        upgrade(database_url)
     redis_server = RedisServer(tmp_path)
     redis_server.start()
     secrets = {"warehouse": new_secret()}
