@@ -107,6 +107,7 @@ def run_delivery(delivery_id: int, destination: str, clock: Clock = utcnow, runt
             enqueue_deliveries(ledger.kick_successor(rt.engine, delivery_id, now), rt)
         return claimed.state
 
+    bound = bound.bind(event_id=claimed.payload.get("event_id"), attempt=claimed.attempt_number)
     watch = Stopwatch()
     error: DeliveryError | None = None
     result = None
@@ -144,7 +145,7 @@ def run_delivery(delivery_id: int, destination: str, clock: Clock = utcnow, runt
             lambda pipe: rt.metrics.add_to(pipe, destination, outcome.attempt_outcome, duration),
         )
     if decision.status != DELIVERED:
-        bound.info("delivery.attempt_failed", attempt=claimed.attempt_number, status=decision.status,
+        bound.info("delivery.attempt_failed", status=decision.status,
                    reason=decision.reason, next_attempt_at=str(decision.next_attempt_at))
     enqueue_deliveries(successors, rt)
     return decision.status
