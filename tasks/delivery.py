@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,12 +17,13 @@ import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 
 from config.celery import ROUTE_QUEUE
-from connectors.base import DeliveryError, Permanent, Retryable, Stopwatch
+from connectors.base import AuthExpired, ConnectorResult, DeliveryError, Permanent, Retryable, Stopwatch
 from schemas.privacy import mask_text
 from store import ledger
 from store.ledger import Claimed, NotClaimed, Outcome, ToEnqueue
 from store.tables import DEAD, DELIVERED, SUPERSEDED
 from tasks.app import app
+from tasks.kinds import Deliverer
 from tasks.retry import decide
 from tasks.runtime import Runtime, get_runtime
 
@@ -72,14 +74,52 @@ def route(event_pk: int) -> int:
 # --------------------------------------------------------------------------- deliver
 
 
+# A task goes on with the next delivery of the same stream (same destination, so the same
+# queue) instead of a broker round trip per delivery, for at most this long.
+CHAIN_SECONDS = 10.0
+
+
 @app.task(name="relay.deliver")
 def deliver(delivery_id: int, destination: str) -> str:
-    return run_delivery(delivery_id, destination)
+    """Deliver, then go on with the stream's next delivery while the chain budget lasts.
+
+    The successor is marked queued in the ledger before the task goes on with it, so if
+    this worker dies mid-chain the sweeper queues it again.
+    """
+    started = time.monotonic()
+    follow: list[ToEnqueue] = []
+    state = run_delivery(delivery_id, destination, follow_up=follow)
+    while follow:
+        if time.monotonic() - started > CHAIN_SECONDS:
+            enqueue_deliveries(follow)
+            break
+        item = follow.pop(0)
+        enqueue_deliveries(follow)
+        follow = []
+        state = run_delivery(item.delivery_id, item.destination, follow_up=follow)
+    return state
 
 
-def run_delivery(delivery_id: int, destination: str, clock: Clock = utcnow, runtime: Runtime | None = None) -> str:
-    """One attempt at one delivery; returns what happened (for logs and tests)."""
+def run_delivery(
+    delivery_id: int,
+    destination: str,
+    clock: Clock = utcnow,
+    runtime: Runtime | None = None,
+    follow_up: list[ToEnqueue] | None = None,
+) -> str:
+    """One attempt at one delivery; returns what happened (for logs and tests).
+
+    Deliveries that may go next (the stream's successor) are queued, or appended to
+    ``follow_up`` when the caller will run them itself.
+    """
     rt = runtime or get_runtime()
+
+    def hand_on(items: list[ToEnqueue]) -> None:
+        if follow_up is not None:
+            follow_up.extend(items)
+        else:
+            enqueue_deliveries(items, rt)
+
     dest = rt.destination(destination)
     rules = rt.rules[destination]
     bound = log.bind(delivery_id=delivery_id, destination=destination)
@@ -104,7 +144,7 @@ def run_delivery(delivery_id: int, destination: str, clock: Clock = utcnow, runt
     if isinstance(claimed, NotClaimed):
         if claimed.state in (SUPERSEDED, DEAD):
             bound.info("delivery.final_without_attempt", state=claimed.state, reason=claimed.reason)
-            enqueue_deliveries(ledger.kick_successor(rt.engine, delivery_id, now), rt)
+            hand_on(ledger.kick_successor(rt.engine, delivery_id, now))
         return claimed.state
 
     bound = bound.bind(event_id=claimed.payload.get("event_id"), attempt=claimed.attempt_number)
@@ -112,7 +152,7 @@ def run_delivery(delivery_id: int, destination: str, clock: Clock = utcnow, runt
     error: DeliveryError | None = None
     result = None
     try:
-        result = rt.deliverer(destination).deliver(claimed.payload, claimed.idempotency_key)
+        result = attempt_with_auth_refresh(rt.deliverer(destination), claimed.payload, claimed.idempotency_key)
     except DeliveryError as exc:
         error = exc
     except SoftTimeLimitExceeded:
@@ -147,8 +187,25 @@ def run_delivery(delivery_id: int, destination: str, clock: Clock = utcnow, runt
     if decision.status != DELIVERED:
         bound.info("delivery.attempt_failed", status=decision.status,
                    reason=decision.reason, next_attempt_at=str(decision.next_attempt_at))
-    enqueue_deliveries(successors, rt)
+    hand_on(successors)
     return decision.status
+
+
+def attempt_with_auth_refresh(deliverer: Deliverer, event: dict[str, Any], key: str) -> ConnectorResult:
+    """One attempt; on :class:`AuthExpired`, refresh the credential once and try again.
+
+    A second ``AuthExpired`` (or a deliverer without credentials to refresh) ends the
+    attempt as retryable: the credential service may be down, not our configuration.
+    """
+    try:
+        return deliverer.deliver(event, key)
+    except AuthExpired as exc:
+        refresh = getattr(deliverer, "refresh_auth", None)
+        if refresh is None:
+            raise
+        log.info("delivery.auth_refresh", reason=exc.reason)
+        refresh()
+        return deliverer.deliver(event, key)
 
 
 def _masked_excerpt(claimed: Claimed, text: str | None) -> str | None:

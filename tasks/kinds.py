@@ -18,6 +18,12 @@ from connectors.webhook import WebhookConnector
 
 
 class Deliverer(Protocol):
+    """Adapter + connector for one destination.
+
+    A deliverer whose service uses expiring credentials also has ``refresh_auth()``: the
+    engine calls it once when ``deliver`` raises ``AuthExpired``, then tries again.
+    """
+
     def deliver(self, event: dict[str, Any], idempotency_key: str) -> ConnectorResult: ...
 
     def close(self) -> None: ...

@@ -11,10 +11,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from connectors.base import AuthExpired, ConnectorResult
 from sandbox.workload import generate_day
 from store import ledger
 from store.tables import attempts, deliveries
-from tasks.delivery import run_delivery
+from tasks.delivery import attempt_with_auth_refresh, run_delivery
 from tasks.runtime import Runtime, get_runtime, reset_runtime
 from tests.conftest import RelayConfig
 from tests.harness import new_secret, write_routing
@@ -256,3 +257,40 @@ def test_backoff_without_retry_after_stays_within_the_first_step(relay_config: R
 
     cap = timedelta(seconds=rt.destination(WAREHOUSE).retry.schedule[0])
     assert all(T0 < row(rt, did).next_attempt_at <= T0 + cap for did in ids)
+
+
+class _ExpiringCredential:
+    """A service whose first answer is "token expired" until the credential is refreshed."""
+
+    def __init__(self, refreshable: bool) -> None:
+        self.calls = 0
+        self.refreshes = 0
+        self.fresh = False
+        if refreshable:
+            self.refresh_auth = self._refresh  # type: ignore[method-assign]
+
+    def _refresh(self) -> None:
+        self.refreshes += 1
+        self.fresh = True
+
+    def deliver(self, event: dict, idempotency_key: str) -> ConnectorResult:
+        self.calls += 1
+        if not self.fresh:
+            raise AuthExpired("session expired")
+        return ConnectorResult(status_code=200, external_ref="ok")
+
+    def close(self) -> None:
+        pass
+
+
+def test_auth_expired_refreshes_once_then_retries_in_the_same_attempt() -> None:
+    service = _ExpiringCredential(refreshable=True)
+    result = attempt_with_auth_refresh(service, {"event_id": "e"}, "e:x")
+    assert (result.external_ref, service.calls, service.refreshes) == ("ok", 2, 1)
+
+
+def test_auth_expired_without_a_credential_to_refresh_stays_auth_expired() -> None:
+    service = _ExpiringCredential(refreshable=False)
+    with pytest.raises(AuthExpired):
+        attempt_with_auth_refresh(service, {"event_id": "e"}, "e:x")
+    assert service.calls == 1
