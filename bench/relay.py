@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -446,31 +447,35 @@ class Bench:
                 broker_url=self.redis_url, redis_url=self.redis_url, routing_file=ROUTING_FILE, worker_concurrency=c
             )
         )
+        one = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.relay:baseline_app",
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            str(c),
+            "-Q",
+            BASELINE_QUEUE,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-O",
+            "fair",
+            "-l",
+            "WARNING",
+            "-n",
+            f"bench-baseline-{os.getpid()}@%h",
+        ]
+        processes = self.args.worker_processes
+        copies = [[*one[:-1], f"{one[-1]}-{i}"] for i in range(processes)]
+        cmd = one if processes == 1 else ["sh", "-c", " & ".join(shlex.join(c) for c in copies) + " & wait"]
         worker = self.spawn(
             "baseline-worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "bench.relay:baseline_app",
-                "worker",
-                "-P",
-                "threads",
-                "-c",
-                str(c),
-                "-Q",
-                BASELINE_QUEUE,
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-O",
-                "fair",
-                "-l",
-                "WARNING",
-                "-n",
-                f"bench-baseline-{os.getpid()}@%h",
-            ],
+            cmd,
             env,
         )
         result = PhaseResult("baseline", c, n)
@@ -555,7 +560,9 @@ class Bench:
     def start_worker(self, concurrency: int) -> Service:
         self.stop(self.worker)
         self.worker = self.spawn(
-            f"worker-c{concurrency}", relay_cmd("worker", "--concurrency", str(concurrency)), self.env(concurrency)
+            f"worker-c{concurrency}",
+            relay_cmd("worker", "--concurrency", str(concurrency), "--processes", str(self.args.worker_processes)),
+            self.env(concurrency),
         )
         return self.worker
 
@@ -945,6 +952,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=64,
         help="worker threads for (a) and (b) (the relay's default MOTCUA_WORKER_CONCURRENCY)",
+    )
+    p.add_argument(
+        "--worker-processes", type=int, default=1, help="worker processes for every phase (baseline and relay alike)"
     )
     p.add_argument("--slow-concurrency", type=int, default=128, help="worker threads for (c)")
     p.add_argument("--latency-ms", type=float, default=200.0, help="latency injected per sandbox call in (c)")

@@ -74,8 +74,15 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(help="deliveries in flight (threads)")] = None,
     queues: Annotated[str | None, typer.Option(help="comma-separated queues (default: all)")] = None,
     loglevel: Annotated[str, typer.Option()] = "WARNING",
+    processes: Annotated[int, typer.Option(help="worker processes, one per core (each with its threads)")] = 1,
 ) -> None:
-    """Run a Celery worker: routing, deliveries and sweeps (thread pool: many slow calls per core)."""
+    """Run a Celery worker: routing, deliveries and sweeps (thread pool: many slow calls per core).
+
+    One process uses one core (Python's GIL); ``--processes N`` starts N-1 more beside this
+    one, in the same process group, stopped with it.
+    """
+    import subprocess
+
     from config.celery import worker_queues
     from store.db import upgrade
     from tasks.app import app as celery_app
@@ -84,12 +91,24 @@ def worker(
     _setup()
     upgrade()
     settings = get_settings()
+    siblings = [
+        subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--processes", "1", "--loglevel", loglevel,
+                          *(["--concurrency", str(concurrency)] if concurrency else []),
+                          *(["--queues", queues] if queues else [])])
+        for _ in range(max(0, processes - 1))
+    ]
     all_queues = queues or ",".join(worker_queues(get_runtime().routing))
-    celery_app.worker_main([
-        "worker", "-P", "threads", "-c", str(concurrency or settings.worker_concurrency), "-Q", all_queues,
-        "--without-gossip", "--without-mingle", "--without-heartbeat", "-O", "fair", "-l", loglevel,
-        "-n", f"relay-{os.getpid()}@%h",
-    ])
+    try:
+        celery_app.worker_main([
+            "worker", "-P", "threads", "-c", str(concurrency or settings.worker_concurrency), "-Q", all_queues,
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "-O", "fair", "-l", loglevel,
+            "-n", f"relay-{os.getpid()}@%h",
+        ])
+    finally:
+        for sibling in siblings:
+            sibling.terminate()
+        for sibling in siblings:
+            sibling.wait(30)
 
 
 @app.command()
