@@ -12,7 +12,6 @@ little differently, so the patterns are configurable with :func:`configure_code_
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -392,9 +391,3 @@ def parse_event(raw: Any) -> Event:
 def event_json(event: BaseModel) -> dict[str, Any]:
     """The canonical JSON form of an event (what the ledger stores and subscribers receive)."""
     return event.model_dump(mode="json", exclude_none=True)
-
-
-def vn_time(dt: datetime) -> datetime:
-    from zoneinfo import ZoneInfo
-
-    return dt.astimezone(ZoneInfo("Asia/Ho_Chi_Minh"))

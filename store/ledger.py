@@ -52,10 +52,6 @@ def canonical_json(payload: dict[str, Any]) -> str:
     return json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def content_hash(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
-
-
 def ingest(engine: Engine, payloads: Sequence[dict[str, Any]], now: datetime) -> list[Ingested]:
     """Store a batch of validated canonical events atomically (routing left to ``route_event``).
 
@@ -741,15 +737,3 @@ def latencies_ms(engine: Engine, since: datetime | None = None) -> list[float]:
         query = query.where(deliveries.c.created_at >= since)
     with engine.connect() as conn:
         return [(d - r).total_seconds() * 1000.0 for d, r in conn.execute(query)]
-
-
-def retried_count(engine: Engine, since: datetime | None = None) -> int:
-    query = select(func.count()).select_from(deliveries).where(deliveries.c.attempts > 1)
-    if since is not None:
-        query = query.where(deliveries.c.created_at >= since)
-    with engine.connect() as conn:
-        return int(conn.execute(query).scalar() or 0)
-
-
-def event_ids(rows: Iterable[Ingested]) -> list[str]:
-    return [r.event_id for r in rows]

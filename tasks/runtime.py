@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 from sqlalchemy import Engine
@@ -104,11 +103,3 @@ def reset_runtime() -> None:
     get_settings.cache_clear()
     cached_routing.cache_clear()
     dispose_engines()
-
-
-def describe(runtime: Runtime) -> dict[str, Any]:
-    return {
-        "database": runtime.engine.url.render_as_string(hide_password=True),
-        "destinations": sorted(runtime.routing.destinations),
-        "redis": bool(runtime.redis),
-    }
