@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     sweep_batch: int = 2000
     ordering_gap_wait_seconds: float = 60.0
     visibility_timeout_seconds: int = 3600
+    worker_stall_seconds: float = Field(
+        120.0, description="work queued but no task started or finished this long: the worker exits (0 = never)"
+    )
 
     # code shapes (a province's own formats)
     unit_code_pattern: str | None = None

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -90,11 +91,29 @@ def _pings(client: redis.Redis) -> bool:
 class RelayProcess:
     """``motcua-relay <command>`` as a subprocess with the test's environment."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, *, supervise: bool = False) -> None:
         self.args = args
         self.env = env
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._supervising = supervise
+        self._lock = threading.Lock()
+        if supervise:
+            threading.Thread(target=self._supervise, daemon=True).start()
+
+    def _supervise(self) -> None:
+        """Restart the process when it exits on its own, as systemd's Restart=always would."""
+        while self._supervising:
+            time.sleep(0.5)
+            with self._lock:
+                if self.proc is not None and self.proc.poll() is not None:
+                    self.restarts += 1
+                    self.start()
+
+    def close(self) -> None:
+        self._supervising = False
+        self.kill()
 
     def start(self) -> RelayProcess:
         log = self.log_path.open("ab")
@@ -106,10 +125,11 @@ class RelayProcess:
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no warm shutdown, no acks, nothing cleaned up."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        self.proc = None
+        with self._lock:
+            if self.proc is not None and self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+            self.proc = None
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

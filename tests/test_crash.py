@@ -80,7 +80,7 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
             database_url, redis_server.url, intake_secret, secrets, routing,
             MOTCUA_DELIVERY_LEASE_SECONDS="8", MOTCUA_REQUEUE_AFTER_SECONDS="4",
             MOTCUA_SWEEP_INTERVAL_SECONDS="1", MOTCUA_WORKER_CONCURRENCY="32",
-            MOTCUA_ORDERING_GAP_WAIT_SECONDS="5", MOTCUA_REDIS_PREFIX="crash",
+            MOTCUA_ORDERING_GAP_WAIT_SECONDS="5", MOTCUA_REDIS_PREFIX="crash", MOTCUA_WORKER_STALL_SECONDS="15",
         )
         for key, value in env.items():
             if key.startswith("MOTCUA_"):
@@ -89,7 +89,8 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
         configure_app()
         logs = Path(os.environ.get("MOTCUA_TEST_ARTIFACTS", tmp_path))
         logs.mkdir(parents=True, exist_ok=True)
-        worker = RelayProcess(["worker"], env, logs / "crash-worker.log").start()
+        # supervised like systemd's Restart=always: a worker whose consumer died exits (tasks/watchdog.py)
+        worker = RelayProcess(["worker"], env, logs / "crash-worker.log", supervise=True).start()
         beat = RelayProcess(["beat"], {**env, "MOTCUA_BEAT_SCHEDULE_FILE": str(tmp_path / "beat-schedule")},
                             logs / "crash-beat.log")
         beat.start()
@@ -98,7 +99,7 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
                 yield Stack(env, redis_server, worker, beat, sandbox_url, f"{api_url}/v1/events", intake_secret,
                             database_url)
         finally:
-            worker.kill()
+            worker.close()
             beat.stop()
             redis_server.stop()
             reset_runtime()
