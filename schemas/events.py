@@ -364,10 +364,11 @@ EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 EVENT_BATCH_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(
     Annotated[list[Event], Field(min_length=1, max_length=MAX_BATCH)]
 )
-EVENT_TYPES: tuple[str, ...] = tuple(
-    t.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
+EVENT_CLASSES: dict[str, type[EventBase]] = {
+    t.model_fields["type"].annotation.__args__[0]: t  # type: ignore[union-attr]
     for t in EventBase.__subclasses__()
-)
+}
+EVENT_TYPES: tuple[str, ...] = tuple(EVENT_CLASSES)
 
 # The portal's "TrangThaiHoSo" for each lifecycle event (DOMAIN.md); provinces override it in config.
 DEFAULT_PORTAL_STATUS: dict[str, int] = {

@@ -99,6 +99,37 @@ def personal_values(model: BaseModel) -> list[str]:
     return found
 
 
+def personal_values_in(data: Any, model: type[BaseModel]) -> list[str]:
+    """Every personal value in a model's JSON form (a dict), found by the model's markers.
+
+    For stored payloads: no re-validation, yet the same fields as :func:`personal_values`.
+    """
+    if not isinstance(data, dict):
+        return []
+    found: list[str] = []
+    for name in model.model_fields:
+        value = data.get(name)
+        if value is None:
+            continue
+        if is_personal(model, name):
+            found.append(str(value))
+            continue
+        for nested in _nested_models(model, name):
+            for item in value if isinstance(value, list) else [value]:
+                found.extend(personal_values_in(item, nested))
+    return found
+
+
+@lru_cache(maxsize=512)
+def _nested_models(model: type[BaseModel], field: str) -> tuple[type[BaseModel], ...]:
+    def walk(annotation: Any) -> list[type[BaseModel]]:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation]
+        return [m for arg in get_args(annotation) for m in walk(arg)]
+
+    return tuple(walk(model.model_fields[field].annotation))
+
+
 def mask_text(text: str, known: Iterable[str] = ()) -> str:
     """Mask personal data in free text: the known values first, then by pattern."""
     for value in sorted({k for k in known if k and len(k) >= 3}, key=len, reverse=True):

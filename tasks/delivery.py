@@ -18,7 +18,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from config.celery import ROUTE_QUEUE
 from connectors.base import AuthExpired, ConnectorResult, DeliveryError, Permanent, Retryable, Stopwatch
-from schemas.privacy import mask_text
+from schemas.events import EVENT_CLASSES, EventBase
+from schemas.privacy import mask_text, personal_values_in
 from store import ledger
 from store.ledger import Claimed, NotClaimed, Outcome, ToEnqueue
 from store.tables import DEAD, DELIVERED, SUPERSEDED
@@ -211,17 +212,8 @@ def attempt_with_auth_refresh(deliverer: Deliverer, event: dict[str, Any], key: 
 def _masked_excerpt(claimed: Claimed, text: str | None) -> str | None:
     if not text:
         return None
-    return mask_text(text, personal_values_of(claimed.payload))
-
-
-def personal_values_of(payload: dict[str, Any]) -> list[str]:
-    """The personal values of a stored canonical event, without re-validating it."""
-    applicant = payload.get("applicant") or {}
-    known = [applicant.get(k) for k in ("name", "id_number", "phone", "email")]
-    known.append((applicant.get("address") or {}).get("street"))
-    step = (payload.get("data") or {}).get("step") or {}
-    known.append(step.get("handler"))
-    return [str(v) for v in known if v]
+    model = EVENT_CLASSES.get(claimed.payload.get("type", ""), EventBase)
+    return mask_text(text, personal_values_in(claimed.payload, model))
 
 
 # --------------------------------------------------------------------------- sweep

@@ -43,8 +43,26 @@ return tostring(wait)
 """
 
 
+def _bucket_args(limit: RateLimit) -> tuple[float, float]:
+    rate = float(limit.per_second or 0)
+    return rate, float(limit.burst or max(1, int(rate)))
+
+
+def _still_open(value: Any) -> float | None:
+    if value is None:
+        return None
+    until = float(value)
+    return until if until > time.time() else None
+
+
 class Protection:
-    """Breaker and rate-limit state for all destinations, in one Redis (or in memory)."""
+    """Breaker and rate-limit state for all destinations, in one Redis (or in memory).
+
+    Each side of an attempt is one Redis round trip: :meth:`before_attempt` reads the
+    breaker and takes a permit, :meth:`after_attempt` counts the outcome (and carries the
+    caller's metrics commands). Without Redis (the demo's in-process mode) the same state
+    lives in this process.
+    """
 
     def __init__(self, client: redis.Redis | None, prefix: str) -> None:
         self._redis = client
@@ -56,86 +74,66 @@ class Protection:
     def _key(self, *parts: str) -> str:
         return ":".join((self._prefix, *parts))
 
-    def breaker_open_until(self, destination: str) -> float | None:
-        """Epoch seconds until which the breaker is open, or ``None`` when closed."""
-        key = self._key("breaker", destination, "open_until")
-        value = self._call(lambda r: r.get(key), lambda: self._memory.get(key))
-        if value is None:
-            return None
-        until = float(value)
-        return until if until > time.time() else None
-
-    def record_success(self, destination: str) -> None:
-        fails = self._key("breaker", destination, "fails")
-        self._call(lambda r: r.delete(fails), lambda: self._memory.pop(fails, None))
-
-    def record_failure(self, destination: str, policy: BreakerPolicy) -> bool:
-        """Count a retryable failure; return True when this failure opened the breaker."""
-        fails = self._key("breaker", destination, "fails")
-
-        def in_redis(r: redis.Redis) -> int:
-            pipe = r.pipeline()
-            pipe.incr(fails)
-            pipe.expire(fails, int(max(60, policy.open_for * 10)))
-            return int(pipe.execute()[0])
-
-        def in_memory() -> int:
-            self._memory[fails] = self._memory.get(fails, 0) + 1
-            return int(self._memory[fails])
-
-        count = self._call(in_redis, in_memory) or 0
-        if count < policy.failure_threshold:
-            return False
-        self._open(destination, policy, count)
-        return True
-
     def before_attempt(self, destination: str, limit: RateLimit) -> tuple[float | None, float]:
-        """Breaker state and a send permit in one round trip: ``(open_until or None, wait seconds)``."""
-        if self._redis is None:
-            return self.breaker_open_until(destination), self.acquire(destination, limit)
+        """``(open_until or None, seconds to wait for a send permit)``."""
         open_key = self._key("breaker", destination, "open_until")
+        rate_key = self._key("rate", destination)
+        if self._redis is None:
+            with self._lock:
+                return _still_open(self._memory.get(open_key)), self._memory_permit(rate_key, limit)
         try:
             pipe = self._redis.pipeline(transaction=False)
             pipe.get(open_key)
             if limit.per_second:
-                rate = float(limit.per_second)
-                burst = float(limit.burst or max(1, int(rate)))
                 assert self._bucket is not None
-                self._bucket(keys=[self._key("rate", destination)], args=[rate, burst, time.time()], client=pipe)
+                self._bucket(keys=[rate_key], args=[*_bucket_args(limit), time.time()], client=pipe)
             results = pipe.execute()
         except redis.RedisError as exc:
             log.warning("protection.redis_unavailable", error=str(exc))
             return None, 0.0
-        until = float(results[0]) if results[0] is not None else None
-        wait = float(results[1]) if len(results) > 1 else 0.0
-        return (until if until is not None and until > time.time() else None), wait
+        return _still_open(results[0]), float(results[1]) if len(results) > 1 else 0.0
+
+    def _memory_permit(self, key: str, limit: RateLimit) -> float:
+        if not limit.per_second:
+            return 0.0
+        rate, burst = _bucket_args(limit)
+        now = time.monotonic()
+        tokens, ts = self._memory.get(key, (burst, now))
+        tokens = min(burst, tokens + (now - ts) * rate)
+        if tokens >= 1:
+            self._memory[key] = (tokens - 1, now)
+            return 0.0
+        self._memory[key] = (tokens, now)
+        return (1 - tokens) / rate
 
     def after_attempt(
         self, destination: str, failed: bool, policy: BreakerPolicy, extra: Callable[[Any], None] | None = None
-    ) -> None:
-        """Record a success or a retryable failure, plus ``extra`` commands, in one round trip."""
-        if self._redis is None:
-            if failed:
-                self.record_failure(destination, policy)
-            else:
-                self.record_success(destination)
-            return
+    ) -> bool:
+        """Count a success or a retryable failure (plus ``extra`` commands); True when the breaker opened."""
         fails = self._key("breaker", destination, "fails")
-        try:
-            pipe = self._redis.pipeline(transaction=False)
-            if failed:
-                pipe.incr(fails)
-                pipe.expire(fails, int(max(60, policy.open_for * 10)))
-            else:
-                pipe.delete(fails)
-            if extra is not None:
-                extra(pipe)
-            results = pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("protection.redis_unavailable", error=str(exc))
-            return
-        if failed and int(results[0]) >= policy.failure_threshold:
-            self._open(destination, policy, int(results[0]))
+        if self._redis is None:
+            with self._lock:
+                count = self._memory.get(fails, 0) + 1 if failed else 0
+                self._memory[fails] = count
+        else:
+            try:
+                pipe = self._redis.pipeline(transaction=False)
+                if failed:
+                    pipe.incr(fails)
+                    pipe.expire(fails, int(max(60, policy.open_for * 10)))
+                else:
+                    pipe.delete(fails)
+                if extra is not None:
+                    extra(pipe)
+                results = pipe.execute()
+            except redis.RedisError as exc:
+                log.warning("protection.redis_unavailable", error=str(exc))
+                return False
+            count = int(results[0]) if failed else 0
+        if count < policy.failure_threshold or not failed:
+            return False
+        self._open(destination, policy, count)
+        return True
 
     def _open(self, destination: str, policy: BreakerPolicy, count: int) -> None:
         open_key = self._key("breaker", destination, "open_until")
@@ -147,35 +145,12 @@ class Protection:
         if count == policy.failure_threshold:
             log.warning("breaker.opened", destination=destination, failures=count, open_for=policy.open_for)
 
-    def acquire(self, destination: str, limit: RateLimit) -> float:
-        """Take one send permit; return 0, or the seconds to wait for the next one."""
-        if not limit.per_second:
-            return 0.0
-        rate = float(limit.per_second)
-        burst = float(limit.burst or max(1, int(rate)))
-        key = self._key("rate", destination)
-
-        def in_memory() -> float:
-            now = time.monotonic()
-            tokens, ts = self._memory.get(key, (burst, now))
-            tokens = min(burst, tokens + (now - ts) * rate)
-            if tokens >= 1:
-                self._memory[key] = (tokens - 1, now)
-                return 0.0
-            self._memory[key] = (tokens, now)
-            return (1 - tokens) / rate
-
-        def in_redis(_: redis.Redis) -> float:
-            assert self._bucket is not None
-            return float(self._bucket(keys=[key], args=[rate, burst, time.time()]))
-
-        return float(self._call(in_redis, in_memory) or 0.0)
-
     def state(self, destination: str) -> dict[str, Any]:
         """For operators: consecutive failures and whether the breaker is open."""
         fails = self._key("breaker", destination, "fails")
+        open_key = self._key("breaker", destination, "open_until")
         count = self._call(lambda r: r.get(fails), lambda: self._memory.get(fails))
-        until = self.breaker_open_until(destination)
+        until = _still_open(self._call(lambda r: r.get(open_key), lambda: self._memory.get(open_key)))
         return {"consecutive_failures": int(count or 0), "open": until is not None, "open_until": until}
 
     def _call(self, in_redis: Any, in_memory: Any) -> Any:
