@@ -1,4 +1,4 @@
-"""The ASGI application: intake, health, metrics. ``uvicorn api.app:create_app --factory``."""
+"""The ASGI application: intake, callbacks, health, metrics. ``uvicorn api.app:create_app --factory``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY as PROCESS_REGISTRY
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from api.callbacks import router as callbacks_router
 from api.intake import router as intake_router
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(intake_router)
+    app.include_router(callbacks_router)
 
     registry = CollectorRegistry()
     runtime = get_runtime()

@@ -92,7 +92,7 @@ def _error(status: int, error: str, **extra: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | None:
+async def read_limited(request: Request, limit: int) -> bytes | None:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return None
@@ -135,7 +135,7 @@ def validation_errors(raw_events: list[Any]) -> tuple[list[Event], list[FieldErr
 )
 async def intake(request: Request, background: BackgroundTasks) -> Any:
     settings: Settings = request.app.state.settings
-    body = await _read_limited(request, settings.intake_max_body_bytes)
+    body = await read_limited(request, settings.intake_max_body_bytes)
     if body is None:
         return _error(413, "body too large", detail=f"limit is {settings.intake_max_body_bytes} bytes")
     try:

@@ -46,6 +46,7 @@ from rich.table import Table
 
 VAR = Path("var")
 FINAL = ("delivered", "superseded", "dead")
+DEMO_UNIT = "000.00.12.H22"  # the workload generator's district
 DEMO_RETRY = 'retry = { schedule = ["1s", "2s", "4s", "8s"], repeat_every = "10s" }'
 log = logging.getLogger("motcua.demo")
 
@@ -108,12 +109,35 @@ class Demo:
             self.console.print("retries: compressed for the demo to 1, 2, 4, 8 s, then every 10 s "
                                "(config/relay.toml: 5 s, 30 s, 2 min …)")
         routing = load_routing(env["MOTCUA_ROUTING_FILE"])
+        webhooks = {name: d for name, d in routing.destinations.items() if d.kind == "webhook"}
         secrets = {name: env.setdefault(d.options.get("secret_env", f"MOTCUA_{name.upper()}_SECRET"), _secret())
-                   for name, d in routing.destinations.items()}
+                   for name, d in webhooks.items()}
         self.sandbox = _serve(create_app(secrets), 8701, self.stack)
-        for name, d in routing.destinations.items():
+        for name, d in webhooks.items():
             env[d.options.get("url_env", f"MOTCUA_{name.upper()}_URL")] = f"{self.sandbox}/subscribers/{name}/events"
+        self.portals = [name for name, d in routing.destinations.items() if d.kind == "portal"]
+        self.portal = self._portal_simulator(routing) if self.portals else None
         self.mode = _choose_broker(self.console)
+
+    def _portal_simulator(self, routing: Any) -> str:
+        """One national-portal simulator for the portal destinations, with the demo's credentials."""
+        from sandbox.portal import create_app as portal_app
+
+        env = os.environ
+        for name in self.portals:
+            options = routing.destinations[name].options
+            env.setdefault(options.get("username_env", "MOTCUA_PORTAL_USERNAME"), "motcua-demo")
+            env.setdefault(options.get("password_env", "MOTCUA_PORTAL_PASSWORD"), uuid.uuid4().hex)
+            env.setdefault(options.get("callback_secret_env", "MOTCUA_PORTAL_CALLBACK_SECRET"), _secret())
+            env.setdefault(options.get("pull_units_env", "MOTCUA_PORTAL_PULL_UNITS"), DEMO_UNIT)
+        options = routing.destinations[self.portals[0]].options
+        url = _serve(portal_app(username=env[options.get("username_env", "MOTCUA_PORTAL_USERNAME")],
+                                password=env[options.get("password_env", "MOTCUA_PORTAL_PASSWORD")]),
+                     8702, self.stack)
+        for name in self.portals:
+            env[routing.destinations[name].options.get("url_env", "MOTCUA_PORTAL_URL")] = url
+        self.callback_secret = env[options.get("callback_secret_env", "MOTCUA_PORTAL_CALLBACK_SECRET")]
+        return url
 
     def start(self) -> None:
         """The ledger's schema, then the API and a worker (subprocesses with Redis, threads without), the sweeper."""
@@ -131,7 +155,8 @@ class Demo:
         self.rt = get_runtime()
         self.database = self.rt.engine.url.render_as_string(hide_password=True)
         self.console.print(f"ledger: [bold]{self.database}[/]\n"
-                           f"simulators (one-stop software, data warehouse): {self.sandbox}, threads of this process")
+                           f"simulators (one-stop software, data warehouse): {self.sandbox}"
+                           + (f"; national portal: {self.portal}" if self.portal else "") + ", threads of this process")
         if self.mode == "memory":
             from celery.contrib.testing.worker import start_worker
 
@@ -153,9 +178,10 @@ class Demo:
             self.console.print(f"API {self.api} and a worker: `motcua-relay api` and `motcua-relay worker` processes")
         _log_to(self.log_file)  # the API's set-up pointed the logs back at the terminal
         interval = self.rt.settings.sweep_interval_seconds
-        threading.Thread(target=_sweeper, args=(self.stop, interval), daemon=True).start()
-        self.console.print(f"sweeper: a thread calling tasks.delivery.run_sweep every {interval:g} s (what "
-                           f"`motcua-relay beat` schedules in production); logs in {self.logs}/")
+        threading.Thread(target=_sweeper, args=(self.stop, interval, bool(self.portals)), daemon=True).start()
+        self.console.print(f"sweeper: a thread calling tasks.delivery.run_sweep every {interval:g} s"
+                           + (" and pulling the portal's online dossiers" if self.portals else "")
+                           + f" (what `motcua-relay beat` schedules in production); logs in {self.logs}/")
 
     def play(self, dossiers: int, fault_rate: float) -> None:
         """Inject the faults, then start sending the day's events in time order, signed, through the intake."""
@@ -165,6 +191,8 @@ class Demo:
         self.console.print(f"faults: {self.faults['error_rate']:.0%} of webhook calls answer 503; "
                            f"{self.faults['reset_rate']:.0%} apply the event, then drop the connection (the relay "
                            "retries, the subscriber must recognise the idempotency key); no hangs (read timeout 15 s)")
+        if self.portal:
+            self._play_portal(dossiers, fault_rate)
         self.dossiers, self.events = dossiers, _day(dossiers, self.rng)
         rate = float(os.environ.get("MOTCUA_DEMO_RATE", "20"))
         inbound = sum(1 for e in self.events if e.get("origin", "onestop") != "onestop")
@@ -175,6 +203,25 @@ class Demo:
         self.errors: list[str] = []
         self.sender = threading.Thread(target=self._send, args=(rate,), daemon=True)
         self.sender.start()
+
+    def _play_portal(self, dossiers: int, fault_rate: float) -> None:
+        """Faults and short sessions on the portal; citizens' online dossiers, half pushed, half left to the pull."""
+        from sandbox.portal import online_dossiers
+
+        faults = {"error_rate": round(fault_rate * 0.8, 4), "busy_rate": round(fault_rate * 0.2, 4),
+                  "session_ttl_seconds": 20, "seed": self.rng.randrange(2**31)}
+        httpx.post(f"{self.portal}/_admin/faults", json=faults, timeout=10).raise_for_status()
+        self.online = online_dossiers(max(2, dossiers // 10), unit_code=DEMO_UNIT, seed=self.rng.randrange(2**31))
+        half = len(self.online) // 2
+        httpx.post(f"{self.portal}/_admin/push", json={"url": f"{self.api}/v1/callbacks/portal",
+                                                      "secret": self.callback_secret}, timeout=10).raise_for_status()
+        httpx.post(f"{self.portal}/_admin/online", json={"dossiers": self.online[:half]}, timeout=10)
+        httpx.delete(f"{self.portal}/_admin/push", timeout=10)
+        httpx.post(f"{self.portal}/_admin/online", json={"dossiers": self.online[half:]}, timeout=10)
+        self.console.print(f"national portal: {faults['error_rate']:.0%} of calls answer 503, "
+                           f"{faults['busy_rate']:.0%} 'busy' (96), sessions expire every 20 s; "
+                           f"{len(self.online)} citizens submitted online there ({half} pushed to the callback, "
+                           f"{len(self.online) - half} left for the pull)")
 
     def _send(self, rate: float) -> None:
         """A compressed day: a batch every quarter second (the intake is idempotent, the sender retries)."""
@@ -223,12 +270,35 @@ class Demo:
         for error in self.errors[:3]:
             self.console.print(f"[red]  {error}[/]")
         rows = _rows(self.rt.engine, self.since)
-        summary = _summary(rows, httpx.get(f"{self.sandbox}/_admin/stats", timeout=10).json())
+        stats = httpx.get(f"{self.sandbox}/_admin/stats", timeout=10).json()
+        portal: dict[str, Any] = {}
+        if self.portal:
+            view = httpx.get(f"{self.portal}/_admin/dossiers", timeout=10).json()
+            portal_stats = httpx.get(f"{self.portal}/_admin/stats", timeout=10).json()
+            entries = sum(len(d["QuaTrinhXuLy"]) for d in view.values())
+            for name in self.portals:  # effects: progress entries the portal holds; requests: its calls
+                stats[name] = {"distinct": entries, "receipts": sum(portal_stats["calls"].values()),
+                               "faults": {"error": portal_stats["faults"]["error"], "reset": 0}}
+            truth = _portal_truth(self.events)
+            portal = {"dossiers": len(truth), "matching": sum(1 for c, t in truth.items() if _holds(view.get(c), t)),
+                      "sessions_expired": portal_stats["sessions_expired"], "online": len(self.online),
+                      "online_delivered": _online_delivered(self.sandbox, self.online)}
+        summary = _summary(rows, stats)
+        summary["repeated"] = sum(f["receipts"] - f["effects"] for name, f in summary["destinations"].items()
+                                  if name not in self.portals)  # a portal delivery is several calls
         summary |= {"broker": {"mode": self.mode, "url": maybe_sanitize_url(os.environ["MOTCUA_BROKER_URL"])},
                     "database": self.database, "faults": self.faults, "dossiers": self.dossiers,
                     "events": len(self.events), "intake": {"accepted": self.accepted, "refused": refused},
-                    "elapsed_seconds": round(time.monotonic() - self.started, 1), "timed_out": timed_out}
+                    "elapsed_seconds": round(time.monotonic() - self.started, 1), "timed_out": timed_out,
+                    "portal": portal}
         _print_summary(self.console, summary)
+        if portal:
+            good = portal["matching"] == portal["dossiers"] and portal["online_delivered"] == portal["online"]
+            self.console.print(("[green]" if good else "[red]") + f"national portal: {portal['matching']} / "
+                               f"{portal['dossiers']} dossiers hold exactly the one-stop software's status and "
+                               f"progress history, in order ({portal['sessions_expired']} expired sessions renewed); "
+                               f"{portal['online_delivered']} / {portal['online']} online dossiers reached the "
+                               "one-stop software once[/]")
         if json_path is not None:
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -236,7 +306,9 @@ class Demo:
         self.console.print(f"\nNext, on this demo's ledger:\n  export MOTCUA_DATABASE_URL={self.database}\n"
                            f"  motcua-relay trace {example['dossier_code']}   # a dossier's events and attempts\n"
                            "  motcua-relay deadletters   # what gave up, and why")
-        return 0 if summary["open"] == 0 and summary["total"] > 0 and not refused else 1
+        portal_ok = not portal or (portal["matching"] == portal["dossiers"]
+                                   and portal["online_delivered"] == portal["online"])
+        return 0 if summary["open"] == 0 and summary["total"] > 0 and not refused and portal_ok else 1
 
     def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
         """``motcua-relay <args>`` in its own session (Ctrl-C reaches only the demo, which stops it)."""
@@ -369,15 +441,44 @@ def _answers(url: str) -> bool:
     return False
 
 
-def _sweeper(stop: threading.Event, interval: float) -> None:
+def _sweeper(stop: threading.Event, interval: float, pull: bool) -> None:
     from tasks.delivery import run_sweep
+    from tasks.portal import pull_online
     from tasks.runtime import get_runtime
 
     while not stop.wait(interval):
         try:
             run_sweep(get_runtime())
+            if pull:
+                pull_online()
         except Exception:
             log.exception("demo sweep failed")
+
+
+def _portal_truth(events: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
+    """Each dossier's lifecycle in the one-stop software, as portal (status, time) pairs in sequence order."""
+    from adapters.portal import DEFAULT_STATUS_MAP, portal_time
+
+    out: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for e in sorted(events, key=lambda e: e["sequence"]):
+        if e["type"] in DEFAULT_STATUS_MAP and e.get("origin", "onestop") == "onestop":
+            out[e["dossier_code"]].append((DEFAULT_STATUS_MAP[e["type"]], portal_time(e["occurred_at"])))
+    return out
+
+
+def _holds(record: dict[str, Any] | None, truth: list[tuple[str, str]]) -> bool:
+    if record is None:
+        return False
+    history = [(p["TrangThai"], p["ThoiDiemXuLy"]) for p in record["QuaTrinhXuLy"]]
+    return record["TrangThaiHoSo"] == truth[-1][0] and history == truth
+
+
+def _online_delivered(sandbox: str, online: list[dict[str, Any]]) -> int:
+    """How many online dossiers the one-stop simulator received as ``dossier.submitted``, each counted once."""
+    received = httpx.get(f"{sandbox}/_admin/received", params={"subscriber": "onestop"}, timeout=10).json()
+    codes = [r["dossier_code"] for r in received if r["type"] == "dossier.submitted"]
+    wanted = {d["MaHoSo"] for d in online}
+    return sum(1 for c in set(codes) if c in wanted and codes.count(c) == 1)
 
 
 def _day(dossiers: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -495,6 +596,6 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
     done = summary["open"] == 0 and not summary["timed_out"]
     console.print(("[green]every delivery is final" if done else "[red]deliveries are still open") + "[/]; "
                   f"faults injected: {summary['injected_503']} × 503, {summary['injected_resets']} connection resets; "
-                  f"{summary['receipts'] - summary['effects']} repeated requests recognised by idempotency key; "
+                  f"{summary['repeated']} repeated webhook requests recognised by idempotency key; "
                   + ("[green]no duplicate effect (one per delivered event)[/]" if summary["no_duplicate_effect"]
                      else "[red]effects and delivered events differ[/]"))

@@ -5,12 +5,14 @@ Configuration comes only from the environment (and an optional ``.env``); see RE
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,7 +24,9 @@ from config.settings import get_settings
 app = typer.Typer(help="motcua-relay: reliable delivery of one-stop-shop dossier events.", no_args_is_help=True)
 events_app = typer.Typer(help="Canonical events: samples for integrators.", no_args_is_help=True)
 db_app = typer.Typer(help="The ledger's schema.", no_args_is_help=True)
+report_app = typer.Typer(help="Reports read from the ledger: tables, exportable as CSV.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+app.add_typer(report_app, name="report")
 app.add_typer(db_app, name="db")
 console = Console()
 
@@ -126,19 +130,47 @@ def beat(loglevel: Annotated[str, typer.Option()] = "WARNING") -> None:
 def sandbox(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="the one-stop simulator's port")] = 8701,
+    portal_port: Annotated[int, typer.Option(help="the national portal simulator's port")] = 8702,
 ) -> None:
-    """Start the simulators (the one-stop software as a webhook subscriber) on loopback."""
+    """Start the simulators on loopback: the one-stop software (webhook subscribers) and the national portal.
+
+    Each speaks to the destinations of the routing file: webhook subscribers with their secrets,
+    the portal with the username and password of the portal destination's variables.
+    """
+    import asyncio
+
     import uvicorn
 
     from sandbox.onestop import create_app as onestop_app
+    from sandbox.portal import create_app as portal_app
     from tasks.runtime import get_runtime
 
     _setup()
-    secrets = _subscriber_secrets(get_runtime().routing)
+    routing = get_runtime().routing
+    secrets = _subscriber_secrets(routing)
     if not secrets:
         console.print("[red]no subscriber secrets in the environment (see the secret_env of each destination)[/]")
         raise typer.Exit(2)
-    uvicorn.run(onestop_app(secrets), host=host, port=port, access_log=False, log_level="warning")
+    servers = [uvicorn.Server(uvicorn.Config(onestop_app(secrets), host=host, port=port, access_log=False,
+                                             log_level="warning"))]
+    portal = next((d for d in routing.destinations.values() if d.kind == "portal"), None)
+    if portal is not None:
+        user = os.environ.get(portal.option("username_env", "MOTCUA_PORTAL_USERNAME"), "")
+        password = os.environ.get(portal.option("password_env", "MOTCUA_PORTAL_PASSWORD"), "")
+        if user and password:
+            app_ = portal_app(username=user, password=password, dstcode=str(portal.option("dstcode", "DVCQG")))
+            servers.append(uvicorn.Server(uvicorn.Config(app_, host=host, port=portal_port, access_log=False,
+                                                         log_level="warning")))
+        else:
+            console.print("[yellow]portal simulator not started: set the portal destination's username and "
+                          "password variables (MOTCUA_PORTAL_USERNAME, MOTCUA_PORTAL_PASSWORD)[/]")
+    console.print(f"one-stop software: http://{host}:{port}"
+                  + (f"; national portal: http://{host}:{portal_port}" if len(servers) > 1 else ""))
+
+    async def serve_all() -> None:
+        await asyncio.gather(*(server.serve() for server in servers))
+
+    asyncio.run(serve_all())
 
 
 def _subscriber_secrets(routing: object) -> dict[str, str]:
@@ -161,6 +193,20 @@ def events_sample(
 
     for event in sample(dossiers, seed):
         sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def _reading_ledger(engine: Any) -> Iterator[None]:
+    """A ledger that cannot be read is said in one line, with what to check, not as a traceback."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    try:
+        yield
+    except (OperationalError, ProgrammingError) as exc:
+        url = engine.url.render_as_string(hide_password=True)
+        console.print(f"[red]cannot read the ledger at {url}: {str(exc.orig).splitlines()[0]}[/]\n"
+                      "check MOTCUA_DATABASE_URL, or create the schema with `motcua-relay db upgrade`")
+        raise typer.Exit(2) from None
 
 
 def _parse_day(value: str | None) -> datetime | None:
@@ -188,7 +234,9 @@ def deadletters(
 
     _setup()
     flt = ledger.DeadLetterFilter(destination, dossier, _parse_day(since), _parse_day(until), reason)
-    rows = ledger.dead_letters(get_runtime().engine, flt, limit)
+    engine = get_runtime().engine
+    with _reading_ledger(engine):
+        rows = ledger.dead_letters(engine, flt, limit)
     if as_json:
         for r in rows:
             sys.stdout.write(json.dumps({**r._asdict(), "updated_at": r.updated_at.isoformat()}) + "\n")
@@ -238,7 +286,9 @@ def trace(dossier_code: Annotated[str, typer.Argument(help="the dossier code")])
     from tasks.runtime import get_runtime
 
     _setup()
-    evs, dels, atts = ledger.dossier_trace(get_runtime().engine, dossier_code)
+    engine = get_runtime().engine
+    with _reading_ledger(engine):
+        evs, dels, atts = ledger.dossier_trace(engine, dossier_code)
     if not evs:
         console.print(f"[yellow]no events for {dossier_code}[/]")
         raise typer.Exit(1)
@@ -279,6 +329,60 @@ def trace(dossier_code: Annotated[str, typer.Argument(help="the dossier code")])
         summary.add_row(d.destination, str(d.sequence), d.status, str(d.attempts), _vn(d.delivered_at),
                         d.external_ref or "")
     console.print(summary)
+
+
+@report_app.command("portal")
+def report_portal(
+    day: Annotated[str, typer.Option("--date", help="the day (YYYY-MM-DD, Vietnam time) of the dossier events")],
+    destination: Annotated[list[str] | None, typer.Option(help="portal destinations (default: every one)")] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="also write the table as CSV here")] = None,
+) -> None:
+    """Portal sync per unit: dossiers, synced, pending, failed; lag from the event to the portal's acceptance."""
+    from store.reports import portal_sync_report, sync_report_csv
+    from tasks.runtime import get_runtime
+
+    _setup()
+    rt = get_runtime()
+    names = destination or [n for n, d in rt.routing.destinations.items() if d.kind == "portal"]
+    if not names:
+        console.print("[red]no portal destination in the routing file[/]")
+        raise typer.Exit(2)
+    try:
+        when = date.fromisoformat(day)
+    except ValueError:
+        console.print(f"[red]--date must be YYYY-MM-DD, not {day!r}[/]")
+        raise typer.Exit(2) from None
+    with _reading_ledger(rt.engine):
+        rows = portal_sync_report(rt.engine, names, when)
+    if csv_path is not None:
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        csv_path.write_text(sync_report_csv(rows), encoding="utf-8")
+
+    def secs(value: float | None) -> str:
+        if value is None:
+            return "—"
+        if abs(value) < 60:
+            return f"{value:.1f} s"
+        if abs(value) < 3600:
+            return f"{int(value // 60)} min {int(value % 60):02d} s"
+        return f"{int(value // 3600)} h {int(value % 3600 // 60):02d} min"
+
+    table = Table(title=f"National portal sync, {when.isoformat()} ({', '.join(names)})")
+    headers = ("unit", "dossiers", "synced", "pending", "failed", "events", "delivered", "superseded",
+               "lag p50", "lag p99", "relay p50", "relay p99")
+    for header in headers:
+        table.add_column(header, justify="left" if header == "unit" else "right")
+    for row in rows:
+        if row.unit == "TOTAL":
+            table.add_section()
+        style = "[bold]" if row.unit == "TOTAL" else ""
+        failed = f"[red]{row.failed}[/]" if row.failed else "0"
+        table.add_row(f"{style}{row.unit}", str(row.dossiers), str(row.synced), str(row.pending), failed,
+                      str(row.events), str(row.delivered), str(row.superseded), secs(row.lag_p50_s),
+                      secs(row.lag_p99_s), secs(row.relay_p50_s), secs(row.relay_p99_s))
+    console.print(table)
+    console.print("lag: from the event in the one-stop software to the portal's acceptance; relay: from the "
+                  "relay's receipt of the event" + (f"; CSV written to {csv_path}" if csv_path else ""))
 
 
 @app.command()

@@ -28,7 +28,11 @@ def celery_config(settings: Settings, routing: RoutingConfig) -> dict[str, Any]:
         "worker_send_task_events": False,
         "task_send_sent_event": False,
         "task_default_queue": CONTROL_QUEUE,
-        "task_routes": {"relay.route": {"queue": ROUTE_QUEUE}, "relay.sweep": {"queue": CONTROL_QUEUE}},
+        "task_routes": {
+            "relay.route": {"queue": ROUTE_QUEUE},
+            "relay.sweep": {"queue": CONTROL_QUEUE},
+            "relay.portal.pull": {"queue": CONTROL_QUEUE},
+        },
         "broker_transport_options": {
             "visibility_timeout": max(settings.visibility_timeout_seconds, longest_task * 2),
         },
@@ -46,6 +50,11 @@ def celery_config(settings: Settings, routing: RoutingConfig) -> dict[str, Any]:
                 "task": "relay.sweep",
                 "schedule": settings.sweep_interval_seconds,
                 "options": {"expires": settings.sweep_interval_seconds * 3},
+            },
+            "portal-online-dossiers": {
+                "task": "relay.portal.pull",
+                "schedule": settings.portal_pull_interval_seconds,
+                "options": {"expires": settings.portal_pull_interval_seconds},
             },
         },
     }

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
         120.0, description="work queued but no task started or finished this long: the worker exits (0 = never)"
     )
 
+    portal_pull_interval_seconds: float = Field(
+        60.0, description="how often beat pulls online dossiers from portal destinations with pull_units"
+    )
+
     # code shapes (a province's own formats)
     unit_code_pattern: str | None = None
     dossier_code_pattern: str | None = None

@@ -18,6 +18,7 @@ import email.utils
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -120,6 +121,39 @@ def map_transport_errors() -> Iterator[None]:
         raise Permanent(f"bad destination URL: {exc}") from exc
     except httpx.HTTPError as exc:
         raise Retryable(f"HTTP transport error ({type(exc).__name__}: {exc})") from exc
+
+
+_attempt_deadline: ContextVar[float | None] = ContextVar("attempt_deadline", default=None)
+
+
+@contextmanager
+def attempt_deadline(seconds: float | None) -> Iterator[None]:
+    """Every call made inside ends within ``seconds`` from now (``None``: no limit).
+
+    An attempt that makes several calls (look up, update, append) must not outlive its
+    lease, after which the sweeper would start a second attempt beside it.
+    """
+    token = _attempt_deadline.set(time.monotonic() + seconds if seconds else None)
+    try:
+        yield
+    finally:
+        _attempt_deadline.reset(token)
+
+
+def call_timeout(configured: httpx.Timeout) -> httpx.Timeout:
+    """The configured timeouts, cut to what is left of the attempt; ``Retryable`` when nothing is."""
+    deadline = _attempt_deadline.get()
+    if deadline is None:
+        return configured
+    left = deadline - time.monotonic()
+    if left < 1.0:
+        raise Retryable("the attempt ran out of time before its next call (its lease would expire)")
+
+    def cut(value: float | None) -> float:
+        return left if value is None else min(value, left)
+
+    return httpx.Timeout(connect=cut(configured.connect), read=cut(configured.read),
+                         write=cut(configured.write), pool=cut(configured.pool))
 
 
 def build_http_client(connect: float, read: float, max_connections: int = 100) -> httpx.Client:

@@ -25,6 +25,7 @@ from connectors.base import (
     ConnectorResult,
     Permanent,
     build_http_client,
+    call_timeout,
     classify_http_status,
     excerpt,
     map_transport_errors,
@@ -51,7 +52,8 @@ class WebhookConnector:
         body = webhook_body(event)
         headers = webhook_headers(event, idempotency_key, self._secret, body)
         with map_transport_errors():
-            response = self._client.post(self.url, content=body, headers=headers)
+            response = self._client.post(self.url, content=body, headers=headers,
+                                         timeout=call_timeout(self._client.timeout))
         error = classify_http_status(response)
         if error is not None:
             raise error

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import random
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -44,6 +43,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
+from sandbox.faults import ActiveFaults
 from schemas.events import parse_event
 from schemas.webhook import SignatureError, secret_key, verify
 
@@ -70,22 +70,7 @@ class FaultConfig(BaseModel):
     seed: int | None = None
 
 
-class _ActiveFaults:
-    """A fault configuration with its own random stream, so a seeded run is reproducible."""
-
-    __slots__ = ("config", "rng")
-
-    def __init__(self, config: FaultConfig) -> None:
-        self.config = config
-        self.rng = random.Random(config.seed)
-
-    def draw(self, rate: float) -> bool:
-        return rate > 0 and (rate >= 1 or self.rng.random() < rate)
-
-    def latency(self) -> float:
-        c = self.config
-        extra = self.rng.uniform(0, c.latency_jitter_ms) if c.latency_jitter_ms else 0.0
-        return (c.latency_ms + extra) / 1000
+_ActiveFaults = ActiveFaults[FaultConfig]
 
 
 class SubscriberState:

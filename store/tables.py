@@ -1,4 +1,4 @@
-"""The ledger's tables (SQLAlchemy Core): events, deliveries, attempts.
+"""The ledger's tables (SQLAlchemy Core): events, deliveries, attempts, and feed cursors.
 
 The schema itself is managed by the Alembic migrations in ``store/migrations``; these
 definitions are what the code queries and what ``alembic check`` compares against.
@@ -122,4 +122,12 @@ attempts = Table(
     Column("response_excerpt", Text, nullable=True),
     Column("external_ref", String(200), nullable=True),
     Index("ix_attempts_delivery", "delivery_id", "number"),
+)
+
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("position", String(200), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -6,7 +6,6 @@ Tasks take ids, never payloads: the ledger holds the truth. Every task may run t
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -17,7 +16,15 @@ import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 
 from config.celery import ROUTE_QUEUE
-from connectors.base import AuthExpired, ConnectorResult, DeliveryError, Permanent, Retryable, Stopwatch
+from connectors.base import (
+    AuthExpired,
+    ConnectorResult,
+    DeliveryError,
+    Permanent,
+    Retryable,
+    Stopwatch,
+    attempt_deadline,
+)
 from schemas.events import EVENT_CLASSES, EventBase
 from schemas.privacy import mask_text, personal_values_in
 from store import ledger
@@ -78,6 +85,8 @@ def route(event_pk: int) -> int:
 # A task goes on with the next delivery of the same stream (same destination, so the same
 # queue) instead of a broker round trip per delivery, for at most this long.
 CHAIN_SECONDS = 10.0
+# An attempt's calls must end well within its lease, or the sweeper starts a second attempt beside it.
+LEASE_SHARE = 0.8
 
 
 @app.task(name="relay.deliver")
@@ -153,7 +162,8 @@ def run_delivery(
     error: DeliveryError | None = None
     result = None
     try:
-        result = attempt_with_auth_refresh(rt.deliverer(destination), claimed.payload, claimed.idempotency_key)
+        with attempt_deadline(rt.settings.delivery_lease_seconds * LEASE_SHARE):
+            result = attempt_with_auth_refresh(rt.deliverer(destination), claimed.payload, claimed.idempotency_key)
     except DeliveryError as exc:
         error = exc
     except SoftTimeLimitExceeded:
@@ -223,19 +233,9 @@ def _masked_excerpt(claimed: Claimed, text: str | None) -> str | None:
 def sweep() -> dict[str, Any]:
     """Re-enqueue what is due and not queued; rescue deliveries whose worker died."""
     rt = get_runtime()
-    lock = rt.redis.lock(f"{rt.settings.redis_prefix}:sweep", timeout=60, blocking=False) if rt.redis else None
-    try:
-        if lock is not None and not lock.acquire(blocking=False):
-            return {"skipped": True}
-    except Exception as exc:  # Redis down: sweeping twice is harmless, not sweeping is not
-        log.warning("sweep.lock_unavailable", error=str(exc))
-        lock = None
-    try:
-        return run_sweep(rt)
-    finally:
-        if lock is not None:
-            with contextlib.suppress(Exception):  # the lock expires by itself
-                lock.release()
+    # short: a worker killed mid-sweep must not stop the sweeping for long (two sweeps at once are harmless)
+    with rt.exclusive("sweep", timeout=max(10.0, rt.settings.sweep_interval_seconds * 3)) as mine:
+        return run_sweep(rt) if mine else {"skipped": True}
 
 
 def run_sweep(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The registry of destination kinds: each pairs one adapter with one connector.
 
 A new service registers one builder here under the ``kind`` its destinations name in
-``config/relay.toml``. A deliverer takes the canonical event and the delivery's
-idempotency key, and returns a :class:`ConnectorResult` or raises a ``DeliveryError``.
+``config/relay.toml``; a builder takes the destination, the settings and the Redis client
+(``None`` in memory mode) where shared credentials live. A deliverer takes the canonical
+event and the delivery's idempotency key, and returns a :class:`ConnectorResult` or raises
+a ``DeliveryError``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from typing import Any, Protocol
+
+import redis
 
 from config.routing import Destination
 from config.settings import Settings
@@ -32,7 +36,7 @@ class Deliverer(Protocol):
 class WebhookDeliverer:
     """Signed webhook subscribers: the event goes out as it is (the adapter only signs it)."""
 
-    def __init__(self, destination: Destination, settings: Settings) -> None:
+    def __init__(self, destination: Destination, settings: Settings, client: redis.Redis | None = None) -> None:
         url = destination.option("url")
         if not url:
             raise ValueError(f"destination {destination.name}: webhook needs a url")
@@ -57,14 +61,23 @@ class WebhookDeliverer:
             self._connector.close()
 
 
-KINDS: dict[str, Callable[[Destination, Settings], Deliverer]] = {
+def _portal(destination: Destination, settings: Settings, client: redis.Redis | None) -> Deliverer:
+    from tasks.portal import PortalDeliverer  # it imports the Celery app; this module must not
+
+    return PortalDeliverer(destination, settings, client)
+
+
+Builder = Callable[[Destination, Settings, "redis.Redis | None"], Deliverer]
+KINDS: dict[str, Builder] = {
     "webhook": WebhookDeliverer,
+    "portal": _portal,
 }
 
 
-def build_deliverer(destination: Destination, settings: Settings) -> Deliverer:
+def build_deliverer(destination: Destination, settings: Settings, client: redis.Redis | None = None) -> Deliverer:
+    """The deliverer of ``destination``; ``client`` is the Redis shared state (credentials) lives in."""
     try:
         builder = KINDS[destination.kind]
     except KeyError:
         raise ValueError(f"destination {destination.name}: unknown kind {destination.kind!r}") from None
-    return builder(destination, settings)
+    return builder(destination, settings, client)

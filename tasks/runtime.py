@@ -6,10 +6,13 @@ and one deliverer (adapter + connector with its pooled client) per destination.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import redis
+import structlog
 from sqlalchemy import Engine
 
 from config.routing import Destination, RoutingConfig, get_routing
@@ -39,13 +42,35 @@ class Runtime:
     def deliverer(self, name: str) -> Deliverer:
         with self._lock:
             if name not in self._deliverers:
-                self._deliverers[name] = build_deliverer(self.destination(name), self.settings)
+                self._deliverers[name] = build_deliverer(self.destination(name), self.settings, self.redis)
             return self._deliverers[name]
 
     def close(self) -> None:
         for deliverer in self._deliverers.values():
             deliverer.close()
         self._deliverers.clear()
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str, timeout: float) -> Iterator[bool]:
+        """Yield whether this process may run job ``name`` now: False while another holds its Redis lock.
+
+        For jobs that are harmless twice but wasteful (the sweep, the portal pull): when Redis
+        does not answer, or in memory mode, it yields True, since not running is not harmless.
+        """
+        lock = self.redis.lock(f"{self.settings.redis_prefix}:{name}", timeout=timeout) if self.redis else None
+        acquired = True
+        if lock is not None:
+            try:
+                acquired = bool(lock.acquire(blocking=False))
+            except redis.RedisError as exc:
+                structlog.get_logger(__name__).warning("lock.unavailable", job=name, error=str(exc))
+                lock = None
+        try:
+            yield acquired
+        finally:
+            if lock is not None and acquired:
+                with contextlib.suppress(redis.RedisError):  # the lock expires by itself
+                    lock.release()
 
 
 _runtime: Runtime | None = None

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, text
 
 from sandbox.onestop import create_app as onestop_app
 from store.db import get_engine, upgrade
-from tests.harness import new_secret, relay_env, write_routing
+from tests.harness import become_relay, new_secret, relay_env, write_routing
 from tests.servers import run_asgi
 
 PG_ADMIN = os.environ.get("MOTCUA_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -100,7 +100,6 @@ def relay_config(
     db_url: str, redis_url: str, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[RelayConfig]:
     """This process configured as a relay (API side) against the sandbox, on each engine."""
-    from tasks.app import configure_app
     from tasks.runtime import reset_runtime
 
     redis.Redis.from_url(redis_url).flushdb()
@@ -108,10 +107,6 @@ def relay_config(
     routing = write_routing(tmp_path / "routing.toml", sandbox.url)
     env = relay_env(db_url, redis_url, intake_secret, sandbox.secrets, routing,
                     MOTCUA_REDIS_PREFIX=f"t{uuid.uuid4().hex[:6]}")
-    for key, value in env.items():
-        if key.startswith("MOTCUA_"):
-            monkeypatch.setenv(key, value)
-    reset_runtime()
-    configure_app()
+    become_relay(monkeypatch, env)
     yield RelayConfig(env, intake_secret, routing, sandbox)
     reset_runtime()

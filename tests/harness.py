@@ -165,6 +165,18 @@ def relay_env(
     return env
 
 
+def become_relay(monkeypatch: Any, env: dict[str, str]) -> None:
+    """Configure this process (API side, in-process deliveries) with the relay environment ``env``."""
+    from tasks.app import configure_app
+    from tasks.runtime import reset_runtime
+
+    for key, value in env.items():
+        if key.startswith("MOTCUA_"):
+            monkeypatch.setenv(key, value)
+    reset_runtime()
+    configure_app()
+
+
 def write_routing(path: Path, base_url: str, *, names: tuple[str, ...] = ("onestop", "warehouse"),
                   retry: str = "", breaker: str = "", rate: str = "", read_timeout: float = 5.0,
                   ordering: str = "sequence") -> Path:

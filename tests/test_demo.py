@@ -42,7 +42,10 @@ def check_summary(summary: dict[str, Any], tmp_path: Path, stdout: str) -> None:
     assert summary["dead"] == 0 and summary["open"] == 0 and not summary["timed_out"]
     assert summary["delivered"] > 0
     assert summary["p99_ms"] >= summary["p50_ms"] > 0
-    assert set(summary["destinations"]) == {"onestop", "warehouse"}
+    assert set(summary["destinations"]) == {"onestop", "warehouse", "portal"}
+    portal = summary["portal"]
+    assert portal["dossiers"] > 0 and portal["matching"] == portal["dossiers"], portal
+    assert portal["online"] >= 2 and portal["online_delivered"] == portal["online"], portal
     for name, figures in summary["destinations"].items():
         assert figures["total"] > 0, f"{name} got no deliveries"
         assert figures["effects"] == figures["delivered"], f"{name}: an effect was applied twice or lost"

@@ -188,16 +188,28 @@ def default_routing() -> RoutingConfig:
 
 
 def test_default_file_loads(default_routing: RoutingConfig) -> None:
-    assert set(default_routing.destinations) == {"onestop", "warehouse"}
+    assert set(default_routing.destinations) == {"onestop", "warehouse", "portal"}
     for destination in default_routing.destinations.values():
-        assert destination.kind == "webhook"
         assert destination.option("url").startswith("http")
-        assert destination.options["secret_env"].startswith("MOTCUA_")
+        secrets = [v for k, v in destination.options.items() if k.endswith("_env") and "SECRET" in k.upper()]
+        assert all(v.startswith("MOTCUA_") for v in secrets)
+    assert default_routing.destinations["portal"].kind == "portal"
+    assert {d.kind for n, d in default_routing.destinations.items() if n != "portal"} == {"webhook"}
 
 
-def test_default_file_sends_workload_events_to_the_warehouse_only(default_routing: RoutingConfig) -> None:
+def test_default_file_sends_lifecycle_events_to_the_portal_and_everything_to_the_warehouse(
+    default_routing: RoutingConfig,
+) -> None:
     for e in DAY:
-        assert default_routing.destinations_for(e) == ["warehouse"], e["type"]
+        expected = ["portal", "warehouse"] if e["type"].startswith("dossier.") else ["warehouse"]
+        assert default_routing.destinations_for(e) == expected, e["type"]
+
+
+def test_default_file_sends_online_dossiers_from_the_portal_to_the_onestop_not_back(
+    default_routing: RoutingConfig,
+) -> None:
+    submitted = next(e for e in DAY if e["type"] == "dossier.submitted")
+    assert default_routing.destinations_for({**submitted, "origin": "portal"}) == ["onestop", "warehouse"]
 
 
 def test_default_file_sends_a_payment_callback_to_the_onestop_and_the_warehouse(

@@ -1,0 +1,267 @@
+"""Canonical events ⇄ the national portal's dossier records and progress entries. Pure: no I/O.
+
+One lifecycle event (``dossier.*``) becomes, on the portal, the dossier record brought up to
+date (``DongBoHoSoMC``) and one progress entry (``CapNhatTienDoHoSoMC``). The record is built
+on what the portal already holds (``TraCuuHoSo``), so fields that only an earlier event knew
+(the due date, the submitted files) are kept. Online dossiers the portal sends down become
+``dossier.submitted`` events of origin ``portal``.
+
+What a province changes lives in :class:`PortalMapping`, read from the destination's options
+in ``config/relay.toml``: the status map (DOMAIN.md's table is the default), local → national
+procedure codes, procedure names for dossiers the portal has not seen, the desk's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from schemas.events import event_json, parse_event
+from schemas.portal import STATUS_CODES, OnlineDossier, ProgressEntry
+
+VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+PORTAL_FORMAT = "%Y%m%d%H%M%S"
+ORIGIN = "portal"
+
+DEFAULT_STATUS_MAP: dict[str, str] = {
+    "dossier.submitted": "1",
+    "dossier.received": "2",
+    "dossier.refused": "3",
+    "dossier.processing": "4",
+    "dossier.supplement_requested": "5",
+    "dossier.fee_requested": "6",
+    "dossier.withdrawn": "7",
+    "dossier.suspended": "8",
+    "dossier.completed": "9",
+    "dossier.returned": "10",
+}
+DESK = "Bộ phận tiếp nhận và trả kết quả"
+DESK_HANDLER = "Cán bộ một cửa"
+CHANNELS = {"desk": "0", "online": "1", "postal": "2"}
+METHODS = {"desk": "trực tiếp tại Bộ phận một cửa", "post": "qua dịch vụ bưu chính công ích", "online": "trực tuyến"}
+_CONTENT_LIMIT = 2000
+
+
+class MappingError(ValueError):
+    """The event cannot be expressed for the portal with this configuration (an operator fixes the map)."""
+
+
+@dataclass(frozen=True)
+class PortalMapping:
+    """The province's side of the mapping; defaults are DOMAIN.md's."""
+
+    status_map: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_STATUS_MAP))
+    procedure_map: Mapping[str, str] = field(default_factory=dict)
+    procedure_names: Mapping[str, str] = field(default_factory=dict)
+    desk_name: str = DESK
+    desk_handler: str = DESK_HANDLER
+
+    def __post_init__(self) -> None:
+        bad = {k: v for k, v in self.status_map.items() if str(v) not in STATUS_CODES}
+        if bad:
+            raise ValueError(f"status_map: portal status codes are 1..10, not {bad}")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> PortalMapping:
+        """From a destination's options: ``status_map`` (overrides single entries), ``procedure_map``,
+        ``procedure_names``, ``desk_name``, ``desk_handler``."""
+        status = {**DEFAULT_STATUS_MAP, **{k: str(v) for k, v in dict(options.get("status_map", {})).items()}}
+        return cls(
+            status_map=status,
+            procedure_map={str(k): str(v) for k, v in dict(options.get("procedure_map", {})).items()},
+            procedure_names={str(k): str(v) for k, v in dict(options.get("procedure_names", {})).items()},
+            desk_name=str(options.get("desk_name", DESK)),
+            desk_handler=str(options.get("desk_handler", DESK_HANDLER)),
+        )
+
+    def status(self, event_type: str) -> str:
+        try:
+            return str(self.status_map[event_type])
+        except KeyError:
+            raise MappingError(f"no portal status for {event_type}: add it to the destination's status_map") from None
+
+    def national_procedure(self, local: str) -> str:
+        return self.procedure_map.get(local, local)
+
+    def local_procedure(self, national: str) -> str:
+        for local, mapped in self.procedure_map.items():
+            if mapped == national:
+                return local
+        return national
+
+
+def portal_time(value: str | datetime) -> str:
+    """An ISO time or aware datetime → ``yyyyMMddHHmmss`` in Vietnam time."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.astimezone(VN_TZ).strftime(PORTAL_FORMAT)
+
+
+def from_portal_time(value: str) -> datetime:
+    """``yyyyMMddHHmmss`` (Vietnam time) → an aware datetime."""
+    return datetime.strptime(value, PORTAL_FORMAT).replace(tzinfo=VN_TZ)
+
+
+def takes(event: Mapping[str, Any], mapping: PortalMapping) -> bool:
+    """Whether the portal follows this event (the lifecycle events of the status map)."""
+    return str(event.get("type")) in mapping.status_map
+
+
+def dossier_record(
+    event: Mapping[str, Any], current: Mapping[str, Any] | None, mapping: PortalMapping
+) -> dict[str, Any]:
+    """The whole dossier record as it must stand after ``event``, on top of what the portal holds."""
+    kind, data, applicant = event["type"], event.get("data", {}), event["applicant"]
+    record: dict[str, Any] = {k: v for k, v in (current or {}).items() if k != "QuaTrinhXuLy"}
+    procedure = mapping.national_procedure(event["procedure_code"])
+    name = data.get("procedure_name") or record.get("TenTTHC") or mapping.procedure_names.get(event["procedure_code"])
+    record |= {
+        "MaHoSo": event["dossier_code"],
+        "MaTTHC": procedure,
+        "ChuHoSo": applicant["name"],
+        "LoaiDoiTuong": "2" if applicant.get("kind") == "business" else "1",
+        "DonViXuLy": event["unit_code"],
+        "TrangThaiHoSo": mapping.status(kind),
+        "NgayTiepNhan": record.get("NgayTiepNhan") or portal_time(event["occurred_at"]),
+        "HinhThuc": record.get("HinhThuc") or "0",
+    }
+    optional = {"TenTTHC": name, "SoGiayToChuHoSo": applicant.get("id_number"),
+                "SoDienThoai": applicant.get("phone"), "Email": applicant.get("email")}
+    record |= {k: v for k, v in optional.items() if v}
+
+    if kind == "dossier.submitted":
+        record["HinhThuc"] = CHANNELS.get(data.get("channel", "desk"), "0")
+        record["DanhSachTepDinhKem"] = [_attachment(d) for d in data.get("documents", [])]
+    elif kind == "dossier.received":
+        record["NgayTiepNhan"] = portal_time(event["occurred_at"])
+        record["NgayHenTra"] = portal_time(data["due_at"])
+    elif kind == "dossier.fee_requested":
+        lines = data.get("lines") or [{"code": data["fee_id"], "name": "Phí, lệ phí", "amount": data["amount"]}]
+        record["DanhSachLePhi"] = [
+            {"MaLePhi": line["code"], "TenLePhi": line["name"], "SoTien": int(line["amount"])} for line in lines
+        ]
+    elif kind == "dossier.supplement_requested":
+        item = {"NoiDung": data["reason"], "ThanhPhan": list(data.get("items", [])),
+                "NgayYeuCau": portal_time(event["occurred_at"])}
+        if data.get("due_at"):
+            item["HanBoSung"] = portal_time(data["due_at"])
+        earlier = [s for s in record.get("DanhSachHoSoBoSung", []) if s.get("NgayYeuCau") != item["NgayYeuCau"]]
+        record["DanhSachHoSoBoSung"] = [*earlier, item]
+    elif kind == "dossier.completed":
+        record["DanhSachGiayToKetQua"] = [
+            {k: v for k, v in {"TenGiayTo": d["name"], "DuongDan": d.get("url"), "MaBam": d.get("sha256")}.items() if v}
+            for d in data.get("result_documents", [])
+        ]
+    elif kind == "dossier.returned":
+        record["NgayTra"] = portal_time(data["returned_at"])
+    return record
+
+
+def progress_entry(event: Mapping[str, Any], mapping: PortalMapping) -> dict[str, Any]:
+    """The progress entry that records ``event`` in the dossier's history on the portal."""
+    kind, data = event["type"], event.get("data", {})
+    step = data.get("step") or {}
+    due = step.get("due_at") or (data.get("due_at") if kind in ("dossier.received", "dossier.supplement_requested")
+                                 else None)
+    entry = {
+        "MaHoSo": event["dossier_code"],
+        "NguoiXuLy": step.get("handler") or mapping.desk_handler,
+        "ChucDanh": step.get("title"),
+        "ThoiDiemXuLy": portal_time(event["occurred_at"]),
+        "PhongBanXuLy": step.get("department") or mapping.desk_name,
+        "NoiDungXuLy": _content(kind, data)[:_CONTENT_LIMIT],
+        "TrangThai": mapping.status(kind),
+        "NgayBatDau": portal_time(step.get("started_at") or event["occurred_at"]),
+        "NgayKetThucTheoQuyDinh": portal_time(due) if due else None,
+    }
+    return {k: v for k, v in entry.items() if v is not None}
+
+
+def progress_recorded(entry: Mapping[str, Any], current: Mapping[str, Any] | None) -> bool:
+    """Whether the portal already holds this entry (a repeated attempt must not push it twice)."""
+    if not current:
+        return False
+    wanted = ProgressEntry.model_validate(entry).identity()
+    for held in current.get("QuaTrinhXuLy") or []:
+        try:
+            if ProgressEntry.model_validate(held).identity() == wanted:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _content(kind: str, data: Mapping[str, Any]) -> str:
+    reason = data.get("reason", "")
+    if kind == "dossier.submitted":
+        return {"online": "Nộp hồ sơ trực tuyến", "postal": "Nộp hồ sơ qua dịch vụ bưu chính công ích"}.get(
+            data.get("channel", "desk"), "Nộp hồ sơ trực tiếp tại Bộ phận một cửa")
+    if kind == "dossier.received":
+        return f"Tiếp nhận hồ sơ, số biên nhận {data['receipt_no']}"
+    if kind == "dossier.processing":
+        step = data["step"]
+        return str(step.get("note") or f"Chuyển xử lý: {step['department']}")
+    if kind == "dossier.supplement_requested":
+        return f"Yêu cầu bổ sung hồ sơ: {reason}"
+    if kind == "dossier.fee_requested":
+        return f"Yêu cầu thực hiện nghĩa vụ tài chính: {int(data['amount']):,} đồng".replace(",", ".")
+    if kind == "dossier.completed":
+        return "Hoàn thành giải quyết hồ sơ" + (" (quá hạn)" if data.get("late") else "")
+    if kind == "dossier.returned":
+        return "Trả kết quả " + METHODS.get(data.get("method", "desk"), METHODS["desk"])
+    prefix = {"dossier.refused": "Từ chối tiếp nhận", "dossier.withdrawn": "Công dân rút hồ sơ",
+              "dossier.suspended": "Dừng xử lý hồ sơ"}.get(kind, kind)
+    return f"{prefix}: {reason}" if reason else prefix
+
+
+def _attachment(document: Mapping[str, Any]) -> dict[str, Any]:
+    out = {"TenTep": document["name"], "DuongDan": document.get("url"), "MaBam": document.get("sha256"),
+           "KichThuoc": document.get("size")}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def online_event_id(dossier_code: str) -> str:
+    return f"{ORIGIN}:{dossier_code}:submitted"
+
+
+def online_event(dossier: OnlineDossier, mapping: PortalMapping) -> dict[str, Any]:
+    """An online dossier from the portal → the canonical ``dossier.submitted`` event for the one-stop software.
+
+    Deterministic (the id is the dossier code), so the same dossier pulled and pushed is one event.
+    Raises pydantic's ``ValidationError`` when the record cannot make a valid event.
+    """
+    address = {"street": dossier.DiaChi, "ward": dossier.PhuongXa, "district": dossier.QuanHuyen,
+                "province": dossier.TinhThanh}
+    applicant = {
+        "kind": "business" if dossier.LoaiDoiTuong == "2" else "citizen",
+        "name": dossier.ChuHoSo,
+        "id_number": dossier.SoGiayToChuHoSo,
+        "phone": dossier.SoDienThoai,
+        "email": dossier.Email,
+        "zalo_consent": dossier.DongYNhanZalo,
+        "address": {k: v for k, v in address.items() if v} or None,
+    }
+    documents = [
+        {k: v for k, v in {"name": f.TenTep, "url": f.DuongDan, "sha256": f.MaBam.lower() if f.MaBam else None,
+                          "size": f.KichThuoc}.items()
+         if v is not None}
+        for f in dossier.DanhSachTepDinhKem
+    ]
+    data: dict[str, Any] = {"channel": "online", "documents": documents}
+    if dossier.TenTTHC:
+        data["procedure_name"] = dossier.TenTTHC
+    raw = {
+        "event_id": online_event_id(dossier.MaHoSo),
+        "type": "dossier.submitted",
+        "origin": ORIGIN,
+        "unit_code": dossier.MaDonVi,
+        "dossier_code": dossier.MaHoSo,
+        "procedure_code": mapping.local_procedure(dossier.MaTTHC),
+        "sequence": 1,
+        "occurred_at": from_portal_time(dossier.NgayNopHoSo).isoformat(),
+        "applicant": {k: v for k, v in applicant.items() if v is not None},
+        "data": data,
+    }
+    return event_json(parse_event(raw))

@@ -1,0 +1,95 @@
+"""``POST /v1/callbacks/<service>``: what the outside services push back, verified with their own scheme.
+
+Portal (``/v1/callbacks/portal``, or ``/v1/callbacks/portal/{destination}`` when several portal
+destinations are configured): online dossiers of one unit, ``schemas.portal.OnlineCallback``,
+signed the Standard Webhooks way with the secret named by the destination's
+``callback_secret_env`` (default ``MOTCUA_PORTAL_CALLBACK_SECRET``). The answer speaks the
+portal's language — ``error_code`` "0" once the dossiers are in the ledger — and a pushed
+dossier that the pull already brought (or a replayed push) is a harmless duplicate:
+
+=====  ===================================================================================
+code   when
+=====  ===================================================================================
+200    ``{"error_code": "0", "accepted": n, "duplicates": n, "rejected": n}``: stored
+400    the body is not JSON or not the callback's shape (``error_code`` "03"), nothing stored
+401    missing, bad or stale signature, or no secret configured (``error_code`` "01")
+404    no such portal destination
+413    the body is over the intake's size limit
+=====  ===================================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from adapters.portal import PortalMapping
+from api.intake import read_limited
+from config.routing import Destination
+from config.settings import Settings
+from schemas.portal import INVALID_DATA, SESSION_INVALID, OnlineCallback
+from schemas.webhook import SignatureError, verify
+from tasks.portal import ingest_online
+from tasks.runtime import get_runtime
+
+log = structlog.get_logger(__name__)
+router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
+
+
+def _answer(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error_code": code, "message": message, **extra}, status_code=status)
+
+
+def _portal_destination(name: str | None) -> Destination | None:
+    portals = {n: d for n, d in get_runtime().routing.destinations.items() if d.kind == "portal"}
+    if name is not None:
+        return portals.get(name)
+    return next(iter(portals.values())) if len(portals) == 1 else None
+
+
+@router.post("/portal", summary="Online dossiers pushed by the national portal (signed)")
+async def portal_callback(request: Request) -> JSONResponse:
+    return await _portal(request, None)
+
+
+@router.post("/portal/{destination}", summary="Online dossiers pushed by one of several portals (signed)")
+async def portal_callback_named(destination: str, request: Request) -> JSONResponse:
+    return await _portal(request, destination)
+
+
+async def _portal(request: Request, name: str | None) -> JSONResponse:
+    settings: Settings = request.app.state.settings
+    dest = _portal_destination(name)
+    if dest is None:
+        return _answer(404, "09", "no such portal destination (name it in the path when there are several)")
+    body = await read_limited(request, settings.intake_max_body_bytes)
+    if body is None:
+        return _answer(413, INVALID_DATA, f"body over {settings.intake_max_body_bytes} bytes")
+    secret_env = dest.option("callback_secret_env", "MOTCUA_PORTAL_CALLBACK_SECRET")
+    secrets = os.environ.get(secret_env, "").replace(",", " ").split()
+    try:
+        if not secrets:
+            raise SignatureError(f"no callback secret configured ({secret_env})")
+        verify(secrets, request.headers, body)
+    except SignatureError as exc:
+        log.info("callback.portal.bad_signature", reason=str(exc))
+        return _answer(401, SESSION_INVALID, f"invalid signature: {exc}")
+    try:
+        pushed = OnlineCallback.model_validate(json.loads(body))
+    except (ValueError, ValidationError) as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors(include_input=False)}) \
+            if isinstance(exc, ValidationError) else []
+        return _answer(400, INVALID_DATA, "not an online-dossier callback", fields=fields[:20])
+    rows = [d.model_dump(mode="json", exclude_none=True) for d in pushed.data]
+    report = await run_in_threadpool(ingest_online, rows, PortalMapping.from_options(dest.options))
+    log.info("callback.portal.stored", unit_code=pushed.madonvi, stored=report.stored,
+             duplicates=report.duplicates, rejected=report.rejected)
+    return _answer(200, "0", "Thành công", accepted=report.stored, duplicates=report.duplicates,
+                   rejected=report.rejected, changed=report.changed)

@@ -1,0 +1,247 @@
+"""The national portal benchmark: a district's working day synced to the portal, clean and through faults.
+
+Every process real and separate: the portal simulator (``sandbox.portal`` under uvicorn),
+``motcua-relay api``, ``motcua-relay worker`` and ``motcua-relay beat`` (the sweeper: retries
+live in the ledger). Two phases, each on a fresh ledger and a flushed Redis db:
+
+  clean   the day's events (``--dossiers``, default 400) sent signed to the intake in time order
+  faults  the same day, each dossier's events shuffled, with 20 % of portal calls answering 503,
+          5 % applied and then left hanging past the read timeout, sessions expiring every 60 s
+
+Figures per phase: lifecycle deliveries per second (first intake request → last ``delivered_at``),
+p50/p99 relay lag (intake → the portal's acceptance), attempts and portal calls per delivery,
+logins, expired sessions renewed, faults injected, dead letters, duplicated progress entries,
+dossiers whose final view on the portal equals the one-stop software's truth, the worker's peak RSS.
+
+Run: ``cd /work/main && .venv/bin/python bench/portal.py [--dossiers 400] [--json bench/results/portal.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # ``python bench/portal.py`` puts bench/ first on the path, not the project
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import redis  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+
+from adapters.portal import DEFAULT_STATUS_MAP, portal_time  # noqa: E402
+from bench.relay import (  # noqa: E402
+    Database,
+    Service,
+    _new_secret,
+    free_port,
+    percentile,
+    relay_cmd,
+    tree_hwm_mb,
+    wait_http,
+)
+from sandbox.workload import generate_day, send_events_sync, shuffle_per_dossier  # noqa: E402
+from store.db import get_engine, upgrade  # noqa: E402
+from store.tables import FINAL_STATUSES, attempts, deliveries, events  # noqa: E402
+
+USER, PASSWORD = "bench-relay", "bench-password"
+FAULTS = {"error_rate": 0.2, "error_status": 503, "timeout_rate": 0.05, "hang_seconds": 3,
+          "session_ttl_seconds": 60, "seed": 11}
+PORTAL_CODE = (
+    "import os, uvicorn\n"
+    "from sandbox.portal import create_app\n"
+    "app = create_app(username=os.environ['BENCH_PORTAL_USER'], password=os.environ['BENCH_PORTAL_PASSWORD'])\n"
+    "uvicorn.run(app, host='127.0.0.1', port=int(os.environ['BENCH_PORTAL_PORT']), access_log=False,"
+    " log_level='warning')\n"
+)
+ROUTING = """
+[destinations.portal]
+kind = "portal"
+url = "{url}"
+username_env = "MOTCUA_PORTAL_USERNAME"
+password_env = "MOTCUA_PORTAL_PASSWORD"
+timeouts = {{ connect = 2, read = {read} }}
+retry = {{ schedule = ["0.5s", "1s", "2s", "4s"], repeat_every = "5s", deadline = "1h", max_attempts = 200 }}
+breaker = {{ failure_threshold = 1000, open_for = "2s" }}
+
+[[routes]]
+events = ["dossier.*"]
+origins = ["onestop"]
+destination = "portal"
+"""
+
+
+def truth(day: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
+    """Each dossier's lifecycle in the one-stop software: (portal status, time) in sequence order."""
+    out: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for e in sorted(day, key=lambda e: e["sequence"]):
+        if e["type"] in DEFAULT_STATUS_MAP:
+            out[e["dossier_code"]].append((DEFAULT_STATUS_MAP[e["type"]], portal_time(e["occurred_at"])))
+    return out
+
+
+def run_phase(name: str, day: list[dict[str, Any]], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """One phase on fresh processes, ledger and Redis db; its figures."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    database = Database.create(args.database_url, workdir)
+    broker = f"redis://127.0.0.1:6379/{args.redis_db}"
+    redis.Redis.from_url(broker).flushdb()
+    portal_port, api_port = free_port(), free_port()
+    portal_url, api_url = f"http://127.0.0.1:{portal_port}", f"http://127.0.0.1:{api_port}"
+    routing = workdir / "routing.toml"
+    routing.write_text(ROUTING.format(url=portal_url, read=args.read_timeout), encoding="utf-8")
+    intake_secret = _new_secret()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOTCUA_")}
+    env |= {"MOTCUA_DATABASE_URL": database.url, "MOTCUA_BROKER_URL": broker, "MOTCUA_REDIS_URL": broker,
+            "MOTCUA_INTAKE_SECRET": intake_secret, "MOTCUA_ROUTING_FILE": str(routing), "MOTCUA_LOG_FORMAT": "json",
+            "MOTCUA_LOG_LEVEL": "WARNING", "MOTCUA_PORTAL_USERNAME": USER, "MOTCUA_PORTAL_PASSWORD": PASSWORD,
+            "MOTCUA_SWEEP_INTERVAL_SECONDS": "1", "MOTCUA_WORKER_CONCURRENCY": str(args.concurrency),
+            "MOTCUA_BEAT_SCHEDULE_FILE": str(workdir / "beat-schedule"), "MOTCUA_REDIS_PREFIX": f"bench-{name}",
+            "BENCH_PORTAL_USER": USER, "BENCH_PORTAL_PASSWORD": PASSWORD, "BENCH_PORTAL_PORT": str(portal_port),
+            "PYTHONPATH": str(ROOT)}
+    upgrade(database.sqlalchemy_url)
+    services = [
+        Service("portal", [sys.executable, "-c", PORTAL_CODE], env, workdir / "portal.log"),
+        Service("api", relay_cmd("api", "--port", str(api_port)), env, workdir / "api.log"),
+        Service("worker", relay_cmd("worker"), env, workdir / "worker.log"),
+        Service("beat", relay_cmd("beat"), env, workdir / "beat.log"),
+    ]
+    try:
+        for service in services:
+            service.start()
+        wait_http(f"{portal_url}/_admin/stats", 60, services[0])
+        wait_http(f"{api_url}/healthz", 60, services[1])
+        if name == "faults":
+            httpx.post(f"{portal_url}/_admin/faults", json=FAULTS, timeout=5).raise_for_status()
+        expected = sum(len(v) for v in truth(day).values())
+        engine = get_engine(database.sqlalchemy_url)
+        started = time.monotonic()
+        since = datetime.now(UTC)
+        report = send_events_sync(f"{api_url}/v1/events", intake_secret, day, batch_size=50, concurrency=2)
+        if report.accepted != len(day):
+            raise RuntimeError(f"the intake took {report.accepted} of {len(day)} events: {report.errors[:3]}")
+        peak = 0.0
+        while True:
+            for service in services:
+                service.check()
+            peak = max(peak, tree_hwm_mb(services[2].pid))
+            with engine.connect() as conn:
+                total, final = conn.execute(select(
+                    func.count(), func.count().filter(deliveries.c.status.in_(FINAL_STATUSES)))).one()
+            print(f"\r  {name}: {final} / {expected} deliveries final, {time.monotonic() - started:.0f} s",
+                  end="", flush=True)
+            if total >= expected and final == total:
+                break
+            if time.monotonic() - started > args.timeout:
+                raise RuntimeError(f"{name}: {total - final} deliveries still open after {args.timeout} s")
+            time.sleep(0.5)
+        print()
+        return _figures(name, engine, since, day, portal_url, expected, peak)
+    finally:
+        for service in reversed(services):
+            service.stop()
+        redis.Redis.from_url(broker).flushdb()
+        with contextlib.suppress(Exception):
+            get_engine(database.sqlalchemy_url).dispose()
+        database.drop()
+
+
+def _figures(name: str, engine: Any, since: datetime, day: list[dict[str, Any]], portal_url: str, expected: int,
+             peak_mb: float) -> dict[str, Any]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(deliveries.c.status, deliveries.c.attempts, deliveries.c.delivered_at,
+                                   events.c.received_at).join(events, events.c.id == deliveries.c.event_pk)).all()
+        first_received = conn.execute(select(func.min(events.c.received_at))).scalar_one()
+        attempt_count = conn.execute(select(func.count()).select_from(attempts)).scalar_one()
+    delivered = [r for r in rows if r.status == "delivered"]
+    lag = [(r.delivered_at - r.received_at).total_seconds() for r in delivered]
+    last = max(r.delivered_at for r in delivered)
+    elapsed = (last - first_received).total_seconds()
+    stats = httpx.get(f"{portal_url}/_admin/stats", timeout=10).json()
+    view = httpx.get(f"{portal_url}/_admin/dossiers", timeout=30).json()
+    want = truth(day)
+    matching = sum(
+        1 for code, steps in want.items()
+        if code in view and view[code]["TrangThaiHoSo"] == steps[-1][0]
+        and [(p["TrangThai"], p["ThoiDiemXuLy"]) for p in view[code]["QuaTrinhXuLy"]] == steps
+    )
+    calls = sum(stats["calls"].values())
+    return {
+        "phase": name, "events": len(day), "deliveries": len(rows), "expected": expected,
+        "delivered": len(delivered), "superseded": sum(1 for r in rows if r.status == "superseded"),
+        "dead": sum(1 for r in rows if r.status == "dead"), "seconds": round(elapsed, 1),
+        "deliveries_per_s": round(len(delivered) / elapsed, 1) if elapsed else None,
+        "lag_p50_s": round(percentile(lag, 50) or 0, 2), "lag_p99_s": round(percentile(lag, 99) or 0, 2),
+        "attempts_per_delivery": round(attempt_count / len(rows), 2),
+        "calls_per_delivery": round(calls / len(rows), 2), "logins": stats["logins"]["ok"],
+        "sessions_expired": stats["sessions_expired"], "faults": stats["faults"],
+        "duplicate_progress": stats["duplicate_progress"], "dossiers": len(want), "dossiers_matching": matching,
+        "worker_peak_rss_mb": round(peak_mb, 1),
+    }
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="National portal: a district's working day synced (bench/portal.py)")
+    table.add_column("figure")
+    for r in results:
+        table.add_column(r["phase"], justify="right")
+    rows = [
+        ("lifecycle deliveries", "deliveries"), ("delivered", "delivered"), ("superseded", "superseded"),
+        ("dead letters", "dead"), ("seconds (first event → last acceptance)", "seconds"),
+        ("deliveries / s", "deliveries_per_s"), ("relay lag p50 (s)", "lag_p50_s"), ("relay lag p99 (s)", "lag_p99_s"),
+        ("attempts / delivery", "attempts_per_delivery"), ("portal calls / delivery", "calls_per_delivery"),
+        ("logins", "logins"), ("expired sessions renewed", "sessions_expired"),
+        ("duplicated progress entries", "duplicate_progress"), ("worker peak RSS (MB)", "worker_peak_rss_mb"),
+    ]
+    for label, key in rows:
+        table.add_row(label, *(str(r[key]) for r in results))
+    table.add_row("faults injected (503 / timeouts)",
+                  *(f"{r['faults']['error']} / {r['faults']['timeout']}" for r in results))
+    table.add_row("dossiers equal to the one-stop truth",
+                  *(f"{r['dossiers_matching']} / {r['dossiers']}" for r in results))
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dossiers", type=int, default=400, help="dossiers in the working day")
+    parser.add_argument("--concurrency", type=int, default=64, help="worker threads")
+    parser.add_argument("--read-timeout", type=float, default=2.0, help="the portal's read timeout (s)")
+    parser.add_argument("--database-url", help="postgresql://… (a database of its own is created); default SQLite")
+    parser.add_argument("--redis-db", type=int, default=14, help="Redis db on 127.0.0.1:6379, flushed (not 0)")
+    parser.add_argument("--phases", default="clean,faults", help="comma-separated: clean, faults")
+    parser.add_argument("--timeout", type=float, default=900, help="give up a phase after this many seconds")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args(argv)
+    if args.redis_db == 0:
+        parser.error("--redis-db 0 is refused: the bench flushes it")
+    day = generate_day(args.dossiers, day=date(2026, 11, 20), seed=2026)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="motcua-bench-portal-") as tmp:
+        for phase in args.phases.split(","):
+            events_ = shuffle_per_dossier(day, seed=7) if phase == "faults" else day
+            results.append(run_phase(phase, events_, args, Path(tmp) / phase))
+    print_table(results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
+                                        indent=2), encoding="utf-8")
+    ok = all(r["dead"] == 0 and r["dossiers_matching"] == r["dossiers"] and r["duplicate_progress"] == 0
+             for r in results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,604 @@
+"""Simulator of the national public service portal (Cổng DVC quốc gia) as reached through the provincial LGSP.
+
+The interface OpenCPS integrates (DOMAIN.md, :mod:`schemas.portal`), plus what the public sources
+leave open (online dossiers coming down, the error codes), defined here. JSON over HTTP:
+
+- ``POST {auth_path}`` (``/api/dvcqg/login``), header ``dstcode``, ``{"username", "password"}`` →
+  ``{"error_code": 0, "message": "Thành công", "session": "..."}``; successive logins alternate ``0``
+  and ``"00"``, as the real portal is inconsistent. A session lives ``session_ttl_seconds``.
+- ``POST {integration_path}`` (``/api/dvcqg/service``), header ``dstcode``, ``{"session", "madonvi", "service", ...}``:
+
+  ``TraCuuHoSo`` ``{"MaHoSo"}`` → ``data: [record + "QuaTrinhXuLy": [entries, arrival order]]`` or ``[]``;
+  ``DongBoHoSoMC`` ``{"isUpdating": "True"|"False", "data": [DossierRecord]}`` creates, or replaces a
+  whole record keeping its history; a status change must pass :func:`schemas.portal.allowed_transition`;
+  ``CapNhatTienDoHoSoMC`` ``{"data": [ProgressEntry]}`` appends entries whose ``TrangThai`` is the
+  dossier's status; like the real portal it does not deduplicate, it counts ``duplicate_progress``;
+  ``LayHoSoTrucTuyen`` ``{"TuThuTu": exclusive cursor (0), "SoLuong": 1..100 (50)}`` → the unit's
+  online dossiers with ``ThuTu > TuThuTu``, ascending, and ``ConTiep`` (more to come);
+  ``LayDanhSachTTHC``, ``LayThuTuc``, ``LayDanhMucCoQuan``: catalogues.
+  Each call is all-or-nothing: every record is checked before any is stored.
+
+Business answers are HTTP 200 ``{"error_code", "message", ...}``, ``"0"`` on success, else::
+
+    01  session missing, unknown or expired        02  wrong credentials or dstcode
+    03  invalid data: not a JSON object, a missing field, a date not yyyyMMddHHmmss, a MaTTHC
+        not in the catalogue (messages name the fields, never the values: they are personal data)
+    04  dossier not found                          05  status change not allowed, or progress
+    06  dossier already exists (create)                whose status is not the dossier's
+    09  madonvi missing                            10  unknown service
+    96  busy (injected)
+
+With ``POST /_admin/push {"url", "secret": "whsec_..."}`` new online dossiers are also pushed, one
+``POST url {"madonvi", "data": [...]}`` (:class:`schemas.portal.OnlineCallback`) per unit and batch,
+signed the Standard Webhooks way (``webhook-id: portal-push-<uuid>``). One try: a failure is only
+counted, the relay's pull being the fallback.
+
+Faults (``GET|POST|DELETE /_admin/faults``, :class:`FaultConfig`, seeded): ``error_rate`` answers HTTP
+``error_status`` before anything, ``latency_ms`` (+ ``latency_jitter_ms``) delays (both on login too);
+``busy_rate`` answers ``96`` before anything; ``expire_rate`` drops the presented session and answers
+``01``; ``timeout_rate`` applies the call then hangs ``hang_seconds`` (the ambiguous case);
+``session_ttl_seconds`` is the lifetime of sessions issued from then on.
+
+Admin: ``GET /_admin/stats``, ``GET /_admin/dossiers[/{MaHoSo}]``, ``POST /_admin/online
+{"dossiers": [...]}`` (ThuTu assigned), ``POST /_admin/reset`` (everything but the ThuTu counter,
+the push target included). State lives in memory on the app's event loop. Nothing is logged per
+request, so no personal data can reach a log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hmac
+import itertools
+import json
+import random
+import secrets
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sandbox import workload as wl
+from sandbox.faults import ActiveFaults
+from schemas import portal as dvc
+from schemas.webhook import sign
+
+AUTH_PATH = "/api/dvcqg/login"
+INTEGRATION_PATH = "/api/dvcqg/service"
+OK = "0"
+OK_MESSAGE = "Thành công"
+PUSH_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+PUSH_BATCH = 500  # OnlineCallback's limit
+_JSON = "application/json"
+_DATE_FIELDS = frozenset(
+    {"NgayTiepNhan", "NgayHenTra", "NgayTra", "NgayYeuCau", "HanBoSung", "ThoiDiemXuLy", "NgayBatDau",
+     "NgayKetThucTheoQuyDinh", "NgayNopHoSo"}
+)
+# Field (lĩnh vực) of a procedure, from the department that handles it first.
+_FIELD_CODES = {
+    wl.JUSTICE: "G09-TP", wl.LAND_OFFICE: "G09-TN", wl.ENVIRONMENT: "G09-TN", wl.URBAN: "G09-XD", wl.FINANCE: "G09-KH",
+    wl.ECONOMY: "G09-CT", wl.POLICE: "G09-CA",
+}
+AGENCIES = (
+    ("000.00.12.H22", "UBND thành phố Hạ Long"),
+    ("000.00.16.H22", "Sở Tài nguyên và Môi trường tỉnh Quảng Ninh"),
+    ("000.00.18.H22", "Sở Tư pháp tỉnh Quảng Ninh"),
+    ("000.00.20.H22", "Sở Xây dựng tỉnh Quảng Ninh"),
+)
+_DETAILS = {"CoQuanThucHien": "UBND cấp huyện", "MucDo": "Toàn trình", "ThoiHanGiaiQuyet": "Theo quy định"}
+_EXTRA_FILES = ("Bản chụp căn cước công dân", "Giấy ủy quyền", "Ảnh chụp giấy tờ liên quan", "Bản khai bổ sung")
+
+
+def default_catalogue() -> dict[str, tuple[str, str]]:
+    """Every procedure of :data:`sandbox.workload.PROCEDURES`: MaTTHC → (TenTTHC, MaLinhVuc)."""
+    return {p.code: (p.name, _FIELD_CODES.get(p.route[0][0], "G09-KHAC")) for p in wl.PROCEDURES}
+
+
+class FaultConfig(BaseModel):
+    """Faults injected into the portal's answers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error_rate: float = Field(0.0, ge=0, le=1)
+    error_status: int = Field(503, ge=400, le=599)
+    busy_rate: float = Field(0.0, ge=0, le=1)
+    timeout_rate: float = Field(0.0, ge=0, le=1)
+    hang_seconds: float = Field(30.0, ge=0, le=3600)
+    expire_rate: float = Field(0.0, ge=0, le=1)
+    latency_ms: float = Field(0.0, ge=0, le=600_000)
+    latency_jitter_ms: float = Field(0.0, ge=0, le=600_000)
+    session_ttl_seconds: float | None = Field(None, gt=0, le=7 * 86400)
+    seed: int | None = None
+
+
+class PushConfig(BaseModel):
+    """Where the portal pushes online dossiers, and the ``whsec_<base64>`` secret it signs them with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://[^\s/]+")
+    secret: str = Field(pattern=r"^whsec_(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")
+
+
+class _OnlineQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    TuThuTu: int = Field(0, ge=0)
+    SoLuong: int = Field(50, ge=1, le=100)
+
+
+_ActiveFaults = ActiveFaults[FaultConfig]
+
+
+def _reply(code: str | int, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error_code": code, "message": message, **extra}
+
+
+def _describe(exc: ValidationError) -> str:
+    """The fields at fault, in Vietnamese; never their values (they hold personal data)."""
+    missing: list[str] = []
+    malformed: list[str] = []
+    wrong: list[str] = []
+    for err in exc.errors(include_url=False, include_context=False):
+        field = ".".join(str(p) for p in err["loc"]) or "bản ghi"
+        if err["type"] == "missing" or err.get("input") in (None, ""):
+            missing.append(field)
+        elif err["type"] == "string_pattern_mismatch":
+            malformed.append(field)
+        else:
+            wrong.append(field)
+    parts = ["Thiếu trường bắt buộc: " + ", ".join(missing)] if missing else []
+    parts += [f"Sai định dạng {field} (yyyyMMddHHmmss)" for field in malformed]
+    if wrong:
+        parts.append("Sai giá trị trường: " + ", ".join(wrong))
+    return "; ".join(parts)
+
+
+def _bad_dates(data: Any, path: str = "") -> list[str]:
+    """Date fields that have 14 digits but are no calendar time (``20241345…``)."""
+    bad: list[str] = []
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        where = f"{path}{key}"
+        if key in _DATE_FIELDS and isinstance(value, str):
+            try:
+                datetime.strptime(value, "%Y%m%d%H%M%S")
+            except ValueError:
+                bad.append(where)
+        elif isinstance(value, dict | list):
+            bad.extend(_bad_dates(value, where + "."))
+    return bad
+
+
+def _validate(model: type[BaseModel], item: Any, index: int) -> tuple[Any, str | None]:
+    """The item validated and dumped as sent, or the "03" message naming what is wrong."""
+    try:
+        data = model.model_validate(item).model_dump(mode="json", exclude_unset=True)
+    except ValidationError as exc:
+        return None, f"{_describe(exc)} (bản ghi thứ {index})"
+    bad = _bad_dates(data)
+    if bad:
+        return None, "; ".join(f"Sai định dạng {field} (yyyyMMddHHmmss)" for field in bad) + f" (bản ghi thứ {index})"
+    return data, None
+
+
+def _locations(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+        for err in exc.errors(include_url=False, include_context=False, include_input=False)[:5]
+    )
+
+
+class PortalState:
+    """Sessions, dossiers with their history, online dossiers, counters and faults of one portal."""
+
+    def __init__(
+        self, *, username: str, password: str, dstcode: str, catalogue: Mapping[str, tuple[str, str]],
+        session_ttl_seconds: float,
+    ) -> None:
+        self.username = username
+        self.password = password
+        self.dstcode = dstcode
+        self.catalogue = dict(catalogue)
+        self.default_ttl = session_ttl_seconds
+        self._thu_tu = itertools.count(1)
+        self._logins = itertools.count()
+        self.generation = 0
+        self.push_tasks: set[asyncio.Task[None]] = set()
+        self.services: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
+            dvc.LOOKUP: self.lookup, dvc.SYNC: self.sync, dvc.PROGRESS: self.add_progress, dvc.ONLINE: self.online_page,
+            dvc.CATALOGUE: self.procedures, "LayThuTuc": self.procedures, "LayDanhMucCoQuan": self.agencies,
+        }
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything but the ThuTu counter; pushes still in flight no longer count."""
+        self.generation += 1
+        self.sessions: dict[str, float] = {}
+        self.dossiers: dict[str, dict[str, Any]] = {}
+        self.history: dict[str, list[dict[str, Any]]] = {}
+        self.identities: dict[str, set[tuple[str, str, str, str]]] = {}
+        self.online: dict[str, list[dict[str, Any]]] = {}
+        self.faults: _ActiveFaults | None = None
+        self.push: PushConfig | None = None
+        self.counters: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self.answers: Counter[str] = Counter()
+        self.injected: Counter[str] = Counter()
+
+    def stats(self) -> dict[str, Any]:
+        c = self.counters
+        return {
+            "logins": {"ok": c["login_ok"], "refused": c["login_refused"]},
+            "sessions_expired": c["sessions_expired"],
+            "calls": dict(self.calls),
+            "answers": dict(self.answers),
+            "duplicate_progress": c["duplicate_progress"],
+            "faults": {kind: self.injected[kind] for kind in ("error", "busy", "timeout", "expire")},
+            "online": {"added": c["online_added"], "pushed": c["pushed"], "push_failed": c["push_failed"]},
+            "dossiers": len(self.dossiers),
+        }
+
+    def count(self, answer: dict[str, Any]) -> dict[str, Any]:
+        self.answers[dvc.normalise_code(answer["error_code"])] += 1
+        return answer
+
+    def view(self, code: str) -> dict[str, Any]:
+        return {**self.dossiers[code], "QuaTrinhXuLy": list(self.history[code])}
+
+    def session_ttl(self) -> float:
+        configured = self.faults.config.session_ttl_seconds if self.faults else None
+        return configured if configured is not None else self.default_ttl
+
+    def login(self, dstcode: str | None, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            return _reply(dvc.INVALID_DATA, "Dữ liệu đăng nhập không phải đối tượng JSON")
+        user, password = body.get("username"), body.get("password")
+        if not (
+            dstcode == self.dstcode and isinstance(user, str) and isinstance(password, str)
+            and hmac.compare_digest(user.encode(), self.username.encode())
+            and hmac.compare_digest(password.encode(), self.password.encode())
+        ):
+            self.counters["login_refused"] += 1
+            return _reply(dvc.LOGIN_REFUSED, "Sai tên đăng nhập, mật khẩu hoặc dstcode")
+        now = time.monotonic()
+        if len(self.sessions) > 10_000:
+            self.sessions = {token: until for token, until in self.sessions.items() if until > now}
+        token = secrets.token_urlsafe(32)
+        self.sessions[token] = now + self.session_ttl()
+        self.counters["login_ok"] += 1
+        return _reply(0 if next(self._logins) % 2 == 0 else "00", OK_MESSAGE, session=token)
+
+    def call(self, dstcode: str | None, body: Any, faults: _ActiveFaults | None) -> dict[str, Any]:
+        """One integration call, faults before the effect included."""
+        if dstcode != self.dstcode:
+            return _reply(dvc.LOGIN_REFUSED, "dstcode không hợp lệ")
+        if not isinstance(body, dict):
+            return _reply(dvc.INVALID_DATA, "Dữ liệu gửi lên không phải đối tượng JSON")
+        token = body.get("session")
+        token = token if isinstance(token, str) else ""
+        until = self.sessions.get(token)
+        if until is not None and until <= time.monotonic():
+            del self.sessions[token]
+            self.counters["sessions_expired"] += 1
+            until = None
+        if until is None or (faults is not None and faults.draw(faults.config.expire_rate)):
+            if until is not None:
+                del self.sessions[token]
+                self.injected["expire"] += 1
+            return _reply(dvc.SESSION_INVALID, "Phiên làm việc hết hạn hoặc không hợp lệ")
+        unit = body.get("madonvi")
+        if not isinstance(unit, str) or not unit.strip():
+            return _reply(dvc.UNIT_REFUSED, "Thiếu mã đơn vị (madonvi)")
+        service = str(body.get("service"))
+        handler = self.services.get(service)
+        if handler is None:
+            return _reply(dvc.UNKNOWN_SERVICE, "Dịch vụ không tồn tại")
+        self.calls[service] += 1
+        return handler(unit, body)
+
+    def lookup(self, unit: str, body: dict[str, Any]) -> dict[str, Any]:
+        code = body.get("MaHoSo")
+        if not isinstance(code, str) or not code:
+            return _reply(dvc.INVALID_DATA, "Thiếu trường bắt buộc: MaHoSo")
+        return _reply(OK, OK_MESSAGE, data=[self.view(code)] if code in self.dossiers else [])
+
+    def sync(self, unit: str, body: dict[str, Any]) -> dict[str, Any]:
+        updating = body.get("isUpdating")
+        if updating not in ("True", "False"):
+            return _reply(dvc.INVALID_DATA, "Sai giá trị isUpdating (True hoặc False)")
+        items = body.get("data")
+        if not isinstance(items, list) or not items:
+            return _reply(dvc.INVALID_DATA, "Thiếu trường bắt buộc: data")
+        records: list[dict[str, Any]] = []
+        status_after: dict[str, str] = {}  # as if the earlier records of this call were stored
+        for index, item in enumerate(items, start=1):
+            record, problem = _validate(dvc.DossierRecord, item, index)
+            if problem:
+                return _reply(dvc.INVALID_DATA, problem)
+            code, procedure, new = record["MaHoSo"], record["MaTTHC"], record["TrangThaiHoSo"]
+            if procedure not in self.catalogue:
+                return _reply(dvc.INVALID_DATA, f"Mã TTHC {procedure} không có trong CSDL TTHC quốc gia")
+            stored = self.dossiers.get(code)
+            current = status_after.get(code) or (stored["TrangThaiHoSo"] if stored else None)
+            if updating == "False" and current is not None:
+                return _reply(dvc.ALREADY_EXISTS, f"Hồ sơ {code} đã tồn tại")
+            if updating == "True" and current is None:
+                return _reply(dvc.NOT_FOUND, f"Không tìm thấy hồ sơ {code}")
+            if current is not None and not dvc.allowed_transition(current, new):
+                return _reply(
+                    dvc.INVALID_TRANSITION, f"Không được chuyển trạng thái hồ sơ {code} từ {current} sang {new}"
+                )
+            status_after[code] = new
+            records.append(record)
+        for record in records:
+            code = record["MaHoSo"]
+            self.dossiers[code] = record
+            self.history.setdefault(code, [])
+            self.identities.setdefault(code, set())
+        return _reply(OK, OK_MESSAGE, data=[{"MaHoSo": r["MaHoSo"], "KetQua": OK_MESSAGE} for r in records])
+
+    def add_progress(self, unit: str, body: dict[str, Any]) -> dict[str, Any]:
+        items = body.get("data")
+        if not isinstance(items, list) or not items:
+            return _reply(dvc.INVALID_DATA, "Thiếu trường bắt buộc: data")
+        entries: list[dict[str, Any]] = []
+        for index, item in enumerate(items, start=1):
+            entry, problem = _validate(dvc.ProgressEntry, item, index)
+            if problem:
+                return _reply(dvc.INVALID_DATA, problem)
+            dossier = self.dossiers.get(entry["MaHoSo"])
+            if dossier is None:
+                return _reply(dvc.NOT_FOUND, f"Không tìm thấy hồ sơ {entry['MaHoSo']}")
+            if entry["TrangThai"] != dossier["TrangThaiHoSo"]:
+                return _reply(
+                    dvc.INVALID_TRANSITION,
+                    f"Tiến độ không khớp trạng thái hồ sơ {entry['MaHoSo']}: "
+                    f"tiến độ {entry['TrangThai']}, hồ sơ {dossier['TrangThaiHoSo']}",
+                )
+            entries.append(entry)
+        for entry in entries:
+            code = entry["MaHoSo"]
+            identity = dvc.ProgressEntry.model_validate(entry).identity()
+            if identity in self.identities[code]:
+                self.counters["duplicate_progress"] += 1
+            self.identities[code].add(identity)
+            self.history[code].append(entry)
+        return _reply(OK, OK_MESSAGE, data=[{"MaHoSo": e["MaHoSo"], "KetQua": OK_MESSAGE} for e in entries])
+
+    def online_page(self, unit: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            query = _OnlineQuery.model_validate(body)
+        except ValidationError as exc:
+            return _reply(dvc.INVALID_DATA, _describe(exc))
+        dossiers = self.online.get(unit, [])
+        start = bisect.bisect_right(dossiers, query.TuThuTu, key=lambda d: d["ThuTu"])
+        end = start + query.SoLuong
+        return _reply(OK, OK_MESSAGE, data=dossiers[start:end], ConTiep=end < len(dossiers))
+
+    def procedures(self, unit: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``LayDanhSachTTHC``; ``LayThuTuc`` adds details, for one procedure when ``MaTTHC`` is given."""
+        details = body["service"] == "LayThuTuc"
+        rows = [
+            {"MaTTHC": code, "TenTTHC": name, "MaLinhVuc": field} | (_DETAILS if details else {})
+            for code, (name, field) in self.catalogue.items()
+            if not details or body.get("MaTTHC") in (None, code)
+        ]
+        return _reply(OK, OK_MESSAGE, data=rows)
+
+    def agencies(self, unit: str, body: dict[str, Any]) -> dict[str, Any]:
+        return _reply(OK, OK_MESSAGE, data=[{"MaCoQuan": c, "TenCoQuan": name} for c, name in AGENCIES])
+
+    def add_online(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Validate every dossier (ValidationError if one is wrong), then give each the next ThuTu."""
+        models = [dvc.OnlineDossier.model_validate({**item, "ThuTu": 1}) for item in items]
+        stored = []
+        for model in models:
+            data = model.model_dump(mode="json", exclude_none=True) | {"ThuTu": next(self._thu_tu)}
+            self.online.setdefault(model.MaDonVi, []).append(data)
+            stored.append(data)
+        self.counters["online_added"] += len(stored)
+        return stored
+
+    def start_push(self, dossiers: list[dict[str, Any]]) -> None:
+        """Push the new dossiers in the background, if a target is configured."""
+        if self.push is None or not dossiers:
+            return
+        task = asyncio.get_running_loop().create_task(self._push(self.push, dossiers, self.generation))
+        self.push_tasks.add(task)
+        task.add_done_callback(self.push_tasks.discard)
+
+    async def _push(self, target: PushConfig, dossiers: list[dict[str, Any]], generation: int) -> None:
+        by_unit: dict[str, list[dict[str, Any]]] = {}
+        for dossier in dossiers:
+            by_unit.setdefault(dossier["MaDonVi"], []).append(dossier)
+        async with httpx.AsyncClient(timeout=PUSH_TIMEOUT, trust_env=False) as client:
+            for unit, rows in by_unit.items():
+                for start in range(0, len(rows), PUSH_BATCH):
+                    payload = {"madonvi": unit, "data": rows[start:start + PUSH_BATCH]}
+                    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+                    headers = sign(target.secret, f"portal-push-{uuid.uuid4()}", body).as_headers()
+                    headers["content-type"] = _JSON
+                    try:
+                        ok = (await client.post(target.url, content=body, headers=headers)).is_success
+                    except httpx.HTTPError:
+                        ok = False
+                    if generation == self.generation:
+                        self.counters["pushed" if ok else "push_failed"] += 1
+
+
+def _error(status: int, message: str) -> Response:
+    return Response(json.dumps({"error": message}), status_code=status, media_type=_JSON)
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return json.loads(await request.body())
+    except ValueError:
+        return None
+
+
+def create_app(
+    *,
+    username: str,
+    password: str,
+    dstcode: str = "DVCQG",
+    catalogue: Mapping[str, tuple[str, str]] | None = None,
+    session_ttl_seconds: float = 1800,
+    auth_path: str = AUTH_PATH,
+    integration_path: str = INTEGRATION_PATH,
+) -> FastAPI:
+    """Build the portal simulator; ``catalogue`` (MaTTHC → (TenTTHC, MaLinhVuc)) defaults to
+    :func:`default_catalogue`."""
+    state = PortalState(
+        username=username, password=password, dstcode=dstcode,
+        catalogue=default_catalogue() if catalogue is None else catalogue, session_ttl_seconds=session_ttl_seconds,
+    )
+    app = FastAPI(title="motcua-relay sandbox: national public service portal", docs_url=None, redoc_url=None)
+    app.state.portal = state
+
+    async def injected(faults: _ActiveFaults | None) -> Response | None:
+        if faults is None:
+            return None
+        if faults.config.latency_ms or faults.config.latency_jitter_ms:
+            await asyncio.sleep(faults.latency())
+        if faults.draw(faults.config.error_rate):
+            state.injected["error"] += 1
+            return _error(faults.config.error_status, "injected fault")
+        return None
+
+    @app.post(auth_path)
+    async def login(request: Request) -> Response:
+        failed = await injected(state.faults)
+        if failed is not None:
+            return failed
+        answer = state.login(request.headers.get("dstcode"), await _json_body(request))
+        return JSONResponse(state.count(answer))
+
+    @app.post(integration_path)
+    async def integrate(request: Request) -> Response:
+        faults = state.faults
+        failed = await injected(faults)
+        if failed is not None:
+            return failed
+        if faults is not None and faults.draw(faults.config.busy_rate):
+            state.injected["busy"] += 1
+            return JSONResponse(state.count(_reply(dvc.BUSY, "Hệ thống đang bận")))
+        answer = state.call(request.headers.get("dstcode"), await _json_body(request), faults)
+        if faults is not None and faults.draw(faults.config.timeout_rate):
+            state.injected["timeout"] += 1
+            await asyncio.sleep(faults.config.hang_seconds)
+        return JSONResponse(state.count(answer))
+
+    @app.get("/_admin/faults")
+    async def get_faults() -> dict[str, Any] | None:
+        return state.faults.config.model_dump() if state.faults else None
+
+    @app.post("/_admin/faults")
+    async def set_faults(config: FaultConfig) -> dict[str, Any]:
+        state.faults = _ActiveFaults(config)
+        return config.model_dump()
+
+    @app.delete("/_admin/faults")
+    async def clear_faults() -> dict[str, str]:
+        state.faults = None
+        return {"status": "cleared"}
+
+    @app.get("/_admin/stats")
+    async def stats() -> dict[str, Any]:
+        return state.stats()
+
+    @app.get("/_admin/dossiers")
+    async def dossiers() -> dict[str, Any]:
+        return {code: state.view(code) for code in state.dossiers}
+
+    @app.get("/_admin/dossiers/{code}")
+    async def dossier(code: str) -> Response:
+        if code not in state.dossiers:
+            return _error(404, f"unknown dossier {code!r}")
+        return JSONResponse(state.view(code))
+
+    @app.post("/_admin/online")
+    async def add_online(request: Request) -> Response:
+        body = await _json_body(request)
+        items = body.get("dossiers") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            return _error(422, 'expected {"dossiers": [objects]}')
+        try:
+            stored = state.add_online(items)
+        except ValidationError as exc:
+            return _error(422, "invalid online dossier: " + _locations(exc))
+        state.start_push(stored)
+        return JSONResponse(stored)
+
+    @app.post("/_admin/push")
+    async def set_push(request: Request) -> Response:
+        try:
+            state.push = PushConfig.model_validate(await _json_body(request))
+        except ValidationError as exc:  # the default 422 would echo the secret
+            return _error(422, "invalid push configuration: " + _locations(exc))
+        return JSONResponse({"url": state.push.url})
+
+    @app.delete("/_admin/push")
+    async def clear_push() -> dict[str, str]:
+        state.push = None
+        return {"status": "cleared"}
+
+    @app.post("/_admin/reset")
+    async def reset_all() -> dict[str, str]:
+        state.reset()
+        return {"status": "reset"}
+
+    return app
+
+
+def online_dossiers(
+    count: int, *, unit_code: str = "000.00.12.H22", day: date | None = None, seed: int = 0, start: int = 9001
+) -> list[dict[str, Any]]:
+    """Online dossiers citizens and businesses submitted to ``unit_code`` on ``day`` (without ThuTu).
+
+    Pass them to ``POST /_admin/online``. ``day`` defaults to today in Vietnam; with it given the
+    result depends on ``seed`` only.
+    """
+    day = day or datetime.now(wl.VN_TZ).date()
+    rng = random.Random(seed)
+    weighted = tuple((p, p.weight) for p in wl.PROCEDURES)
+    out: list[dict[str, Any]] = []
+    for n in range(start, start + count):
+        procedure = wl._weighted(rng, weighted)
+        applicant = wl._business(rng) if rng.random() < procedure.business_share else wl._citizen(rng)
+        submitted = wl._clock(day, rng.randrange(wl.WORKING_SECONDS))
+        files = [*procedure.documents, *_EXTRA_FILES][: rng.randint(1, 4)]
+        address = applicant["address"]
+        dossier: dict[str, Any] = {
+            "MaHoSo": f"{unit_code}-{day:%y%m%d}-{n:04d}",
+            "MaDonVi": unit_code,
+            "MaTTHC": procedure.code,
+            "TenTTHC": procedure.name,
+            "NgayNopHoSo": submitted.strftime("%Y%m%d%H%M%S"),
+            "ChuHoSo": applicant["name"],
+            "LoaiDoiTuong": "2" if applicant["kind"] == "business" else "1",
+            "SoGiayToChuHoSo": applicant["id_number"],
+            "DiaChi": address["street"],
+            "PhuongXa": address["ward"],
+            "QuanHuyen": address["district"],
+            "TinhThanh": address["province"],
+            "DongYNhanZalo": bool(applicant.get("zalo_consent", False)),
+            "DanhSachTepDinhKem": [
+                {"TenTep": f"{name}.pdf", "MaBam": wl._digest(rng), "KichThuoc": rng.randint(60_000, 5_000_000)}
+                for name in files
+            ],
+        }
+        for field, key in (("SoDienThoai", "phone"), ("Email", "email")):
+            if applicant.get(key):
+                dossier[field] = applicant[key]
+        out.append(dossier)
+    return out

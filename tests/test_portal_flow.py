@@ -1,0 +1,368 @@
+"""The national portal end to end: the portal simulator ends in the one-stop software's truth.
+
+Real everything: ``motcua-relay worker`` and ``beat`` subprocesses, the intake and the
+callback endpoint over HTTP, Redis, the ledger, the portal simulator (sessions that expire,
+required fields, status rules) and the one-stop simulator receiving online dossiers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import select
+
+from adapters.portal import DEFAULT_STATUS_MAP, portal_time
+from api.app import create_app
+from sandbox.onestop import create_app as onestop_app
+from sandbox.portal import create_app as portal_app
+from sandbox.portal import online_dossiers
+from sandbox.workload import PROCEDURES, generate_day, send_events_sync, shuffle_per_dossier
+from store import ledger
+from store.db import get_engine, upgrade
+from store.reports import portal_sync_report
+from store.tables import DELIVERED, FINAL_STATUSES, attempts, deliveries
+from tasks.delivery import run_delivery
+from tasks.portal import run_pull
+from tasks.runtime import get_runtime, reset_runtime
+from tests.harness import RelayProcess, become_relay, new_secret, relay_env, wait_for
+from tests.servers import run_asgi
+
+UNIT = "000.00.12.H22"
+USER, PASSWORD = "relay-h22", "mat-khau-thu-nghiem"
+FAST_RETRY = '{ schedule = ["0.5s", "1s", "2s"], repeat_every = "3s", deadline = "1h", max_attempts = 200 }'
+
+
+def portal_routing(path: Path, portal_url: str, onestop_url: str, *, extra: str = "", read_timeout: float = 2.0,
+                   retry: str = FAST_RETRY) -> Path:
+    """The portal (lifecycle events of the one-stop software) and the one-stop software (online dossiers)."""
+    path.write_text(f"""
+[destinations.portal]
+kind = "portal"
+url = "{portal_url}"
+username_env = "MOTCUA_PORTAL_USERNAME"
+password_env = "MOTCUA_PORTAL_PASSWORD"
+session_ttl = "10m"
+pull_units = ["{UNIT}"]
+timeouts = {{ connect = 2, read = {read_timeout} }}
+retry = {retry}
+breaker = {{ failure_threshold = 500, open_for = "2s" }}
+{extra}
+
+[destinations.onestop]
+kind = "webhook"
+url = "{onestop_url}/subscribers/onestop/events"
+secret_env = "MOTCUA_ONESTOP_WEBHOOK_SECRET"
+timeouts = {{ connect = 2, read = 5 }}
+retry = {retry}
+
+[[routes]]
+events = ["dossier.*"]
+origins = ["onestop"]
+destination = "portal"
+
+[[routes]]
+events = ["*"]
+exclude_origins = ["onestop"]
+destination = "onestop"
+""", encoding="utf-8")
+    return path
+
+
+def lifecycle(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The one-stop software's truth: each dossier's lifecycle events in sequence order."""
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in sorted(events, key=lambda e: e["sequence"]):
+        if e["type"] in DEFAULT_STATUS_MAP:
+            out[e["dossier_code"]].append(e)
+    return out
+
+
+def assert_portal_holds_the_truth(portal_url: str, events: list[dict[str, Any]]) -> None:
+    view = httpx.get(f"{portal_url}/_admin/dossiers", timeout=10).json()
+    truth = lifecycle(events)
+    assert sorted(view) == sorted(truth)
+    for code, evs in truth.items():
+        held = view[code]
+        assert held["TrangThaiHoSo"] == DEFAULT_STATUS_MAP[evs[-1]["type"]], code
+        history = [(p["TrangThai"], p["ThoiDiemXuLy"]) for p in held["QuaTrinhXuLy"]]
+        assert history == [(DEFAULT_STATUS_MAP[e["type"]], portal_time(e["occurred_at"])) for e in evs], code
+
+
+@dataclass
+class PortalStack:
+    env: dict[str, str]
+    portal_url: str
+    onestop_url: str
+    intake_url: str
+    intake_secret: str
+    database_url: str
+    routing: Path
+    worker: RelayProcess
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return ledger.status_counts(get_engine(self.database_url))
+
+    def all_final(self, expected: int) -> bool:
+        counts = self.counts()
+        total = sum(sum(c.values()) for c in counts.values())
+        final = sum(n for c in counts.values() for s, n in c.items() if s in FINAL_STATUSES)
+        return total >= expected and final == total
+
+
+@pytest.fixture
+def portal_stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[PortalStack]:
+
+    database_url = f"sqlite:///{tmp_path}/relay.db"
+    upgrade(database_url)
+    base = redis_url.rsplit("/", 1)[0]
+    broker = f"{base}/{os.environ.get('MOTCUA_TEST_PORTAL_REDIS_DB', '10')}"  # its own: the worker takes all in it
+    redis.Redis.from_url(broker).flushdb()
+    onestop_secret, intake_secret = new_secret(), new_secret()
+    with run_asgi(portal_app(username=USER, password=PASSWORD)) as portal_url, \
+            run_asgi(onestop_app({"onestop": onestop_secret})) as onestop_url:
+        routing = portal_routing(tmp_path / "routing.toml", portal_url, onestop_url)
+        env = relay_env(
+            database_url, broker, intake_secret, {"onestop": onestop_secret}, routing,
+            MOTCUA_PORTAL_USERNAME=USER, MOTCUA_PORTAL_PASSWORD=PASSWORD,
+            MOTCUA_PORTAL_CALLBACK_SECRET=new_secret(), MOTCUA_SWEEP_INTERVAL_SECONDS="1",
+            MOTCUA_PORTAL_PULL_INTERVAL_SECONDS="2", MOTCUA_ORDERING_GAP_WAIT_SECONDS="60",
+            MOTCUA_WORKER_CONCURRENCY="48", MOTCUA_REDIS_PREFIX=f"portal{uuid.uuid4().hex[:6]}",
+        )
+        become_relay(monkeypatch, env)
+        logs = Path(os.environ.get("MOTCUA_TEST_ARTIFACTS", tmp_path))
+        logs.mkdir(parents=True, exist_ok=True)
+        worker = RelayProcess(["worker"], env, logs / "portal-worker.log", supervise=True).start()
+        beat = RelayProcess(["beat"], {**env, "MOTCUA_BEAT_SCHEDULE_FILE": str(tmp_path / "beat")},
+                            logs / "portal-beat.log").start()
+        try:
+            with run_asgi(create_app()) as api_url:
+                yield PortalStack(env, portal_url, onestop_url, f"{api_url}/v1/events", intake_secret,
+                                  database_url, routing, worker)
+        finally:
+            worker.close()
+            beat.stop()
+            reset_runtime()
+            redis.Redis.from_url(broker).flushdb()
+
+
+@pytest.mark.slow
+def test_a_working_day_through_faults_ends_in_the_one_stop_truth(portal_stack: PortalStack) -> None:
+    # given a district's day (400 dossiers), each dossier's events arriving shuffled,
+    # and a portal failing 20 % of calls with 5xx, 5 % with a timeout after applying them,
+    # with sessions that expire every 60 s
+    day = date(2026, 11, 20)
+    events = generate_day(400, day=day, seed=2026)
+    shuffled = shuffle_per_dossier(events, seed=7)
+    httpx.post(f"{portal_stack.portal_url}/_admin/faults", timeout=5, json={
+        "error_rate": 0.2, "error_status": 503, "timeout_rate": 0.05, "hang_seconds": 3,
+        "session_ttl_seconds": 60, "seed": 11,
+    }).raise_for_status()
+    # and 30 citizens submitting online on the national portal: pulled by beat
+    online = online_dossiers(30, unit_code=UNIT, day=day, seed=3)
+    httpx.post(f"{portal_stack.portal_url}/_admin/online", json={"dossiers": online}, timeout=5).raise_for_status()
+
+    # when the one-stop software sends its day
+    report = send_events_sync(portal_stack.intake_url, portal_stack.intake_secret, shuffled, batch_size=50)
+    assert report.accepted == len(events), report.errors[:3]
+    expected = sum(len(v) for v in lifecycle(events).values()) + len(online)
+    wait_for(lambda: portal_stack.all_final(expected), 420, 1.0, "every delivery final")
+
+    # then nothing is dead, nothing superseded, and the portal holds exactly the one-stop truth
+    counts = portal_stack.counts()
+    assert counts == {"portal": {DELIVERED: expected - len(online)}, "onestop": {DELIVERED: len(online)}}, counts
+    assert_portal_holds_the_truth(portal_stack.portal_url, events)
+    stats = httpx.get(f"{portal_stack.portal_url}/_admin/stats", timeout=5).json()
+    assert stats["duplicate_progress"] == 0, stats
+    assert stats["sessions_expired"] > 0 and stats["faults"]["timeout"] > 0 and stats["faults"]["error"] > 0, stats
+    # and each online dossier reached the one-stop software once, as dossier.submitted
+    received = httpx.get(f"{portal_stack.onestop_url}/_admin/received", params={"subscriber": "onestop"}).json()
+    assert sorted(r["dossier_code"] for r in received) == sorted(d["MaHoSo"] for d in online)
+    assert {r["type"] for r in received} == {"dossier.submitted"}
+
+    # and the sync report agrees with the ledger
+    engine = get_engine(portal_stack.database_url)
+    [unit, total] = portal_sync_report(engine, ["portal"], day)
+    truth = lifecycle(events)
+    assert (unit.unit, unit.dossiers, unit.synced, unit.pending, unit.failed) == (UNIT, len(truth), len(truth), 0, 0)
+    assert unit.events == unit.delivered == expected - len(online)
+    with engine.connect() as conn:
+        rows = conn.execute(select(deliveries.c.delivered_at, deliveries.c.created_at)
+                            .where(deliveries.c.destination == "portal")).all()
+    assert len(rows) == unit.events
+    assert total.dossiers == unit.dossiers and total.lag_p99_s == unit.lag_p99_s
+    assert unit.relay_p50_s is not None and unit.relay_p99_s is not None and unit.relay_p50_s <= unit.relay_p99_s
+    csv_path = portal_stack.routing.parent / "sync.csv"
+    result = subprocess.run([sys.executable, "-m", "cli.main", "report", "portal", "--date", day.isoformat(),
+                             "--csv", str(csv_path)], env={**portal_stack.env, "COLUMNS": "200"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "National portal sync" in result.stdout and UNIT in result.stdout
+    csv_text = csv_path.read_text(encoding="utf-8").splitlines()
+    assert csv_text[0].startswith("unit,dossiers,synced,pending,failed")
+    assert csv_text[1].startswith(f"{UNIT},{len(truth)},{len(truth)},0,0,")
+
+
+# ------------------------------------------------------------- in-process: one attempt at a time
+
+
+@pytest.fixture
+def portal_config(db_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """This process as a relay against the portal simulator whose catalogue lacks one local procedure code."""
+
+    local = PROCEDURES[0].code
+    catalogue = {p.code: (p.name, "G01") for p in PROCEDURES[1:]} | {"1.999001": (PROCEDURES[0].name, "G01")}
+    onestop_secret = new_secret()
+    with run_asgi(portal_app(username=USER, password=PASSWORD, catalogue=catalogue)) as portal_url, \
+            run_asgi(onestop_app({"onestop": onestop_secret})) as onestop_url:
+        redis.Redis.from_url(redis_url).flushdb()
+        routing = portal_routing(tmp_path / "routing.toml", portal_url, onestop_url)
+        env = relay_env(db_url, redis_url, new_secret(), {"onestop": onestop_secret}, routing,
+                        MOTCUA_PORTAL_USERNAME=USER, MOTCUA_PORTAL_PASSWORD=PASSWORD,
+                        MOTCUA_PORTAL_CALLBACK_SECRET=new_secret(), MOTCUA_REDIS_PREFIX=f"p{uuid.uuid4().hex[:6]}")
+        become_relay(monkeypatch, env)
+        yield {"portal": portal_url, "onestop": onestop_url, "routing": routing, "local": local,
+               "tmp": tmp_path, "env": env}
+        reset_runtime()
+
+
+def drain(now: datetime | None = None, rounds: int = 50) -> None:
+    """Run every open delivery in-process until none is left that may go."""
+    rt = get_runtime()
+    for _ in range(rounds):
+        with rt.engine.connect() as conn:
+            open_ = conn.execute(select(deliveries.c.id, deliveries.c.destination)
+                                 .where(deliveries.c.status.notin_(FINAL_STATUSES))
+                                 .order_by(deliveries.c.sequence)).all()
+        if not open_:
+            return
+        for delivery_id, destination in open_:
+            run_delivery(delivery_id, destination, clock=lambda: now or datetime.now(UTC))
+    raise AssertionError("deliveries still open after draining")
+
+
+def test_business_rejection_is_dead_at_once_and_replay_after_fixing_the_mapping_delivers(
+    portal_config: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a dossier whose local procedure code the national catalogue does not know
+    events = [e for e in generate_day(80, day=date(2026, 11, 20), seed=5)]
+    code = next(e["dossier_code"] for e in events if e["procedure_code"] == portal_config["local"]
+                and e["type"] == "dossier.received")
+    dossier = [e for e in events if e["dossier_code"] == code]
+    rt = get_runtime()
+    ledger.ingest_and_route(rt.engine, dossier, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    # when it is delivered
+    drain()
+    # then the first lifecycle event is dead after one attempt, with the portal's own message
+    dead = ledger.dead_letters(rt.engine, ledger.DeadLetterFilter(destination="portal"))
+    assert dead, "nothing went to the dead letters"
+    first = min(dead, key=lambda r: r.sequence)
+    assert first.attempts == 1
+    assert "error_code 03" in first.last_error
+    assert portal_config["local"] in first.last_error
+    with rt.engine.connect() as conn:
+        excerpt = conn.execute(select(attempts.c.response_excerpt).join(deliveries)
+                               .where(deliveries.c.id == first.id)).scalar_one()
+    assert dossier[0]["applicant"]["name"] not in (excerpt or "")
+    # when the operator maps the local code to the national one and replays
+    routing = portal_routing(portal_config["tmp"] / "fixed.toml", portal_config["portal"], portal_config["onestop"],
+                             extra=f'procedure_map = {{ "{portal_config["local"]}" = "1.999001" }}')
+    monkeypatch.setenv("MOTCUA_ROUTING_FILE", str(routing))
+    reset_runtime()
+    rt = get_runtime()
+    replayed = ledger.replay(rt.engine, ledger.DeadLetterFilter(destination="portal"),
+                             {"portal": 3600.0}, datetime.now(UTC))
+    assert len(replayed) == len(dead)
+    drain()
+    # then the portal holds the dossier exactly as the one-stop software does
+    counts = ledger.status_counts(rt.engine)
+    assert counts["portal"] == {DELIVERED: len(lifecycle(dossier)[code])}, counts
+    view = httpx.get(f"{portal_config['portal']}/_admin/dossiers/{code}", timeout=5).json()
+    assert view["MaTTHC"] == "1.999001"
+    history = [(p["TrangThai"], p["ThoiDiemXuLy"]) for p in view["QuaTrinhXuLy"]]
+    assert history == [(DEFAULT_STATUS_MAP[e["type"]], portal_time(e["occurred_at"]))
+                       for e in lifecycle(dossier)[code]]
+
+
+def test_a_late_event_never_overwrites_a_newer_status(portal_config: dict) -> None:
+    # given a dossier whose events 1..n are delivered, then an old one arrives again under a new id
+    events = generate_day(20, day=date(2026, 11, 20), seed=8)
+    code = next(e["dossier_code"] for e in events if e["type"] == "dossier.returned"
+                and e["procedure_code"] != portal_config["local"])
+    dossier = lifecycle(events)[code]
+    rt = get_runtime()
+    everything = [e for e in events if e["dossier_code"] == code]  # fees and post too: no gap in the sequence
+    ledger.ingest_and_route(rt.engine, everything, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    drain()
+    stale = dict(dossier[1], event_id=f"late-{uuid.uuid4().hex}")
+    ledger.ingest_and_route(rt.engine, [stale], datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    drain()
+    # then it is superseded, and the portal still says returned
+    counts = ledger.status_counts(rt.engine)["portal"]
+    assert counts == {DELIVERED: len(dossier), "superseded": 1}, counts
+    view = httpx.get(f"{portal_config['portal']}/_admin/dossiers/{code}", timeout=5).json()
+    assert view["TrangThaiHoSo"] == "10" and len(view["QuaTrinhXuLy"]) == len(dossier)
+
+
+def test_online_dossiers_pushed_and_pulled_are_one_event_each(portal_config: dict) -> None:
+    # given the portal pushes some online dossiers to the callback, and holds others only for the pull
+    import contextlib
+
+    from tasks.app import configure_app
+
+    configure_app()
+    portal = portal_config["portal"]
+    with contextlib.ExitStack() as stack:
+        api_url = stack.enter_context(run_asgi(create_app()))
+        secret = portal_config["env"]["MOTCUA_PORTAL_CALLBACK_SECRET"]
+        httpx.post(f"{portal}/_admin/push", json={"url": f"{api_url}/v1/callbacks/portal", "secret": secret},
+                   timeout=5).raise_for_status()
+        pushed = online_dossiers(5, unit_code=UNIT, day=date(2026, 11, 20), seed=1, start=9001)
+        httpx.post(f"{portal}/_admin/online", json={"dossiers": pushed}, timeout=5).raise_for_status()
+        wait_for(lambda: httpx.get(f"{portal}/_admin/stats", timeout=5).json()["online"]["pushed"] >= 1, 10)
+        httpx.delete(f"{portal}/_admin/push", timeout=5).raise_for_status()
+        only_pulled = online_dossiers(3, unit_code=UNIT, day=date(2026, 11, 20), seed=2, start=9101)
+        httpx.post(f"{portal}/_admin/online", json={"dossiers": only_pulled}, timeout=5).raise_for_status()
+        # when beat's pull runs (twice: the second finds nothing new)
+        first = run_pull("portal")
+        again = run_pull("portal")
+    # then every dossier is stored once, the pushed ones recognised as duplicates by the pull
+    assert (first.intake.stored, first.intake.duplicates, first.intake.rejected) == (3, 5, 0)
+    assert again.pulled == 0 and again.cursors == first.cursors
+    drain()
+    received = httpx.get(f"{portal_config['onestop']}/_admin/received", params={"subscriber": "onestop"}).json()
+    assert sorted(r["dossier_code"] for r in received) == sorted(d["MaHoSo"] for d in pushed + only_pulled)
+
+
+def test_a_signed_callback_is_required(portal_config: dict) -> None:
+    from tasks.app import configure_app
+
+    configure_app()
+    body = {"madonvi": UNIT, "data": online_dossiers(1, unit_code=UNIT, seed=4)}
+    body["data"][0]["ThuTu"] = 1
+    with run_asgi(create_app()) as api_url:
+        unsigned = httpx.post(f"{api_url}/v1/callbacks/portal", json=body, timeout=5)
+        from schemas.webhook import sign
+
+        raw = httpx.Request("POST", "http://x", json=body).content
+        wrong = sign(new_secret(), "m1", raw).as_headers() | {"content-type": "application/json"}
+        forged = httpx.post(f"{api_url}/v1/callbacks/portal", content=raw, headers=wrong, timeout=5)
+        right = sign(portal_config["env"]["MOTCUA_PORTAL_CALLBACK_SECRET"], "m2", raw).as_headers()
+        ok = httpx.post(f"{api_url}/v1/callbacks/portal", content=raw,
+                        headers=right | {"content-type": "application/json"}, timeout=5)
+        again = httpx.post(f"{api_url}/v1/callbacks/portal", content=raw,
+                           headers=right | {"content-type": "application/json"}, timeout=5)
+    assert (unsigned.status_code, forged.status_code) == (401, 401)
+    assert ok.status_code == 200 and ok.json()["accepted"] == 1, ok.text
+    assert again.json()["duplicates"] == 1 and again.json()["accepted"] == 0
