@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, exists, func, or_, select, text, update
+from sqlalchemy import Connection, Engine, exists, func, or_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from store.tables import (
@@ -137,6 +137,7 @@ def _ingest_once(
         if new_rows:
             result = conn.execute(events.insert().returning(events.c.id, events.c.event_id), new_rows)
             inserted = {row.event_id: row.id for row in result}
+            _wake_gap_waiters(conn, {(r["dossier_code"], r["origin"]) for r in new_rows}, now)
             if choose is not None:
                 planned = [
                     _delivery_row(inserted[eid], by_id[eid][0], name, rules[name], now)
@@ -147,6 +148,22 @@ def _ingest_once(
     out = [Ingested(eid, row.id, True) for eid, row in existing.items()]
     out += [Ingested(eid, pk, False) for eid, pk in inserted.items()]
     return out, chosen
+
+
+def _wake_gap_waiters(conn: Connection, streams: set[tuple[str, str]], now: datetime) -> None:
+    """Deliveries of these dossiers' streams that wait for a missing sequence are due again now.
+
+    The missing event may be one routed elsewhere (a fee for the portal): no delivery of this
+    destination finishes to kick the waiter, so without this it would wait out the whole gap.
+    The claim checks the gap again, so waking one too early only costs a look.
+    """
+    d = deliveries.c
+    conn.execute(
+        update(deliveries)
+        .where(tuple_(d.dossier_code, d.stream).in_(sorted(streams)), d.status == PENDING,
+               d.next_attempt_at > now, d.enqueued_at.is_(None))
+        .values(next_attempt_at=now)
+    )
 
 
 def _delivery_row(

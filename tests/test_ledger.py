@@ -388,6 +388,20 @@ def test_a_gap_waits_until_received_at_plus_gap_wait_then_goes(engine: Engine) -
     assert claimed(engine, three, at(10 + GAP)).attempt_number == 1
 
 
+def test_the_missing_sequence_arriving_wakes_the_waiter_even_when_routed_elsewhere(engine: Engine) -> None:
+    # given: 1 delivered to the warehouse, 3 waiting for 2, which the warehouse does not take
+    deliver(engine, routed(engine, 1), at(1))
+    three = routed(engine, 3, at(10))
+    assert isinstance(claim(engine, three, at(11)), NotClaimed)
+    assert ledger.sweep(engine, at(20), 60, 100).deliveries_to_enqueue == []
+    # when 2 arrives, routed only to the one-stop software
+    two = stored(engine, make_event(2), at(30))
+    ledger.route_event(engine, two, to("onestop"), RULES, at(30))
+    # then the next sweep queues 3 again, and it goes without waiting out the gap
+    assert ToEnqueue(three, "warehouse") in ledger.sweep(engine, at(31), 60, 100).deliveries_to_enqueue
+    assert claimed(engine, three, at(31)).attempt_number == 1
+
+
 def test_other_dossiers_and_destinations_are_independent_streams(engine: Engine) -> None:
     routed(engine, 1)
     other_dossier = routed(engine, 2, dossier="000.00.12.H22-240315-0002")
