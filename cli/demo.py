@@ -208,7 +208,8 @@ class Demo:
         """Faults and short sessions on the portal; citizens' online dossiers, half pushed, half left to the pull."""
         from sandbox.portal import online_dossiers
 
-        faults = {"error_rate": round(fault_rate * 0.8, 4), "busy_rate": round(fault_rate * 0.2, 4),
+        # a delivery is three portal calls: a third of the rate per call fails about as many deliveries as --faults
+        faults = {"error_rate": round(fault_rate * 0.8 / 3, 4), "busy_rate": round(fault_rate * 0.2 / 3, 4),
                   "session_ttl_seconds": 20, "seed": self.rng.randrange(2**31)}
         httpx.post(f"{self.portal}/_admin/faults", json=faults, timeout=10).raise_for_status()
         self.online = online_dossiers(max(2, dossiers // 10), unit_code=DEMO_UNIT, seed=self.rng.randrange(2**31))
@@ -218,8 +219,8 @@ class Demo:
         httpx.post(f"{self.portal}/_admin/online", json={"dossiers": self.online[:half]}, timeout=10)
         httpx.delete(f"{self.portal}/_admin/push", timeout=10)
         httpx.post(f"{self.portal}/_admin/online", json={"dossiers": self.online[half:]}, timeout=10)
-        self.console.print(f"national portal: {faults['error_rate']:.0%} of calls answer 503, "
-                           f"{faults['busy_rate']:.0%} 'busy' (96), sessions expire every 20 s; "
+        self.console.print(f"national portal: {faults['error_rate']:.1%} of calls answer 503, "
+                           f"{faults['busy_rate']:.1%} 'busy' (96), sessions expire every 20 s; "
                            f"{len(self.online)} citizens submitted online there ({half} pushed to the callback, "
                            f"{len(self.online) - half} left for the pull)")
 

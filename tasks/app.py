@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import kombu.pools
 from celery import Celery
 
 from config.celery import celery_config
@@ -22,9 +23,13 @@ def configure_app() -> Celery:
 
 
 def _forget_broker_pools() -> None:
-    """Celery builds its producer pool once, from the broker URL of that moment: drop it for the new URL."""
-    if app._pool is not None:
-        app._pool.force_close_all()
+    """Celery builds its producer pool once, from the broker URL of that moment: drop it for the new URL.
+
+    ``app.pool`` is kombu's process-wide pool for that URL, so closing it alone would leave a
+    closed pool registered there, handed out again when the URL comes back ("Acquire on closed
+    pool"); ``kombu.pools.reset`` closes and unregisters every one of them.
+    """
+    kombu.pools.reset()
     app._pool = None
     amqp = app.__dict__.get("amqp")
     if amqp is not None:

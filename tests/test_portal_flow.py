@@ -41,7 +41,7 @@ from tests.servers import run_asgi
 
 UNIT = "000.00.12.H22"
 USER, PASSWORD = "relay-h22", "mat-khau-thu-nghiem"
-FAST_RETRY = '{ schedule = ["0.5s", "1s", "2s"], repeat_every = "3s", deadline = "1h", max_attempts = 200 }'
+FAST_RETRY = '{ schedule = ["0.2s", "0.5s", "1s"], repeat_every = "2s", deadline = "1h", max_attempts = 200 }'
 
 
 def portal_routing(path: Path, portal_url: str, onestop_url: str, *, extra: str = "", read_timeout: float = 2.0,
@@ -136,7 +136,7 @@ def portal_stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
         env = relay_env(
             database_url, broker, intake_secret, {"onestop": onestop_secret}, routing,
             MOTCUA_PORTAL_USERNAME=USER, MOTCUA_PORTAL_PASSWORD=PASSWORD,
-            MOTCUA_PORTAL_CALLBACK_SECRET=new_secret(), MOTCUA_SWEEP_INTERVAL_SECONDS="1",
+            MOTCUA_PORTAL_CALLBACK_SECRET=new_secret(), MOTCUA_SWEEP_INTERVAL_SECONDS="0.5",
             MOTCUA_PORTAL_PULL_INTERVAL_SECONDS="2", MOTCUA_ORDERING_GAP_WAIT_SECONDS="60",
             MOTCUA_WORKER_CONCURRENCY="48", MOTCUA_REDIS_PREFIX=f"portal{uuid.uuid4().hex[:6]}",
         )
