@@ -1,5 +1,13 @@
 """``POST /v1/callbacks/<service>``: what the outside services push back, verified with their own scheme.
 
+Zalo (``/v1/callbacks/zalo``): the Official Account's webhook events, signed
+``X-ZEvent-Signature: mac=`` + SHA-256 hex of ``app_id + raw_body + timestamp + oa_secret_key``
+(a plain hash, as Zalo documents it; ``MOTCUA_ZALO_APP_ID``, ``MOTCUA_ZALO_OA_SECRET_KEY``),
+compared in constant time. ``user_received_message`` and ``user_seen_message`` mark the message
+with that ``tracking_id`` received or seen in the ledger's receipts; other events are
+acknowledged and ignored. A bad signature is 401 and changes nothing; a repeated event is
+harmless. 200 ``{"status": "recorded" | "already recorded" | "ignored"}``.
+
 Portal (``/v1/callbacks/portal``, or ``/v1/callbacks/portal/{destination}`` when several portal
 destinations are configured): online dossiers of one unit, ``schemas.portal.OnlineCallback``,
 signed the Standard Webhooks way with the secret named by the destination's
@@ -20,8 +28,11 @@ code   when
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -36,6 +47,8 @@ from config.routing import Destination
 from config.settings import Settings
 from schemas.portal import INVALID_DATA, SESSION_INVALID, OnlineCallback
 from schemas.webhook import SignatureError, verify
+from schemas.zalo import ZaloEvent
+from store import receipts
 from tasks.portal import ingest_online
 from tasks.runtime import get_runtime
 
@@ -52,6 +65,45 @@ def _portal_destination(name: str | None) -> Destination | None:
     if name is not None:
         return portals.get(name)
     return next(iter(portals.values())) if len(portals) == 1 else None
+
+
+RECEIPT_EVENTS = {"user_received_message": "received", "user_seen_message": "seen"}
+
+
+def zevent_signature(app_id: str, body: bytes, timestamp: str, oa_secret_key: str) -> str:
+    """Zalo's webhook signature: ``mac=`` + SHA-256 hex of app id, raw body, timestamp and OA secret key."""
+    digest = hashlib.sha256(app_id.encode() + body + timestamp.encode() + oa_secret_key.encode()).hexdigest()
+    return f"mac={digest}"
+
+
+@router.post("/zalo", summary="Zalo Official Account webhook events (signed X-ZEvent-Signature)")
+async def zalo_callback(request: Request) -> JSONResponse:
+    settings: Settings = request.app.state.settings
+    app_id = os.environ.get("MOTCUA_ZALO_APP_ID", "")
+    oa_key = os.environ.get("MOTCUA_ZALO_OA_SECRET_KEY", "")
+    body = await read_limited(request, settings.intake_max_body_bytes)
+    if body is None:
+        return JSONResponse({"error": "body too large"}, status_code=413)
+    if not app_id or not oa_key:
+        log.warning("callback.zalo.not_configured", hint="set MOTCUA_ZALO_APP_ID and MOTCUA_ZALO_OA_SECRET_KEY")
+        return JSONResponse({"error": "invalid signature"}, status_code=401)
+    try:
+        event = ZaloEvent.model_validate(json.loads(body))
+    except (ValueError, ValidationError):
+        event = None
+    given = request.headers.get("x-zevent-signature", "")
+    expected = zevent_signature(app_id, body, event.timestamp if event else "", oa_key)
+    if event is None or event.app_id != app_id or not hmac.compare_digest(given.encode(), expected.encode()):
+        log.info("callback.zalo.bad_signature")
+        return JSONResponse({"error": "invalid signature"}, status_code=401)
+    kind = RECEIPT_EVENTS.get(event.event_name)
+    tracking = event.message.tracking_id
+    if kind is None or not tracking:
+        return JSONResponse({"status": "ignored"})
+    msg_id = event.message.msg_id or (event.message.msg_ids[0] if event.message.msg_ids else None)
+    at = datetime.fromtimestamp(int(event.timestamp) / 1000, UTC) if event.timestamp.isdigit() else datetime.now(UTC)
+    first = await run_in_threadpool(receipts.record, get_runtime().engine, tracking, "zalo", kind, at, msg_id)  # type: ignore[arg-type]
+    return JSONResponse({"status": "recorded" if first else "already recorded"})
 
 
 @router.post("/portal", summary="Online dossiers pushed by the national portal (signed)")

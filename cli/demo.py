@@ -117,7 +117,47 @@ class Demo:
             env[d.options.get("url_env", f"MOTCUA_{name.upper()}_URL")] = f"{self.sandbox}/subscribers/{name}/events"
         self.portals = [name for name, d in routing.destinations.items() if d.kind == "portal"]
         self.portal = self._portal_simulator(routing) if self.portals else None
+        self.zalo, self.sms = self._zalo_simulators(routing)
         self.mode = _choose_broker(self.console)
+
+    def _zalo_simulators(self, routing: Any) -> tuple[str | None, str | None]:
+        """The Zalo Official Account and the SMS gateway, when destinations of those kinds exist."""
+        from sandbox.sms import create_app as sms_app
+        from sandbox.zalo import create_app as zalo_app
+
+        env = os.environ
+        zalos = [d for d in routing.destinations.values() if d.kind == "zalo"]
+        smss = [d for d in routing.destinations.values() if d.kind == "sms"]
+        zalo = sms = None
+        if zalos:
+            app_id = env.setdefault("MOTCUA_ZALO_APP_ID", "4301520984")
+            secret = env.setdefault("MOTCUA_ZALO_APP_SECRET", uuid.uuid4().hex)
+            oa_key = env.setdefault("MOTCUA_ZALO_OA_SECRET_KEY", uuid.uuid4().hex)
+            zalo = _serve(zalo_app(app_id=app_id, app_secret=secret, oa_secret_key=oa_key), 8703, self.stack)
+            for d in zalos:
+                env[d.options.get("url_env", "MOTCUA_ZALO_ZNS_URL")] = zalo
+                env[d.options.get("oauth_url_env", "MOTCUA_ZALO_OAUTH_URL")] = zalo
+                env.setdefault(d.options.get("quiet_hours_env", "MOTCUA_ZALO_QUIET_HOURS"), "none")
+        if smss:
+            key = env.setdefault("MOTCUA_SMS_API_KEY", uuid.uuid4().hex)
+            sms = _serve(sms_app(api_key=key, brandname=str(smss[0].option("brandname", "UBND-HALONG"))), 8704,
+                         self.stack)
+            for d in smss:
+                env[d.options.get("url_env", "MOTCUA_SMS_URL")] = f"{sms}/api/v1/sms/send"
+        return zalo, sms
+
+    def _zalo_tokens(self) -> None:
+        """The first token pair, as an operator sets it (`motcua-relay zalo set-token`); receipts come back."""
+        from connectors.credentials import TokenPairStore
+        from tasks.zalo import set_token
+
+        pair = httpx.post(f"{self.zalo}/_admin/tokens", timeout=10).json()
+        for name, dest in self.rt.routing.destinations.items():
+            if dest.kind == "zalo":
+                set_token(TokenPairStore(self.rt.redis, self.rt.settings.redis_prefix), name, pair["access_token"],
+                          pair["refresh_token"], float(pair["expires_in"]))
+        httpx.post(f"{self.zalo}/_admin/webhook", json={"url": f"{self.api}/v1/callbacks/zalo", "seen": True},
+                   timeout=10).raise_for_status()
 
     def _portal_simulator(self, routing: Any) -> str:
         """One national-portal simulator for the portal destinations, with the demo's credentials."""
@@ -156,7 +196,9 @@ class Demo:
         self.database = self.rt.engine.url.render_as_string(hide_password=True)
         self.console.print(f"ledger: [bold]{self.database}[/]\n"
                            f"simulators (one-stop software, data warehouse): {self.sandbox}"
-                           + (f"; national portal: {self.portal}" if self.portal else "") + ", threads of this process")
+                           + (f"; national portal: {self.portal}" if self.portal else "")
+                           + (f"; Zalo: {self.zalo}" if self.zalo else "") + (f"; SMS: {self.sms}" if self.sms else "")
+                           + ", threads of this process")
         if self.mode == "memory":
             from celery.contrib.testing.worker import start_worker
 
@@ -177,6 +219,10 @@ class Demo:
             _wait(lambda: self._alive() and _pong(celery_app), 60, "the worker")
             self.console.print(f"API {self.api} and a worker: `motcua-relay api` and `motcua-relay worker` processes")
         _log_to(self.log_file)  # the API's set-up pointed the logs back at the terminal
+        if self.zalo:
+            self._zalo_tokens()
+            self.console.print("Zalo: a token pair set as an operator would; quiet hours off for the demo "
+                               "(production: 21:00–07:00); phones ending in 000 have no Zalo and get an SMS")
         interval = self.rt.settings.sweep_interval_seconds
         threading.Thread(target=_sweeper, args=(self.stop, interval, bool(self.portals)), daemon=True).start()
         self.console.print(f"sweeper: a thread calling tasks.delivery.run_sweep every {interval:g} s"
@@ -284,9 +330,22 @@ class Demo:
             portal = {"dossiers": len(truth), "matching": sum(1 for c, t in truth.items() if _holds(view.get(c), t)),
                       "sessions_expired": portal_stats["sessions_expired"], "online": len(self.online),
                       "online_delivered": _online_delivered(self.sandbox, self.online)}
+        if self.zalo:
+            zalo_stats = httpx.get(f"{self.zalo}/_admin/stats", timeout=10).json()
+            for name, dest in self.rt.routing.destinations.items():
+                if dest.kind == "zalo":
+                    stats[name] = {"distinct": zalo_stats["sent"], "receipts": sum(zalo_stats["answers"].values()),
+                                   "faults": {"error": zalo_stats["faults"]["error"], "reset": 0}}
+        if self.sms:  # only when the fallback was used: a table row of zeros says nothing
+            sms_stats = httpx.get(f"{self.sms}/_admin/stats", timeout=10).json()
+            for name in {r["destination"] for r in rows} & {n for n, d in self.rt.routing.destinations.items()
+                                                             if d.kind == "sms"}:
+                stats[name] = {"distinct": sms_stats["sent"], "receipts": sms_stats["sent"] + sms_stats["duplicates"],
+                               "faults": {"error": sms_stats["faults"]["error"], "reset": 0}}
         summary = _summary(rows, stats)
+        webhooks = {n for n, d in self.rt.routing.destinations.items() if d.kind == "webhook"}
         summary["repeated"] = sum(f["receipts"] - f["effects"] for name, f in summary["destinations"].items()
-                                  if name not in self.portals)  # a portal delivery is several calls
+                                  if name in webhooks)  # a portal delivery is several calls, a Zalo one may be two
         summary |= {"broker": {"mode": self.mode, "url": maybe_sanitize_url(os.environ["MOTCUA_BROKER_URL"])},
                     "database": self.database, "faults": self.faults, "dossiers": self.dossiers,
                     "events": len(self.events), "intake": {"accepted": self.accepted, "refused": refused},
@@ -307,6 +366,20 @@ class Demo:
         self.console.print(f"\nNext, on this demo's ledger:\n  export MOTCUA_DATABASE_URL={self.database}\n"
                            f"  motcua-relay trace {example['dossier_code']}   # a dossier's events and attempts\n"
                            "  motcua-relay deadletters   # what gave up, and why")
+        if self.zalo:
+            from sqlalchemy import func, select
+
+            from store.tables import receipts
+
+            with self.rt.engine.connect() as conn:
+                got, seen = conn.execute(
+                    select(func.count(receipts.c.received_at), func.count(receipts.c.seen_at))).one()
+            by_sms = summary["destinations"].get("sms", {}).get("delivered", 0)
+            self.console.print(f"Zalo: {summary['destinations'].get('zalo', {}).get('delivered', 0)} notifications "
+                               f"delivered, {got} receipts 'received' and {seen} 'seen' recorded from the signed "
+                               "webhook; "
+                               f"{by_sms} sent by SMS instead (no Zalo account)")
+            summary["zalo_receipts"] = {"received": got, "seen": seen}
         portal_ok = not portal or (portal["matching"] == portal["dossiers"]
                                    and portal["online_delivered"] == portal["online"])
         return 0 if summary["open"] == 0 and summary["total"] > 0 and not refused and portal_ok else 1

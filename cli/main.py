@@ -25,6 +25,8 @@ app = typer.Typer(help="motcua-relay: reliable delivery of one-stop-shop dossier
 events_app = typer.Typer(help="Canonical events: samples for integrators.", no_args_is_help=True)
 db_app = typer.Typer(help="The ledger's schema.", no_args_is_help=True)
 report_app = typer.Typer(help="Reports read from the ledger: tables, exportable as CSV.", no_args_is_help=True)
+zalo_app = typer.Typer(help="The Zalo Official Account's tokens.", no_args_is_help=True)
+app.add_typer(zalo_app, name="zalo")
 app.add_typer(events_app, name="events")
 app.add_typer(report_app, name="report")
 app.add_typer(db_app, name="db")
@@ -383,6 +385,66 @@ def report_portal(
     console.print(table)
     console.print("lag: from the event in the one-stop software to the portal's acceptance; relay: from the "
                   "relay's receipt of the event" + (f"; CSV written to {csv_path}" if csv_path else ""))
+
+
+def _zalo_destination(name: str | None) -> str:
+    from tasks.runtime import get_runtime
+
+    zalos = [n for n, d in get_runtime().routing.destinations.items() if d.kind == "zalo"]
+    if name is None and len(zalos) == 1:
+        return zalos[0]
+    if name not in zalos:
+        console.print(f"[red]name one of the Zalo destinations: {', '.join(zalos) or 'none configured'}[/]")
+        raise typer.Exit(2)
+    return name
+
+
+@zalo_app.command("set-token")
+def zalo_set_token(
+    access_token: Annotated[str, typer.Option(envvar="MOTCUA_ZALO_ACCESS_TOKEN", prompt=True, hide_input=True,
+                                              help="the OA access token (prompted, hidden, if not given)")],
+    refresh_token: Annotated[str, typer.Option(envvar="MOTCUA_ZALO_REFRESH_TOKEN", prompt=True, hide_input=True,
+                                               help="its refresh token (single-use)")],
+    expires_in: Annotated[float, typer.Option(help="seconds the access token has left")] = 90000,
+    destination: Annotated[str | None, typer.Option(help="the Zalo destination (when there are several)")] = None,
+) -> None:
+    """Store the Official Account's first token pair (or a new one after the refresh token was lost).
+
+    Every worker reads the pair from Redis and rotates it from then on; each refresh spends the
+    refresh token and stores the new pair.
+    """
+    from connectors.credentials import TokenPairStore
+    from tasks.runtime import get_runtime
+    from tasks.zalo import set_token
+
+    _setup()
+    name = _zalo_destination(destination)
+    rt = get_runtime()
+    set_token(TokenPairStore(rt.redis, rt.settings.redis_prefix), name, access_token.strip(), refresh_token.strip(),
+              expires_in)
+    where = "Redis" if rt.redis is not None else "this process only (memory mode: it is lost at exit)"
+    console.print(f"[green]token pair stored for {name} in {where}; the access token expires in "
+                  f"{expires_in / 3600:.1f} h and is renewed ahead of that[/]")
+
+
+@zalo_app.command("status")
+def zalo_status(destination: Annotated[str | None, typer.Option()] = None) -> None:
+    """When the stored access token expires (the tokens themselves are never shown)."""
+    import time
+
+    from connectors.credentials import TokenPairStore
+    from tasks.runtime import get_runtime
+
+    _setup()
+    name = _zalo_destination(destination)
+    rt = get_runtime()
+    pair = TokenPairStore(rt.redis, rt.settings.redis_prefix).get(f"zalo:{name}")
+    if pair is None:
+        console.print(f"[red]no token pair for {name}: run `motcua-relay zalo set-token`[/]")
+        raise typer.Exit(1)
+    left = pair.expires_at - time.time()
+    console.print(f"{name}: access token {'expired' if left <= 0 else f'valid for {left / 3600:.1f} h'}, "
+                  f"renewed automatically; refresh token …{pair.refresh_token[-4:]}")
 
 
 @app.command()

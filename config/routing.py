@@ -14,6 +14,7 @@ import fnmatch
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -120,13 +121,14 @@ class Route(_Model):
             return False
         if self.units is not None and event.get("unit_code") not in self.units:
             return False
-        return all(_lookup(event, path) for path in self.require)
+        return all(lookup_path(event, path) for path in self.require)
 
 
-def _lookup(data: dict[str, Any], path: str) -> Any:
+def lookup_path(data: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path (``applicant.phone``) of nested mappings, or ``None``."""
     value: Any = data
     for part in path.split("."):
-        if not isinstance(value, dict):
+        if not isinstance(value, Mapping):
             return None
         value = value.get(part)
     return value

@@ -5,7 +5,9 @@ The error classes decide what happens to a delivery::
     DeliveryError                 an attempt failed; ``reason`` says why in words an operator reads
     ├── Retryable                 timeouts, connection errors, 408/425/429/5xx, documented transient codes
     ├── Permanent                 validation and business rejections: dead-letter at once
-    └── AuthExpired               the credential expired: refresh it once, then retry
+    ├── AuthExpired               the credential expired: refresh it once, then retry
+    └── Rerouted                  this channel cannot reach the recipient: a delivery to ``destination``
+                                  (a fallback such as SMS) replaces this one
 
 Every connector maps its service's answers to these in one table, and
 :func:`map_transport_errors` translates the transport's own exceptions, so that no
@@ -21,7 +23,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
 
@@ -58,6 +60,14 @@ class Permanent(DeliveryError):
 
 class AuthExpired(DeliveryError):
     outcome = "auth_expired"
+
+
+class Rerouted(DeliveryError):
+    outcome = "rerouted"
+
+    def __init__(self, reason: str, *, destination: str, **kwargs: Any) -> None:
+        super().__init__(reason, **kwargs)
+        self.destination = destination
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +164,25 @@ def call_timeout(configured: httpx.Timeout) -> httpx.Timeout:
 
     return httpx.Timeout(connect=cut(configured.connect), read=cut(configured.read),
                          write=cut(configured.write), pool=cut(configured.pool))
+
+
+def post_json(
+    client: httpx.Client, url: str, what: str, *, headers: dict[str, str] | None = None,
+    json: Any = None, data: dict[str, str] | None = None,
+) -> tuple[Any, httpx.Response]:
+    """POST and read a JSON answer: transport errors and HTTP statuses mapped (``what`` names the call
+    in reasons), the attempt's deadline kept, a body that is not JSON retried (a gateway's error page)."""
+    with map_transport_errors():
+        response = client.post(url, json=json, data=data, headers=headers, timeout=call_timeout(client.timeout))
+    error = classify_http_status(response)
+    if error is not None:
+        error.reason = f"{what}: {error.reason}"
+        raise error
+    try:
+        return response.json(), response
+    except ValueError as exc:
+        raise Retryable(f"{what}: the answer is not JSON", status_code=response.status_code,
+                        excerpt=excerpt(response.text)) from exc
 
 
 def build_http_client(connect: float, read: float, max_connections: int = 100) -> httpx.Client:

@@ -1,4 +1,4 @@
-"""Credentials shared by every worker: a session or access token cached in Redis until it expires.
+"""Credentials shared by every worker: session tokens cached until they expire, and rotating token pairs.
 
 Several worker processes on several machines talk to the same service; logging in once per
 call would be slow and some services limit logins. The token lives under
@@ -11,9 +11,11 @@ expire renew it once. Without Redis (``memory://``) the cache and lock are this 
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 
 import redis
 import structlog
@@ -103,3 +105,99 @@ class TokenCache:
             self.put(name, token, ttl)
             log.info("credentials.renewed", name=name)
             return token
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    """An access token with the refresh token that renews it, and when the access token expires."""
+
+    access_token: str
+    refresh_token: str
+    expires_at: float  # epoch seconds
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> TokenPair:
+        return cls(**json.loads(text))
+
+    def expires_within(self, seconds: float, now: float | None = None) -> bool:
+        return self.expires_at - (time.time() if now is None else now) <= seconds
+
+
+class NoTokenPair(RuntimeError):
+    """Nothing to refresh: the operator has not set the first pair (``motcua-relay zalo set-token``)."""
+
+
+class TokenPairStore:
+    """An access/refresh pair per name where the refresh token is single-use (Zalo's OAuth v4).
+
+    The pair is one value (``{prefix}:pair:{name}``), so it is always read and written whole.
+    :meth:`rotate` spends the refresh token under a lock that every worker on every machine
+    takes, and only if the stored pair is still the one the caller saw: two workers that see
+    the access token expire at once rotate it once, and the second gets the first one's pair.
+    Without Redis (``memory://``) the pair and the lock are this process's, shared by every
+    store in it (the operator's ``set-token`` and the workers' deliverers are different objects).
+    """
+
+    LOCK_SECONDS = 60.0  # longer than a refresh call's timeouts: a held lock is never taken over mid-call
+    _process_pairs: dict[str, TokenPair] = {}
+    _process_lock = threading.Lock()
+
+    def __init__(self, client: redis.Redis | None, prefix: str) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._lock = TokenPairStore._process_lock
+
+    def _key(self, name: str) -> str:
+        return f"{self._prefix}:pair:{name}"
+
+    def get(self, name: str) -> TokenPair | None:
+        if self._redis is None:
+            return self._process_pairs.get(self._key(name))
+        value = self._redis.get(self._key(name))
+        return TokenPair.from_json(value) if value is not None else None
+
+    def put(self, name: str, pair: TokenPair) -> None:
+        """Store a pair whole (the operator's first pair, or a rotated one)."""
+        if self._redis is None:
+            self._process_pairs[self._key(name)] = pair
+        else:
+            self._redis.set(self._key(name), pair.to_json())
+
+    @contextlib.contextmanager
+    def _exclusive(self, name: str) -> Iterator[None]:
+        with self._lock:
+            if self._redis is None:
+                yield
+                return
+            lock = self._redis.lock(f"{self._key(name)}:rotate", timeout=self.LOCK_SECONDS,
+                                    blocking_timeout=self.LOCK_SECONDS)
+            if not lock.acquire():
+                raise TimeoutError(f"could not take the token lock of {name} within {self.LOCK_SECONDS:g} s")
+            try:
+                yield
+            finally:
+                with contextlib.suppress(redis.RedisError):
+                    lock.release()
+
+    def rotate(self, name: str, seen: TokenPair | None, refresh: Callable[[str], TokenPair],
+               *, ahead: float = 0.0) -> TokenPair:
+        """Spend the refresh token once for a new pair, unless another worker already did.
+
+        ``seen`` is the pair the caller found wanting (``None``: whatever is stored); with
+        ``ahead`` > 0 the stored pair is kept when it has more than that many seconds left.
+        """
+        with self._exclusive(name):
+            current = self.get(name)
+            if current is None:
+                raise NoTokenPair(name)
+            if seen is not None and current.refresh_token != seen.refresh_token:
+                return current
+            if ahead > 0 and not current.expires_within(ahead):
+                return current
+            pair = refresh(current.refresh_token)
+            self.put(name, pair)
+            log.info("credentials.pair_rotated", name=name)
+            return pair

@@ -41,10 +41,8 @@ from connectors.base import (
     DeliveryError,
     Permanent,
     Retryable,
-    call_timeout,
-    classify_http_status,
     excerpt,
-    map_transport_errors,
+    post_json,
 )
 from connectors.credentials import TokenCache
 from schemas.portal import (
@@ -197,17 +195,15 @@ class PortalConnector:
         return {"session": session, "madonvi": unit_code, "service": service, **fields}
 
     def _post(self, url: str, body: dict[str, Any], service: str) -> tuple[PortalAnswer, int]:
-        with map_transport_errors():
-            response = self._client.post(url, json=body, headers={"dstcode": self._dstcode},
-                                         timeout=call_timeout(self._client.timeout))
-        if response.status_code == 401:
-            return PortalAnswer(error_code=SESSION_INVALID, message="HTTP 401"), 401
-        error = classify_http_status(response)
-        if error is not None:
-            error.reason = f"portal {service}: {error.reason}"
-            raise error
         try:
-            return PortalAnswer.model_validate(response.json()), response.status_code
-        except (ValueError, ValidationError) as exc:
+            payload, response = post_json(self._client, url, f"portal {service}", json=body,
+                                          headers={"dstcode": self._dstcode})
+        except DeliveryError as exc:
+            if exc.status_code == 401:  # gateways in front of the portal answer so for a dead session
+                return PortalAnswer(error_code=SESSION_INVALID, message="HTTP 401"), 401
+            raise
+        try:
+            return PortalAnswer.model_validate(payload), response.status_code
+        except ValidationError as exc:
             raise Retryable(f"portal {service}: the answer is not the portal's JSON ({type(exc).__name__})",
                             status_code=response.status_code, excerpt=excerpt(response.text)) from exc

@@ -4,10 +4,9 @@ The real paths (DOMAIN.md "Zalo"), all served on one loopback base URL:
 
 - ``POST /v4/oa/access_token`` (oauth.zaloapp.com), form ``app_id``, ``grant_type=refresh_token``,
   ``refresh_token``, header ``secret_key`` → ``{"access_token", "refresh_token", "expires_in": "90000"}``
-  (a string, as Zalo sends it; whole seconds, rounded up). The presented refresh token is spent: it is
-  single-use, and presenting it again is refused and counted as ``refresh_token_reuse``. The previous
-  access token stays valid until its own expiry. Refusals are HTTP 200
-  ``{"error", "error_name", "error_reason", "error_description"}``::
+  (a string as Zalo sends it, whole seconds rounded up). The refresh token presented is spent (single-use;
+  reuse is refused and counted as ``refresh_token_reuse``); the previous access token lives on until its
+  expiry. Refusals are HTTP 200 ``{"error", "error_name", "error_reason", "error_description"}``::
 
       -14001  grant_type is not refresh_token, or refresh_token missing
       -14002  wrong app_id                   -14004  wrong secret_key
@@ -65,7 +64,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -194,10 +193,6 @@ def _epoch_ms() -> str:
     return str(time.time_ns() // 1_000_000)
 
 
-def _today() -> date:
-    return datetime.now(VN_TZ).date()
-
-
 def _filled(value: Any) -> bool:
     if isinstance(value, str):
         return bool(value.strip())
@@ -255,7 +250,7 @@ class ZaloState:
         self.no_zalo: set[str] = set()
         self.refusing: set[str] = set()
         self.daily_quota = self.default_quota
-        self.quota_day = _today()
+        self.quota_day = datetime.now(VN_TZ).date()
         self.quota_used = 0
         self.bucket = _Bucket(self.rate_per_second) if self.rate_per_second else None
         self.faults: _ActiveFaults | None = None
@@ -266,11 +261,9 @@ class ZaloState:
     def stats(self) -> dict[str, Any]:
         c = self.counters
         return {
-            "sent": c["sent"],
-            "duplicate_tracking": c["duplicate_tracking"],
+            "sent": c["sent"], "duplicate_tracking": c["duplicate_tracking"],
             "refresh": {"ok": c["refresh_ok"], "refused": c["refresh_refused"]},
-            "refresh_token_reuse": c["refresh_token_reuse"],
-            "token_expired": c["token_expired"],
+            "refresh_token_reuse": c["refresh_token_reuse"], "token_expired": c["token_expired"],
             "answers": dict(self.answers),
             "faults": {"error": c["fault_error"], "unknown_error": c["fault_unknown_error"]},
             "webhooks": {"ok": c["webhook_ok"], "failed": c["webhook_failed"]},
@@ -278,7 +271,7 @@ class ZaloState:
         }
 
     def quota(self) -> dict[str, int]:
-        today = _today()
+        today = datetime.now(VN_TZ).date()
         if today != self.quota_day:
             self.quota_day, self.quota_used = today, 0
         return {"daily": self.daily_quota, "used": self.quota_used}

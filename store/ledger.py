@@ -563,6 +563,31 @@ def kick_successor(engine: Engine, delivery_id: int, now: datetime) -> list[ToEn
         return _successor(conn, position, now)
 
 
+def reroute(
+    engine: Engine, delivery_id: int, destination: str, rules: dict[str, DestinationRules], now: datetime
+) -> tuple[int | None, list[ToEnqueue]]:
+    """A delivery of the same event to ``destination`` (a fallback channel), created once.
+
+    Returns its id (``None`` when it already existed) and whether it may go now.
+    """
+    with engine.begin() as conn:
+        event_pk, payload = conn.execute(
+            select(events.c.id, events.c.payload).join(deliveries, deliveries.c.event_pk == events.c.id)
+            .where(deliveries.c.id == delivery_id)
+        ).one()
+        existing = conn.execute(
+            select(deliveries.c.id).where(deliveries.c.event_pk == event_pk, deliveries.c.destination == destination)
+        ).scalar_one_or_none()
+        if existing is not None:
+            return None, []
+        row = _delivery_row(event_pk, json.loads(payload), destination, rules[destination], now)
+        ready = _insert_deliveries(conn, engine, [row], rules, now)
+        new_id = conn.execute(
+            select(deliveries.c.id).where(deliveries.c.event_pk == event_pk, deliveries.c.destination == destination)
+        ).scalar_one()
+    return new_id, ready
+
+
 def defer(engine: Engine, delivery_id: int, until: datetime, reason: str, now: datetime) -> None:
     """Postpone a delivery without spending an attempt (breaker open, quota spent)."""
     with engine.begin() as conn:

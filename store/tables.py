@@ -131,3 +131,14 @@ cursors = Table(
     Column("position", String(200), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("tracking_id", String(64), primary_key=True),
+    Column("channel", String(20), nullable=False),
+    Column("msg_id", String(100), nullable=True),
+    Column("received_at", UTCDateTime, nullable=True),
+    Column("seen_at", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

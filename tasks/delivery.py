@@ -21,6 +21,7 @@ from connectors.base import (
     ConnectorResult,
     DeliveryError,
     Permanent,
+    Rerouted,
     Retryable,
     Stopwatch,
     attempt_deadline,
@@ -32,7 +33,7 @@ from store.ledger import Claimed, NotClaimed, Outcome, ToEnqueue
 from store.tables import DEAD, DELIVERED, SUPERSEDED
 from tasks.app import app
 from tasks.kinds import Deliverer
-from tasks.retry import decide
+from tasks.retry import Decision, decide
 from tasks.runtime import Runtime, get_runtime
 
 log = structlog.get_logger(__name__)
@@ -135,6 +136,13 @@ def run_delivery(
     bound = log.bind(delivery_id=delivery_id, destination=destination)
     now = clock()
 
+    deliverer = rt.deliverer(destination)
+    held = deliverer.not_before(now) if hasattr(deliverer, "not_before") else None
+    if held is not None:  # quiet hours, a spent daily quota: wait without spending an attempt
+        until, why = held
+        ledger.defer(rt.engine, delivery_id, until, why, now)
+        return "deferred"
+
     open_until, wait = rt.protection.before_attempt(destination, dest.rate_limit)
     if open_until is not None:
         spread = _rng.uniform(0, dest.breaker.open_for / 2)
@@ -163,7 +171,7 @@ def run_delivery(
     result = None
     try:
         with attempt_deadline(rt.settings.delivery_lease_seconds * LEASE_SHARE):
-            result = attempt_with_auth_refresh(rt.deliverer(destination), claimed.payload, claimed.idempotency_key)
+            result = attempt_with_auth_refresh(deliverer, claimed.payload, claimed.idempotency_key)
     except DeliveryError as exc:
         error = exc
     except SoftTimeLimitExceeded:
@@ -177,6 +185,12 @@ def run_delivery(
         error, budget_used=claimed.budget_used, policy=dest.retry, now=finished_at,
         deadline_at=claimed.deadline_at, rng=_rng,
     )
+    if isinstance(error, Rerouted):  # the fallback delivery replaces this one, which is final
+        fallback_id, ready = ledger.reroute(rt.engine, delivery_id, error.destination, rt.rules, finished_at)
+        hand_on(ready)
+        reason = f"{error.reason}; sent by {error.destination} instead" + (
+            f" (delivery {fallback_id})" if fallback_id else " (delivery already made)")
+        decision = Decision(SUPERSEDED, None, reason)
     outcome = Outcome(
         status=decision.status,
         attempt_outcome="delivered" if error is None else error.outcome,
@@ -188,7 +202,7 @@ def run_delivery(
         next_attempt_at=decision.next_attempt_at,
     )
     successors = ledger.finish(rt.engine, claimed, outcome, rules, finished_at)
-    if isinstance(error, Permanent):  # the service answered: its health is not in question
+    if isinstance(error, Permanent | Rerouted):  # the service answered: its health is not in question
         rt.metrics.record(destination, outcome.attempt_outcome, duration)
     else:
         rt.protection.after_attempt(

@@ -25,7 +25,10 @@ class Deliverer(Protocol):
     """Adapter + connector for one destination.
 
     A deliverer whose service uses expiring credentials also has ``refresh_auth()``: the
-    engine calls it once when ``deliver`` raises ``AuthExpired``, then tries again.
+    engine calls it once when ``deliver`` raises ``AuthExpired``, then tries again. One whose
+    service may only be called at some times has ``not_before(now)``, returning when and why
+    the delivery waits (quiet hours, a spent daily quota): the engine defers it before claiming
+    it, so no attempt is spent.
     """
 
     def deliver(self, event: dict[str, Any], idempotency_key: str) -> ConnectorResult: ...
@@ -67,10 +70,24 @@ def _portal(destination: Destination, settings: Settings, client: redis.Redis | 
     return PortalDeliverer(destination, settings, client)
 
 
+def _zalo(destination: Destination, settings: Settings, client: redis.Redis | None) -> Deliverer:
+    from tasks.zalo import ZaloDeliverer
+
+    return ZaloDeliverer(destination, settings, client)
+
+
+def _sms(destination: Destination, settings: Settings, client: redis.Redis | None) -> Deliverer:
+    from tasks.zalo import SmsDeliverer
+
+    return SmsDeliverer(destination, settings, client)
+
+
 Builder = Callable[[Destination, Settings, "redis.Redis | None"], Deliverer]
 KINDS: dict[str, Builder] = {
     "webhook": WebhookDeliverer,
     "portal": _portal,
+    "zalo": _zalo,
+    "sms": _sms,
 }
 
 

@@ -136,7 +136,7 @@ def test_http_401_from_the_gateway_counts_as_an_expired_session() -> None:
         (httpx.Response(200, json={"error_code": "02", "message": "Sai mật khẩu"}), Permanent, "password"),
         (httpx.Response(200, json={"error_code": "00"}), Retryable, "without a session"),
         (httpx.Response(503), Retryable, "503"),
-        (httpx.Response(200, text="<html>gateway</html>"), Retryable, "not the portal's JSON"),
+        (httpx.Response(200, text="<html>gateway</html>"), Retryable, "not JSON"),
     ],
 )
 @respx.mock

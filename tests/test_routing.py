@@ -188,20 +188,23 @@ def default_routing() -> RoutingConfig:
 
 
 def test_default_file_loads(default_routing: RoutingConfig) -> None:
-    assert set(default_routing.destinations) == {"onestop", "warehouse", "portal"}
+    kinds = {name: d.kind for name, d in default_routing.destinations.items()}
+    assert kinds == {"onestop": "webhook", "warehouse": "webhook", "portal": "portal", "zalo": "zalo", "sms": "sms"}
     for destination in default_routing.destinations.values():
         assert destination.option("url").startswith("http")
         secrets = [v for k, v in destination.options.items() if k.endswith("_env") and "SECRET" in k.upper()]
         assert all(v.startswith("MOTCUA_") for v in secrets)
-    assert default_routing.destinations["portal"].kind == "portal"
-    assert {d.kind for n, d in default_routing.destinations.items() if n != "portal"} == {"webhook"}
 
 
-def test_default_file_sends_lifecycle_events_to_the_portal_and_everything_to_the_warehouse(
+def test_default_file_sends_lifecycle_events_to_the_portal_zalo_with_consent_everything_to_the_warehouse(
     default_routing: RoutingConfig,
 ) -> None:
+    notify = {"dossier.received", "dossier.supplement_requested", "dossier.fee_requested", "dossier.completed",
+              "dossier.refused", "dossier.returned"}
     for e in DAY:
-        expected = ["portal", "warehouse"] if e["type"].startswith("dossier.") else ["warehouse"]
+        consented = bool(e["applicant"].get("zalo_consent") and e["applicant"].get("phone"))
+        expected = (["zalo"] if e["type"] in notify and consented else []) + (
+            ["portal", "warehouse"] if e["type"].startswith("dossier.") else ["warehouse"])
         assert default_routing.destinations_for(e) == expected, e["type"]
 
 

@@ -46,8 +46,8 @@ def issue(client: httpx.Client) -> dict[str, str]:
     return dict(client.post("/_admin/tokens").json())
 
 
-def refresh(client: httpx.Client, refresh_token: str | None, **changes: str | None) -> dict[str, Any]:
-    form = {"app_id": APP_ID, "grant_type": "refresh_token", "refresh_token": refresh_token}
+def refresh(client: httpx.Client, token: str | None, **changes: str | None) -> dict[str, Any]:
+    form = {"app_id": APP_ID, "grant_type": "refresh_token", "refresh_token": token}
     form.update({k: v for k, v in changes.items() if k != "secret_key"})
     secret = changes.get("secret_key", APP_SECRET)
     headers = {"secret_key": secret} if secret is not None else {}

@@ -1,0 +1,129 @@
+"""Payloads of Zalo: ZNS template messages, the OA's OAuth v4 token refresh, and the signed webhook events.
+
+As DOMAIN.md gives them: ``POST {zns}/message/template`` with header ``access_token`` and
+``{phone, template_id, template_data, tracking_id}``, success ``error == 0`` with
+``data.msg_id``; ``POST {oauth}/v4/oa/access_token`` (form ``app_id``, ``grant_type``,
+``refresh_token``; header ``secret_key``) answering a new access token *and a new refresh
+token* (the old one is spent); webhook events signed ``X-ZEvent-Signature: mac=`` + SHA-256
+of ``app_id + raw_body + timestamp + oa_secret_key``.
+
+The template configuration a province edits (``config/zalo.toml``) is validated by
+:class:`TemplateConfig` here too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# ZNS answer codes (Zalo's "Cách xử lý mã lỗi"), the ones the relay acts on; the class of each
+# is in connectors/zalo.py, in one table.
+TOKEN_INVALID = -124
+RATE_LIMITED = -32
+UNKNOWN_ERROR = -100
+QUOTA_SPENT = -144
+NO_ZALO_ACCOUNT = -118
+CANNOT_RECEIVE = -119
+REFUSES_OA = -141
+# OAuth v4 refresh errors
+REFRESH_TOKEN_INVALID = -14014
+
+# {path}, {path:format}, {path:format|fallback when the field is absent}
+PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_.]*)(?::([a-z_]+))?(?:\|([^}]*))?\}")
+FORMATS = ("date", "datetime", "money", "join", "label")
+
+
+class _Zalo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ZnsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    phone: str = Field(pattern=r"^84\d{9}$")
+    template_id: str = Field(min_length=1, max_length=40)
+    template_data: dict[str, str]
+    tracking_id: str = Field(min_length=1, max_length=48)
+
+
+class ZnsAnswer(_Zalo):
+    """``{"error": 0, "message": ..., "data": {"msg_id", "sent_time", "quota": {...}}}``."""
+
+    error: int = 0
+    message: str | None = None
+    data: dict[str, Any] | None = None
+
+    @property
+    def msg_id(self) -> str | None:
+        value = (self.data or {}).get("msg_id")
+        return str(value) if value is not None else None
+
+
+class TokenAnswer(_Zalo):
+    """The refresh answer: a new pair, or ``error`` (negative) with ``error_name`` / ``error_reason``."""
+
+    access_token: str | None = None
+    refresh_token: str | None = None
+    expires_in: int | None = None
+    error: int = 0
+    error_name: str | None = None
+    error_reason: str | None = None
+
+    @field_validator("expires_in", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> int | None:  # Zalo sends "90000", a string
+        return int(value) if value not in (None, "") else None
+
+
+class ZaloEventMessage(_Zalo):
+    msg_id: str | None = None
+    msg_ids: list[str] = Field(default_factory=list)
+    tracking_id: str | None = None
+
+
+class ZaloEvent(_Zalo):
+    """A webhook event the OA receives (``user_received_message``, ``user_seen_message`` …)."""
+
+    app_id: str
+    event_name: str
+    timestamp: str
+    message: ZaloEventMessage = ZaloEventMessage()
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> str:
+        return str(value)
+
+
+class TemplateSpec(BaseModel):
+    """One event type's message: the ZNS template and how to fill each of its parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    template_id: str = Field(min_length=1, max_length=40)
+    data: dict[str, str] = Field(description="parameter → text with {event.path[:format]} placeholders")
+    max_length: dict[str, int] = Field(default_factory=dict, description="ZNS limits per parameter")
+    shorten: list[str] = Field(
+        default_factory=list,
+        description="cut from the left to their max_length instead of refused (a name ends with the given name)",
+    )
+    sms: str | None = Field(None, description="the SMS text when the citizen has no Zalo (same placeholders)")
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> TemplateSpec:
+        for name, text in {**self.data, **({"sms": self.sms} if self.sms else {})}.items():
+            for match in PLACEHOLDER.finditer(text):
+                if match.group(2) and match.group(2) not in FORMATS:
+                    raise ValueError(f"{name}: unknown format {match.group(2)!r} (known: {', '.join(FORMATS)})")
+        return self
+
+
+class TemplateConfig(BaseModel):
+    """``config/zalo.toml``: templates per event type, and the labels ``{…:label}`` looks up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    templates: dict[str, TemplateSpec]
+    labels: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,237 @@
+"""Zalo and SMS: the adapter's tables (phones, templates, quiet hours) and the connectors' answer tables."""
+
+from __future__ import annotations
+
+import time
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import respx
+from pydantic import SecretStr
+
+from adapters.zalo import MappingError, QuietHours, load_templates, message_for, normalise_phone, tracking_id
+from connectors.base import AuthExpired, DeliveryError, Permanent, Retryable, build_http_client
+from connectors.credentials import TokenPair, TokenPairStore
+from connectors.sms import SmsConnector
+from connectors.zalo import ANSWERS, QuotaSpent, Unreachable, ZaloConnector, classify_zns
+from sandbox.workload import generate_day
+from schemas.zalo import ZnsAnswer
+
+VN = ZoneInfo("Asia/Ho_Chi_Minh")
+TEMPLATES = load_templates()
+DAY = generate_day(120, day=date(2026, 11, 20), seed=31)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("0912 345 678", "84912345678"),
+        ("0912.345.678", "84912345678"),
+        ("+84912345678", "84912345678"),
+        ("84-912-345-678", "84912345678"),
+        ("(+84) 912 345 678", "84912345678"),
+        ("0386123456", "84386123456"),
+        ("01662345678", "84362345678"),  # renumbered in 2018: 0166 → 036
+        ("01203456789", "84703456789"),
+        ("0599123456", "84599123456"),
+    ],
+)
+def test_phones_are_normalised(raw: str, expected: str) -> None:
+    assert normalise_phone(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["0243 825 1234", "091234567", "09123456789", "0112345678", "abc", "", "+1 415 555"])
+def test_impossible_phones_are_refused_with_a_reason(raw: str) -> None:
+    with pytest.raises(MappingError, match=r"mobile|digits"):
+        normalise_phone(raw)
+
+
+def consenting(kind: str) -> dict[str, Any]:
+    return next(e for e in DAY
+                if e["type"] == kind and e["applicant"].get("zalo_consent") and e["applicant"].get("phone"))
+
+
+@pytest.mark.parametrize("kind", sorted(TEMPLATES.templates))
+def test_every_template_is_filled_from_its_event(kind: str) -> None:
+    try:
+        event = consenting(kind)
+    except StopIteration:  # the workload has no fee requests: build one from a received event
+        base = consenting("dossier.received")
+        event = {**base, "type": kind, "data": {"fee_id": "LP-1", "amount": 1250000, "lines": []}}
+    message = message_for(event, TEMPLATES)
+    spec = TEMPLATES.templates[kind]
+    assert set(message.data) == set(spec.data)
+    assert all(value.strip() for value in message.data.values())
+    assert message.data["ma_ho_so"] == event["dossier_code"]
+    assert message.template_id == spec.template_id and message.phone.startswith("84")
+    assert message.sms and "{" not in message.sms
+
+
+def test_vietnamese_text_keeps_its_diacritics_and_formats() -> None:
+    event = consenting("dossier.received")
+    data = message_for(event, TEMPLATES).data
+    assert data["ten_cong_dan"] == event["applicant"]["name"]
+    assert data["ten_thu_tuc"] == event["data"]["procedure_name"]
+    due = datetime.fromisoformat(event["data"]["due_at"]).astimezone(VN)
+    assert data["ngay_hen_tra"] == due.strftime("%d/%m/%Y")
+    fee = {**event, "type": "dossier.fee_requested", "data": {"fee_id": "LP-9", "amount": 1250000, "lines": []}}
+    assert message_for(fee, TEMPLATES).data["so_tien"] == "1.250.000 đ"
+    done = {**event, "type": "dossier.completed", "data": {"pickup": "post"}}
+    assert message_for(done, TEMPLATES).data["hinh_thuc_nhan"] == "Chuyển phát qua bưu điện đến địa chỉ của công dân"
+
+
+def test_a_missing_parameter_stops_the_message_before_sending() -> None:
+    event = consenting("dossier.received")
+    without_name = {**event, "data": {k: v for k, v in event["data"].items() if k != "procedure_name"}}
+    with pytest.raises(MappingError, match="ten_thu_tuc is empty"):
+        message_for(without_name, TEMPLATES)
+
+
+def test_a_fallback_fills_an_absent_field_and_long_names_are_shortened() -> None:
+    event = consenting("dossier.supplement_requested")
+    undated = {**event, "data": {k: v for k, v in event["data"].items() if k != "due_at"}}
+    assert message_for(undated, TEMPLATES).data["han_bo_sung"] == "theo thông báo của Bộ phận một cửa"
+    company = "Công ty TNHH Xây dựng và Thương mại Hạ Long"
+    long_name = {**event, "applicant": {**event["applicant"], "name": company}}
+    assert message_for(long_name, TEMPLATES).data["ten_cong_dan"] == "Xây dựng và Thương mại Hạ Long"
+
+
+def test_consent_and_phone_are_required() -> None:
+    event = consenting("dossier.received")
+    with pytest.raises(MappingError, match="consented"):
+        message_for({**event, "applicant": {**event["applicant"], "zalo_consent": False}}, TEMPLATES)
+    with pytest.raises(MappingError, match="no phone"):
+        message_for({**event, "applicant": {**event["applicant"], "phone": None}}, TEMPLATES)
+
+
+def test_tracking_id_is_stable_per_event_and_template_and_fits_zns() -> None:
+    assert tracking_id("ev-1", "300001") == tracking_id("ev-1", "300001")
+    assert len({tracking_id("ev-1", "300001"), tracking_id("ev-2", "300001"), tracking_id("ev-1", "300002")}) == 3
+    assert len(tracking_id("x" * 100, "300001")) <= 48
+
+
+@pytest.mark.parametrize(
+    ("local", "until"),
+    [
+        ("2026-11-20 22:30", "2026-11-21 07:00"),
+        ("2026-11-20 21:00", "2026-11-21 07:00"),
+        ("2026-11-21 00:10", "2026-11-21 07:00"),
+        ("2026-11-21 06:59", "2026-11-21 07:00"),
+        ("2026-11-21 07:00", None),
+        ("2026-11-21 13:00", None),
+        ("2026-11-21 20:59", None),
+    ],
+)
+def test_quiet_hours(local: str, until: str | None) -> None:
+    quiet = QuietHours.parse("21:00-07:00")
+    assert quiet is not None
+    moment = datetime.fromisoformat(local).replace(tzinfo=VN)
+    expected = datetime.fromisoformat(until).replace(tzinfo=VN) if until else None
+    assert quiet.until(moment) == expected
+    assert QuietHours.parse("none") is None
+
+
+# (ZNS error, class)
+ZNS_TABLE: list[tuple[int, type[DeliveryError] | None]] = [
+    (0, None), (-124, AuthExpired), (-32, Retryable), (-100, Retryable), (-144, QuotaSpent), (-133, Retryable),
+    (-118, Unreachable), (-119, Unreachable), (-110, Unreachable), (-114, Unreachable), (-141, Unreachable),
+    (-139, Unreachable), (-101, Permanent), (-104, Permanent), (-105, Permanent), (-135, Permanent),
+    (-108, Permanent), (-109, Permanent), (-111, Permanent), (-112, Permanent), (-131, Permanent),
+    (-999, Permanent), (-1, Permanent),
+]
+
+
+@pytest.mark.parametrize(("code", "expected"), ZNS_TABLE, ids=[str(c) for c, _ in ZNS_TABLE])
+def test_zns_answer_table_row(code: int, expected: type[DeliveryError] | None) -> None:
+    error = classify_zns(ZnsAnswer(error=code, message="Lý do"))
+    if expected is None:
+        assert error is None
+        return
+    assert type(error) is expected
+    assert error is not None and str(code) in error.reason
+    if code not in ANSWERS:
+        assert "unknown code" in error.reason
+    if expected is QuotaSpent:
+        assert error.retry_after is not None and 0 < error.retry_after <= 86400
+
+
+ZNS = "http://zalo.test"
+
+
+def zalo(store: TokenPairStore | None = None) -> tuple[ZaloConnector, TokenPairStore]:
+    pairs = store or TokenPairStore(None, "t")
+    pairs.put("zalo:test", TokenPair("A1", "R1", time.time() + 3600 * 20))
+    conn = ZaloConnector(zns_url=ZNS, oauth_url=ZNS, app_id="app", app_secret=SecretStr("app-secret"),
+                         client=build_http_client(1, 5), pairs=pairs, name="zalo:test")
+    return conn, pairs
+
+
+@respx.mock
+def test_a_refused_token_is_rotated_once_and_the_send_repeated() -> None:
+    refresh = respx.post(f"{ZNS}/v4/oa/access_token").mock(return_value=httpx.Response(
+        200, json={"access_token": "A2", "refresh_token": "R2", "expires_in": "90000"}))
+    send = respx.post(f"{ZNS}/message/template").mock(side_effect=[
+        httpx.Response(200, json={"error": -124, "message": "token hết hạn"}),
+        httpx.Response(200, json={"error": 0, "data": {"msg_id": "m1", "quota": {"remainingQuota": "7"}}}),
+    ])
+    conn, pairs = zalo()
+    sent = conn.send("84912345678", "300001", {"a": "b"}, "t1")
+    assert (sent.msg_id, sent.remaining_quota) == ("m1", 7)
+    assert refresh.call_count == 1 and send.calls.last.request.headers["access_token"] == "A2"
+    assert b"refresh_token=R1" in refresh.calls.last.request.content
+    assert refresh.calls.last.request.headers["secret_key"] == "app-secret"
+    stored = pairs.get("zalo:test")
+    assert stored is not None and (stored.access_token, stored.refresh_token) == ("A2", "R2")
+
+
+@respx.mock
+def test_a_token_refused_twice_is_auth_expired_and_a_refused_refresh_waits_for_the_operator() -> None:
+    respx.post(f"{ZNS}/v4/oa/access_token").mock(return_value=httpx.Response(
+        200, json={"access_token": "A2", "refresh_token": "R2", "expires_in": "90000"}))
+    respx.post(f"{ZNS}/message/template").mock(return_value=httpx.Response(200, json={"error": -124}))
+    with pytest.raises(AuthExpired):
+        zalo()[0].send("84912345678", "300001", {"a": "b"}, "t1")
+    respx.post(f"{ZNS}/v4/oa/access_token").mock(return_value=httpx.Response(
+        200, json={"error": -14014, "error_name": "Invalid refresh token"}))
+    with pytest.raises(Retryable, match="set-token"):
+        zalo()[0].send("84912345678", "300001", {"a": "b"}, "t1")
+
+
+@respx.mock
+def test_the_pair_is_renewed_ahead_of_expiry() -> None:
+    refresh = respx.post(f"{ZNS}/v4/oa/access_token").mock(return_value=httpx.Response(
+        200, json={"access_token": "A2", "refresh_token": "R2", "expires_in": 90000}))
+    respx.post(f"{ZNS}/message/template").mock(return_value=httpx.Response(200, json={"error": 0,
+                                                                                     "data": {"msg_id": "m"}}))
+    conn, pairs = zalo()
+    pairs.put("zalo:test", TokenPair("A1", "R1", time.time() + 60))  # within the hour ahead
+    conn.send("84912345678", "300001", {"a": "b"}, "t1")
+    assert refresh.call_count == 1
+
+
+SMS_TABLE: list[tuple[httpx.Response, type[DeliveryError] | None]] = [
+    (httpx.Response(200, json={"code": "00", "sms_id": "s1"}), None),
+    (httpx.Response(200, json={"code": "12", "message": "brandname"}), Permanent),
+    (httpx.Response(200, json={"code": "13"}), Permanent),
+    (httpx.Response(200, json={"code": "14"}), Permanent),
+    (httpx.Response(200, json={"code": "77"}), Permanent),
+    (httpx.Response(401, json={"code": "401"}), Permanent),
+    (httpx.Response(503), Retryable),
+    (httpx.Response(429), Retryable),
+]
+
+
+@pytest.mark.parametrize(("answer", "expected"), SMS_TABLE)
+@respx.mock
+def test_sms_answer_table_row(answer: httpx.Response, expected: type[DeliveryError] | None) -> None:
+    respx.post("http://sms.test/send").mock(return_value=answer)
+    conn = SmsConnector(url="http://sms.test/send", api_key=SecretStr("k"), brandname="UBND",
+                        client=build_http_client(1, 5))
+    if expected is None:
+        assert conn.send("84912345678", "Ho so", "ev:sms").sms_id == "s1"
+    else:
+        with pytest.raises(expected):
+            conn.send("84912345678", "Ho so", "ev:sms")
