@@ -220,8 +220,8 @@ def test_timeout_rate_one_stores_the_effect_then_hangs(client: httpx.Client) -> 
 def test_reset_rate_one_breaks_the_connection_mid_response(client: httpx.Client) -> None:
     # given
     client.post("/_admin/faults", json={"subscriber": "igate", "reset_rate": 1})
-    # when / then
-    with pytest.raises(httpx.RemoteProtocolError):
+    # when / then: the body stops short; whether the client sees the close or the reset first is timing
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
         post(client, EVENTS[0])
     counters = stats(client)
     assert counters["faults"]["reset"] == 1
