@@ -136,8 +136,13 @@ def run_delivery(
     bound = log.bind(delivery_id=delivery_id, destination=destination)
     now = clock()
 
-    deliverer = rt.deliverer(destination)
-    held = deliverer.not_before(now) if hasattr(deliverer, "not_before") else None
+    try:
+        deliverer: Deliverer | None = rt.deliverer(destination)
+        not_before = getattr(deliverer, "not_before", None)
+        held = not_before(now) if not_before is not None else None
+    except Exception:  # a configuration error: the attempt below records it in the ledger
+        bound.exception("delivery.deliverer_unavailable")
+        deliverer, held = None, None
     if held is not None:  # quiet hours, a spent daily quota: wait without spending an attempt
         until, why = held
         ledger.defer(rt.engine, delivery_id, until, why, now)
@@ -171,7 +176,8 @@ def run_delivery(
     result = None
     try:
         with attempt_deadline(rt.settings.delivery_lease_seconds * LEASE_SHARE):
-            result = attempt_with_auth_refresh(deliverer, claimed.payload, claimed.idempotency_key)
+            result = attempt_with_auth_refresh(deliverer or rt.deliverer(destination), claimed.payload,
+                                               claimed.idempotency_key)
     except DeliveryError as exc:
         error = exc
     except SoftTimeLimitExceeded:

@@ -260,3 +260,18 @@ def test_receipts_are_signed_recorded_once_and_stop_a_repeated_send(zalo_stack: 
     drain()
     assert only_delivery("zalo").status == DELIVERED and only_delivery("zalo").external_ref == "m-1"
     assert zalo_stack.stats()["sent"] == 0
+
+
+def test_a_destination_that_cannot_be_built_is_a_dead_letter_saying_why(
+    zalo_stack: ZaloStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given an SMS destination whose url was forgotten, routed to directly
+    broken = zalo_stack.tmp / "broken.toml"
+    broken.write_text('[destinations.sms]\nkind = "sms"\n\n[[routes]]\nevents = ["dossier.received"]\n'
+                      'destination = "sms"\n', encoding="utf-8")
+    monkeypatch.setenv("MOTCUA_ROUTING_FILE", str(broken))
+    reset_runtime()
+    ingest([consenting("dossier.received")])
+    # when a worker takes the delivery, then it is recorded dead with the reason, not lost in a loop
+    assert run_delivery(only_delivery("sms").id, "sms", clock=lambda: NOON) == "dead"
+    assert "needs a url" in only_delivery("sms").last_error
