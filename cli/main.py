@@ -320,6 +320,15 @@ def trace(dossier_code: Annotated[str, typer.Argument(help="the dossier code")])
             if d.next_attempt_at and d.status in ("pending", "retrying"):
                 detail += f", next try {_vn(d.next_attempt_at)}"
             rows.append((d.updated_at, "delivery", str(d.sequence), d.destination, detail))
+    from store import receipts
+
+    by_ref = {d.external_ref: d for d in dels if d.external_ref}
+    for receipt in receipts.for_messages(engine, list(by_ref)):
+        d = by_ref[receipt.msg_id]
+        for moment, word in ((receipt.received_at, "received"), (receipt.seen_at, "seen")):
+            if moment is not None:
+                rows.append((moment, "receipt", str(d.sequence), d.destination,
+                             f"{word} by the citizen ({receipt.channel}, message {receipt.msg_id})"))
     rows.sort(key=lambda r: r[0])
     for when, what, seq, dest, detail in rows:
         table.add_row(_vn(when), what, seq, dest, detail)

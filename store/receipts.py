@@ -51,3 +51,11 @@ def received(engine: Engine, tracking_id: str) -> Any:
         return conn.execute(
             select(receipts).where(receipts.c.tracking_id == tracking_id, receipts.c.received_at.is_not(None))
         ).first()
+
+
+def for_messages(engine: Engine, msg_ids: list[str]) -> list[Any]:
+    """The receipts of these messages (by the channel's message id), for a dossier's trace."""
+    if not msg_ids:
+        return []
+    with engine.connect() as conn:
+        return list(conn.execute(select(receipts).where(receipts.c.msg_id.in_(msg_ids))))

@@ -8,6 +8,8 @@ exactly that, every time.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -260,6 +262,10 @@ def test_receipts_are_signed_recorded_once_and_stop_a_repeated_send(zalo_stack: 
     drain()
     assert only_delivery("zalo").status == DELIVERED and only_delivery("zalo").external_ref == "m-1"
     assert zalo_stack.stats()["sent"] == 0
+    # and the dossier's trace shows the citizen received it
+    trace = subprocess.run([sys.executable, "-m", "cli.main", "trace", event["dossier_code"]], capture_output=True,
+                           text=True, env={**zalo_stack.env, "COLUMNS": "200"}, timeout=60)
+    assert trace.returncode == 0 and "received by the citizen (zalo, message m-1)" in trace.stdout, trace.stdout
 
 
 def test_a_destination_that_cannot_be_built_is_a_dead_letter_saying_why(
