@@ -133,8 +133,10 @@ def sandbox(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="the one-stop simulator's port")] = 8701,
     portal_port: Annotated[int, typer.Option(help="the national portal simulator's port")] = 8702,
+    zalo_port: Annotated[int, typer.Option(help="the Zalo simulator's port")] = 8703,
+    sms_port: Annotated[int, typer.Option(help="the SMS gateway simulator's port")] = 8704,
 ) -> None:
-    """Start the simulators on loopback: the one-stop software (webhook subscribers) and the national portal.
+    """Start the simulators on loopback: the one-stop software, the national portal, Zalo and the SMS gateway.
 
     Each speaks to the destinations of the routing file: webhook subscribers with their secrets,
     the portal with the username and password of the portal destination's variables.
@@ -155,6 +157,7 @@ def sandbox(
         raise typer.Exit(2)
     servers = [uvicorn.Server(uvicorn.Config(onestop_app(secrets), host=host, port=port, access_log=False,
                                              log_level="warning"))]
+    started = [f"one-stop software: http://{host}:{port}"]
     portal = next((d for d in routing.destinations.values() if d.kind == "portal"), None)
     if portal is not None:
         user = os.environ.get(portal.option("username_env", "MOTCUA_PORTAL_USERNAME"), "")
@@ -163,11 +166,35 @@ def sandbox(
             app_ = portal_app(username=user, password=password, dstcode=str(portal.option("dstcode", "DVCQG")))
             servers.append(uvicorn.Server(uvicorn.Config(app_, host=host, port=portal_port, access_log=False,
                                                          log_level="warning")))
+            started.append(f"national portal: http://{host}:{portal_port}")
         else:
             console.print("[yellow]portal simulator not started: set the portal destination's username and "
                           "password variables (MOTCUA_PORTAL_USERNAME, MOTCUA_PORTAL_PASSWORD)[/]")
-    console.print(f"one-stop software: http://{host}:{port}"
-                  + (f"; national portal: http://{host}:{portal_port}" if len(servers) > 1 else ""))
+    if any(d.kind == "zalo" for d in routing.destinations.values()):
+        from sandbox.zalo import create_app as zalo_app
+
+        zalo_env = ("MOTCUA_ZALO_APP_ID", "MOTCUA_ZALO_APP_SECRET", "MOTCUA_ZALO_OA_SECRET_KEY")
+        if all(os.environ.get(k) for k in zalo_env):
+            app_id, secret, oa_key = (os.environ[k] for k in zalo_env)
+            servers.append(uvicorn.Server(uvicorn.Config(zalo_app(app_id=app_id, app_secret=secret,
+                                                                  oa_secret_key=oa_key),
+                                                         host=host, port=zalo_port, access_log=False,
+                                                         log_level="warning")))
+            started.append(f"Zalo: http://{host}:{zalo_port} (POST /_admin/tokens gives a pair for "
+                           "`motcua-relay zalo set-token`)")
+        else:
+            console.print(f"[yellow]Zalo simulator not started: set {', '.join(zalo_env)}[/]")
+    if any(d.kind == "sms" for d in routing.destinations.values()):
+        from sandbox.sms import create_app as sms_app
+
+        if os.environ.get("MOTCUA_SMS_API_KEY"):
+            servers.append(uvicorn.Server(uvicorn.Config(sms_app(api_key=os.environ["MOTCUA_SMS_API_KEY"]),
+                                                         host=host, port=sms_port, access_log=False,
+                                                         log_level="warning")))
+            started.append(f"SMS gateway: http://{host}:{sms_port}")
+        else:
+            console.print("[yellow]SMS gateway simulator not started: set MOTCUA_SMS_API_KEY[/]")
+    console.print("; ".join(started))
 
     async def serve_all() -> None:
         await asyncio.gather(*(server.serve() for server in servers))
