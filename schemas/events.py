@@ -370,20 +370,6 @@ EVENT_CLASSES: dict[str, type[EventBase]] = {
 }
 EVENT_TYPES: tuple[str, ...] = tuple(EVENT_CLASSES)
 
-# The portal's "TrangThaiHoSo" for each lifecycle event (DOMAIN.md); provinces override it in config.
-DEFAULT_PORTAL_STATUS: dict[str, int] = {
-    "dossier.submitted": 1,
-    "dossier.received": 2,
-    "dossier.refused": 3,
-    "dossier.processing": 4,
-    "dossier.supplement_requested": 5,
-    "dossier.fee_requested": 6,
-    "dossier.withdrawn": 7,
-    "dossier.suspended": 8,
-    "dossier.completed": 9,
-    "dossier.returned": 10,
-}
-
 
 def parse_event(raw: Any) -> Event:
     return EVENT_ADAPTER.validate_python(raw)
