@@ -359,13 +359,6 @@ class Demo:
                                f"progress history, in order ({portal['sessions_expired']} expired sessions renewed); "
                                f"{portal['online_delivered']} / {portal['online']} online dossiers reached the "
                                "one-stop software once[/]")
-        if json_path is not None:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
-        example = next((r for r in rows if r["attempts"] > 1), rows[0] if rows else {"dossier_code": "<code>"})
-        self.console.print(f"\nNext, on this demo's ledger:\n  export MOTCUA_DATABASE_URL={self.database}\n"
-                           f"  motcua-relay trace {example['dossier_code']}   # a dossier's events and attempts\n"
-                           "  motcua-relay deadletters   # what gave up, and why")
         if self.zalo:
             from sqlalchemy import func, select
 
@@ -380,6 +373,13 @@ class Demo:
                                "webhook; "
                                f"{by_sms} sent by SMS instead (no Zalo account)")
             summary["zalo_receipts"] = {"received": got, "seen": seen}
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+        example = next((r for r in rows if r["attempts"] > 1), rows[0] if rows else {"dossier_code": "<code>"})
+        self.console.print(f"\nNext, on this demo's ledger:\n  export MOTCUA_DATABASE_URL={self.database}\n"
+                           f"  motcua-relay trace {example['dossier_code']}   # a dossier's events and attempts\n"
+                           "  motcua-relay deadletters   # what gave up, and why")
         portal_ok = not portal or (portal["matching"] == portal["dossiers"]
                                    and portal["online_delivered"] == portal["online"])
         return 0 if summary["open"] == 0 and summary["total"] > 0 and not refused and portal_ok else 1

@@ -48,6 +48,8 @@ def check_summary(summary: dict[str, Any], tmp_path: Path, stdout: str) -> None:
     portal = summary["portal"]
     assert portal["dossiers"] > 0 and portal["matching"] == portal["dossiers"], portal
     assert portal["online"] >= 2 and portal["online_delivered"] == portal["online"], portal
+    # the citizens' Zalo receipts came back through the signed webhook into the ledger
+    assert 0 < summary["zalo_receipts"]["received"] <= summary["destinations"]["zalo"]["delivered"]
     for name, figures in summary["destinations"].items():
         assert figures["total"] > 0, f"{name} got no deliveries"
         assert figures["effects"] == figures["delivered"], f"{name}: an effect was applied twice or lost"
