@@ -28,7 +28,6 @@ code   when
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
@@ -47,7 +46,7 @@ from config.routing import Destination
 from config.settings import Settings
 from schemas.portal import INVALID_DATA, SESSION_INVALID, OnlineCallback
 from schemas.webhook import SignatureError, verify
-from schemas.zalo import ZaloEvent
+from schemas.zalo import ZaloEvent, zevent_signature
 from store import receipts
 from tasks.portal import ingest_online
 from tasks.runtime import get_runtime
@@ -68,12 +67,6 @@ def _portal_destination(name: str | None) -> Destination | None:
 
 
 RECEIPT_EVENTS = {"user_received_message": "received", "user_seen_message": "seen"}
-
-
-def zevent_signature(app_id: str, body: bytes, timestamp: str, oa_secret_key: str) -> str:
-    """Zalo's webhook signature: ``mac=`` + SHA-256 hex of app id, raw body, timestamp and OA secret key."""
-    digest = hashlib.sha256(app_id.encode() + body + timestamp.encode() + oa_secret_key.encode()).hexdigest()
-    return f"mac={digest}"
 
 
 @router.post("/zalo", summary="Zalo Official Account webhook events (signed X-ZEvent-Signature)")

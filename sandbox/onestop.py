@@ -40,10 +40,10 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from sandbox.faults import ActiveFaults
+from sandbox.faults import ActiveFaults, BaseFaults, error_response
 from schemas.events import parse_event
 from schemas.webhook import SignatureError, secret_key, verify
 
@@ -52,22 +52,15 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 _JSON = "application/json"
 
 
-class FaultConfig(BaseModel):
+class FaultConfig(BaseFaults):
     """Faults injected into one subscriber's endpoint (or every subscriber's when ``subscriber`` is null)."""
 
-    model_config = ConfigDict(extra="forbid")
-
     subscriber: str | None = None
-    error_rate: float = Field(0.0, ge=0, le=1)
-    error_status: int = Field(503, ge=400, le=599)
     retry_after: int | None = Field(None, ge=0)
     timeout_rate: float = Field(0.0, ge=0, le=1)
     hang_seconds: float = Field(30.0, ge=0, le=3600)
     reset_rate: float = Field(0.0, ge=0, le=1)
     reset_after_store: bool = False
-    latency_ms: float = Field(0.0, ge=0, le=600_000)
-    latency_jitter_ms: float = Field(0.0, ge=0, le=600_000)
-    seed: int | None = None
 
 
 _ActiveFaults = ActiveFaults[FaultConfig]
@@ -183,10 +176,6 @@ class _ConnectionReset(Response):
         await send({"type": "http.response.body", "body": b'{"status":"acc', "more_body": True})
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps({"error": message}), status_code=status, media_type=_JSON, headers=headers)
-
-
 def _invalid_message(exc: ValidationError) -> str:
     # Only locations and messages: pydantic's default text echoes the input, which holds personal data.
     parts = [
@@ -210,7 +199,7 @@ def create_app(secrets: Mapping[str, str], *, validate: bool = True) -> FastAPI:
     async def receive_event(name: str, request: Request) -> Response:
         sub = state.subscribers.get(name)
         if sub is None:
-            return _error(404, f"unknown subscriber {name!r}")
+            return error_response(404, f"unknown subscriber {name!r}")
         faults = state.faults_for(name)
         reset = False
         if faults is not None:
@@ -220,7 +209,7 @@ def create_app(secrets: Mapping[str, str], *, validate: bool = True) -> FastAPI:
             if faults.draw(config.error_rate):
                 sub.fault_error += 1
                 headers = {"Retry-After": str(config.retry_after)} if config.retry_after is not None else None
-                return _error(config.error_status, "injected fault", headers)
+                return error_response(config.error_status, "injected fault", headers)
             if faults.draw(config.reset_rate):
                 sub.fault_reset += 1
                 if not config.reset_after_store:
@@ -232,7 +221,7 @@ def create_app(secrets: Mapping[str, str], *, validate: bool = True) -> FastAPI:
             msg_id = verify(state.secrets[name], request.headers, body)
         except SignatureError as exc:
             sub.rejected_signature += 1
-            return _error(401, str(exc))
+            return error_response(401, str(exc))
 
         try:
             event = json.loads(body)
@@ -242,10 +231,10 @@ def create_app(secrets: Mapping[str, str], *, validate: bool = True) -> FastAPI:
                 raise ValueError("body is not an event object")
         except ValidationError as exc:
             sub.invalid += 1
-            return _error(422, _invalid_message(exc))
+            return error_response(422, _invalid_message(exc))
         except ValueError:
             sub.invalid += 1
-            return _error(422, "body is not a JSON event object")
+            return error_response(422, "body is not a JSON event object")
 
         key = request.headers.get(IDEMPOTENCY_HEADER) or msg_id
         sub.receipts += 1
@@ -291,7 +280,7 @@ def create_app(secrets: Mapping[str, str], *, validate: bool = True) -> FastAPI:
     @app.post("/_admin/faults")
     async def set_faults(config: FaultConfig) -> Response:
         if config.subscriber is not None and config.subscriber not in state.subscribers:
-            return _error(404, f"unknown subscriber {config.subscriber!r}")
+            return error_response(404, f"unknown subscriber {config.subscriber!r}")
         state.set_faults(config)
         return JSONResponse(config.model_dump())
 
@@ -309,7 +298,7 @@ def create_app(secrets: Mapping[str, str], *, validate: bool = True) -> FastAPI:
         subscriber: str, dossier_code: str | None = None, full: bool = Query(False)
     ) -> Response:
         if subscriber not in state.subscribers:
-            return _error(404, f"unknown subscriber {subscriber!r}")
+            return error_response(404, f"unknown subscriber {subscriber!r}")
         return JSONResponse(state.received(subscriber, dossier_code, full))
 
     @app.post("/_admin/reset")

@@ -67,7 +67,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sandbox import workload as wl
-from sandbox.faults import ActiveFaults
+from sandbox.faults import ActiveFaults, BaseFaults, add_fault_routes, error_response, json_body
 from schemas import portal as dvc
 from schemas.webhook import sign
 
@@ -102,21 +102,14 @@ def default_catalogue() -> dict[str, tuple[str, str]]:
     return {p.code: (p.name, _FIELD_CODES.get(p.route[0][0], "G09-KHAC")) for p in wl.PROCEDURES}
 
 
-class FaultConfig(BaseModel):
+class FaultConfig(BaseFaults):
     """Faults injected into the portal's answers."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    error_rate: float = Field(0.0, ge=0, le=1)
-    error_status: int = Field(503, ge=400, le=599)
     busy_rate: float = Field(0.0, ge=0, le=1)
     timeout_rate: float = Field(0.0, ge=0, le=1)
     hang_seconds: float = Field(30.0, ge=0, le=3600)
     expire_rate: float = Field(0.0, ge=0, le=1)
-    latency_ms: float = Field(0.0, ge=0, le=600_000)
-    latency_jitter_ms: float = Field(0.0, ge=0, le=600_000)
     session_ttl_seconds: float | None = Field(None, gt=0, le=7 * 86400)
-    seed: int | None = None
 
 
 class PushConfig(BaseModel):
@@ -435,17 +428,6 @@ class PortalState:
                         self.counters["pushed" if ok else "push_failed"] += 1
 
 
-def _error(status: int, message: str) -> Response:
-    return Response(json.dumps({"error": message}), status_code=status, media_type=_JSON)
-
-
-async def _json_body(request: Request) -> Any:
-    try:
-        return json.loads(await request.body())
-    except ValueError:
-        return None
-
-
 def create_app(
     *,
     username: str,
@@ -472,7 +454,7 @@ def create_app(
             await asyncio.sleep(faults.latency())
         if faults.draw(faults.config.error_rate):
             state.injected["error"] += 1
-            return _error(faults.config.error_status, "injected fault")
+            return error_response(faults.config.error_status, "injected fault")
         return None
 
     @app.post(auth_path)
@@ -480,7 +462,7 @@ def create_app(
         failed = await injected(state.faults)
         if failed is not None:
             return failed
-        answer = state.login(request.headers.get("dstcode"), await _json_body(request))
+        answer = state.login(request.headers.get("dstcode"), await json_body(request))
         return JSONResponse(state.count(answer))
 
     @app.post(integration_path)
@@ -492,25 +474,13 @@ def create_app(
         if faults is not None and faults.draw(faults.config.busy_rate):
             state.injected["busy"] += 1
             return JSONResponse(state.count(_reply(dvc.BUSY, "Hệ thống đang bận")))
-        answer = state.call(request.headers.get("dstcode"), await _json_body(request), faults)
+        answer = state.call(request.headers.get("dstcode"), await json_body(request), faults)
         if faults is not None and faults.draw(faults.config.timeout_rate):
             state.injected["timeout"] += 1
             await asyncio.sleep(faults.config.hang_seconds)
         return JSONResponse(state.count(answer))
 
-    @app.get("/_admin/faults")
-    async def get_faults() -> dict[str, Any] | None:
-        return state.faults.config.model_dump() if state.faults else None
-
-    @app.post("/_admin/faults")
-    async def set_faults(config: FaultConfig) -> dict[str, Any]:
-        state.faults = _ActiveFaults(config)
-        return config.model_dump()
-
-    @app.delete("/_admin/faults")
-    async def clear_faults() -> dict[str, str]:
-        state.faults = None
-        return {"status": "cleared"}
+    add_fault_routes(app, state, FaultConfig)
 
     @app.get("/_admin/stats")
     async def stats() -> dict[str, Any]:
@@ -523,28 +493,28 @@ def create_app(
     @app.get("/_admin/dossiers/{code}")
     async def dossier(code: str) -> Response:
         if code not in state.dossiers:
-            return _error(404, f"unknown dossier {code!r}")
+            return error_response(404, f"unknown dossier {code!r}")
         return JSONResponse(state.view(code))
 
     @app.post("/_admin/online")
     async def add_online(request: Request) -> Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         items = body.get("dossiers") if isinstance(body, dict) else None
         if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-            return _error(422, 'expected {"dossiers": [objects]}')
+            return error_response(422, 'expected {"dossiers": [objects]}')
         try:
             stored = state.add_online(items)
         except ValidationError as exc:
-            return _error(422, "invalid online dossier: " + _locations(exc))
+            return error_response(422, "invalid online dossier: " + _locations(exc))
         state.start_push(stored)
         return JSONResponse(stored)
 
     @app.post("/_admin/push")
     async def set_push(request: Request) -> Response:
         try:
-            state.push = PushConfig.model_validate(await _json_body(request))
+            state.push = PushConfig.model_validate(await json_body(request))
         except ValidationError as exc:  # the default 422 would echo the secret
-            return _error(422, "invalid push configuration: " + _locations(exc))
+            return error_response(422, "invalid push configuration: " + _locations(exc))
         return JSONResponse({"url": state.push.url})
 
     @app.delete("/_admin/push")

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import re
 import time
 import uuid
@@ -39,9 +38,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 
-from sandbox.faults import ActiveFaults
+from sandbox.faults import ActiveFaults, BaseFaults, add_fault_routes, json_body
 
 SEND_PATH = "/api/v1/sms/send"
 MAX_LENGTH = 612
@@ -49,16 +47,9 @@ OK, BAD_REQUEST, BAD_BRANDNAME, BAD_PHONE, BAD_MESSAGE = "00", "11", "12", "13",
 _PHONE = re.compile(r"^84[35789][0-9]{8}$")
 
 
-class FaultConfig(BaseModel):
+class FaultConfig(BaseFaults):
     """Faults injected into the gateway's answers."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    error_rate: float = Field(0.0, ge=0, le=1)
-    error_status: int = Field(503, ge=400, le=599)
-    latency_ms: float = Field(0.0, ge=0, le=600_000)
-    latency_jitter_ms: float = Field(0.0, ge=0, le=600_000)
-    seed: int | None = None
 
 
 _ActiveFaults = ActiveFaults[FaultConfig]
@@ -129,13 +120,6 @@ class SmsState:
         return _reply(OK, "OK", sms_id=message["sms_id"])
 
 
-async def _json_body(request: Request) -> Any:
-    try:
-        return json.loads(await request.body())
-    except ValueError:
-        return None
-
-
 def create_app(*, api_key: str, brandname: str = "UBND-HALONG") -> FastAPI:
     """Build the SMS gateway simulator for one account: its API key and its one registered brandname."""
     state = SmsState(api_key=api_key, brandname=brandname)
@@ -154,7 +138,7 @@ def create_app(*, api_key: str, brandname: str = "UBND-HALONG") -> FastAPI:
         if not state.authorised(request.headers.get("authorization")):
             state.answers["401"] += 1
             return JSONResponse(_reply("401", "Sai hoặc thiếu API key"), status_code=401)
-        answer = state.send(await _json_body(request))
+        answer = state.send(await json_body(request))
         state.answers[answer["code"]] += 1
         return JSONResponse(answer)
 
@@ -169,19 +153,7 @@ def create_app(*, api_key: str, brandname: str = "UBND-HALONG") -> FastAPI:
     async def stats() -> dict[str, Any]:
         return state.stats()
 
-    @app.get("/_admin/faults")
-    async def get_faults() -> dict[str, Any] | None:
-        return state.faults.config.model_dump() if state.faults else None
-
-    @app.post("/_admin/faults")
-    async def set_faults(config: FaultConfig) -> dict[str, Any]:
-        state.faults = _ActiveFaults(config)
-        return config.model_dump()
-
-    @app.delete("/_admin/faults")
-    async def clear_faults() -> dict[str, str]:
-        state.faults = None
-        return {"status": "cleared"}
+    add_fault_routes(app, state, FaultConfig)
 
     @app.post("/_admin/reset")
     async def reset_all() -> dict[str, str]:

@@ -35,7 +35,7 @@ Default templates (:data:`DEFAULT_TEMPLATES`, every parameter required): 300001 
 With ``POST /_admin/webhook {"url", "seen": false}`` each successful send is followed, in the background
 and with one try (counted ``ok`` or ``failed``), by a ``user_received_message`` event (and with ``seen``
 a ``user_seen_message`` one) posted to ``url`` and signed ``X-ZEvent-Signature: mac=<hex>``, see
-:func:`zevent_signature`.
+:func:`schemas.zalo.zevent_signature`.
 
 Faults (``GET|POST|DELETE /_admin/faults``, :class:`FaultConfig`, seeded): ``error_rate`` answers HTTP
 ``error_status`` (plain text) before anything, ``latency_ms`` (+ ``latency_jitter_ms``) delays, both on
@@ -74,7 +74,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sandbox.faults import ActiveFaults
+from sandbox.faults import ActiveFaults, BaseFaults, add_fault_routes, error_response, json_body
+from schemas.zalo import zevent_signature
 
 OAUTH_PATH = "/v4/oa/access_token"
 ZNS_PATH = "/message/template"
@@ -107,27 +108,11 @@ _OAUTH_ERRORS = {
 }
 
 
-def zevent_signature(app_id: str, body: bytes, timestamp: str, oa_secret_key: str) -> str:
-    """The ``X-ZEvent-Signature`` value: ``mac=`` + SHA-256 hex of app_id, raw body, timestamp, OA secret key.
-
-    A plain hash, not an HMAC, as Zalo specifies it.
-    """
-    digest = hashlib.sha256(app_id.encode() + body + timestamp.encode() + oa_secret_key.encode())
-    return "mac=" + digest.hexdigest()
-
-
-class FaultConfig(BaseModel):
+class FaultConfig(BaseFaults):
     """Faults injected into Zalo's answers."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    error_rate: float = Field(0.0, ge=0, le=1)
-    error_status: int = Field(503, ge=400, le=599)
     unknown_error_rate: float = Field(0.0, ge=0, le=1)
-    latency_ms: float = Field(0.0, ge=0, le=600_000)
-    latency_jitter_ms: float = Field(0.0, ge=0, le=600_000)
     access_ttl_seconds: float | None = Field(None, gt=0, le=30 * 86400)
-    seed: int | None = None
 
 
 class WebhookConfig(BaseModel):
@@ -184,7 +169,7 @@ def _zns(code: int, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": code, "message": message, **extra}
 
 
-def _oauth_error(code: int, description: str) -> dict[str, Any]:
+def _oautherror_response(code: int, description: str) -> dict[str, Any]:
     name, reason = _OAUTH_ERRORS[code]
     return {"error": code, "error_name": name, "error_reason": reason, "error_description": description}
 
@@ -310,18 +295,18 @@ class ZaloState:
 
     def _refresh(self, secret_key: str | None, form: Mapping[str, str]) -> dict[str, Any]:
         if not hmac.compare_digest(form.get("app_id", "").encode(), self.app_id.encode()):
-            return _oauth_error(BAD_APP_ID, "Ứng dụng không tồn tại")
+            return _oautherror_response(BAD_APP_ID, "Ứng dụng không tồn tại")
         if not hmac.compare_digest((secret_key or "").encode(), self.app_secret.encode()):
-            return _oauth_error(BAD_SECRET, "Khóa bí mật của ứng dụng không đúng")
+            return _oautherror_response(BAD_SECRET, "Khóa bí mật của ứng dụng không đúng")
         token = form.get("refresh_token", "")
         if form.get("grant_type") != "refresh_token" or not token:
-            return _oauth_error(BAD_GRANT, "Tham số không hợp lệ")
+            return _oautherror_response(BAD_GRANT, "Tham số không hợp lệ")
         if token in self.spent:
             self.counters["refresh_token_reuse"] += 1
-            return _oauth_error(BAD_REFRESH_TOKEN, "Refresh token không hợp lệ hoặc đã hết hạn")
+            return _oautherror_response(BAD_REFRESH_TOKEN, "Refresh token không hợp lệ hoặc đã hết hạn")
         until = self.refresh_tokens.pop(token, None)
         if until is None or until <= time.monotonic():
-            return _oauth_error(BAD_REFRESH_TOKEN, "Refresh token không hợp lệ hoặc đã hết hạn")
+            return _oautherror_response(BAD_REFRESH_TOKEN, "Refresh token không hợp lệ hoặc đã hết hạn")
         self.spent.add(token)
         return self.issue()
 
@@ -431,17 +416,6 @@ class ZaloState:
             self.client = None
 
 
-def _error(status: int, message: str) -> Response:
-    return Response(json.dumps({"error": message}), status_code=status, media_type=_JSON)
-
-
-async def _json_body(request: Request) -> Any:
-    try:
-        return json.loads(await request.body())
-    except ValueError:
-        return None
-
-
 def create_app(
     *,
     app_id: str,
@@ -497,7 +471,7 @@ def create_app(
             state.counters["fault_unknown_error"] += 1
             answer, message = _zns(UNKNOWN_ERROR, "lỗi không xác định"), None
         else:
-            answer, message = state.send(request.headers.get("access_token"), await _json_body(request))
+            answer, message = state.send(request.headers.get("access_token"), await json_body(request))
         state.answers[str(answer["error"])] += 1
         if message is not None:
             state.start_events(message)
@@ -534,9 +508,9 @@ def create_app(
     @app.post("/_admin/phones")
     async def set_phones(request: Request) -> Response:
         try:
-            config = PhoneSets.model_validate(await _json_body(request))
+            config = PhoneSets.model_validate(await json_body(request))
         except ValidationError as exc:  # the default 422 would echo the phone numbers
-            return _error(422, "invalid phone sets: " + _locations(exc))
+            return error_response(422, "invalid phone sets: " + _locations(exc))
         if config.no_zalo is not None:
             state.no_zalo = set(config.no_zalo)
         if config.refusing is not None:
@@ -546,9 +520,9 @@ def create_app(
     @app.post("/_admin/webhook")
     async def set_webhook(request: Request) -> Response:
         try:
-            state.webhook = WebhookConfig.model_validate(await _json_body(request))
+            state.webhook = WebhookConfig.model_validate(await json_body(request))
         except ValidationError as exc:
-            return _error(422, "invalid webhook configuration: " + _locations(exc))
+            return error_response(422, "invalid webhook configuration: " + _locations(exc))
         return JSONResponse(state.webhook.model_dump())
 
     @app.delete("/_admin/webhook")
@@ -556,19 +530,7 @@ def create_app(
         state.webhook = None
         return {"status": "cleared"}
 
-    @app.get("/_admin/faults")
-    async def get_faults() -> dict[str, Any] | None:
-        return state.faults.config.model_dump() if state.faults else None
-
-    @app.post("/_admin/faults")
-    async def set_faults(config: FaultConfig) -> dict[str, Any]:
-        state.faults = _ActiveFaults(config)
-        return config.model_dump()
-
-    @app.delete("/_admin/faults")
-    async def clear_faults() -> dict[str, str]:
-        state.faults = None
-        return {"status": "cleared"}
+    add_fault_routes(app, state, FaultConfig)
 
     @app.post("/_admin/reset")
     async def reset_all() -> dict[str, str]:

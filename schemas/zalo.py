@@ -13,6 +13,7 @@ The template configuration a province edits (``config/zalo.toml``) is validated 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -33,6 +34,15 @@ REFRESH_TOKEN_INVALID = -14014
 # {path}, {path:format}, {path:format|fallback when the field is absent}
 PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_.]*)(?::([a-z_]+))?(?:\|([^}]*))?\}")
 FORMATS = ("date", "datetime", "money", "join", "label")
+
+
+def zevent_signature(app_id: str, body: bytes, timestamp: str, oa_secret_key: str) -> str:
+    """The ``X-ZEvent-Signature`` value: ``mac=`` + SHA-256 hex of app_id, raw body, timestamp, OA secret key.
+
+    A plain hash, not an HMAC, as Zalo specifies it.
+    """
+    digest = hashlib.sha256(app_id.encode() + body + timestamp.encode() + oa_secret_key.encode())
+    return "mac=" + digest.hexdigest()
 
 
 class _Zalo(BaseModel):
