@@ -13,7 +13,7 @@ procedure codes, procedure names for dossiers the portal has not seen, the desk'
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -191,6 +191,27 @@ def progress_recorded(entry: Mapping[str, Any], current: Mapping[str, Any] | Non
         except ValueError:
             continue
     return False
+
+
+def expected_history(
+    events: Iterable[Mapping[str, Any]], mapping: PortalMapping | None = None
+) -> dict[str, list[tuple[str, str]]]:
+    """What the portal must end up holding for these events of the one-stop software: per dossier,
+    the (``TrangThai``, ``ThoiDiemXuLy``) of each progress entry in ``sequence`` order."""
+    mapping = mapping or PortalMapping()
+    out: dict[str, list[tuple[str, str]]] = {}
+    for e in sorted(events, key=lambda e: e["sequence"]):
+        if takes(e, mapping) and e.get("origin", "onestop") == "onestop":
+            out.setdefault(e["dossier_code"], []).append((mapping.status(e["type"]), portal_time(e["occurred_at"])))
+    return out
+
+
+def holds(record: Mapping[str, Any] | None, history: list[tuple[str, str]]) -> bool:
+    """Whether the portal's record (as ``TraCuuHoSo`` returns it) ends in ``history``: status and entries, in order."""
+    if not record or not history:
+        return False
+    held = [(p.get("TrangThai"), p.get("ThoiDiemXuLy")) for p in record.get("QuaTrinhXuLy") or []]
+    return record.get("TrangThaiHoSo") == history[-1][0] and held == history
 
 
 def _content(kind: str, data: Mapping[str, Any]) -> str:

@@ -25,7 +25,6 @@ import os
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ import httpx  # noqa: E402
 import redis  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from adapters.portal import DEFAULT_STATUS_MAP, portal_time  # noqa: E402
+from adapters.portal import expected_history, holds  # noqa: E402
 from bench.relay import (  # noqa: E402
     Database,
     Service,
@@ -80,15 +79,6 @@ destination = "portal"
 """
 
 
-def truth(day: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
-    """Each dossier's lifecycle in the one-stop software: (portal status, time) in sequence order."""
-    out: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for e in sorted(day, key=lambda e: e["sequence"]):
-        if e["type"] in DEFAULT_STATUS_MAP:
-            out[e["dossier_code"]].append((DEFAULT_STATUS_MAP[e["type"]], portal_time(e["occurred_at"])))
-    return out
-
-
 def run_phase(name: str, day: list[dict[str, Any]], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """One phase on fresh processes, ledger and Redis db; its figures."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +112,7 @@ def run_phase(name: str, day: list[dict[str, Any]], args: argparse.Namespace, wo
         wait_http(f"{api_url}/healthz", 60, services[1])
         if name == "faults":
             httpx.post(f"{portal_url}/_admin/faults", json=FAULTS, timeout=5).raise_for_status()
-        expected = sum(len(v) for v in truth(day).values())
+        expected = sum(len(v) for v in expected_history(day).values())
         engine = get_engine(database.sqlalchemy_url)
         started = time.monotonic()
         since = datetime.now(UTC)
@@ -168,12 +158,8 @@ def _figures(name: str, engine: Any, since: datetime, day: list[dict[str, Any]],
     elapsed = (last - first_received).total_seconds()
     stats = httpx.get(f"{portal_url}/_admin/stats", timeout=10).json()
     view = httpx.get(f"{portal_url}/_admin/dossiers", timeout=30).json()
-    want = truth(day)
-    matching = sum(
-        1 for code, steps in want.items()
-        if code in view and view[code]["TrangThaiHoSo"] == steps[-1][0]
-        and [(p["TrangThai"], p["ThoiDiemXuLy"]) for p in view[code]["QuaTrinhXuLy"]] == steps
-    )
+    want = expected_history(day)
+    matching = sum(1 for code, steps in want.items() if holds(view.get(code), steps))
     calls = sum(stats["calls"].values())
     return {
         "phase": name, "events": len(day), "deliveries": len(rows), "expected": expected,

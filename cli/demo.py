@@ -320,14 +320,16 @@ class Demo:
         stats = httpx.get(f"{self.sandbox}/_admin/stats", timeout=10).json()
         portal: dict[str, Any] = {}
         if self.portal:
+            from adapters.portal import expected_history, holds
+
             view = httpx.get(f"{self.portal}/_admin/dossiers", timeout=10).json()
             portal_stats = httpx.get(f"{self.portal}/_admin/stats", timeout=10).json()
             entries = sum(len(d["QuaTrinhXuLy"]) for d in view.values())
             for name in self.portals:  # effects: progress entries the portal holds; requests: its calls
                 stats[name] = {"distinct": entries, "receipts": sum(portal_stats["calls"].values()),
                                "faults": {"error": portal_stats["faults"]["error"], "reset": 0}}
-            truth = _portal_truth(self.events)
-            portal = {"dossiers": len(truth), "matching": sum(1 for c, t in truth.items() if _holds(view.get(c), t)),
+            truth = expected_history(self.events)
+            portal = {"dossiers": len(truth), "matching": sum(1 for c, t in truth.items() if holds(view.get(c), t)),
                       "sessions_expired": portal_stats["sessions_expired"], "online": len(self.online),
                       "online_delivered": _online_delivered(self.sandbox, self.online)}
         if self.zalo:
@@ -527,24 +529,6 @@ def _sweeper(stop: threading.Event, interval: float, pull: bool) -> None:
                 pull_online()
         except Exception:
             log.exception("demo sweep failed")
-
-
-def _portal_truth(events: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
-    """Each dossier's lifecycle in the one-stop software, as portal (status, time) pairs in sequence order."""
-    from adapters.portal import DEFAULT_STATUS_MAP, portal_time
-
-    out: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for e in sorted(events, key=lambda e: e["sequence"]):
-        if e["type"] in DEFAULT_STATUS_MAP and e.get("origin", "onestop") == "onestop":
-            out[e["dossier_code"]].append((DEFAULT_STATUS_MAP[e["type"]], portal_time(e["occurred_at"])))
-    return out
-
-
-def _holds(record: dict[str, Any] | None, truth: list[tuple[str, str]]) -> bool:
-    if record is None:
-        return False
-    history = [(p["TrangThai"], p["ThoiDiemXuLy"]) for p in record["QuaTrinhXuLy"]]
-    return record["TrangThaiHoSo"] == truth[-1][0] and history == truth
 
 
 def _online_delivered(sandbox: str, online: list[dict[str, Any]]) -> int:

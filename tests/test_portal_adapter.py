@@ -14,7 +14,9 @@ from adapters.portal import (
     MappingError,
     PortalMapping,
     dossier_record,
+    expected_history,
     from_portal_time,
+    holds,
     online_event,
     portal_time,
     progress_entry,
@@ -202,3 +204,16 @@ def test_online_dossier_that_cannot_be_an_event_raises() -> None:
     bad = OnlineDossier.model_validate(ONLINE | {"MaHoSo": "not a code"})
     with pytest.raises(ValidationError):
         online_event(bad, MAPPING)
+
+
+def test_expected_history_and_holds() -> None:
+    dossier = first("dossier.returned")["dossier_code"]
+    steps = expected_history(EVENTS)[dossier]
+    events = lifecycle(dossier)
+    assert [s[0] for s in steps] == [DEFAULT_STATUS_MAP[e["type"]] for e in events]
+    entries = [{"TrangThai": st, "ThoiDiemXuLy": at} for st, at in steps]
+    assert holds({"TrangThaiHoSo": "10", "QuaTrinhXuLy": entries}, steps)
+    assert not holds({"TrangThaiHoSo": "9", "QuaTrinhXuLy": entries}, steps)
+    assert not holds({"TrangThaiHoSo": "10", "QuaTrinhXuLy": entries[::-1]}, steps)
+    assert not holds({"TrangThaiHoSo": "10", "QuaTrinhXuLy": entries + entries[-1:]}, steps)
+    assert not holds(None, steps)
