@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -51,6 +50,7 @@ from bench.relay import (  # noqa: E402
 from sandbox.workload import generate_day, send_events_sync, shuffle_per_dossier  # noqa: E402
 from store.db import get_engine, upgrade  # noqa: E402
 from store.tables import FINAL_STATUSES, attempts, deliveries, events  # noqa: E402
+from tests.harness import relay_env  # noqa: E402
 
 USER, PASSWORD = "bench-relay", "bench-password"
 FAULTS = {"error_rate": 0.2, "error_status": 503, "timeout_rate": 0.05, "hang_seconds": 3,
@@ -90,14 +90,11 @@ def run_phase(name: str, day: list[dict[str, Any]], args: argparse.Namespace, wo
     routing = workdir / "routing.toml"
     routing.write_text(ROUTING.format(url=portal_url, read=args.read_timeout), encoding="utf-8")
     intake_secret = _new_secret()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOTCUA_")}
-    env |= {"MOTCUA_DATABASE_URL": database.url, "MOTCUA_BROKER_URL": broker, "MOTCUA_REDIS_URL": broker,
-            "MOTCUA_INTAKE_SECRET": intake_secret, "MOTCUA_ROUTING_FILE": str(routing), "MOTCUA_LOG_FORMAT": "json",
-            "MOTCUA_LOG_LEVEL": "WARNING", "MOTCUA_PORTAL_USERNAME": USER, "MOTCUA_PORTAL_PASSWORD": PASSWORD,
-            "MOTCUA_SWEEP_INTERVAL_SECONDS": "1", "MOTCUA_WORKER_CONCURRENCY": str(args.concurrency),
-            "MOTCUA_BEAT_SCHEDULE_FILE": str(workdir / "beat-schedule"), "MOTCUA_REDIS_PREFIX": f"bench-{name}",
-            "BENCH_PORTAL_USER": USER, "BENCH_PORTAL_PASSWORD": PASSWORD, "BENCH_PORTAL_PORT": str(portal_port),
-            "PYTHONPATH": str(ROOT)}
+    env = relay_env(database.url, broker, intake_secret, {}, routing,
+                    MOTCUA_LOG_LEVEL="WARNING", MOTCUA_PORTAL_USERNAME=USER, MOTCUA_PORTAL_PASSWORD=PASSWORD,
+                    MOTCUA_SWEEP_INTERVAL_SECONDS="1", MOTCUA_WORKER_CONCURRENCY=str(args.concurrency),
+                    MOTCUA_BEAT_SCHEDULE_FILE=str(workdir / "beat-schedule"), MOTCUA_REDIS_PREFIX=f"bench-{name}",
+                    BENCH_PORTAL_USER=USER, BENCH_PORTAL_PASSWORD=PASSWORD, BENCH_PORTAL_PORT=str(portal_port))
     upgrade(database.sqlalchemy_url)
     services = [
         Service("portal", [sys.executable, "-c", PORTAL_CODE], env, workdir / "portal.log"),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ from bench.relay import (  # noqa: E402
 from sandbox.workload import generate_day, send_events_sync  # noqa: E402
 from store.db import get_engine, upgrade  # noqa: E402
 from store.tables import FINAL_STATUSES, deliveries, events  # noqa: E402
+from tests.harness import relay_env  # noqa: E402
 
 APP_ID, APP_SECRET, OA_KEY, SMS_KEY = "4301520984", "bench-app-secret", "bench-oa-key", "bench-sms-key"
 SIMULATORS = (
@@ -93,13 +93,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     routing = workdir / "routing.toml"
     routing.write_text(ROUTING.format(zalo=zalo_url, sms=sms_url), encoding="utf-8")
     intake_secret = _new_secret()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOTCUA_")}
-    env |= {"MOTCUA_DATABASE_URL": database.url, "MOTCUA_BROKER_URL": broker, "MOTCUA_REDIS_URL": broker,
-            "MOTCUA_INTAKE_SECRET": intake_secret, "MOTCUA_ROUTING_FILE": str(routing), "MOTCUA_LOG_FORMAT": "json",
-            "MOTCUA_LOG_LEVEL": "WARNING", "MOTCUA_ZALO_APP_ID": APP_ID, "MOTCUA_ZALO_APP_SECRET": APP_SECRET,
-            "MOTCUA_ZALO_OA_SECRET_KEY": OA_KEY, "MOTCUA_SMS_API_KEY": SMS_KEY, "MOTCUA_SWEEP_INTERVAL_SECONDS": "1",
-            "MOTCUA_WORKER_CONCURRENCY": str(args.concurrency), "MOTCUA_REDIS_PREFIX": "bench-zalo",
-            "MOTCUA_BEAT_SCHEDULE_FILE": str(workdir / "beat-schedule"), "PYTHONPATH": str(ROOT)}
+    env = relay_env(database.url, broker, intake_secret, {}, routing,
+                    MOTCUA_LOG_LEVEL="WARNING", MOTCUA_ZALO_APP_ID=APP_ID, MOTCUA_ZALO_APP_SECRET=APP_SECRET,
+                    MOTCUA_ZALO_OA_SECRET_KEY=OA_KEY, MOTCUA_SMS_API_KEY=SMS_KEY, MOTCUA_SWEEP_INTERVAL_SECONDS="1",
+                    MOTCUA_WORKER_CONCURRENCY=str(args.concurrency), MOTCUA_REDIS_PREFIX="bench-zalo",
+                    MOTCUA_BEAT_SCHEDULE_FILE=str(workdir / "beat-schedule"))
     upgrade(database.sqlalchemy_url)
     services = [
         Service("zalo", [sys.executable, "-c", SIMULATORS], env | {"BENCH_WHICH": "zalo", "BENCH_PORT": str(zalo_port)},
