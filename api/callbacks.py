@@ -117,8 +117,8 @@ async def _portal(request: Request, name: str | None) -> JSONResponse:
     body = await read_limited(request, settings.intake_max_body_bytes)
     if body is None:
         return _answer(413, INVALID_DATA, f"body over {settings.intake_max_body_bytes} bytes")
-    secret_env = dest.option("callback_secret_env", "MOTCUA_PORTAL_CALLBACK_SECRET")
-    secrets = os.environ.get(secret_env, "").replace(",", " ").split()
+    configured, secret_env = dest.secret("callback_secret", "MOTCUA_PORTAL_CALLBACK_SECRET")
+    secrets = (configured or "").replace(",", " ").split()
     try:
         if not secrets:
             raise SignatureError(f"no callback secret configured ({secret_env})")

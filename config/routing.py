@@ -95,6 +95,12 @@ class Destination(_Model):
             object.__setattr__(self, "queue", f"deliver.{self.name}")
         return self
 
+    def secret(self, key: str, default_env: str | None = None) -> tuple[str | None, str | None]:
+        """A credential, read only from the environment variable that ``<key>_env`` names (else
+        ``default_env``): its value (``None`` when unset or empty) and the variable's name, for messages."""
+        env = self.options.get(f"{key}_env", default_env)
+        return (os.environ.get(env) or None) if env else None, env
+
     def option(self, key: str, default: Any = None) -> Any:
         """A kind-specific option; ``<key>_env`` names an environment variable that overrides it."""
         env_name = self.options.get(f"{key}_env")

@@ -9,7 +9,6 @@ a ``DeliveryError``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -43,9 +42,7 @@ class WebhookDeliverer:
         url = destination.option("url")
         if not url:
             raise ValueError(f"destination {destination.name}: webhook needs a url")
-        secret_env = destination.option("secret_env")
-        self._secret_env = secret_env
-        secret = os.environ.get(secret_env) if secret_env else None
+        secret, self._secret_env = destination.secret("secret")
         self._connector = (
             WebhookConnector.from_options(
                 url, secret, destination.timeouts.connect, destination.timeouts.read, settings.worker_concurrency

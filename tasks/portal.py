@@ -15,7 +15,6 @@ dossier seen twice is stored once and reaches the one-stop software once.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -67,10 +66,9 @@ class PortalDeliverer:
         url = destination.option("url")
         if not url:
             raise ValueError(f"destination {destination.name}: the portal needs a url")
-        user_env = destination.option("username_env", "MOTCUA_PORTAL_USERNAME")
-        password_env = destination.option("password_env", "MOTCUA_PORTAL_PASSWORD")
-        username, password = os.environ.get(user_env), os.environ.get(password_env)
-        self._missing = [name for name, value in ((user_env, username), (password_env, password)) if not value]
+        username, user_env = destination.secret("username", "MOTCUA_PORTAL_USERNAME")
+        password, password_env = destination.secret("password", "MOTCUA_PORTAL_PASSWORD")
+        self._missing = [str(name) for name, value in ((user_env, username), (password_env, password)) if not value]
         self.connector: PortalConnector | None = None
         if not self._missing:
             self.connector = PortalConnector(

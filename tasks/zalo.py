@@ -16,7 +16,6 @@ In: ``POST /v1/callbacks/zalo`` (``api/callbacks.py``) records ``user_received_m
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -41,11 +40,6 @@ DEFAULT_ZNS_URL = "http://127.0.0.1:8703"
 DEFAULT_QUIET_HOURS = "21:00-07:00"
 
 
-def _secret(destination: Destination, key: str, default_env: str) -> tuple[str | None, str]:
-    env = destination.option(f"{key}_env", default_env)
-    return os.environ.get(env) or None, env
-
-
 class ZaloDeliverer:
     """Adapter + connector for one Official Account."""
 
@@ -57,9 +51,9 @@ class ZaloDeliverer:
         self._redis = client
         self._quota_key = f"{settings.redis_prefix}:zalo:{destination.name}:quota_spent_until"
         self._quota_until = 0.0  # without Redis, this process's knowledge
-        app_id, app_env = _secret(destination, "app_id", "MOTCUA_ZALO_APP_ID")
-        secret, secret_env = _secret(destination, "app_secret", "MOTCUA_ZALO_APP_SECRET")
-        self._missing = [env for value, env in ((app_id, app_env), (secret, secret_env)) if not value]
+        app_id, app_env = destination.secret("app_id", "MOTCUA_ZALO_APP_ID")
+        secret, secret_env = destination.secret("app_secret", "MOTCUA_ZALO_APP_SECRET")
+        self._missing = [str(env) for value, env in ((app_id, app_env), (secret, secret_env)) if not value]
         self.connector: ZaloConnector | None = None
         if not self._missing:
             url = str(destination.option("url", DEFAULT_ZNS_URL))
@@ -145,7 +139,7 @@ class SmsDeliverer:
 
     def __init__(self, destination: Destination, settings: Settings, client: redis.Redis | None) -> None:
         self.templates = load_templates(destination.option("templates_file"))
-        key, key_env = _secret(destination, "api_key", "MOTCUA_SMS_API_KEY")
+        key, key_env = destination.secret("api_key", "MOTCUA_SMS_API_KEY")
         url = destination.option("url")
         if not url:
             raise ValueError(f"destination {destination.name}: the SMS gateway needs a url")

@@ -221,3 +221,16 @@ def test_default_file_sends_a_payment_callback_to_the_onestop_and_the_warehouse(
     paid = next(e for e in DAY if e["type"] == "fee.paid")
 
     assert default_routing.destinations_for({**paid, "origin": "payment"}) == ["onestop", "warehouse"]
+
+
+def test_secrets_come_only_from_the_named_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    dest = Destination(name="x", kind="webhook", options={"secret_env": "MOTCUA_T_SECRET", "secret": "in-file"})
+    monkeypatch.delenv("MOTCUA_T_SECRET", raising=False)
+    assert dest.secret("secret") == (None, "MOTCUA_T_SECRET")
+    monkeypatch.setenv("MOTCUA_T_SECRET", "")
+    assert dest.secret("secret") == (None, "MOTCUA_T_SECRET")
+    monkeypatch.setenv("MOTCUA_T_SECRET", "s3cret")
+    assert dest.secret("secret") == ("s3cret", "MOTCUA_T_SECRET")
+    monkeypatch.setenv("MOTCUA_T_DEFAULT", "d")
+    assert dest.secret("password", "MOTCUA_T_DEFAULT") == ("d", "MOTCUA_T_DEFAULT")
+    assert dest.secret("other") == (None, None)
