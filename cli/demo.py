@@ -19,7 +19,6 @@ import base64
 import contextlib
 import json
 import logging
-import math
 import os
 import random
 import signal
@@ -612,11 +611,13 @@ def _rows(engine: Any, since: datetime) -> list[dict[str, Any]]:
 
 def _figures(rows: list[dict[str, Any]], sandbox: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts, intake→delivered percentiles (nearest rank), and what the simulators applied and received."""
+    from store.reports import percentile
+
     ms = sorted((r["delivered_at"] - r["received_at"]).total_seconds() * 1000 for r in rows if r["delivered_at"])
     count = {s: sum(1 for r in rows if r["status"] == s) for s in FINAL}
 
     def pct(p: float) -> float:
-        return round(ms[max(0, math.ceil(p * len(ms)) - 1)], 1) if ms else 0.0
+        return round(percentile(ms, p) or 0.0, 1)
 
     def sandbox_sum(key: str, fault: str = "") -> int:
         return sum((s.get("faults", {}).get(fault, 0) if fault else s.get(key, 0)) for s in sandbox)
