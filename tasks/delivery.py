@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,7 +34,7 @@ from store.ledger import Claimed, NotClaimed, Outcome, ToEnqueue
 from store.tables import DEAD, DELIVERED, SUPERSEDED
 from tasks.app import app
 from tasks.kinds import Deliverer
-from tasks.retry import Decision, decide
+from tasks.retry import decide
 from tasks.runtime import Runtime, get_runtime
 
 log = structlog.get_logger(__name__)
@@ -191,12 +192,11 @@ def run_delivery(
         error, budget_used=claimed.budget_used, policy=dest.retry, now=finished_at,
         deadline_at=claimed.deadline_at, rng=_rng,
     )
-    if isinstance(error, Rerouted):  # the fallback delivery replaces this one, which is final
+    if isinstance(error, Rerouted):  # create the fallback delivery the decision names
         fallback_id, ready = ledger.reroute(rt.engine, delivery_id, error.destination, rt.rules, finished_at)
         hand_on(ready)
-        reason = f"{error.reason}; sent by {error.destination} instead" + (
-            f" (delivery {fallback_id})" if fallback_id else " (delivery already made)")
-        decision = Decision(SUPERSEDED, None, reason)
+        made = f" (delivery {fallback_id})" if fallback_id else " (delivery already made)"
+        decision = replace(decision, reason=f"{decision.reason}{made}")
     outcome = Outcome(
         status=decision.status,
         attempt_outcome="delivered" if error is None else error.outcome,

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from config.routing import RetryPolicy
-from connectors.base import DeliveryError, Permanent
-from store.tables import DEAD, DELIVERED, RETRYING
+from connectors.base import DeliveryError, Permanent, Rerouted
+from store.tables import DEAD, DELIVERED, RETRYING, SUPERSEDED
 
 MIN_DELAY = 1.0
 
@@ -49,6 +49,8 @@ def decide(
     """What a delivery becomes after an attempt that ended with ``error`` (``None``: success)."""
     if error is None:
         return Decision(DELIVERED)
+    if isinstance(error, Rerouted):  # a delivery to the fallback destination replaces this one
+        return Decision(SUPERSEDED, reason=f"{error.reason}; sent by {error.destination} instead")
     if isinstance(error, Permanent):
         return Decision(DEAD, reason=f"rejected: {error.reason}")
     if budget_used >= policy.max_attempts:

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from config.routing import RetryPolicy
-from connectors.base import AuthExpired, DeliveryError, Permanent, Retryable
+from connectors.base import AuthExpired, DeliveryError, Permanent, Rerouted, Retryable
+from store.tables import SUPERSEDED
 from tasks.retry import MIN_DELAY, Decision, backoff_cap, backoff_delay, decide
 
 NOW = datetime(2024, 3, 15, 1, 0, tzinfo=UTC)
@@ -139,3 +140,10 @@ def test_the_default_schedule_is_close_to_the_webhook_industry() -> None:
 
     assert policy.schedule == [5, 30, 120, 600, 1800, 3600, 10800, 21600]
     assert (policy.repeat_every, policy.deadline) == (21600, 72 * 3600)
+
+
+def test_rerouted_is_final_and_names_the_fallback() -> None:
+    decision = decide(Rerouted("no Zalo account", destination="sms"), budget_used=1, policy=RetryPolicy(),
+                      now=NOW, deadline_at=NOW + timedelta(hours=1))
+    assert (decision.status, decision.next_attempt_at) == (SUPERSEDED, None)
+    assert decision.reason == "no Zalo account; sent by sms instead"
