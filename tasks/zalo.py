@@ -33,6 +33,7 @@ from connectors.credentials import TokenPairStore
 from connectors.sms import SmsConnector
 from connectors.zalo import QuotaSpent, Unreachable, ZaloConnector
 from store import receipts
+from tasks.runtime import get_runtime
 
 log = structlog.get_logger(__name__)
 
@@ -107,8 +108,6 @@ class ZaloDeliverer:
             message = message_for(event, self.templates)
         except MappingError as exc:
             raise Permanent(str(exc)) from exc
-        from tasks.runtime import get_runtime
-
         engine = get_runtime().engine
         already = receipts.received(engine, message.tracking_id)
         if already is not None:  # an earlier attempt's send arrived (its answer was lost)
