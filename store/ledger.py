@@ -114,21 +114,7 @@ def _ingest_once(
         if conflicts:
             raise IngestConflict(sorted(conflicts))
         new_rows = [
-            {
-                "event_id": eid,
-                "type": payload["type"],
-                "origin": payload.get("origin", "onestop"),
-                "unit_code": payload["unit_code"],
-                "dossier_code": payload["dossier_code"],
-                "procedure_code": payload["procedure_code"],
-                "sequence": payload["sequence"],
-                "occurred_at": datetime.fromisoformat(payload["occurred_at"]),
-                "received_at": now,
-                "content_hash": digest,
-                "payload": text_form,
-                "enqueued_at": now,
-                "routed_at": now if choose is not None else None,
-            }
+            _event_row(payload, text_form, digest, now, routed=choose is not None)
             for eid, (payload, text_form, digest) in by_id.items()
             if eid not in existing
         ]
@@ -148,6 +134,93 @@ def _ingest_once(
     out = [Ingested(eid, row.id, True) for eid, row in existing.items()]
     out += [Ingested(eid, pk, False) for eid, pk in inserted.items()]
     return out, chosen
+
+
+def _event_row(payload: dict[str, Any], text_form: str, digest: str, now: datetime, *, routed: bool) -> dict[str, Any]:
+    return {
+        "event_id": payload["event_id"],
+        "type": payload["type"],
+        "origin": payload.get("origin", "onestop"),
+        "unit_code": payload["unit_code"],
+        "dossier_code": payload["dossier_code"],
+        "procedure_code": payload["procedure_code"],
+        "sequence": payload["sequence"],
+        "occurred_at": datetime.fromisoformat(payload["occurred_at"]),
+        "received_at": now,
+        "content_hash": digest,
+        "payload": text_form,
+        "enqueued_at": now,
+        "routed_at": now if routed else None,
+    }
+
+
+@dataclass
+class Numbered:
+    """What :func:`ingest_numbered` did with a batch."""
+
+    stored: list[str]
+    duplicates: list[str]
+    late: list[str]
+    ready: list[ToEnqueue]
+
+
+def ingest_numbered(
+    engine: Engine,
+    payloads: Sequence[dict[str, Any]],
+    now: datetime,
+    choose: Any,
+    rules: dict[str, DestinationRules],
+) -> Numbered:
+    """Store events a service reported, numbering each new one in its (dossier, origin) stream.
+
+    Statuses pushed by a callback and found again by polling carry no sequence of their
+    own; the ledger gives each new ``event_id`` the stream's next number, so the ordered
+    destinations see a gap-free stream. ``payloads`` come in the order they happened (their
+    ``sequence`` is replaced). An ``event_id`` already stored is a duplicate, whatever its
+    content; a new event older than the newest one stored in its stream is *late*: it is
+    kept for the record under the newest one's number and routed nowhere, so it never
+    overwrites newer news and leaves no gap in the numbers the destinations see.
+    """
+    by_id: dict[str, dict[str, Any]] = {}
+    for payload in payloads:
+        by_id.setdefault(payload["event_id"], payload)
+    streams = sorted({(p["dossier_code"], p.get("origin", "onestop")) for p in by_id.values()})
+    with engine.begin() as conn:
+        _lock_streams(conn, engine, (f"{dossier}|numbered|{origin}" for dossier, origin in streams))
+        existing = set(conn.execute(select(events.c.event_id).where(events.c.event_id.in_(list(by_id)))).scalars())
+        tops: dict[tuple[str, str], tuple[int, datetime | None]] = {}
+        for dossier, origin in streams:
+            top, newest = conn.execute(
+                select(func.max(events.c.sequence), func.max(events.c.occurred_at))
+                .where(events.c.dossier_code == dossier, events.c.origin == origin)
+            ).one()
+            tops[(dossier, origin)] = (top or 0, newest)  # UTCDateTime: max() keeps the column's type
+        rows: list[dict[str, Any]] = []
+        routed: list[dict[str, Any]] = []
+        late: list[dict[str, Any]] = []
+        for eid, payload in by_id.items():
+            if eid in existing:
+                continue
+            key = (payload["dossier_code"], payload.get("origin", "onestop"))
+            top, newest = tops[key]
+            at = datetime.fromisoformat(payload["occurred_at"])
+            is_late = newest is not None and at < newest
+            numbered = {**payload, "sequence": top if is_late else top + 1}
+            if not is_late:
+                tops[key] = (top + 1, at)
+            text_form = canonical_json(numbered)
+            rows.append(_event_row(numbered, text_form, hashlib.sha256(text_form.encode()).hexdigest(), now,
+                                   routed=True))
+            (late if is_late else routed).append(numbered)
+        ready: list[ToEnqueue] = []
+        if rows:
+            result = conn.execute(events.insert().returning(events.c.id, events.c.event_id), rows)
+            pks = {row.event_id: row.id for row in result}
+            planned = [_delivery_row(pks[p["event_id"]], p, name, rules[name], now)
+                       for p in routed for name in choose(p)]
+            ready = _insert_deliveries(conn, engine, planned, rules, now)
+    return Numbered(stored=[r["event_id"] for r in rows], duplicates=sorted(existing),
+                    late=[p["event_id"] for p in late], ready=ready)
 
 
 def _wake_gap_waiters(conn: Connection, streams: set[tuple[str, str]], now: datetime) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -532,3 +533,88 @@ def test_replay_gives_a_fresh_budget_and_deadline_and_keeps_history(engine: Engi
     again = claimed(engine, dead["a"], now)
     assert (again.attempt_number, again.budget_used) == (2, 1)
     assert [a["number"] for a in attempt_rows(engine, dead["a"])] == [1, 2]
+
+
+# --------------------------------------------------------------------------- inbound statuses, numbered
+
+
+def status(code: str, minute: int, *, dossier: str = DOSSIER) -> dict[str, Any]:
+    """A postal status as a service reports it: no sequence of its own (the placeholder is 1)."""
+    return event_json(parse_event({
+        "event_id": f"postal:{dossier}-KQ:{code}:2024031509{minute:02d}00",
+        "type": "postal.status",
+        "origin": "postal",
+        "unit_code": "000.00.12.H22",
+        "dossier_code": dossier,
+        "procedure_code": "1.001234.000.00.00.H22",
+        "sequence": 1,
+        "occurred_at": f"2024-03-15T09:{minute:02d}:00+07:00",
+        "applicant": {"name": "Nguyễn Văn An", "phone": "0912345678"},
+        "data": {"order_number": f"{dossier}-KQ", "status_code": code, "status": "in_transit"},
+    }))
+
+
+def stream(engine: Engine, dossier: str = DOSSIER) -> list[tuple[int, str]]:
+    with engine.connect() as conn:
+        return [(r.sequence, r.event_id.split(":")[2]) for r in conn.execute(
+            select(events.c.sequence, events.c.event_id)
+            .where(events.c.dossier_code == dossier, events.c.origin == "postal")
+            .order_by(events.c.sequence, events.c.event_id))]
+
+
+def test_inbound_statuses_are_numbered_gap_free_and_routed(engine: Engine) -> None:
+    first = ledger.ingest_numbered(engine, [status("200", 1), status("300", 2)], T0, to("onestop"), RULES)
+    second = ledger.ingest_numbered(engine, [status("400", 3)], at(60), to("onestop"), RULES)
+    assert len(first.stored) == 2 and len(second.stored) == 1 and not first.late
+    assert stream(engine) == [(1, "200"), (2, "300"), (3, "400")]
+    assert len(first.ready) == 2 and len(second.ready) == 1  # onestop is unordered here: all may go
+
+
+def test_a_status_reported_twice_is_one_event_whatever_its_sequence_placeholder(engine: Engine) -> None:
+    ledger.ingest_numbered(engine, [status("200", 1), status("300", 2)], T0, to("onestop"), RULES)
+    again = ledger.ingest_numbered(engine, [status("300", 2), status("300", 2), status("400", 3)], at(5),
+                                   to("onestop"), RULES)
+    assert again.duplicates == [status("300", 2)["event_id"]] and len(again.stored) == 1
+    assert stream(engine) == [(1, "200"), (2, "300"), (3, "400")]
+
+
+def test_a_status_older_than_the_stream_s_newest_is_kept_but_sent_nowhere(engine: Engine) -> None:
+    ledger.ingest_numbered(engine, [status("200", 1), status("500", 9)], T0, to("onestop", "warehouse"), RULES)
+    late = ledger.ingest_numbered(engine, [status("400", 5)], at(5), to("onestop", "warehouse"), RULES)
+    assert late.late == [status("400", 5)["event_id"]] and late.ready == []
+    assert stream(engine) == [(1, "200"), (2, "400"), (2, "500")]  # sorted: the late one shares the newest number
+    with engine.connect() as conn:
+        sent = conn.execute(select(func.count()).select_from(deliveries).join(events)
+                            .where(events.c.event_id == late.late[0])).scalar()
+    assert sent == 0
+
+
+def test_numbering_follows_each_dossier_s_own_stream(engine: Engine) -> None:
+    other = "000.00.12.H22-240315-0002"
+    ledger.ingest_numbered(engine, [status("200", 1), status("200", 1, dossier=other), status("300", 2)], T0,
+                           to("onestop"), RULES)
+    assert stream(engine) == [(1, "200"), (2, "300")] and stream(engine, other) == [(1, "200")]
+
+
+def test_callback_and_poller_racing_over_the_same_statuses_store_each_once(engine: Engine) -> None:
+    batches = [[status(code, minute) for code, minute in (("200", 1), ("300", 2), ("400", 3), ("500", 4))]
+               for _ in range(6)]
+    barrier = threading.Barrier(len(batches))
+    errors: list[BaseException] = []
+
+    def report(batch: list[dict[str, Any]]) -> None:
+        barrier.wait()
+        try:
+            ledger.ingest_numbered(engine, batch, T0, to("onestop"), RULES)
+        except BaseException as exc:  # the assertion below shows it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=report, args=(b,)) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert stream(engine) == [(1, "200"), (2, "300"), (3, "400"), (4, "500")]
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(deliveries)).scalar() == 4
