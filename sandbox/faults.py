@@ -1,15 +1,19 @@
 """What every simulator shares: the fault settings they all have, a seeded random stream for them,
-the ``/_admin/faults`` endpoints, and the lenient JSON reading and error answer of their admin API."""
+the ``/_admin/faults`` endpoints, the lenient JSON reading and error answer of their admin API, and
+the work done after answering (pushes and webhooks to the relay) with its ``/_admin/push`` target."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+from collections.abc import Coroutine
 from typing import Any, Generic, Protocol, TypeVar
 
+import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class BaseFaults(BaseModel):
@@ -60,6 +64,16 @@ class ActiveFaults(Generic[ConfigT]):
         return (c.latency_ms + extra) / 1000
 
 
+async def latency_and_error(faults: ActiveFaults[Any] | None) -> int | None:
+    """The faults every simulator injects first: the latency, then an HTTP error drawn at ``error_rate``.
+    The status to answer with, or ``None`` to go on."""
+    if faults is None:
+        return None
+    if faults.config.latency_ms or faults.config.latency_jitter_ms:
+        await asyncio.sleep(faults.latency())
+    return int(faults.config.error_status) if faults.draw(faults.config.error_rate) else None
+
+
 class HoldsFaults(Protocol):
     faults: Any
 
@@ -97,3 +111,73 @@ async def json_body(request: Request) -> Any:
         return json.loads(await request.body())
     except ValueError:
         return None
+
+
+def locations(exc: ValidationError) -> str:
+    """Where a body is wrong (field paths and messages, never the values: they may be secrets)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+        for err in exc.errors(include_url=False, include_context=False, include_input=False)[:5]
+    )
+
+
+class PushConfig(BaseModel):
+    """Where a simulator pushes (to the relay's callback), and the ``whsec_<base64>`` secret it signs with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://[^\s/]+")
+    secret: str = Field(pattern=r"^whsec_(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")
+
+
+class HoldsPush(Protocol):
+    push: PushConfig | None
+
+
+def add_push_routes(app: FastAPI, state: HoldsPush) -> None:
+    """``POST|DELETE /_admin/push``: set or remove ``state.push``."""
+
+    async def set_push(request: Request) -> Response:
+        try:
+            state.push = PushConfig.model_validate(await json_body(request))
+        except ValidationError as exc:  # the default 422 would echo the secret
+            return error_response(422, "invalid push configuration: " + locations(exc))
+        return JSONResponse({"url": state.push.url})
+
+    async def clear_push() -> dict[str, str]:
+        state.push = None
+        return {"status": "cleared"}
+
+    app.post("/_admin/push")(set_push)
+    app.delete("/_admin/push")(clear_push)
+
+
+class Background:
+    """Work a simulator does after answering: tracked tasks, and one client for what they post."""
+
+    def __init__(self, timeout: httpx.Timeout) -> None:
+        self._timeout = timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._client: httpx.AsyncClient | None = None
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> bool:
+        """One try; whether it was answered 2xx."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout, trust_env=False)
+        try:
+            return (await self._client.post(url, content=body, headers=headers)).is_success
+        except httpx.HTTPError:
+            return False
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

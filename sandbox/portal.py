@@ -57,7 +57,8 @@ import secrets
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import date, datetime
 from typing import Any
 
@@ -67,7 +68,18 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sandbox import workload as wl
-from sandbox.faults import ActiveFaults, BaseFaults, add_fault_routes, error_response, json_body
+from sandbox.faults import (
+    ActiveFaults,
+    Background,
+    BaseFaults,
+    PushConfig,
+    add_fault_routes,
+    add_push_routes,
+    error_response,
+    json_body,
+    latency_and_error,
+    locations,
+)
 from schemas import portal as dvc
 from schemas.webhook import sign
 
@@ -110,15 +122,6 @@ class FaultConfig(BaseFaults):
     hang_seconds: float = Field(30.0, ge=0, le=3600)
     expire_rate: float = Field(0.0, ge=0, le=1)
     session_ttl_seconds: float | None = Field(None, gt=0, le=7 * 86400)
-
-
-class PushConfig(BaseModel):
-    """Where the portal pushes online dossiers, and the ``whsec_<base64>`` secret it signs them with."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(pattern=r"^https?://[^\s/]+")
-    secret: str = Field(pattern=r"^whsec_(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")
 
 
 class _OnlineQuery(BaseModel):
@@ -183,13 +186,6 @@ def _validate(model: type[BaseModel], item: Any, index: int) -> tuple[Any, str |
     return data, None
 
 
-def _locations(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-        for err in exc.errors(include_url=False, include_context=False, include_input=False)[:5]
-    )
-
-
 class PortalState:
     """Sessions, dossiers with their history, online dossiers, counters and faults of one portal."""
 
@@ -205,7 +201,7 @@ class PortalState:
         self._thu_tu = itertools.count(1)
         self._logins = itertools.count()
         self.generation = 0
-        self.push_tasks: set[asyncio.Task[None]] = set()
+        self.background = Background(PUSH_TIMEOUT)
         self.services: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
             dvc.LOOKUP: self.lookup, dvc.SYNC: self.sync, dvc.PROGRESS: self.add_progress, dvc.ONLINE: self.online_page,
             dvc.CATALOGUE: self.procedures, "LayThuTuc": self.procedures, "LayDanhMucCoQuan": self.agencies,
@@ -405,27 +401,21 @@ class PortalState:
         """Push the new dossiers in the background, if a target is configured."""
         if self.push is None or not dossiers:
             return
-        task = asyncio.get_running_loop().create_task(self._push(self.push, dossiers, self.generation))
-        self.push_tasks.add(task)
-        task.add_done_callback(self.push_tasks.discard)
+        self.background.spawn(self._push(self.push, dossiers, self.generation))
 
     async def _push(self, target: PushConfig, dossiers: list[dict[str, Any]], generation: int) -> None:
         by_unit: dict[str, list[dict[str, Any]]] = {}
         for dossier in dossiers:
             by_unit.setdefault(dossier["MaDonVi"], []).append(dossier)
-        async with httpx.AsyncClient(timeout=PUSH_TIMEOUT, trust_env=False) as client:
-            for unit, rows in by_unit.items():
-                for start in range(0, len(rows), PUSH_BATCH):
-                    payload = {"madonvi": unit, "data": rows[start:start + PUSH_BATCH]}
-                    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-                    headers = sign(target.secret, f"portal-push-{uuid.uuid4()}", body).as_headers()
-                    headers["content-type"] = _JSON
-                    try:
-                        ok = (await client.post(target.url, content=body, headers=headers)).is_success
-                    except httpx.HTTPError:
-                        ok = False
-                    if generation == self.generation:
-                        self.counters["pushed" if ok else "push_failed"] += 1
+        for unit, rows in by_unit.items():
+            for start in range(0, len(rows), PUSH_BATCH):
+                payload = {"madonvi": unit, "data": rows[start:start + PUSH_BATCH]}
+                body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+                headers = sign(target.secret, f"portal-push-{uuid.uuid4()}", body).as_headers()
+                headers["content-type"] = _JSON
+                ok = await self.background.post(target.url, body, headers)
+                if generation == self.generation:
+                    self.counters["pushed" if ok else "push_failed"] += 1
 
 
 def create_app(
@@ -444,18 +434,22 @@ def create_app(
         username=username, password=password, dstcode=dstcode,
         catalogue=default_catalogue() if catalogue is None else catalogue, session_ttl_seconds=session_ttl_seconds,
     )
-    app = FastAPI(title="motcua-relay sandbox: national public service portal", docs_url=None, redoc_url=None)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await state.background.close()
+
+    app = FastAPI(title="motcua-relay sandbox: national public service portal", docs_url=None, redoc_url=None,
+                  lifespan=lifespan)
     app.state.portal = state
 
     async def injected(faults: _ActiveFaults | None) -> Response | None:
-        if faults is None:
+        status = await latency_and_error(faults)
+        if status is None:
             return None
-        if faults.config.latency_ms or faults.config.latency_jitter_ms:
-            await asyncio.sleep(faults.latency())
-        if faults.draw(faults.config.error_rate):
-            state.injected["error"] += 1
-            return error_response(faults.config.error_status, "injected fault")
-        return None
+        state.injected["error"] += 1
+        return error_response(status, "injected fault")
 
     @app.post(auth_path)
     async def login(request: Request) -> Response:
@@ -505,22 +499,11 @@ def create_app(
         try:
             stored = state.add_online(items)
         except ValidationError as exc:
-            return error_response(422, "invalid online dossier: " + _locations(exc))
+            return error_response(422, "invalid online dossier: " + locations(exc))
         state.start_push(stored)
         return JSONResponse(stored)
 
-    @app.post("/_admin/push")
-    async def set_push(request: Request) -> Response:
-        try:
-            state.push = PushConfig.model_validate(await json_body(request))
-        except ValidationError as exc:  # the default 422 would echo the secret
-            return error_response(422, "invalid push configuration: " + _locations(exc))
-        return JSONResponse({"url": state.push.url})
-
-    @app.delete("/_admin/push")
-    async def clear_push() -> dict[str, str]:
-        state.push = None
-        return {"status": "cleared"}
+    add_push_routes(app, state)
 
     @app.post("/_admin/reset")
     async def reset_all() -> dict[str, str]:

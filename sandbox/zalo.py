@@ -52,7 +52,6 @@ Nothing is logged per request, so no personal data can reach a log.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -74,7 +73,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sandbox.faults import ActiveFaults, BaseFaults, add_fault_routes, error_response, json_body
+from sandbox.faults import (
+    ActiveFaults,
+    Background,
+    BaseFaults,
+    add_fault_routes,
+    error_response,
+    json_body,
+    latency_and_error,
+    locations,
+)
 from schemas.zalo import zevent_signature
 
 OAUTH_PATH = "/v4/oa/access_token"
@@ -195,13 +203,6 @@ def _data_problems(params: Sequence[str], data: Mapping[str, Any]) -> str | None
     return "Dữ liệu template không hợp lệ: " + "; ".join(parts) if parts else None
 
 
-def _locations(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-        for err in exc.errors(include_url=False, include_context=False, include_input=False)[:5]
-    )
-
-
 class ZaloState:
     """Tokens, recorded messages, phone rules, quota, counters, faults and webhook target of one OA."""
 
@@ -220,8 +221,7 @@ class ZaloState:
         self.default_quota = daily_quota
         self.rate_per_second = rate_per_second
         self.generation = 0
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.client: httpx.AsyncClient | None = None
+        self.background = Background(WEBHOOK_TIMEOUT)
         self.reset()
 
     def reset(self) -> None:
@@ -378,17 +378,13 @@ class ZaloState:
         """Post the receipt (and seen) events in the background, if a webhook is configured."""
         if self.webhook is None:
             return
-        task = asyncio.get_running_loop().create_task(self._post_events(self.webhook, message, self.generation))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.background.spawn(self._post_events(self.webhook, message, self.generation))
 
     async def _post_events(self, target: WebhookConfig, message: dict[str, Any], generation: int) -> None:
         msg_id, tracking_id = message["msg_id"], message["tracking_id"]
         events = [("user_received_message", {"msg_id": msg_id, "tracking_id": tracking_id})]
         if target.seen:
             events.append(("user_seen_message", {"msg_ids": [msg_id], "tracking_id": tracking_id}))
-        if self.client is None:
-            self.client = httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT, trust_env=False)
         for event_name, content in events:
             timestamp = _epoch_ms()
             payload = {
@@ -400,20 +396,10 @@ class ZaloState:
                 "content-type": _JSON,
                 SIGNATURE_HEADER: zevent_signature(self.app_id, body, timestamp, self.oa_secret_key),
             }
-            try:
-                ok = (await self.client.post(target.url, content=body, headers=headers)).is_success
-            except httpx.HTTPError:
-                ok = False
+            ok = await self.background.post(target.url, body, headers)
             if generation == self.generation:
                 self.counters["webhook_ok" if ok else "webhook_failed"] += 1
 
-    async def close(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
 
 
 def create_app(
@@ -437,20 +423,17 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        await state.close()
+        await state.background.close()
 
     app = FastAPI(title="motcua-relay sandbox: Zalo OA", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.zalo = state
 
     async def injected(faults: _ActiveFaults | None) -> Response | None:
-        if faults is None:
+        status = await latency_and_error(faults)
+        if status is None:
             return None
-        if faults.config.latency_ms or faults.config.latency_jitter_ms:
-            await asyncio.sleep(faults.latency())
-        if faults.draw(faults.config.error_rate):
-            state.counters["fault_error"] += 1
-            return Response("injected fault", status_code=faults.config.error_status, media_type="text/plain")
-        return None
+        state.counters["fault_error"] += 1
+        return Response("injected fault", status_code=status, media_type="text/plain")
 
     @app.post(OAUTH_PATH)
     async def refresh(request: Request) -> Response:
@@ -510,7 +493,7 @@ def create_app(
         try:
             config = PhoneSets.model_validate(await json_body(request))
         except ValidationError as exc:  # the default 422 would echo the phone numbers
-            return error_response(422, "invalid phone sets: " + _locations(exc))
+            return error_response(422, "invalid phone sets: " + locations(exc))
         if config.no_zalo is not None:
             state.no_zalo = set(config.no_zalo)
         if config.refusing is not None:
@@ -522,7 +505,7 @@ def create_app(
         try:
             state.webhook = WebhookConfig.model_validate(await json_body(request))
         except ValidationError as exc:
-            return error_response(422, "invalid webhook configuration: " + _locations(exc))
+            return error_response(422, "invalid webhook configuration: " + locations(exc))
         return JSONResponse(state.webhook.model_dump())
 
     @app.delete("/_admin/webhook")
