@@ -108,6 +108,11 @@ class Destination(_Model):
             return os.environ[env_name]
         return self.options.get(key, default)
 
+    def resolved_options(self) -> dict[str, Any]:
+        """Every kind-specific option with its ``<key>_env`` override applied (secrets are not options:
+        see :meth:`secret`)."""
+        return {key: self.option(key) for key in self.options if not key.endswith("_env")}
+
 
 class Route(_Model):
     events: list[str]

@@ -276,6 +276,8 @@ class PostalRequestData(Model):
 
 class PostalStatusData(Model):
     order_number: str = Field(max_length=80)
+    purpose: Literal["pickup", "delivery"] | None = Field(None, description="which order: collecting or returning")
+    item_code: str | None = Field(None, max_length=40, description="the post's item number on the label")
     status_code: str = Field(max_length=20)
     status: Literal["collected", "in_transit", "delivered", "failed_delivery", "returned_to_sender", "cancelled"]
     message: ShortText | None = None

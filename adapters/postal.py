@@ -1,0 +1,234 @@
+"""Canonical events ⇄ postal orders and statuses (pure: no I/O).
+
+Out: ``postal.pickup_requested`` becomes a pickup order (the citizen sends the dossier to the
+reception desk), ``postal.delivery_requested`` a delivery order (the desk sends the result to
+the citizen, fees still due collected on delivery). The order number is the dossier code plus
+the purpose's suffix (``-TN`` collected for reception, ``-KQ`` result): the idempotency key the
+deliverer looks up before creating again. ``dossier.withdrawn`` cancels both orders, and a
+``dossier.returned`` handed over other than by post cancels the delivery order.
+
+In: a tracking record of one of our orders becomes a ``postal.status`` event for the one-stop
+software, built on the request event that created the order (unit, procedure, applicant), with
+the id ``postal:<order number>:<status code>:<yyyyMMddHHmmss>``: the same status found by the
+poller and pushed by a callback is one event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from config.admin_units import AdminUnits
+from schemas.events import event_json, parse_event
+from schemas.postal import DEFAULT_STATUS_MAP, CanonicalStatus, PostalOrder, Purpose, TrackingRecord, money
+
+VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+DEFAULT_SUFFIXES: dict[Purpose, str] = {"pickup": "TN", "delivery": "KQ"}
+REQUEST_TYPES: dict[str, Purpose] = {"postal.pickup_requested": "pickup", "postal.delivery_requested": "delivery"}
+CANONICAL_STATUSES = frozenset(s for s in DEFAULT_STATUS_MAP.values() if s)
+
+
+class AddressError(ValueError):
+    """An address the post cannot be given: the reason names the field, never the citizen's data."""
+
+
+class OrderError(ValueError):
+    """An event that cannot become an order (no phone, no name): permanent, shown to the operator."""
+
+
+@dataclass(frozen=True)
+class Agency:
+    """The reception desk: the receiver of collected dossiers and the sender of results."""
+
+    name: str
+    phone: str
+    address: str
+    province: str
+    district: str = ""
+    email: str | None = None
+
+    @classmethod
+    def from_options(cls, raw: Mapping[str, Any]) -> Agency:
+        missing = [k for k in ("name", "phone", "address", "province") if not raw.get(k)]
+        if missing:
+            raise ValueError(f"postal agency needs {', '.join(missing)}")
+        return cls(name=str(raw["name"]), phone=str(raw["phone"]), address=str(raw["address"]),
+                   province=str(raw["province"]), district=str(raw.get("district") or ""),
+                   email=str(raw["email"]) if raw.get("email") else None)
+
+
+@dataclass(frozen=True)
+class PostalMapping:
+    """What a postal destination configures: the customer, the desks, suffixes, status codes."""
+
+    customer_code: str
+    agency: Agency
+    agencies: dict[str, Agency] = field(default_factory=dict)  # unit code → its own desk
+    suffixes: dict[Purpose, str] = field(default_factory=lambda: dict(DEFAULT_SUFFIXES))
+    status_map: dict[str, CanonicalStatus | None] = field(default_factory=lambda: dict(DEFAULT_STATUS_MAP))
+    service_code: str = "HCC"
+    require_district: bool = False
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> PostalMapping:
+        customer = options.get("customer_code")
+        if not customer:
+            raise ValueError("postal destination needs customer_code")
+        suffixes = {**DEFAULT_SUFFIXES, **(options.get("order_suffixes") or {})}
+        if len(set(suffixes.values())) != len(suffixes):
+            raise ValueError("postal order_suffixes must differ per purpose")
+        status_map: dict[str, CanonicalStatus | None] = dict(DEFAULT_STATUS_MAP)
+        for code, status in (options.get("status_map") or {}).items():
+            if status and status not in CANONICAL_STATUSES:
+                raise ValueError(f"postal status_map: {code} → {status!r} is not one of {sorted(CANONICAL_STATUSES)}")
+            status_map[str(code)] = status or None
+        return cls(
+            customer_code=str(customer),
+            agency=Agency.from_options(options.get("agency") or {}),
+            agencies={str(unit): Agency.from_options(a) for unit, a in (options.get("agencies") or {}).items()},
+            suffixes=suffixes,
+            status_map=status_map,
+            service_code=str(options.get("service_code", "HCC")),
+            require_district=bool(options.get("require_district", False)),
+        )
+
+    def desk(self, unit_code: str) -> Agency:
+        return self.agencies.get(unit_code, self.agency)
+
+
+# --------------------------------------------------------------------------- order numbers
+
+
+def order_number(dossier_code: str, purpose: Purpose, mapping: PostalMapping) -> str:
+    return f"{dossier_code}-{mapping.suffixes[purpose]}"
+
+
+def parse_order_number(number: str, mapping: PostalMapping) -> tuple[str, Purpose] | None:
+    """The dossier code and purpose an order number of ours was made from, or ``None``."""
+    for purpose, suffix in mapping.suffixes.items():
+        tail = f"-{suffix}"
+        if number.endswith(tail) and len(number) > len(tail):
+            return number[: -len(tail)], purpose
+    return None
+
+
+# --------------------------------------------------------------------------- out: orders
+
+
+CANCELLING_TYPES = frozenset({"dossier.withdrawn", "dossier.returned"})
+
+
+def takes(event: Mapping[str, Any]) -> bool:
+    """Events a postal destination acts on: requests, and what may cancel them."""
+    return event.get("type") in REQUEST_TYPES or event.get("type") in CANCELLING_TYPES
+
+
+def cancellations(event: Mapping[str, Any]) -> list[Purpose]:
+    """The orders an event cancels: both on withdrawal, the delivery when handed over otherwise."""
+    kind = event.get("type")
+    if kind == "dossier.withdrawn":
+        return ["pickup", "delivery"]
+    if kind == "dossier.returned" and (event.get("data") or {}).get("method") != "post":
+        return ["delivery"]
+    return []
+
+
+def resolve(address: Mapping[str, Any] | None, units: AdminUnits, require_district: bool,
+            who: str) -> tuple[str, str, str]:
+    """``(address line, province code, district code)`` of an address, or :class:`AddressError`."""
+    address = address or {}
+    province_name = str(address.get("province") or "").strip()
+    if not province_name:
+        raise AddressError(f"{who}'s address names no province")
+    province = units.province(province_name)
+    if province is None:
+        raise AddressError(f"{who}'s province {province_name!r} is not in the administrative-unit table "
+                           f"({units.source})")
+    district_name = str(address.get("district") or "").strip()
+    district = ""
+    if district_name:
+        found = units.district(province, district_name)
+        if found is None and (units.has_districts(province) or require_district):
+            raise AddressError(f"{who}'s district {district_name!r} is not a district of "
+                               f"{units.names[province]} in the administrative-unit table ({units.source})")
+        district = found or ""
+    elif require_district:
+        raise AddressError(f"{who}'s address names no district, and this contract requires one")
+    line = ", ".join(str(address[k]) for k in ("street", "ward", "district", "province") if address.get(k))
+    return line, province, district
+
+
+def order_for(event: Mapping[str, Any], mapping: PostalMapping, units: AdminUnits) -> PostalOrder:
+    """The order a ``postal.*_requested`` event asks for."""
+    purpose = REQUEST_TYPES[str(event["type"])]
+    applicant = event.get("applicant") or {}
+    data = event.get("data") or {}
+    if not applicant.get("phone"):
+        raise OrderError("the applicant has no phone number: the postman could not reach them")
+    citizen_line, citizen_province, citizen_district = resolve(
+        data.get("address") or applicant.get("address"), units, mapping.require_district, "the citizen")
+    desk = mapping.desk(str(event["unit_code"]))
+    _, desk_province, desk_district = resolve({"province": desk.province, "district": desk.district}, units,
+                                              mapping.require_district, "the reception desk")
+    citizen = {"Name": applicant["name"], "Address": citizen_line, "ProvinceCode": citizen_province,
+               "DistrictCode": citizen_district, "Tel": applicant["phone"], "Email": applicant.get("email")}
+    agency = {"Name": desk.name, "Address": desk.address, "ProvinceCode": desk_province,
+              "DistrictCode": desk_district, "Tel": desk.phone, "Email": desk.email}
+    sender, receiver = (citizen, agency) if purpose == "pickup" else (agency, citizen)
+    what = "Thu gom hồ sơ" if purpose == "pickup" else "Chuyển phát kết quả giải quyết TTHC"
+    note = str(data.get("note") or "").strip()
+    return PostalOrder(
+        customerCode=mapping.customer_code,
+        orderNumber=order_number(str(event["dossier_code"]), purpose, mapping),
+        purpose=purpose,
+        serviceCode=mapping.service_code,
+        **{f"sender{k}": v for k, v in sender.items()},
+        **{f"receiver{k}": v for k, v in receiver.items()},
+        codAmount=money(data.get("cod_amount") or 0) if purpose == "delivery" else 0,
+        description=f"{what} {event['dossier_code']}" + (f" — {note}" if note else ""),
+    )
+
+
+# --------------------------------------------------------------------------- in: statuses
+
+
+def status_event_id(record: TrackingRecord) -> str:
+    at = record.statusTime.astimezone(VN_TZ).strftime("%Y%m%d%H%M%S")
+    return f"postal:{record.orderNumber}:{record.statusCode}:{at}"
+
+
+def status_event(record: TrackingRecord, request: Mapping[str, Any], mapping: PostalMapping,
+                 origin: str) -> dict[str, Any] | None:
+    """The ``postal.status`` event of one tracking record (``None`` for a status the one-stop
+    software need not hear of, like "waiting for the postman"), built on the order's request
+    event. Its origin is ``<destination>.<purpose>`` (``postal.delivery``): each order is its own
+    stream, so the pickup's statuses never make the delivery's look late. Its ``sequence`` is a
+    placeholder: the ledger numbers inbound statuses in their stream."""
+    status = mapping.status_map.get(record.statusCode, "unknown")
+    if status is None:
+        return None
+    if status == "unknown":
+        raise ValueError(f"postal status code {record.statusCode!r} is not in the status_map")
+    purpose: Literal["pickup", "delivery"] = REQUEST_TYPES[str(request["type"])]
+    raw = {
+        "event_id": status_event_id(record),
+        "type": "postal.status",
+        "origin": f"{origin}.{purpose}",
+        "unit_code": request["unit_code"],
+        "dossier_code": request["dossier_code"],
+        "procedure_code": request["procedure_code"],
+        "sequence": 1,
+        "occurred_at": record.statusTime.astimezone(VN_TZ).isoformat(),
+        "applicant": request["applicant"],
+        "data": {
+            "order_number": record.orderNumber,
+            "purpose": purpose,
+            "item_code": record.itemCode or None,
+            "status_code": record.statusCode,
+            "status": status,
+            "message": record.statusMessage or None,
+        },
+    }
+    return event_json(parse_event(raw))
