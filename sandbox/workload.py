@@ -45,7 +45,7 @@ WORKING_SECONDS = _MORNING_S + int((AFTERNOON[1] - AFTERNOON[0]).total_seconds()
 FIXED_HOLIDAYS = {(1, 1), (4, 30), (5, 1), (9, 2)}
 
 PICKUP_SHARE = 0.05
-RETURN_BY_POST_SHARE = 0.9
+RETURN_BY_POST_SHARE = 0.93
 ONLINE_SHARE = 0.3
 REFUSED_SHARE = 0.02
 WITHDRAWN_SHARE = 0.01
@@ -275,7 +275,7 @@ def _citizen(rng: random.Random) -> dict[str, Any]:
     century_gender = (0 if born < 2000 else 2) + (1 if female else 0)
     id_number = f"{_weighted(rng, ID_PROVINCES)}{century_gender}{born % 100:02d}{rng.randrange(1_000_000):06d}"
     applicant: dict[str, Any] = {"kind": "citizen", "name": name, "id_number": id_number, "address": _address(rng)}
-    if rng.random() < 0.92:
+    if rng.random() < 0.96:
         applicant["phone"] = _phone(rng)
         applicant["zalo_consent"] = rng.random() < 0.85
     if rng.random() < 0.15:
@@ -364,6 +364,10 @@ def _plan(d: _Dossier, seq: int, officials: list[str]) -> None:
     withdrawn = not refused and rng.random() < WITHDRAWN_SHARE
     transfer = not (refused or withdrawn) and proc.transfer_to is not None and rng.random() < proc.transfer_rate
     by_post = pickup or rng.random() < RETURN_BY_POST_SHARE
+    # the post will not take an order without a phone to call: those citizens come to the desk
+    # (decided after the draws, so a seed still gives the same day otherwise)
+    reachable = bool(d.applicant.get("phone"))
+    pickup, by_post = pickup and reachable, by_post and reachable
     supplement = refused or withdrawn or rng.random() < SUPPLEMENT_SHARE
     pages = rng.randint(1, 12) if proc.per_page_fee else 1
     fee_total = sum(amount for _, _, amount in proc.fee) * pages
