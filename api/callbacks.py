@@ -24,6 +24,17 @@ code   when
 404    no such portal destination
 413    the body is over the intake's size limit
 =====  ===================================================================================
+
+Postal (``/v1/callbacks/postal``, or ``/v1/callbacks/postal/{destination}``): order statuses the
+post pushes, ``schemas.postal.TrackingPush``, signed the Standard Webhooks way with the secret
+named by the destination's ``callback_secret_env`` (default ``MOTCUA_POSTAL_CALLBACK_SECRET``).
+Each status of one of our orders becomes the ``postal.status`` event the tracking poller would
+make of it, so a status pushed and polled, or pushed twice, is stored once. The answer speaks the
+post's language (``code`` "00" once stored): 200 with ``stored``, ``duplicates``, ``late`` (older
+than what the dossier's stream holds: kept, not sent), ``ignored`` (statuses not forwarded, like
+"waiting for the postman") and ``unknown`` (order numbers that are not ours); 400 code "10" for a
+body that is not a push; 401 code "01" for a missing, bad or stale signature; 403 code "30" for
+another customer code; 404 for no such destination; 413 for a body over the size limit.
 """
 
 from __future__ import annotations
@@ -44,11 +55,13 @@ from adapters.portal import PortalMapping
 from api.intake import read_limited
 from config.routing import Destination
 from config.settings import Settings
+from schemas import postal
 from schemas.portal import INVALID_DATA, SESSION_INVALID, OnlineCallback
 from schemas.webhook import SignatureError, verify
 from schemas.zalo import ZaloEvent, zevent_signature
 from store import receipts
 from tasks.portal import ingest_online
+from tasks.postal import ingest_statuses
 from tasks.runtime import get_runtime
 
 log = structlog.get_logger(__name__)
@@ -59,11 +72,22 @@ def _answer(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error_code": code, "message": message, **extra}, status_code=status)
 
 
-def _portal_destination(name: str | None) -> Destination | None:
-    portals = {n: d for n, d in get_runtime().routing.destinations.items() if d.kind == "portal"}
+def _destination(kind: str, name: str | None) -> Destination | None:
+    """The destination of ``kind`` named ``name``, or the only one of that kind."""
+    found = {n: d for n, d in get_runtime().routing.destinations.items() if d.kind == kind}
     if name is not None:
-        return portals.get(name)
-    return next(iter(portals.values())) if len(portals) == 1 else None
+        return found.get(name)
+    return next(iter(found.values())) if len(found) == 1 else None
+
+
+def _verify_standard(dest: Destination, default_env: str, headers: Any, body: bytes) -> None:
+    """Standard Webhooks verification with the destination's callback secret(s) (comma-separated
+    while a key rotates); :class:`SignatureError` when it fails or no secret is configured."""
+    configured, secret_env = dest.secret("callback_secret", default_env)
+    secrets = (configured or "").replace(",", " ").split()
+    if not secrets:
+        raise SignatureError(f"no callback secret configured ({secret_env})")
+    verify(secrets, headers, body)
 
 
 RECEIPT_EVENTS = {"user_received_message": "received", "user_seen_message": "seen"}
@@ -111,18 +135,14 @@ async def portal_callback_named(destination: str, request: Request) -> JSONRespo
 
 async def _portal(request: Request, name: str | None) -> JSONResponse:
     settings: Settings = request.app.state.settings
-    dest = _portal_destination(name)
+    dest = _destination("portal", name)
     if dest is None:
         return _answer(404, "09", "no such portal destination (name it in the path when there are several)")
     body = await read_limited(request, settings.intake_max_body_bytes)
     if body is None:
         return _answer(413, INVALID_DATA, f"body over {settings.intake_max_body_bytes} bytes")
-    configured, secret_env = dest.secret("callback_secret", "MOTCUA_PORTAL_CALLBACK_SECRET")
-    secrets = (configured or "").replace(",", " ").split()
     try:
-        if not secrets:
-            raise SignatureError(f"no callback secret configured ({secret_env})")
-        verify(secrets, request.headers, body)
+        _verify_standard(dest, "MOTCUA_PORTAL_CALLBACK_SECRET", request.headers, body)
     except SignatureError as exc:
         log.info("callback.portal.bad_signature", reason=str(exc))
         return _answer(401, SESSION_INVALID, f"invalid signature: {exc}")
@@ -138,3 +158,48 @@ async def _portal(request: Request, name: str | None) -> JSONResponse:
              duplicates=report.duplicates, rejected=report.rejected)
     return _answer(200, "0", "Thành công", accepted=report.stored, duplicates=report.duplicates,
                    rejected=report.rejected, changed=report.changed)
+
+
+@router.post("/postal", summary="Order statuses pushed by the postal service (signed)")
+async def postal_callback(request: Request) -> JSONResponse:
+    return await _postal(request, None)
+
+
+@router.post("/postal/{destination}", summary="Order statuses pushed by one of several postal services (signed)")
+async def postal_callback_named(destination: str, request: Request) -> JSONResponse:
+    return await _postal(request, destination)
+
+
+def _postal_answer(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message, **extra}, status_code=status)
+
+
+async def _postal(request: Request, name: str | None) -> JSONResponse:
+    settings: Settings = request.app.state.settings
+    dest = _destination("postal", name)
+    if dest is None:
+        return _postal_answer(404, postal.ORDER_NOT_FOUND,
+                              "no such postal destination (name it in the path when there are several)")
+    body = await read_limited(request, settings.intake_max_body_bytes)
+    if body is None:
+        return _postal_answer(413, postal.INVALID_DATA, f"body over {settings.intake_max_body_bytes} bytes")
+    try:
+        _verify_standard(dest, "MOTCUA_POSTAL_CALLBACK_SECRET", request.headers, body)
+    except SignatureError as exc:
+        log.info("callback.postal.bad_signature", reason=str(exc))
+        return _postal_answer(401, postal.TOKEN_INVALID, f"invalid signature: {exc}")
+    try:
+        pushed = postal.TrackingPush.model_validate(json.loads(body))
+    except (ValueError, ValidationError) as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors(include_input=False)}) \
+            if isinstance(exc, ValidationError) else []
+        return _postal_answer(400, postal.INVALID_DATA, "not a tracking push", fields=fields[:20])
+    customer = dest.option("customer_code")
+    if pushed.customerCode != customer:
+        log.warning("callback.postal.other_customer", customer_code=pushed.customerCode)
+        return _postal_answer(403, postal.CUSTOMER_REFUSED, "statuses of another customer code")
+    report = await run_in_threadpool(ingest_statuses, dest.name, pushed.data)
+    log.info("callback.postal.stored", stored=report.stored, duplicates=report.duplicates, late=report.late,
+             unknown=len(report.unknown))
+    return _postal_answer(200, postal.SUCCESS, "Thành công", stored=report.stored, duplicates=report.duplicates,
+                          late=report.late, ignored=report.ignored, unknown=sorted(set(report.unknown)))

@@ -29,7 +29,7 @@ import threading
 import time
 import tomllib
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -117,6 +117,8 @@ class Demo:
         self.portals = [name for name, d in routing.destinations.items() if d.kind == "portal"]
         self.portal = self._portal_simulator(routing) if self.portals else None
         self.zalo, self.sms = self._zalo_simulators(routing)
+        self.postals = [name for name, d in routing.destinations.items() if d.kind == "postal"]
+        self.postal = self._postal_simulator(routing) if self.postals else None
         self.mode = _choose_broker(self.console)
 
     def _zalo_simulators(self, routing: Any) -> tuple[str | None, str | None]:
@@ -178,6 +180,30 @@ class Demo:
         self.callback_secret = env[options.get("callback_secret_env", "MOTCUA_PORTAL_CALLBACK_SECRET")]
         return url
 
+    def _postal_simulator(self, routing: Any) -> str:
+        """One postal simulator for the postal destinations: orders collected after 2 s, a step a second."""
+        from sandbox.postal import create_app as postal_app
+
+        env = os.environ
+        customers = []
+        for name in self.postals:
+            dest = routing.destinations[name]
+            env.setdefault(dest.options.get("consumer_key_env", "MOTCUA_POSTAL_CONSUMER_KEY"), "motcua-demo")
+            env.setdefault(dest.options.get("consumer_secret_env", "MOTCUA_POSTAL_CONSUMER_SECRET"), uuid.uuid4().hex)
+            env.setdefault(dest.options.get("callback_secret_env", "MOTCUA_POSTAL_CALLBACK_SECRET"), _secret())
+            customers.append(str(dest.option("customer_code")))
+        options = routing.destinations[self.postals[0]].options
+        url = _serve(postal_app(consumer_key=env[options.get("consumer_key_env", "MOTCUA_POSTAL_CONSUMER_KEY")],
+                                consumer_secret=env[options.get("consumer_secret_env",
+                                                                "MOTCUA_POSTAL_CONSUMER_SECRET")],
+                                customer_codes=customers, step_seconds=1.0, collect_after_seconds=2.0,
+                                fail_rate=0.1, seed=self.rng.randrange(2**31)),
+                     8705, self.stack)
+        for name in self.postals:
+            env[routing.destinations[name].options.get("url_env", "MOTCUA_POSTAL_URL")] = url
+        self.postal_secret = env[options.get("callback_secret_env", "MOTCUA_POSTAL_CALLBACK_SECRET")]
+        return url
+
     def start(self) -> None:
         """The ledger's schema, then the API and a worker (subprocesses with Redis, threads without), the sweeper."""
         from config.celery import worker_queues
@@ -197,6 +223,7 @@ class Demo:
                            f"simulators (one-stop software, data warehouse): {self.sandbox}"
                            + (f"; national portal: {self.portal}" if self.portal else "")
                            + (f"; Zalo: {self.zalo}" if self.zalo else "") + (f"; SMS: {self.sms}" if self.sms else "")
+                           + (f"; post: {self.postal}" if self.postal else "")
                            + ", threads of this process")
         if self.mode == "memory":
             from celery.contrib.testing.worker import start_worker
@@ -223,9 +250,11 @@ class Demo:
             self.console.print("Zalo: a token pair set as an operator would; quiet hours off for the demo "
                                "(production: 21:00–07:00); phones ending in 000 have no Zalo and get an SMS")
         interval = self.rt.settings.sweep_interval_seconds
-        threading.Thread(target=_sweeper, args=(self.stop, interval, bool(self.portals)), daemon=True).start()
+        threading.Thread(target=_sweeper, args=(self.stop, interval, bool(self.portals), bool(self.postals)),
+                         daemon=True).start()
         self.console.print(f"sweeper: a thread calling tasks.delivery.run_sweep every {interval:g} s"
                            + (" and pulling the portal's online dossiers" if self.portals else "")
+                           + (" and reading the post's tracking list" if self.postals else "")
                            + f" (what `motcua-relay beat` schedules in production); logs in {self.logs}/")
 
     def play(self, dossiers: int, fault_rate: float) -> None:
@@ -238,7 +267,9 @@ class Demo:
                            "retries, the subscriber must recognise the idempotency key); no hangs (read timeout 15 s)")
         if self.portal:
             self._play_portal(dossiers, fault_rate)
-        self.dossiers, self.events = dossiers, _day(dossiers, self.rng)
+        if self.postal:
+            self._play_postal(fault_rate)
+        self.dossiers, self.events = dossiers, _day(dossiers, self.rng, postal_statuses=not self.postal)
         rate = float(os.environ.get("MOTCUA_DEMO_RATE", "20"))
         inbound = sum(1 for e in self.events if e.get("origin", "onestop") != "onestop")
         self.console.print(f"the day: {len(self.events)} events of {dossiers} dossiers ({inbound} from the payment "
@@ -269,6 +300,32 @@ class Demo:
                            f"{len(self.online)} citizens submitted online there ({half} pushed to the callback, "
                            f"{len(self.online) - half} left for the pull)")
 
+    def _play_postal(self, fault_rate: float) -> None:
+        """Faults on the post's API; its statuses pushed to the callback, some lost or repeated."""
+        faults = {"error_rate": round(fault_rate * 0.8 / 2, 4), "busy_rate": round(fault_rate * 0.2 / 2, 4),
+                  "push_loss_rate": 0.2, "push_duplicate_rate": 0.1, "seed": self.rng.randrange(2**31)}
+        httpx.post(f"{self.postal}/_admin/faults", json=faults, timeout=10).raise_for_status()
+        httpx.post(f"{self.postal}/_admin/push", json={"url": f"{self.api}/v1/callbacks/postal",
+                                                      "secret": self.postal_secret}, timeout=10).raise_for_status()
+        self.console.print(f"post: {faults['error_rate']:.1%} of calls answer 503, {faults['busy_rate']:.1%} "
+                           "'busy' (96); orders move a step a second, 10 % of deliveries fail once; statuses are "
+                           "pushed to the callback (20 % lost, 10 % repeated) and polled from the tracking list")
+
+    def _postal_settled(self) -> bool:
+        """Every order at the post is final and every status it recorded is in the ledger."""
+        from sqlalchemy import func, select
+
+        from store.tables import events
+
+        orders = httpx.get(f"{self.postal}/_admin/orders", timeout=10).json()
+        if any(o["statusCode"] not in ("500", "600", "700") for o in orders):
+            return False
+        recorded = sum(1 for o in orders for h in o["history"] if h["statusCode"] != "100")
+        with self.rt.engine.connect() as conn:
+            stored = conn.execute(select(func.count()).where(events.c.type == "postal.status",
+                                                             events.c.received_at >= self.since)).scalar_one()
+        return bool(stored >= recorded)
+
     def _send(self, rate: float) -> None:
         """A compressed day: a batch every quarter second (the intake is idempotent, the sender retries)."""
         from sandbox.workload import send_events_sync
@@ -292,10 +349,13 @@ class Demo:
         deadline = self.started + timeout
         with Live(console=self.console, refresh_per_second=4) as live:
             while True:
+                # the post first: a status it reports after the counts are read would open deliveries unseen
+                postal_settled = not self.postal or self._postal_settled()
                 counts, unrouted = status_counts(self.rt.engine, self.since), _unrouted(self.rt.engine, self.since)
                 live.update(_progress(counts, unrouted, time.monotonic() - self.started, self.sent, len(self.events)))
                 still_open = {d: {s: n for s, n in c.items() if s not in FINAL} for d, c in counts.items()}
-                if counts and not any(still_open.values()) and not unrouted and not self.sender.is_alive():
+                if (counts and not any(still_open.values()) and not unrouted and not self.sender.is_alive()
+                        and postal_settled):
                     break
                 if time.monotonic() > deadline:
                     live.stop()
@@ -343,6 +403,7 @@ class Demo:
                                                              if d.kind == "sms"}:
                 stats[name] = {"distinct": sms_stats["sent"], "receipts": sms_stats["sent"] + sms_stats["duplicates"],
                                "faults": {"error": sms_stats["faults"]["error"], "reset": 0}}
+        postal: dict[str, Any] = self._postal_report(stats, rows) if self.postal else {}
         summary = _summary(rows, stats)
         webhooks = {n for n, d in self.rt.routing.destinations.items() if d.kind == "webhook"}
         summary["repeated"] = sum(f["receipts"] - f["effects"] for name, f in summary["destinations"].items()
@@ -351,7 +412,7 @@ class Demo:
                     "database": self.database, "faults": self.faults, "dossiers": self.dossiers,
                     "events": len(self.events), "intake": {"accepted": self.accepted, "refused": refused},
                     "elapsed_seconds": round(time.monotonic() - self.started, 1), "timed_out": timed_out,
-                    "portal": portal}
+                    "portal": portal, "postal": postal}
         _print_summary(self.console, summary)
         if portal:
             good = portal["matching"] == portal["dossiers"] and portal["online_delivered"] == portal["online"]
@@ -360,6 +421,14 @@ class Demo:
                                f"progress history, in order ({portal['sessions_expired']} expired sessions renewed); "
                                f"{portal['online_delivered']} / {portal['online']} online dossiers reached the "
                                "one-stop software once[/]")
+        if postal:
+            good = postal["created_once"] == postal["orders"] and postal["delivered_back"] == postal["delivered"]
+            self.console.print(("[green]" if good else "[red]") + f"post: {postal['created_once']} / "
+                               f"{postal['orders']} orders created exactly once, {postal['cancelled']} cancelled "
+                               f"(withdrawn or handed over at the desk); {postal['delivered_back']} / "
+                               f"{postal['delivered']} deliveries reported to the one-stop software once, "
+                               f"{postal['statuses']} statuses in all ({postal['pushes_lost']} pushes lost, "
+                               f"{postal['pushes_repeated']} repeated: the poller and the ledger made up for them)[/]")
         if self.zalo:
             from sqlalchemy import func, select
 
@@ -383,7 +452,35 @@ class Demo:
                            "  motcua-relay deadletters   # what gave up, and why")
         portal_ok = not portal or (portal["matching"] == portal["dossiers"]
                                    and portal["online_delivered"] == portal["online"])
-        return 0 if summary["open"] == 0 and summary["total"] > 0 and not refused and portal_ok else 1
+        postal_ok = not postal or (postal["created_once"] == postal["orders"]
+                                   and postal["delivered_back"] == postal["delivered"])
+        return 0 if summary["open"] == 0 and summary["total"] > 0 and not refused and portal_ok and postal_ok else 1
+
+    def _postal_report(self, stats: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """The post's view against the one-stop software's: orders created once, deliveries reported once."""
+        from adapters.postal import CANCELLING_TYPES
+
+        orders = httpx.get(f"{self.postal}/_admin/orders", timeout=10).json()
+        post = httpx.get(f"{self.postal}/_admin/stats", timeout=10).json()
+        # a request's effect is its order at the post; a withdrawal's or hand-over's is its answer
+        # (cancelled, or nothing to cancel): one each, whatever the retries
+        answered = sum(1 for r in rows if r["destination"] in self.postals and r["status"] == "delivered"
+                       and r["type"] in CANCELLING_TYPES)
+        for name in self.postals:
+            stats[name] = {"distinct": len(orders) + answered,
+                           "receipts": sum(post["answers"].values()),
+                           "faults": {"error": post["faults"]["error"] + post["faults"]["busy"], "reset": 0}}
+        received = httpx.get(f"{self.sandbox}/_admin/received", params={"subscriber": "onestop", "full": True},
+                             timeout=30).json()
+        statuses = [r["event"]["data"] for r in received if r["type"] == "postal.status"]
+        delivered = Counter(s["order_number"] for s in statuses if s["status"] == "delivered")
+        return {"orders": len(orders), "created_once": sum(1 for o in orders if o["create_calls"] == 1),
+                "cancelled": sum(1 for o in orders if o["statusCode"] == "700"),
+                "delivered": sum(1 for o in orders if o["statusCode"] == "500"),
+                "delivered_back": sum(1 for o in orders if o["statusCode"] == "500"
+                                      and delivered[o["orderNumber"]] == 1),
+                "statuses": len(statuses), "pushes_lost": post["pushes"]["lost"],
+                "pushes_repeated": post["pushes"]["duplicated"]}
 
     def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
         """``motcua-relay <args>`` in its own session (Ctrl-C reaches only the demo, which stops it)."""
@@ -516,16 +613,21 @@ def _answers(url: str) -> bool:
     return False
 
 
-def _sweeper(stop: threading.Event, interval: float, pull: bool) -> None:
+def _sweeper(stop: threading.Event, interval: float, pull: bool, poll: bool) -> None:
     from tasks.delivery import run_sweep
     from tasks.portal import pull_online
+    from tasks.postal import poll_tracking
     from tasks.runtime import get_runtime
 
+    polled = 0.0
     while not stop.wait(interval):
         try:
             run_sweep(get_runtime())
             if pull:
                 pull_online()
+            if poll and time.monotonic() - polled > 3:  # the callbacks' fallback, every few seconds
+                poll_tracking()
+                polled = time.monotonic()
         except Exception:
             log.exception("demo sweep failed")
 
@@ -538,8 +640,9 @@ def _online_delivered(sandbox: str, online: list[dict[str, Any]]) -> int:
     return sum(1 for c in set(codes) if c in wanted and codes.count(c) == 1)
 
 
-def _day(dossiers: int, rng: random.Random) -> list[dict[str, Any]]:
-    """The desk's day, plus payments (origin ``payment``) and postal statuses (origin ``postal``) coming back."""
+def _day(dossiers: int, rng: random.Random, postal_statuses: bool) -> list[dict[str, Any]]:
+    """The desk's day, plus payments (origin ``payment``) coming back, and postal statuses (origin ``postal``)
+    when no postal simulator makes real ones."""
     from sandbox.workload import generate_day
     from schemas.events import event_json, parse_event
 
@@ -561,7 +664,7 @@ def _day(dossiers: int, rng: random.Random) -> list[dict[str, Any]]:
             extra.append(inbound(fee, "payment", 1, "fee.paid", at, fee_id=fee["data"]["fee_id"],
                                  amount=fee["data"]["amount"], provider="keypay",
                                  transaction_id=f"KP{rng.randrange(10**12):012d}", paid_at=at.isoformat()))
-        post = kinds.get("postal.delivery_requested")
+        post = kinds.get("postal.delivery_requested") if postal_statuses else None
         if post and (rng.random() < 0.3 or not any(e["origin"] == "postal" for e in extra)):
             at = datetime.fromisoformat(post["occurred_at"])
             steps = [("collected", "100", "Đã nhận bưu gửi"), ("in_transit", "300", "Đang vận chuyển"),
@@ -603,7 +706,8 @@ def _rows(engine: Any, since: datetime) -> list[dict[str, Any]]:
     from store.tables import deliveries, events
 
     d = deliveries.c
-    query = (select(d.destination, d.dossier_code, d.status, d.attempts, d.delivered_at, events.c.received_at)
+    query = (select(d.destination, d.dossier_code, d.status, d.attempts, d.delivered_at, events.c.received_at,
+                    events.c.type)
              .join(events, events.c.id == d.event_pk).where(d.created_at >= since))
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query)]

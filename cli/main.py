@@ -27,6 +27,8 @@ db_app = typer.Typer(help="The ledger's schema.", no_args_is_help=True)
 report_app = typer.Typer(help="Reports read from the ledger: tables, exportable as CSV.", no_args_is_help=True)
 zalo_app = typer.Typer(help="The Zalo Official Account's tokens.", no_args_is_help=True)
 app.add_typer(zalo_app, name="zalo")
+postal_app = typer.Typer(help="The postal service: statuses read from its tracking list.", no_args_is_help=True)
+app.add_typer(postal_app, name="postal")
 app.add_typer(events_app, name="events")
 app.add_typer(report_app, name="report")
 app.add_typer(db_app, name="db")
@@ -135,8 +137,10 @@ def sandbox(
     portal_port: Annotated[int, typer.Option(help="the national portal simulator's port")] = 8702,
     zalo_port: Annotated[int, typer.Option(help="the Zalo simulator's port")] = 8703,
     sms_port: Annotated[int, typer.Option(help="the SMS gateway simulator's port")] = 8704,
+    postal_port: Annotated[int, typer.Option(help="the postal service simulator's port")] = 8705,
 ) -> None:
-    """Start the simulators on loopback: the one-stop software, the national portal, Zalo and the SMS gateway.
+    """Start the simulators on loopback: the one-stop software, the national portal, Zalo, the SMS gateway
+    and the post.
 
     Each speaks to the destinations of the routing file: webhook subscribers with their secrets,
     the portal with the username and password of the portal destination's variables.
@@ -194,6 +198,23 @@ def sandbox(
             started.append(f"SMS gateway: http://{host}:{sms_port}")
         else:
             console.print("[yellow]SMS gateway simulator not started: set MOTCUA_SMS_API_KEY[/]")
+    postals = [d for d in routing.destinations.values() if d.kind == "postal"]
+    if postals:
+        from sandbox.postal import create_app as postal_sim
+
+        consumer_key, key_env = postals[0].secret("consumer_key", "MOTCUA_POSTAL_CONSUMER_KEY")
+        consumer_secret, secret_env = postals[0].secret("consumer_secret", "MOTCUA_POSTAL_CONSUMER_SECRET")
+        if consumer_key and consumer_secret:
+            customers = [str(d.option("customer_code")) for d in postals]
+            servers.append(uvicorn.Server(uvicorn.Config(
+                postal_sim(consumer_key=consumer_key, consumer_secret=consumer_secret, customer_codes=customers,
+                           step_seconds=5.0,
+                           collect_after_seconds=30.0),
+                host=host, port=postal_port, access_log=False, log_level="warning")))
+            started.append(f"post: http://{host}:{postal_port} (orders move every 5 s; POST /_admin/push "
+                           "{url, secret} sends their statuses to /v1/callbacks/postal)")
+        else:
+            console.print(f"[yellow]postal simulator not started: set {key_env} and {secret_env}[/]")
     console.print("; ".join(started))
 
     async def serve_all() -> None:
@@ -423,16 +444,46 @@ def report_portal(
                   "relay's receipt of the event" + (f"; CSV written to {csv_path}" if csv_path else ""))
 
 
-def _zalo_destination(name: str | None) -> str:
+def _destination_of(kind: str, label: str, name: str | None) -> str:
+    """The destination of ``kind`` named ``name``, or the only one; exit 2 naming the choices otherwise."""
     from tasks.runtime import get_runtime
 
-    zalos = [n for n, d in get_runtime().routing.destinations.items() if d.kind == "zalo"]
-    if name is None and len(zalos) == 1:
-        return zalos[0]
-    if name not in zalos:
-        console.print(f"[red]name one of the Zalo destinations: {', '.join(zalos) or 'none configured'}[/]")
+    found = [n for n, d in get_runtime().routing.destinations.items() if d.kind == kind]
+    if name is None and len(found) == 1:
+        return found[0]
+    if name not in found:
+        console.print(f"[red]name one of the {label} destinations: {', '.join(found) or 'none configured'}[/]")
         raise typer.Exit(2)
     return name
+
+
+def _zalo_destination(name: str | None) -> str:
+    return _destination_of("zalo", "Zalo", name)
+
+
+@postal_app.command("poll")
+def postal_poll(destination: Annotated[str | None, typer.Option(help="the postal destination")] = None) -> None:
+    """Read the post's tracking list now, from the ledger's cursor (what beat does every few minutes)."""
+    from connectors.base import DeliveryError
+    from tasks.postal import run_poll
+
+    _setup()
+    name = _destination_of("postal", "postal", destination)
+    try:
+        polled = run_poll(name)
+    except DeliveryError as exc:
+        console.print(f"[red]{name}: the tracking list could not be read: {exc.reason}[/]")
+        raise typer.Exit(1) from None
+    table = Table(title=f"Tracking list of {name}")
+    for column in ("pages", "records", "stored", "already stored", "late (kept, not sent)", "not news",
+                   "not our orders", "cursor"):
+        table.add_column(column, justify="right")
+    intake = polled.intake
+    table.add_row(*(str(v) for v in (polled.pages, polled.records, intake.stored, intake.duplicates, intake.late,
+                                     intake.ignored, len(intake.unknown), polled.cursor)))
+    console.print(table)
+    if intake.unknown:
+        console.print(f"[yellow]order numbers that are not ours: {', '.join(sorted(set(intake.unknown))[:10])}[/]")
 
 
 @zalo_app.command("set-token")

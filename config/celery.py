@@ -32,6 +32,7 @@ def celery_config(settings: Settings, routing: RoutingConfig) -> dict[str, Any]:
             "relay.route": {"queue": ROUTE_QUEUE},
             "relay.sweep": {"queue": CONTROL_QUEUE},
             "relay.portal.pull": {"queue": CONTROL_QUEUE},
+            "relay.postal.poll": {"queue": CONTROL_QUEUE},
         },
         "broker_transport_options": {
             "visibility_timeout": max(settings.visibility_timeout_seconds, longest_task * 2),
@@ -55,6 +56,11 @@ def celery_config(settings: Settings, routing: RoutingConfig) -> dict[str, Any]:
                 "task": "relay.portal.pull",
                 "schedule": settings.portal_pull_interval_seconds,
                 "options": {"expires": settings.portal_pull_interval_seconds},
+            },
+            "postal-tracking": {
+                "task": "relay.postal.poll",
+                "schedule": settings.postal_poll_interval_seconds,
+                "options": {"expires": settings.postal_poll_interval_seconds},
             },
         },
     }

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     portal_pull_interval_seconds: float = Field(
         60.0, description="how often beat pulls online dossiers from portal destinations with pull_units"
     )
+    postal_poll_interval_seconds: float = Field(
+        120.0, description="how often beat reads postal destinations' tracking lists (the callbacks' fallback)"
+    )
 
     # code shapes (a province's own formats)
     unit_code_pattern: str | None = None

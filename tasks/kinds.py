@@ -79,12 +79,19 @@ def _sms(destination: Destination, settings: Settings, client: redis.Redis | Non
     return SmsDeliverer(destination, settings, client)
 
 
+def _postal(destination: Destination, settings: Settings, client: redis.Redis | None) -> Deliverer:
+    from tasks.postal import PostalDeliverer
+
+    return PostalDeliverer(destination, settings, client)
+
+
 Builder = Callable[[Destination, Settings, "redis.Redis | None"], Deliverer]
 KINDS: dict[str, Builder] = {
     "webhook": WebhookDeliverer,
     "portal": _portal,
     "zalo": _zalo,
     "sms": _sms,
+    "postal": _postal,
 }
 
 

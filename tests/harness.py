@@ -145,6 +145,17 @@ class RelayProcess:
         return self.proc is not None and self.proc.poll() is None
 
 
+def worker_and_beat(env: dict[str, str], name: str, workdir: Path) -> tuple[RelayProcess, RelayProcess]:
+    """A supervised ``motcua-relay worker`` and a ``beat`` on ``env``, logging to ``<name>-worker.log`` and
+    ``<name>-beat.log`` under ``$MOTCUA_TEST_ARTIFACTS`` (else ``workdir``)."""
+    logs = Path(os.environ.get("MOTCUA_TEST_ARTIFACTS", workdir))
+    logs.mkdir(parents=True, exist_ok=True)
+    worker = RelayProcess(["worker"], env, logs / f"{name}-worker.log", supervise=True).start()
+    beat = RelayProcess(["beat"], {**env, "MOTCUA_BEAT_SCHEDULE_FILE": str(workdir / f"{name}-beat")},
+                        logs / f"{name}-beat.log").start()
+    return worker, beat
+
+
 def relay_env(
     database_url: str, redis_url: str, intake_secret: str, subscriber_secrets: dict[str, str],
     routing_file: Path, **extra: str,

@@ -43,11 +43,15 @@ def check_summary(summary: dict[str, Any], tmp_path: Path, stdout: str) -> None:
     assert summary["delivered"] > 0
     assert summary["p99_ms"] >= summary["p50_ms"] > 0
     # the SMS fallback appears only when a phone without Zalo turned up
-    assert {"onestop", "warehouse", "portal", "zalo"} <= set(summary["destinations"]) <= {
-        "onestop", "warehouse", "portal", "zalo", "sms"}
+    assert {"onestop", "warehouse", "portal", "zalo", "postal"} <= set(summary["destinations"]) <= {
+        "onestop", "warehouse", "portal", "zalo", "sms", "postal"}
     portal = summary["portal"]
     assert portal["dossiers"] > 0 and portal["matching"] == portal["dossiers"], portal
     assert portal["online"] >= 2 and portal["online_delivered"] == portal["online"], portal
+    # every postal order was created once, and each one delivered was reported to the one-stop software once
+    postal = summary["postal"]
+    assert postal["orders"] > 0 and postal["created_once"] == postal["orders"], postal
+    assert postal["delivered_back"] == postal["delivered"] > 0, postal
     # the citizens' Zalo receipts came back through the signed webhook into the ledger
     assert 0 < summary["zalo_receipts"]["received"] <= summary["destinations"]["zalo"]["delivered"]
     for name, figures in summary["destinations"].items():

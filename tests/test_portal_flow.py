@@ -36,7 +36,7 @@ from store.tables import DELIVERED, FINAL_STATUSES, attempts, deliveries
 from tasks.delivery import run_delivery
 from tasks.portal import run_pull
 from tasks.runtime import get_runtime, reset_runtime
-from tests.harness import RelayProcess, become_relay, new_secret, relay_env, wait_for
+from tests.harness import RelayProcess, become_relay, new_secret, relay_env, wait_for, worker_and_beat
 from tests.servers import run_asgi
 
 UNIT = "000.00.12.H22"
@@ -140,11 +140,7 @@ def portal_stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
             MOTCUA_WORKER_CONCURRENCY="48", MOTCUA_REDIS_PREFIX=f"portal{uuid.uuid4().hex[:6]}",
         )
         become_relay(monkeypatch, env)
-        logs = Path(os.environ.get("MOTCUA_TEST_ARTIFACTS", tmp_path))
-        logs.mkdir(parents=True, exist_ok=True)
-        worker = RelayProcess(["worker"], env, logs / "portal-worker.log", supervise=True).start()
-        beat = RelayProcess(["beat"], {**env, "MOTCUA_BEAT_SCHEDULE_FILE": str(tmp_path / "beat")},
-                            logs / "portal-beat.log").start()
+        worker, beat = worker_and_beat(env, "portal", tmp_path)
         try:
             with run_asgi(create_app()) as api_url:
                 yield PortalStack(env, portal_url, onestop_url, f"{api_url}/v1/events", intake_secret,
@@ -348,7 +344,7 @@ def test_a_signed_callback_is_required(portal_config: dict) -> None:
     from tasks.app import configure_app
 
     configure_app()
-    body = {"madonvi": UNIT, "data": online_dossiers(1, unit_code=UNIT, seed=4)}
+    body: dict[str, Any] = {"madonvi": UNIT, "data": online_dossiers(1, unit_code=UNIT, seed=4)}
     body["data"][0]["ThuTu"] = 1
     with run_asgi(create_app()) as api_url:
         unsigned = httpx.post(f"{api_url}/v1/callbacks/portal", json=body, timeout=5)

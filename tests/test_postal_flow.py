@@ -1,0 +1,457 @@
+"""The postal service end to end: orders created once, cancelled when due, statuses back exactly once.
+
+Real everything: the postal simulator (orders moving through their lifecycle, pushed callbacks,
+the paged tracking list, faults), the one-stop simulator receiving the statuses, the intake and
+the callback endpoint over HTTP, Redis, the ledger; in-process deliveries for the single-attempt
+stories, ``motcua-relay worker`` and ``beat`` subprocesses for the working day.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import Engine, select
+
+from api.app import create_app
+from sandbox.onestop import create_app as onestop_app
+from sandbox.postal import create_app as postal_app
+from sandbox.workload import generate_day, send_events_sync
+from schemas.webhook import sign
+from store import ledger
+from store.db import get_engine, upgrade
+from store.tables import DEAD, DELIVERED, FINAL_STATUSES, attempts, deliveries, events
+from tasks.delivery import run_delivery
+from tasks.postal import run_poll
+from tasks.runtime import get_runtime, reset_runtime
+from tests.harness import become_relay, new_secret, relay_env, wait_for, worker_and_beat
+from tests.servers import run_asgi
+
+KEY, SECRET, CUSTOMER = "relay-halong", "bi-mat-buu-dien", "HCC-TEST"
+FAST_RETRY = '{ schedule = ["0.2s", "0.5s", "1s"], repeat_every = "2s", deadline = "1h", max_attempts = 200 }'
+DAY = date(2026, 11, 20)
+
+
+def postal_routing(path: Path, postal_url: str, onestop_url: str, *, read_timeout: float = 2.0) -> Path:
+    """The post (orders and cancellations of the one-stop software) and the one-stop software (statuses)."""
+    path.write_text(f"""
+[destinations.postal]
+kind = "postal"
+url = "{postal_url}"
+customer_code = "{CUSTOMER}"
+consumer_key_env = "MOTCUA_POSTAL_CONSUMER_KEY"
+consumer_secret_env = "MOTCUA_POSTAL_CONSUMER_SECRET"
+callback_secret_env = "MOTCUA_POSTAL_CALLBACK_SECRET"
+timeouts = {{ connect = 2, read = {read_timeout} }}
+retry = {FAST_RETRY}
+breaker = {{ failure_threshold = 500, open_for = "2s" }}
+agency = {{ name = "Bộ phận một cửa TP Hạ Long", phone = "02033835588", address = "Số 1 đường 25/4", \
+province = "Quảng Ninh", district = "Hạ Long" }}
+
+[destinations.onestop]
+kind = "webhook"
+url = "{onestop_url}/subscribers/onestop/events"
+secret_env = "MOTCUA_ONESTOP_WEBHOOK_SECRET"
+timeouts = {{ connect = 2, read = 5 }}
+retry = {FAST_RETRY}
+
+[[routes]]
+events = ["postal.pickup_requested", "postal.delivery_requested", "dossier.withdrawn", "dossier.returned"]
+origins = ["onestop"]
+destination = "postal"
+
+[[routes]]
+events = ["*"]
+exclude_origins = ["onestop"]
+destination = "onestop"
+""", encoding="utf-8")
+    return path
+
+
+def postal_dossiers(events: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The events of the first ``count`` dossiers that involve the post."""
+    chosen: list[str] = []
+    for e in events:
+        if e["type"].startswith("postal.") and e["dossier_code"] not in chosen:
+            chosen.append(e["dossier_code"])
+    keep = set(chosen[:count])
+    return [e for e in events if e["dossier_code"] in keep]
+
+
+def withdraw(events: list[dict[str, Any]], dossiers: set[str]) -> list[dict[str, Any]]:
+    """These dossiers are withdrawn right after their postal request: what follows it is dropped."""
+    out: list[dict[str, Any]] = []
+    cut: dict[str, int] = {}
+    for e in sorted(events, key=lambda e: (e["dossier_code"], e["sequence"])):
+        code = e["dossier_code"]
+        if code in cut:
+            continue
+        out.append(e)
+        if code in dossiers and e["type"].startswith("postal.") and e["type"].endswith("_requested"):
+            cut[code] = e["sequence"]
+            out.append({**e, "event_id": f"withdrawn-{uuid.uuid4().hex}", "type": "dossier.withdrawn",
+                        "sequence": e["sequence"] + 1, "data": {"reason": "Công dân rút hồ sơ"}})
+    return sorted(out, key=lambda e: e["occurred_at"])
+
+
+Status = tuple[str, str, datetime]  # order number, status code, when
+
+
+def status_key(order_number: str, code: str, at: str) -> Status:
+    return order_number, code, datetime.fromisoformat(at)
+
+
+def late_statuses(engine: Engine) -> list[Status]:
+    """The statuses stored but routed nowhere: older than what their dossier's stream already held."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(events.c.payload).where(
+            events.c.type == "postal.status",
+            ~select(deliveries.c.id).where(deliveries.c.event_pk == events.c.id).exists())).scalars()
+        return [status_key(p["data"]["order_number"], p["data"]["status_code"], p["occurred_at"])
+                for p in map(json.loads, rows)]
+
+
+def sent_statuses(got: list[dict[str, Any]]) -> list[Status]:
+    return [status_key(e["data"]["order_number"], e["data"]["status_code"], e["occurred_at"]) for e in got]
+
+
+def recorded_statuses(orders: list[dict[str, Any]]) -> list[Status]:
+    """What the post recorded, but "waiting for the postman" (not news)."""
+    return [status_key(o["orderNumber"], h["statusCode"], h["statusTime"])
+            for o in orders for h in o["history"] if h["statusCode"] != "100"]
+
+
+def received_statuses(onestop_url: str) -> list[dict[str, Any]]:
+    rows = httpx.get(f"{onestop_url}/_admin/received", params={"subscriber": "onestop", "full": True},
+                     timeout=10).json()
+    return [r["event"] for r in rows if r["type"] == "postal.status"]
+
+
+# ------------------------------------------------------------- in-process: one attempt at a time
+
+
+@pytest.fixture
+def postal_config(db_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """This process as a relay (API included) against a postal simulator whose orders move only when told."""
+    onestop_secret = new_secret()
+    with run_asgi(postal_app(consumer_key=KEY, consumer_secret=SECRET, customer_codes=[CUSTOMER],
+                             step_seconds=0, seed=3)) as postal_url, \
+            run_asgi(onestop_app({"onestop": onestop_secret})) as onestop_url:
+        routing = postal_routing(tmp_path / "routing.toml", postal_url, onestop_url, read_timeout=1.0)
+        prefix = f"pt{uuid.uuid4().hex[:6]}"
+        env = relay_env(db_url, redis_url, new_secret(), {"onestop": onestop_secret}, routing,
+                        MOTCUA_POSTAL_CONSUMER_KEY=KEY, MOTCUA_POSTAL_CONSUMER_SECRET=SECRET,
+                        MOTCUA_POSTAL_CALLBACK_SECRET=new_secret(), MOTCUA_REDIS_PREFIX=prefix)
+        become_relay(monkeypatch, env)
+        with run_asgi(create_app()) as api_url:
+            yield {"postal": postal_url, "onestop": onestop_url, "api": api_url, "env": env}
+        reset_runtime()
+        client = redis.Redis.from_url(redis_url)
+        for key in client.scan_iter(f"{prefix}:*"):
+            client.delete(key)
+
+
+def drain(rounds: int = 50) -> None:
+    """Run every open delivery in-process until none is left, on a clock past the retries' waits."""
+    rt = get_runtime()
+    for _ in range(rounds):
+        with rt.engine.connect() as conn:
+            open_ = conn.execute(select(deliveries.c.id, deliveries.c.destination)
+                                 .where(deliveries.c.status.notin_(FINAL_STATUSES))
+                                 .order_by(deliveries.c.sequence)).all()
+        if not open_:
+            return
+        for delivery_id, destination in open_:
+            run_delivery(delivery_id, destination, clock=lambda: datetime.now(UTC) + timedelta(seconds=5))
+    raise AssertionError("deliveries still open after draining")
+
+
+def ingest(batch: list[dict[str, Any]]) -> None:
+    rt = get_runtime()
+    ledger.ingest_and_route(rt.engine, batch, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+
+
+def up_to(events: list[dict[str, Any]], request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's dossier's events until the request: the ordered stream has no gap to wait out."""
+    return [e for e in events if e["dossier_code"] == request["dossier_code"] and e["sequence"] <= request["sequence"]]
+
+
+def dossier_with(kind: str, seed: int = 5, **where: Any) -> list[dict[str, Any]]:
+    events = generate_day(400, day=DAY, seed=seed)
+    code = next(e["dossier_code"] for e in events if e["type"] == kind
+                and all(e["data"].get(k) == v for k, v in where.items()))
+    return [e for e in events if e["dossier_code"] == code]
+
+
+def order(postal_url: str, number: str) -> dict[str, Any]:
+    return httpx.get(f"{postal_url}/_admin/orders/{number}", timeout=5).json()
+
+
+def test_an_order_whose_create_timed_out_after_the_post_applied_it_is_not_created_again(
+    postal_config: dict,
+) -> None:
+    # given the post applies the first create, then hangs past the read timeout
+    dossier = dossier_with("postal.delivery_requested")
+    request = next(e for e in dossier if e["type"] == "postal.delivery_requested")
+    number = f"{request['dossier_code']}-KQ"
+    httpx.post(f"{postal_config['postal']}/_admin/faults",
+               json={"timeout_rate": 1, "hang_seconds": 3}, timeout=5).raise_for_status()
+    ingest(up_to(dossier, request))
+    [row] = get_runtime().engine.connect().execute(select(deliveries.c.id)).all()
+    run_delivery(row.id, "postal", clock=lambda: datetime.now(UTC))
+    # when the post is well again and the delivery is retried
+    httpx.delete(f"{postal_config['postal']}/_admin/faults", timeout=5).raise_for_status()
+    drain()
+    # then the order exists once, and the second attempt found it instead of creating it
+    held = order(postal_config["postal"], number)
+    assert held["create_calls"] == 1 and held["statusCode"] == "100"
+    with get_runtime().engine.connect() as conn:
+        outcomes = conn.execute(select(attempts.c.outcome, attempts.c.response_excerpt, attempts.c.external_ref)
+                                .order_by(attempts.c.number)).all()
+    assert [o.outcome for o in outcomes] == ["retryable", "delivered"]
+    assert "already held by the post" in outcomes[1].response_excerpt
+    assert outcomes[1].external_ref == f"{number} {held['itemCode']}"
+
+
+def test_an_address_outside_the_table_is_dead_at_once_with_the_reason(postal_config: dict) -> None:
+    dossier = dossier_with("postal.delivery_requested", seed=6)
+    request = next(e for e in dossier if e["type"] == "postal.delivery_requested")
+    moved = {**request["data"]["address"], "province": "Tỉnh Hoàng Sa Cũ"}
+    ingest([*up_to(dossier, request)[:-1], {**request, "data": {**request["data"], "address": moved}}])
+    drain()
+    [dead] = ledger.dead_letters(get_runtime().engine, ledger.DeadLetterFilter(destination="postal"))
+    assert dead.attempts == 1
+    assert "province 'Tỉnh Hoàng Sa Cũ' is not in the administrative-unit table" in dead.last_error
+    assert moved["street"] not in dead.last_error
+    stats = httpx.get(f"{postal_config['postal']}/_admin/stats", timeout=5).json()
+    assert not httpx.get(f"{postal_config['postal']}/_admin/orders", timeout=5).json(), stats
+
+
+def test_withdrawal_cancels_a_waiting_order_and_a_collected_one_is_dead_with_the_reason(
+    postal_config: dict,
+) -> None:
+    # given two dossiers with delivery orders at the post; the postman has taken the second one
+    events = generate_day(200, day=DAY, seed=9)
+    codes = [e["dossier_code"] for e in events if e["type"] == "postal.delivery_requested"][:2]
+    requests = {c: next(e for e in events if e["dossier_code"] == c and e["type"] == "postal.delivery_requested")
+                for c in codes}
+    ingest([e for r in requests.values() for e in up_to(events, r)])
+    drain()
+    httpx.post(f"{postal_config['postal']}/_admin/advance", json={"orderNumber": f"{codes[1]}-KQ", "to": "200"},
+               timeout=5).raise_for_status()
+    # when both citizens come to the desk for their results instead
+    ingest([{**r, "event_id": f"returned-{uuid.uuid4().hex}", "type": "dossier.returned",
+             "sequence": r["sequence"] + 1, "data": {"returned_at": r["occurred_at"], "method": "desk"}}
+            for r in requests.values()])
+    drain()
+    # then the waiting order is cancelled, and the collected one is a dead letter that says what to do
+    assert order(postal_config["postal"], f"{codes[0]}-KQ")["statusCode"] == "700"
+    assert order(postal_config["postal"], f"{codes[1]}-KQ")["statusCode"] == "200"
+    [dead] = ledger.dead_letters(get_runtime().engine, ledger.DeadLetterFilter(destination="postal"))
+    assert dead.dossier_code == codes[1] and dead.attempts == 1
+    assert "cannot be cancelled" in dead.last_error and "post office" in dead.last_error
+
+
+def test_a_withdrawal_without_postal_orders_calls_nobody(postal_config: dict) -> None:
+    dossier = dossier_with("dossier.withdrawn", seed=4)
+    ingest(dossier)
+    drain()
+    rt = get_runtime()
+    assert ledger.status_counts(rt.engine).get("postal") == {DELIVERED: 1}
+    with rt.engine.connect() as conn:
+        excerpt = conn.execute(select(attempts.c.response_excerpt)).scalar_one()
+    assert excerpt == "no postal order for this dossier"
+    assert httpx.get(f"{postal_config['postal']}/_admin/stats", timeout=5).json()["tokens"]["issued"] == 0
+
+
+def test_statuses_pushed_lost_repeated_and_polled_reach_the_one_stop_software_once(postal_config: dict) -> None:
+    # given five delivery orders at the post, which pushes statuses losing and repeating half of them
+    events = generate_day(200, day=DAY, seed=12)
+    requests = [e for e in events if e["type"] == "postal.delivery_requested"][:5]
+    ingest([e for r in requests for e in up_to(events, r)])
+    drain()
+    postal, secret = postal_config["postal"], postal_config["env"]["MOTCUA_POSTAL_CALLBACK_SECRET"]
+    httpx.post(f"{postal}/_admin/push", json={"url": f"{postal_config['api']}/v1/callbacks/postal",
+                                              "secret": secret}, timeout=5).raise_for_status()
+    httpx.post(f"{postal}/_admin/faults", json={"push_loss_rate": 0.5, "push_duplicate_rate": 0.5, "seed": 4},
+               timeout=5).raise_for_status()
+    # when the orders go all the way to delivered, one status per push, and the poller reads the tracking list
+    for status in ("200", "300", "400", "500"):
+        for request in requests:
+            httpx.post(f"{postal}/_admin/advance", json={"orderNumber": f"{request['dossier_code']}-KQ",
+                                                         "to": status}, timeout=5).raise_for_status()
+    stats = wait_for(lambda: (s := httpx.get(f"{postal}/_admin/stats", timeout=5).json())["pushes"]["pending"] == 0
+                     and s, 10, 0.1, "pushes sent")
+    assert stats["pushes"]["lost"] > 0 and stats["pushes"]["duplicated"] > 0, stats
+    polled = run_poll("postal")
+    drain()
+    # then each status the post recorded (but "waiting") reached the one-stop software exactly once, in order
+    recorded = recorded_statuses(httpx.get(f"{postal}/_admin/orders", timeout=5).json())
+    got = received_statuses(postal_config["onestop"])
+    late = late_statuses(get_runtime().engine)  # found by the poller after a newer one came pushed
+    assert sorted(sent_statuses(got) + late) == sorted(recorded)
+    assert all(code != "500" for _, code, _ in late)
+    assert {e["data"]["status"] for e in got if e["data"]["status_code"] == "500"} == {"delivered"}
+    assert sum(1 for e in got if e["data"]["status_code"] == "500") == len(requests)
+    assert polled.intake.stored + polled.intake.duplicates + polled.intake.ignored == polled.records
+    for code in {e["dossier_code"] for e in got}:
+        sequences = [e["sequence"] for e in got if e["dossier_code"] == code]
+        assert sequences == sorted(sequences) == list(range(1, len(sequences) + 1)), code
+
+
+def test_the_callback_refuses_what_it_cannot_trust_and_reports_orders_that_are_not_ours(
+    postal_config: dict,
+) -> None:
+    url = f"{postal_config['api']}/v1/callbacks/postal"
+    secret = postal_config["env"]["MOTCUA_POSTAL_CALLBACK_SECRET"]
+    record = {"id": 1, "orderNumber": "000.00.99.H22-261120-0001-KQ", "itemCode": "EB1VN", "statusCode": "500",
+              "statusMessage": "Phát thành công", "statusTime": "2026-11-20T10:00:00+07:00"}
+
+    def push(body: dict[str, Any], key: str = secret) -> httpx.Response:
+        raw = httpx.Request("POST", url, json=body).content
+        headers = sign(key, f"postal-push-{uuid.uuid4()}", raw).as_headers()
+        return httpx.post(url, content=raw, headers={**headers, "content-type": "application/json"}, timeout=5)
+
+    good = {"customerCode": CUSTOMER, "data": [record]}
+    assert push(good, new_secret()).status_code == 401
+    assert httpx.post(url, json=good, timeout=5).status_code == 401
+    assert push({"customerCode": "OTHER", "data": [record]}).json()["code"] == "30"
+    invalid = push({"customerCode": CUSTOMER, "data": [{"id": 1}]})
+    assert invalid.status_code == 400 and "data.0.orderNumber" in invalid.json()["fields"]
+    answer = push(good)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() | {"message": ""} == {"code": "00", "message": "", "stored": 0, "duplicates": 0,
+                                                "late": 0, "ignored": 0, "unknown": [record["orderNumber"]]}
+    with get_runtime().engine.connect() as conn:
+        assert conn.execute(select(events.c.id)).first() is None
+
+
+# ------------------------------------------------------------- a working day through faults
+
+
+@dataclass
+class PostalStack:
+    env: dict[str, str]
+    postal_url: str
+    onestop_url: str
+    intake_url: str
+    intake_secret: str
+    database_url: str
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return ledger.status_counts(get_engine(self.database_url))
+
+
+@pytest.fixture
+def postal_stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[PostalStack]:
+    database_url = f"sqlite:///{tmp_path}/relay.db"
+    upgrade(database_url)
+    base = redis_url.rsplit("/", 1)[0]
+    broker = f"{base}/{os.environ.get('MOTCUA_TEST_POSTAL_REDIS_DB', '9')}"  # its own: the worker takes all in it
+    redis.Redis.from_url(broker).flushdb()
+    onestop_secret, intake_secret, callback_secret = new_secret(), new_secret(), new_secret()
+    postal = postal_app(consumer_key=KEY, consumer_secret=SECRET, customer_codes=[CUSTOMER], step_seconds=0.5,
+                        collect_after_seconds=30, fail_rate=0.15, seed=21)
+    with run_asgi(postal) as postal_url, run_asgi(onestop_app({"onestop": onestop_secret})) as onestop_url:
+        routing = postal_routing(tmp_path / "routing.toml", postal_url, onestop_url)
+        env = relay_env(
+            database_url, broker, intake_secret, {"onestop": onestop_secret}, routing,
+            MOTCUA_POSTAL_CONSUMER_KEY=KEY, MOTCUA_POSTAL_CONSUMER_SECRET=SECRET,
+            MOTCUA_POSTAL_CALLBACK_SECRET=callback_secret, MOTCUA_SWEEP_INTERVAL_SECONDS="0.5",
+            MOTCUA_POSTAL_POLL_INTERVAL_SECONDS="3", MOTCUA_PORTAL_PULL_INTERVAL_SECONDS="3600",
+            MOTCUA_WORKER_CONCURRENCY="48", MOTCUA_REDIS_PREFIX=f"postal{uuid.uuid4().hex[:6]}",
+        )
+        become_relay(monkeypatch, env)
+        worker, beat = worker_and_beat(env, "postal", tmp_path)
+        try:
+            with run_asgi(create_app()) as api_url:
+                httpx.post(f"{postal_url}/_admin/push", json={"url": f"{api_url}/v1/callbacks/postal",
+                                                              "secret": callback_secret}, timeout=5)
+                yield PostalStack(env, postal_url, onestop_url, f"{api_url}/v1/events", intake_secret, database_url)
+        finally:
+            worker.close()
+            beat.stop()
+            reset_runtime()
+            redis.Redis.from_url(broker).flushdb()
+
+
+@pytest.mark.slow
+def test_a_postal_day_through_faults_creates_each_order_once_and_brings_each_status_back_once(
+    postal_stack: PostalStack,
+) -> None:
+    # given 300 dossiers involving the post (most results go back by post, a few are collected from home),
+    # 10 of them withdrawn right after asking for the post, and 10 citizens who come for their result in person
+    events = postal_dossiers(generate_day(400, day=DAY, seed=2026), 300)
+    by_dossier: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        by_dossier[e["dossier_code"]].append(e)
+    posted = sorted(c for c, evs in by_dossier.items() if any(e["type"] == "postal.delivery_requested" for e in evs))
+    withdrawn = set(posted[:10])
+    in_person = set(posted[10:20])
+    events = [({**e, "data": {**e["data"], "method": "desk"}} if e["type"] == "dossier.returned"
+               and e["dossier_code"] in in_person else e) for e in withdraw(events, withdrawn)]
+    # and a post that fails 20 % of calls (15 % 503, 5 % answered after a hang past the read timeout),
+    # loses 30 % of its pushed statuses, repeats 20 %, and fails 15 % of first delivery attempts
+    httpx.post(f"{postal_stack.postal_url}/_admin/faults", timeout=5, json={
+        "error_rate": 0.15, "error_status": 503, "timeout_rate": 0.05, "hang_seconds": 3,
+        "push_loss_rate": 0.3, "push_duplicate_rate": 0.2, "seed": 11,
+    }).raise_for_status()
+
+    # when the one-stop software sends its day
+    report = send_events_sync(postal_stack.intake_url, postal_stack.intake_secret, events, batch_size=50)
+    assert report.accepted == len(events), report.errors[:3]
+    requests = [e for e in events if e["type"] in ("postal.pickup_requested", "postal.delivery_requested")]
+    numbers = {f"{e['dossier_code']}-{'TN' if e['type'] == 'postal.pickup_requested' else 'KQ'}" for e in requests}
+    gone = {e["dossier_code"] for e in events if e["type"] == "dossier.withdrawn"}  # ours and the day's own
+    cancelled = {f"{c}-KQ" for c in in_person} | {n for n in numbers if n.rsplit("-", 1)[0] in gone}
+
+    def settled() -> bool:
+        orders = httpx.get(f"{postal_stack.postal_url}/_admin/orders", timeout=10).json()
+        if {o["orderNumber"] for o in orders} != numbers or any(o["statusCode"] not in ("500", "600", "700")
+                                                               for o in orders):
+            return False
+        counts = postal_stack.counts()
+        return all(s in FINAL_STATUSES for c in counts.values() for s in c)
+    wait_for(settled, 420, 2.0, "every order final at the post and every delivery final")
+    wait_for(lambda: _statuses_in(postal_stack) >= _recorded(postal_stack), 60, 2.0, "the poller catching up")
+    wait_for(lambda: all(s in FINAL_STATUSES for c in postal_stack.counts().values() for s in c), 60, 1.0,
+             "every delivery final")
+
+    # then every order was created exactly once, and the withdrawn and in-person ones are cancelled
+    orders = {o["orderNumber"]: o for o in httpx.get(f"{postal_stack.postal_url}/_admin/orders", timeout=10).json()}
+    assert set(orders) == numbers
+    assert {n for n, o in orders.items() if o["create_calls"] != 1} == set()
+    stats = httpx.get(f"{postal_stack.postal_url}/_admin/stats", timeout=10).json()
+    assert stats["creates"] == {"accepted": len(numbers), "conflicts": 0}, stats
+    assert {n for n, o in orders.items() if o["statusCode"] == "700"} == cancelled
+    # and nothing is dead
+    counts = postal_stack.counts()
+    assert DEAD not in counts.get("postal", {}) and DEAD not in counts.get("onestop", {}), counts
+    # and every status the post recorded (but "waiting") reached the one-stop software exactly once
+    got = received_statuses(postal_stack.onestop_url)
+    assert max(Counter(sent_statuses(got)).values()) == 1
+    late = late_statuses(get_engine(postal_stack.database_url))
+    assert sorted(sent_statuses(got) + late) == sorted(recorded_statuses(list(orders.values())))
+    delivered = [n for n, o in orders.items() if o["statusCode"] == "500"]
+    assert sorted(e["data"]["order_number"] for e in got if e["data"]["status"] == "delivered") == sorted(delivered)
+    assert stats["pushes"]["lost"] > 0 and stats["pushes"]["duplicated"] > 0 and stats["faults"]["timeout"] > 0
+
+
+def _recorded(stack: PostalStack) -> int:
+    orders = httpx.get(f"{stack.postal_url}/_admin/orders", timeout=10).json()
+    return sum(1 for o in orders for h in o["history"] if h["statusCode"] != "100")
+
+
+def _statuses_in(stack: PostalStack) -> int:
+    with get_engine(stack.database_url).connect() as conn:
+        return len(conn.execute(select(events.c.id).where(events.c.type == "postal.status")).all())
