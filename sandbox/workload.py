@@ -545,6 +545,46 @@ def shuffle_per_dossier(events: list[dict[str, Any]], seed: int) -> list[dict[st
     return out
 
 
+@dataclass
+class PostalDay:
+    """A day's dossiers that involve the post, and those whose orders must end cancelled."""
+
+    events: list[dict[str, Any]]
+    withdrawn: set[str]  # dossier codes withdrawn after asking for the post: all their orders cancelled
+    in_person: set[str]  # results fetched at the desk after a delivery order: that order cancelled
+
+
+def postal_day(dossiers: int, *, day: date, seed: int, withdrawn: int = 10, in_person: int = 10) -> PostalDay:
+    """The first ``dossiers`` dossiers of a day that involve the post; ``withdrawn`` of those with a delivery
+    order are withdrawn right after asking for the post (what followed is dropped), and ``in_person`` more
+    fetch their result at the desk instead. The day's own withdrawals count as withdrawn too."""
+    everything = generate_day(int(dossiers * 1.3) + 20, day=day, seed=seed)
+    chosen: dict[str, None] = {}
+    for e in everything:
+        if e["type"].startswith("postal."):
+            chosen.setdefault(e["dossier_code"])
+    keep = set(list(chosen)[:dossiers])
+    events = [e for e in everything if e["dossier_code"] in keep]
+    posted = sorted({e["dossier_code"] for e in events if e["type"] == "postal.delivery_requested"})
+    withdraw, fetch = set(posted[:withdrawn]), set(posted[withdrawn:withdrawn + in_person])
+    out: list[dict[str, Any]] = []
+    cut: set[str] = set()
+    for e in sorted(events, key=lambda e: (e["dossier_code"], e["sequence"])):
+        code = e["dossier_code"]
+        if code in cut:
+            continue
+        if e["type"] == "dossier.returned" and code in fetch:
+            e = {**e, "data": {**e["data"], "method": "desk"}}
+        out.append(e)
+        if code in withdraw and e["type"] in ("postal.pickup_requested", "postal.delivery_requested"):
+            cut.add(code)
+            out.append(event_json(parse_event({
+                **e, "event_id": str(uuid.uuid4()), "type": "dossier.withdrawn", "sequence": e["sequence"] + 1,
+                "data": {"reason": "Công dân rút hồ sơ, không nhận kết quả qua bưu điện"}})))
+    gone = {e["dossier_code"] for e in out if e["type"] == "dossier.withdrawn"}
+    return PostalDay(sorted(out, key=lambda e: e["occurred_at"]), gone, fetch)
+
+
 def workload_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts that let a person judge whether a generated day looks like a real desk's."""
     by_type = Counter(e["type"] for e in events)

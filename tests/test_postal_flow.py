@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -24,9 +24,10 @@ import redis
 from sqlalchemy import Engine, select
 
 from api.app import create_app
+from bench.postal import ROUTING, to_cancel
 from sandbox.onestop import create_app as onestop_app
 from sandbox.postal import create_app as postal_app
-from sandbox.workload import generate_day, send_events_sync
+from sandbox.workload import generate_day, postal_day, send_events_sync
 from schemas.webhook import sign
 from store import ledger
 from store.db import get_engine, upgrade
@@ -44,64 +45,9 @@ DAY = date(2026, 11, 20)
 
 def postal_routing(path: Path, postal_url: str, onestop_url: str, *, read_timeout: float = 2.0) -> Path:
     """The post (orders and cancellations of the one-stop software) and the one-stop software (statuses)."""
-    path.write_text(f"""
-[destinations.postal]
-kind = "postal"
-url = "{postal_url}"
-customer_code = "{CUSTOMER}"
-consumer_key_env = "MOTCUA_POSTAL_CONSUMER_KEY"
-consumer_secret_env = "MOTCUA_POSTAL_CONSUMER_SECRET"
-callback_secret_env = "MOTCUA_POSTAL_CALLBACK_SECRET"
-timeouts = {{ connect = 2, read = {read_timeout} }}
-retry = {FAST_RETRY}
-breaker = {{ failure_threshold = 500, open_for = "2s" }}
-agency = {{ name = "Bộ phận một cửa TP Hạ Long", phone = "02033835588", address = "Số 1 đường 25/4", \
-province = "Quảng Ninh", district = "Hạ Long" }}
-
-[destinations.onestop]
-kind = "webhook"
-url = "{onestop_url}/subscribers/onestop/events"
-secret_env = "MOTCUA_ONESTOP_WEBHOOK_SECRET"
-timeouts = {{ connect = 2, read = 5 }}
-retry = {FAST_RETRY}
-
-[[routes]]
-events = ["postal.pickup_requested", "postal.delivery_requested", "dossier.withdrawn", "dossier.returned"]
-origins = ["onestop"]
-destination = "postal"
-
-[[routes]]
-events = ["*"]
-exclude_origins = ["onestop"]
-destination = "onestop"
-""", encoding="utf-8")
+    path.write_text(ROUTING.format(postal=postal_url, onestop=onestop_url, customer=CUSTOMER, read=read_timeout,
+                                   retry=FAST_RETRY), encoding="utf-8")
     return path
-
-
-def postal_dossiers(events: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
-    """The events of the first ``count`` dossiers that involve the post."""
-    chosen: list[str] = []
-    for e in events:
-        if e["type"].startswith("postal.") and e["dossier_code"] not in chosen:
-            chosen.append(e["dossier_code"])
-    keep = set(chosen[:count])
-    return [e for e in events if e["dossier_code"] in keep]
-
-
-def withdraw(events: list[dict[str, Any]], dossiers: set[str]) -> list[dict[str, Any]]:
-    """These dossiers are withdrawn right after their postal request: what follows it is dropped."""
-    out: list[dict[str, Any]] = []
-    cut: dict[str, int] = {}
-    for e in sorted(events, key=lambda e: (e["dossier_code"], e["sequence"])):
-        code = e["dossier_code"]
-        if code in cut:
-            continue
-        out.append(e)
-        if code in dossiers and e["type"].startswith("postal.") and e["type"].endswith("_requested"):
-            cut[code] = e["sequence"]
-            out.append({**e, "event_id": f"withdrawn-{uuid.uuid4().hex}", "type": "dossier.withdrawn",
-                        "sequence": e["sequence"] + 1, "data": {"reason": "Công dân rút hồ sơ"}})
-    return sorted(out, key=lambda e: e["occurred_at"])
 
 
 Status = tuple[str, str, datetime]  # order number, status code, when
@@ -391,15 +337,8 @@ def test_a_postal_day_through_faults_creates_each_order_once_and_brings_each_sta
 ) -> None:
     # given 300 dossiers involving the post (most results go back by post, a few are collected from home),
     # 10 of them withdrawn right after asking for the post, and 10 citizens who come for their result in person
-    events = postal_dossiers(generate_day(400, day=DAY, seed=2026), 300)
-    by_dossier: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for e in events:
-        by_dossier[e["dossier_code"]].append(e)
-    posted = sorted(c for c, evs in by_dossier.items() if any(e["type"] == "postal.delivery_requested" for e in evs))
-    withdrawn = set(posted[:10])
-    in_person = set(posted[10:20])
-    events = [({**e, "data": {**e["data"], "method": "desk"}} if e["type"] == "dossier.returned"
-               and e["dossier_code"] in in_person else e) for e in withdraw(events, withdrawn)]
+    plan = postal_day(300, day=DAY, seed=2026)
+    events = plan.events
     # and a post that fails 20 % of calls (15 % 503, 5 % answered after a hang past the read timeout),
     # loses 30 % of its pushed statuses, repeats 20 %, and fails 15 % of first delivery attempts
     httpx.post(f"{postal_stack.postal_url}/_admin/faults", timeout=5, json={
@@ -412,8 +351,7 @@ def test_a_postal_day_through_faults_creates_each_order_once_and_brings_each_sta
     assert report.accepted == len(events), report.errors[:3]
     requests = [e for e in events if e["type"] in ("postal.pickup_requested", "postal.delivery_requested")]
     numbers = {f"{e['dossier_code']}-{'TN' if e['type'] == 'postal.pickup_requested' else 'KQ'}" for e in requests}
-    gone = {e["dossier_code"] for e in events if e["type"] == "dossier.withdrawn"}  # ours and the day's own
-    cancelled = {f"{c}-KQ" for c in in_person} | {n for n in numbers if n.rsplit("-", 1)[0] in gone}
+    cancelled = to_cancel(plan)
 
     def settled() -> bool:
         orders = httpx.get(f"{postal_stack.postal_url}/_admin/orders", timeout=10).json()
