@@ -153,8 +153,9 @@ def test_an_order_whose_create_timed_out_after_the_post_applied_it_is_not_create
     httpx.post(f"{postal_config['postal']}/_admin/faults",
                json={"timeout_rate": 1, "hang_seconds": 3}, timeout=5).raise_for_status()
     ingest(up_to(dossier, request))
-    [row] = get_runtime().engine.connect().execute(select(deliveries.c.id)).all()
-    run_delivery(row.id, "postal", clock=lambda: datetime.now(UTC))
+    with get_runtime().engine.connect() as conn:
+        [delivery_id] = conn.execute(select(deliveries.c.id)).scalars().all()
+    run_delivery(delivery_id, "postal", clock=lambda: datetime.now(UTC))
     # when the post is well again and the delivery is retried
     httpx.delete(f"{postal_config['postal']}/_admin/faults", timeout=5).raise_for_status()
     drain()

@@ -189,7 +189,8 @@ def default_routing() -> RoutingConfig:
 
 def test_default_file_loads(default_routing: RoutingConfig) -> None:
     kinds = {name: d.kind for name, d in default_routing.destinations.items()}
-    assert kinds == {"onestop": "webhook", "warehouse": "webhook", "portal": "portal", "zalo": "zalo", "sms": "sms"}
+    assert kinds == {"onestop": "webhook", "warehouse": "webhook", "portal": "portal", "zalo": "zalo", "sms": "sms",
+                     "postal": "postal"}
     for destination in default_routing.destinations.values():
         assert destination.option("url").startswith("http")
         secrets = [v for k, v in destination.options.items() if k.endswith("_env") and "SECRET" in k.upper()]
@@ -201,10 +202,13 @@ def test_default_file_sends_lifecycle_events_to_the_portal_zalo_with_consent_eve
 ) -> None:
     notify = {"dossier.received", "dossier.supplement_requested", "dossier.fee_requested", "dossier.completed",
               "dossier.refused", "dossier.returned"}
+    # requests to the post, and what may cancel them
+    postal = {"postal.pickup_requested", "postal.delivery_requested", "dossier.withdrawn", "dossier.returned"}
     for e in DAY:
         consented = bool(e["applicant"].get("zalo_consent") and e["applicant"].get("phone"))
         expected = (["zalo"] if e["type"] in notify and consented else []) + (
-            ["portal", "warehouse"] if e["type"].startswith("dossier.") else ["warehouse"])
+            ["portal"] if e["type"].startswith("dossier.") else []) + (
+            ["postal"] if e["type"] in postal else []) + ["warehouse"]
         assert default_routing.destinations_for(e) == expected, e["type"]
 
 

@@ -58,9 +58,11 @@ def consenting(kind: str) -> dict[str, Any]:
 def test_every_template_is_filled_from_its_event(kind: str) -> None:
     try:
         event = consenting(kind)
-    except StopIteration:  # the workload has no fee requests: build one from a received event
+    except StopIteration:  # none in the day (the workload has no fee requests): build one from a received event
         base = consenting("dossier.received")
-        event = {**base, "type": kind, "data": {"fee_id": "LP-1", "amount": 1250000, "lines": []}}
+        data = {"dossier.fee_requested": {"fee_id": "LP-1", "amount": 1250000, "lines": []},
+                "dossier.refused": {"reason": "Hồ sơ không thuộc thẩm quyền giải quyết của đơn vị"}}[kind]
+        event = {**base, "type": kind, "data": data}
     message = message_for(event, TEMPLATES)
     spec = TEMPLATES.templates[kind]
     assert set(message.data) == set(spec.data)
