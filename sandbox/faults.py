@@ -167,12 +167,24 @@ class Background:
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> bool:
         """One try; whether it was answered 2xx."""
+        return (await self._send(url, body, headers)) is not None
+
+    async def post_for_json(self, url: str, body: bytes, headers: dict[str, str]) -> Any:
+        """One try; the JSON of a 2xx answer, else ``None``."""
+        response = await self._send(url, body, headers)
+        try:
+            return response.json() if response is not None else None
+        except ValueError:
+            return None
+
+    async def _send(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response | None:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self._timeout, trust_env=False)
         try:
-            return (await self._client.post(url, content=body, headers=headers)).is_success
+            response = await self._client.post(url, content=body, headers=headers)
         except httpx.HTTPError:
-            return False
+            return None
+        return response if response.is_success else None
 
     async def close(self) -> None:
         for task in list(self._tasks):
