@@ -185,6 +185,33 @@ def post_json(
                         excerpt=excerpt(response.text)) from exc
 
 
+def request_envelope(
+    client: httpx.Client, method: str, url: str, what: str, *, envelope_key: str = "code", json: Any = None,
+    params: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
+) -> tuple[dict[str, Any], int]:
+    """Call a JSON API that answers its errors in an envelope (``{"code": …}``), whatever the HTTP status.
+
+    An answer with ``envelope_key`` is returned for the service's own table to judge, 4xx/5xx included
+    (their code says more than the status); one without it goes by the HTTP table, and a 2xx that is
+    not a JSON object is retried (a gateway's page). ``what`` names the call in reasons.
+    """
+    with map_transport_errors():
+        response = client.request(method, url, json=json, params=params, headers=headers,
+                                  timeout=call_timeout(client.timeout))
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and (envelope_key in payload or response.status_code < 400):
+        return payload, response.status_code
+    error = classify_http_status(response)
+    if error is None:
+        error = Retryable("the answer is not JSON", status_code=response.status_code,
+                          excerpt=excerpt(response.text))
+    error.reason = f"{what}: {error.reason}"
+    raise error
+
+
 def build_http_client(connect: float, read: float, max_connections: int = 100) -> httpx.Client:
     """A pooled client with explicit connect and read timeouts; built once per destination."""
     return httpx.Client(

@@ -39,10 +39,8 @@ from connectors.base import (
     DeliveryError,
     Permanent,
     Retryable,
-    call_timeout,
-    classify_http_status,
     excerpt,
-    map_transport_errors,
+    request_envelope,
 )
 from connectors.credentials import TokenCache
 from schemas.postal import (
@@ -216,23 +214,8 @@ class PostalConnector:
 
     def _send(self, method: str, path: str, what: str, *, json: Any = None, params: dict[str, Any] | None = None,
               headers: dict[str, str] | None = None) -> tuple[Any, int]:
-        """The JSON of an answer; a 4xx/5xx without the post's envelope goes by the HTTP table."""
-        with map_transport_errors():
-            response = self._client.request(method, self.base_url + path, json=json, params=params,
-                                            headers=headers, timeout=call_timeout(self._client.timeout))
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = None
-        if not isinstance(payload, dict) or ("code" not in payload and response.status_code >= 400):
-            error = classify_http_status(response)
-            if error is not None:
-                error.reason = f"post {what}: {error.reason}"
-                raise error
-            if not isinstance(payload, dict):
-                raise Retryable(f"post {what}: the answer is not JSON", status_code=response.status_code,
-                                excerpt=excerpt(response.text))
-        return payload, response.status_code
+        return request_envelope(self._client, method, self.base_url + path, f"post {what}", json=json,
+                                params=params, headers=headers)
 
     @staticmethod
     def _answer(payload: Any, status: int, what: str) -> PostalAnswer:
