@@ -466,11 +466,13 @@ def postal_poll(destination: Annotated[str | None, typer.Option(help="the postal
     """Read the post's tracking list now, from the ledger's cursor (what beat does every few minutes)."""
     from connectors.base import DeliveryError
     from tasks.postal import run_poll
+    from tasks.runtime import get_runtime
 
     _setup()
     name = _destination_of("postal", "postal", destination)
     try:
-        polled = run_poll(name)
+        with _reading_ledger(get_runtime().engine):
+            polled = run_poll(name)
     except DeliveryError as exc:
         console.print(f"[red]{name}: the tracking list could not be read: {exc.reason}[/]")
         raise typer.Exit(1) from None

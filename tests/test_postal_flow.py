@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -394,3 +396,26 @@ def _recorded(stack: PostalStack) -> int:
 def _statuses_in(stack: PostalStack) -> int:
     with get_engine(stack.database_url).connect() as conn:
         return len(conn.execute(select(events.c.id).where(events.c.type == "postal.status")).all())
+
+
+def test_the_postal_poll_command_reads_the_tracking_list_into_the_ledger(postal_config: dict) -> None:
+    # given an order at the post that has been collected and is in transit, with no push configured
+    day = generate_day(200, day=DAY, seed=14)
+    request = next(e for e in day if e["type"] == "postal.delivery_requested")
+    ingest(up_to(day, request))
+    drain()
+    for status in ("200", "300"):
+        httpx.post(f"{postal_config['postal']}/_admin/advance", json={"orderNumber": f"{request['dossier_code']}-KQ",
+                                                                       "to": status}, timeout=5).raise_for_status()
+    # when the operator polls now
+    result = subprocess.run([sys.executable, "-m", "cli.main", "postal", "poll"], capture_output=True, text=True,
+                            env={**postal_config["env"], "COLUMNS": "200"}, timeout=60)
+    # then the table says what was read and stored, and the ledger holds the statuses
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Tracking list of postal" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if line.count("│") > 5 and "pages" not in line)
+    assert [c.strip() for c in row.split("│")[1:-1]][:7] == ["1", "3", "2", "0", "0", "1", "0"]
+    with get_runtime().engine.connect() as conn:
+        codes = sorted(json.loads(p)["data"]["status_code"] for p in conn.execute(
+            select(events.c.payload).where(events.c.type == "postal.status")).scalars())
+    assert codes == ["200", "300"]
