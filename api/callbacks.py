@@ -31,7 +31,7 @@ named by the destination's ``callback_secret_env`` (default ``MOTCUA_POSTAL_CALL
 Each status of one of our orders becomes the ``postal.status`` event the tracking poller would
 make of it, so a status pushed and polled, or pushed twice, is stored once. The answer speaks the
 post's language (``code`` "00" once stored): 200 with ``stored``, ``duplicates``, ``late`` (older
-than what the dossier's stream holds: kept, not sent), ``ignored`` (statuses not forwarded, like
+than what the order's stream holds: kept, not sent), ``ignored`` (statuses not forwarded, like
 "waiting for the postman") and ``unknown`` (order numbers that are not ours); 400 code "10" for a
 body that is not a push; 401 code "01" for a missing, bad or stale signature; 403 code "30" for
 another customer code; 404 for no such destination; 413 for a body over the size limit.

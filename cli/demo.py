@@ -1,9 +1,10 @@
 """``motcua-relay demo``: the whole relay on one machine, with no configuration at all.
 
 It starts the simulators (faults injected), the intake API, a worker and the sweeper; plays a
-district desk's working day through the signed intake, plus what the payment gateway and the
-post send back; follows every delivery in the ledger until it is final; and ends with a summary
-and the simulators' own count of effects.
+district desk's working day through the signed intake, plus what the payment gateway sends back
+(the post's simulator sends its statuses itself, by callback and tracking list); follows every
+delivery in the ledger until it is final; and ends with a summary and the simulators' own count
+of effects.
 
 Each default gives way to its ``MOTCUA_*`` variable: fresh ``whsec_`` secrets; a fresh SQLite
 ledger ``./var/demo-<timestamp>.db``; Redis db 3 on 127.0.0.1:6379 (flushed) when it answers,
@@ -272,8 +273,9 @@ class Demo:
         self.dossiers, self.events = dossiers, _day(dossiers, self.rng, postal_statuses=not self.postal)
         rate = float(os.environ.get("MOTCUA_DEMO_RATE", "20"))
         inbound = sum(1 for e in self.events if e.get("origin", "onestop") != "onestop")
-        self.console.print(f"the day: {len(self.events)} events of {dossiers} dossiers ({inbound} from the payment "
-                           f"gateway and the post), {rate:g} events/s, to {self.api}/v1/events")
+        came_back = "the payment gateway" + ("" if self.postal else " and the post")  # the real post sends its own
+        self.console.print(f"the day: {len(self.events)} events of {dossiers} dossiers ({inbound} from {came_back}, "
+                           f"played through the intake), {rate:g} events/s, to {self.api}/v1/events")
         self.since, self.started = datetime.now(UTC) - timedelta(seconds=1), time.monotonic()
         self.accepted = self.refused = self.sent = 0
         self.errors: list[str] = []
