@@ -52,9 +52,14 @@ def pg_url() -> Iterator[str]:
 
 
 def _fresh_pg(url: str) -> str:
+    """The session's PostgreSQL ledger emptied: every table, cursors and receipts included (a cursor
+    left by an earlier test would make a later one skip what it should read)."""
+    from store.tables import metadata
+
     upgrade(url)
+    names = ", ".join(t.name for t in metadata.sorted_tables)
     with get_engine(url).begin() as conn:
-        conn.execute(text("TRUNCATE attempts, deliveries, events RESTART IDENTITY CASCADE"))
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     return url
 
 

@@ -309,8 +309,8 @@ def postal_stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
     broker = f"{base}/{os.environ.get('MOTCUA_TEST_POSTAL_REDIS_DB', '9')}"  # its own: the worker takes all in it
     redis.Redis.from_url(broker).flushdb()
     onestop_secret, intake_secret, callback_secret = new_secret(), new_secret(), new_secret()
-    postal = postal_app(consumer_key=KEY, consumer_secret=SECRET, customer_codes=[CUSTOMER], step_seconds=0.5,
-                        collect_after_seconds=30, fail_rate=0.15, seed=21)
+    postal = postal_app(consumer_key=KEY, consumer_secret=SECRET, customer_codes=[CUSTOMER], step_seconds=0.3,
+                        collect_after_seconds=15, fail_rate=0.15, seed=21)
     with run_asgi(postal) as postal_url, run_asgi(onestop_app({"onestop": onestop_secret})) as onestop_url:
         routing = postal_routing(tmp_path / "routing.toml", postal_url, onestop_url)
         env = relay_env(
@@ -399,6 +399,8 @@ def _statuses_in(stack: PostalStack) -> int:
 
 
 def test_the_postal_poll_command_reads_the_tracking_list_into_the_ledger(postal_config: dict) -> None:
+    if postal_config["env"]["MOTCUA_DATABASE_URL"].startswith("postgresql"):
+        pytest.skip("the command's table, once: the poll itself runs on both engines above")
     # given an order at the post that has been collected and is in transit, with no push configured
     day = generate_day(200, day=DAY, seed=14)
     request = next(e for e in day if e["type"] == "postal.delivery_requested")
