@@ -245,6 +245,15 @@ class FeePaidData(Model):
     paid_at: AwareDatetime
 
 
+class FeeBillCreatedData(Model):
+    fee_id: str = Field(max_length=60)
+    amount: Money
+    provider: str = Field(max_length=40)
+    bill_code: str = Field(max_length=60)
+    payment_url: str = Field(max_length=2000)
+    due_at: AwareDatetime | None = None
+
+
 class FeeRefundedData(Model):
     fee_id: str = Field(max_length=60)
     amount: Money
@@ -259,6 +268,13 @@ class FeeAssessed(EventBase):
 class FeePaid(EventBase):
     type: Literal["fee.paid"]
     data: FeePaidData
+
+
+class FeeBillCreated(EventBase):
+    """A bill the payment provider holds for an assessed fee, with the link the citizen pays by."""
+
+    type: Literal["fee.bill_created"]
+    data: FeeBillCreatedData
 
 
 class FeeRefunded(EventBase):
@@ -349,6 +365,7 @@ Event = Annotated[
     | DossierCompleted
     | DossierReturned
     | FeeAssessed
+    | FeeBillCreated
     | FeePaid
     | FeeRefunded
     | PostalPickupRequested

@@ -1,0 +1,150 @@
+"""Canonical fee events ⇄ payment providers' bills and payments (pure: no I/O).
+
+Out: a ``fee.assessed`` event becomes one bill at the unit's provider — a transaction on the national
+payment platform, or a bill at the bank's bill-collection service. The bill code is derived from
+the dossier and the fee (:func:`bill_code`), the same on every attempt: the deliverer looks it up
+before creating it again, and the provider refuses the code with another amount.
+
+Back: the bill becomes a ``fee.bill_created`` event carrying the payment link (for Zalo, when that
+destination exists), and a verified payment becomes ``fee.paid``; both have deterministic ids
+(``payment:<bill code>:bill_created``, ``payment:<bill code>:paid``), so a callback received five
+times, or a payment also recovered by a query or the reconciliation, is one event. A payment for
+another amount than the bill's is not a ``fee.paid``: :func:`judge_payment` says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from schemas.bank import BillRequest
+from schemas.events import event_json, parse_event
+from schemas.payment import BillInfo, FeeItem
+
+Provider = Literal["platform", "bank"]
+PROVIDERS: tuple[Provider, ...] = ("platform", "bank")
+BILL_CODE_MAX = 50
+_BILL_CODE = re.compile(r"^[A-Za-z0-9._\-]{1,50}$")
+
+
+class PaymentMappingError(ValueError):
+    """An assessed fee that cannot become a bill (no lines, a zero amount): permanent, shown to the operator."""
+
+
+@dataclass(frozen=True)
+class PaymentMapping:
+    """What a payment destination configures: the provider, whom the money goes to, where citizens return."""
+
+    provider: Provider
+    beneficiary_account: str
+    beneficiary_name: str
+    beneficiary_bank: str
+    return_url: str = ""
+    origin: str = "payment"
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> PaymentMapping:
+        provider = str(options.get("provider", "platform"))
+        if provider not in PROVIDERS:
+            raise ValueError(f"payment provider {provider!r} is not one of {', '.join(PROVIDERS)}")
+        missing = [k for k in ("beneficiary_account", "beneficiary_name", "beneficiary_bank") if not options.get(k)]
+        if missing:
+            raise ValueError(f"payment destination needs {', '.join(missing)}")
+        return cls(provider=provider,
+                   beneficiary_account=str(options["beneficiary_account"]),
+                   beneficiary_name=str(options["beneficiary_name"]),
+                   beneficiary_bank=str(options["beneficiary_bank"]),
+                   return_url=str(options.get("return_url") or ""),
+                   origin=str(options.get("origin") or "payment"))
+
+
+def bill_code(dossier_code: str, fee_id: str) -> str:
+    """The bill's code at the provider: the fee id when it already names the dossier, else dossier-fee;
+    a hash-shortened form when that is too long or holds characters providers refuse."""
+    code = fee_id if fee_id.startswith(dossier_code) else f"{dossier_code}-{fee_id}"
+    if _BILL_CODE.match(code):
+        return code
+    digest = hashlib.sha256(f"{dossier_code}|{fee_id}".encode()).hexdigest()[:16]
+    prefix = re.sub(r"[^A-Za-z0-9._\-]", "", dossier_code)[: BILL_CODE_MAX - len(digest) - 1]
+    return f"{prefix}-{digest}"
+
+
+def _assessed(event: Mapping[str, Any]) -> tuple[str, int, list[dict[str, Any]]]:
+    data = event.get("data") or {}
+    amount = int(data.get("amount") or 0)
+    if amount <= 0:
+        raise PaymentMappingError("the assessed fee is zero: there is nothing to bill")
+    lines = list(data.get("lines") or [])
+    if not lines:
+        raise PaymentMappingError("the assessed fee has no lines: the bill would not say what is paid for")
+    return str(data["fee_id"]), amount, lines
+
+
+def platform_bill(event: Mapping[str, Any], mapping: PaymentMapping) -> tuple[str, int, BillInfo]:
+    """``(transaction id, amount, bill_info)`` of a ``fee.assessed`` event at the payment platform."""
+    fee_id, amount, lines = _assessed(event)
+    info = BillInfo(
+        procedure_code=str(event["procedure_code"]), unit_code=str(event["unit_code"]),
+        dossier_code=str(event["dossier_code"]),
+        fee_lines=[FeeItem(code=str(x["code"]), name=str(x["name"]), amount=int(x["amount"])) for x in lines],
+        payer_name=str(event["applicant"]["name"]), beneficiary_account=mapping.beneficiary_account,
+        beneficiary_name=mapping.beneficiary_name, beneficiary_bank=mapping.beneficiary_bank,
+    )
+    return bill_code(str(event["dossier_code"]), fee_id), amount, info
+
+
+def bank_bill(event: Mapping[str, Any], mapping: PaymentMapping) -> BillRequest:
+    """The ``CreateBill`` request of a ``fee.assessed`` event at the bank."""
+    fee_id, amount, lines = _assessed(event)
+    due = (event.get("data") or {}).get("due_at")
+    names = "; ".join(str(x["name"]) for x in lines)
+    return BillRequest(
+        billCode=bill_code(str(event["dossier_code"]), fee_id), amount=amount,
+        payerName=str(event["applicant"]["name"]), description=f"{names} — hồ sơ {event['dossier_code']}"[:500],
+        dossierCode=str(event["dossier_code"]), unitCode=str(event["unit_code"])[:20],
+        dueDate=datetime.fromisoformat(due).date() if due else None,
+    )
+
+
+def _follow_up(assessed: Mapping[str, Any], kind: str, event_id: str, at: str, origin: str,
+               data: dict[str, Any]) -> dict[str, Any]:
+    """An event of the payment origin, built on the assessed fee's envelope (unit, procedure, applicant).
+    Its ``sequence`` is a placeholder: the ledger numbers what a provider reports."""
+    raw = {
+        "event_id": event_id, "type": kind, "origin": origin, "unit_code": assessed["unit_code"],
+        "dossier_code": assessed["dossier_code"], "procedure_code": assessed["procedure_code"], "sequence": 1,
+        "occurred_at": at, "applicant": assessed["applicant"], "data": data,
+    }
+    return event_json(parse_event(raw))
+
+
+def bill_created_event(assessed: Mapping[str, Any], mapping: PaymentMapping, code: str, payment_url: str,
+                       at: datetime) -> dict[str, Any]:
+    data = assessed["data"]
+    return _follow_up(assessed, "fee.bill_created", f"payment:{code}:bill_created", at.isoformat(), mapping.origin,
+                      {"fee_id": data["fee_id"], "amount": data["amount"], "provider": mapping.provider,
+                       "bill_code": code, "payment_url": payment_url, **({"due_at": data["due_at"]}
+                                                                        if data.get("due_at") else {})})
+
+
+def paid_event(assessed: Mapping[str, Any], mapping: PaymentMapping, code: str, transaction_id: str,
+               paid_at: datetime) -> dict[str, Any]:
+    """``fee.paid`` for a payment of the bill's amount (see :func:`judge_payment`)."""
+    data = assessed["data"]
+    return _follow_up(assessed, "fee.paid", f"payment:{code}:paid", paid_at.isoformat(), mapping.origin,
+                      {"fee_id": data["fee_id"], "amount": data["amount"], "provider": mapping.provider,
+                       "transaction_id": transaction_id, "paid_at": paid_at.isoformat()})
+
+
+Judgement = Literal["paid", "amount_mismatch", "not_paid"]
+
+
+def judge_payment(bill_amount: int, paid_amount: int, status_paid: bool) -> Judgement:
+    """What a provider's report of a payment means for the bill: only the exact amount is paid."""
+    if not status_paid:
+        return "not_paid"
+    return "paid" if paid_amount == bill_amount else "amount_mismatch"
