@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -10,6 +11,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from schemas.webhook import SignatureError, verify
 
 
 @contextmanager
@@ -50,3 +55,29 @@ def run_asgi(app: Any, *, startup_timeout: float = 10.0, shutdown_grace: int = 1
         server.should_exit = True
         thread.join(timeout=startup_timeout + shutdown_grace)
         sock.close()
+
+
+class SignedPushReceiver:
+    """A relay stand-in for a simulator's pushes to ``path``: verifies the Standard Webhooks signature
+    with ``secret``, records ``(webhook-id, JSON body, content-type)`` of each one, answers ``status``."""
+
+    def __init__(self, path: str, secret: str, status: int = 200) -> None:
+        self.secret = secret
+        self.status = status
+        self.received: list[tuple[str, Any, str]] = []
+        self.rejected = 0
+        self.lock = threading.Lock()
+        self.app = FastAPI()
+        self.app.post(path)(self.receive)
+
+    async def receive(self, request: Request) -> Response:
+        body = await request.body()
+        try:
+            msg_id = verify([self.secret], request.headers, body)
+        except SignatureError:
+            with self.lock:
+                self.rejected += 1
+            return Response(status_code=401)
+        with self.lock:
+            self.received.append((msg_id, json.loads(body), request.headers.get("content-type", "")))
+        return Response(status_code=self.status)

@@ -6,7 +6,6 @@ import base64
 import json
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import date, datetime
@@ -14,14 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
 
 from sandbox.portal import create_app, default_catalogue, online_dossiers
 from sandbox.workload import PROCEDURES, VN_TZ
 from schemas.portal import OnlineCallback, OnlineDossier, ProgressEntry
-from schemas.webhook import SignatureError, verify
-from tests.servers import run_asgi
+from tests.servers import SignedPushReceiver, run_asgi
 
 USER, PASSWORD, DSTCODE = "lgsp-halong", "mat-khau-thu-nghiem", "DVCQG"
 UNIT = "000.00.12.H22"
@@ -355,28 +351,11 @@ def test_invalid_online_dossier_is_refused_without_echo(client: httpx.Client) ->
     assert client.post("/_admin/online", json={"dossiers": "x"}).status_code == 422
 
 
-class Receiver:
-    """A relay stand-in: verifies each push's signature and records it; answers ``status``."""
+class Receiver(SignedPushReceiver):
+    """The relay's callback for the portal's pushes."""
 
     def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.received: list[tuple[str, dict[str, Any], str]] = []
-        self.rejected = 0
-        self.lock = threading.Lock()
-        self.app = FastAPI()
-        self.app.post("/v1/callbacks/portal")(self.receive)
-
-    async def receive(self, request: Request) -> Response:
-        body = await request.body()
-        try:
-            msg_id = verify([PUSH_SECRET], request.headers, body)
-        except SignatureError:
-            with self.lock:
-                self.rejected += 1
-            return Response(status_code=401)
-        with self.lock:
-            self.received.append((msg_id, json.loads(body), request.headers["content-type"]))
-        return Response(status_code=self.status)
+        super().__init__("/v1/callbacks/portal", PUSH_SECRET, status)
 
 
 def test_push_is_signed_and_grouped_by_unit(client: httpx.Client) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -13,13 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
 
 from sandbox.postal import create_app, item_code
 from schemas.postal import OrderView, PostalAnswer, TokenAnswer, TrackingPage, TrackingPush
-from schemas.webhook import SignatureError, verify
-from tests.servers import run_asgi
+from tests.servers import SignedPushReceiver, run_asgi
 
 KEY, SECRET = "motcua-halong", "consumer-secret-thu-nghiem"
 CUSTOMER, OTHER_CUSTOMER = "HCC-HALONG", "HCC-UONGBI"
@@ -347,32 +343,18 @@ def test_a_forced_failure_goes_out_again(client: httpx.Client) -> None:
     assert client.post("/_admin/advance", json={"orderNumber": "khong-co", "to": "550"}).status_code == 404
 
 
-class Receiver:
-    """A relay stand-in: verifies each push's signature and records it; answers ``status``."""
+class Receiver(SignedPushReceiver):
+    """The relay's callback for the post's pushes."""
 
     def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.received: list[tuple[str, TrackingPush]] = []
-        self.rejected = 0
-        self.lock = threading.Lock()
-        self.app = FastAPI()
-        self.app.post("/v1/callbacks/postal")(self.receive)
+        super().__init__("/v1/callbacks/postal", PUSH_SECRET, status)
 
-    async def receive(self, request: Request) -> Response:
-        body = await request.body()
-        try:
-            msg_id = verify([PUSH_SECRET], request.headers, body)
-        except SignatureError:
-            with self.lock:
-                self.rejected += 1
-            return Response(status_code=401)
+    def pushes(self) -> list[tuple[str, TrackingPush]]:
         with self.lock:
-            self.received.append((msg_id, TrackingPush.model_validate(json.loads(body))))
-        return Response(status_code=self.status)
+            return [(msg_id, TrackingPush.model_validate(body)) for msg_id, body, _ in self.received]
 
     def records(self) -> list[tuple[str, str, str]]:
-        with self.lock:
-            return [(p.customerCode, r.orderNumber, r.statusCode) for _, p in self.received for r in p.data]
+        return [(p.customerCode, r.orderNumber, r.statusCode) for _, p in self.pushes() for r in p.data]
 
 
 def set_push(client: httpx.Client, url: str) -> None:
@@ -399,8 +381,8 @@ def test_records_are_pushed_signed_one_push_per_customer_and_call(client: httpx.
         (CUSTOMER, number, "100"), (CUSTOMER, number, "200"),
         (OTHER_CUSTOMER, number, "100"), (OTHER_CUSTOMER, number, "200"),
     ]
-    assert all(msg_id.startswith("postal-push-") for msg_id, _ in receiver.received)
-    pushed = [r.model_dump(mode="json") for _, p in receiver.received for r in p.data if p.customerCode == CUSTOMER]
+    assert all(msg_id.startswith("postal-push-") for msg_id, _ in receiver.pushes())
+    pushed = [r.model_dump(mode="json") for _, p in receiver.pushes() for r in p.data if p.customerCode == CUSTOMER]
     assert sorted(pushed, key=lambda r: r["id"]) == admin_order(client)["history"]
     assert stats(client)["pushes"] == {"sent": 4, "lost": 0, "duplicated": 0, "failed": 0, "pending": 0}
 
@@ -445,7 +427,7 @@ def test_duplicated_pushes_arrive_twice(client: httpx.Client) -> None:
         create(client, token(client), order())
         # then
         wait_for(lambda: stats(client)["pushes"]["sent"] == 2)
-    (first_id, first), (second_id, second) = receiver.received
+    (first_id, first), (second_id, second) = receiver.pushes()
     assert first_id == second_id and first == second
     assert stats(client)["pushes"] == {"sent": 2, "lost": 0, "duplicated": 1, "failed": 0, "pending": 0}
 
