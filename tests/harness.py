@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,26 @@ def write_routing(path: Path, base_url: str, *, names: tuple[str, ...] = ("onest
         lines += ["[[routes]]", 'events = ["*"]', 'destination = "warehouse"', ""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def drain(clock: Callable[[], datetime] | None = None, rounds: int = 50) -> None:
+    """Run every open delivery in-process, in sequence order, until none is left; ``clock`` is the
+    engine's (a later one gets past the retries' waits)."""
+    from sqlalchemy import select
+
+    from store.tables import FINAL_STATUSES, deliveries
+    from tasks.delivery import run_delivery
+    from tasks.runtime import get_runtime
+
+    now = clock or (lambda: datetime.now(UTC))
+    rt = get_runtime()
+    for _ in range(rounds):
+        with rt.engine.connect() as conn:
+            open_ = conn.execute(select(deliveries.c.id, deliveries.c.destination)
+                                 .where(deliveries.c.status.notin_(FINAL_STATUSES))
+                                 .order_by(deliveries.c.sequence)).all()
+        if not open_:
+            return
+        for delivery_id, destination in open_:
+            run_delivery(delivery_id, destination, clock=now)
+    raise AssertionError("deliveries still open after draining")

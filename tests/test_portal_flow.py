@@ -33,10 +33,9 @@ from store import ledger
 from store.db import get_engine, upgrade
 from store.reports import portal_sync_report
 from store.tables import DELIVERED, FINAL_STATUSES, attempts, deliveries
-from tasks.delivery import run_delivery
 from tasks.portal import run_pull
 from tasks.runtime import get_runtime, reset_runtime
-from tests.harness import RelayProcess, become_relay, new_secret, relay_env, wait_for, worker_and_beat
+from tests.harness import RelayProcess, become_relay, drain, new_secret, relay_env, wait_for, worker_and_beat
 from tests.servers import run_asgi
 
 UNIT = "000.00.12.H22"
@@ -230,21 +229,6 @@ def portal_config(db_url: str, redis_url: str, tmp_path: Path, monkeypatch: pyte
         yield {"portal": portal_url, "onestop": onestop_url, "routing": routing, "local": local,
                "tmp": tmp_path, "env": env}
         reset_runtime()
-
-
-def drain(now: datetime | None = None, rounds: int = 50) -> None:
-    """Run every open delivery in-process until none is left that may go."""
-    rt = get_runtime()
-    for _ in range(rounds):
-        with rt.engine.connect() as conn:
-            open_ = conn.execute(select(deliveries.c.id, deliveries.c.destination)
-                                 .where(deliveries.c.status.notin_(FINAL_STATUSES))
-                                 .order_by(deliveries.c.sequence)).all()
-        if not open_:
-            return
-        for delivery_id, destination in open_:
-            run_delivery(delivery_id, destination, clock=lambda: now or datetime.now(UTC))
-    raise AssertionError("deliveries still open after draining")
 
 
 def test_business_rejection_is_dead_at_once_and_replay_after_fixing_the_mapping_delivers(

@@ -37,7 +37,7 @@ from store.tables import DEAD, DELIVERED, FINAL_STATUSES, attempts, deliveries, 
 from tasks.delivery import run_delivery
 from tasks.postal import run_poll
 from tasks.runtime import get_runtime, reset_runtime
-from tests.harness import become_relay, new_secret, relay_env, wait_for, worker_and_beat
+from tests.harness import become_relay, drain, new_secret, relay_env, wait_for, worker_and_beat
 from tests.servers import run_asgi
 
 KEY, SECRET, CUSTOMER = "relay-halong", "bi-mat-buu-dien", "HCC-TEST"
@@ -109,19 +109,9 @@ def postal_config(db_url: str, redis_url: str, tmp_path: Path, monkeypatch: pyte
             client.delete(key)
 
 
-def drain(rounds: int = 50) -> None:
-    """Run every open delivery in-process until none is left, on a clock past the retries' waits."""
-    rt = get_runtime()
-    for _ in range(rounds):
-        with rt.engine.connect() as conn:
-            open_ = conn.execute(select(deliveries.c.id, deliveries.c.destination)
-                                 .where(deliveries.c.status.notin_(FINAL_STATUSES))
-                                 .order_by(deliveries.c.sequence)).all()
-        if not open_:
-            return
-        for delivery_id, destination in open_:
-            run_delivery(delivery_id, destination, clock=lambda: datetime.now(UTC) + timedelta(seconds=5))
-    raise AssertionError("deliveries still open after draining")
+def later() -> datetime:
+    """The engine's clock for in-process draining: past the retries' waits (at most 2 s here)."""
+    return datetime.now(UTC) + timedelta(seconds=5)
 
 
 def ingest(batch: list[dict[str, Any]]) -> None:
@@ -160,7 +150,7 @@ def test_an_order_whose_create_timed_out_after_the_post_applied_it_is_not_create
     run_delivery(delivery_id, "postal", clock=lambda: datetime.now(UTC))
     # when the post is well again and the delivery is retried
     httpx.delete(f"{postal_config['postal']}/_admin/faults", timeout=5).raise_for_status()
-    drain()
+    drain(later)
     # then the order exists once, and the second attempt found it instead of creating it
     held = order(postal_config["postal"], number)
     assert held["create_calls"] == 1 and held["statusCode"] == "100"
@@ -177,7 +167,7 @@ def test_an_address_outside_the_table_is_dead_at_once_with_the_reason(postal_con
     request = next(e for e in dossier if e["type"] == "postal.delivery_requested")
     moved = {**request["data"]["address"], "province": "Tỉnh Hoàng Sa Cũ"}
     ingest([*up_to(dossier, request)[:-1], {**request, "data": {**request["data"], "address": moved}}])
-    drain()
+    drain(later)
     [dead] = ledger.dead_letters(get_runtime().engine, ledger.DeadLetterFilter(destination="postal"))
     assert dead.attempts == 1
     assert "province 'Tỉnh Hoàng Sa Cũ' is not in the administrative-unit table" in dead.last_error
@@ -195,14 +185,14 @@ def test_withdrawal_cancels_a_waiting_order_and_a_collected_one_is_dead_with_the
     requests = {c: next(e for e in events if e["dossier_code"] == c and e["type"] == "postal.delivery_requested")
                 for c in codes}
     ingest([e for r in requests.values() for e in up_to(events, r)])
-    drain()
+    drain(later)
     httpx.post(f"{postal_config['postal']}/_admin/advance", json={"orderNumber": f"{codes[1]}-KQ", "to": "200"},
                timeout=5).raise_for_status()
     # when both citizens come to the desk for their results instead
     ingest([{**r, "event_id": f"returned-{uuid.uuid4().hex}", "type": "dossier.returned",
              "sequence": r["sequence"] + 1, "data": {"returned_at": r["occurred_at"], "method": "desk"}}
             for r in requests.values()])
-    drain()
+    drain(later)
     # then the waiting order is cancelled, and the collected one is a dead letter that says what to do
     assert order(postal_config["postal"], f"{codes[0]}-KQ")["statusCode"] == "700"
     assert order(postal_config["postal"], f"{codes[1]}-KQ")["statusCode"] == "200"
@@ -214,7 +204,7 @@ def test_withdrawal_cancels_a_waiting_order_and_a_collected_one_is_dead_with_the
 def test_a_withdrawal_without_postal_orders_calls_nobody(postal_config: dict) -> None:
     dossier = dossier_with("dossier.withdrawn", seed=4)
     ingest(dossier)
-    drain()
+    drain(later)
     rt = get_runtime()
     assert ledger.status_counts(rt.engine).get("postal") == {DELIVERED: 1}
     with rt.engine.connect() as conn:
@@ -228,7 +218,7 @@ def test_statuses_pushed_lost_repeated_and_polled_reach_the_one_stop_software_on
     events = generate_day(200, day=DAY, seed=12)
     requests = [e for e in events if e["type"] == "postal.delivery_requested"][:5]
     ingest([e for r in requests for e in up_to(events, r)])
-    drain()
+    drain(later)
     postal, secret = postal_config["postal"], postal_config["env"]["MOTCUA_POSTAL_CALLBACK_SECRET"]
     httpx.post(f"{postal}/_admin/push", json={"url": f"{postal_config['api']}/v1/callbacks/postal",
                                               "secret": secret}, timeout=5).raise_for_status()
@@ -243,7 +233,7 @@ def test_statuses_pushed_lost_repeated_and_polled_reach_the_one_stop_software_on
                      and s, 10, 0.1, "pushes sent")
     assert stats["pushes"]["lost"] > 0 and stats["pushes"]["duplicated"] > 0, stats
     polled = run_poll("postal")
-    drain()
+    drain(later)
     # then each status the post recorded (but "waiting") reached the one-stop software exactly once, in order
     recorded = recorded_statuses(httpx.get(f"{postal}/_admin/orders", timeout=5).json())
     got = received_statuses(postal_config["onestop"])
@@ -405,7 +395,7 @@ def test_the_postal_poll_command_reads_the_tracking_list_into_the_ledger(postal_
     day = generate_day(200, day=DAY, seed=14)
     request = next(e for e in day if e["type"] == "postal.delivery_requested")
     ingest(up_to(day, request))
-    drain()
+    drain(later)
     for status in ("200", "300"):
         httpx.post(f"{postal_config['postal']}/_admin/advance", json={"orderNumber": f"{request['dossier_code']}-KQ",
                                                                        "to": status}, timeout=5).raise_for_status()
