@@ -57,6 +57,7 @@ from config.routing import Destination
 from config.settings import Settings
 from schemas import postal
 from schemas.portal import INVALID_DATA, SESSION_INVALID, OnlineCallback
+from schemas.privacy import error_fields
 from schemas.webhook import SignatureError, verify
 from schemas.zalo import ZaloEvent, zevent_signature
 from store import receipts
@@ -149,8 +150,7 @@ async def _portal(request: Request, name: str | None) -> JSONResponse:
     try:
         pushed = OnlineCallback.model_validate(json.loads(body))
     except (ValueError, ValidationError) as exc:
-        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors(include_input=False)}) \
-            if isinstance(exc, ValidationError) else []
+        fields = error_fields(exc) if isinstance(exc, ValidationError) else []
         return _answer(400, INVALID_DATA, "not an online-dossier callback", fields=fields[:20])
     rows = [d.model_dump(mode="json", exclude_none=True) for d in pushed.data]
     report = await run_in_threadpool(ingest_online, rows, PortalMapping.from_options(dest.options))
@@ -191,8 +191,7 @@ async def _postal(request: Request, name: str | None) -> JSONResponse:
     try:
         pushed = postal.TrackingPush.model_validate(json.loads(body))
     except (ValueError, ValidationError) as exc:
-        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors(include_input=False)}) \
-            if isinstance(exc, ValidationError) else []
+        fields = error_fields(exc) if isinstance(exc, ValidationError) else []
         return _postal_answer(400, postal.INVALID_DATA, "not a tracking push", fields=fields[:20])
     customer = dest.option("customer_code")
     if pushed.customerCode != customer:

@@ -55,6 +55,7 @@ from sandbox.faults import (
 )
 from sandbox.workload import VN_TZ
 from schemas import payment as wire
+from schemas.privacy import error_fields
 
 CALLBACK_TRIES = 3
 CALLBACK_TIMEOUT = httpx.Timeout(5.0, connect=2.0, pool=30.0)
@@ -144,12 +145,17 @@ class PlatformState:
         body = {"code": code, "message": wire.ANSWER_CODES[code] if message is None else message, **extra}
         return JSONResponse(body, status_code=http_status)
 
+    def invalid(self, exc: ValidationError) -> Response:
+        """``03`` naming the fields at fault, never their values."""
+        return self.answer(wire.INVALID_DATA, "Dữ liệu không hợp lệ: " + ", ".join(error_fields(exc, root="body")),
+                           http_status=400)
+
     def transaction(self, body: Any) -> tuple[Response, bool]:
         """The answer to a transaction request, and whether a new ``pay`` was registered (it may hang)."""
         try:
             request = wire.PlatformTransaction.model_validate(body)
         except ValidationError as exc:
-            return self.answer(wire.INVALID_DATA, "Dữ liệu không hợp lệ: " + _fields(exc), 400), False
+            return self.invalid(exc), False
         if request.client_id != self.client_id:
             return self.answer(wire.CLIENT_REFUSED, http_status=403), False
         if not wire.checksum_matches(request.check_sum, wire.request_checksum(self.request_key, request)):
@@ -174,7 +180,7 @@ class PlatformState:
         try:
             query = _SettlementQuery.model_validate(body)
         except ValidationError as exc:
-            return self.answer(wire.INVALID_DATA, "Dữ liệu không hợp lệ: " + _fields(exc), 400)
+            return self.invalid(exc)
         if query.client_id != self.client_id:
             return self.answer(wire.CLIENT_REFUSED, http_status=403)
         if not wire.checksum_matches(query.check_sum, wire.settlement_checksum(self.request_key, query.client_id,
@@ -242,11 +248,6 @@ def _view(t: Transaction) -> dict[str, Any]:
             "trans_amount": t.paid_amount if t.paid_at else t.request.trans_amount,
             "gateway_trans_id": t.gateway_trans_id, "payment_time": t.paid_at.strftime(TIME_FORMAT) if t.paid_at
             else None}
-
-
-def _fields(exc: ValidationError) -> str:
-    return ", ".join(sorted({".".join(str(p) for p in e["loc"]) or "body"
-                             for e in exc.errors(include_url=False, include_input=False)}))
 
 
 def create_app(*, client_id: str, request_key: str, callback_key: str,

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Annotated, Any, get_args
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 
 class _Personal:
@@ -137,3 +137,10 @@ def mask_text(text: str, known: Iterable[str] = ()) -> str:
     text = _EMAIL_RE.sub(lambda m: mask_value(m.group(0)), text)
     text = _PHONE_RE.sub(lambda m: mask_value(m.group(0)), text)
     return _ID_RE.sub(lambda m: mask_value(m.group(0)), text)
+
+
+def error_fields(exc: ValidationError, root: str = "") -> list[str]:
+    """The dotted paths of the fields a validation refused, sorted, each once — never the values,
+    which may be personal (``root`` names an error about the whole input)."""
+    return sorted({".".join(str(p) for p in e["loc"]) or root
+                   for e in exc.errors(include_url=False, include_input=False)})

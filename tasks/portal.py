@@ -38,6 +38,7 @@ from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.credentials import TokenCache
 from connectors.portal import PortalConnector
 from schemas.portal import OnlineDossier
+from schemas.privacy import error_fields
 from store import ledger
 from store.cursors import get_cursor, set_cursor
 from tasks.app import app
@@ -146,7 +147,7 @@ def ingest_online(rows: list[Any], mapping: PortalMapping, now: datetime | None 
             events.append(online_event(OnlineDossier.model_validate(row), mapping))
         except ValidationError as exc:
             report.rejected += 1
-            fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors(include_input=False)})
+            fields = error_fields(exc)
             code = row.get("MaHoSo") if isinstance(row, dict) else None
             log.warning("portal.online_rejected", dossier_code=code, fields=fields[:10])
     now = now or datetime.now(UTC)

@@ -47,6 +47,7 @@ from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.credentials import TokenCache
 from connectors.postal import PostalConnector
 from schemas.postal import CANCELLABLE_STATUSES, CANCELLED, FINAL_STATUSES, STATUS_MESSAGES, TrackingRecord
+from schemas.privacy import error_fields
 from store import ledger
 from store.cursors import get_cursor, set_cursor
 from store.tables import events
@@ -109,7 +110,7 @@ class PostalDeliverer:
         except (AddressError, OrderError) as exc:
             raise Permanent(str(exc)) from exc
         except ValidationError as exc:
-            fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors(include_input=False)})
+            fields = error_fields(exc)
             raise Permanent(f"the order would be invalid: {', '.join(fields)}") from exc
         found = connector.lookup(order.orderNumber)
         created = False
