@@ -42,13 +42,14 @@ from __future__ import annotations
 import hmac
 import json
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from adapters.portal import PortalMapping
@@ -67,10 +68,6 @@ from tasks.runtime import get_runtime
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
-
-
-def _answer(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error_code": code, "message": message, **extra}, status_code=status)
 
 
 def _destination(kind: str, name: str | None) -> Destination | None:
@@ -134,30 +131,65 @@ async def portal_callback_named(destination: str, request: Request) -> JSONRespo
     return await _portal(request, destination)
 
 
-async def _portal(request: Request, name: str | None) -> JSONResponse:
+@dataclass(frozen=True)
+class _Pushes:
+    """How one service's signed pushes are received: its destination kind, the variable naming its
+    secret, and the answer codes it understands (in its own envelope key)."""
+
+    kind: str
+    secret_env: str
+    code_key: str
+    no_destination: str
+    invalid: str
+    unsigned: str
+    what: str
+
+    def answer(self, status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+        return JSONResponse({self.code_key: code, "message": message, **extra}, status_code=status)
+
+
+PORTAL = _Pushes("portal", "MOTCUA_PORTAL_CALLBACK_SECRET", "error_code", "09", INVALID_DATA, SESSION_INVALID,
+                 "an online-dossier callback")
+POSTAL = _Pushes("postal", "MOTCUA_POSTAL_CALLBACK_SECRET", "code", postal.ORDER_NOT_FOUND, postal.INVALID_DATA,
+                 postal.TOKEN_INVALID, "a tracking push")
+_Push = TypeVar("_Push", bound=BaseModel)
+
+
+async def _receive(request: Request, name: str | None, pushes: _Pushes,
+                   model: type[_Push]) -> tuple[Destination, _Push] | JSONResponse:
+    """The destination and the verified push, or the answer refusing it (no destination, too large,
+    a missing or bad signature, not the service's shape)."""
     settings: Settings = request.app.state.settings
-    dest = _destination("portal", name)
+    dest = _destination(pushes.kind, name)
     if dest is None:
-        return _answer(404, "09", "no such portal destination (name it in the path when there are several)")
+        return pushes.answer(404, pushes.no_destination,
+                             f"no such {pushes.kind} destination (name it in the path when there are several)")
     body = await read_limited(request, settings.intake_max_body_bytes)
     if body is None:
-        return _answer(413, INVALID_DATA, f"body over {settings.intake_max_body_bytes} bytes")
+        return pushes.answer(413, pushes.invalid, f"body over {settings.intake_max_body_bytes} bytes")
     try:
-        _verify_standard(dest, "MOTCUA_PORTAL_CALLBACK_SECRET", request.headers, body)
+        _verify_standard(dest, pushes.secret_env, request.headers, body)
     except SignatureError as exc:
-        log.info("callback.portal.bad_signature", reason=str(exc))
-        return _answer(401, SESSION_INVALID, f"invalid signature: {exc}")
+        log.info(f"callback.{pushes.kind}.bad_signature", reason=str(exc))
+        return pushes.answer(401, pushes.unsigned, f"invalid signature: {exc}")
     try:
-        pushed = OnlineCallback.model_validate(json.loads(body))
+        return dest, model.model_validate(json.loads(body))
     except (ValueError, ValidationError) as exc:
         fields = error_fields(exc) if isinstance(exc, ValidationError) else []
-        return _answer(400, INVALID_DATA, "not an online-dossier callback", fields=fields[:20])
+        return pushes.answer(400, pushes.invalid, f"not {pushes.what}", fields=fields[:20])
+
+
+async def _portal(request: Request, name: str | None) -> JSONResponse:
+    received = await _receive(request, name, PORTAL, OnlineCallback)
+    if isinstance(received, JSONResponse):
+        return received
+    dest, pushed = received
     rows = [d.model_dump(mode="json", exclude_none=True) for d in pushed.data]
     report = await run_in_threadpool(ingest_online, rows, PortalMapping.from_options(dest.options))
     log.info("callback.portal.stored", unit_code=pushed.madonvi, stored=report.stored,
              duplicates=report.duplicates, rejected=report.rejected)
-    return _answer(200, "0", "Thành công", accepted=report.stored, duplicates=report.duplicates,
-                   rejected=report.rejected, changed=report.changed)
+    return PORTAL.answer(200, "0", "Thành công", accepted=report.stored, duplicates=report.duplicates,
+                         rejected=report.rejected, changed=report.changed)
 
 
 @router.post("/postal", summary="Order statuses pushed by the postal service (signed)")
@@ -170,35 +202,17 @@ async def postal_callback_named(destination: str, request: Request) -> JSONRespo
     return await _postal(request, destination)
 
 
-def _postal_answer(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message, **extra}, status_code=status)
-
-
 async def _postal(request: Request, name: str | None) -> JSONResponse:
-    settings: Settings = request.app.state.settings
-    dest = _destination("postal", name)
-    if dest is None:
-        return _postal_answer(404, postal.ORDER_NOT_FOUND,
-                              "no such postal destination (name it in the path when there are several)")
-    body = await read_limited(request, settings.intake_max_body_bytes)
-    if body is None:
-        return _postal_answer(413, postal.INVALID_DATA, f"body over {settings.intake_max_body_bytes} bytes")
-    try:
-        _verify_standard(dest, "MOTCUA_POSTAL_CALLBACK_SECRET", request.headers, body)
-    except SignatureError as exc:
-        log.info("callback.postal.bad_signature", reason=str(exc))
-        return _postal_answer(401, postal.TOKEN_INVALID, f"invalid signature: {exc}")
-    try:
-        pushed = postal.TrackingPush.model_validate(json.loads(body))
-    except (ValueError, ValidationError) as exc:
-        fields = error_fields(exc) if isinstance(exc, ValidationError) else []
-        return _postal_answer(400, postal.INVALID_DATA, "not a tracking push", fields=fields[:20])
+    received = await _receive(request, name, POSTAL, postal.TrackingPush)
+    if isinstance(received, JSONResponse):
+        return received
+    dest, pushed = received
     customer = dest.option("customer_code")
     if pushed.customerCode != customer:
         log.warning("callback.postal.other_customer", customer_code=pushed.customerCode)
-        return _postal_answer(403, postal.CUSTOMER_REFUSED, "statuses of another customer code")
+        return POSTAL.answer(403, postal.CUSTOMER_REFUSED, "statuses of another customer code")
     report = await run_in_threadpool(ingest_statuses, dest.name, pushed.data)
     log.info("callback.postal.stored", stored=report.stored, duplicates=report.duplicates, late=report.late,
              unknown=len(report.unknown))
-    return _postal_answer(200, postal.SUCCESS, "Thành công", stored=report.stored, duplicates=report.duplicates,
-                          late=report.late, ignored=report.ignored, unknown=sorted(set(report.unknown)))
+    return POSTAL.answer(200, postal.SUCCESS, "Thành công", stored=report.stored, duplicates=report.duplicates,
+                         late=report.late, ignored=report.ignored, unknown=sorted(set(report.unknown)))
