@@ -47,9 +47,10 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from schemas.privacy import PersonalStr
+from schemas.wire import Wire
 
 NAMESPACE = "urn:motcua:bank:billcollection:v1"
 SERVICE_NAME = "BillCollectionService"
@@ -102,12 +103,6 @@ CHANNELS = ("COUNTER", "INTERNET_BANKING", "MOBILE_BANKING", "QR", "ATM")
 BillCode = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9._\-]+$")]
 PartnerCode = Annotated[str, Field(min_length=1, max_length=20)]
 Money = Annotated[int, Field(ge=0, le=999_999_999_999, description="đồng (xsd:long)")]
-
-
-class Wire(BaseModel):
-    """A bank payload: names as on the wire, unknown fields kept (a real bank answers more)."""
-
-    model_config = ConfigDict(extra="allow", populate_by_name=True, str_strip_whitespace=True)
 
 
 class BillRequest(Wire):

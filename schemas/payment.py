@@ -41,9 +41,10 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import quote_plus
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from schemas.privacy import PersonalStr
+from schemas.wire import Wire
 
 # ---- the national payment platform -------------------------------------------------
 
@@ -71,12 +72,6 @@ FAILED = 2
 PLATFORM_STATUSES: dict[int, str] = {PAID: "paid", UNPAID: "unpaid", FAILED: "failed"}
 Command = Literal["pay", "query"]
 VERSION = "1.0"
-
-
-class Wire(BaseModel):
-    """A provider's payload: names as on the wire, unknown fields kept (providers send more than we read)."""
-
-    model_config = ConfigDict(extra="allow", populate_by_name=True, str_strip_whitespace=True)
 
 
 class FeeItem(Wire):

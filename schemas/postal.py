@@ -52,9 +52,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, Field, field_validator
 
 from schemas.privacy import PersonalStr
+from schemas.wire import Wire
 
 SUCCESS = "00"
 TOKEN_INVALID = "01"  # noqa: S105 (an answer code, not a secret)
@@ -119,12 +120,6 @@ DEFAULT_STATUS_MAP: dict[str, CanonicalStatus | None] = {
 
 Purpose = Literal["pickup", "delivery"]
 OrderNumber = Annotated[str, Field(min_length=3, max_length=60, pattern=r"^[A-Za-z0-9._\-]+$")]
-
-
-class Wire(BaseModel):
-    """A postal payload: camelCase as on the wire, unknown fields kept (the real API returns more)."""
-
-    model_config = ConfigDict(extra="allow", populate_by_name=True, str_strip_whitespace=True)
 
 
 class PostalOrder(Wire):
