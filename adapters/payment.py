@@ -18,7 +18,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from schemas.bank import BillRequest
@@ -148,3 +148,120 @@ def judge_payment(bill_amount: int, paid_amount: int, status_paid: bool) -> Judg
     if not status_paid:
         return "not_paid"
     return "paid" if paid_amount == bill_amount else "amount_mismatch"
+
+
+# --------------------------------------------------------------------------- reconciliation ("đối soát")
+
+Outcome = Literal["matched", "recovered", "not_settled", "amount_mismatch", "unknown", "duplicate"]
+OUTCOMES: dict[Outcome, str] = {
+    "matched": "Khớp (đã thanh toán, có thông báo)",
+    "recovered": "Đã thanh toán, không nhận được thông báo: đã bổ sung",
+    "not_settled": "Có thông báo, chưa được quyết toán",
+    "amount_mismatch": "Sai số tiền: tạm giữ, chưa ghi nhận",
+    "unknown": "Giao dịch không có hóa đơn",
+    "duplicate": "Thanh toán trùng: cần hoàn tiền",
+}
+RECOVERED_NOTES = {
+    "query": "paid, no callback came: found by the query of unanswered bills",
+    "reconciliation": "paid, no callback came: recorded as paid by the reconciliation",
+}
+ANOMALIES: tuple[Outcome, ...] = ("recovered", "not_settled", "amount_mismatch", "unknown", "duplicate")
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """One line of the provider's list of a day's settled payments."""
+
+    bill_code: str
+    transaction_id: str
+    amount: int
+    paid_at: datetime
+
+
+@dataclass(frozen=True)
+class BillView:
+    bill_code: str
+    amount: int
+    dossier_code: str
+    paid_via: str | None = None
+
+
+@dataclass(frozen=True)
+class CallbackView:
+    """A verified callback reporting a payment."""
+
+    bill_code: str
+    transaction_id: str
+    amount: int
+    paid_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ReconciliationLine:
+    outcome: Outcome
+    bill_code: str
+    transaction_id: str | None
+    dossier_code: str | None
+    bill_amount: int | None
+    settled_amount: int | None
+    callbacks: int
+    paid_at: datetime | None
+    note: str
+
+
+def _money(amount: int | None) -> str:
+    return "—" if amount is None else f"{amount:,}".replace(",", ".") + " đ"
+
+
+def reconcile(day: date, settled: list[Settlement], bills: Mapping[str, BillView],
+              callbacks: list[CallbackView], tz: Any) -> list[ReconciliationLine]:
+    """Match a day's settled payments against the bills issued and the callbacks received.
+
+    Each settled payment is one line: *matched* (the bill's amount, and a callback came), *recovered*
+    (the bill's amount, no callback: the caller marks it paid), *amount_mismatch* (held, never paid),
+    *unknown* (no bill of ours by that code), or *duplicate* (a later payment of a bill already paid
+    that day). Each bill with a callback for a payment on ``day`` (in ``tz``) that the list does not
+    hold is one more line: *not_settled*, or *unknown* for a bill never issued. A callback repeated
+    is no anomaly: its count is on the bill's line.
+    """
+    heard: dict[str, list[CallbackView]] = {}
+    for cb in callbacks:
+        heard.setdefault(cb.bill_code, []).append(cb)
+    by_bill: dict[str, list[Settlement]] = {}
+    for s in sorted(settled, key=lambda s: (s.paid_at, s.transaction_id)):
+        by_bill.setdefault(s.bill_code, []).append(s)
+    lines: list[ReconciliationLine] = []
+    for code, items in by_bill.items():
+        bill = bills.get(code)
+        count = len(heard.get(code, []))
+        for n, item in enumerate(items):
+            outcome: Outcome
+            if bill is None:
+                outcome = "unknown"
+                note = "no bill was issued with this code" + (f"; {count} callback(s) received" if count else "")
+            elif n > 0:
+                outcome, note = "duplicate", f"paid again after {items[0].transaction_id}: refund it"
+            elif item.amount != bill.amount:
+                outcome = "amount_mismatch"
+                note = f"paid {_money(item.amount)} for a bill of {_money(bill.amount)}: held, not marked paid"
+            elif count:
+                outcome, note = "matched", f"{count} callback(s)" if count > 1 else ""
+            else:
+                outcome, note = "recovered", RECOVERED_NOTES.get(bill.paid_via or "", RECOVERED_NOTES["reconciliation"])
+            lines.append(ReconciliationLine(
+                outcome, code, item.transaction_id, bill.dossier_code if bill else None,
+                bill.amount if bill else None, item.amount, count, item.paid_at, note))
+    for code, cbs in heard.items():
+        on_day = [cb for cb in cbs if cb.paid_at is not None and cb.paid_at.astimezone(tz).date() == day]
+        if code in by_bill or not on_day:
+            continue
+        bill = bills.get(code)
+        last = on_day[-1]
+        lines.append(ReconciliationLine(
+            "unknown" if bill is None else "not_settled", code, last.transaction_id,
+            bill.dossier_code if bill else None, bill.amount if bill else None, None, len(cbs), last.paid_at,
+            ("a callback for a bill never issued; " if bill is None else "")
+            + f"reported paid {_money(last.amount)}, not in the provider's settlement list"))
+    order = {name: i for i, name in enumerate(OUTCOMES)}
+    return sorted(lines, key=lambda line: (order[line.outcome], line.paid_at or datetime.min.replace(tzinfo=tz),
+                                           line.bill_code))

@@ -35,6 +35,23 @@ than what the order's stream holds: kept, not sent), ``ignored`` (statuses not f
 "waiting for the postman") and ``unknown`` (order numbers that are not ours); 400 code "10" for a
 body that is not a push; 401 code "01" for a missing, bad or stale signature; 403 code "30" for
 another customer code; 404 for no such destination; 413 for a body over the size limit.
+
+Payments (``/v1/callbacks/payment/<scheme>``, or ``.../<scheme>/{destination}`` when several payment
+destinations take that scheme): a payment reported by a provider, verified in constant time with the
+destination's key, then judged against the bill (``tasks.payment.receive_callback``): the bill's amount
+is ``fee.paid`` once, however often it is reported; another amount is quarantined and reported, never
+paid; a bill we never issued is stored and reported. Every verified callback is kept with its verdict.
+
+- ``platform``: the national payment platform's JSON ``schemas.payment.PlatformCallback``, checksum with
+  the callback key (``callback_key_env``, default ``MOTCUA_PAYMENT_CALLBACK_KEY``; comma-separated while
+  a key rotates), ``client_id`` the destination's. Reply ``{"return_code", "return_msg"}``: 0 once the
+  callback is recorded (any verdict: the platform must stop sending it), -1 with HTTP 401 for a bad
+  checksum or another client and with 400 for a body that is not a callback (the platform tries again).
+- ``vnpay``: a VNPAY-style gateway's IPN, ``GET`` with ``vnp_*`` query parameters (``POST`` form fields
+  are read too), HMAC-SHA512 over the sorted parameters with ``vnpay_secret_env`` (default
+  ``MOTCUA_PAYMENT_VNPAY_SECRET``), ``vnp_TmnCode`` the destination's ``vnpay_tmn_code``. Always HTTP
+  200 with ``{"RspCode", "Message"}``: ``00`` recorded, ``02`` already confirmed (a repeat), ``01`` no
+  such bill (stored), ``04`` the amount differs (quarantined), ``97`` bad signature, ``99`` not an IPN.
 """
 
 from __future__ import annotations
@@ -45,6 +62,7 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 import structlog
 from fastapi import APIRouter, Request
@@ -56,12 +74,14 @@ from adapters.portal import PortalMapping
 from api.intake import read_limited
 from config.routing import Destination
 from config.settings import Settings
+from schemas import payment as pay
 from schemas import postal
 from schemas.portal import INVALID_DATA, SESSION_INVALID, OnlineCallback
 from schemas.privacy import error_fields
 from schemas.webhook import SignatureError, verify
 from schemas.zalo import ZaloEvent, zevent_signature
 from store import receipts
+from tasks.payment import PLATFORM_TIME, VN_TZ, receive_callback
 from tasks.portal import ingest_online
 from tasks.postal import ingest_statuses
 from tasks.runtime import get_runtime
@@ -216,3 +236,106 @@ async def _postal(request: Request, name: str | None) -> JSONResponse:
              unknown=len(report.unknown))
     return POSTAL.answer(200, postal.SUCCESS, "Thành công", stored=report.stored, duplicates=report.duplicates,
                          late=report.late, ignored=report.ignored, unknown=sorted(set(report.unknown)))
+
+
+# --------------------------------------------------------------------------- payments
+
+
+def _payment_destination(scheme: str, name: str | None) -> Destination | None:
+    """The payment destination taking ``scheme`` named ``name``, or the only one that takes it: the
+    platform's callbacks go to platform destinations, IPNs to those with a ``vnpay_tmn_code``."""
+    takes = {n: d for n, d in get_runtime().routing.destinations.items() if d.kind == "payment" and (
+        d.option("provider", "platform") == "platform" if scheme == "platform" else bool(d.option("vnpay_tmn_code")))}
+    if name is not None:
+        return takes.get(name)
+    return next(iter(takes.values())) if len(takes) == 1 else None
+
+
+def _keys(dest: Destination, key: str, default_env: str) -> list[str]:
+    configured, _ = dest.secret(key, default_env)
+    return (configured or "").replace(",", " ").split()
+
+
+@router.post("/payment/platform", summary="Payments reported by the national payment platform (checksum)")
+async def platform_payment(request: Request) -> JSONResponse:
+    return await _platform_payment(request, None)
+
+
+@router.post("/payment/platform/{destination}", summary="Payments reported to one of several platform accounts")
+async def platform_payment_named(destination: str, request: Request) -> JSONResponse:
+    return await _platform_payment(request, destination)
+
+
+async def _platform_payment(request: Request, name: str | None) -> JSONResponse:
+    settings: Settings = request.app.state.settings
+    dest = _payment_destination("platform", name)
+    if dest is None:
+        return JSONResponse(pay.platform_reply(False, "no such payment destination"), status_code=404)
+    body = await read_limited(request, settings.intake_max_body_bytes)
+    if body is None:
+        return JSONResponse(pay.platform_reply(False, "body too large"), status_code=413)
+    try:
+        callback = pay.PlatformCallback.model_validate(json.loads(body))
+    except (ValueError, ValidationError) as exc:
+        fields = error_fields(exc) if isinstance(exc, ValidationError) else []
+        return JSONResponse({**pay.platform_reply(False, "not a payment callback"), "fields": fields[:20]},
+                            status_code=400)
+    keys = _keys(dest, "callback_key", "MOTCUA_PAYMENT_CALLBACK_KEY")
+    signed = any(pay.checksum_matches(callback.check_sum, pay.callback_checksum(key, callback)) for key in keys)
+    if not signed or callback.client_id != dest.option("client_id"):
+        log.info("callback.payment.bad_checksum", scheme="platform", configured=bool(keys))
+        return JSONResponse(pay.platform_reply(False, "invalid check_sum"), status_code=401)
+    paid_at = datetime.strptime(callback.payment_time, PLATFORM_TIME).replace(tzinfo=VN_TZ)
+    verdict = await run_in_threadpool(receive_callback, dest.name, "platform", callback.transaction_id,
+                                      callback.gateway_trans_id, callback.trans_amount, callback.status == pay.PAID,
+                                      paid_at)
+    log.info("callback.payment.recorded", scheme="platform", bill_code=callback.transaction_id, verdict=verdict)
+    return JSONResponse({**pay.platform_reply(True, "recorded"), "verdict": verdict})
+
+
+VNPAY_CODES = {"paid": "00", "repeat": "02", "second_payment": "02", "not_paid": "00", "unknown_bill": "01",
+               "amount_mismatch": "04"}
+
+
+@router.get("/payment/vnpay", summary="VNPAY-style IPN (HMAC-SHA512 over the sorted vnp_* parameters)")
+async def vnpay_ipn(request: Request) -> JSONResponse:
+    return await _vnpay(request, None)
+
+
+@router.post("/payment/vnpay", summary="VNPAY-style IPN posted as a form")
+async def vnpay_ipn_post(request: Request) -> JSONResponse:
+    return await _vnpay(request, None)
+
+
+@router.get("/payment/vnpay/{destination}", summary="VNPAY-style IPN for one of several destinations")
+async def vnpay_ipn_named(destination: str, request: Request) -> JSONResponse:
+    return await _vnpay(request, destination)
+
+
+async def _vnpay(request: Request, name: str | None) -> JSONResponse:
+    dest = _payment_destination("vnpay", name)
+    if dest is None:
+        return JSONResponse(pay.vnpay_reply("99") | {"Message": "no such payment destination"}, status_code=404)
+    params: dict[str, str] = dict(request.query_params)
+    if request.method == "POST":
+        settings: Settings = request.app.state.settings
+        body = await read_limited(request, settings.intake_max_body_bytes)
+        if body is None:
+            return JSONResponse(pay.vnpay_reply("99"), status_code=413)
+        params.update(parse_qsl(body.decode("utf-8", "replace")))
+    secrets = _keys(dest, "vnpay_secret", "MOTCUA_PAYMENT_VNPAY_SECRET")
+    if not any(pay.vnpay_verify(secret, params) for secret in secrets):
+        log.info("callback.payment.bad_checksum", scheme="vnpay", configured=bool(secrets))
+        return JSONResponse(pay.vnpay_reply("97"))
+    try:
+        ipn = pay.VnpayIpn.model_validate(params)
+    except ValidationError as exc:
+        return JSONResponse(pay.vnpay_reply("99") | {"fields": error_fields(exc)[:20]})
+    if ipn.vnp_TmnCode != dest.option("vnpay_tmn_code"):
+        log.warning("callback.payment.other_merchant", scheme="vnpay", tmn_code=ipn.vnp_TmnCode)
+        return JSONResponse(pay.vnpay_reply("97"))
+    paid_at = datetime.strptime(ipn.vnp_PayDate, PLATFORM_TIME).replace(tzinfo=VN_TZ) if ipn.vnp_PayDate else None
+    verdict = await run_in_threadpool(receive_callback, dest.name, "vnpay", ipn.vnp_TxnRef, ipn.vnp_TransactionNo,
+                                      ipn.amount, ipn.paid and paid_at is not None, paid_at)
+    log.info("callback.payment.recorded", scheme="vnpay", bill_code=ipn.vnp_TxnRef, verdict=verdict)
+    return JSONResponse(pay.vnpay_reply(VNPAY_CODES[verdict]))

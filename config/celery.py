@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.schedules import crontab
+
 from config.routing import RoutingConfig
 from config.settings import Settings
 
@@ -15,6 +17,7 @@ def celery_config(settings: Settings, routing: RoutingConfig) -> dict[str, Any]:
     longest_task = max(
         (d.timeouts.connect + d.timeouts.read) * 2 + 30 for d in routing.destinations.values()
     ) if routing.destinations else 120
+    hour, minute = settings.reconcile_at.split(":")
     return {
         "broker_url": settings.broker_url,
         "result_backend": None,
@@ -33,6 +36,8 @@ def celery_config(settings: Settings, routing: RoutingConfig) -> dict[str, Any]:
             "relay.sweep": {"queue": CONTROL_QUEUE},
             "relay.portal.pull": {"queue": CONTROL_QUEUE},
             "relay.postal.poll": {"queue": CONTROL_QUEUE},
+            "relay.payment.unanswered": {"queue": CONTROL_QUEUE},
+            "relay.payment.reconcile": {"queue": CONTROL_QUEUE},
         },
         "broker_transport_options": {
             "visibility_timeout": max(settings.visibility_timeout_seconds, longest_task * 2),
@@ -61,6 +66,16 @@ def celery_config(settings: Settings, routing: RoutingConfig) -> dict[str, Any]:
                 "task": "relay.postal.poll",
                 "schedule": settings.postal_poll_interval_seconds,
                 "options": {"expires": settings.postal_poll_interval_seconds},
+            },
+            "payment-unanswered-bills": {
+                "task": "relay.payment.unanswered",
+                "schedule": settings.payment_query_interval_seconds,
+                "options": {"expires": settings.payment_query_interval_seconds},
+            },
+            "payment-reconciliation": {
+                "task": "relay.payment.reconcile",
+                "schedule": crontab(hour=int(hour), minute=int(minute)),  # the app's timezone: Vietnam
+                "options": {"expires": 6 * 3600},
             },
         },
     }

@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     postal_poll_interval_seconds: float = Field(
         120.0, description="how often beat reads postal destinations' tracking lists (the callbacks' fallback)"
     )
+    payment_query_interval_seconds: float = Field(
+        60.0, description="how often beat queries payment providers about bills no callback has answered"
+    )
+    reconcile_at: str = Field(
+        "06:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description="when (HH:MM, Vietnam time) beat reconciles the previous day of every payment destination",
+    )
 
     # code shapes (a province's own formats)
     unit_code_pattern: str | None = None

@@ -25,9 +25,12 @@ delays; ``busy_rate`` answers the fault ``SYSTEM_BUSY`` once the envelope is rea
 applies a ``CreateBill``, then hangs ``hang_seconds`` before answering (the ambiguous case). ``SYSTEM_ERROR``
 is in the contract but never sent.
 
-Admin: ``POST /_admin/pay {"billCode", "amount"?, "paidAt"?, "channel"?}`` (a citizen pays an unpaid bill:
-``amount`` defaults to the bill's and may differ from it, ``paidAt`` to now, a time without offset is
-Vietnam's), ``POST /_admin/settle-extra {"billCode", "amount", "paidAt"?, "channel"?, "transactionId"?}``
+Admin: ``POST /_admin/pay {"billCode", "amount"?, "paidAt"?, "channel"?, "notify"?, "copies"?}`` (a citizen
+pays an unpaid bill: ``amount`` defaults to the bill's and may differ from it, ``paidAt`` to now, a time
+without offset is Vietnam's; the bank's QR gateway then sends the VNPAY-style IPN ``copies`` times unless
+``notify`` is false), ``POST /_admin/notify {"url", "tmn_code", "secret"}`` (where the IPN goes: a ``GET``
+with the ``vnp_*`` parameters signed HMAC-SHA512 with ``secret``, :func:`schemas.payment.vnpay_signature`),
+``POST /_admin/settle-extra {"billCode", "amount", "paidAt"?, "channel"?, "transactionId"?}``
 (a settled transaction no bill here accounts for: a bill the bank never issued to this partner, or with an
 issued bill's code a second payment), ``POST /_admin/cancel {"billCode"}`` (the bank cancels an unpaid
 bill), ``GET /_admin/bills``, ``GET /_admin/stats`` (calls per operation, faults injected, answers by code),
@@ -44,20 +47,25 @@ import hmac
 import itertools
 import random
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sandbox.faults import ActiveFaults, BaseFaults, add_fault_routes, error_response, latency_and_error
+from sandbox.faults import ActiveFaults, Background, BaseFaults, add_fault_routes, error_response, latency_and_error
 from schemas import bank as bc
+from schemas.payment import vnpay_signature
 
 MAX_BODY = 1_000_000
+IPN_TIMEOUT = httpx.Timeout(5.0, connect=2.0, pool=30.0)
 XML_TYPE = "text/xml; charset=utf-8"
 NSMAP = {"soap": bc.SOAP_ENV_NS, "bc": bc.NAMESPACE}
 _SOAP = f"{{{bc.SOAP_ENV_NS}}}"
@@ -119,6 +127,18 @@ class PayRequest(BaseModel):
     amount: int | None = Field(None, gt=0)
     paidAt: datetime | None = None
     channel: str = Field("MOBILE_BANKING", min_length=1, max_length=40)
+    notify: bool = Field(True, description="send the IPN (false: it is lost)")
+    copies: int = Field(1, ge=1, le=10)
+
+
+class NotifyTarget(BaseModel):
+    """``POST /_admin/notify``: where the bank's QR gateway sends its VNPAY-style IPN, signed how."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://[^\s/]+")
+    tmn_code: str = Field(min_length=1, max_length=20)
+    secret: str = Field(min_length=8)
 
 
 class SettleExtraRequest(BaseModel):
@@ -269,6 +289,7 @@ class BankState:
         self.username = username
         self.password = password
         self.payment_base_url = payment_base_url
+        self.background = Background(IPN_TIMEOUT)
         self._serials = itertools.count(random.Random(seed).randrange(1_000_000, 9_000_000))
         self.reset()
 
@@ -280,6 +301,8 @@ class BankState:
         self.calls: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
         self.answers: Counter[str] = Counter()
+        self.notify: NotifyTarget | None = None
+        self.ipn_replies: Counter[str] = Counter()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -288,6 +311,7 @@ class BankState:
             "answers": dict(self.answers),
             "bills": dict(Counter(bill.status for bill in self.bills.values())),
             "transactions": len(self.transactions),
+            "ipn_replies": dict(self.ipn_replies),
         }
 
     def respond(self, content: etree._Element, code: str) -> Response:
@@ -394,7 +418,19 @@ class BankState:
         bill.payment = self.settle(bill.request.billCode, request.amount or bill.request.amount, request.paidAt,
                                    request.channel)
         bill.status = bc.PAID
+        if request.notify and self.notify is not None:
+            for _ in range(request.copies):
+                self.background.spawn(self._send_ipn(self.notify, bill.payment))
         return JSONResponse(bill.admin_view())
+
+    async def _send_ipn(self, target: NotifyTarget, paid: bc.SettledTransaction) -> None:
+        params = {"vnp_TmnCode": target.tmn_code, "vnp_TxnRef": paid.billCode, "vnp_Amount": str(paid.amount * 100),
+                  "vnp_ResponseCode": "00", "vnp_TransactionStatus": "00", "vnp_TransactionNo": paid.transactionId,
+                  "vnp_PayDate": _local(paid.paidAt).strftime("%Y%m%d%H%M%S"), "vnp_BankCode": "VNPAYQR",
+                  "vnp_OrderInfo": f"Thanh toan hoa don {paid.billCode}"}
+        params["vnp_SecureHash"] = vnpay_signature(target.secret, params)
+        answer = await self.background.get_for_json(target.url, params)
+        self.ipn_replies[str(answer.get("RspCode")) if isinstance(answer, dict) else "no answer"] += 1
 
 
 def create_app(
@@ -409,7 +445,13 @@ def create_app(
     ``seed`` fixes the identifiers it hands out."""
     state = BankState(partner_code=partner_code, username=username, password=password,
                       payment_base_url=payment_base_url, seed=seed)
-    app = FastAPI(title="motcua-relay sandbox: bank bill collection", docs_url=None, redoc_url=None)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await state.background.close()
+
+    app = FastAPI(title="motcua-relay sandbox: bank bill collection", docs_url=None, redoc_url=None,
+                  lifespan=lifespan)
     app.state.bank = state
 
     @app.get(bc.ENDPOINT_PATH)
@@ -443,6 +485,11 @@ def create_app(
     @app.post("/_admin/pay")
     async def pay(body: PayRequest) -> Response:
         return state.pay(body)
+
+    @app.post("/_admin/notify")
+    async def set_notify(body: NotifyTarget) -> dict[str, str]:
+        state.notify = body
+        return {"url": body.url, "tmn_code": body.tmn_code}
 
     @app.post("/_admin/settle-extra")
     async def settle_extra(body: SettleExtraRequest) -> dict[str, Any]:

@@ -177,11 +177,23 @@ class Background:
         except ValueError:
             return None
 
-    async def _send(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response | None:
+    async def get_for_json(self, url: str, params: dict[str, str]) -> Any:
+        """One ``GET`` with query parameters (a gateway's IPN); the JSON of a 2xx answer, else ``None``."""
+        response = await self._send(url, b"", {}, params)
+        try:
+            return response.json() if response is not None else None
+        except ValueError:
+            return None
+
+    async def _send(self, url: str, body: bytes, headers: dict[str, str],
+                    params: dict[str, str] | None = None) -> httpx.Response | None:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self._timeout, trust_env=False)
         try:
-            response = await self._client.post(url, content=body, headers=headers)
+            if params is not None:
+                response = await self._client.get(url, params=params)
+            else:
+                response = await self._client.post(url, content=body, headers=headers)
         except httpx.HTTPError:
             return None
         return response if response.is_success else None

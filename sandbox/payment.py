@@ -17,7 +17,7 @@ key, unless it is ``lost``; ``copies`` sends it more than once, ``delay_ms`` hol
 pays (and reports) another amount than the bill's. A callback answered other than ``return_code`` 0
 is sent again up to ``CALLBACK_TRIES`` times, a second apart. ``POST /_admin/settle-extra`` settles a
 payment for a transaction the platform never registered (an unknown transaction in the settlement
-list).
+list), and with ``"callback": true`` calls the partner back about it too.
 
 Faults (``GET|POST|DELETE /_admin/faults``, :class:`FaultConfig`, seeded): ``error_rate`` answers HTTP
 ``error_status`` and ``latency_ms`` delays (before anything); ``busy_rate`` answers ``96``;
@@ -87,6 +87,7 @@ class ExtraSettlement(BaseModel):
     transaction_id: str
     amount: int = Field(ge=0)
     paid_at: datetime | None = None
+    callback: bool = Field(False, description="also send the partner a signed callback for it")
 
 
 class CallbackTarget(BaseModel):
@@ -206,11 +207,9 @@ class PlatformState:
         if request.lost or self.callback_url is None:
             self.counters["callbacks_lost"] += 1
         else:
-            callback = wire.PlatformCallback(
-                client_id=self.client_id, transaction_id=request.transaction_id, trans_amount=t.paid_amount,
-                status=wire.PAID, payment_time=t.paid_at.strftime(TIME_FORMAT), gateway_trans_id=t.gateway_trans_id,
-                check_sum="")
-            callback.check_sum = wire.callback_checksum(self.callback_key, callback)
+            callback = self._callback(wire.SettledItem(
+                transaction_id=request.transaction_id, gateway_trans_id=t.gateway_trans_id,
+                trans_amount=t.paid_amount, payment_time=t.paid_at.strftime(TIME_FORMAT)))
             for _ in range(request.copies):
                 self.background.spawn(self._call_back(self.callback_url, t, callback, request.delay_ms / 1000))
         return JSONResponse(_view(t))
@@ -240,7 +239,18 @@ class PlatformState:
         item = wire.SettledItem(transaction_id=extra.transaction_id, gateway_trans_id=f"KP{next(self._gateway_ids)}",
                                trans_amount=extra.amount, payment_time=at.strftime(TIME_FORMAT))
         self.extra.append(item)
+        if extra.callback and self.callback_url is not None:
+            stray = Transaction(wire.PlatformTransaction(client_id=self.client_id, transaction_id=extra.transaction_id,
+                                                         trans_amount=extra.amount), at)
+            self.background.spawn(self._call_back(self.callback_url, stray, self._callback(item), 0.0))
         return JSONResponse(item.model_dump())
+
+    def _callback(self, item: wire.SettledItem) -> wire.PlatformCallback:
+        callback = wire.PlatformCallback(
+            client_id=self.client_id, transaction_id=item.transaction_id, trans_amount=item.trans_amount,
+            status=wire.PAID, payment_time=item.payment_time, gateway_trans_id=item.gateway_trans_id, check_sum="")
+        callback.check_sum = wire.callback_checksum(self.callback_key, callback)
+        return callback
 
 
 def _view(t: Transaction) -> dict[str, Any]:

@@ -196,3 +196,26 @@ def vnpay_verify(secret: str, params: Mapping[str, str]) -> bool:
 
 def vnpay_reply(code: str) -> dict[str, str]:
     return {"RspCode": code, "Message": VNPAY_REPLIES[code]}
+
+
+class VnpayIpn(Wire):
+    """The IPN a VNPAY-style gateway sends (query parameters of a ``GET``): ``vnp_Amount`` is in hundredths
+    of a đồng (VNPAY multiplies by 100), ``vnp_TxnRef`` is the merchant's order (our bill code), paid when
+    both ``vnp_ResponseCode`` and ``vnp_TransactionStatus`` are ``"00"``; ``vnp_PayDate`` is Vietnam time."""
+
+    vnp_TmnCode: str = Field(max_length=20)
+    vnp_TxnRef: str = Field(min_length=1, max_length=100)
+    vnp_Amount: int = Field(ge=0)
+    vnp_ResponseCode: str = Field(max_length=4)
+    vnp_TransactionStatus: str = Field("", max_length=4)
+    vnp_TransactionNo: str = Field("", max_length=30)
+    vnp_PayDate: str = Field("", pattern=r"^(\d{14})?$")
+    vnp_SecureHash: str = Field(max_length=256)
+
+    @property
+    def paid(self) -> bool:
+        return self.vnp_ResponseCode == "00" and self.vnp_TransactionStatus in ("00", "")
+
+    @property
+    def amount(self) -> int:
+        return self.vnp_Amount // 100

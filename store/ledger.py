@@ -170,6 +170,8 @@ def ingest_numbered(
     now: datetime,
     choose: Any,
     rules: dict[str, DestinationRules],
+    *,
+    in_arrival_order: bool = False,
 ) -> Numbered:
     """Store events a service reported, numbering each new one in its (dossier, origin) stream.
 
@@ -180,6 +182,9 @@ def ingest_numbered(
     content; a new event older than the newest one stored in its stream is *late*: it is
     kept for the record under the newest one's number and routed nowhere, so it never
     overwrites newer news and leaves no gap in the numbers the destinations see.
+
+    ``in_arrival_order`` numbers every new event next, whatever its time: for news that never goes
+    stale (a payment recovered by the reconciliation days later must still reach the one-stop software).
     """
     by_id: dict[str, dict[str, Any]] = {}
     for payload in payloads:
@@ -204,10 +209,10 @@ def ingest_numbered(
             key = (payload["dossier_code"], payload.get("origin", "onestop"))
             top, newest = tops[key]
             at = datetime.fromisoformat(payload["occurred_at"])
-            is_late = newest is not None and at < newest
+            is_late = not in_arrival_order and newest is not None and at < newest
             numbered = {**payload, "sequence": top if is_late else top + 1}
             if not is_late:
-                tops[key] = (top + 1, at)
+                tops[key] = (top + 1, max(at, newest) if newest is not None else at)
             text_form = canonical_json(numbered)
             rows.append(_event_row(numbered, text_form, hashlib.sha256(text_form.encode()).hexdigest(), now,
                                    routed=True))

@@ -142,3 +142,68 @@ receipts = Table(
     Column("seen_at", UTCDateTime, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# ---- fee collection: bills at the payment providers, the callbacks they sent, the reconciliations
+
+ISSUED, PAID, QUARANTINED = "issued", "paid", "quarantined"
+BILL_STATES = (ISSUED, PAID, QUARANTINED)
+
+bills = Table(
+    "bills",
+    metadata,
+    Column("bill_code", String(60), primary_key=True),
+    Column("destination", String(60), nullable=False),
+    Column("provider", String(20), nullable=False),
+    Column("dossier_code", String(80), nullable=False),
+    Column("fee_id", String(60), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("assessed_event_id", String(100), nullable=False),
+    Column("payment_url", Text, nullable=True),
+    Column("external_ref", String(100), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("checked_at", UTCDateTime, nullable=True),
+    Column("paid_at", UTCDateTime, nullable=True),
+    Column("paid_amount", BigInteger, nullable=True),
+    Column("transaction_id", String(60), nullable=True),
+    Column("paid_via", String(16), nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_bills_open", "destination", "state", "created_at"),
+    Index("ix_bills_dossier", "dossier_code"),
+)
+
+payment_callbacks = Table(
+    "payment_callbacks",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("destination", String(60), nullable=False),
+    Column("scheme", String(20), nullable=False),
+    Column("bill_code", String(60), nullable=False),
+    Column("transaction_id", String(60), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("paid", Integer, nullable=False),
+    Column("paid_at", UTCDateTime, nullable=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("verdict", String(20), nullable=False),
+    Index("ix_payment_callbacks_bill", "destination", "bill_code"),
+    Index("ix_payment_callbacks_paid", "destination", "paid_at"),
+)
+
+reconciliation_lines = Table(
+    "reconciliation_lines",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("destination", String(60), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("outcome", String(24), nullable=False),
+    Column("bill_code", String(60), nullable=False),
+    Column("transaction_id", String(60), nullable=True),
+    Column("dossier_code", String(80), nullable=True),
+    Column("bill_amount", BigInteger, nullable=True),
+    Column("settled_amount", BigInteger, nullable=True),
+    Column("callbacks", Integer, nullable=False),
+    Column("paid_at", UTCDateTime, nullable=True),
+    Column("note", Text, nullable=False),
+    Column("run_at", UTCDateTime, nullable=False),
+    Index("ix_reconciliation_day", "destination", "day", "outcome"),
+)

@@ -9,7 +9,8 @@ from config.celery import celery_config
 from config.routing import get_routing
 from config.settings import get_settings
 
-app = Celery("motcua_relay", include=["tasks.delivery", "tasks.portal", "tasks.postal", "tasks.watchdog"])
+app = Celery("motcua_relay",
+             include=["tasks.delivery", "tasks.portal", "tasks.postal", "tasks.payment", "tasks.watchdog"])
 
 
 def configure_app() -> Celery:

@@ -85,6 +85,12 @@ def _postal(destination: Destination, settings: Settings, client: redis.Redis | 
     return PostalDeliverer(destination, settings, client)
 
 
+def _payment(destination: Destination, settings: Settings, client: redis.Redis | None) -> Deliverer:
+    from tasks.payment import PaymentDeliverer
+
+    return PaymentDeliverer(destination, settings, client)
+
+
 Builder = Callable[[Destination, Settings, "redis.Redis | None"], Deliverer]
 KINDS: dict[str, Builder] = {
     "webhook": WebhookDeliverer,
@@ -92,6 +98,7 @@ KINDS: dict[str, Builder] = {
     "zalo": _zalo,
     "sms": _sms,
     "postal": _postal,
+    "payment": _payment,
 }
 
 

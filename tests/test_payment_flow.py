@@ -1,0 +1,339 @@
+"""Fee collection end to end: a bill once per fee, a payment once per bill, anomalies held and reported.
+
+Real everything: the payment platform simulator (JSON, checksums, citizens paying, callbacks lost,
+repeated or of another amount), the bank's SOAP simulator driven by zeep (and its VNPAY-style IPN),
+the one-stop simulator receiving ``fee.bill_created`` and ``fee.paid``, the callback endpoints over
+HTTP, Redis, the ledger; in-process deliveries here, one at a time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import select
+
+from api.app import create_app
+from bench.payment import ROUTING
+from sandbox.bank import create_app as bank_app
+from sandbox.onestop import create_app as onestop_app
+from sandbox.payment import create_app as platform_app
+from sandbox.workload import VN_TZ, generate_day
+from schemas import payment as wire
+from store import payments
+from store.db import upgrade
+from store.tables import ISSUED, PAID, QUARANTINED, attempts, bills, deliveries, payment_callbacks
+from tasks.delivery import run_delivery
+from tasks.payment import query_unanswered, run_reconciliation
+from tasks.runtime import get_runtime, reset_runtime
+from tests.harness import become_relay, drain, new_secret, relay_env, wait_for
+from tests.servers import run_asgi
+
+CLIENT, REQUEST_KEY, CALLBACK_KEY = "UBND-HALONG", "khoa-yeu-cau-test", "khoa-goi-lai-test"
+PARTNER, USERNAME, PASSWORD = "HALONG01", "halong.ws", "mat-khau-ngan-hang"
+TMN, VNPAY_SECRET = "HALONG01", "vnpay-bi-mat-test"
+FAST_RETRY = '{ schedule = ["0.2s", "0.5s", "1s"], repeat_every = "2s", deadline = "1h", max_attempts = 50 }'
+
+
+def routing(path: Path, provider: str, provider_url: str, onestop_url: str, *, query_after: str = "0s",
+            read: float = 1.0) -> Path:
+    path.write_text(ROUTING.format(provider=provider, provider_url=provider_url, client_id=CLIENT, partner=PARTNER,
+                                   username=USERNAME, tmn_code=TMN, query_after=query_after, query_every="0s",
+                                   read=read, retry=FAST_RETRY, onestop=onestop_url), encoding="utf-8")
+    return path
+
+
+def assessed_fees(n: int, seed: int = 4) -> list[dict[str, Any]]:
+    """``n`` assessed fees of distinct dossiers, shaped as the workload makes them."""
+    sample = next(e for e in generate_day(60, seed=seed) if e["type"] == "fee.assessed")
+    out = []
+    for i in range(n):
+        code = f"H22.12-261120-{i:04d}"
+        amount = 10_000 + 1_000 * (i % 37)
+        out.append({**sample, "event_id": f"fee-{uuid.uuid4().hex}", "dossier_code": code,
+                    "data": {"fee_id": f"{code}-LP", "amount": amount,
+                             "lines": [{"code": "LP", "name": "Lệ phí", "amount": amount}]}})
+    return out
+
+
+def later() -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=5)
+
+
+def ingest(batch: list[dict[str, Any]]) -> None:
+    from store import ledger
+
+    rt = get_runtime()
+    ledger.ingest_and_route(rt.engine, batch, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+
+
+def received(onestop_url: str, kind: str) -> list[dict[str, Any]]:
+    rows = httpx.get(f"{onestop_url}/_admin/received", params={"subscriber": "onestop", "full": True},
+                     timeout=10).json()
+    return [r["event"] for r in rows if r["type"] == kind]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path}/relay.db"
+    upgrade(url)
+    return url
+
+
+@contextmanager
+def relay(db_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+          provider: str) -> Iterator[dict[str, str]]:
+    """This process as a relay (API included) against the provider's simulator and the one-stop's."""
+    onestop_secret = new_secret()
+    sim = (platform_app(client_id=CLIENT, request_key=REQUEST_KEY, callback_key=CALLBACK_KEY) if provider == "platform"
+           else bank_app(partner_code=PARTNER, username=USERNAME, password=PASSWORD, seed=5))
+    with run_asgi(sim) as provider_url, run_asgi(onestop_app({"onestop": onestop_secret})) as onestop_url:
+        path = routing(tmp_path / "routing.toml", provider, provider_url, onestop_url)
+        prefix = f"pay{uuid.uuid4().hex[:6]}"
+        env = relay_env(db_url, redis_url, new_secret(), {"onestop": onestop_secret}, path,
+                        MOTCUA_PAYMENT_REQUEST_KEY=REQUEST_KEY, MOTCUA_PAYMENT_CALLBACK_KEY=CALLBACK_KEY,
+                        MOTCUA_BANK_PASSWORD=PASSWORD, MOTCUA_PAYMENT_VNPAY_SECRET=VNPAY_SECRET,
+                        MOTCUA_REDIS_PREFIX=prefix)
+        become_relay(monkeypatch, env)
+        try:
+            with run_asgi(create_app()) as api_url:
+                if provider == "platform":
+                    httpx.post(f"{provider_url}/_admin/callback",
+                               json={"url": f"{api_url}/v1/callbacks/payment/platform"}, timeout=5).raise_for_status()
+                else:
+                    httpx.post(f"{provider_url}/_admin/notify", json={
+                        "url": f"{api_url}/v1/callbacks/payment/vnpay", "tmn_code": TMN, "secret": VNPAY_SECRET},
+                        timeout=5).raise_for_status()
+                yield {"provider": provider_url, "onestop": onestop_url, "api": api_url}
+        finally:
+            reset_runtime()
+            client = redis.Redis.from_url(redis_url)
+            for key in client.scan_iter(f"{prefix}:*"):
+                client.delete(key)
+
+
+@pytest.fixture
+def platform(sqlite_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    with relay(sqlite_url, redis_url, tmp_path, monkeypatch, "platform") as urls:
+        yield urls
+
+
+@pytest.fixture
+def bank(sqlite_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    with relay(sqlite_url, redis_url, tmp_path, monkeypatch, "bank") as urls:
+        yield urls
+
+
+def pay(urls: dict[str, str], bill: str, **how: Any) -> dict[str, Any]:
+    answer = httpx.post(f"{urls['provider']}/_admin/pay", json={"transaction_id": bill, **how}, timeout=5)
+    answer.raise_for_status()
+    return dict(answer.json())
+
+
+def transactions(urls: dict[str, str]) -> dict[str, dict[str, Any]]:
+    return {t["transaction_id"]: t for t in httpx.get(f"{urls['provider']}/_admin/transactions", timeout=5).json()}
+
+
+def callbacks_answered(urls: dict[str, str], bill: str, n: int) -> None:
+    wait_for(lambda: len(transactions(urls)[bill]["callbacks"]) >= n, 10, what=f"{n} callbacks answered")
+
+
+def bill_codes(fees: list[dict[str, Any]]) -> list[str]:
+    return [f["data"]["fee_id"] for f in fees]
+
+
+def verdicts(bill: str) -> list[str]:
+    with get_runtime().engine.connect() as conn:
+        return list(conn.execute(select(payment_callbacks.c.verdict).where(payment_callbacks.c.bill_code == bill)
+                                 .order_by(payment_callbacks.c.id)).scalars())
+
+
+# ----------------------------------------------------------------------------------- the platform
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_a_fee_is_billed_once_and_paid_once_however_often_the_platform_calls_back(
+    db: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+) -> None:
+    from tests.conftest import _fresh_pg
+
+    url = _fresh_pg(request.getfixturevalue("pg_url")) if db == "postgresql" else f"sqlite:///{tmp_path}/relay.db"
+    if db == "sqlite":
+        upgrade(url)
+    with relay(url, redis_url, tmp_path, monkeypatch, "platform") as urls:
+        # given an assessed fee, billed at the platform
+        [fee] = assessed_fees(1)
+        ingest([fee])
+        drain(later)
+        [code] = bill_codes([fee])
+        assert list(transactions(urls)) == [code]
+        [created] = received(urls["onestop"], "fee.bill_created")
+        assert created["data"]["payment_url"].endswith(f"?txn={code}") and created["origin"] == "payment"
+        # when the citizen pays and the platform calls back five times
+        pay(urls, code, copies=5)
+        callbacks_answered(urls, code, 5)
+        drain(later)
+        # then the one-stop software hears of the payment once, and every callback was answered 0
+        [paid] = received(urls["onestop"], "fee.paid")
+        assert int(paid["data"]["amount"]) == fee["data"]["amount"]
+        assert paid["data"]["transaction_id"] == transactions(urls)[code]["gateway_trans_id"]
+        assert transactions(urls)[code]["callbacks"] == [0] * 5
+        assert sorted(verdicts(code)) == ["paid", "repeat", "repeat", "repeat", "repeat"]
+        assert payments.get_bill(get_runtime().engine, code).state == PAID
+
+
+def test_a_bill_whose_registration_timed_out_after_it_landed_is_found_not_registered_again(
+    platform: dict, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given the platform registers the transaction, then hangs past the read timeout
+    httpx.post(f"{platform['provider']}/_admin/faults", json={"timeout_rate": 1, "hang_seconds": 3},
+               timeout=5).raise_for_status()
+    [fee] = assessed_fees(1)
+    ingest([fee])
+    with get_runtime().engine.connect() as conn:
+        [delivery_id] = conn.execute(select(deliveries.c.id)).scalars().all()
+    run_delivery(delivery_id, "payment", clock=lambda: datetime.now(UTC))
+    # when the platform is well again and the delivery is retried
+    httpx.delete(f"{platform['provider']}/_admin/faults", timeout=5).raise_for_status()
+    drain(later)
+    # then one transaction exists, and the second attempt found it first
+    [code] = bill_codes([fee])
+    assert list(transactions(platform)) == [code]
+    with get_runtime().engine.connect() as conn:
+        outcomes = conn.execute(select(attempts.c.outcome, attempts.c.response_excerpt)
+                                .join(deliveries, deliveries.c.id == attempts.c.delivery_id)
+                                .where(deliveries.c.destination == "payment").order_by(attempts.c.number)).all()
+    assert [o.outcome for o in outcomes] == ["retryable", "delivered"]
+    assert "already held by the platform" in outcomes[1].response_excerpt
+    assert len(received(platform["onestop"], "fee.bill_created")) == 1
+
+
+def test_anomalies_are_held_recovered_and_reported_and_a_rerun_changes_nothing(platform: dict) -> None:
+    # given six bills at the platform
+    fees = assessed_fees(6)
+    ingest(fees)
+    drain(later)
+    ok, lost, wrong, unpaid, repeated, twice = bill_codes(fees)
+    # when citizens pay: one normally, one whose callback is lost, one the wrong amount, one three callbacks;
+    # a payment nobody billed comes with a callback; one bill is never paid
+    pay(platform, ok)
+    pay(platform, lost, lost=True)
+    pay(platform, wrong, amount=fees[2]["data"]["amount"] - 1000)
+    pay(platform, repeated, copies=3)
+    pay(platform, twice)
+    httpx.post(f"{platform['provider']}/_admin/settle-extra",
+               json={"transaction_id": "NOT-OURS-1", "amount": 25000, "callback": True}, timeout=5).raise_for_status()
+    for code, n in ((ok, 1), (wrong, 1), (repeated, 3), (twice, 1)):
+        callbacks_answered(platform, code, n)
+    wait_for(lambda: verdicts("NOT-OURS-1"), 10, what="the stray callback")
+    # and the query of unanswered bills runs, then the reconciliation
+    asked = query_unanswered("payment")
+    drain(later)
+    today = datetime.now(VN_TZ).date()
+    report = run_reconciliation("payment", today)
+    drain(later)
+    # then the anomalies are exactly the lost callback, the wrong amount and the stray payment
+    outcomes = {line.bill_code: line.outcome for line in report.lines}
+    assert outcomes == {ok: "matched", lost: "recovered", wrong: "amount_mismatch", repeated: "matched",
+                        twice: "matched", "NOT-OURS-1": "unknown"}
+    assert [line.callbacks for line in report.lines if line.bill_code == repeated] == [3]
+    assert asked.paid == 1 and asked.mismatched == 0  # the lost one; the wrong one had been held already
+    # and every correctly paid bill reached the one-stop software once, the wrong one never
+    paid = Counter(e["data"]["fee_id"] for e in received(platform["onestop"], "fee.paid"))
+    assert paid == Counter({ok: 1, lost: 1, repeated: 1, twice: 1})
+    engine = get_runtime().engine
+    states = {code: payments.get_bill(engine, code).state for code in bill_codes(fees)}
+    assert states == {ok: PAID, lost: PAID, wrong: QUARANTINED, unpaid: ISSUED, repeated: PAID, twice: PAID}
+    assert payments.get_bill(engine, lost).paid_via == "query"
+    assert verdicts("NOT-OURS-1") == ["unknown_bill"] and verdicts(wrong) == ["amount_mismatch"]
+    # and a rerun gives the same lines, stored once
+    again = run_reconciliation("payment", today)
+    assert again.lines == report.lines
+    assert len(payments.stored_lines(engine, "payment", today.isoformat())) == len(report.lines) == 6
+
+
+def test_a_callback_with_a_bad_checksum_or_another_client_changes_nothing(platform: dict) -> None:
+    [fee] = assessed_fees(1)
+    ingest([fee])
+    drain(later)
+    [code] = bill_codes([fee])
+    body = wire.PlatformCallback(client_id=CLIENT, transaction_id=code, trans_amount=fee["data"]["amount"],
+                                 status=wire.PAID, payment_time=datetime.now(VN_TZ).strftime("%Y%m%d%H%M%S"),
+                                 gateway_trans_id="KP1", check_sum="")
+    forged = body.model_copy(update={"check_sum": wire.callback_checksum("another-key", body)})
+    other = body.model_copy(update={"client_id": "UBND-KHAC"})
+    other.check_sum = wire.callback_checksum(CALLBACK_KEY, other)
+    url = f"{platform['api']}/v1/callbacks/payment/platform"
+    for bad in (forged, other):
+        answer = httpx.post(url, content=bad.model_dump_json(), headers={"content-type": "application/json"})
+        assert (answer.status_code, answer.json()["return_code"]) == (401, -1)
+    answer = httpx.post(url, content=b'{"transaction_id": 1}', headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["return_code"] == -1
+    with get_runtime().engine.connect() as conn:
+        assert conn.execute(select(payment_callbacks.c.id)).all() == []
+    assert payments.get_bill(get_runtime().engine, code).state == ISSUED
+    # the right key (one of two, while it rotates) is accepted
+    body.check_sum = wire.callback_checksum(CALLBACK_KEY, body)
+    answer = httpx.post(url, content=body.model_dump_json(), headers={"content-type": "application/json"})
+    assert answer.json() == {"return_code": 0, "return_msg": "recorded", "verdict": "paid"}
+
+
+# ----------------------------------------------------------------------------------- the bank
+
+
+def ipn(urls: dict[str, str], params: dict[str, str], secret: str = VNPAY_SECRET) -> dict[str, Any]:
+    signed = {**params, "vnp_SecureHash": wire.vnpay_signature(secret, params)}
+    return dict(httpx.get(f"{urls['api']}/v1/callbacks/payment/vnpay", params=signed, timeout=10).json())
+
+
+def bank_pay(urls: dict[str, str], bill: str, **how: Any) -> dict[str, Any]:
+    answer = httpx.post(f"{urls['provider']}/_admin/pay", json={"billCode": bill, **how}, timeout=5)
+    answer.raise_for_status()
+    return dict(answer.json())
+
+
+def ipn_replies(urls: dict[str, str], n: int) -> dict[str, int]:
+    return dict(wait_for(lambda: (r := httpx.get(f"{urls['provider']}/_admin/stats", timeout=5).json()["ipn_replies"])
+                         and sum(r.values()) >= n and r, 10, what=f"{n} IPN replies"))
+
+
+def test_the_bank_bills_over_soap_and_its_vnpay_ipn_pays_once_holds_and_reports(bank: dict) -> None:
+    # given three bills created at the bank through its WSDL
+    fees = assessed_fees(4, seed=7)
+    ingest(fees)
+    drain(later)
+    first, wrong, quiet, unpaid = bill_codes(fees)
+    held = {b["billCode"]: b for b in httpx.get(f"{bank['provider']}/_admin/bills", timeout=5).json()}
+    assert sorted(held) == sorted(bill_codes(fees)) and all(b["create_calls"] == 1 for b in held.values())
+    created = {e["data"]["bill_code"]: e for e in received(bank["onestop"], "fee.bill_created")}
+    assert created[first]["data"]["payment_url"] == held[first]["paymentUrl"]
+    # when one is paid with its IPN twice, one for less, one without an IPN
+    bank_pay(bank, first, copies=2)
+    bank_pay(bank, wrong, amount=fees[1]["data"]["amount"] // 2)
+    bank_pay(bank, quiet, notify=False)
+    assert ipn_replies(bank, 3) == {"00": 1, "02": 1, "04": 1}
+    # and a forged IPN and one for a bill never issued arrive
+    params = {"vnp_TmnCode": TMN, "vnp_TxnRef": unpaid, "vnp_Amount": str(fees[3]["data"]["amount"] * 100),
+              "vnp_ResponseCode": "00", "vnp_TransactionStatus": "00", "vnp_TransactionNo": "14000001",
+              "vnp_PayDate": datetime.now(VN_TZ).strftime("%Y%m%d%H%M%S")}
+    assert ipn(bank, params, secret="not-the-secret")["RspCode"] == "97"
+    assert ipn(bank, {**params, "vnp_TxnRef": "NOT-OURS-2"})["RspCode"] == "01"
+    # then after the query of unanswered bills and the day's reconciliation
+    query_unanswered("payment")
+    report = run_reconciliation("payment", datetime.now(VN_TZ).date())
+    drain(later)
+    paid = Counter(e["data"]["fee_id"] for e in received(bank["onestop"], "fee.paid"))
+    assert paid == Counter({first: 1, quiet: 1})
+    assert {line.bill_code: line.outcome for line in report.lines} == {
+        first: "matched", quiet: "recovered", wrong: "amount_mismatch", "NOT-OURS-2": "unknown"}
+    assert payments.get_bill(get_runtime().engine, unpaid).state == ISSUED
+    with get_runtime().engine.connect() as conn:
+        assert dict(Counter(conn.execute(select(bills.c.state)).scalars())) == {PAID: 2, QUARANTINED: 1, ISSUED: 1}
