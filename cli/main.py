@@ -488,6 +488,80 @@ def postal_poll(destination: Annotated[str | None, typer.Option(help="the postal
         console.print(f"[yellow]order numbers that are not ours: {', '.join(sorted(set(intake.unknown))[:10])}[/]")
 
 
+@app.command()
+def reconcile(
+    day: Annotated[str | None, typer.Option("--date", help="the day (YYYY-MM-DD, Vietnam time); default yesterday")
+                   ] = None,
+    destination: Annotated[list[str] | None, typer.Option(help="payment destinations (default: every one)")] = None,
+    out: Annotated[Path | None, typer.Option(help="where to write the CSV and xlsx (default MOTCUA_REPORTS_DIR)")
+                   ] = None,
+) -> None:
+    """Reconcile a day's payments ("đối soát"): the provider's settled list against the bills and callbacks.
+
+    Payments that came without a callback are recorded as paid (fee.paid, once); another amount than the
+    bill's is held. The report is printed, stored in the ledger and written as CSV and xlsx; a rerun of
+    the same day replaces them. Exit 1 when a provider could not be asked, 3 when there are anomalies.
+    """
+    from adapters.payment import ANOMALIES, OUTCOMES
+    from connectors.base import DeliveryError
+    from tasks.payment import payment_deliverer, run_reconciliation, yesterday
+    from tasks.payment_report import write_report
+    from tasks.runtime import get_runtime
+
+    _setup()
+    rt = get_runtime()
+    names = destination or [n for n, d in rt.routing.destinations.items() if d.kind == "payment"]
+    if not names:
+        console.print("[red]no payment destination in the routing file[/]")
+        raise typer.Exit(2)
+    try:
+        when = date.fromisoformat(day) if day else yesterday()
+    except ValueError:
+        console.print(f"[red]--date must be YYYY-MM-DD, not {day!r}[/]")
+        raise typer.Exit(2) from None
+    failed = anomalies = 0
+    for name in names:
+        try:
+            with _reading_ledger(rt.engine):
+                result = run_reconciliation(name, when)
+        except DeliveryError as exc:
+            console.print(f"[red]{name}: the settled list could not be read: {exc.reason}[/]")
+            failed += 1
+            continue
+        except ValueError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from None
+        csv_path, xlsx_path = write_report(result, payment_deliverer(name).provider, out or rt.settings.reports_dir)
+        summary = Table(title=f"Reconciliation of {name}, {when.isoformat()}")
+        for column in ("outcome", "transactions", "settled (đ)"):
+            summary.add_column(column, justify="left" if column == "outcome" else "right")
+        for outcome, label in OUTCOMES.items():
+            picked = [line for line in result.lines if line.outcome == outcome]
+            style = "[yellow]" if picked and outcome in ANOMALIES else ""
+            summary.add_row(f"{style}{outcome}: {label}", str(len(picked)),
+                            f"{sum(line.settled_amount or 0 for line in picked):,}".replace(",", "."))
+        summary.add_section()
+        summary.add_row("[bold]total", str(len(result.lines)), f"{result.settled_total:,}".replace(",", "."))
+        console.print(summary)
+        if result.anomalies:
+            anomalies += len(result.anomalies)
+            table = Table(title="Anomalies")
+            for column in ("outcome", "bill", "transaction", "dossier", "bill (đ)", "paid (đ)", "callbacks",
+                           "paid at (VN)", "note"):
+                table.add_column(column, justify="right" if "(đ)" in column or column == "callbacks" else "left")
+            for line in result.anomalies:
+                table.add_row(line.outcome, line.bill_code, line.transaction_id or "", line.dossier_code or "",
+                              "—" if line.bill_amount is None else f"{line.bill_amount:,}".replace(",", "."),
+                              "—" if line.settled_amount is None else f"{line.settled_amount:,}".replace(",", "."),
+                              str(line.callbacks), _vn(line.paid_at), line.note)
+            console.print(table)
+        console.print(f"written: {xlsx_path} and {csv_path}")
+    if failed:
+        raise typer.Exit(1)
+    if anomalies:
+        raise typer.Exit(3)
+
+
 @zalo_app.command("set-token")
 def zalo_set_token(
     access_token: Annotated[str, typer.Option(envvar="MOTCUA_ZALO_ACCESS_TOKEN", prompt=True, hide_input=True,

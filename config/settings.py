@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     intake_max_body_bytes: int = 5 * 1024 * 1024
     routing_file: Path = DEFAULT_ROUTING_FILE
     beat_schedule_file: Path = Path("var/celerybeat-schedule")
+    reports_dir: Path = Field(Path("var/reports"), description="where the reconciliation writes its CSV and xlsx")
 
     # delivery engine
     worker_concurrency: int = 64

@@ -410,7 +410,11 @@ def reconcile_yesterday(day: str | None = None, destinations: Sequence[str] | No
                           hint=f"motcua-relay reconcile --date {which.isoformat()} --destination {name}")
                 summary[name] = {"error": str(exc)}
                 continue
+            from tasks.payment_report import write_report  # it imports this module
+
+            csv_path, xlsx_path = write_report(result, payment_deliverer(name).provider, rt.settings.reports_dir)
             summary[name] = {"day": which.isoformat(), "lines": len(result.lines),
-                             "anomalies": len(result.anomalies), "recovered": result.count("recovered")}
+                             "anomalies": len(result.anomalies), "recovered": result.count("recovered"),
+                             "xlsx": str(xlsx_path), "csv": str(csv_path)}
             log.info("payment.reconciled", destination=name, **summary[name])
     return summary

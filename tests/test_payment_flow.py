@@ -8,6 +8,8 @@ HTTP, Redis, the ledger; in-process deliveries here, one at a time.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openpyxl
 import pytest
 import redis
 from sqlalchemy import select
@@ -33,6 +36,7 @@ from store.db import upgrade
 from store.tables import ISSUED, PAID, QUARANTINED, attempts, bills, deliveries, payment_callbacks
 from tasks.delivery import run_delivery
 from tasks.payment import query_unanswered, run_reconciliation
+from tasks.payment_report import HEADERS
 from tasks.runtime import get_runtime, reset_runtime
 from tests.harness import become_relay, drain, new_secret, relay_env, wait_for
 from tests.servers import run_asgi
@@ -90,7 +94,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @contextmanager
 def relay(db_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-          provider: str) -> Iterator[dict[str, str]]:
+          provider: str) -> Iterator[dict[str, Any]]:
     """This process as a relay (API included) against the provider's simulator and the one-stop's."""
     onestop_secret = new_secret()
     sim = (platform_app(client_id=CLIENT, request_key=REQUEST_KEY, callback_key=CALLBACK_KEY) if provider == "platform"
@@ -112,7 +116,7 @@ def relay(db_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.Monke
                     httpx.post(f"{provider_url}/_admin/notify", json={
                         "url": f"{api_url}/v1/callbacks/payment/vnpay", "tmn_code": TMN, "secret": VNPAY_SECRET},
                         timeout=5).raise_for_status()
-                yield {"provider": provider_url, "onestop": onestop_url, "api": api_url}
+                yield {"provider": provider_url, "onestop": onestop_url, "api": api_url, "env": env}
         finally:
             reset_runtime()
             client = redis.Redis.from_url(redis_url)
@@ -258,6 +262,45 @@ def test_anomalies_are_held_recovered_and_reported_and_a_rerun_changes_nothing(p
     again = run_reconciliation("payment", today)
     assert again.lines == report.lines
     assert len(payments.stored_lines(engine, "payment", today.isoformat())) == len(report.lines) == 6
+
+
+def test_the_reconcile_command_prints_the_anomalies_and_writes_a_spreadsheet_to_sign(
+    platform: dict, tmp_path: Path,
+) -> None:
+    # given two paid bills, one of them for the wrong amount
+    fees = assessed_fees(2)
+    ingest(fees)
+    drain(later)
+    right, wrong = bill_codes(fees)
+    pay(platform, right)
+    pay(platform, wrong, amount=fees[1]["data"]["amount"] + 500, lost=True)
+    callbacks_answered(platform, right, 1)
+    # when the operator reconciles today, twice
+    today = datetime.now(VN_TZ).date().isoformat()
+    command = [sys.executable, "-m", "cli.main", "reconcile", "--date", today, "--out", str(tmp_path / "reports")]
+    for _ in range(2):
+        result = subprocess.run(command, capture_output=True, text=True, env={**platform["env"], "COLUMNS": "250"},
+                                timeout=60)
+        # then it exits 3 (anomalies), and the tables say what matched and what is held
+        assert result.returncode == 3, result.stdout + result.stderr
+    assert f"Reconciliation of payment, {today}" in result.stdout
+    counts = {c[0].split(":")[0]: c[1] for c in (
+        [cell.strip() for cell in line.split("│")[1:-1]] for line in result.stdout.splitlines() if "│" in line)
+        if c and ":" in c[0] and c[0].split(":")[0] in ("matched", "amount_mismatch", "recovered")}
+    assert counts == {"matched": "1", "recovered": "0", "amount_mismatch": "1"}
+    anomaly = next(line for line in result.stdout.splitlines() if wrong in line)
+    assert "amount_mismatch" in anomaly and "held, not marked paid" in anomaly
+    # and the spreadsheet holds the lines under their Vietnamese headers, money as numbers, a place to sign
+    book = openpyxl.load_workbook(tmp_path / "reports" / f"reconciliation-payment-{today}.xlsx")
+    cells = [[c for c in row if c is not None] for row in book.active.iter_rows(values_only=True)]
+    header = cells.index([*HEADERS])
+    lines = cells[header + 1:header + 3]
+    assert [(row[2], row[5], row[6]) for row in lines] == [
+        (wrong, fees[1]["data"]["amount"], fees[1]["data"]["amount"] + 500), (right, fees[0]["data"]["amount"],
+                                                                               fees[0]["data"]["amount"])]
+    assert ["NGƯỜI LẬP BIỂU", "KẾ TOÁN", "THỦ TRƯỞNG ĐƠN VỊ"] in cells
+    csv_text = (tmp_path / "reports" / f"reconciliation-payment-{today}.csv").read_text(encoding="utf-8-sig")
+    assert csv_text.splitlines()[0].startswith("outcome,bill_code") and len(csv_text.splitlines()) == 3
 
 
 def test_a_callback_with_a_bad_checksum_or_another_client_changes_nothing(platform: dict) -> None:
