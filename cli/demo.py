@@ -1,17 +1,19 @@
 """``motcua-relay demo``: the whole relay on one machine, with no configuration at all.
 
 It starts the simulators (faults injected), the intake API, a worker and the sweeper; plays a
-district desk's working day through the signed intake, plus what the payment gateway sends back
-(the post's simulator sends its statuses itself, by callback and tracking list); follows every
-delivery in the ledger until it is final; and ends with a summary and the simulators' own count
-of effects.
+district desk's working day through the signed intake (the post's simulator sends its statuses
+itself, by callback and tracking list; citizens pay their bills at the payment simulator, which
+calls back, sometimes not, sometimes twice: ``cli/demo_payment.py``); follows every delivery in
+the ledger until it is final; reconciles the day's payments; and ends with a summary and the
+simulators' own count of effects.
 
 Each default gives way to its ``MOTCUA_*`` variable: fresh ``whsec_`` secrets; a fresh SQLite
 ledger ``./var/demo-<timestamp>.db``; Redis db 3 on 127.0.0.1:6379 (flushed) when it answers,
 else Celery's in-process ``memory://`` broker and a worker thread; the embedded routing with
 retries compressed to seconds. Logs go to ``./var/demo-logs/<timestamp>/``. Knobs for tests:
 ``MOTCUA_DEMO_REDIS_PROBE`` (host:port), ``MOTCUA_DEMO_REDIS_DB``, ``MOTCUA_DEMO_TIMEOUT`` (s),
-``MOTCUA_DEMO_RATE`` (events sent per second: the day is played compressed, in time order).
+``MOTCUA_DEMO_RATE`` (events sent per second: the day is played compressed, in time order),
+``MOTCUA_DEMO_SEED`` (the same day, faults and payments on every run).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -43,6 +46,8 @@ from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+
+from cli.demo_payment import PaymentPlay
 
 VAR = Path("var")
 FINAL = ("delivered", "superseded", "dead")
@@ -85,7 +90,8 @@ class Demo:
     """One run: what it configured and started (stopped by the exit stack), what it sent."""
 
     def __init__(self, console: Console, stack: contextlib.ExitStack) -> None:
-        self.console, self.stack, self.rng = console, stack, random.Random()
+        seed = os.environ.get("MOTCUA_DEMO_SEED")
+        self.console, self.stack, self.rng = console, stack, random.Random(int(seed) if seed else None)
         self.stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         self.logs = VAR / "demo-logs" / self.stamp
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -120,6 +126,7 @@ class Demo:
         self.zalo, self.sms = self._zalo_simulators(routing)
         self.postals = [name for name, d in routing.destinations.items() if d.kind == "postal"]
         self.postal = self._postal_simulator(routing) if self.postals else None
+        self.payment = PaymentPlay.configure(routing, self.rng, lambda app, port: _serve(app, port, self.stack))
         self.mode = _choose_broker(self.console)
 
     def _zalo_simulators(self, routing: Any) -> tuple[str | None, str | None]:
@@ -225,6 +232,7 @@ class Demo:
                            + (f"; national portal: {self.portal}" if self.portal else "")
                            + (f"; Zalo: {self.zalo}" if self.zalo else "") + (f"; SMS: {self.sms}" if self.sms else "")
                            + (f"; post: {self.postal}" if self.postal else "")
+                           + (f"; {self.payment.describe()}" if self.payment else "")
                            + ", threads of this process")
         if self.mode == "memory":
             from celery.contrib.testing.worker import start_worker
@@ -251,11 +259,12 @@ class Demo:
             self.console.print("Zalo: a token pair set as an operator would; quiet hours off for the demo "
                                "(production: 21:00–07:00); phones ending in 000 have no Zalo and get an SMS")
         interval = self.rt.settings.sweep_interval_seconds
-        threading.Thread(target=_sweeper, args=(self.stop, interval, bool(self.portals), bool(self.postals)),
-                         daemon=True).start()
+        threading.Thread(target=_sweeper, args=(self.stop, interval, bool(self.portals), bool(self.postals),
+                                                bool(self.payment)), daemon=True).start()
         self.console.print(f"sweeper: a thread calling tasks.delivery.run_sweep every {interval:g} s"
                            + (" and pulling the portal's online dossiers" if self.portals else "")
                            + (" and reading the post's tracking list" if self.postals else "")
+                           + (" and querying bills no callback answered" if self.payment else "")
                            + f" (what `motcua-relay beat` schedules in production); logs in {self.logs}/")
 
     def play(self, dossiers: int, fault_rate: float) -> None:
@@ -270,12 +279,18 @@ class Demo:
             self._play_portal(dossiers, fault_rate)
         if self.postal:
             self._play_postal(fault_rate)
-        self.dossiers, self.events = dossiers, _day(dossiers, self.rng, postal_statuses=not self.postal)
+        self.dossiers, self.events = dossiers, _day(dossiers, self.rng, postal_statuses=not self.postal,
+                                                    payments=not self.payment)
+        if self.payment:
+            self.console.print(self.payment.start(self.api, self.rt.routing, fault_rate, self.events))
+            threading.Thread(target=self.payment.run, args=(self.stop, self.rt.engine), daemon=True).start()
         rate = float(os.environ.get("MOTCUA_DEMO_RATE", "20"))
         inbound = sum(1 for e in self.events if e.get("origin", "onestop") != "onestop")
-        came_back = "the payment gateway" + ("" if self.postal else " and the post")  # the real post sends its own
-        self.console.print(f"the day: {len(self.events)} events of {dossiers} dossiers ({inbound} from {came_back}, "
-                           f"played through the intake), {rate:g} events/s, to {self.api}/v1/events")
+        came_back = " and ".join(name for name, simulated in (("the payment gateway", self.payment),
+                                                               ("the post", self.postal)) if not simulated)
+        played = f" ({inbound} from {came_back}, played through the intake)" if inbound else ""
+        self.console.print(f"the day: {len(self.events)} events of {dossiers} dossiers{played}, {rate:g} events/s, "
+                           f"to {self.api}/v1/events")
         self.since, self.started = datetime.now(UTC) - timedelta(seconds=1), time.monotonic()
         self.accepted = self.refused = self.sent = 0
         self.errors: list[str] = []
@@ -353,6 +368,7 @@ class Demo:
             while True:
                 # the post first: a status it reports after the counts are read would open deliveries unseen
                 postal_settled = not self.postal or self._postal_settled()
+                postal_settled &= not self.payment or self.payment.settled(self.rt.engine)
                 counts, unrouted = status_counts(self.rt.engine, self.since), _unrouted(self.rt.engine, self.since)
                 live.update(_progress(counts, unrouted, time.monotonic() - self.started, self.sent, len(self.events)))
                 still_open = {d: {s: n for s, n in c.items() if s not in FINAL} for d, c in counts.items()}
@@ -406,6 +422,11 @@ class Demo:
                 stats[name] = {"distinct": sms_stats["sent"], "receipts": sms_stats["sent"] + sms_stats["duplicates"],
                                "faults": {"error": sms_stats["faults"]["error"], "reset": 0}}
         postal: dict[str, Any] = self._postal_report(stats, rows) if self.postal else {}
+        payments: dict[str, Any] = {}
+        if self.payment:
+            payments = self.payment.reconcile(self.sandbox)
+            stats |= {name: self.payment.provider_stats() for name in self.payment.names}
+            rows = _rows(self.rt.engine, self.since)  # the reconciliation's own fee.paid, if it recovered any
         summary = _summary(rows, stats)
         webhooks = {n for n, d in self.rt.routing.destinations.items() if d.kind == "webhook"}
         summary["repeated"] = sum(f["receipts"] - f["effects"] for name, f in summary["destinations"].items()
@@ -414,7 +435,7 @@ class Demo:
                     "database": self.database, "faults": self.faults, "dossiers": self.dossiers,
                     "events": len(self.events), "intake": {"accepted": self.accepted, "refused": refused},
                     "elapsed_seconds": round(time.monotonic() - self.started, 1), "timed_out": timed_out,
-                    "portal": portal, "postal": postal}
+                    "portal": portal, "postal": postal, "payments": payments}
         _print_summary(self.console, summary)
         if portal:
             good = portal["matching"] == portal["dossiers"] and portal["online_delivered"] == portal["online"]
@@ -431,6 +452,15 @@ class Demo:
                                f"{postal['delivered']} deliveries reported to the one-stop software once, "
                                f"{postal['statuses']} statuses in all ({postal['pushes_lost']} pushes lost, "
                                f"{postal['pushes_repeated']} repeated: the poller and the ledger made up for them)[/]")
+        if payments:
+            good = payments["paid_once"] == payments["expected_paid"] and not payments["wrong_amount_paid"]
+            found = ", ".join(f"{n} {outcome}" for outcome, n in sorted(payments["reconciliation"].items()))
+            self.console.print(("[green]" if good else "[red]") + f"payments: {payments['paid_once']} / "
+                               f"{payments['expected_paid']} bills paid online reached the one-stop software once as "
+                               f"fee.paid ({payments['callbacks_lost']} callbacks lost, "
+                               f"{payments['callbacks_repeated']} repeated); the wrong amount was held, not paid[/]"
+                               f"\nreconciliation of {payments['day']}: {found}; signable report: "
+                               f"{', '.join(payments['report'])}")
         if self.zalo:
             from sqlalchemy import func, select
 
@@ -456,7 +486,10 @@ class Demo:
                                    and portal["online_delivered"] == portal["online"])
         postal_ok = not postal or (postal["created_once"] == postal["orders"]
                                    and postal["delivered_back"] == postal["delivered"])
-        return 0 if summary["open"] == 0 and summary["total"] > 0 and not refused and portal_ok and postal_ok else 1
+        payments_ok = not payments or (payments["paid_once"] == payments["expected_paid"]
+                                       and not payments["wrong_amount_paid"])
+        return 0 if (summary["open"] == 0 and summary["total"] > 0 and not refused and portal_ok and postal_ok
+                     and payments_ok) else 1
 
     def _postal_report(self, stats: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
         """The post's view against the one-stop software's: orders created once, deliveries reported once."""
@@ -525,6 +558,8 @@ def _demo_routing(path: Path) -> str:
     for name, dest in tomllib.loads(text).get("destinations", {}).items():
         if "retry" not in dest:
             text = text.replace(f"[destinations.{name}]\n", f"[destinations.{name}]\n{DEMO_RETRY}\n", 1)
+    # a callback lost is queried after 3 s, not 30 min
+    text = re.sub(r'^(query_after|query_every) = ".*"$', r'\1 = "3s"', text, flags=re.MULTILINE)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return str(path.resolve())
@@ -615,8 +650,9 @@ def _answers(url: str) -> bool:
     return False
 
 
-def _sweeper(stop: threading.Event, interval: float, pull: bool, poll: bool) -> None:
+def _sweeper(stop: threading.Event, interval: float, pull: bool, poll: bool, query: bool) -> None:
     from tasks.delivery import run_sweep
+    from tasks.payment import query_unanswered_bills
     from tasks.portal import pull_online
     from tasks.postal import poll_tracking
     from tasks.runtime import get_runtime
@@ -627,8 +663,11 @@ def _sweeper(stop: threading.Event, interval: float, pull: bool, poll: bool) -> 
             run_sweep(get_runtime())
             if pull:
                 pull_online()
-            if poll and time.monotonic() - polled > 3:  # the callbacks' fallback, every few seconds
-                poll_tracking()
+            if time.monotonic() - polled > 3:  # the callbacks' fallbacks, every few seconds
+                if poll:
+                    poll_tracking()
+                if query:
+                    query_unanswered_bills()
                 polled = time.monotonic()
         except Exception:
             log.exception("demo sweep failed")
@@ -642,9 +681,9 @@ def _online_delivered(sandbox: str, online: list[dict[str, Any]]) -> int:
     return sum(1 for c in set(codes) if c in wanted and codes.count(c) == 1)
 
 
-def _day(dossiers: int, rng: random.Random, postal_statuses: bool) -> list[dict[str, Any]]:
-    """The desk's day, plus payments (origin ``payment``) coming back, and postal statuses (origin ``postal``)
-    when no postal simulator makes real ones."""
+def _day(dossiers: int, rng: random.Random, postal_statuses: bool, payments: bool) -> list[dict[str, Any]]:
+    """The desk's day, plus payments (origin ``payment``) and postal statuses (origin ``postal``) coming back
+    when no payment or postal simulator makes real ones."""
     from sandbox.workload import generate_day
     from schemas.events import event_json, parse_event
 
@@ -661,7 +700,7 @@ def _day(dossiers: int, rng: random.Random, postal_statuses: bool) -> list[dict[
 
     extra: list[dict[str, Any]] = []
     for code, kinds in by_dossier.items():
-        if (fee := kinds.get("fee.assessed")) and "fee.paid" not in kinds:  # paid online: the gateway calls back
+        if payments and (fee := kinds.get("fee.assessed")) and "fee.paid" not in kinds:  # paid online
             at = datetime.fromisoformat(fee["occurred_at"]) + timedelta(minutes=rng.randint(5, 90))
             extra.append(inbound(fee, "payment", 1, "fee.paid", at, fee_id=fee["data"]["fee_id"],
                                  amount=fee["data"]["amount"], provider="keypay",

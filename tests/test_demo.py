@@ -25,7 +25,8 @@ PROBE = REDIS_BASE.split("://", 1)[1].rstrip("/")
 
 def run_demo(tmp_path: Path, dossiers: int, **env_extra: str) -> tuple[dict[str, Any], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOTCUA_")}
-    env.update(MOTCUA_DEMO_REDIS_DB=DEMO_DB, MOTCUA_DEMO_TIMEOUT="50", PYTHONPATH=str(ROOT), COLUMNS="160",
+    env.update(MOTCUA_DEMO_REDIS_DB=DEMO_DB, MOTCUA_DEMO_TIMEOUT="50", MOTCUA_DEMO_SEED="11", PYTHONPATH=str(ROOT),
+               COLUMNS="160",
                **env_extra)
     out = tmp_path / "s.json"
     proc = subprocess.run(
@@ -43,8 +44,8 @@ def check_summary(summary: dict[str, Any], tmp_path: Path, stdout: str) -> None:
     assert summary["delivered"] > 0
     assert summary["p99_ms"] >= summary["p50_ms"] > 0
     # the SMS fallback appears only when a phone without Zalo turned up
-    assert {"onestop", "warehouse", "portal", "zalo", "postal"} <= set(summary["destinations"]) <= {
-        "onestop", "warehouse", "portal", "zalo", "sms", "postal"}
+    assert {"onestop", "warehouse", "portal", "zalo", "postal", "payment"} <= set(summary["destinations"]) <= {
+        "onestop", "warehouse", "portal", "zalo", "sms", "postal", "payment"}
     portal = summary["portal"]
     assert portal["dossiers"] > 0 and portal["matching"] == portal["dossiers"], portal
     assert portal["online"] >= 2 and portal["online_delivered"] == portal["online"], portal
@@ -52,6 +53,12 @@ def check_summary(summary: dict[str, Any], tmp_path: Path, stdout: str) -> None:
     postal = summary["postal"]
     assert postal["orders"] > 0 and postal["created_once"] == postal["orders"], postal
     assert postal["delivered_back"] == postal["delivered"] > 0, postal
+    # every bill paid online reached the one-stop software once; the wrong amount was held and reported
+    # (a handful of dossiers may have had every fee paid at the desk)
+    payments = summary["payments"]
+    assert payments["paid_once"] == payments["expected_paid"] and payments["wrong_amount_paid"] == 0, payments
+    assert payments["reconciliation"].get("amount_mismatch", 0) == (1 if payments["bills_paid"] else 0), payments
+    assert payments["reconciliation"]["unknown"] == 1 and payments["report"][0].endswith(".xlsx"), payments
     # the citizens' Zalo receipts came back through the signed webhook into the ledger
     assert 0 < summary["zalo_receipts"]["received"] <= summary["destinations"]["zalo"]["delivered"]
     for name, figures in summary["destinations"].items():
@@ -74,6 +81,7 @@ def test_demo_with_redis(tmp_path: Path) -> None:
     finally:
         client.flushdb()
     assert summary["broker"] == {"mode": "redis", "url": f"redis://{PROBE}/{DEMO_DB}"}
+    assert summary["payments"]["expected_paid"] > 0, "the day had no fee paid online: pick another size"
     assert {"api.log", "worker.log"} <= {p.name for p in (tmp_path / "var" / "demo-logs").glob("*/*.log")}
     check_summary(summary, tmp_path, stdout)
 
