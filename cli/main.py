@@ -138,9 +138,11 @@ def sandbox(
     zalo_port: Annotated[int, typer.Option(help="the Zalo simulator's port")] = 8703,
     sms_port: Annotated[int, typer.Option(help="the SMS gateway simulator's port")] = 8704,
     postal_port: Annotated[int, typer.Option(help="the postal service simulator's port")] = 8705,
+    payment_port: Annotated[int, typer.Option(help="the payment platform simulator's port")] = 8706,
+    bank_port: Annotated[int, typer.Option(help="the bank bill-collection simulator's port")] = 8707,
 ) -> None:
-    """Start the simulators on loopback: the one-stop software, the national portal, Zalo, the SMS gateway
-    and the post.
+    """Start the simulators on loopback: the one-stop software, the national portal, Zalo, the SMS gateway,
+    the post, the payment platform and the bank.
 
     Each speaks to the destinations of the routing file: webhook subscribers with their secrets,
     the portal with the username and password of the portal destination's variables.
@@ -215,6 +217,36 @@ def sandbox(
                            "{url, secret} sends their statuses to /v1/callbacks/postal)")
         else:
             console.print(f"[yellow]postal simulator not started: set {key_env} and {secret_env}[/]")
+    payers = [d for d in routing.destinations.values() if d.kind == "payment"]
+    for provider, port in (("platform", payment_port), ("bank", bank_port)):
+        dest = next((d for d in payers if d.option("provider", "platform") == provider), None)
+        if dest is None:
+            continue
+        if provider == "platform":
+            from sandbox.payment import create_app as platform_sim
+
+            request_key, request_env = dest.secret("request_key", "MOTCUA_PAYMENT_REQUEST_KEY")
+            callback_key, callback_env = dest.secret("callback_key", "MOTCUA_PAYMENT_CALLBACK_KEY")
+            if not (request_key and callback_key):
+                console.print(f"[yellow]payment platform simulator not started: set {request_env} and "
+                              f"{callback_env}[/]")
+                continue
+            sim = platform_sim(client_id=str(dest.option("client_id")), request_key=request_key,
+                               callback_key=callback_key.split(",")[0])
+            started.append(f"payment platform: http://{host}:{port} (POST /_admin/callback {{url}}, then "
+                           "POST /_admin/pay {transaction_id} pays a bill)")
+        else:
+            from sandbox.bank import create_app as bank_sim
+
+            bank_password, password_env = dest.secret("password", "MOTCUA_BANK_PASSWORD")
+            if not bank_password:
+                console.print(f"[yellow]bank simulator not started: set {password_env}[/]")
+                continue
+            sim = bank_sim(partner_code=str(dest.option("partner_code")), username=str(dest.option("username")),
+                           password=bank_password)
+            started.append(f"bank: http://{host}:{port}/soap/billcollection?wsdl (POST /_admin/pay {{billCode}})")
+        servers.append(uvicorn.Server(uvicorn.Config(sim, host=host, port=port, access_log=False,
+                                                     log_level="warning")))
     console.print("; ".join(started))
 
     async def serve_all() -> None:

@@ -23,14 +23,16 @@ Faults (``GET|POST|DELETE /_admin/faults``, :class:`FaultConfig`, seeded): ``err
 ``error_status`` and ``latency_ms`` delays (before anything); ``busy_rate`` answers ``96``;
 ``timeout_rate`` registers a ``pay`` and then hangs ``hang_seconds``.
 
-Admin: ``GET /_admin/stats``, ``GET /_admin/transactions``, ``POST /_admin/reset``. State lives in memory
-on the app's event loop; nothing is logged per request.
+Admin: ``GET /_admin/stats``, ``GET /_admin/transactions``, ``POST /_admin/reset``. :func:`citizens_pay`
+drives a day of citizens paying through ``/_admin/pay`` (loss, duplication, delay, wrong amounts,
+strangers). State lives in memory on the app's event loop; nothing is logged per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -334,3 +336,66 @@ def create_app(*, client_id: str, request_key: str, callback_key: str,
 
     add_fault_routes(app, state, FaultConfig)
     return app
+
+
+# --------------------------------------------------------------------------- citizens paying
+
+
+@dataclass
+class PayingDay:
+    """What :func:`citizens_pay` did: the bills paid, and which payments it made anomalous."""
+
+    paid: list[str] = field(default_factory=list)
+    lost: set[str] = field(default_factory=set)
+    repeated: set[str] = field(default_factory=set)
+    mismatched: set[str] = field(default_factory=set)
+    unknown: set[str] = field(default_factory=set)
+
+    @property
+    def anomalies(self) -> dict[str, set[str]]:
+        """What a reconciliation should report, by outcome (a repeated callback is no anomaly)."""
+        return {"recovered": self.lost - self.mismatched, "amount_mismatch": set(self.mismatched),
+                "unknown": set(self.unknown)}
+
+
+def citizens_pay(platform_url: str, bills: list[tuple[str, int]], *, lost_rate: float = 0.0,
+                 duplicate_rate: float = 0.0, mismatches: int = 0, unknown: int = 0, delay_ms: float = 0.0,
+                 paid_at: datetime | None = None, seed: int = 0, client: httpx.Client | None = None) -> PayingDay:
+    """Citizens pay ``bills`` (transaction id, amount) at the platform: a share of the callbacks lost
+    (``lost_rate``), a share sent twice (``duplicate_rate``, never one lost), ``mismatches`` bills paid
+    1,000 đ short (their callbacks arrive), and ``unknown`` payments for transactions nobody registered
+    (settled, with a callback); each callback held back up to ``delay_ms``; every payment made at ``paid_at``
+    (default: as it is made). Seeded: the same day each time."""
+    rng = random.Random(seed)
+    day = PayingDay()
+    order = list(bills)
+    rng.shuffle(order)
+    short = {code for code, _ in order[:mismatches]}
+    own = client is None
+    http = client or httpx.Client(timeout=10, trust_env=False)
+    try:
+        for code, amount in order:
+            lost = code not in short and rng.random() < lost_rate
+            copies = 2 if not lost and rng.random() < duplicate_rate else 1
+            body = {"transaction_id": code, "lost": lost, "copies": copies,
+                    "delay_ms": rng.uniform(0, delay_ms) if delay_ms else 0.0,
+                    "amount": amount - 1000 if code in short else amount,
+                    **({"paid_at": paid_at.isoformat()} if paid_at else {})}
+            http.post(f"{platform_url}/_admin/pay", json=body).raise_for_status()
+            day.paid.append(code)
+            if lost:
+                day.lost.add(code)
+            if copies > 1:
+                day.repeated.add(code)
+            if code in short:
+                day.mismatched.add(code)
+        for _ in range(unknown):
+            stray = f"KHONG-RO-{rng.randrange(10**8):08d}"
+            http.post(f"{platform_url}/_admin/settle-extra",
+                      json={"transaction_id": stray, "amount": rng.choice((20000, 50000, 100000)), "callback": True,
+                            **({"paid_at": paid_at.isoformat()} if paid_at else {})}).raise_for_status()
+            day.unknown.add(stray)
+    finally:
+        if own:
+            http.close()
+    return day

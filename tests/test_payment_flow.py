@@ -8,6 +8,7 @@ HTTP, Redis, the ledger; in-process deliveries here, one at a time.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -28,8 +29,9 @@ from api.app import create_app
 from bench.payment import ROUTING
 from sandbox.bank import create_app as bank_app
 from sandbox.onestop import create_app as onestop_app
+from sandbox.payment import citizens_pay
 from sandbox.payment import create_app as platform_app
-from sandbox.workload import VN_TZ, generate_day
+from sandbox.workload import VN_TZ, generate_day, send_events_sync
 from schemas import payment as wire
 from store import payments
 from store.db import upgrade
@@ -38,7 +40,7 @@ from tasks.delivery import run_delivery
 from tasks.payment import query_unanswered, run_reconciliation
 from tasks.payment_report import HEADERS
 from tasks.runtime import get_runtime, reset_runtime
-from tests.harness import become_relay, drain, new_secret, relay_env, wait_for
+from tests.harness import become_relay, drain, new_secret, relay_env, wait_for, worker_and_beat
 from tests.servers import run_asgi
 
 CLIENT, REQUEST_KEY, CALLBACK_KEY = "UBND-HALONG", "khoa-yeu-cau-test", "khoa-goi-lai-test"
@@ -152,6 +154,11 @@ def callbacks_answered(urls: dict[str, str], bill: str, n: int) -> None:
 
 def bill_codes(fees: list[dict[str, Any]]) -> list[str]:
     return [f["data"]["fee_id"] for f in fees]
+
+
+def callbacks_recorded() -> int:
+    with get_runtime().engine.connect() as conn:
+        return len(conn.execute(select(payment_callbacks.c.id)).all())
 
 
 def verdicts(bill: str) -> list[str]:
@@ -380,3 +387,68 @@ def test_the_bank_bills_over_soap_and_its_vnpay_ipn_pays_once_holds_and_reports(
     assert payments.get_bill(get_runtime().engine, unpaid).state == ISSUED
     with get_runtime().engine.connect() as conn:
         assert dict(Counter(conn.execute(select(bills.c.state)).scalars())) == {PAID: 2, QUARANTINED: 1, ISSUED: 1}
+
+
+# ----------------------------------------------------------------------------------- a working day, real worker
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_thousand_bills_with_lost_repeated_wrong_and_stray_payments_reconcile_exactly(
+    pg_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from store.ledger import status_counts
+    from tests.conftest import _fresh_pg
+
+    database_url = _fresh_pg(pg_url)
+    broker = f"{redis_url.rsplit('/', 1)[0]}/{os.environ.get('MOTCUA_TEST_PAYMENT_REDIS_DB', '7')}"
+    redis.Redis.from_url(broker).flushdb()
+    onestop_secret, intake_secret = new_secret(), new_secret()
+    sim = platform_app(client_id=CLIENT, request_key=REQUEST_KEY, callback_key=CALLBACK_KEY)
+    with run_asgi(sim) as platform_url, run_asgi(onestop_app({"onestop": onestop_secret})) as onestop_url:
+        # the query of unanswered bills waits an hour: the reconciliation alone finds the lost callbacks
+        path = routing(tmp_path / "routing.toml", "platform", platform_url, onestop_url, query_after="1h", read=5)
+        env = relay_env(database_url, broker, intake_secret, {"onestop": onestop_secret}, path,
+                        MOTCUA_PAYMENT_REQUEST_KEY=REQUEST_KEY, MOTCUA_PAYMENT_CALLBACK_KEY=CALLBACK_KEY,
+                        MOTCUA_SWEEP_INTERVAL_SECONDS="0.5", MOTCUA_WORKER_CONCURRENCY="48",
+                        MOTCUA_REDIS_PREFIX=f"pay{uuid.uuid4().hex[:6]}")
+        become_relay(monkeypatch, env)
+        worker, beat = worker_and_beat(env, "payment", tmp_path)
+        try:
+            with run_asgi(create_app()) as api_url:
+                httpx.post(f"{platform_url}/_admin/callback", json={"url": f"{api_url}/v1/callbacks/payment/platform"},
+                           timeout=5).raise_for_status()
+                # given a thousand fees assessed through the intake, billed by the worker
+                fees = assessed_fees(1000)
+                report = send_events_sync(f"{api_url}/v1/events", intake_secret, fees)
+                assert report.accepted == 1000, report.errors[:3]
+                wait_for(lambda: payments.bill_counts(get_runtime().engine).get(ISSUED, 0) == 1000, 120,
+                         what="a thousand bills")
+                # when the citizens pay: 10 % of callbacks lost, 5 % repeated, 3 short, 2 strangers
+                paid_at = datetime.now(VN_TZ).replace(microsecond=0)
+                amounts = {f["data"]["fee_id"]: f["data"]["amount"] for f in fees}
+                day = citizens_pay(platform_url, list(amounts.items()), lost_rate=0.10, duplicate_rate=0.05,
+                                   mismatches=3, unknown=2, delay_ms=300, paid_at=paid_at, seed=29)
+                heard = (1000 - len(day.lost)) + len(day.repeated) + len(day.unknown)
+                wait_for(lambda: callbacks_recorded() == heard, 60, what=f"{heard} callbacks recorded")
+                # and the day is reconciled (the morning's beat job, run now)
+                result = run_reconciliation("payment", paid_at.date())
+                wait_for(lambda: not any(s in ("pending", "in_flight", "retrying")
+                                         for c in status_counts(get_runtime().engine).values() for s in c if c[s]),
+                         120, what="every delivery final")
+        finally:
+            worker.close()
+            beat.stop()
+            reset_runtime()
+            redis.Redis.from_url(broker).flushdb()
+        # then every bill paid its amount is fee.paid exactly once at the one-stop software, a short one never
+        paid = Counter(e["data"]["fee_id"] for e in received(onestop_url, "fee.paid"))
+        assert set(paid) == set(amounts) - day.mismatched and set(paid.values()) == {1}
+        # and the report lists exactly the injected anomalies: nothing more, nothing missed
+        found: dict[str, set[str]] = {}
+        for line in result.lines:
+            found.setdefault(line.outcome, set()).add(line.bill_code)
+        assert {k: v for k, v in found.items() if k != "matched"} == day.anomalies
+        assert found["matched"] == set(amounts) - day.lost - day.mismatched
+        assert len(result.lines) == 1002 and 80 <= len(day.lost) <= 120 and 30 <= len(day.repeated) <= 70
+        assert {line.callbacks for line in result.lines if line.bill_code in day.repeated} == {2}
