@@ -525,6 +525,16 @@ def generate_day(
     return events
 
 
+def fee_day(bills: int, *, day: date | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """The first ``bills`` fees a desk's day assesses (``fee.assessed``, one dossier each, in time order), for
+    the payment flow on its own; at most about 6,500 (a day has at most 9,999 dossiers)."""
+    events = generate_day(min(9999, bills * 3 // 2 + 50), day=day, seed=seed)
+    fees = [e for e in events if e["type"] == "fee.assessed"][:bills]
+    if len(fees) < bills:
+        raise ValueError(f"a day assesses {len(fees)} fees, not {bills}")
+    return fees
+
+
 def sample(dossiers: int, seed: int) -> list[dict[str, Any]]:
     """The events of ``dossiers`` dossiers of today's desk (for ``motcua-relay events sample``)."""
     return generate_day(dossiers, seed=seed)

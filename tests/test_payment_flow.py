@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from sandbox.bank import create_app as bank_app
 from sandbox.onestop import create_app as onestop_app
 from sandbox.payment import citizens_pay
 from sandbox.payment import create_app as platform_app
-from sandbox.workload import VN_TZ, generate_day, send_events_sync
+from sandbox.workload import VN_TZ, fee_day, send_events_sync
 from schemas import payment as wire
 from store import payments
 from store.db import upgrade
@@ -58,16 +58,13 @@ def routing(path: Path, provider: str, provider_url: str, onestop_url: str, *, q
 
 
 def assessed_fees(n: int, seed: int = 4) -> list[dict[str, Any]]:
-    """``n`` assessed fees of distinct dossiers, shaped as the workload makes them."""
-    sample = next(e for e in generate_day(60, seed=seed) if e["type"] == "fee.assessed")
-    out = []
-    for i in range(n):
-        code = f"H22.12-261120-{i:04d}"
-        amount = 10_000 + 1_000 * (i % 37)
-        out.append({**sample, "event_id": f"fee-{uuid.uuid4().hex}", "dossier_code": code,
-                    "data": {"fee_id": f"{code}-LP", "amount": amount,
-                             "lines": [{"code": "LP", "name": "Lệ phí", "amount": amount}]}})
-    return out
+    """``n`` assessed fees of distinct dossiers, as the workload makes them."""
+    return fee_day(n, day=date(2026, 11, 20), seed=seed)
+
+
+def amount_of(fee: dict[str, Any]) -> int:
+    """The fee's amount in đồng (money is a decimal string in canonical JSON)."""
+    return int(fee["data"]["amount"])
 
 
 def later() -> datetime:
@@ -194,7 +191,7 @@ def test_a_fee_is_billed_once_and_paid_once_however_often_the_platform_calls_bac
         drain(later)
         # then the one-stop software hears of the payment once, and every callback was answered 0
         [paid] = received(urls["onestop"], "fee.paid")
-        assert int(paid["data"]["amount"]) == fee["data"]["amount"]
+        assert int(paid["data"]["amount"]) == amount_of(fee)
         assert paid["data"]["transaction_id"] == transactions(urls)[code]["gateway_trans_id"]
         assert transactions(urls)[code]["callbacks"] == [0] * 5
         assert sorted(verdicts(code)) == ["paid", "repeat", "repeat", "repeat", "repeat"]
@@ -237,7 +234,7 @@ def test_anomalies_are_held_recovered_and_reported_and_a_rerun_changes_nothing(p
     # a payment nobody billed comes with a callback; one bill is never paid
     pay(platform, ok)
     pay(platform, lost, lost=True)
-    pay(platform, wrong, amount=fees[2]["data"]["amount"] - 1000)
+    pay(platform, wrong, amount=amount_of(fees[2]) - 1000)
     pay(platform, repeated, copies=3)
     pay(platform, twice)
     httpx.post(f"{platform['provider']}/_admin/settle-extra",
@@ -280,7 +277,7 @@ def test_the_reconcile_command_prints_the_anomalies_and_writes_a_spreadsheet_to_
     drain(later)
     right, wrong = bill_codes(fees)
     pay(platform, right)
-    pay(platform, wrong, amount=fees[1]["data"]["amount"] + 500, lost=True)
+    pay(platform, wrong, amount=amount_of(fees[1]) + 500, lost=True)
     callbacks_answered(platform, right, 1)
     # when the operator reconciles today, twice
     today = datetime.now(VN_TZ).date().isoformat()
@@ -303,8 +300,7 @@ def test_the_reconcile_command_prints_the_anomalies_and_writes_a_spreadsheet_to_
     header = cells.index([*HEADERS])
     lines = cells[header + 1:header + 3]
     assert [(row[2], row[5], row[6]) for row in lines] == [
-        (wrong, fees[1]["data"]["amount"], fees[1]["data"]["amount"] + 500), (right, fees[0]["data"]["amount"],
-                                                                               fees[0]["data"]["amount"])]
+        (wrong, amount_of(fees[1]), amount_of(fees[1]) + 500), (right, amount_of(fees[0]), amount_of(fees[0]))]
     assert ["NGƯỜI LẬP BIỂU", "KẾ TOÁN", "THỦ TRƯỞNG ĐƠN VỊ"] in cells
     csv_text = (tmp_path / "reports" / f"reconciliation-payment-{today}.csv").read_text(encoding="utf-8-sig")
     assert csv_text.splitlines()[0].startswith("outcome,bill_code") and len(csv_text.splitlines()) == 3
@@ -315,7 +311,7 @@ def test_a_callback_with_a_bad_checksum_or_another_client_changes_nothing(platfo
     ingest([fee])
     drain(later)
     [code] = bill_codes([fee])
-    body = wire.PlatformCallback(client_id=CLIENT, transaction_id=code, trans_amount=fee["data"]["amount"],
+    body = wire.PlatformCallback(client_id=CLIENT, transaction_id=code, trans_amount=amount_of(fee),
                                  status=wire.PAID, payment_time=datetime.now(VN_TZ).strftime("%Y%m%d%H%M%S"),
                                  gateway_trans_id="KP1", check_sum="")
     forged = body.model_copy(update={"check_sum": wire.callback_checksum("another-key", body)})
@@ -367,11 +363,11 @@ def test_the_bank_bills_over_soap_and_its_vnpay_ipn_pays_once_holds_and_reports(
     assert created[first]["data"]["payment_url"] == held[first]["paymentUrl"]
     # when one is paid with its IPN twice, one for less, one without an IPN
     bank_pay(bank, first, copies=2)
-    bank_pay(bank, wrong, amount=fees[1]["data"]["amount"] // 2)
+    bank_pay(bank, wrong, amount=amount_of(fees[1]) // 2)
     bank_pay(bank, quiet, notify=False)
     assert ipn_replies(bank, 3) == {"00": 1, "02": 1, "04": 1}
     # and a forged IPN and one for a bill never issued arrive
-    params = {"vnp_TmnCode": TMN, "vnp_TxnRef": unpaid, "vnp_Amount": str(fees[3]["data"]["amount"] * 100),
+    params = {"vnp_TmnCode": TMN, "vnp_TxnRef": unpaid, "vnp_Amount": str(amount_of(fees[3]) * 100),
               "vnp_ResponseCode": "00", "vnp_TransactionStatus": "00", "vnp_TransactionNo": "14000001",
               "vnp_PayDate": datetime.now(VN_TZ).strftime("%Y%m%d%H%M%S")}
     assert ipn(bank, params, secret="not-the-secret")["RspCode"] == "97"
@@ -426,7 +422,7 @@ def test_a_thousand_bills_with_lost_repeated_wrong_and_stray_payments_reconcile_
                          what="a thousand bills")
                 # when the citizens pay: 10 % of callbacks lost, 5 % repeated, 3 short, 2 strangers
                 paid_at = datetime.now(VN_TZ).replace(microsecond=0)
-                amounts = {f["data"]["fee_id"]: f["data"]["amount"] for f in fees}
+                amounts = {f["data"]["fee_id"]: amount_of(f) for f in fees}
                 day = citizens_pay(platform_url, list(amounts.items()), lost_rate=0.10, duplicate_rate=0.05,
                                    mismatches=3, unknown=2, delay_ms=300, paid_at=paid_at, seed=29)
                 heard = (1000 - len(day.lost)) + len(day.repeated) + len(day.unknown)
