@@ -306,6 +306,36 @@ def test_the_reconcile_command_prints_the_anomalies_and_writes_a_spreadsheet_to_
     assert csv_text.splitlines()[0].startswith("outcome,bill_code") and len(csv_text.splitlines()) == 3
 
 
+def test_the_morning_beat_job_reconciles_the_day_it_is_given_and_writes_the_report(
+    platform: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from celery.schedules import crontab
+
+    from config.celery import celery_config
+    from config.settings import Settings
+    from tasks.payment import reconcile_yesterday
+
+    # the schedule: the previous day, at MOTCUA_RECONCILE_AT in the app's time zone (Vietnam)
+    config = celery_config(Settings(reconcile_at="05:45"), get_runtime().routing)
+    entry = config["beat_schedule"]["payment-reconciliation"]
+    assert entry["task"] == "relay.payment.reconcile" and entry["schedule"] == crontab(hour=5, minute=45)
+    assert config["timezone"] == "Asia/Ho_Chi_Minh"
+    # the job, given a day: one line per payment, the files where the settings say
+    monkeypatch.setenv("MOTCUA_REPORTS_DIR", str(tmp_path / "morning"))
+    reset_runtime()
+    [fee] = assessed_fees(1)
+    ingest([fee])
+    drain(later)
+    [code] = bill_codes([fee])
+    pay(platform, code, lost=True)
+    today = datetime.now(VN_TZ).date().isoformat()
+    summary = reconcile_yesterday(day=today)
+    assert summary["payment"] | {"xlsx": "", "csv": ""} == {
+        "day": today, "lines": 1, "anomalies": 1, "recovered": 1, "xlsx": "", "csv": ""}
+    assert Path(summary["payment"]["xlsx"]) == tmp_path / "morning" / f"reconciliation-payment-{today}.xlsx"
+    assert Path(summary["payment"]["xlsx"]).stat().st_size > 4000
+
+
 def test_a_callback_with_a_bad_checksum_or_another_client_changes_nothing(platform: dict) -> None:
     [fee] = assessed_fees(1)
     ingest([fee])

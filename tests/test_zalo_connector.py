@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -12,6 +12,7 @@ import pytest
 import respx
 from pydantic import SecretStr
 
+from adapters.payment import PaymentMapping, bill_created_event
 from adapters.zalo import MappingError, QuietHours, load_templates, message_for, normalise_phone, tracking_id
 from connectors.base import AuthExpired, DeliveryError, Permanent, Retryable, build_http_client
 from connectors.credentials import TokenPair, TokenPairStore
@@ -56,13 +57,20 @@ def consenting(kind: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("kind", sorted(TEMPLATES.templates))
 def test_every_template_is_filled_from_its_event(kind: str) -> None:
-    try:
-        event = consenting(kind)
-    except StopIteration:  # none in the day (the workload has no fee requests): build one from a received event
-        base = consenting("dossier.received")
-        data = {"dossier.fee_requested": {"fee_id": "LP-1", "amount": 1250000, "lines": []},
-                "dossier.refused": {"reason": "Hồ sơ không thuộc thẩm quyền giải quyết của đơn vị"}}[kind]
-        event = {**base, "type": kind, "data": data}
+    if kind == "fee.bill_created":  # made by the payment deliverer from an assessed fee
+        mapping = PaymentMapping(provider="platform", beneficiary_account="1", beneficiary_name="UBND",
+                                 beneficiary_bank="KBNN")
+        event = bill_created_event(consenting("fee.assessed"), mapping, "HS-1-LP", "https://pay.example/p?txn=HS-1-LP",
+                                   datetime.now(UTC))
+        assert message_for(event, TEMPLATES).data["link_thanh_toan"] == "https://pay.example/p?txn=HS-1-LP"
+    else:
+        try:
+            event = consenting(kind)
+        except StopIteration:  # none in the day (the workload has no fee requests): build one from a received event
+            base = consenting("dossier.received")
+            data = {"dossier.fee_requested": {"fee_id": "LP-1", "amount": 1250000, "lines": []},
+                    "dossier.refused": {"reason": "Hồ sơ không thuộc thẩm quyền giải quyết của đơn vị"}}[kind]
+            event = {**base, "type": kind, "data": data}
     message = message_for(event, TEMPLATES)
     spec = TEMPLATES.templates[kind]
     assert set(message.data) == set(spec.data)
