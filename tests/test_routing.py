@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +190,7 @@ def default_routing() -> RoutingConfig:
 def test_default_file_loads(default_routing: RoutingConfig) -> None:
     kinds = {name: d.kind for name, d in default_routing.destinations.items()}
     assert kinds == {"onestop": "webhook", "warehouse": "webhook", "portal": "portal", "zalo": "zalo", "sms": "sms",
-                     "postal": "postal"}
+                     "postal": "postal", "payment": "payment"}
     for destination in default_routing.destinations.values():
         assert destination.option("url").startswith("http")
         secrets = [v for k, v in destination.options.items() if k.endswith("_env") and "SECRET" in k.upper()]
@@ -206,10 +206,28 @@ def test_default_file_sends_lifecycle_events_to_the_portal_zalo_with_consent_eve
     postal = {"postal.pickup_requested", "postal.delivery_requested", "dossier.withdrawn", "dossier.returned"}
     for e in DAY:
         consented = bool(e["applicant"].get("zalo_consent") and e["applicant"].get("phone"))
-        expected = (["zalo"] if e["type"] in notify and consented else []) + (
+        expected = (["payment"] if e["type"] == "fee.assessed" else []) + (
+            ["zalo"] if e["type"] in notify and consented else []) + (
             ["portal"] if e["type"].startswith("dossier.") else []) + (
             ["postal"] if e["type"] in postal else []) + ["warehouse"]
         assert default_routing.destinations_for(e) == expected, e["type"]
+
+
+def test_default_file_sends_the_payment_link_to_zalo_with_consent_and_payments_back_to_the_onestop(
+    default_routing: RoutingConfig,
+) -> None:
+    from adapters.payment import PaymentMapping, bill_created_event, paid_event
+
+    mapping = PaymentMapping.from_options(default_routing.destinations["payment"].resolved_options())
+    fees = [e for e in DAY if e["type"] == "fee.assessed"]
+    consenting = next(e for e in fees if e["applicant"].get("zalo_consent") and e["applicant"].get("phone"))
+    silent = next(e for e in fees if not e["applicant"].get("zalo_consent"))
+    now = datetime.now(UTC)
+    for fee, expected in ((consenting, ["zalo", "onestop", "warehouse"]), (silent, ["onestop", "warehouse"])):
+        link = bill_created_event(fee, mapping, "B-1", "https://pay.example/B-1", now)
+        assert default_routing.destinations_for(link) == expected
+        paid = paid_event(fee, mapping, "B-1", "KP1", now)
+        assert default_routing.destinations_for(paid) == ["onestop", "warehouse"]
 
 
 def test_default_file_sends_online_dossiers_from_the_portal_to_the_onestop_not_back(
