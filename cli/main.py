@@ -434,15 +434,7 @@ def report_portal(
 
     _setup()
     rt = get_runtime()
-    names = destination or [n for n, d in rt.routing.destinations.items() if d.kind == "portal"]
-    if not names:
-        console.print("[red]no portal destination in the routing file[/]")
-        raise typer.Exit(2)
-    try:
-        when = date.fromisoformat(day)
-    except ValueError:
-        console.print(f"[red]--date must be YYYY-MM-DD, not {day!r}[/]")
-        raise typer.Exit(2) from None
+    names, when = _report_scope("portal", destination, day)
     with _reading_ledger(rt.engine):
         rows = portal_sync_report(rt.engine, names, when)
     if csv_path is not None:
@@ -474,6 +466,21 @@ def report_portal(
     console.print(table)
     console.print("lag: from the event in the one-stop software to the portal's acceptance; relay: from the "
                   "relay's receipt of the event" + (f"; CSV written to {csv_path}" if csv_path else ""))
+
+
+def _report_scope(kind: str, names: list[str] | None, day: str) -> tuple[list[str], date]:
+    """The destinations of ``kind`` a report covers (given, else all) and its day; exit 2 saying what is wrong."""
+    from tasks.runtime import get_runtime
+
+    names = names or [n for n, d in get_runtime().routing.destinations.items() if d.kind == kind]
+    if not names:
+        console.print(f"[red]no {kind} destination in the routing file[/]")
+        raise typer.Exit(2)
+    try:
+        return names, date.fromisoformat(day)
+    except ValueError:
+        console.print(f"[red]--date must be YYYY-MM-DD, not {day!r}[/]")
+        raise typer.Exit(2) from None
 
 
 def _destination_of(kind: str, label: str, name: str | None) -> str:
@@ -542,15 +549,7 @@ def reconcile(
 
     _setup()
     rt = get_runtime()
-    names = destination or [n for n, d in rt.routing.destinations.items() if d.kind == "payment"]
-    if not names:
-        console.print("[red]no payment destination in the routing file[/]")
-        raise typer.Exit(2)
-    try:
-        when = date.fromisoformat(day) if day else yesterday()
-    except ValueError:
-        console.print(f"[red]--date must be YYYY-MM-DD, not {day!r}[/]")
-        raise typer.Exit(2) from None
+    names, when = _report_scope("payment", destination, day or yesterday().isoformat())
     failed = anomalies = 0
     for name in names:
         try:
