@@ -312,6 +312,11 @@ async def vnpay_ipn_named(destination: str, request: Request) -> JSONResponse:
     return await _vnpay(request, destination)
 
 
+@router.post("/payment/vnpay/{destination}", summary="VNPAY-style IPN posted as a form, for one of several")
+async def vnpay_ipn_post_named(destination: str, request: Request) -> JSONResponse:
+    return await _vnpay(request, destination)
+
+
 async def _vnpay(request: Request, name: str | None) -> JSONResponse:
     dest = _payment_destination("vnpay", name)
     if dest is None:
