@@ -40,31 +40,15 @@ is bounded by the same timeouts, cut when it happens. A read timeout bounds each
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import date
-from typing import Any, TypeVar
 
-import httpx
-import requests
-import zeep
-from lxml import etree
-from pydantic import BaseModel, SecretStr, ValidationError
-from requests.adapters import HTTPAdapter
-from zeep.exceptions import (
-    DTDForbidden,
-    EntitiesForbidden,
-    Fault,
-    TransportError,
-    UnexpectedElementError,
-    XMLParseError,
-    XMLSyntaxError,
-)
-from zeep.helpers import serialize_object
-from zeep.wsse.username import UsernameToken
+from pydantic import SecretStr
+from zeep.exceptions import Fault
 
-from connectors.base import DeliveryError, Permanent, Retryable, call_timeout, classify_http_status, excerpt
+from connectors import soap
+from connectors.base import DeliveryError, Permanent, Retryable
+from connectors.soap import FaultTable, SoapService
 from schemas.bank import (
     AUTH_FAILED,
     BILL_CONFLICT,
@@ -97,120 +81,17 @@ HINTS: dict[str, str] = {
     AUTH_FAILED: " (check the bank destination's username and password)",
     PARTNER_UNKNOWN: " (check the bank destination's partner code)",
 }
-SETTINGS = zeep.Settings(strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=True,
-                         xml_huge_tree=False)
-USER_AGENT = "motcua-relay/0.1"
-POOL_SIZE = 100
-_Model = TypeVar("_Model", bound=BaseModel)
-
-
-class NotSoap(TransportError):
-    """An answer no SOAP service gives (a gateway's page, a JSON error, a 503 of any kind): zeep's
-    ``TransportError`` with the answer's headers, so that ``Retry-After`` reaches the retry decision."""
-
-    def __init__(self, response: requests.Response) -> None:
-        super().__init__(f"HTTP {response.status_code}, not a SOAP answer", status_code=response.status_code,
-                         content=response.content)
-        self.headers = dict(response.headers)
-
-
-def _timeout_pair(timeout: httpx.Timeout) -> tuple[float | None, float | None]:
-    """requests' ``(connect, read)``."""
-    return timeout.connect, timeout.read
-
-
-def _is_xml(response: requests.Response) -> bool:
-    media_type = response.headers.get("Content-Type", "text/xml").split(";")[0].strip().lower()
-    return media_type.endswith(("/xml", "+xml"))
-
-
-class DeadlineTransport(zeep.Transport):
-    """zeep's transport for operations: timeouts cut to the attempt's deadline on each call, redirects not
-    followed, an answer SOAP 1.1 does not give (a status other than 200 or 500 for a fault, a body that is not
-    XML) stopped as :class:`NotSoap`, and nothing logged (zeep's DEBUG log of the envelope would show the
-    password and the payer)."""
-
-    def __init__(self, session: requests.Session, timeouts: httpx.Timeout) -> None:
-        super().__init__(session=session, timeout=_timeout_pair(timeouts), operation_timeout=_timeout_pair(timeouts))
-        self.session.headers["User-Agent"] = USER_AGENT
-        self.timeouts = timeouts
-
-    def post(self, address: str, message: bytes | str, headers: dict[str, str]) -> requests.Response:
-        response = self.session.post(address, data=message, headers=headers, allow_redirects=False,
-                                     timeout=_timeout_pair(call_timeout(self.timeouts)))
-        if response.status_code not in (200, 500) or not _is_xml(response):
-            raise NotSoap(response)
-        return response
-
-
-def fault_code(fault: Fault) -> str | None:
-    """The bank's code in ``detail/BillCollectionFault/code`` (any namespace)."""
-    detail = fault.detail
-    if not isinstance(detail, etree._Element):
-        return None
-    return (detail.findtext(".//{*}code") or "").strip() or None
+TABLE = FaultTable(FAULTS, HINTS)
 
 
 def classify_fault(what: str, fault: Fault) -> DeliveryError:
-    """The error class of the fault's code (:data:`FAULTS`), with the bank's message; an answer without a
-    ``faultcode`` is no SOAP fault but zeep's reading of an HTTP 500 without one."""
-    message = str(fault.message or "").strip()[:300]
-    if not fault.code:
-        return Retryable(f"{what}: an HTTP error without a SOAP fault", excerpt=excerpt(str(fault.detail)))
-    code = fault_code(fault)
-    reason = f"{what}: fault {code or '(no code)'}" + (f" — {message}" if message else "")
-    if code is None or code not in FAULTS:
-        reason += " (unknown code)"
-    else:
-        reason += HINTS.get(code, "")
-    error_class = FAULTS.get(code or "", Permanent)
-    return error_class(reason, excerpt=excerpt(f"{fault.code} {code}: {message}"))
+    """The bank's fault as our error class (:data:`FAULTS`)."""
+    return soap.classify_fault(what, fault, TABLE)
 
 
-def classify_transport(what: str, exc: TransportError) -> DeliveryError:
-    """An HTTP answer zeep could not use, by its status as :func:`~connectors.base.classify_http_status`
-    has it; a success status without SOAP is a gateway's weather."""
-    status = int(exc.status_code or 0)
-    content = exc.content if isinstance(exc.content, bytes) else b""
-    error = None
-    if status >= 100 and not 200 <= status < 300:
-        error = classify_http_status(httpx.Response(status, headers=getattr(exc, "headers", None), content=content))
-    if error is None:
-        error = Retryable("the answer is not SOAP", status_code=status or None, excerpt=excerpt(content))
-    error.reason = f"{what}: {error.reason}"
-    return error
-
-
-@contextmanager
-def map_soap_errors(what: str) -> Iterator[None]:
-    """Translate zeep's, requests' and lxml's exceptions into our classes (``raise … from exc``);
-    ``what`` names the call in reasons."""
-    try:
-        yield
-    except Fault as exc:
-        raise classify_fault(what, exc) from exc
-    except TransportError as exc:
-        raise classify_transport(what, exc) from exc
-    except requests.Timeout as exc:
-        raise Retryable(f"{what}: timeout ({type(exc).__name__})") from exc
-    except requests.ConnectionError as exc:
-        raise Retryable(f"{what}: connection failed ({type(exc).__name__})", excerpt=excerpt(str(exc))) from exc
-    except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
-            requests.exceptions.MissingSchema) as exc:
-        raise Permanent(f"{what}: bad service URL ({type(exc).__name__})", excerpt=excerpt(str(exc))) from exc
-    except requests.RequestException as exc:
-        raise Retryable(f"{what}: HTTP transport error ({type(exc).__name__})", excerpt=excerpt(str(exc))) from exc
-    except (etree.XMLSyntaxError, XMLSyntaxError, XMLParseError, DTDForbidden, EntitiesForbidden,
-            UnexpectedElementError) as exc:
-        raise Retryable(f"{what}: the answer is not the contract's SOAP ({type(exc).__name__})",
-                        excerpt=excerpt(str(exc))) from exc
-    except zeep.exceptions.ValidationError as exc:
-        path = ".".join(str(p) for p in exc.path) or "the request"
-        raise Permanent(f"{what}: {path} does not fit the bank's WSDL (nothing was sent)",
-                        excerpt=excerpt(str(exc))) from exc
-    except zeep.exceptions.Error as exc:
-        raise Retryable(f"{what}: zeep could not use the answer ({type(exc).__name__})",
-                        excerpt=excerpt(str(exc))) from exc
+def map_soap_errors(what: str) -> AbstractContextManager[None]:
+    """:func:`connectors.soap.map_soap_errors` with the bank's fault table."""
+    return soap.map_soap_errors(what, TABLE)
 
 
 class BankConnector:
@@ -230,84 +111,31 @@ class BankConnector:
             raise ValueError(f"bank WSDL URL must be http(s): {wsdl_url!r}")
         self.wsdl_url = wsdl_url
         self.partner_code = partner_code
-        self._username = username
-        self._password = password
-        self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=POOL_SIZE)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
-        timeouts = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout)
-        self._transport = DeadlineTransport(self._session, timeouts)
-        self._client: zeep.Client | None = None
-        self._lock = threading.Lock()
+        self._soap = SoapService(name="bank", wsdl_url=wsdl_url, table=TABLE, connect_timeout=connect_timeout,
+                                 read_timeout=read_timeout, username=username, password=password,
+                                 result_codes=RESULT_CODES)
 
     def create_bill(self, bill: BillRequest) -> BillCreated:
         """Create the bill; ``created`` is False when it existed with the same amount (an earlier attempt
         landed). Another amount for the same code is ``Permanent`` (``BILL_CONFLICT``)."""
         fields = bill.model_dump(include=set(BillRequest.model_fields), exclude_none=True)
-        result = self._call(CREATE_BILL, partnerCode=self.partner_code, **fields)
-        code = self._expect(CREATE_BILL, result, SUCCESS, BILL_EXISTS)
-        return self._model(BillCreated, CREATE_BILL, result | {"created": code == SUCCESS})
+        result = self._soap.call(CREATE_BILL, partnerCode=self.partner_code, **fields)
+        code = self._soap.expect(CREATE_BILL, result, SUCCESS, BILL_EXISTS)
+        return self._soap.model(BillCreated, CREATE_BILL, result | {"created": code == SUCCESS})
 
     def query(self, bill_code: str) -> TransactionStatus | None:
         """The bill as the bank holds it, or ``None`` when it has none by that code."""
-        result = self._call(QUERY_TRANSACTION, partnerCode=self.partner_code, billCode=bill_code)
-        if self._expect(QUERY_TRANSACTION, result, SUCCESS, BILL_NOT_FOUND) == BILL_NOT_FOUND:
+        result = self._soap.call(QUERY_TRANSACTION, partnerCode=self.partner_code, billCode=bill_code)
+        if self._soap.expect(QUERY_TRANSACTION, result, SUCCESS, BILL_NOT_FOUND) == BILL_NOT_FOUND:
             return None
-        return self._model(TransactionStatus, QUERY_TRANSACTION, result)
+        return self._soap.model(TransactionStatus, QUERY_TRANSACTION, result)
 
     def settled(self, day: date) -> list[SettledTransaction]:
         """The transactions the bank settled on ``day`` (paid that day, Vietnam time)."""
-        result = self._call(LIST_SETTLED, partnerCode=self.partner_code, settlementDate=day)
-        self._expect(LIST_SETTLED, result, SUCCESS)
+        result = self._soap.call(LIST_SETTLED, partnerCode=self.partner_code, settlementDate=day)
+        self._soap.expect(LIST_SETTLED, result, SUCCESS)
         rows = (result.get("transactions") or {}).get("Transaction") or []
-        return [self._model(SettledTransaction, LIST_SETTLED, row) for row in rows]
+        return [self._soap.model(SettledTransaction, LIST_SETTLED, row) for row in rows]
 
     def close(self) -> None:
-        with self._lock:
-            self._client = None
-        self._session.close()
-
-    # ------------------------------------------------------------------ transport
-
-    def _service(self) -> Any:
-        """The service proxy, loading the WSDL on first use; ``Retryable`` when it cannot be loaded."""
-        with self._lock:
-            if self._client is None:
-                self._transport.load_timeout = _timeout_pair(call_timeout(self._transport.timeouts))
-                token = UsernameToken(self._username, self._password.get_secret_value())
-                try:
-                    client = zeep.Client(self.wsdl_url, transport=self._transport, wsse=token, settings=SETTINGS)
-                    client.service  # noqa: B018 (binds the service now: a WSDL without one fails here)
-                except (requests.RequestException, zeep.exceptions.Error, etree.Error, ValueError) as exc:
-                    raise Retryable(f"bank WSDL: cannot be loaded ({type(exc).__name__})",
-                                    excerpt=excerpt(str(exc))) from exc
-                self._client = client
-            return self._client.service
-
-    def _call(self, operation: str, **fields: Any) -> dict[str, Any]:
-        what = f"bank {operation}"
-        with map_soap_errors(what):
-            result = serialize_object(getattr(self._service(), operation)(**fields), dict)
-        if not isinstance(result, dict):
-            raise Retryable(f"{what}: the answer has no result", excerpt=excerpt(str(result)))
-        return result
-
-    @staticmethod
-    def _expect(operation: str, result: dict[str, Any], *codes: str) -> str:
-        """The result code when it is one of ``codes``, else ``Permanent`` showing it."""
-        code = str(result.get("resultCode") or "").strip()
-        if code in codes:
-            return code
-        message = str(result.get("resultMessage") or "").strip()[:300]
-        reason = f"bank {operation}: result code {code or '(none)'}" + (f" — {message}" if message else "")
-        reason += " (not an answer to this call)" if code in RESULT_CODES else " (unknown code)"
-        raise Permanent(reason, excerpt=excerpt(str(result)))
-
-    @staticmethod
-    def _model(model: type[_Model], operation: str, data: Any) -> _Model:
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            raise Retryable(f"bank {operation}: the answer is not the documented shape",
-                            excerpt=excerpt(str(data))) from exc
+        self._soap.close()
