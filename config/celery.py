@@ -37,6 +37,7 @@ def celery_config(settings: Settings, routing: RoutingConfig) -> dict[str, Any]:
             "relay.portal.pull": {"queue": CONTROL_QUEUE},
             "relay.postal.poll": {"queue": CONTROL_QUEUE},
             "relay.payment.unanswered": {"queue": CONTROL_QUEUE},
+            "relay.transfer.poll": {"queue": CONTROL_QUEUE},
             "relay.payment.reconcile": {"queue": CONTROL_QUEUE},
         },
         "broker_transport_options": {
@@ -66,6 +67,11 @@ def celery_config(settings: Settings, routing: RoutingConfig) -> dict[str, Any]:
                 "task": "relay.postal.poll",
                 "schedule": settings.postal_poll_interval_seconds,
                 "options": {"expires": settings.postal_poll_interval_seconds},
+            },
+            "transfer-updates": {
+                "task": "relay.transfer.poll",
+                "schedule": settings.transfer_poll_interval_seconds,
+                "options": {"expires": settings.transfer_poll_interval_seconds},
             },
             "payment-unanswered-bills": {
                 "task": "relay.payment.unanswered",

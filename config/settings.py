@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     postal_poll_interval_seconds: float = Field(
         120.0, description="how often beat reads postal destinations' tracking lists (the callbacks' fallback)"
     )
+    transfer_poll_interval_seconds: float = Field(
+        10.0, description="how often beat reads the LGSP exchange's updates (units' answers to transfers)"
+    )
     payment_query_interval_seconds: float = Field(
         60.0, description="how often beat queries payment providers about bills no callback has answered"
     )

@@ -317,20 +317,34 @@ class PostalStatus(EventBase):
 # ---- inter-level transfer -----------------------------------------------------------
 
 class TransferRequestData(Model):
+    """``target_unit`` is where the dossier must end up; the relay plans the hops (``previous_transfer_id`` is
+    set on the second hop of a chain, which the relay itself asks for)."""
+
     target_unit: str = Field(max_length=60)
     reason: ShortText | None = None
     documents: list[Document] = Field(default_factory=list, max_length=200)
+    previous_transfer_id: str | None = Field(None, max_length=120)
 
 
 class TransferAnswerData(Model):
+    """A unit's answer to one hop (``transfer_id``, from ``from_unit`` to ``target_unit``)."""
+
     target_unit: str = Field(max_length=60)
     reason: ShortText | None = None
+    transfer_id: str | None = Field(None, max_length=120)
+    from_unit: str | None = Field(None, max_length=60)
 
 
 class TransferResultData(Model):
+    """The decision on one hop; ``return_to`` names the previous hop it must travel back down (none: the
+    result has reached the unit that first sent the dossier)."""
+
     target_unit: str = Field(max_length=60)
     outcome: Literal["approved", "rejected"] = "approved"
     documents: list[Document] = Field(default_factory=list, max_length=50)
+    transfer_id: str | None = Field(None, max_length=120)
+    from_unit: str | None = Field(None, max_length=60)
+    return_to: str | None = Field(None, max_length=120)
 
 
 class TransferRequested(EventBase):

@@ -10,7 +10,8 @@ from config.routing import get_routing
 from config.settings import get_settings
 
 app = Celery("motcua_relay",
-             include=["tasks.delivery", "tasks.portal", "tasks.postal", "tasks.payment", "tasks.watchdog"])
+             include=["tasks.delivery", "tasks.portal", "tasks.postal", "tasks.payment", "tasks.transfer",
+                      "tasks.watchdog"])
 
 
 def configure_app() -> Celery:

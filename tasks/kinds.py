@@ -91,6 +91,12 @@ def _payment(destination: Destination, settings: Settings, client: redis.Redis |
     return PaymentDeliverer(destination, settings, client)
 
 
+def _transfer(destination: Destination, settings: Settings, client: redis.Redis | None) -> Deliverer:
+    from tasks.transfer import TransferDeliverer
+
+    return TransferDeliverer(destination, settings, client)
+
+
 Builder = Callable[[Destination, Settings, "redis.Redis | None"], Deliverer]
 KINDS: dict[str, Builder] = {
     "webhook": WebhookDeliverer,
@@ -99,6 +105,7 @@ KINDS: dict[str, Builder] = {
     "sms": _sms,
     "postal": _postal,
     "payment": _payment,
+    "transfer": _transfer,
 }
 
 

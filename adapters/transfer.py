@@ -1,0 +1,97 @@
+"""Canonical transfer events ⇄ the LGSP exchange's hops (pure: no I/O).
+
+Out: a ``transfer.requested`` from unit A for target T is the first hop of A's path to T in the unit
+directory (:meth:`config.units.Directory.path`): commune → district, or commune → district → province in
+two hops. Each hop has its own id (:func:`schemas.transfer.transfer_id`: dossier, from, to), the
+idempotency key at the exchange.
+
+Back: a unit's answer to a hop becomes one event of origin ``transfer`` (id ``transfer:<hop>:<status>``):
+``transfer.accepted``, ``transfer.refused`` or ``transfer.result``, built on the request's envelope. An
+intermediate unit's acceptance also makes the next hop's ``transfer.requested`` (from that unit, with
+``previous_transfer_id``), and a result of a later hop names the hop it must travel back down
+(``return_to``): two linked deliveries each way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from config.units import Directory, DirectoryError
+from schemas import transfer as tx
+from schemas.events import event_json, parse_event
+
+ORIGIN = "transfer"
+KINDS = {tx.ACCEPTED: "transfer.accepted", tx.REFUSED: "transfer.refused", tx.RESULT: "transfer.result"}
+
+
+class TransferError(ValueError):
+    """A transfer that cannot be sent as it is (no way to the target, a document without its checksum)."""
+
+
+def next_unit(directory: Directory, origin: str, target: str) -> str:
+    try:
+        return directory.path(origin, target)[1]
+    except DirectoryError as exc:
+        raise TransferError(str(exc)) from exc
+
+
+def hop_request(event: Mapping[str, Any], directory: Directory) -> tx.TransferRequest:
+    """The exchange's ``SendDossier`` for the hop this ``transfer.requested`` starts."""
+    data = event.get("data") or {}
+    origin, target = str(event["unit_code"]), str(data["target_unit"])
+    to = next_unit(directory, origin, target)
+    documents = []
+    for document in data.get("documents") or []:
+        if not document.get("sha256") or document.get("size") is None:
+            raise TransferError(f"document {document.get('name')!r} has no SHA-256 and size: it cannot be checked")
+        documents.append(tx.DocumentRef(name=document["name"], sha256=document["sha256"], size=document["size"]))
+    return tx.TransferRequest(
+        transferId=tx.transfer_id(str(event["dossier_code"]), origin, to), fromUnit=origin, toUnit=to,
+        finalUnit=target, dossierCode=str(event["dossier_code"]), procedureCode=str(event["procedure_code"]),
+        reason=data.get("reason"), previousTransferId=data.get("previous_transfer_id"), documents=documents,
+    )
+
+
+def parse_transfer_id(transfer_id: str) -> tuple[str, str, str] | None:
+    """``(dossier code, from unit, to unit)`` of a hop id this relay made, else ``None``."""
+    parts = transfer_id.rsplit(":", 2)
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
+
+
+def _follow_up(request: Mapping[str, Any], kind: str, event_id: str, at: datetime, unit: str,
+               data: dict[str, Any]) -> dict[str, Any]:
+    raw = {"event_id": event_id, "type": kind, "origin": ORIGIN, "unit_code": unit,
+           "dossier_code": request["dossier_code"], "procedure_code": request["procedure_code"], "sequence": 1,
+           "occurred_at": at.isoformat(), "applicant": request["applicant"], "data": data}
+    return event_json(parse_event(raw))
+
+
+def update_events(update: tx.Update, request: Mapping[str, Any], directory: Directory) -> list[dict[str, Any]]:
+    """What a unit's answer to a hop means: its event, and the next hop's request when the dossier goes on.
+
+    ``request`` is the ``transfer.requested`` that made the hop (its envelope: procedure, applicant; its
+    target; the hop before it).
+    """
+    data = request.get("data") or {}
+    target = str(data["target_unit"])
+    base = {"target_unit": update.toUnit, "transfer_id": update.transferId, "from_unit": update.fromUnit}
+    if update.status == tx.RESULT:
+        result = {**base, "outcome": update.outcome or "approved",
+                  "documents": [d.model_dump() for d in update.documents]}
+        if data.get("previous_transfer_id"):
+            result["return_to"] = data["previous_transfer_id"]
+        body: dict[str, Any] = result
+    else:
+        body = {**base, **({"reason": update.reason} if update.reason else {})}
+    events = [_follow_up(request, KINDS[update.status], f"transfer:{update.transferId}:{update.status.lower()}",
+                         update.at, update.fromUnit, body)]
+    if update.status == tx.ACCEPTED and update.toUnit != target:
+        onward = {"target_unit": target, "previous_transfer_id": update.transferId,
+                  "documents": data.get("documents") or [],
+                  **({"reason": data["reason"]} if data.get("reason") else {})}
+        hop = tx.transfer_id(update.dossierCode, update.toUnit, next_unit(directory, update.toUnit, target))
+        events.append(_follow_up(request, "transfer.requested", f"transfer:{hop}:requested", update.at,
+                                 update.toUnit, onward))
+    return events

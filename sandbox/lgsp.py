@@ -1,0 +1,532 @@
+"""Simulator of the provincial LGSP's inter-level exchange, with the one-stop systems of three levels behind it.
+
+The contract is :mod:`schemas.transfer`; this module adds what it leaves to the units. SOAP 1.1 at
+``/soap/lienthong`` (WSDL at ``?wsdl``, its address set to the URL asked), documents by HTTP at
+``/documents/{transferId}/{index}`` (streamed to disk and hashed as they come; never held in memory).
+
+The units (``units``: code → :class:`UnitConfig`; by default a commune, its district and the province)
+answer on their own: a dossier sent to a unit is accepted after ``accept_seconds`` or refused (at
+``refuse_rate``, seeded, with a reason); a unit that is the chain's end (``finalUnit``) then decides after
+``process_seconds`` (``rejected`` at ``reject_rate``) and the result carries one result document; an
+intermediate unit accepts and waits for the result to come back from above (``ReturnResult``). A unit
+that is down (``POST /_admin/units/{code}/down {"seconds"}``) makes ``SendDossier`` to it the fault
+``UNIT_UNAVAILABLE`` and answers nothing until it is up again.
+
+Faults (``GET|POST|DELETE /_admin/faults``, seeded): ``error_rate`` answers HTTP ``error_status`` before
+anything, ``latency_ms`` delays; ``busy_rate`` answers ``SYSTEM_BUSY``; ``timeout_rate`` applies a
+``SendDossier`` and then hangs ``hang_seconds``. Admin: ``GET /_admin/transfers``, ``GET /_admin/stats``,
+``POST /_admin/reset``. State lives in memory on the app's event loop (documents in a temporary folder).
+
+The origin's documents: :func:`document_app` serves ``GET /files/{name}?size=N`` — N bytes made from the
+name, always the same (:func:`document_sha256` gives their digest without serving them), streamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import hashlib
+import hmac
+import itertools
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from lxml import etree
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sandbox.faults import ActiveFaults, BaseFaults, add_fault_routes, error_response, latency_and_error
+from schemas import transfer as tx
+
+MAX_BODY = 2_000_000
+XML_TYPE = "text/xml; charset=utf-8"
+SOAP_ENV_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+WSSE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+NSMAP = {"soap": SOAP_ENV_NS, "lt": tx.NAMESPACE}
+_SOAP, _WSSE, _LT = f"{{{SOAP_ENV_NS}}}", f"{{{WSSE_NS}}}", f"{{{tx.NAMESPACE}}}"
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
+                          remove_comments=True, remove_pis=True)
+_LISTS = frozenset({"Document", "Update"})
+BLOCK = 1 << 20
+
+COMMUNE, DISTRICT, PROVINCE = "000.31.12.H22", "000.00.12.H22", "000.00.00.H22"
+
+
+class UnitConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    accept_seconds: float = Field(1.0, ge=0)
+    process_seconds: float = Field(2.0, ge=0)
+    refuse_rate: float = Field(0.0, ge=0, le=1)
+    reject_rate: float = Field(0.0, ge=0, le=1)
+
+
+DEFAULT_UNITS = {
+    COMMUNE: UnitConfig(name="UBND phường Hồng Gai"),
+    DISTRICT: UnitConfig(name="UBND thành phố Hạ Long"),
+    PROVINCE: UnitConfig(name="Trung tâm Phục vụ hành chính công tỉnh Quảng Ninh"),
+}
+
+
+class FaultConfig(BaseFaults):
+    busy_rate: float = Field(0.0, ge=0, le=1)
+    timeout_rate: float = Field(0.0, ge=0, le=1)
+    hang_seconds: float = Field(5.0, ge=0, le=600)
+
+
+class DownRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float = Field(gt=0, le=86_400)
+
+
+class ExchangeFault(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code)
+        self.code, self.message = code, message
+
+
+@dataclass
+class Transfer:
+    request: tx.TransferRequest
+    created: float
+    status: str = tx.SENT
+    reason: str | None = None
+    outcome: str | None = None
+    result_documents: list[tx.DocumentRef] = field(default_factory=list)
+    send_calls: int = 1
+    decided: float | None = None
+    history: list[tuple[str, str]] = field(default_factory=list)
+
+    def view(self) -> dict[str, Any]:
+        return {**self.request.model_dump(mode="json"), "status": self.status, "reason": self.reason,
+                "outcome": self.outcome, "send_calls": self.send_calls, "history": self.history}
+
+
+# ---- the origin's documents ------------------------------------------------------------------
+
+
+def document_blocks(name: str, size: int) -> Iterator[bytes]:
+    """The document's bytes, a MiB at a time, always the same for a name and size."""
+    for index in range(0, size, BLOCK):
+        yield random.Random(f"{name}:{index}").randbytes(min(BLOCK, size - index))
+
+
+def document_sha256(name: str, size: int) -> str:
+    digest = hashlib.sha256()
+    for block in document_blocks(name, size):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def document_app() -> FastAPI:
+    """The origin one-stop software's file store: ``GET /files/{name}?size=N`` (``N`` bytes, streamed)."""
+    app = FastAPI(title="motcua-relay sandbox: one-stop documents", docs_url=None, redoc_url=None)
+
+    @app.get("/files/{name}")
+    async def serve(name: str, size: int) -> StreamingResponse:
+        return StreamingResponse(document_blocks(name, size), media_type="application/pdf",
+                                 headers={"Content-Length": str(size)})
+
+    return app
+
+
+# ---- SOAP --------------------------------------------------------------------------------------
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _add(parent: etree._Element, name: str, value: object) -> None:
+    """``value`` under ``parent`` as ``name``: a list of dicts becomes an array of ``Document``/``Update``."""
+    if value is None:
+        return
+    node = etree.SubElement(parent, _LT + name)
+    if isinstance(value, list):
+        item = "Update" if name == "updates" else "Document"
+        for entry in value:
+            _add_all(etree.SubElement(node, _LT + item), entry)
+    elif isinstance(value, dict):
+        _add_all(node, value)
+    else:
+        node.text = _text(value)
+
+
+def _add_all(parent: etree._Element, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        _add(parent, key, value)
+
+
+def _read(node: etree._Element) -> Any:
+    """An element as text, or as a dict of its children (``Document``/``Update`` children as lists)."""
+    children = [c for c in node if isinstance(c.tag, str)]
+    if not children:
+        return node.text or ""
+    out: dict[str, Any] = {}
+    for child in children:
+        name = etree.QName(child).localname
+        if name in _LISTS:
+            out.setdefault(name, []).append(_read(child))
+        elif name in out:
+            raise ExchangeFault(tx.INVALID_REQUEST, f"Yêu cầu không hợp lệ: phần tử {name} lặp lại")
+        else:
+            out[name] = _read(child)
+    return out
+
+
+def _envelope(content: etree._Element) -> bytes:
+    envelope = etree.Element(_SOAP + "Envelope", nsmap=NSMAP)
+    etree.SubElement(envelope, _SOAP + "Body").append(content)
+    return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+
+
+def _fault(fault: ExchangeFault) -> Response:
+    node = etree.Element(_SOAP + "Fault", nsmap=NSMAP)
+    etree.SubElement(node, "faultcode").text = "soap:Server" if fault.code in tx.SERVER_FAULTS else "soap:Client"
+    etree.SubElement(node, "faultstring").text = fault.message
+    detail = etree.SubElement(etree.SubElement(node, "detail"), _LT + "ExchangeFault")
+    _add_all(detail, {"code": fault.code, "message": fault.message})
+    return Response(_envelope(node), status_code=500, media_type=XML_TYPE)
+
+
+def _answer(operation: str, code: str, **fields: Any) -> Response:
+    response = etree.Element(_LT + operation + "Response", nsmap=NSMAP)
+    result = etree.SubElement(response, _LT + operation + "Result")
+    _add_all(result, {"resultCode": code, "resultMessage": tx.RESULT_CODES[code], **fields})
+    return Response(_envelope(response), media_type=XML_TYPE)
+
+
+def _documents(value: Any) -> list[dict[str, Any]]:
+    return list((value or {}).get("Document") or []) if isinstance(value, dict) else []
+
+
+def _invalid(exc: ValidationError) -> ExchangeFault:
+    names = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors(include_input=False)})
+    return ExchangeFault(tx.INVALID_REQUEST, "Yêu cầu không hợp lệ: sai phần tử " + ", ".join(names))
+
+
+# ---- the exchange ------------------------------------------------------------------------------
+
+
+class ExchangeState:
+    def __init__(self, *, username: str, password: str, units: dict[str, UnitConfig], seed: int | None) -> None:
+        self.username, self.password = username, password
+        self.units = units
+        self.rng = random.Random(seed)
+        self.folder = Path(tempfile.mkdtemp(prefix="motcua-lgsp-"))
+        self._ids = itertools.count(1)
+        self.reset()
+
+    def reset(self) -> None:
+        self.transfers: dict[str, Transfer] = {}
+        self.updates: list[tx.Update] = []
+        self.down_until: dict[str, float] = {}
+        self.faults: ActiveFaults[FaultConfig] | None = None
+        self.counters: Counter[str] = Counter()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def stats(self) -> dict[str, Any]:
+        return {"counters": dict(self.counters), "transfers": dict(Counter(t.status for t in self.transfers.values())),
+                "updates": len(self.updates), "down": sorted(u for u in self.down_until if self.is_down(u))}
+
+    def is_down(self, unit: str) -> bool:
+        return self.down_until.get(unit, 0.0) > time.monotonic()
+
+    # -- documents
+
+    def path(self, transfer_id: str, index: int) -> Path:
+        safe = base64.urlsafe_b64encode(transfer_id.encode()).decode()
+        return self.folder / safe / str(index)
+
+    def authorised(self, header: str | None) -> bool:
+        if not header or not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            return False
+        return hmac.compare_digest(user.encode(), self.username.encode()) and hmac.compare_digest(
+            password.encode(), self.password.encode())
+
+    # -- SOAP
+
+    def authenticate(self, envelope: etree._Element) -> None:
+        token = envelope.find(f"{_SOAP}Header/{_WSSE}Security/{_WSSE}UsernameToken")
+        user = None if token is None else token.findtext(_WSSE + "Username")
+        password = None if token is None else token.findtext(_WSSE + "Password")
+        if not (user and password and hmac.compare_digest(user.encode(), self.username.encode())
+                and hmac.compare_digest(password.encode(), self.password.encode())):
+            raise ExchangeFault(tx.AUTH_FAILED, "Xác thực không thành công")
+
+    def handle(self, body: bytes) -> tuple[str, Response]:
+        if len(body) > MAX_BODY:
+            raise ExchangeFault(tx.INVALID_REQUEST, "Yêu cầu không hợp lệ: quá lớn")
+        try:
+            envelope = etree.fromstring(body, _PARSER)
+        except etree.XMLSyntaxError:
+            raise ExchangeFault(tx.INVALID_REQUEST, "Yêu cầu không hợp lệ: XML không đúng cú pháp") from None
+        if envelope.getroottree().docinfo.doctype or envelope.tag != _SOAP + "Envelope":
+            raise ExchangeFault(tx.INVALID_REQUEST, "Yêu cầu không hợp lệ: không phải SOAP 1.1 Envelope")
+        soap_body = envelope.find(_SOAP + "Body")
+        elements = [] if soap_body is None else [c for c in soap_body if isinstance(c.tag, str)]
+        name = etree.QName(elements[0]) if len(elements) == 1 else None
+        if name is None or name.namespace != tx.NAMESPACE or name.localname not in tx.OPERATIONS:
+            raise ExchangeFault(tx.INVALID_REQUEST, "Yêu cầu không hợp lệ: không có thao tác được hỗ trợ")
+        operation = name.localname
+        self.counters[operation] += 1
+        if self.faults is not None and self.faults.draw(self.faults.config.busy_rate):
+            self.counters["fault_busy"] += 1
+            raise ExchangeFault(tx.SYSTEM_BUSY, "Hệ thống bận, thử lại sau")
+        self.authenticate(envelope)
+        fields = _read(elements[0])
+        fields = fields if isinstance(fields, dict) else {}
+        if operation == tx.SEND_DOSSIER:
+            return operation, self.send(fields)
+        if operation == tx.GET_TRANSFER:
+            return operation, self.get(str(fields.get("transferId", "")))
+        if operation == tx.LIST_UPDATES:
+            return operation, self.list_updates(fields)
+        return operation, self.return_result(fields)
+
+    def send(self, fields: dict[str, Any]) -> Response:
+        try:
+            request = tx.TransferRequest.model_validate({**fields, "documents": _documents(fields.get("documents"))})
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+        for unit in (request.fromUnit, request.toUnit, request.finalUnit):
+            if unit not in self.units:
+                raise ExchangeFault(tx.UNIT_UNKNOWN, f"Đơn vị {unit} không kết nối trục liên thông")
+        known = self.transfers.get(request.transferId)
+        if known is not None:
+            if known.request != request:
+                raise ExchangeFault(tx.TRANSFER_CONFLICT, "Mã chuyển đã dùng với nội dung khác")
+            known.send_calls += 1
+            return _answer(tx.SEND_DOSSIER, tx.EXISTS, transferId=request.transferId, status=known.status)
+        if self.is_down(request.toUnit):
+            self.counters["unit_unavailable"] += 1
+            raise ExchangeFault(tx.UNIT_UNAVAILABLE, f"Hệ thống một cửa của đơn vị {request.toUnit} đang gián đoạn")
+        for index, document in enumerate(request.documents):
+            stored = self.path(request.transferId, index)
+            if not stored.exists() and request.previousTransferId:  # already on the exchange from the hop before
+                earlier = self.path(request.previousTransferId, index)
+                if earlier.exists():
+                    stored.parent.mkdir(parents=True, exist_ok=True)
+                    os.link(earlier, stored)
+            if not stored.exists() or _sha256_file(stored) != document.sha256:
+                raise ExchangeFault(tx.DOCUMENT_INVALID, f"Tài liệu {index} ({document.name}) chưa được tải lên "
+                                                         "hoặc sai mã băm SHA-256")
+        transfer = Transfer(request, time.monotonic())
+        transfer.history.append((tx.SENT, datetime.now(tx.VN_TZ).isoformat()))
+        self.transfers[request.transferId] = transfer
+        return _answer(tx.SEND_DOSSIER, tx.SUCCESS, transferId=request.transferId, status=tx.SENT)
+
+    def get(self, transfer_id: str) -> Response:
+        t = self.transfers.get(transfer_id)
+        if t is None:
+            return _answer(tx.GET_TRANSFER, tx.NOT_FOUND)
+        return _answer(tx.GET_TRANSFER, tx.SUCCESS, transferId=transfer_id, status=t.status,
+                       fromUnit=t.request.fromUnit, toUnit=t.request.toUnit, reason=t.reason, outcome=t.outcome)
+
+    def list_updates(self, fields: dict[str, Any]) -> Response:
+        try:
+            after, most = int(fields.get("afterId", 0)), max(1, min(500, int(fields.get("maxItems", 100))))
+        except ValueError:
+            raise ExchangeFault(tx.INVALID_REQUEST, "Yêu cầu không hợp lệ: afterId, maxItems") from None
+        page = [u for u in self.updates if u.id > after][:most]
+        last = page[-1].id if page else after
+        rows = [u.model_dump(mode="json", exclude_none=True) for u in page]
+        return _answer(tx.LIST_UPDATES, tx.SUCCESS, lastId=last, hasMore=any(u.id > last for u in self.updates),
+                       updates=rows)
+
+    def return_result(self, fields: dict[str, Any]) -> Response:
+        transfer_id = str(fields.get("transferId", ""))
+        t = self.transfers.get(transfer_id)
+        if t is None:
+            return _answer(tx.RETURN_RESULT, tx.NOT_FOUND)
+        if t.status == tx.RESULT:
+            return _answer(tx.RETURN_RESULT, tx.EXISTS, transferId=transfer_id)
+        outcome = str(fields.get("outcome", ""))
+        if outcome not in ("approved", "rejected") or t.status != tx.ACCEPTED:
+            raise ExchangeFault(tx.INVALID_REQUEST, "Yêu cầu không hợp lệ: outcome, hoặc hồ sơ chưa được tiếp nhận")
+        try:
+            documents = [tx.DocumentRef.model_validate(d) for d in _documents(fields.get("documents"))]
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+        self._record(t, tx.RESULT, outcome=outcome, documents=documents)
+        return _answer(tx.RETURN_RESULT, tx.SUCCESS, transferId=transfer_id)
+
+    # -- the units' own work
+
+    def _record(self, t: Transfer, status: str, *, reason: str | None = None, outcome: str | None = None,
+                documents: list[tx.DocumentRef] | None = None) -> None:
+        t.status, t.reason, t.outcome = status, reason or t.reason, outcome
+        t.result_documents = documents or []
+        t.decided = time.monotonic()
+        at = datetime.now(tx.VN_TZ).replace(microsecond=0)
+        t.history.append((status, at.isoformat()))
+        self.updates.append(tx.Update(
+            id=next(self._ids), transferId=t.request.transferId, status=status,
+            fromUnit=t.request.fromUnit, toUnit=t.request.toUnit, dossierCode=t.request.dossierCode,
+            reason=reason, outcome=outcome, at=at, documents=documents or []))
+
+    def tick(self) -> None:
+        """The units answer what is due: accept or refuse, then (at the chain's end) decide."""
+        now = time.monotonic()
+        for t in list(self.transfers.values()):
+            unit = self.units[t.request.toUnit]
+            if self.is_down(t.request.toUnit):
+                continue
+            if t.status == tx.SENT and now - t.created >= unit.accept_seconds:
+                if self.rng.random() < unit.refuse_rate:
+                    self._record(t, tx.REFUSED, reason="Hồ sơ chưa đủ thành phần theo quy định")
+                else:
+                    self._record(t, tx.ACCEPTED)
+            elif (t.status == tx.ACCEPTED and t.request.toUnit == t.request.finalUnit and t.decided is not None
+                  and now - t.decided >= unit.process_seconds):
+                outcome = "rejected" if self.rng.random() < unit.reject_rate else "approved"
+                name = f"ket-qua-{t.request.dossierCode}.pdf"
+                size = 50_000 + self.rng.randrange(200_000)
+                self._record(t, tx.RESULT, outcome=outcome, documents=[
+                    tx.DocumentRef(name=name, sha256=document_sha256(name, size), size=size)])
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def create_app(*, username: str, password: str, units: dict[str, UnitConfig] | None = None,
+               seed: int | None = None, tick_seconds: float = 0.1) -> FastAPI:
+    """The exchange for one integration account, with the units behind it (default :data:`DEFAULT_UNITS`)."""
+    state = ExchangeState(username=username, password=password,
+                          units=dict(DEFAULT_UNITS if units is None else units), seed=seed)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async def run() -> None:
+            while True:
+                state.tick()
+                await asyncio.sleep(tick_seconds)
+
+        task = asyncio.get_running_loop().create_task(run())
+        yield
+        task.cancel()
+        shutil.rmtree(state.folder, ignore_errors=True)
+
+    app = FastAPI(title="motcua-relay sandbox: LGSP inter-level exchange", docs_url=None, redoc_url=None,
+                  lifespan=lifespan)
+    app.state.exchange = state
+    wsdl = etree.fromstring(tx.WSDL.encode())
+
+    @app.get(tx.ENDPOINT_PATH)
+    async def get_wsdl(request: Request) -> Response:
+        if "wsdl" not in {name.lower() for name in request.query_params}:
+            return error_response(404, "POST SOAP 1.1 requests here; the service description is at ?wsdl")
+        document = copy.deepcopy(wsdl)
+        address = document.find(".//{http://schemas.xmlsoap.org/wsdl/soap/}address")
+        assert address is not None
+        address.set("location", str(request.url.replace(query="")))
+        return Response(etree.tostring(document, xml_declaration=True, encoding="utf-8"), media_type=XML_TYPE)
+
+    @app.post(tx.ENDPOINT_PATH)
+    async def soap(request: Request) -> Response:
+        faults = state.faults
+        status = await latency_and_error(faults)
+        if status is not None:
+            state.counters["fault_error"] += 1
+            return error_response(status, "injected fault")
+        try:
+            operation, answer = state.handle(await request.body())
+        except ExchangeFault as fault:
+            state.counters[f"fault_{fault.code}"] += 1
+            return _fault(fault)
+        if operation == tx.SEND_DOSSIER and faults is not None and faults.draw(faults.config.timeout_rate):
+            state.counters["fault_timeout"] += 1
+            await asyncio.sleep(faults.config.hang_seconds)
+        return answer
+
+    @app.head(f"{tx.DOCUMENTS_PATH}/{{transfer_id}}/{{index}}")
+    async def has_document(transfer_id: str, index: int, request: Request) -> Response:
+        if not state.authorised(request.headers.get("authorization")):
+            return Response(status_code=401)
+        stored = state.path(transfer_id, index)
+        if not stored.exists():
+            return Response(status_code=404)
+        return Response(status_code=200, headers={tx.SHA256_HEADER: _sha256_file(stored),
+                                                  "Content-Length": str(stored.stat().st_size)})
+
+    @app.put(f"{tx.DOCUMENTS_PATH}/{{transfer_id}}/{{index}}")
+    async def put_document(transfer_id: str, index: int, request: Request) -> Response:
+        if not state.authorised(request.headers.get("authorization")):
+            return JSONResponse({"code": tx.AUTH_FAILED}, status_code=401)
+        status = await latency_and_error(state.faults)
+        if status is not None:
+            state.counters["fault_error"] += 1
+            return error_response(status, "injected fault")
+        expected = request.headers.get(tx.SHA256_HEADER, "").lower()
+        stored = state.path(transfer_id, index)
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        partial = stored.with_suffix(".part")
+        digest, size = hashlib.sha256(), 0
+        with partial.open("wb") as out:
+            async for chunk in request.stream():
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        if not hmac.compare_digest(digest.hexdigest(), expected):
+            partial.unlink(missing_ok=True)
+            state.counters["documents_refused"] += 1
+            return JSONResponse({"code": tx.DOCUMENT_INVALID, "message": "SHA-256 không khớp",
+                                 "sha256": digest.hexdigest()}, status_code=422)
+        partial.replace(stored)
+        state.counters["documents_stored"] += 1
+        state.counters["document_bytes"] += size
+        return JSONResponse({"code": "00", "sha256": expected, "size": size}, status_code=201)
+
+    @app.post("/_admin/units/{code}/down")
+    async def down(code: str, body: DownRequest) -> dict[str, Any]:
+        state.down_until[code] = time.monotonic() + body.seconds
+        return {"unit": code, "down_for": body.seconds}
+
+    @app.post("/_admin/units/{code}/up")
+    async def up(code: str) -> dict[str, Any]:
+        state.down_until.pop(code, None)
+        return {"unit": code}
+
+    @app.get("/_admin/transfers")
+    async def transfers() -> list[dict[str, Any]]:
+        return [t.view() for t in state.transfers.values()]
+
+    @app.get("/_admin/stats")
+    async def stats() -> dict[str, Any]:
+        return state.stats()
+
+    @app.post("/_admin/reset")
+    async def reset() -> dict[str, str]:
+        state.reset()
+        return {"status": "reset"}
+
+    add_fault_routes(app, state, FaultConfig)
+    return app
+
+

@@ -1,0 +1,226 @@
+"""Inter-level transfer end to end: hops to the LGSP exchange, documents streamed with checksums, answers back.
+
+Real everything: the exchange simulator (SOAP via zeep from its WSDL, documents over HTTP, units that accept,
+refuse, decide, go down), the origin's document server, the one-stop simulator, Redis, the ledger;
+in-process deliveries and polls, one at a time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import select
+
+from sandbox.lgsp import COMMUNE, DISTRICT, PROVINCE, UnitConfig, document_app, document_sha256
+from sandbox.lgsp import create_app as exchange_app
+from sandbox.onestop import create_app as onestop_app
+from sandbox.workload import generate_day
+from schemas import transfer as tx
+from store import ledger
+from store.db import upgrade
+from store.tables import attempts, deliveries
+from tasks.delivery import run_delivery
+from tasks.runtime import get_runtime, reset_runtime
+from tasks.transfer import run_poll
+from tests.harness import become_relay, drain, new_secret, relay_env, wait_for
+from tests.servers import run_asgi
+
+USER, PASSWORD = "lienthong-halong", "mat-khau-truc"
+FAST_RETRY = '{ schedule = ["0.2s", "0.5s", "1s"], repeat_every = "1s", deadline = "1h", max_attempts = 200 }'
+ROUTING = """
+[destinations.lgsp]
+kind = "transfer"
+url = "{exchange}"
+username = "{user}"
+password_env = "MOTCUA_TRANSFER_PASSWORD"
+ordering = "none"
+timeouts = {{ connect = 2, read = {read} }}
+retry = {retry}
+breaker = {{ failure_threshold = 1000, open_for = "2s" }}
+
+[destinations.onestop]
+kind = "webhook"
+url = "{onestop}/subscribers/onestop/events"
+secret_env = "MOTCUA_ONESTOP_WEBHOOK_SECRET"
+timeouts = {{ connect = 2, read = 5 }}
+retry = {retry}
+
+[[routes]]
+events = ["transfer.requested"]
+origins = ["onestop", "transfer"]
+destination = "lgsp"
+
+[[routes]]
+events = ["transfer.result"]
+origins = ["transfer"]
+require = ["data.return_to"]
+destination = "lgsp"
+
+[[routes]]
+events = ["*"]
+exclude_origins = ["onestop"]
+destination = "onestop"
+"""
+
+
+def units(**changes: dict[str, Any]) -> dict[str, UnitConfig]:
+    base = {COMMUNE: {"name": "UBND phường Hồng Gai"}, DISTRICT: {"name": "UBND thành phố Hạ Long"},
+            PROVINCE: {"name": "Trung tâm Phục vụ hành chính công tỉnh"}}
+    return {code: UnitConfig(**{"accept_seconds": 0.2, "process_seconds": 0.3, **base[code], **changes.get(code, {})})
+            for code in base}
+
+
+@pytest.fixture
+def stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch,
+          request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """This process as a relay against the exchange (units as the test's ``units`` marker says)."""
+    marker = request.node.get_closest_marker("units")
+    behind = units(**(marker.kwargs if marker else {}))
+    database_url = f"sqlite:///{tmp_path}/relay.db"
+    upgrade(database_url)
+    onestop_secret = new_secret()
+    exchange = exchange_app(username=USER, password=PASSWORD, units=behind, seed=5, tick_seconds=0.05)
+    with run_asgi(exchange) as exchange_url, run_asgi(document_app()) as documents_url, \
+            run_asgi(onestop_app({"onestop": onestop_secret})) as onestop_url:
+        path = tmp_path / "routing.toml"
+        path.write_text(ROUTING.format(exchange=exchange_url, user=USER, read=1.0, retry=FAST_RETRY,
+                                       onestop=onestop_url), encoding="utf-8")
+        prefix = f"tr{uuid.uuid4().hex[:6]}"
+        env = relay_env(database_url, redis_url, new_secret(), {"onestop": onestop_secret}, path,
+                        MOTCUA_TRANSFER_PASSWORD=PASSWORD, MOTCUA_REDIS_PREFIX=prefix)
+        become_relay(monkeypatch, env)
+        try:
+            yield {"exchange": exchange_url, "documents": documents_url, "onestop": onestop_url, "env": env}
+        finally:
+            reset_runtime()
+            client = redis.Redis.from_url(redis_url)
+            for key in client.scan_iter(f"{prefix}:*"):
+                client.delete(key)
+
+
+def later() -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=5)
+
+
+def requested(stack: dict[str, Any], target: str, *, size: int = 2_000_000, sha256: str | None = None,
+              origin: str = COMMUNE) -> dict[str, Any]:
+    """A ``transfer.requested`` of a generated dossier, from ``origin`` to ``target``, with one scanned document."""
+    sample = next(e for e in generate_day(40, seed=8) if e["type"] == "transfer.requested")
+    name = f"to-khai-{uuid.uuid4().hex[:8]}.pdf"
+    document = {"name": name, "url": f"{stack['documents']}/files/{name}?size={size}",
+                "sha256": sha256 or document_sha256(name, size), "size": size}
+    code = f"{origin}-261120-{uuid.uuid4().int % 10_000:04d}"
+    return {**sample, "event_id": f"tr-{uuid.uuid4().hex}", "unit_code": origin, "dossier_code": code,
+            "data": {"target_unit": target, "reason": "Thủ tục liên thông", "documents": [document]}}
+
+
+def ingest(batch: list[dict[str, Any]]) -> None:
+    rt = get_runtime()
+    ledger.ingest_and_route(rt.engine, batch, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+
+
+def received(stack: dict[str, Any], dossier: str) -> list[dict[str, Any]]:
+    rows = httpx.get(f"{stack['onestop']}/_admin/received", params={"subscriber": "onestop", "full": True},
+                     timeout=10).json()
+    return [r["event"] for r in rows if r["event"]["dossier_code"] == dossier]
+
+
+def settle(stack: dict[str, Any], dossier: str, until: Any, timeout: float = 20) -> list[dict[str, Any]]:
+    """Poll the exchange and deliver, again and again, until the one-stop software has heard ``until``."""
+    def step() -> list[dict[str, Any]] | None:
+        run_poll("lgsp")
+        drain(later)
+        got = received(stack, dossier)
+        return got if until(got) else None
+
+    return list(wait_for(step, timeout, interval=0.2, what="the transfer's answers"))
+
+
+def kinds(got: list[dict[str, Any]]) -> list[tuple[str, str | None, str | None]]:
+    return [(e["type"], e["data"].get("from_unit"), e["data"].get("target_unit")) for e in got]
+
+
+def test_a_two_hop_transfer_streams_its_document_once_and_the_result_comes_back_the_same_way(
+    stack: dict[str, Any],
+) -> None:
+    # given a commune's dossier for the province, with a 2 MB scan at the origin
+    event = requested(stack, PROVINCE)
+    dossier = event["dossier_code"]
+    ingest([event])
+    # when the relay sends it, polls the exchange and delivers what comes back, until the result is home
+    got = settle(stack, dossier, lambda got: any(e["type"] == "transfer.result" and not e["data"].get("return_to")
+                                                 for e in got))
+    hop1, hop2 = (tx.transfer_id(dossier, COMMUNE, DISTRICT), tx.transfer_id(dossier, DISTRICT, PROVINCE))
+    # then the one-stop software heard every step in order: the district took it, passed it on, the province
+    # took it and decided, and the decision came back down to the commune once
+    assert kinds(got) == [
+        ("transfer.accepted", COMMUNE, DISTRICT), ("transfer.requested", None, PROVINCE),
+        ("transfer.accepted", DISTRICT, PROVINCE), ("transfer.result", DISTRICT, PROVINCE),
+        ("transfer.result", COMMUNE, DISTRICT)]
+    assert [e["data"]["transfer_id"] for e in got if e["type"] != "transfer.requested"] == [hop1, hop2, hop2, hop1]
+    assert got[3]["data"]["return_to"] == hop1 and got[4]["data"]["outcome"] == "approved"
+    assert got[4]["data"]["documents"][0]["name"].startswith("ket-qua-")
+    # and the exchange holds both hops, linked, the scan uploaded once and checked
+    held = {t["transferId"]: t for t in httpx.get(f"{stack['exchange']}/_admin/transfers", timeout=5).json()}
+    assert held[hop2]["previousTransferId"] == hop1 and held[hop1]["status"] == held[hop2]["status"] == "RESULT"
+    stats = httpx.get(f"{stack['exchange']}/_admin/stats", timeout=5).json()["counters"]
+    assert stats["documents_stored"] == 1 and stats["document_bytes"] == 2_000_000
+    assert all(t["send_calls"] == 1 for t in held.values())
+    # and the ledger has one delivery per hop out, and one to carry the result back
+    with get_runtime().engine.connect() as conn:
+        refs = conn.execute(select(deliveries.c.external_ref, deliveries.c.status)
+                            .where(deliveries.c.destination == "lgsp").order_by(deliveries.c.id)).all()
+    assert [(r.external_ref, r.status) for r in refs] == [(hop1, "delivered"), (hop2, "delivered"),
+                                                           (hop1, "delivered")]
+
+
+def test_a_document_whose_bytes_do_not_match_its_checksum_is_refused_and_the_reason_says_so(
+    stack: dict[str, Any],
+) -> None:
+    event = requested(stack, DISTRICT, size=300_000, sha256="0" * 64)
+    ingest([event])
+    drain(later)
+    [dead] = ledger.dead_letters(get_runtime().engine, ledger.DeadLetterFilter(destination="lgsp"))
+    assert dead.attempts == 1 and "checksum mismatch" in dead.last_error
+    assert "the dossier says 0000000000000000" in dead.last_error
+    assert httpx.get(f"{stack['exchange']}/_admin/transfers", timeout=5).json() == []
+    stats = httpx.get(f"{stack['exchange']}/_admin/stats", timeout=5).json()["counters"]
+    assert stats.get("documents_stored", 0) == 0 and stats["documents_refused"] == 1
+
+
+@pytest.mark.units(**{DISTRICT: {"refuse_rate": 1.0}})
+def test_a_refusal_reaches_the_origin_once_and_goes_no_further(stack: dict[str, Any]) -> None:
+    event = requested(stack, PROVINCE, size=100_000)
+    ingest([event])
+    got = settle(stack, event["dossier_code"], lambda got: any(e["type"] == "transfer.refused" for e in got))
+    assert kinds(got) == [("transfer.refused", COMMUNE, DISTRICT)]
+    assert got[0]["data"]["reason"] == "Hồ sơ chưa đủ thành phần theo quy định"
+    assert len(httpx.get(f"{stack['exchange']}/_admin/transfers", timeout=5).json()) == 1
+
+
+def test_a_hop_to_a_unit_that_is_down_waits_and_goes_once_it_is_up(stack: dict[str, Any]) -> None:
+    # given the district's system is down
+    httpx.post(f"{stack['exchange']}/_admin/units/{DISTRICT}/down", json={"seconds": 600}, timeout=5)
+    event = requested(stack, DISTRICT, size=100_000)
+    ingest([event])
+    with get_runtime().engine.connect() as conn:
+        [delivery_id] = conn.execute(select(deliveries.c.id)).scalars().all()
+    run_delivery(delivery_id, "lgsp", clock=lambda: datetime.now(UTC))
+    # when it comes back and the delivery is retried
+    httpx.post(f"{stack['exchange']}/_admin/units/{DISTRICT}/up", timeout=5)
+    got = settle(stack, event["dossier_code"], lambda got: any(e["type"] == "transfer.result" for e in got))
+    # then the hop went once, on the second attempt (its document already there), and the answers came back
+    assert kinds(got) == [("transfer.accepted", COMMUNE, DISTRICT), ("transfer.result", COMMUNE, DISTRICT)]
+    with get_runtime().engine.connect() as conn:
+        tried = conn.execute(select(attempts.c.outcome, attempts.c.error).order_by(attempts.c.id)).all()
+    assert tried[0].outcome == "retryable" and "UNIT_UNAVAILABLE" in tried[0].error
+    assert tried[1].outcome == "delivered"
+    stats = httpx.get(f"{stack['exchange']}/_admin/stats", timeout=5).json()["counters"]
+    assert stats["documents_stored"] == 1 and stats["unit_unavailable"] == 1
