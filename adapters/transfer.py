@@ -15,7 +15,8 @@ intermediate unit's acceptance also makes the next hop's ``transfer.requested`` 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from config.units import Directory, DirectoryError
@@ -95,3 +96,43 @@ def update_events(update: tx.Update, request: Mapping[str, Any], directory: Dire
         events.append(_follow_up(request, "transfer.requested", f"transfer:{hop}:requested", update.at,
                                  update.toUnit, onward))
     return events
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One hop of a dossier's transfer chain as the ledger knows it (for ``motcua-relay trace``)."""
+
+    transfer_id: str
+    from_unit: str
+    to_unit: str
+    sent_at: datetime | None
+    answer: str | None = None
+    answered_at: datetime | None = None
+    reason: str | None = None
+    outcome: str | None = None
+    result_at: datetime | None = None
+    returned: bool = False
+
+
+def chain(sent: Mapping[str, datetime | None], answers: list[Mapping[str, Any]]) -> list[Hop]:
+    """The hops of a chain: ``sent`` maps each hop id the relay sent to when the exchange took it; ``answers``
+    are the chain's ``transfer.accepted`` / ``refused`` / ``result`` events. In the order they were sent."""
+    by_hop: dict[str, dict[str, Any]] = {}
+    for event in answers:
+        data = event.get("data") or {}
+        hop = by_hop.setdefault(str(data.get("transfer_id")), {})
+        at = datetime.fromisoformat(event["occurred_at"])
+        if event["type"] == "transfer.result":
+            hop.update(outcome=data.get("outcome"), result_at=at)
+            if data.get("return_to"):
+                by_hop.setdefault(str(data["return_to"]), {})["returned"] = True
+        else:
+            hop.update(answer=event["type"].split(".")[1], answered_at=at, reason=data.get("reason"))
+    hops = []
+    for transfer_id, sent_at in sent.items():
+        parts = parse_transfer_id(transfer_id)
+        if parts is None:
+            continue
+        hops.append(Hop(transfer_id, parts[1], parts[2], sent_at, **by_hop.get(transfer_id, {})))
+    far_past = datetime.min.replace(tzinfo=UTC)
+    return sorted(hops, key=lambda h: h.sent_at or far_past)

@@ -420,6 +420,30 @@ def trace(dossier_code: Annotated[str, typer.Argument(help="the dossier code")])
         summary.add_row(d.destination, str(d.sequence), d.status, str(d.attempts), _vn(d.delivered_at),
                         d.external_ref or "")
     console.print(summary)
+    _print_chain(evs, dels)
+
+
+def _print_chain(evs: list[Any], dels: list[Any]) -> None:
+    """The dossier's inter-level transfer, hop by hop, when it has one."""
+    from adapters.transfer import chain
+
+    requests = {e.id for e in evs if e.type == "transfer.requested"}
+    sent = {d.external_ref: d.delivered_at for d in dels if d.event_pk in requests and d.external_ref}
+    if not sent:
+        return
+    answers = [json.loads(e.payload) for e in evs if e.type in ("transfer.accepted", "transfer.refused",
+                                                                  "transfer.result")]
+    table = Table(title="Transfer chain (liên thông)")
+    for col in ("hop", "from → to", "sent (VN)", "answer", "answered (VN)", "result", "decided (VN)",
+                "result carried back"):
+        table.add_column(col)
+    for n, hop in enumerate(chain(sent, answers), start=1):
+        answer = hop.answer or "waiting"
+        if hop.reason:
+            answer += f": {hop.reason}"
+        table.add_row(str(n), f"{hop.from_unit} → {hop.to_unit}", _vn(hop.sent_at), answer, _vn(hop.answered_at),
+                      hop.outcome or "—", _vn(hop.result_at), "yes" if hop.returned else "—")
+    console.print(table)
 
 
 @report_app.command("portal")

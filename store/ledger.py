@@ -799,8 +799,8 @@ def dossier_trace(engine: Engine, dossier_code: str) -> tuple[list[Any], list[An
     """Every event, delivery and attempt of one dossier."""
     with engine.connect() as conn:
         evs = conn.execute(
-            select(events.c.id, events.c.event_id, events.c.type, events.c.origin, events.c.sequence,
-                   events.c.occurred_at, events.c.received_at)
+            select(events.c.id, events.c.event_id, events.c.type, events.c.origin, events.c.unit_code,
+                   events.c.sequence, events.c.occurred_at, events.c.received_at, events.c.payload)
             .where(events.c.dossier_code == dossier_code)
             .order_by(events.c.sequence, events.c.id)
         ).all()

@@ -7,6 +7,8 @@ in-process deliveries and polls, one at a time.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -179,6 +181,15 @@ def test_a_two_hop_transfer_streams_its_document_once_and_the_result_comes_back_
                             .where(deliveries.c.destination == "lgsp").order_by(deliveries.c.id)).all()
     assert [(r.external_ref, r.status) for r in refs] == [(hop1, "delivered"), (hop2, "delivered"),
                                                            (hop1, "delivered")]
+    # and `motcua-relay trace` shows the whole chain, hop by hop, in order
+    shown = subprocess.run([sys.executable, "-m", "cli.main", "trace", dossier], capture_output=True, text=True,
+                           env={**stack["env"], "COLUMNS": "250"}, timeout=60)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    chain = shown.stdout[shown.stdout.index("Transfer chain"):]
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in chain.splitlines() if line.count("│") > 5]
+    assert [(r[0], r[1], r[3], r[5], r[7]) for r in rows] == [
+        ("1", f"{COMMUNE} → {DISTRICT}", "accepted", "approved", "yes"),
+        ("2", f"{DISTRICT} → {PROVINCE}", "accepted", "approved", "—")]
 
 
 def test_a_document_whose_bytes_do_not_match_its_checksum_is_refused_and_the_reason_says_so(
