@@ -48,6 +48,7 @@ from rich.live import Live
 from rich.table import Table
 
 from cli.demo_payment import PaymentPlay
+from cli.demo_transfer import TransferPlay
 
 VAR = Path("var")
 FINAL = ("delivered", "superseded", "dead")
@@ -127,6 +128,7 @@ class Demo:
         self.postals = [name for name, d in routing.destinations.items() if d.kind == "postal"]
         self.postal = self._postal_simulator(routing) if self.postals else None
         self.payment = PaymentPlay.configure(routing, self.rng, lambda app, port: _serve(app, port, self.stack))
+        self.transfer = TransferPlay.configure(routing, lambda app, port: _serve(app, port, self.stack))
         self.mode = _choose_broker(self.console)
 
     def _zalo_simulators(self, routing: Any) -> tuple[str | None, str | None]:
@@ -233,6 +235,7 @@ class Demo:
                            + (f"; Zalo: {self.zalo}" if self.zalo else "") + (f"; SMS: {self.sms}" if self.sms else "")
                            + (f"; post: {self.postal}" if self.postal else "")
                            + (f"; {self.payment.describe()}" if self.payment else "")
+                           + (f"; {self.transfer.describe()}" if self.transfer else "")
                            + ", threads of this process")
         if self.mode == "memory":
             from celery.contrib.testing.worker import start_worker
@@ -260,11 +263,12 @@ class Demo:
                                "(production: 21:00–07:00); phones ending in 000 have no Zalo and get an SMS")
         interval = self.rt.settings.sweep_interval_seconds
         threading.Thread(target=_sweeper, args=(self.stop, interval, bool(self.portals), bool(self.postals),
-                                                bool(self.payment)), daemon=True).start()
+                                                bool(self.payment), bool(self.transfer)), daemon=True).start()
         self.console.print(f"sweeper: a thread calling tasks.delivery.run_sweep every {interval:g} s"
                            + (" and pulling the portal's online dossiers" if self.portals else "")
                            + (" and reading the post's tracking list" if self.postals else "")
                            + (" and querying bills no callback answered" if self.payment else "")
+                           + (" and reading the LGSP exchange's answers" if self.transfer else "")
                            + f" (what `motcua-relay beat` schedules in production); logs in {self.logs}/")
 
     def play(self, dossiers: int, fault_rate: float) -> None:
@@ -281,6 +285,8 @@ class Demo:
             self._play_postal(fault_rate)
         self.dossiers, self.events = dossiers, _day(dossiers, self.rng, postal_statuses=not self.postal,
                                                     payments=not self.payment)
+        if self.transfer:
+            self.console.print(self.transfer.prepare(self.events))
         if self.payment:
             self.console.print(self.payment.start(self.api, self.rt.routing, fault_rate, self.events))
             threading.Thread(target=self.payment.run, args=(self.stop, self.rt.engine), daemon=True).start()
@@ -369,6 +375,7 @@ class Demo:
                 # the post first: a status it reports after the counts are read would open deliveries unseen
                 postal_settled = not self.postal or self._postal_settled()
                 postal_settled &= not self.payment or self.payment.settled(self.rt.engine)
+                postal_settled &= not self.transfer or self.transfer.settled(self.sandbox, self.events)
                 counts, unrouted = status_counts(self.rt.engine, self.since), _unrouted(self.rt.engine, self.since)
                 live.update(_progress(counts, unrouted, time.monotonic() - self.started, self.sent, len(self.events)))
                 still_open = {d: {s: n for s, n in c.items() if s not in FINAL} for d, c in counts.items()}
@@ -427,6 +434,11 @@ class Demo:
             payments = self.payment.reconcile(self.sandbox)
             stats |= {name: self.payment.provider_stats() for name in self.payment.names}
             rows = _rows(self.rt.engine, self.since)  # the reconciliation's own fee.paid, if it recovered any
+        transfers: dict[str, Any] = {}
+        if self.transfer:
+            transfers = self.transfer.report(self.sandbox, self.events)
+            if transfers["transfers"]:  # a day without transfers has no row for the exchange
+                stats |= {name: self.transfer.provider_stats() for name in self.transfer.names}
         summary = _summary(rows, stats)
         webhooks = {n for n, d in self.rt.routing.destinations.items() if d.kind == "webhook"}
         summary["repeated"] = sum(f["receipts"] - f["effects"] for name, f in summary["destinations"].items()
@@ -435,7 +447,7 @@ class Demo:
                     "database": self.database, "faults": self.faults, "dossiers": self.dossiers,
                     "events": len(self.events), "intake": {"accepted": self.accepted, "refused": refused},
                     "elapsed_seconds": round(time.monotonic() - self.started, 1), "timed_out": timed_out,
-                    "portal": portal, "postal": postal, "payments": payments}
+                    "portal": portal, "postal": postal, "payments": payments, "transfers": transfers}
         _print_summary(self.console, summary)
         if portal:
             good = portal["matching"] == portal["dossiers"] and portal["online_delivered"] == portal["online"]
@@ -461,6 +473,14 @@ class Demo:
                                f"{payments['callbacks_repeated']} repeated); the wrong amount was held, not paid[/]"
                                f"\nreconciliation of {payments['day']}: {found}; signable report: "
                                f"{', '.join(payments['report'])}")
+        if transfers:
+            good = (transfers["results_home_once"] + transfers["refused"] == transfers["transfers"]
+                    and not transfers["results_twice"])
+            self.console.print(("[green]" if good else "[red]") + f"transfers: {transfers['results_home_once']} / "
+                               f"{transfers['transfers']} results back at the origin once, {transfers['refused']} "
+                               f"refused; {transfers['hops']} hops through the LGSP exchange, "
+                               f"{transfers['documents']} documents ({transfers['megabytes']} MB) streamed with "
+                               "their checksums[/]")
         if self.zalo:
             from sqlalchemy import func, select
 
@@ -488,6 +508,8 @@ class Demo:
                                    and postal["delivered_back"] == postal["delivered"])
         payments_ok = not payments or (payments["paid_once"] == payments["expected_paid"]
                                        and not payments["wrong_amount_paid"])
+        payments_ok &= not transfers or (transfers["results_home_once"] + transfers["refused"]
+                                         == transfers["transfers"] and not transfers["results_twice"])
         return 0 if (summary["open"] == 0 and summary["total"] > 0 and not refused and portal_ok and postal_ok
                      and payments_ok) else 1
 
@@ -650,12 +672,13 @@ def _answers(url: str) -> bool:
     return False
 
 
-def _sweeper(stop: threading.Event, interval: float, pull: bool, poll: bool, query: bool) -> None:
+def _sweeper(stop: threading.Event, interval: float, pull: bool, poll: bool, query: bool, exchange: bool) -> None:
     from tasks.delivery import run_sweep
     from tasks.payment import query_unanswered_bills
     from tasks.portal import pull_online
     from tasks.postal import poll_tracking
     from tasks.runtime import get_runtime
+    from tasks.transfer import poll_updates
 
     polled = 0.0
     while not stop.wait(interval):
@@ -668,6 +691,8 @@ def _sweeper(stop: threading.Event, interval: float, pull: bool, poll: bool, que
                     poll_tracking()
                 if query:
                     query_unanswered_bills()
+                if exchange:
+                    poll_updates()
                 polled = time.monotonic()
         except Exception:
             log.exception("demo sweep failed")

@@ -140,9 +140,10 @@ def sandbox(
     postal_port: Annotated[int, typer.Option(help="the postal service simulator's port")] = 8705,
     payment_port: Annotated[int, typer.Option(help="the payment platform simulator's port")] = 8706,
     bank_port: Annotated[int, typer.Option(help="the bank bill-collection simulator's port")] = 8707,
+    exchange_port: Annotated[int, typer.Option(help="the LGSP inter-level exchange simulator's port")] = 8708,
 ) -> None:
     """Start the simulators on loopback: the one-stop software, the national portal, Zalo, the SMS gateway,
-    the post, the payment platform and the bank.
+    the post, the payment platform, the bank and the LGSP's inter-level exchange.
 
     Each speaks to the destinations of the routing file: webhook subscribers with their secrets,
     the portal with the username and password of the portal destination's variables.
@@ -247,6 +248,24 @@ def sandbox(
             started.append(f"bank: http://{host}:{port}/soap/billcollection?wsdl (POST /_admin/pay {{billCode}})")
         servers.append(uvicorn.Server(uvicorn.Config(sim, host=host, port=port, access_log=False,
                                                      log_level="warning")))
+    exchange = next((d for d in routing.destinations.values() if d.kind == "transfer"), None)
+    if exchange is not None:
+        from config.units import load_directory
+        from sandbox.lgsp import UnitConfig
+        from sandbox.lgsp import create_app as exchange_sim
+
+        exchange_password, exchange_env = exchange.secret("password", "MOTCUA_TRANSFER_PASSWORD")
+        if exchange_password:
+            units_file = exchange.option("units_file")
+            units = {code: UnitConfig(name=unit.name, accept_seconds=5, process_seconds=30)
+                     for code, unit in load_directory(str(units_file) if units_file else None).units.items()}
+            servers.append(uvicorn.Server(uvicorn.Config(
+                exchange_sim(username=str(exchange.option("username")), password=exchange_password, units=units),
+                host=host, port=exchange_port, access_log=False, log_level="warning")))
+            started.append(f"LGSP exchange: http://{host}:{exchange_port}/soap/lienthong?wsdl (units accept after "
+                           "5 s, decide 30 s later)")
+        else:
+            console.print(f"[yellow]LGSP exchange simulator not started: set {exchange_env}[/]")
     console.print("; ".join(started))
 
     async def serve_all() -> None:

@@ -45,7 +45,7 @@ def check_summary(summary: dict[str, Any], tmp_path: Path, stdout: str) -> None:
     assert summary["p99_ms"] >= summary["p50_ms"] > 0
     # the SMS fallback appears only when a phone without Zalo turned up
     assert {"onestop", "warehouse", "portal", "zalo", "postal", "payment"} <= set(summary["destinations"]) <= {
-        "onestop", "warehouse", "portal", "zalo", "sms", "postal", "payment"}
+        "onestop", "warehouse", "portal", "zalo", "sms", "postal", "payment", "lgsp"}
     portal = summary["portal"]
     assert portal["dossiers"] > 0 and portal["matching"] == portal["dossiers"], portal
     assert portal["online"] >= 2 and portal["online_delivered"] == portal["online"], portal
@@ -59,6 +59,11 @@ def check_summary(summary: dict[str, Any], tmp_path: Path, stdout: str) -> None:
     assert payments["paid_once"] == payments["expected_paid"] and payments["wrong_amount_paid"] == 0, payments
     assert payments["reconciliation"].get("amount_mismatch", 0) == (1 if payments["bills_paid"] else 0), payments
     assert payments["reconciliation"]["unknown"] == 1 and payments["report"][0].endswith(".xlsx"), payments
+    # every transfer's last word reached the origin once: the result home, or the refusal (a small day may
+    # have none: tests/test_transfer_flow.py covers them)
+    transfers = summary["transfers"]
+    assert transfers["results_home_once"] + transfers["refused"] == transfers["transfers"], transfers
+    assert transfers["results_twice"] == 0 and transfers["hops"] >= transfers["transfers"], transfers
     # the citizens' Zalo receipts came back through the signed webhook into the ledger
     assert 0 < summary["zalo_receipts"]["received"] <= summary["destinations"]["zalo"]["delivered"]
     for name, figures in summary["destinations"].items():

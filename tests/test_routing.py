@@ -190,7 +190,7 @@ def default_routing() -> RoutingConfig:
 def test_default_file_loads(default_routing: RoutingConfig) -> None:
     kinds = {name: d.kind for name, d in default_routing.destinations.items()}
     assert kinds == {"onestop": "webhook", "warehouse": "webhook", "portal": "portal", "zalo": "zalo", "sms": "sms",
-                     "postal": "postal", "payment": "payment"}
+                     "postal": "postal", "payment": "payment", "lgsp": "transfer"}
     for destination in default_routing.destinations.values():
         assert destination.option("url").startswith("http")
         secrets = [v for k, v in destination.options.items() if k.endswith("_env") and "SECRET" in k.upper()]
@@ -206,7 +206,8 @@ def test_default_file_sends_lifecycle_events_to_the_portal_zalo_with_consent_eve
     postal = {"postal.pickup_requested", "postal.delivery_requested", "dossier.withdrawn", "dossier.returned"}
     for e in DAY:
         consented = bool(e["applicant"].get("zalo_consent") and e["applicant"].get("phone"))
-        expected = (["payment"] if e["type"] == "fee.assessed" else []) + (
+        expected = (["lgsp"] if e["type"] == "transfer.requested" else []) + (
+            ["payment"] if e["type"] == "fee.assessed" else []) + (
             ["zalo"] if e["type"] in notify and consented else []) + (
             ["portal"] if e["type"].startswith("dossier.") else []) + (
             ["postal"] if e["type"] in postal else []) + ["warehouse"]
@@ -256,3 +257,16 @@ def test_secrets_come_only_from_the_named_variable(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("MOTCUA_T_DEFAULT", "d")
     assert dest.secret("password", "MOTCUA_T_DEFAULT") == ("d", "MOTCUA_T_DEFAULT")
     assert dest.secret("other") == (None, None)
+
+
+def test_default_file_sends_each_hop_to_the_exchange_and_results_back_down_only_when_they_must(
+    default_routing: RoutingConfig,
+) -> None:
+    request = next(e for e in DAY if e["type"] == "transfer.requested")
+    answer = {**request, "origin": "transfer", "type": "transfer.result",
+              "data": {"target_unit": "000.00.00.H22", "outcome": "approved", "transfer_id": "x:a:b"}}
+    assert default_routing.destinations_for(answer) == ["onestop", "warehouse"]
+    back = {**answer, "data": {**answer["data"], "return_to": "x:c:a"}}
+    assert default_routing.destinations_for(back) == ["lgsp", "onestop", "warehouse"]
+    onward = {**request, "origin": "transfer", "data": {**request["data"], "previous_transfer_id": "x:c:a"}}
+    assert default_routing.destinations_for(onward) == ["lgsp", "onestop", "warehouse"]
