@@ -262,7 +262,8 @@ def test_secrets_come_only_from_the_named_variable(monkeypatch: pytest.MonkeyPat
 def test_default_file_sends_each_hop_to_the_exchange_and_results_back_down_only_when_they_must(
     default_routing: RoutingConfig,
 ) -> None:
-    request = next(e for e in DAY if e["type"] == "transfer.requested")
+    request = {**DAY[0], "type": "transfer.requested", "data": {"target_unit": "000.00.00.H22"}}
+    assert default_routing.destinations_for(request) == ["lgsp", "warehouse"]
     answer = {**request, "origin": "transfer", "type": "transfer.result",
               "data": {"target_unit": "000.00.00.H22", "outcome": "approved", "transfer_id": "x:a:b"}}
     assert default_routing.destinations_for(answer) == ["onestop", "warehouse"]
