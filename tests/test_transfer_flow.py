@@ -7,10 +7,15 @@ in-process deliveries and polls, one at a time.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +36,7 @@ from store.tables import attempts, deliveries
 from tasks.delivery import run_delivery
 from tasks.runtime import get_runtime, reset_runtime
 from tasks.transfer import run_poll
-from tests.harness import become_relay, drain, new_secret, relay_env, wait_for
+from tests.harness import RelayProcess, become_relay, drain, new_secret, relay_env, wait_for
 from tests.servers import run_asgi
 
 USER, PASSWORD = "lienthong-halong", "mat-khau-truc"
@@ -235,3 +240,126 @@ def test_a_hop_to_a_unit_that_is_down_waits_and_goes_once_it_is_up(stack: dict[s
     assert tried[1].outcome == "delivered"
     stats = httpx.get(f"{stack['exchange']}/_admin/stats", timeout=5).json()["counters"]
     assert stats["documents_stored"] == 1 and stats["unit_unavailable"] == 1
+
+
+# ----------------------------------------------------------------------------------- real worker and beat
+
+
+@contextmanager
+def relay_processes(stack: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, *,
+                    beat: bool) -> Iterator[RelayProcess]:
+    """A ``motcua-relay worker`` (and ``beat``) on the stack's ledger, with a Redis db of their own."""
+    db = os.environ.get("MOTCUA_TEST_TRANSFER_REDIS_DB", "5")
+    broker = f"{stack['env']['MOTCUA_BROKER_URL'].rsplit('/', 1)[0]}/{db}"
+    redis.Redis.from_url(broker).flushdb()
+    env = {**stack["env"], "MOTCUA_BROKER_URL": broker, "MOTCUA_REDIS_URL": broker,
+           "MOTCUA_SWEEP_INTERVAL_SECONDS": "0.5", "MOTCUA_TRANSFER_POLL_INTERVAL_SECONDS": "1",
+           "MOTCUA_PORTAL_PULL_INTERVAL_SECONDS": "3600", "MOTCUA_POSTAL_POLL_INTERVAL_SECONDS": "3600",
+           "MOTCUA_PAYMENT_QUERY_INTERVAL_SECONDS": "3600", "MOTCUA_WORKER_CONCURRENCY": "16"}
+    become_relay(monkeypatch, env)  # this process enqueues on the same broker
+    logs = Path(os.environ.get("MOTCUA_TEST_ARTIFACTS", tmp_path))
+    worker = RelayProcess(["worker"], env, logs / f"{name}-worker.log").start()
+    scheduler = (RelayProcess(["beat"], {**env, "MOTCUA_BEAT_SCHEDULE_FILE": str(tmp_path / f"{name}-beat")},
+                              logs / f"{name}-beat.log").start() if beat else None)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        if scheduler is not None:
+            scheduler.stop()
+        reset_runtime()
+        redis.Redis.from_url(broker).flushdb()
+
+
+def send(events: list[dict[str, Any]]) -> None:
+    """Store and route the events and queue their deliveries, as the intake does."""
+    from tasks.delivery import enqueue_deliveries
+
+    rt = get_runtime()
+    _, ready = ledger.ingest_and_route(rt.engine, events, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    enqueue_deliveries(ready, rt)
+
+
+def delivered(destination: str) -> int:
+    with get_runtime().engine.connect() as conn:
+        return len(conn.execute(select(deliveries.c.id).where(deliveries.c.destination == destination,
+                                                              deliveries.c.status == "delivered")).all())
+
+
+@pytest.mark.slow
+def test_a_200_mb_document_crosses_with_the_worker_growing_by_less_than_50_mb(
+    stack: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bench.relay import tree_hwm_mb, tree_rss_mb
+
+    with relay_processes(stack, tmp_path, monkeypatch, "transfer-200mb", beat=False) as worker:
+        # given a worker warmed up by a first, small transfer (imports, the WSDL loaded, pools open)
+        send([requested(stack, DISTRICT, size=1_000_000)])
+        wait_for(lambda: delivered("lgsp") == 1, 60, what="the warm-up transfer")
+        assert worker.proc is not None
+        before = tree_rss_mb(worker.proc.pid)
+        # when a dossier with a 200 MB scan goes to the district
+        big = requested(stack, DISTRICT, size=200_000_000)
+        send([big])
+        wait_for(lambda: delivered("lgsp") == 2, 180, interval=0.5, what="the 200 MB transfer")
+        peak = tree_hwm_mb(worker.proc.pid)
+    # then the exchange holds all of it, checked, and the worker's peak stayed within 50 MB of its resting size
+    stats = httpx.get(f"{stack['exchange']}/_admin/stats", timeout=5).json()["counters"]
+    assert stats["document_bytes"] == 201_000_000 and stats["documents_stored"] == 2
+    print(f"worker RSS before {before:.1f} MB, peak {peak:.1f} MB, growth {peak - before:.1f} MB")
+    assert peak - before < 50, f"the worker grew by {peak - before:.1f} MB"
+
+
+@pytest.mark.slow
+@pytest.mark.units(**{DISTRICT: {"refuse_rate": 0.1}, PROVINCE: {"refuse_rate": 0.1, "reject_rate": 0.1}})
+def test_a_hundred_transfers_twenty_of_them_two_hops_survive_the_district_going_down(
+    stack: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from adapters.transfer import chain
+
+    # given 40 commune → district, 40 district → province and 20 commune → district → province transfers
+    plan = [(COMMUNE, DISTRICT)] * 40 + [(DISTRICT, PROVINCE)] * 40 + [(COMMUNE, PROVINCE)] * 20
+    day = [requested(stack, target, origin=origin, size=50_000 + 1000 * n) for n, (origin, target) in enumerate(plan)]
+    with relay_processes(stack, tmp_path, monkeypatch, "transfer-100", beat=True):
+        # when they are sent, and the district's system goes down for 8 s a moment later
+        send(day[:50])
+        time.sleep(1.5)
+        httpx.post(f"{stack['exchange']}/_admin/units/{DISTRICT}/down", json={"seconds": 8}, timeout=5)
+        send(day[50:])
+
+        # then every transfer ends: refused somewhere, or its result back at the origin
+        def ended() -> bool:
+            words = [e for e in received_all(stack) if e["type"] in ("transfer.refused", "transfer.result")]
+            done = {e["dossier_code"] for e in words if e["type"] == "transfer.refused"
+                    or not e["data"].get("return_to")}
+            return done >= {e["dossier_code"] for e in day}
+
+        wait_for(ended, 150, interval=1.0, what="every transfer's last word at the origin")
+        got = received_all(stack)
+    stats = httpx.get(f"{stack['exchange']}/_admin/stats", timeout=5).json()
+    assert stats["counters"]["unit_unavailable"] > 0, stats  # the downtime was felt
+    homes = Counter(e["dossier_code"] for e in got if e["type"] == "transfer.result" and not e["data"].get("return_to"))
+    refused = Counter(e["dossier_code"] for e in got if e["type"] == "transfer.refused")
+    for event in day:
+        code = event["dossier_code"]
+        assert (homes[code], refused[code]) in ((1, 0), (0, 1)), (code, homes[code], refused[code])
+    assert 0 < sum(refused.values()) < 40 and sum(homes.values()) + sum(refused.values()) == 100
+    # and every two-hop chain that was accepted all the way shows both hops in order, the result carried back
+    two_hops = [e["dossier_code"] for e in day[80:] if homes[e["dossier_code"]]]
+    assert two_hops
+    for code in two_hops:
+        evs, dels, _ = ledger.dossier_trace(get_runtime().engine, code)
+        requests = {e.id for e in evs if e.type == "transfer.requested"}
+        sent = {d.external_ref: d.delivered_at for d in dels if d.event_pk in requests}
+        answers = [json.loads(e.payload) for e in evs if e.type in ("transfer.accepted", "transfer.result")]
+        hops = chain(sent, answers)
+        assert [(h.from_unit, h.to_unit, h.answer, h.returned) for h in hops] == [
+            (COMMUNE, DISTRICT, "accepted", True), (DISTRICT, PROVINCE, "accepted", False)]
+        assert hops[0].sent_at < hops[1].sent_at and hops[1].result_at <= hops[0].result_at  # type: ignore[operator]
+    assert ledger.dead_letters(get_runtime().engine, ledger.DeadLetterFilter()) == []
+
+
+def received_all(stack: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = httpx.get(f"{stack['onestop']}/_admin/received", params={"subscriber": "onestop", "full": True},
+                     timeout=30).json()
+    return [r["event"] for r in rows]
