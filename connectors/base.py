@@ -49,6 +49,12 @@ class DeliveryError(Exception):
         self.excerpt = excerpt
         self.retry_after = retry_after
 
+    def within(self, what: str) -> DeliveryError:
+        """The same error, its reason prefixed with what was being done (``"bank CreateBill: HTTP 503"``)."""
+        self.reason = f"{what}: {self.reason}"
+        self.args = (self.reason,)
+        return self
+
 
 class Retryable(DeliveryError):
     outcome = "retryable"
@@ -176,8 +182,7 @@ def post_json(
         response = client.post(url, json=json, data=data, headers=headers, timeout=call_timeout(client.timeout))
     error = classify_http_status(response)
     if error is not None:
-        error.reason = f"{what}: {error.reason}"
-        raise error
+        raise error.within(what)
     try:
         return response.json(), response
     except ValueError as exc:
@@ -208,8 +213,7 @@ def request_envelope(
     if error is None:
         error = Retryable("the answer is not JSON", status_code=response.status_code,
                           excerpt=excerpt(response.text))
-    error.reason = f"{what}: {error.reason}"
-    raise error
+    raise error.within(what)
 
 
 def build_http_client(connect: float, read: float, max_connections: int = 100) -> httpx.Client:

@@ -136,8 +136,7 @@ def classify_transport(what: str, exc: TransportError) -> DeliveryError:
         error = classify_http_status(httpx.Response(status, headers=getattr(exc, "headers", None), content=content))
     if error is None:
         error = Retryable("the answer is not SOAP", status_code=status or None, excerpt=excerpt(content))
-    error.reason = f"{what}: {error.reason}"
-    return error
+    return error.within(what)
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import httpx
 from pydantic import SecretStr
@@ -103,7 +104,7 @@ class ExchangeConnector:
     # ---- documents
 
     def _document_url(self, transfer_id: str, index: int) -> str:
-        return f"{self.base_url}{tx.DOCUMENTS_PATH}/{httpx.URL(transfer_id).raw_path.decode()}/{index}"
+        return f"{self.base_url}{tx.DOCUMENTS_PATH}/{quote(transfer_id, safe='')}/{index}"
 
     def has_document(self, transfer_id: str, index: int, sha256: str) -> bool:
         with map_transport_errors():
@@ -123,8 +124,7 @@ class ExchangeConnector:
             if source.status_code != 200:
                 source.read()
                 error = classify_http_status(source) or Permanent(f"HTTP {source.status_code}")
-                error.reason = f"{what}: the origin's file could not be read: {error.reason}"
-                raise error
+                raise error.within(f"{what}: the origin's file could not be read")
 
             def chunks() -> Iterator[bytes]:
                 nonlocal sent
@@ -150,8 +150,7 @@ class ExchangeConnector:
             raise Permanent(f"LGSP exchange {what}: checksum mismatch, the exchange refused it",
                             status_code=422, excerpt=excerpt(answer.text))
         error = classify_http_status(answer) or Permanent(f"HTTP {answer.status_code}")
-        error.reason = f"LGSP exchange {what}: {error.reason}"
-        raise error
+        raise error.within(f"LGSP exchange {what}")
 
     def close(self) -> None:
         self._soap.close()
