@@ -530,3 +530,29 @@ def create_app(*, username: str, password: str, units: dict[str, UnitConfig] | N
     return app
 
 
+
+
+def transfer_day(transfers: int, documents_url: str, *, two_hop_share: float = 0.2, seed: int = 0,
+                 max_document: int = 4_000_000) -> list[dict[str, Any]]:
+    """``transfers`` ``transfer.requested`` events of generated dossiers: a ``two_hop_share`` commune → province
+    (through the district), the rest half commune → district, half district → province; one to three scanned
+    documents each (50 KB to ``max_document``), served by :func:`document_app` at ``documents_url``."""
+    from sandbox.workload import generate_day
+
+    rng = random.Random(seed)
+    sample = next(e for e in generate_day(40, seed=seed) if e["type"] == "dossier.received")
+    two_hops = round(transfers * two_hop_share)
+    plan = [(COMMUNE, PROVINCE)] * two_hops + [(COMMUNE, DISTRICT), (DISTRICT, PROVINCE)] * transfers
+    out = []
+    for n, (origin, target) in enumerate(plan[:transfers]):
+        documents = []
+        for k in range(rng.randint(1, 3)):
+            name, size = f"ho-so-{seed}-{n:04d}-{k}.pdf", rng.randint(50_000, max_document)
+            documents.append({"name": name, "url": f"{documents_url}/files/{name}?size={size}",
+                              "sha256": document_sha256(name, size), "size": size})
+        code = f"{origin}-261120-{n:04d}"
+        data = {"target_unit": target, "reason": "Thủ tục liên thông", "documents": documents}
+        out.append({**sample, "event_id": f"transfer-{seed}-{n:04d}", "type": "transfer.requested",
+                    "unit_code": origin, "dossier_code": code, "sequence": 1, "data": data})
+    rng.shuffle(out)
+    return out

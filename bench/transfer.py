@@ -1,0 +1,319 @@
+"""The transfer benchmark: a day of inter-level transfers through the LGSP exchange, and one 200 MB scan.
+
+Every process real and separate: the exchange simulator (a commune, its district and the province behind
+it), the origin's document server and the one-stop simulator (under uvicorn), ``motcua-relay api``, ``worker``
+and ``beat`` (the sweeper and the exchange's poll, every second). Two phases, each on a fresh ledger and a
+flushed Redis db:
+
+  day     ``--transfers`` (default 100) sent signed to the intake, 20 % commune → province (two hops through the
+          district), the rest commune → district and district → province; one to three scans each (50 KB to
+          4 MB); the units accept after 0.5 s and decide 1 s later, refusing 5 %; the district's system goes
+          down for ``--outage`` seconds (default 10) two seconds in
+  big     one dossier with a ``--big-mb`` (default 200) MB scan, commune → district: the worker's memory is
+          read before (at rest, after a small transfer) and at its peak
+
+Per phase: transfers, hops at the exchange, documents and MB streamed (and MB/s while streaming), seconds
+from the first intake request to every transfer's last word at the origin, the round trip per transfer
+(request → result or refusal back at the one-stop software, p50/p99), results home exactly once,
+refusals, hops that met the outage (``UNIT_UNAVAILABLE``), dead letters, the worker's peak RSS and, for
+``big``, its growth over its resting size.
+
+Run: ``cd /work/main && .venv/bin/python bench/transfer.py [--transfers 100] [--json bench/results/transfer.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # ``python bench/transfer.py`` puts bench/ first on the path, not the project
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import redis  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+
+from bench.relay import (  # noqa: E402
+    Database,
+    Service,
+    _new_secret,
+    free_port,
+    percentile,
+    relay_cmd,
+    tree_hwm_mb,
+    tree_rss_mb,
+    wait_http,
+)
+from sandbox.lgsp import DISTRICT, document_sha256, transfer_day  # noqa: E402
+from sandbox.workload import send_events_sync  # noqa: E402
+from store.db import get_engine, upgrade  # noqa: E402
+from store.tables import deliveries, events  # noqa: E402
+from tests.harness import relay_env  # noqa: E402
+
+USER, PASSWORD = "bench-lienthong", "bench-exchange-password"
+RETRY = '{ schedule = ["0.5s", "1s", "2s", "4s"], repeat_every = "4s", deadline = "1h", max_attempts = 200 }'
+ROUTING = """
+[destinations.lgsp]
+kind = "transfer"
+url = "{exchange}"
+username = "{user}"
+password_env = "MOTCUA_TRANSFER_PASSWORD"
+ordering = "none"
+timeouts = {{ connect = 2, read = 60 }}
+retry = {retry}
+breaker = {{ failure_threshold = 1000, open_for = "2s" }}
+
+[destinations.onestop]
+kind = "webhook"
+url = "{onestop}/subscribers/onestop/events"
+secret_env = "MOTCUA_ONESTOP_WEBHOOK_SECRET"
+timeouts = {{ connect = 2, read = 5 }}
+retry = {retry}
+
+[[routes]]
+events = ["transfer.requested"]
+origins = ["onestop", "transfer"]
+destination = "lgsp"
+
+[[routes]]
+events = ["transfer.result"]
+origins = ["transfer"]
+require = ["data.return_to"]
+destination = "lgsp"
+
+[[routes]]
+events = ["*"]
+exclude_origins = ["onestop"]
+destination = "onestop"
+"""
+SIMULATORS = (
+    "import os, uvicorn\n"
+    "from sandbox.lgsp import create_app, document_app, UnitConfig, COMMUNE, DISTRICT, PROVINCE\n"
+    "from sandbox.onestop import create_app as onestop\n"
+    "e = os.environ\n"
+    "if e['BENCH_WHICH'] == 'exchange':\n"
+    "    units = {c: UnitConfig(name=c, accept_seconds=0.5, process_seconds=1.0, refuse_rate=0.05)"
+    " for c in (COMMUNE, DISTRICT, PROVINCE)}\n"
+    "    app = create_app(username=e['BENCH_USER'], password=e['MOTCUA_TRANSFER_PASSWORD'], units=units, seed=7)\n"
+    "elif e['BENCH_WHICH'] == 'documents':\n"
+    "    app = document_app()\n"
+    "else:\n"
+    "    app = onestop({'onestop': e['MOTCUA_ONESTOP_WEBHOOK_SECRET']})\n"
+    "uvicorn.run(app, host='127.0.0.1', port=int(e['BENCH_PORT']), access_log=False, log_level='warning')\n"
+)
+
+
+def last_words(onestop_url: str) -> dict[str, list[dict[str, Any]]]:
+    """Each dossier's final answers at the one-stop software: its result home, or a refusal."""
+    rows = httpx.get(f"{onestop_url}/_admin/received", params={"subscriber": "onestop", "full": True},
+                     timeout=60).json()
+    words: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        event = row["event"]
+        if event["type"] == "transfer.refused" or (event["type"] == "transfer.result"
+                                                   and not event["data"].get("return_to")):
+            words.setdefault(event["dossier_code"], []).append(row)
+    return words
+
+
+def run_phase(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """One phase on fresh processes, ledger and Redis db; its figures."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    database = Database.create(args.database_url, workdir)
+    broker = f"redis://127.0.0.1:6379/{args.redis_db}"
+    redis.Redis.from_url(broker).flushdb()
+    ports = {k: free_port() for k in ("exchange", "documents", "onestop", "api")}
+    urls = {k: f"http://127.0.0.1:{p}" for k, p in ports.items()}
+    routing = workdir / "routing.toml"
+    routing.write_text(ROUTING.format(exchange=urls["exchange"], user=USER, retry=RETRY, onestop=urls["onestop"]),
+                       encoding="utf-8")
+    intake_secret = _new_secret()
+    env = relay_env(database.url, broker, intake_secret, {"onestop": _new_secret()}, routing,
+                    MOTCUA_LOG_LEVEL="WARNING", MOTCUA_TRANSFER_PASSWORD=PASSWORD, MOTCUA_SWEEP_INTERVAL_SECONDS="1",
+                    MOTCUA_TRANSFER_POLL_INTERVAL_SECONDS="1", MOTCUA_PORTAL_PULL_INTERVAL_SECONDS="3600",
+                    MOTCUA_POSTAL_POLL_INTERVAL_SECONDS="3600", MOTCUA_PAYMENT_QUERY_INTERVAL_SECONDS="3600",
+                    MOTCUA_WORKER_CONCURRENCY=str(args.concurrency),
+                    MOTCUA_BEAT_SCHEDULE_FILE=str(workdir / "beat-schedule"), MOTCUA_REDIS_PREFIX=f"bench-{name}",
+                    BENCH_USER=USER)
+    upgrade(database.sqlalchemy_url)
+    services = [Service(which, [sys.executable, "-c", SIMULATORS],
+                        {**env, "BENCH_WHICH": which, "BENCH_PORT": str(ports[which])}, workdir / f"{which}.log")
+                for which in ("exchange", "documents", "onestop")]
+    services += [Service("api", relay_cmd("api", "--port", str(ports["api"])), env, workdir / "api.log"),
+                 Service("worker", relay_cmd("worker"), env, workdir / "worker.log"),
+                 Service("beat", relay_cmd("beat"), env, workdir / "beat.log")]
+    worker = services[4]
+    try:
+        for service in services:
+            service.start()
+        wait_http(f"{urls['exchange']}/_admin/stats", 60, services[0])
+        wait_http(f"{urls['onestop']}/_admin/stats", 60, services[2])
+        wait_http(f"{urls['api']}/healthz", 60, services[3])
+        engine = get_engine(database.sqlalchemy_url)
+        if name == "big":
+            return _big(args, urls, env, intake_secret, engine, services, worker)
+        day = transfer_day(args.transfers, urls["documents"], seed=2026)
+        started = time.monotonic()
+        half = len(day) // 2
+        report = send_events_sync(f"{urls['api']}/v1/events", intake_secret, day[:half], batch_size=25)
+        time.sleep(2)
+        httpx.post(f"{urls['exchange']}/_admin/units/{DISTRICT}/down", json={"seconds": args.outage}, timeout=5)
+        report2 = send_events_sync(f"{urls['api']}/v1/events", intake_secret, day[half:], batch_size=25)
+        if report.accepted + report2.accepted != len(day):
+            raise RuntimeError(f"the intake took {report.accepted + report2.accepted} of {len(day)} events")
+        peak = 0.0
+        wanted = {e["dossier_code"] for e in day}
+        while True:
+            for service in services:
+                service.check()
+            peak = max(peak, tree_hwm_mb(worker.pid))
+            words = last_words(urls["onestop"])
+            done = len(wanted & set(words))
+            print(f"\r  {name}: {done} / {len(wanted)} transfers ended at the origin, "
+                  f"{time.monotonic() - started:.0f} s", end="", flush=True)
+            if done == len(wanted):
+                break
+            if time.monotonic() - started > args.timeout:
+                raise RuntimeError(f"{name}: not settled after {args.timeout} s")
+            time.sleep(1.0)
+        print()
+        seconds = time.monotonic() - started
+        return _figures(name, day, urls, engine, seconds, peak)
+    finally:
+        for service in reversed(services):
+            service.stop()
+        redis.Redis.from_url(broker).flushdb()
+        with contextlib.suppress(Exception):
+            get_engine(database.sqlalchemy_url).dispose()
+        database.drop()
+
+
+def _figures(name: str, day: list[dict[str, Any]], urls: dict[str, str], engine: Any, seconds: float,
+             peak: float) -> dict[str, Any]:
+    words = last_words(urls["onestop"])
+    stats = httpx.get(f"{urls['exchange']}/_admin/stats", timeout=10).json()
+    counters = stats["counters"]
+    requested = {e["dossier_code"]: datetime.fromisoformat(e["occurred_at"]) for e in day}
+    with engine.connect() as conn:
+        received = dict(conn.execute(select(events.c.dossier_code, func.min(events.c.received_at))
+                                     .where(events.c.origin == "onestop").group_by(events.c.dossier_code)).all())
+        dead = conn.execute(select(func.count()).where(deliveries.c.status == "dead")).scalar_one()
+    round_trip = [(datetime.fromisoformat(rows[0]["received_at"]) - received[code]).total_seconds()
+                  for code, rows in words.items() if code in received]
+    homes = Counter(code for code, rows in words.items() for r in rows if r["type"] == "transfer.result")
+    refused = {code for code, rows in words.items() if any(r["type"] == "transfer.refused" for r in rows)}
+    megabytes = counters.get("document_bytes", 0) / 1e6
+    return {
+        "phase": name, "transfers": len(requested), "two_hop": sum(1 for e in day if e["unit_code"] != DISTRICT
+                                                                   and e["data"]["target_unit"] != DISTRICT),
+        "hops": sum(stats["transfers"].values()), "documents": counters.get("documents_stored", 0),
+        "megabytes": round(megabytes, 1), "seconds": round(seconds, 1),
+        "round_trip_p50_s": round(percentile(round_trip, 50) or 0, 1),
+        "round_trip_p99_s": round(percentile(round_trip, 99) or 0, 1),
+        "results_home_once": sum(1 for code in requested if homes[code] == 1 and code not in refused),
+        "refused": len(refused), "ended_twice": sum(1 for rows in words.values() if len(rows) > 1),
+        "outage_refusals": counters.get("unit_unavailable", 0), "dead": dead, "worker_peak_rss_mb": round(peak, 1),
+    }
+
+
+def _big(args: argparse.Namespace, urls: dict[str, str], env: dict[str, str], intake_secret: str, engine: Any,
+         services: list[Service], worker: Service) -> dict[str, Any]:
+    from sandbox.lgsp import COMMUNE
+
+    small, big = (transfer_day(1, urls["documents"], two_hop_share=0, seed=s, max_document=60_000)[0] for s in (1, 2))
+    size = args.big_mb * 1_000_000
+    name = f"ban-quet-{size}.pdf"
+    print(f"  big: hashing the {args.big_mb} MB scan for its event…", flush=True)
+    big["data"]["documents"] = [{"name": name, "url": f"{urls['documents']}/files/{name}?size={size}",
+                                 "sha256": document_sha256(name, size), "size": size}]
+    big["unit_code"], big["data"]["target_unit"] = COMMUNE, DISTRICT
+    big["dossier_code"] = f"{COMMUNE}-261121-0001"  # not the small one's: another hop
+
+    def hop_delivered(count: int) -> bool:
+        query = select(func.count()).where(deliveries.c.destination == "lgsp", deliveries.c.status == "delivered")
+        with engine.connect() as conn:
+            return int(conn.execute(query).scalar_one()) >= count
+
+    send_events_sync(f"{urls['api']}/v1/events", intake_secret, [small])
+    _wait(lambda: hop_delivered(1), args.timeout, services)
+    time.sleep(1)
+    before = tree_rss_mb(worker.pid)
+    counted = httpx.get(f"{urls['exchange']}/_admin/stats", timeout=10).json()["counters"].get("document_bytes", 0)
+    started = time.monotonic()
+    send_events_sync(f"{urls['api']}/v1/events", intake_secret, [big])
+    _wait(lambda: hop_delivered(2), args.timeout, services)
+    seconds = time.monotonic() - started
+    peak = tree_hwm_mb(worker.pid)
+    stats = httpx.get(f"{urls['exchange']}/_admin/stats", timeout=10).json()["counters"]
+    return {"phase": "big", "document_mb": args.big_mb,
+            "stored_mb": round((stats.get("document_bytes", 0) - counted) / 1e6, 1),
+            "seconds": round(seconds, 1), "mb_per_s": round(args.big_mb / seconds, 1),
+            "worker_rest_rss_mb": round(before, 1), "worker_peak_rss_mb": round(peak, 1),
+            "worker_growth_mb": round(peak - before, 1)}
+
+
+def _wait(done: Any, timeout: float, services: list[Service]) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        for service in services:
+            service.check()
+        if time.monotonic() > deadline:
+            raise RuntimeError("not done in time")
+        time.sleep(0.3)
+
+
+def print_tables(results: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=160)
+    for r in results:
+        table = Table(title=f"Inter-level transfer, phase {r['phase']} (bench/transfer.py)")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        for key, value in r.items():
+            if key != "phase":
+                table.add_row(key.replace("_", " "), str(value))
+        console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--transfers", type=int, default=100, help="transfers in the day")
+    parser.add_argument("--outage", type=float, default=10.0, help="seconds the district's system is down")
+    parser.add_argument("--big-mb", type=int, default=200, help="the big scan's size in MB")
+    parser.add_argument("--concurrency", type=int, default=16, help="worker threads")
+    parser.add_argument("--database-url", help="postgresql://… (a database of its own is created); default SQLite")
+    parser.add_argument("--redis-db", type=int, default=4, help="Redis db on 127.0.0.1:6379, flushed (not 0)")
+    parser.add_argument("--phases", default="day,big", help="comma-separated: day, big")
+    parser.add_argument("--timeout", type=float, default=600, help="give up a phase after this many seconds")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args(argv)
+    if args.redis_db == 0:
+        parser.error("--redis-db 0 is refused: the bench flushes it")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="motcua-bench-transfer-") as tmp:
+        for phase in args.phases.split(","):
+            results.append(run_phase(phase, args, Path(tmp) / phase))
+    print_tables(results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
+                                        indent=2), encoding="utf-8")
+    ok = all((r["phase"] == "big" and r["worker_growth_mb"] < 50 and r["stored_mb"] == r["document_mb"])
+             or (r["phase"] == "day" and r["dead"] == 0 and r["ended_twice"] == 0
+                 and r["results_home_once"] + r["refused"] == r["transfers"]) for r in results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
