@@ -68,7 +68,7 @@ url = "{exchange}"
 username = "{user}"
 password_env = "MOTCUA_TRANSFER_PASSWORD"
 ordering = "none"
-timeouts = {{ connect = 2, read = 60 }}
+timeouts = {{ connect = 2, read = {read} }}
 retry = {retry}
 breaker = {{ failure_threshold = 1000, open_for = "2s" }}
 
@@ -134,8 +134,8 @@ def run_phase(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, A
     ports = {k: free_port() for k in ("exchange", "documents", "onestop", "api")}
     urls = {k: f"http://127.0.0.1:{p}" for k, p in ports.items()}
     routing = workdir / "routing.toml"
-    routing.write_text(ROUTING.format(exchange=urls["exchange"], user=USER, retry=RETRY, onestop=urls["onestop"]),
-                       encoding="utf-8")
+    routing.write_text(ROUTING.format(exchange=urls["exchange"], user=USER, read=60, retry=RETRY,
+                                      onestop=urls["onestop"]), encoding="utf-8")
     intake_secret = _new_secret()
     env = relay_env(database.url, broker, intake_secret, {"onestop": _new_secret()}, routing,
                     MOTCUA_LOG_LEVEL="WARNING", MOTCUA_TRANSFER_PASSWORD=PASSWORD, MOTCUA_SWEEP_INTERVAL_SECONDS="1",

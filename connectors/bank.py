@@ -18,14 +18,8 @@ fault INVALID_REQUEST      Permanent     the bank's message names the element
 fault BILL_CONFLICT        Permanent     the bill code is taken with another amount
 fault SYSTEM_BUSY          Retryable     busy: try again later
 fault SYSTEM_ERROR         Retryable     the bank's own weather, like the portal's and the post's "99"
-fault, another code        Permanent     shown with "(unknown code)"
-HTTP status not 200/500,   (base table)  408/425/429/5xx retry (``Retry-After`` kept), other 4xx and
-or an answer not XML                     3xx do not; a 200 that is not XML retries (a gateway's page)
-HTTP 500 without a Fault   Retryable     zeep's "Unknown fault" (no ``faultcode``): the server's weather
-answer not the contract's  Retryable     XML that zeep cannot read, a DOCTYPE, another shape
-timeout, connection        Retryable
-the WSDL cannot be loaded  Retryable     nothing is kept: the next call loads it again
-request refused by zeep    Permanent     our data does not fit the WSDL (nothing was sent)
+the rest                   as :mod:`connectors.soap` says (HTTP statuses, a 500 without a Fault, an
+                                         answer not the contract's, timeouts, the WSDL, zeep's refusals)
 =========================  ============  ==========================================================
 
 ``AUTH_FAILED`` is ``Permanent``, not ``AuthExpired``: a UsernameToken with ``PasswordText`` carries the

@@ -25,6 +25,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
+from bench.transfer import ROUTING
 from sandbox.lgsp import COMMUNE, DISTRICT, PROVINCE, UnitConfig, document_app, document_sha256
 from sandbox.lgsp import create_app as exchange_app
 from sandbox.onestop import create_app as onestop_app
@@ -41,40 +42,6 @@ from tests.servers import run_asgi
 
 USER, PASSWORD = "lienthong-halong", "mat-khau-truc"
 FAST_RETRY = '{ schedule = ["0.2s", "0.5s", "1s"], repeat_every = "1s", deadline = "1h", max_attempts = 200 }'
-ROUTING = """
-[destinations.lgsp]
-kind = "transfer"
-url = "{exchange}"
-username = "{user}"
-password_env = "MOTCUA_TRANSFER_PASSWORD"
-ordering = "none"
-timeouts = {{ connect = 2, read = {read} }}
-retry = {retry}
-breaker = {{ failure_threshold = 1000, open_for = "2s" }}
-
-[destinations.onestop]
-kind = "webhook"
-url = "{onestop}/subscribers/onestop/events"
-secret_env = "MOTCUA_ONESTOP_WEBHOOK_SECRET"
-timeouts = {{ connect = 2, read = 5 }}
-retry = {retry}
-
-[[routes]]
-events = ["transfer.requested"]
-origins = ["onestop", "transfer"]
-destination = "lgsp"
-
-[[routes]]
-events = ["transfer.result"]
-origins = ["transfer"]
-require = ["data.return_to"]
-destination = "lgsp"
-
-[[routes]]
-events = ["*"]
-exclude_origins = ["onestop"]
-destination = "onestop"
-"""
 
 
 def units(**changes: dict[str, Any]) -> dict[str, UnitConfig]:
