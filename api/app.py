@@ -44,7 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = CollectorRegistry()
     runtime = get_runtime()
     registry.register(
-        RelayCollector(runtime.metrics, lambda: ledger.open_backlog(runtime.engine, datetime.now(UTC)))
+        RelayCollector(runtime.metrics, lambda: ledger.open_backlog(runtime.engine, datetime.now(UTC)),
+                       dead=lambda: ledger.dead_counts(runtime.engine),
+                       breakers=lambda: {name: bool(runtime.protection.state(name)["open"])
+                                         for name in runtime.routing.destinations})
     )
 
     @app.middleware("http")
@@ -87,10 +90,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         await run_in_threadpool(probe)
         ok = all(v == "ok" for v in checks.values())
+        checks["workers"] = await run_in_threadpool(_workers)
         return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/readyz/workers", summary="Whether Celery workers answer a ping (503 when none does)")
+    async def workers_ready() -> JSONResponse:
+        found = await run_in_threadpool(_workers)
+        return JSONResponse(found, status_code=200 if found.get("answering") else 503)
 
     _add_event_schema(app)
     return app
+
+
+def _workers() -> dict[str, Any]:
+    """Which Celery workers answer a ping within a second (the API takes events without them: the ledger
+    keeps what they have not delivered, so this is reported, not a reason to stop taking events)."""
+    from tasks.app import app as celery_app
+
+    try:
+        replies = celery_app.control.ping(timeout=1.0)
+    except Exception as exc:  # the broker does not answer: the redis check says so too
+        return {"answering": 0, "error": type(exc).__name__}
+    names = sorted(name for reply in replies for name in reply)
+    return {"answering": len(names), "names": names}
 
 
 def _add_event_schema(app: FastAPI) -> None:

@@ -28,8 +28,9 @@ def celery_config(settings: Settings, routing: RoutingConfig) -> dict[str, Any]:
         "task_time_limit": longest_task,
         "task_soft_time_limit": longest_task - 10,
         "worker_prefetch_multiplier": 4,
-        "worker_send_task_events": False,
-        "task_send_sent_event": False,
+        # task events for Flower (`celery -A tasks.app flower` beside the relay): received, started, succeeded…
+        "worker_send_task_events": settings.celery_events,
+        "task_send_sent_event": settings.celery_events,
         "task_default_queue": CONTROL_QUEUE,
         "task_routes": {
             "relay.route": {"queue": ROUTE_QUEUE},

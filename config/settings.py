@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     postal_poll_interval_seconds: float = Field(
         120.0, description="how often beat reads postal destinations' tracking lists (the callbacks' fallback)"
     )
+    celery_events: bool = Field(
+        True, description="workers send task events (Flower, `celery events`); off saves a little Redis traffic"
+    )
     transfer_poll_interval_seconds: float = Field(
         10.0, description="how often beat reads the LGSP exchange's updates (units' answers to transfers)"
     )

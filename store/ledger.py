@@ -830,6 +830,14 @@ def status_counts(engine: Engine, since: datetime | None = None) -> dict[str, di
     return out
 
 
+def dead_counts(engine: Engine) -> dict[str, int]:
+    """Dead letters per destination (for the metrics: a number that only grows until someone replays)."""
+    query = (select(deliveries.c.destination, func.count()).where(deliveries.c.status == DEAD)
+             .group_by(deliveries.c.destination))
+    with engine.connect() as conn:
+        return {destination: int(count) for destination, count in conn.execute(query)}
+
+
 def open_backlog(engine: Engine, now: datetime) -> dict[str, tuple[int, float]]:
     """Per destination: open deliveries and the age in seconds of the oldest one."""
     with engine.connect() as conn:

@@ -67,9 +67,13 @@ def _text(value: bytes | str) -> str:
 class RelayCollector(Collector):
     """Prometheus families from Redis (attempts) and the ledger (backlog)."""
 
-    def __init__(self, metrics: DeliveryMetrics, backlog: Callable[[], dict[str, tuple[int, float]]]) -> None:
+    def __init__(self, metrics: DeliveryMetrics, backlog: Callable[[], dict[str, tuple[int, float]]],
+                 dead: Callable[[], dict[str, int]] | None = None,
+                 breakers: Callable[[], dict[str, bool]] | None = None) -> None:
         self._metrics = metrics
         self._backlog = backlog
+        self._dead = dead or dict
+        self._breakers = breakers or dict
 
     def collect(self) -> Iterator[Any]:
         outcomes_family = CounterMetricFamily(
@@ -105,3 +109,13 @@ class RelayCollector(Collector):
             oldest.add_metric([destination], age)
         yield pending
         yield oldest
+        dead = GaugeMetricFamily("motcua_dead_letters", "Dead deliveries waiting for an operator (replay moves them "
+                                 "out)", labels=["destination"])
+        for destination, count in sorted(self._dead().items()):
+            dead.add_metric([destination], count)
+        yield dead
+        breaker = GaugeMetricFamily("motcua_breaker_open", "1 while the destination's circuit breaker is open",
+                                    labels=["destination"])
+        for destination, is_open in sorted(self._breakers().items()):
+            breaker.add_metric([destination], 1.0 if is_open else 0.0)
+        yield breaker

@@ -1,0 +1,67 @@
+"""What an operator's monitoring reads: readiness (database, Redis, workers) and the metrics the alert rules use."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.app import create_app
+from sandbox.workload import generate_day
+from store import ledger
+from tasks.runtime import get_runtime
+from tests.conftest import RelayConfig
+from tests.harness import RelayProcess, drain, wait_for
+from tests.servers import run_asgi
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def metric(text: str, name: str, destination: str) -> float | None:
+    found = re.search(rf'^{name}{{destination="{destination}"}} ([0-9.e+]+)$', text, re.MULTILINE)
+    return float(found.group(1)) if found else None
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_readiness_checks_the_ledger_redis_and_the_workers(relay_config: RelayConfig, tmp_path: Path) -> None:
+    with run_asgi(create_app()) as api:
+        ready = httpx.get(f"{api}/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
+        checks = ready.json()["checks"]
+        assert (checks["database"], checks["redis"], checks["workers"]["answering"]) == ("ok", "ok", 0)
+        assert httpx.get(f"{api}/readyz/workers", timeout=10).status_code == 503
+        worker = RelayProcess(["worker"], relay_config.env, tmp_path / "worker.log").start()
+        try:
+            answered = wait_for(lambda: (r := httpx.get(f"{api}/readyz/workers", timeout=10)).status_code == 200
+                                and r.json(), 60, interval=0.5, what="the worker answering")
+            assert answered["answering"] == 1 and answered["names"][0].startswith("relay-")
+        finally:
+            worker.stop()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_metrics_show_dead_letters_and_an_open_breaker(relay_config: RelayConfig) -> None:
+    # given the warehouse refuses everything (400: permanent) and the one-stop software is down (503)
+    sandbox = relay_config.sandbox.url
+    httpx.post(f"{sandbox}/_admin/faults", json={"error_rate": 1, "error_status": 400}, timeout=5)
+    events = [e for e in generate_day(5, seed=3) if e["origin"] == "onestop"][:3]
+    rt = get_runtime()
+    ledger.ingest_and_route(rt.engine, events, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    drain(lambda: datetime.now(UTC) + timedelta(seconds=5))
+    for _ in range(30):  # the breaker opens after its threshold of consecutive failures
+        rt.protection.after_attempt("onestop", True, rt.destination("onestop").breaker)
+    with run_asgi(create_app()) as api:
+        text = httpx.get(f"{api}/metrics", timeout=10).text
+    assert metric(text, "motcua_dead_letters", "warehouse") == 3
+    assert metric(text, "motcua_breaker_open", "onestop") == 1
+    assert metric(text, "motcua_breaker_open", "warehouse") == 0
+    # and the example alert rules use only metrics this scrape has
+    rules = (ROOT / "docs" / "prometheus-alerts.yml").read_text(encoding="utf-8")
+    used = set(re.findall(r"\b(motcua_[a-z_]+)", rules))
+    families = set(re.findall(r"^# TYPE (motcua_[a-z_]+) ", text, re.MULTILINE))  # a counter's samples add _total
+    assert used and all(any(name.startswith(family) for family in families) for name in used), (used, families)
+    assert {"MotcuaOldestDeliveryTooOld", "MotcuaDeadLettersGrowing", "MotcuaBreakerOpen"} <= set(
+        re.findall(r"alert: (\w+)", rules))
