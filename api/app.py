@@ -16,6 +16,7 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from api.callbacks import router as callbacks_router
+from api.console.app import router as console_router
 from api.intake import router as intake_router
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(intake_router)
     app.include_router(callbacks_router)
+    app.include_router(console_router)
 
     registry = CollectorRegistry()
     runtime = get_runtime()

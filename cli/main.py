@@ -32,6 +32,8 @@ app.add_typer(postal_app, name="postal")
 app.add_typer(events_app, name="events")
 app.add_typer(report_app, name="report")
 app.add_typer(db_app, name="db")
+console_app = typer.Typer(help="The operator console's accounts.", no_args_is_help=True)
+app.add_typer(console_app, name="console")
 console = Console()
 
 VN = "Asia/Ho_Chi_Minh"
@@ -634,6 +636,25 @@ def reconcile(
         raise typer.Exit(1)
     if anomalies:
         raise typer.Exit(3)
+
+
+@console_app.command("hash-password")
+def console_hash_password(
+    name: Annotated[str, typer.Argument(help="the operator's account name")],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True,
+                                          help="the password (prompted, hidden, if not given)")],
+) -> None:
+    """Print an operator's ``name:hash`` entry for MOTCUA_CONSOLE_OPERATORS (PBKDF2-SHA256; the password is
+    not kept anywhere)."""
+    from api.console.auth import hash_password
+
+    if ":" in name or "," in name or " " in name or not name:
+        console.print("[red]an account name has no ':', ',' or spaces[/]")
+        raise typer.Exit(2)
+    if len(password) < 10:
+        console.print("[red]use at least 10 characters[/]")
+        raise typer.Exit(2)
+    print(f"{name}:{hash_password(password)}")
 
 
 @zalo_app.command("set-token")
