@@ -59,3 +59,12 @@ ensure_postgres() {
     for _ in $(seq 100); do pg_up && return 0; sleep 0.1; done
     log "PostgreSQL did not answer on 127.0.0.1:5432"; return 1
 }
+
+chromium_up() { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }
+
+ensure_chromium() {
+    # Debian's Chromium for the console's browser tests (Playwright drives it by its executable path)
+    chromium_up && return 0
+    log "installing chromium (Debian's package) for the browser tests"
+    apt_install chromium || { log "could not install chromium: the browser tests will fail"; return 1; }
+}

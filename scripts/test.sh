@@ -7,6 +7,7 @@ source scripts/setup.sh
 setup_python test
 ensure_redis
 ensure_postgres
+ensure_chromium || true  # without it the browser test fails, saying so; the rest still runs
 mkdir -p test-artifacts
 export MOTCUA_TEST_ARTIFACTS="$PWD/test-artifacts"
 echo "== ruff"; .venv/bin/ruff check .
