@@ -2,8 +2,9 @@
 
 "Delivered" counts deliveries that reached their destination in the window (``delivered_at``); "retrying"
 and "dead" count deliveries in those states whose last change falls in the window (``updated_at``);
-"failed attempts" count attempts that did not deliver, by when they started. Open work and its oldest age
-come from :func:`store.ledger.open_backlog`.
+"failed attempts" count attempts that ended other than delivered, by when they started (attempts still in
+flight have no outcome and are not counted). Open work and its oldest age come from
+:func:`store.ledger.open_backlog`.
 """
 
 from __future__ import annotations
@@ -40,49 +41,50 @@ def _hour_bucket(engine: Engine, column: Any) -> Any:
     return func.strftime("%Y-%m-%d %H:00:00", column)
 
 
-def destinations(engine: Engine, names: list[str], now: datetime) -> list[DestinationOverview]:
+def read(engine: Engine, names: list[str], now: datetime,
+         hours: int = 24) -> tuple[list[DestinationOverview], list[tuple[datetime, int, int]]]:
+    """The overview's table and its chart, in three index-backed queries (a million rows stay fast):
+    delivered by destination and hour (``delivered_at``), retrying and dead by destination (``status,
+    updated_at``), failed attempts by hour (a partial index on the attempts that did not deliver)."""
     out = {name: DestinationOverview(name) for name in names}
+    hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
+    start = min(day_ago, (now - timedelta(hours=hours - 1)).replace(minute=0, second=0, microsecond=0))
+    bucket = _hour_bucket(engine, deliveries.c.delivered_at)
+    delivered_per_hour: dict[Any, int] = {}
+    failed_bucket = _hour_bucket(engine, attempts.c.started_at)
     with engine.connect() as conn:
-        for label, since in (("hour", now - timedelta(hours=1)), ("day", now - timedelta(days=1))):
-            delivered = conn.execute(
-                select(deliveries.c.destination, func.count())
-                .where(deliveries.c.status == DELIVERED, deliveries.c.delivered_at >= since)
-                .group_by(deliveries.c.destination))
-            for name, count in delivered:
-                getattr(out.setdefault(name, DestinationOverview(name)), label).delivered = int(count)
-            for status in (RETRYING, DEAD):
-                rows = conn.execute(
-                    select(deliveries.c.destination, func.count())
-                    .where(deliveries.c.status == status, deliveries.c.updated_at >= since)
-                    .group_by(deliveries.c.destination))
-                for name, count in rows:
-                    setattr(getattr(out.setdefault(name, DestinationOverview(name)), label), status, int(count))
+        for name, hour, total, last_hour, last_day in conn.execute(
+            select(deliveries.c.destination, bucket, func.count(),
+                   func.count().filter(deliveries.c.delivered_at >= hour_ago),
+                   func.count().filter(deliveries.c.delivered_at >= day_ago))
+            .where(deliveries.c.delivered_at >= start).group_by(deliveries.c.destination, bucket)
+        ):
+            entry = out.setdefault(name, DestinationOverview(name))
+            entry.hour.delivered += int(last_hour)
+            entry.day.delivered += int(last_day)
+            delivered_per_hour[hour] = delivered_per_hour.get(hour, 0) + int(total)
+        for name, status, last_hour, last_day in conn.execute(
+            select(deliveries.c.destination, deliveries.c.status,
+                   func.count().filter(deliveries.c.updated_at >= hour_ago), func.count())
+            .where(deliveries.c.status.in_((RETRYING, DEAD)), deliveries.c.updated_at >= day_ago)
+            .group_by(deliveries.c.destination, deliveries.c.status)
+        ):
+            entry = out.setdefault(name, DestinationOverview(name))
+            setattr(entry.hour, status, int(last_hour))
+            setattr(entry.day, status, int(last_day))
+        failed: dict[Any, int] = {row[0]: int(row[1]) for row in conn.execute(
+            select(failed_bucket, func.count())
+            .where(attempts.c.started_at >= start, attempts.c.outcome != DELIVERED)
+            .group_by(failed_bucket))}
     for name, (count, age) in open_backlog(engine, now).items():
         entry = out.setdefault(name, DestinationOverview(name))
         entry.open, entry.oldest_seconds = count, age
-    return sorted(out.values(), key=lambda d: d.name)
-
-
-def hourly(engine: Engine, now: datetime, hours: int = 24) -> list[tuple[datetime, int, int]]:
-    """``(hour, delivered, failed attempts)`` for the last ``hours`` hours (UTC), oldest first, gaps as zeros."""
-    start = (now - timedelta(hours=hours - 1)).replace(minute=0, second=0, microsecond=0)
-    delivered_bucket = _hour_bucket(engine, deliveries.c.delivered_at)
-    failed_bucket = _hour_bucket(engine, attempts.c.started_at)
-    with engine.connect() as conn:
-        delivered: dict[Any, int] = {row[0]: int(row[1]) for row in conn.execute(
-            select(delivered_bucket, func.count()).where(deliveries.c.delivered_at >= start)
-            .group_by(delivered_bucket))}
-        failed: dict[Any, int] = {row[0]: int(row[1]) for row in conn.execute(
-            select(failed_bucket, func.count())
-            .where(attempts.c.started_at >= start, attempts.c.outcome.is_not(None), attempts.c.outcome != DELIVERED)
-            .group_by(failed_bucket))}
 
     def key(moment: datetime) -> Any:
         return moment.replace(tzinfo=None) if engine.dialect.name == "postgresql" else moment.strftime(
             "%Y-%m-%d %H:00:00")
 
-    series = []
-    for n in range(hours):
-        hour = start + timedelta(hours=n)
-        series.append((hour, int(delivered.get(key(hour), 0)), int(failed.get(key(hour), 0))))
-    return series
+    first = (now - timedelta(hours=hours - 1)).replace(minute=0, second=0, microsecond=0)
+    series = [(first + timedelta(hours=n), delivered_per_hour.get(key(first + timedelta(hours=n)), 0),
+               failed.get(key(first + timedelta(hours=n)), 0)) for n in range(hours)]
+    return sorted(out.values(), key=lambda d: d.name), series

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -76,6 +77,7 @@ events = Table(
     Column("enqueued_at", UTCDateTime, nullable=True),
     Index("ix_events_dossier", "dossier_code", "origin", "sequence"),
     Index("ix_events_unrouted", "routed_at", "received_at"),
+    Index("ix_events_occurred", "occurred_at"),
 )
 
 deliveries = Table(
@@ -106,6 +108,8 @@ deliveries = Table(
     Index("ix_deliveries_due", "status", "next_attempt_at"),
     Index("ix_deliveries_order", "dossier_code", "destination", "stream", "sequence"),
     Index("ix_deliveries_destination", "destination", "status", "updated_at"),
+    Index("ix_deliveries_status_updated", "status", "updated_at"),
+    Index("ix_deliveries_delivered", "delivered_at", "destination"),
 )
 
 attempts = Table(
@@ -122,6 +126,8 @@ attempts = Table(
     Column("response_excerpt", Text, nullable=True),
     Column("external_ref", String(200), nullable=True),
     Index("ix_attempts_delivery", "delivery_id", "number"),
+    Index("ix_attempts_failed", "started_at", postgresql_where=text("outcome <> 'delivered'"),
+          sqlite_where=text("outcome <> 'delivered'")),
 )
 
 cursors = Table(

@@ -203,8 +203,8 @@ async def overview_page(request: Request) -> Response:
 
     def read() -> tuple[list[Any], list[tuple[datetime, int, int]], dict[str, bool]]:
         names = list(rt.routing.destinations)
-        return (overview.destinations(rt.engine, names, now), overview.hourly(rt.engine, now),
-                {name: bool(rt.protection.state(name)["open"]) for name in names})
+        rows, hours = overview.read(rt.engine, names, now)
+        return rows, hours, {name: bool(rt.protection.state(name)["open"]) for name in names}
 
     rows, hours, breakers = await run_in_threadpool(read)
     return _render(request, "overview.html", operator=who[1], csrf=who[0].csrf_token(who[2]), rows=rows,
