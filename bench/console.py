@@ -1,11 +1,12 @@
 """The console benchmark: every page's answer time with a million deliveries in PostgreSQL.
 
 Seeds a fresh PostgreSQL ledger (a database of its own, dropped after) in SQL: ``--events`` events (default
-250,000) of 50,000 dossiers over the last 30 days, four deliveries each (a million), one or two attempts each;
-97 % delivered, 1 % dead, 1 % retrying, 1 % pending, the last day busiest. Then it starts ``motcua-relay api``
-with a throwaway operator account, logs in, and asks each page ``--repeat`` times (after one warm-up):
-the overview, the dead letters (all; one destination; a reason), a dossier, the reports. It prints the
-answer times (p50 / p95 / max, milliseconds) and exits 1 when a page's p95 is over ``--budget-ms`` (200).
+250,000) of 50,000 dossiers over the last ``--days`` days (30), four deliveries each (a million), one attempt
+each; 97 % delivered, 1 % dead, 1 % retrying, 1 % pending. ``--skew 3`` crowds them towards today (a third of
+everything in the last day, 48,000 events the day before): the pages that read a day read far more. Then it
+starts ``motcua-relay api`` with a throwaway operator account, logs in, and asks each page ``--repeat`` times
+(after one warm-up): the overview, the dead letters (all; one destination; a reason), a dossier, the reports.
+It prints the answer times (p50 / p95 / max, milliseconds) and exits 1 when a page's p95 is over ``--budget-ms`` (200).
 
 Run: ``cd /work/main && .venv/bin/python bench/console.py --database-url postgresql://127.0.0.1:5432/test
 [--events 250000] [--json bench/results/console.json]``.
@@ -46,7 +47,7 @@ SELECT n, 'bench-' || n,
        1 + n % 5, t, t, md5(n::text) || md5(n::text),
        '{"applicant": {"name": "Nguyễn Văn An", "phone": "0912345678", "id_number": "001099012345"}, "data": {}}',
        t, t
-FROM (SELECT n, now() - (power(random(), 3) * interval '30 days') AS t
+FROM (SELECT n, now() - (power(random(), :skew) * :days * interval '1 day') AS t
       FROM generate_series(1, :events) AS n) AS s;
 INSERT INTO deliveries (id, event_pk, destination, dossier_code, stream, sequence, status, attempts, budget_used,
                         replays, next_attempt_at, enqueued_at, lease_until, deadline_at, created_at, updated_at,
@@ -71,13 +72,14 @@ SELECT setval(pg_get_serial_sequence('deliveries', 'id'), (SELECT max(id) FROM d
 """
 
 
-def seed(url: str, events: int) -> dict[str, Any]:
+def seed(url: str, events: int, days: float = 30.0, skew: float = 1.0) -> dict[str, Any]:
     engine = get_engine(url)
     started = time.monotonic()
     with engine.begin() as conn:
         for statement in SEED_SQL.split(";\n"):
             if statement.strip():
-                conn.execute(text(statement), {"events": events} if ":events" in statement else {})
+                conn.execute(text(statement), {"events": events, "skew": skew, "days": days}
+                             if ":events" in statement else {})
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE events, deliveries, attempts"))  # as autovacuum would have by now
     with engine.connect() as conn:
@@ -105,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", required=True, help="postgresql://… (a database of its own is created)")
     parser.add_argument("--events", type=int, default=250_000, help="events; four deliveries each")
+    parser.add_argument("--days", type=float, default=30.0, help="the events spread over this many days")
+    parser.add_argument("--skew", type=float, default=1.0,
+                        help="1: evenly; 3: crowded towards today (a third of everything in the last day)")
     parser.add_argument("--repeat", type=int, default=20, help="requests per page")
     parser.add_argument("--budget-ms", type=float, default=200.0, help="the p95 every page must keep under")
     parser.add_argument("--json", type=Path, help="write the figures here")
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             upgrade(database.sqlalchemy_url)
             print(f"seeding {args.events:,} events and {4 * args.events:,} deliveries…", flush=True)
-            seeded = seed(database.sqlalchemy_url, args.events)
+            seeded = seed(database.sqlalchemy_url, args.events, args.days, args.skew)
             print(f"seeded in {seeded['seconds']} s: {seeded['deliveries']:,} deliveries, "
                   f"{seeded['attempts']:,} attempts", flush=True)
             password, port = secrets.token_urlsafe(12), free_port()
@@ -144,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Console pages with {seeded['deliveries']:,} deliveries in PostgreSQL (bench/console.py)")
+    table = Table(title=f"Console pages with {seeded['deliveries']:,} deliveries in PostgreSQL over {args.days:g} "
+                        f"days, skew {args.skew:g} (bench/console.py)")
     for column in ("page", "p50 ms", "p95 ms", "max ms", "bytes"):
         table.add_column(column, justify="left" if column == "page" else "right")
     for r in results:

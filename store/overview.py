@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from store.ledger import open_backlog
+from store.reports import percentile, seconds_between
 from store.tables import DEAD, DELIVERED, RETRYING, attempts, deliveries
 
 
@@ -33,6 +34,7 @@ class DestinationOverview:
     day: Window = field(default_factory=Window)
     open: int = 0
     oldest_seconds: float = 0.0
+    lag_p50_seconds: float | None = None  # delivered in the last hour: from the relay's receipt to delivered
 
 
 def _hour_bucket(engine: Engine, column: Any) -> Any:
@@ -79,6 +81,8 @@ def read(engine: Engine, names: list[str], now: datetime,
     for name, (count, age) in open_backlog(engine, now).items():
         entry = out.setdefault(name, DestinationOverview(name))
         entry.open, entry.oldest_seconds = count, age
+    for name, lag in _lags(engine, hour_ago).items():
+        out.setdefault(name, DestinationOverview(name)).lag_p50_seconds = lag
 
     def key(moment: datetime) -> Any:
         return moment.replace(tzinfo=None) if engine.dialect.name == "postgresql" else moment.strftime(
@@ -88,3 +92,18 @@ def read(engine: Engine, names: list[str], now: datetime,
     series = [(first + timedelta(hours=n), delivered_per_hour.get(key(first + timedelta(hours=n)), 0),
                failed.get(key(first + timedelta(hours=n)), 0)) for n in range(hours)]
     return sorted(out.values(), key=lambda d: d.name), series
+
+
+def _lags(engine: Engine, since: datetime) -> dict[str, float]:
+    """The median lag (created → delivered, seconds) of each destination's deliveries since ``since``."""
+    seconds = seconds_between(engine, deliveries.c.delivered_at, deliveries.c.created_at)
+    window = deliveries.c.delivered_at >= since
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            return {name: float(lag) for name, lag in conn.execute(
+                select(deliveries.c.destination, func.percentile_disc(0.5).within_group(seconds))
+                .where(window).group_by(deliveries.c.destination)) if lag is not None}
+        values: dict[str, list[float]] = {}
+        for name, lag in conn.execute(select(deliveries.c.destination, seconds).where(window)):
+            values.setdefault(name, []).append(float(lag))
+    return {name: percentile(lags, 0.5) or 0.0 for name, lags in values.items()}

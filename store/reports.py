@@ -62,7 +62,7 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def _seconds(engine: Engine, later: Any, earlier: Any) -> Any:
+def seconds_between(engine: Engine, later: Any, earlier: Any) -> Any:
     """``later - earlier`` in seconds, computed by the database (no datetime object per row in Python)."""
     if engine.dialect.name == "postgresql":
         return func.extract("epoch", later - earlier)
@@ -76,8 +76,8 @@ def portal_sync_report(engine: Engine, destinations: list[str], day: date) -> li
     start, end = day_bounds(day)
     d, e = deliveries.c, events.c
     query = (
-        select(e.unit_code, d.dossier_code, d.status, _seconds(engine, d.delivered_at, e.occurred_at),
-               _seconds(engine, d.delivered_at, e.received_at))
+        select(e.unit_code, d.dossier_code, d.status, seconds_between(engine, d.delivered_at, e.occurred_at),
+               seconds_between(engine, d.delivered_at, e.received_at))
         .join(events, e.id == d.event_pk)
         .where(d.destination.in_(destinations), e.occurred_at >= start, e.occurred_at < end)
     )

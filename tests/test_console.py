@@ -76,7 +76,17 @@ def test_nothing_is_shown_without_logging_in(console: str, monkeypatch: pytest.M
 
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
-def test_the_overview_counts_per_destination_and_charts_the_hours(console: str, dead_day: list[dict]) -> None:
+def test_the_overview_counts_per_destination_and_charts_the_hours(
+    console: str, dead_day: list[dict], relay_config: RelayConfig,
+) -> None:
+    # and one event of another origin, delivered to the one-stop software: a lag to show
+    answer = {**dead_day[0], "event_id": "payment-test-1", "origin": "payment", "type": "fee.paid", "sequence": 1,
+              "data": {"fee_id": "LP-1", "amount": 10000, "provider": "cash", "transaction_id": "T1",
+                       "paid_at": dead_day[0]["occurred_at"]}}
+    rt = get_runtime()
+    ledger.ingest_and_route(rt.engine, [answer], datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    httpx.delete(f"{relay_config.sandbox.url}/_admin/faults", timeout=5)
+    drain(later)
     with logged_in(console) as client:
         page = client.get("/console/").text
         english = client.get("/console/?lang=en").text
@@ -84,7 +94,10 @@ def test_the_overview_counts_per_destination_and_charts_the_hours(console: str, 
     assert row is not None
     cells = re.findall(r'<td[^>]*>(.*?)</td>', row.group(1), re.S)
     numbers = [re.sub(r"<[^>]+>", "", c).strip() for c in cells]
-    assert numbers[1:7] == ["0", "0", "3", "0", "0", "3"]  # hour and day: delivered, retrying, dead
+    assert numbers[1:7] == ["1", "0", "3", "1", "0", "3"]  # hour and day: delivered, retrying, dead
+    assert re.fullmatch(r"\d+\.\d s", numbers[7]) and numbers[8] == "0"  # the lag of the one delivered; none open
+    onestop = re.search(r'<tr data-destination="onestop">(.*?)</tr>', page, re.S)
+    assert onestop is not None and re.search(r">\d+\.\d s<", onestop.group(1)), onestop.group(1)
     assert 'id="chart"' in page and page.count("<rect") == 48
     assert "Dead letters" in english and "Last 24 hours" in english
 

@@ -60,6 +60,7 @@ LABELS: dict[str, dict[str, str]] = {
     "retrying": {"vi": "Đang thử lại", "en": "Retrying"},
     "dead": {"vi": "Thất bại", "en": "Dead"},
     "open": {"vi": "Đang chờ", "en": "Open"},
+    "lag": {"vi": "Độ trễ (trung vị, 1 giờ)", "en": "Lag (median, 1 h)"},
     "oldest": {"vi": "Chờ lâu nhất", "en": "Oldest"},
     "breaker": {"vi": "Ngắt mạch", "en": "Breaker"},
     "breaker_open": {"vi": "Đang ngắt", "en": "Open"},
@@ -123,6 +124,8 @@ def _vn(moment: datetime | None) -> str:
 def _age(seconds: float) -> str:
     if not seconds:
         return "—"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
