@@ -405,15 +405,7 @@ def trace(dossier_code: Annotated[str, typer.Argument(help="the dossier code")])
     deliveries = {d.id: d for d in dels}
     for a in atts:
         d = deliveries[a.delivery_id]
-        detail = f"attempt {a.number}: {a.outcome or 'in flight'}"
-        if a.status_code:
-            detail += f", HTTP {a.status_code}"
-        if a.duration_ms is not None:
-            detail += f", {a.duration_ms:.0f} ms"
-        if a.error:
-            detail += f" — {a.error}"
-        if a.external_ref:
-            detail += f" (ref {a.external_ref})"
+        detail = f"attempt {a.number}: {ledger.describe_attempt(a)}"
         rows.append((a.started_at, "attempt", str(by_event[d.event_pk].sequence), a.destination, detail))
     for d in dels:
         if d.status in ("superseded", "dead") or d.status in ("pending", "retrying"):

@@ -795,6 +795,21 @@ def replay(
 # --------------------------------------------------------------------------- reading
 
 
+def describe_attempt(attempt: Any, separator: str = ", ") -> str:
+    """One attempt in words: its outcome, the HTTP status, how long, the error (already masked), the reference."""
+    parts = [attempt.outcome or "in flight"]
+    if attempt.status_code:
+        parts.append(f"HTTP {attempt.status_code}")
+    if attempt.duration_ms is not None:
+        parts.append(f"{attempt.duration_ms:.0f} ms")
+    text_form = separator.join(parts)
+    if attempt.error:
+        text_form += f" — {attempt.error}"
+    if attempt.external_ref:
+        text_form += f" (ref {attempt.external_ref})"
+    return text_form
+
+
 def dossier_trace(engine: Engine, dossier_code: str) -> tuple[list[Any], list[Any], list[Any]]:
     """Every event, delivery and attempt of one dossier."""
     with engine.connect() as conn:

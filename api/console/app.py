@@ -332,15 +332,9 @@ async def _dossier(request: Request, code: str, reveal: bool) -> Response:
         {"at": e.received_at, "kind": "event", "what": e.type, "destination": "",
          "detail": f"{e.origin} · #{e.sequence}"} for e in evs]
     for a in atts:
-        detail = a.outcome or "in flight"
-        if a.status_code:
-            detail += f" · HTTP {a.status_code}"
-        if a.duration_ms is not None:
-            detail += f" · {a.duration_ms:.0f} ms"
-        if a.error:
-            detail += f" — {a.error}"
         rows.append({"at": a.started_at, "kind": "attempt", "what": f"#{a.number}",
-                     "destination": by_id[a.delivery_id].destination, "detail": detail, "outcome": a.outcome})
+                     "destination": by_id[a.delivery_id].destination, "detail": ledger.describe_attempt(a, " · "),
+                     "outcome": a.outcome})
     rows.sort(key=lambda r: r["at"])
     return _render(request, "dossier.html", operator=who[1], csrf=who[0].csrf_token(who[2]), code=code, rows=rows,
                    deliveries=sorted(dels, key=lambda d: (d.destination, d.sequence)), applicant=shown, reveal=reveal)
