@@ -756,7 +756,14 @@ class DeadLetterFilter:
         return clauses
 
 
-def dead_letters(engine: Engine, flt: DeadLetterFilter, limit: int = 500) -> list[Any]:
+def dead_letters(engine: Engine, flt: DeadLetterFilter, limit: int = 500,
+                 before: tuple[datetime, int] | None = None) -> list[Any]:
+    """The newest dead letters first; ``before`` (the last row's ``updated_at`` and ``id``) pages on."""
+    clauses = flt.where()
+    if before is not None:
+        moment, row_id = before
+        clauses.append(or_(deliveries.c.updated_at < moment,
+                           (deliveries.c.updated_at == moment) & (deliveries.c.id < row_id)))
     with engine.connect() as conn:
         return list(
             conn.execute(
@@ -766,8 +773,8 @@ def dead_letters(engine: Engine, flt: DeadLetterFilter, limit: int = 500) -> lis
                     deliveries.c.last_status_code, deliveries.c.last_error, events.c.event_id, events.c.type,
                 )
                 .join(events, events.c.id == deliveries.c.event_pk)
-                .where(*flt.where())
-                .order_by(deliveries.c.updated_at.desc())
+                .where(*clauses)
+                .order_by(deliveries.c.updated_at.desc(), deliveries.c.id.desc())
                 .limit(limit)
             ).all()
         )

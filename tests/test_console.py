@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -163,3 +164,37 @@ def test_the_hash_password_command_makes_an_entry_the_console_accepts() -> None:
     stored = entry.group(2)
     assert stored.startswith("pbkdf2_sha256$240000$")
     assert check_password("mot-mat-khau-dai", stored) and not check_password("mot-mat-khau-khac", stored)
+
+
+def test_dead_letters_page_on_by_keyset_and_the_reports_show_a_days_reconciliation(
+    console: str, dead_day: list[dict], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from store import payments
+
+    monkeypatch.setattr("api.console.app.PAGE", 2)
+    with logged_in(console) as client:
+        first = client.get("/console/deadletters", params={"destination": "warehouse"}).text
+        shown = re.findall(r'<tr data-id="(\d+)">', first)
+        following = re.search(r'href="([^"]+)" id="next-page"', first)
+        assert len(shown) == 2 and following is not None
+        second = client.get(following.group(1).replace("&amp;", "&")).text
+        rest = re.findall(r'<tr data-id="(\d+)">', second)
+        assert len(rest) == 1 and not set(rest) & set(shown) and 'id="next-page"' not in second
+        # a reconciliation stored for a day shows on the reports page for that day
+        day = "2026-11-20"
+        payments.replace_lines(get_runtime().engine, "warehouse", day, [{
+            "outcome": "amount_mismatch", "bill_code": "HS-1-LP", "transaction_id": "KP1", "dossier_code": "HS-1",
+            "bill_amount": 50000, "settled_amount": 49000, "callbacks": 1, "paid_at": None,
+            "note": "paid 49.000 đ for a bill of 50.000 đ: held, not marked paid"}], datetime.now(UTC))
+        monkeypatch.setattr("api.console.app.get_runtime", lambda: _with_payment_destination(get_runtime()))
+        page = client.get("/console/reports", params={"day": day}).text
+    assert "HS-1-LP" in page and "amount_mismatch" in page and "49.000 đ" in page and "held, not marked paid" in page
+
+
+def _with_payment_destination(rt: Any) -> Any:
+    """The runtime, its routing seen with the warehouse as a payment destination (for the reports page only)."""
+    from types import SimpleNamespace
+
+    destinations = {name: SimpleNamespace(kind="payment" if name == "warehouse" else d.kind)
+                    for name, d in rt.routing.destinations.items()}
+    return SimpleNamespace(engine=rt.engine, routing=SimpleNamespace(destinations=destinations))

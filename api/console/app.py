@@ -21,7 +21,7 @@ import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import structlog
 from fastapi import APIRouter, Form, Request
@@ -243,11 +243,27 @@ async def deadletters_page(request: Request) -> Response:
         return who
     rt = get_runtime()
     flt = _filter(request)
-    rows = await run_in_threadpool(ledger.dead_letters, rt.engine, flt, PAGE)
+    before = _cursor(request.query_params.get("before", ""))
+    rows = await run_in_threadpool(ledger.dead_letters, rt.engine, flt, PAGE + 1, before)
+    more, rows = len(rows) > PAGE, rows[:PAGE]
     excerpts = await run_in_threadpool(_last_answers, [r.id for r in rows])
+    params = {k: v for k, v in request.query_params.items() if k in ("destination", "dossier", "reason") and v}
+    next_page = None
+    if more:
+        keyset = f"{rows[-1].updated_at.isoformat()}|{rows[-1].id}"
+        next_page = f"/console/deadletters?{urlencode({**params, 'before': keyset})}"
     return _render(request, "deadletters.html", operator=who[1], csrf=who[0].csrf_token(who[2]), rows=rows,
                    excerpts=excerpts, destinations=sorted(rt.routing.destinations), flt=flt,
-                   query=request.url.query, replayed=request.query_params.get("replayed"))
+                   query=urlencode(params), replayed=request.query_params.get("replayed"), next_page=next_page)
+
+
+def _cursor(value: str) -> tuple[datetime, int] | None:
+    """The keyset of the next page: ``<updated_at ISO>|<id>`` of the last row shown."""
+    moment, _, row_id = value.partition("|")
+    try:
+        return datetime.fromisoformat(moment), int(row_id)
+    except ValueError:
+        return None
 
 
 def _last_answers(delivery_ids: list[int]) -> dict[int, str]:
