@@ -7,6 +7,7 @@ in-process deliveries and polls, one at a time.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -41,6 +42,7 @@ from tests.harness import RelayProcess, become_relay, drain, new_secret, relay_e
 from tests.servers import run_asgi
 
 USER, PASSWORD = "lienthong-halong", "mat-khau-truc"
+DOSSIERS = itertools.count(1)
 FAST_RETRY = '{ schedule = ["0.2s", "0.5s", "1s"], repeat_every = "1s", deadline = "1h", max_attempts = 200 }'
 
 
@@ -90,7 +92,7 @@ def requested(stack: dict[str, Any], target: str, *, size: int = 2_000_000, sha2
     name = f"to-khai-{uuid.uuid4().hex[:8]}.pdf"
     document = {"name": name, "url": f"{stack['documents']}/files/{name}?size={size}",
                 "sha256": sha256 or document_sha256(name, size), "size": size}
-    code = f"{origin}-261120-{uuid.uuid4().int % 10_000:04d}"
+    code = f"{origin}-261120-{next(DOSSIERS):04d}"  # distinct: a hop's id is its dossier's
     return {**sample, "event_id": f"tr-{uuid.uuid4().hex}", "unit_code": origin, "dossier_code": code,
             "data": {"target_unit": target, "reason": "Thủ tục liên thông", "documents": [document]}}
 
