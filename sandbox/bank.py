@@ -42,8 +42,6 @@ unique). Identifiers come from a stream seeded by ``seed``. State lives in memor
 from __future__ import annotations
 
 import asyncio
-import copy
-import hmac
 import itertools
 import random
 from collections import Counter
@@ -60,25 +58,15 @@ from fastapi.responses import JSONResponse, Response
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sandbox import soap
 from sandbox.faults import ActiveFaults, Background, BaseFaults, add_fault_routes, error_response, latency_and_error
 from schemas import bank as bc
 from schemas.payment import vnpay_signature
 
 MAX_BODY = 1_000_000
 IPN_TIMEOUT = httpx.Timeout(5.0, connect=2.0, pool=30.0)
-XML_TYPE = "text/xml; charset=utf-8"
 NSMAP = {"soap": bc.SOAP_ENV_NS, "bc": bc.NAMESPACE}
-_SOAP = f"{{{bc.SOAP_ENV_NS}}}"
-_WSSE = f"{{{bc.WSSE_NS}}}"
 _BC = f"{{{bc.NAMESPACE}}}"
-_PARSER = etree.XMLParser(
-    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=True, remove_pis=True
-)
-_WSDL = etree.fromstring(bc.WSDL.encode())
-_WSDL_ADDRESS = (
-    "{http://schemas.xmlsoap.org/wsdl/}service/{http://schemas.xmlsoap.org/wsdl/}port/"
-    "{http://schemas.xmlsoap.org/wsdl/soap/}address"
-)
 
 
 class FaultConfig(BaseFaults):
@@ -89,13 +77,12 @@ class FaultConfig(BaseFaults):
     hang_seconds: float = Field(30.0, ge=0, le=3600)
 
 
-class SoapFault(Exception):
-    """A fault to answer; ``message`` never echoes a value from the request."""
+class SoapFault(soap.SoapFault):
+    """A fault to answer, by default with the contract's message; ``message`` never echoes a value from the
+    request."""
 
     def __init__(self, code: str, message: str | None = None) -> None:
-        super().__init__(code)
-        self.code = code
-        self.message = message or bc.FAULT_CODES[code]
+        super().__init__(code, message or bc.FAULT_CODES[code])
 
 
 class _Request(BaseModel):
@@ -213,31 +200,12 @@ def _validated(model: type[_Model], fields: dict[str, str]) -> _Model:
         raise _invalid(exc) from None
 
 
-def read_envelope(body: bytes) -> etree._Element:
-    """The request's SOAP 1.1 envelope, read safely; ``INVALID_REQUEST`` for anything else."""
-    if len(body) > MAX_BODY:
-        raise SoapFault(bc.INVALID_REQUEST, "Yêu cầu không hợp lệ: quá lớn")
-    try:
-        root = etree.fromstring(body, _PARSER)
-    except etree.XMLSyntaxError:
-        raise SoapFault(bc.INVALID_REQUEST, "Yêu cầu không hợp lệ: XML không đúng cú pháp") from None
-    docinfo = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None:
-        raise SoapFault(bc.INVALID_REQUEST, "Yêu cầu không hợp lệ: không chấp nhận DOCTYPE")
-    if root.tag != _SOAP + "Envelope":
-        raise SoapFault(bc.INVALID_REQUEST, "Yêu cầu không hợp lệ: không phải SOAP 1.1 Envelope")
-    return root
-
-
 def operation_of(envelope: etree._Element) -> tuple[str, dict[str, str]]:
     """The operation named by the body's element, and its child elements' texts by name."""
-    body = envelope.find(_SOAP + "Body")
-    elements = [] if body is None else [child for child in body if isinstance(child.tag, str)]
-    name = etree.QName(elements[0]) if len(elements) == 1 else None
-    if name is None or name.namespace != bc.NAMESPACE or name.localname not in bc.OPERATIONS:
-        raise SoapFault(bc.INVALID_REQUEST, "Yêu cầu không hợp lệ: không có thao tác được hỗ trợ")
+    element = soap.operation_element(envelope, bc.NAMESPACE, bc.OPERATIONS, bc.INVALID_REQUEST)
+    name = etree.QName(element)
     fields: dict[str, str] = {}
-    for child in elements[0]:
+    for child in element:
         if not isinstance(child.tag, str):
             raise SoapFault(bc.INVALID_REQUEST, f"Yêu cầu không hợp lệ: nội dung lạ trong {name.localname}")
         field = etree.QName(child)
@@ -261,23 +229,6 @@ def _result(operation: str, code: str, **fields: object | None) -> tuple[etree._
     for name, value in fields.items():
         _add(result, name, value)
     return response, result
-
-
-def envelope_bytes(content: etree._Element) -> bytes:
-    envelope = etree.Element(_SOAP + "Envelope", nsmap=NSMAP)
-    etree.SubElement(envelope, _SOAP + "Body").append(content)
-    etree.cleanup_namespaces(envelope)
-    return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
-
-
-def fault_element(fault: SoapFault) -> etree._Element:
-    node = etree.Element(_SOAP + "Fault", nsmap=NSMAP)
-    etree.SubElement(node, "faultcode").text = "soap:Server" if fault.code in bc.SERVER_FAULTS else "soap:Client"
-    etree.SubElement(node, "faultstring").text = fault.message
-    detail = etree.SubElement(etree.SubElement(node, "detail"), _BC + "BillCollectionFault")
-    _add(detail, "code", fault.code)
-    _add(detail, "message", fault.message)
-    return node
 
 
 class BankState:
@@ -316,28 +267,29 @@ class BankState:
 
     def respond(self, content: etree._Element, code: str) -> Response:
         self.answers[code] += 1
-        return Response(envelope_bytes(content), media_type=XML_TYPE)
+        return Response(soap.envelope_bytes(content, NSMAP), media_type=soap.XML_TYPE)
 
-    def fault(self, fault: SoapFault) -> Response:
+    def fault(self, fault: soap.SoapFault) -> Response:
         self.answers[fault.code] += 1
-        return Response(envelope_bytes(fault_element(fault)), status_code=500, media_type=XML_TYPE)
+        return soap.fault_response(fault, detail=_BC + "BillCollectionFault", server_codes=bc.SERVER_FAULTS,
+                                   nsmap=NSMAP)
 
     def authenticate(self, envelope: etree._Element) -> None:
         """``AUTH_FAILED`` unless the header's UsernameToken carries this partner's username and password."""
-        token = envelope.find(f"{_SOAP}Header/{_WSSE}Security/{_WSSE}UsernameToken")
-        password = None if token is None else token.find(_WSSE + "Password")
-        if token is None or password is None:
+        token = soap.username_token(envelope)
+        if token is None:
             raise SoapFault(bc.AUTH_FAILED, "Xác thực không thành công: thiếu WS-Security UsernameToken")
+        username, password = token
         if not password.get("Type", bc.PASSWORD_TEXT).endswith("#PasswordText"):
             raise SoapFault(bc.AUTH_FAILED, "Xác thực không thành công: chỉ chấp nhận PasswordText")
-        user_ok = hmac.compare_digest((token.findtext(_WSSE + "Username") or "").encode(), self.username.encode())
-        password_ok = hmac.compare_digest((password.text or "").encode(), self.password.encode())
+        user_ok = soap.same(username, self.username)
+        password_ok = soap.same(password.text or "", self.password)
         if not (user_ok and password_ok):
             raise SoapFault(bc.AUTH_FAILED, "Xác thực không thành công: sai tên đăng nhập hoặc mật khẩu")
 
     def handle(self, body: bytes, faults: _ActiveFaults | None) -> tuple[str, etree._Element, str]:
         """The operation, its answer and the answer's code; a :class:`SoapFault` for a refusal."""
-        envelope = read_envelope(body)
+        envelope = soap.read_envelope(body, MAX_BODY, bc.INVALID_REQUEST)
         operation, fields = operation_of(envelope)
         self.calls[operation] += 1
         if faults is not None and faults.draw(faults.config.busy_rate):
@@ -454,18 +406,10 @@ def create_app(
                   lifespan=lifespan)
     app.state.bank = state
 
-    @app.get(bc.ENDPOINT_PATH)
-    async def wsdl(request: Request) -> Response:
-        if "wsdl" not in {name.lower() for name in request.query_params}:
-            return error_response(404, "POST SOAP 1.1 requests here; the service description is at ?wsdl")
-        document = copy.deepcopy(_WSDL)
-        address = document.find(_WSDL_ADDRESS)
-        assert address is not None
-        address.set("location", str(request.url.replace(query="")))
-        return Response(etree.tostring(document, xml_declaration=True, encoding="utf-8"), media_type=XML_TYPE)
+    soap.add_wsdl_route(app, bc.ENDPOINT_PATH, bc.WSDL)
 
     @app.post(bc.ENDPOINT_PATH)
-    async def soap(request: Request) -> Response:
+    async def operation(request: Request) -> Response:
         faults = state.faults
         status = await latency_and_error(faults)
         if status is not None:
@@ -473,7 +417,7 @@ def create_app(
             return error_response(status, "injected fault")
         try:
             operation, content, code = state.handle(await request.body(), faults)
-        except SoapFault as fault:
+        except soap.SoapFault as fault:
             return state.fault(fault)
         if operation == bc.CREATE_BILL and faults is not None and faults.draw(faults.config.timeout_rate):
             state.injected["timeout"] += 1

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import hashlib
 import hmac
 import itertools
@@ -47,17 +46,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sandbox import soap
 from sandbox.faults import ActiveFaults, BaseFaults, add_fault_routes, error_response, latency_and_error
+from sandbox.soap import SoapFault
 from schemas import transfer as tx
 
 MAX_BODY = 2_000_000
-XML_TYPE = "text/xml; charset=utf-8"
-SOAP_ENV_NS = "http://schemas.xmlsoap.org/soap/envelope/"
-WSSE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
-NSMAP = {"soap": SOAP_ENV_NS, "lt": tx.NAMESPACE}
-_SOAP, _WSSE, _LT = f"{{{SOAP_ENV_NS}}}", f"{{{WSSE_NS}}}", f"{{{tx.NAMESPACE}}}"
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
-                          remove_comments=True, remove_pis=True)
+NSMAP = {"soap": soap.SOAP_ENV_NS, "lt": tx.NAMESPACE}
+_LT = f"{{{tx.NAMESPACE}}}"
 _LISTS = frozenset({"Document", "Update"})
 BLOCK = 1 << 20
 
@@ -91,12 +87,6 @@ class DownRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seconds: float = Field(gt=0, le=86_400)
-
-
-class ExchangeFault(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(code)
-        self.code, self.message = code, message
 
 
 @dataclass
@@ -184,41 +174,26 @@ def _read(node: etree._Element) -> Any:
         if name in _LISTS:
             out.setdefault(name, []).append(_read(child))
         elif name in out:
-            raise ExchangeFault(tx.INVALID_REQUEST, f"Yêu cầu không hợp lệ: phần tử {name} lặp lại")
+            raise SoapFault(tx.INVALID_REQUEST, f"Yêu cầu không hợp lệ: phần tử {name} lặp lại")
         else:
             out[name] = _read(child)
     return out
-
-
-def _envelope(content: etree._Element) -> bytes:
-    envelope = etree.Element(_SOAP + "Envelope", nsmap=NSMAP)
-    etree.SubElement(envelope, _SOAP + "Body").append(content)
-    return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
-
-
-def _fault(fault: ExchangeFault) -> Response:
-    node = etree.Element(_SOAP + "Fault", nsmap=NSMAP)
-    etree.SubElement(node, "faultcode").text = "soap:Server" if fault.code in tx.SERVER_FAULTS else "soap:Client"
-    etree.SubElement(node, "faultstring").text = fault.message
-    detail = etree.SubElement(etree.SubElement(node, "detail"), _LT + "ExchangeFault")
-    _add_all(detail, {"code": fault.code, "message": fault.message})
-    return Response(_envelope(node), status_code=500, media_type=XML_TYPE)
 
 
 def _answer(operation: str, code: str, **fields: Any) -> Response:
     response = etree.Element(_LT + operation + "Response", nsmap=NSMAP)
     result = etree.SubElement(response, _LT + operation + "Result")
     _add_all(result, {"resultCode": code, "resultMessage": tx.RESULT_CODES[code], **fields})
-    return Response(_envelope(response), media_type=XML_TYPE)
+    return Response(soap.envelope_bytes(response, NSMAP), media_type=soap.XML_TYPE)
 
 
 def _documents(value: Any) -> list[dict[str, Any]]:
     return list((value or {}).get("Document") or []) if isinstance(value, dict) else []
 
 
-def _invalid(exc: ValidationError) -> ExchangeFault:
+def _invalid(exc: ValidationError) -> SoapFault:
     names = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors(include_input=False)})
-    return ExchangeFault(tx.INVALID_REQUEST, "Yêu cầu không hợp lệ: sai phần tử " + ", ".join(names))
+    return SoapFault(tx.INVALID_REQUEST, "Yêu cầu không hợp lệ: sai phần tử " + ", ".join(names))
 
 
 # ---- the exchange ------------------------------------------------------------------------------
@@ -262,40 +237,25 @@ class ExchangeState:
             user, _, password = base64.b64decode(header[6:]).decode().partition(":")
         except ValueError:
             return False
-        return hmac.compare_digest(user.encode(), self.username.encode()) and hmac.compare_digest(
-            password.encode(), self.password.encode())
+        return soap.same(user, self.username) and soap.same(password, self.password)
 
     # -- SOAP
 
     def authenticate(self, envelope: etree._Element) -> None:
-        token = envelope.find(f"{_SOAP}Header/{_WSSE}Security/{_WSSE}UsernameToken")
-        user = None if token is None else token.findtext(_WSSE + "Username")
-        password = None if token is None else token.findtext(_WSSE + "Password")
-        if not (user and password and hmac.compare_digest(user.encode(), self.username.encode())
-                and hmac.compare_digest(password.encode(), self.password.encode())):
-            raise ExchangeFault(tx.AUTH_FAILED, "Xác thực không thành công")
+        token = soap.username_token(envelope)
+        if token is None or not (soap.same(token[0], self.username) and soap.same(token[1].text or "", self.password)):
+            raise SoapFault(tx.AUTH_FAILED, "Xác thực không thành công")
 
     def handle(self, body: bytes) -> tuple[str, Response]:
-        if len(body) > MAX_BODY:
-            raise ExchangeFault(tx.INVALID_REQUEST, "Yêu cầu không hợp lệ: quá lớn")
-        try:
-            envelope = etree.fromstring(body, _PARSER)
-        except etree.XMLSyntaxError:
-            raise ExchangeFault(tx.INVALID_REQUEST, "Yêu cầu không hợp lệ: XML không đúng cú pháp") from None
-        if envelope.getroottree().docinfo.doctype or envelope.tag != _SOAP + "Envelope":
-            raise ExchangeFault(tx.INVALID_REQUEST, "Yêu cầu không hợp lệ: không phải SOAP 1.1 Envelope")
-        soap_body = envelope.find(_SOAP + "Body")
-        elements = [] if soap_body is None else [c for c in soap_body if isinstance(c.tag, str)]
-        name = etree.QName(elements[0]) if len(elements) == 1 else None
-        if name is None or name.namespace != tx.NAMESPACE or name.localname not in tx.OPERATIONS:
-            raise ExchangeFault(tx.INVALID_REQUEST, "Yêu cầu không hợp lệ: không có thao tác được hỗ trợ")
-        operation = name.localname
+        envelope = soap.read_envelope(body, MAX_BODY, tx.INVALID_REQUEST)
+        element = soap.operation_element(envelope, tx.NAMESPACE, tx.OPERATIONS, tx.INVALID_REQUEST)
+        operation = etree.QName(element).localname
         self.counters[operation] += 1
         if self.faults is not None and self.faults.draw(self.faults.config.busy_rate):
             self.counters["fault_busy"] += 1
-            raise ExchangeFault(tx.SYSTEM_BUSY, "Hệ thống bận, thử lại sau")
+            raise SoapFault(tx.SYSTEM_BUSY, "Hệ thống bận, thử lại sau")
         self.authenticate(envelope)
-        fields = _read(elements[0])
+        fields = _read(element)
         fields = fields if isinstance(fields, dict) else {}
         if operation == tx.SEND_DOSSIER:
             return operation, self.send(fields)
@@ -312,16 +272,16 @@ class ExchangeState:
             raise _invalid(exc) from None
         for unit in (request.fromUnit, request.toUnit, request.finalUnit):
             if unit not in self.units:
-                raise ExchangeFault(tx.UNIT_UNKNOWN, f"Đơn vị {unit} không kết nối trục liên thông")
+                raise SoapFault(tx.UNIT_UNKNOWN, f"Đơn vị {unit} không kết nối trục liên thông")
         known = self.transfers.get(request.transferId)
         if known is not None:
             if known.request != request:
-                raise ExchangeFault(tx.TRANSFER_CONFLICT, "Mã chuyển đã dùng với nội dung khác")
+                raise SoapFault(tx.TRANSFER_CONFLICT, "Mã chuyển đã dùng với nội dung khác")
             known.send_calls += 1
             return _answer(tx.SEND_DOSSIER, tx.EXISTS, transferId=request.transferId, status=known.status)
         if self.is_down(request.toUnit):
             self.counters["unit_unavailable"] += 1
-            raise ExchangeFault(tx.UNIT_UNAVAILABLE, f"Hệ thống một cửa của đơn vị {request.toUnit} đang gián đoạn")
+            raise SoapFault(tx.UNIT_UNAVAILABLE, f"Hệ thống một cửa của đơn vị {request.toUnit} đang gián đoạn")
         for index, document in enumerate(request.documents):
             stored = self.path(request.transferId, index)
             if not stored.exists() and request.previousTransferId:  # already on the exchange from the hop before
@@ -330,7 +290,7 @@ class ExchangeState:
                     stored.parent.mkdir(parents=True, exist_ok=True)
                     os.link(earlier, stored)
             if not stored.exists() or _sha256_file(stored) != document.sha256:
-                raise ExchangeFault(tx.DOCUMENT_INVALID, f"Tài liệu {index} ({document.name}) chưa được tải lên "
+                raise SoapFault(tx.DOCUMENT_INVALID, f"Tài liệu {index} ({document.name}) chưa được tải lên "
                                                          "hoặc sai mã băm SHA-256")
         transfer = Transfer(request, time.monotonic())
         transfer.history.append((tx.SENT, datetime.now(tx.VN_TZ).isoformat()))
@@ -348,7 +308,7 @@ class ExchangeState:
         try:
             after, most = int(fields.get("afterId", 0)), max(1, min(500, int(fields.get("maxItems", 100))))
         except ValueError:
-            raise ExchangeFault(tx.INVALID_REQUEST, "Yêu cầu không hợp lệ: afterId, maxItems") from None
+            raise SoapFault(tx.INVALID_REQUEST, "Yêu cầu không hợp lệ: afterId, maxItems") from None
         page = [u for u in self.updates if u.id > after][:most]
         last = page[-1].id if page else after
         rows = [u.model_dump(mode="json", exclude_none=True) for u in page]
@@ -364,7 +324,7 @@ class ExchangeState:
             return _answer(tx.RETURN_RESULT, tx.EXISTS, transferId=transfer_id)
         outcome = str(fields.get("outcome", ""))
         if outcome not in ("approved", "rejected") or t.status != tx.ACCEPTED:
-            raise ExchangeFault(tx.INVALID_REQUEST, "Yêu cầu không hợp lệ: outcome, hoặc hồ sơ chưa được tiếp nhận")
+            raise SoapFault(tx.INVALID_REQUEST, "Yêu cầu không hợp lệ: outcome, hoặc hồ sơ chưa được tiếp nhận")
         try:
             documents = [tx.DocumentRef.model_validate(d) for d in _documents(fields.get("documents"))]
         except ValidationError as exc:
@@ -436,20 +396,10 @@ def create_app(*, username: str, password: str, units: dict[str, UnitConfig] | N
     app = FastAPI(title="motcua-relay sandbox: LGSP inter-level exchange", docs_url=None, redoc_url=None,
                   lifespan=lifespan)
     app.state.exchange = state
-    wsdl = etree.fromstring(tx.WSDL.encode())
-
-    @app.get(tx.ENDPOINT_PATH)
-    async def get_wsdl(request: Request) -> Response:
-        if "wsdl" not in {name.lower() for name in request.query_params}:
-            return error_response(404, "POST SOAP 1.1 requests here; the service description is at ?wsdl")
-        document = copy.deepcopy(wsdl)
-        address = document.find(".//{http://schemas.xmlsoap.org/wsdl/soap/}address")
-        assert address is not None
-        address.set("location", str(request.url.replace(query="")))
-        return Response(etree.tostring(document, xml_declaration=True, encoding="utf-8"), media_type=XML_TYPE)
+    soap.add_wsdl_route(app, tx.ENDPOINT_PATH, tx.WSDL)
 
     @app.post(tx.ENDPOINT_PATH)
-    async def soap(request: Request) -> Response:
+    async def operation(request: Request) -> Response:
         faults = state.faults
         status = await latency_and_error(faults)
         if status is not None:
@@ -457,9 +407,10 @@ def create_app(*, username: str, password: str, units: dict[str, UnitConfig] | N
             return error_response(status, "injected fault")
         try:
             operation, answer = state.handle(await request.body())
-        except ExchangeFault as fault:
+        except SoapFault as fault:
             state.counters[f"fault_{fault.code}"] += 1
-            return _fault(fault)
+            return soap.fault_response(fault, detail=_LT + "ExchangeFault", server_codes=tx.SERVER_FAULTS,
+                                       nsmap=NSMAP)
         if operation == tx.SEND_DOSSIER and faults is not None and faults.draw(faults.config.timeout_rate):
             state.counters["fault_timeout"] += 1
             await asyncio.sleep(faults.config.hang_seconds)
