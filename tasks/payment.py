@@ -318,23 +318,15 @@ def query_unanswered(destination: str, now: datetime | None = None) -> QueryRepo
 @app.task(name="relay.payment.unanswered")
 def query_unanswered_bills() -> dict[str, Any]:
     """Beat job: query the bills of every payment destination that no callback has answered."""
-    rt = get_runtime()
-    summary: dict[str, Any] = {}
-    with rt.exclusive("payment-unanswered", timeout=120) as mine:
-        if not mine:
-            return {"skipped": True}
-        for name in payment_destinations():
-            try:
-                report = query_unanswered(name)
-            except Exception as exc:
-                log.warning("payment.query_failed", destination=name, error=str(exc))
-                summary[name] = {"error": str(exc)}
-                continue
-            summary[name] = {"asked": report.asked, "paid": report.paid, "mismatched": report.mismatched,
-                             "errors": len(report.errors)}
-            if report.paid or report.mismatched or report.errors:
-                log.info("payment.queried", destination=name, **summary[name])
-    return summary
+
+    def step(name: str) -> dict[str, Any]:
+        report = query_unanswered(name)
+        return {"asked": report.asked, "paid": report.paid, "mismatched": report.mismatched,
+                "errors": len(report.errors)}
+
+    return get_runtime().each_destination(
+        "payment-unanswered", 120, payment_destinations(), step, done="payment.queried",
+        failed="payment.query_failed", noteworthy=lambda s: bool(s["paid"] or s["mismatched"] or s["errors"]))
 
 
 # --------------------------------------------------------------------------- reconciliation
@@ -395,26 +387,20 @@ def yesterday(now: datetime | None = None) -> date:
 
 @app.task(name="relay.payment.reconcile")
 def reconcile_yesterday(day: str | None = None, destinations: Sequence[str] | None = None) -> dict[str, Any]:
-    """Beat job (each morning): reconcile the previous day (Vietnam time) of every payment destination."""
+    """Beat job (each morning): reconcile the previous day (Vietnam time) of every payment destination; a
+    provider down at dawn is an error whose hint is the command an operator reruns the day with."""
+    from tasks.payment_report import write_report  # it imports this module
+
     rt = get_runtime()
     which = date.fromisoformat(day) if day else yesterday()
-    summary: dict[str, Any] = {}
-    with rt.exclusive("payment-reconcile", timeout=600) as mine:
-        if not mine:
-            return {"skipped": True}
-        for name in destinations or payment_destinations():
-            try:
-                result = run_reconciliation(name, which)
-            except Exception as exc:  # the provider down at dawn: an operator reruns the day by hand
-                log.error("payment.reconcile_failed", destination=name, day=which.isoformat(), error=str(exc),
-                          hint=f"motcua-relay reconcile --date {which.isoformat()} --destination {name}")
-                summary[name] = {"error": str(exc)}
-                continue
-            from tasks.payment_report import write_report  # it imports this module
 
-            csv_path, xlsx_path = write_report(result, payment_deliverer(name).provider, rt.settings.reports_dir)
-            summary[name] = {"day": which.isoformat(), "lines": len(result.lines),
-                             "anomalies": len(result.anomalies), "recovered": result.count("recovered"),
-                             "xlsx": str(xlsx_path), "csv": str(csv_path)}
-            log.info("payment.reconciled", destination=name, **summary[name])
-    return summary
+    def step(name: str) -> dict[str, Any]:
+        result = run_reconciliation(name, which)
+        csv_path, xlsx_path = write_report(result, payment_deliverer(name).provider, rt.settings.reports_dir)
+        return {"day": which.isoformat(), "lines": len(result.lines), "anomalies": len(result.anomalies),
+                "recovered": result.count("recovered"), "xlsx": str(xlsx_path), "csv": str(csv_path)}
+
+    return rt.each_destination(
+        "payment-reconcile", 600, destinations or payment_destinations(), step, done="payment.reconciled",
+        failed="payment.reconcile_failed",
+        failure_hint=lambda name: f"motcua-relay reconcile --date {which.isoformat()} --destination {name}")

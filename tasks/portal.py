@@ -214,22 +214,13 @@ def run_pull(destination: str, now: datetime | None = None, max_pages: int = 50)
 def pull_online() -> dict[str, Any]:
     """Beat job: pull online dossiers for every portal destination that names ``pull_units``."""
     rt = get_runtime()
-    summary: dict[str, Any] = {}
-    with rt.exclusive("portal-pull", timeout=60) as mine:  # a pull repeated at once only finds duplicates
-        if not mine:
-            return {"skipped": True}
-        for name, dest in rt.routing.destinations.items():
-            if dest.kind != "portal" or not dest.option("pull_units"):
-                continue
-            try:
-                pulled = run_pull(name)
-            except Exception as exc:  # one portal down must not stop the others; the next beat tries again
-                log.warning("portal.pull_failed", destination=name, error=str(exc))
-                summary[name] = {"error": str(exc)}
-                continue
-            summary[name] = {"pulled": pulled.pulled, "stored": pulled.intake.stored,
-                             "duplicates": pulled.intake.duplicates, "rejected": pulled.intake.rejected,
-                             "cursors": pulled.cursors}
-            if pulled.pulled:
-                log.info("portal.pulled", destination=name, **summary[name])
-    return summary
+
+    def step(name: str) -> dict[str, Any]:
+        pulled = run_pull(name)
+        return {"pulled": pulled.pulled, "stored": pulled.intake.stored, "duplicates": pulled.intake.duplicates,
+                "rejected": pulled.intake.rejected, "cursors": pulled.cursors}
+
+    names = [n for n, d in rt.routing.destinations.items() if d.kind == "portal" and d.option("pull_units")]
+    # a pull repeated at once only finds duplicates
+    return rt.each_destination("portal-pull", 60, names, step, done="portal.pulled", failed="portal.pull_failed",
+                               noteworthy=lambda s: bool(s["pulled"]))

@@ -284,22 +284,12 @@ def run_poll(destination: str, now: datetime | None = None, max_pages: int = 50)
 def poll_tracking() -> dict[str, Any]:
     """Beat job: read the tracking list of every postal destination that polls (the callbacks' fallback)."""
     rt = get_runtime()
-    summary: dict[str, Any] = {}
-    with rt.exclusive("postal-poll", timeout=60) as mine:
-        if not mine:
-            return {"skipped": True}
-        for name, dest in rt.routing.destinations.items():
-            if dest.kind != "postal" or not dest.option("poll", True):
-                continue
-            try:
-                polled = run_poll(name)
-            except Exception as exc:  # one post down must not stop the others; the next beat tries again
-                log.warning("postal.poll_failed", destination=name, error=str(exc))
-                summary[name] = {"error": str(exc)}
-                continue
-            summary[name] = {"records": polled.records, "stored": polled.intake.stored,
-                             "duplicates": polled.intake.duplicates, "late": polled.intake.late,
-                             "unknown": len(polled.intake.unknown), "cursor": polled.cursor}
-            if polled.intake.stored or polled.intake.unknown:
-                log.info("postal.polled", destination=name, **summary[name])
-    return summary
+
+    def step(name: str) -> dict[str, Any]:
+        polled = run_poll(name)
+        return {"records": polled.records, "stored": polled.intake.stored, "duplicates": polled.intake.duplicates,
+                "late": polled.intake.late, "unknown": len(polled.intake.unknown), "cursor": polled.cursor}
+
+    names = [n for n, d in rt.routing.destinations.items() if d.kind == "postal" and d.option("poll", True)]
+    return rt.each_destination("postal-poll", 60, names, step, done="postal.polled", failed="postal.poll_failed",
+                               noteworthy=lambda s: bool(s["stored"] or s["unknown"]))

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 import structlog
@@ -49,6 +50,34 @@ class Runtime:
         for deliverer in self._deliverers.values():
             deliverer.close()
         self._deliverers.clear()
+
+    def each_destination(
+        self, job: str, timeout: float, names: Iterable[str], step: Callable[[str], dict[str, Any]], *,
+        done: str, failed: str, noteworthy: Callable[[dict[str, Any]], bool] = bool,
+        failure_hint: Callable[[str], str] | None = None,
+    ) -> dict[str, Any]:
+        """A beat job over destinations: held by one process at a time (:meth:`exclusive`), ``step`` run for
+        each name, its summary logged as ``done`` when ``noteworthy``. One destination failing is logged as
+        ``failed`` (an error, with the operator's command, when ``failure_hint`` gives one) and does not stop
+        the others; the next run tries it again. ``{"skipped": True}`` when another process holds the job."""
+        log = structlog.get_logger(__name__)
+        summary: dict[str, Any] = {}
+        with self.exclusive(job, timeout) as mine:
+            if not mine:
+                return {"skipped": True}
+            for name in names:
+                try:
+                    summary[name] = step(name)
+                except Exception as exc:  # a service down must not stop the others
+                    summary[name] = {"error": str(exc)}
+                    if failure_hint is None:
+                        log.warning(failed, destination=name, error=str(exc))
+                    else:
+                        log.error(failed, destination=name, error=str(exc), hint=failure_hint(name))
+                    continue
+                if noteworthy(summary[name]):
+                    log.info(done, destination=name, **summary[name])
+        return summary
 
     @contextlib.contextmanager
     def exclusive(self, name: str, timeout: float) -> Iterator[bool]:

@@ -187,23 +187,15 @@ def run_poll(destination: str, max_pages: int = 50) -> PollReport:
 
 @app.task(name="relay.transfer.poll")
 def poll_updates() -> dict[str, Any]:
-    """Beat job: read the units' answers from every LGSP exchange destination."""
+    """Beat job: read the units' answers from every LGSP exchange destination (the cursor moves only after a
+    stored page, so a failed read is read again next time)."""
     rt = get_runtime()
-    summary: dict[str, Any] = {}
-    with rt.exclusive("transfer-poll", timeout=60) as mine:
-        if not mine:
-            return {"skipped": True}
-        for name, dest in rt.routing.destinations.items():
-            if dest.kind != "transfer":
-                continue
-            try:
-                polled = run_poll(name)
-            except Exception as exc:  # the exchange down: the next beat tries again, the cursor has not moved
-                log.warning("transfer.poll_failed", destination=name, error=str(exc))
-                summary[name] = {"error": str(exc)}
-                continue
-            summary[name] = {"updates": polled.updates, "stored": polled.stored, "cursor": polled.cursor,
-                             "unknown": len(polled.unknown)}
-            if polled.stored or polled.unknown:
-                log.info("transfer.polled", destination=name, **summary[name])
-    return summary
+
+    def step(name: str) -> dict[str, Any]:
+        polled = run_poll(name)
+        return {"updates": polled.updates, "stored": polled.stored, "cursor": polled.cursor,
+                "unknown": len(polled.unknown)}
+
+    names = [n for n, d in rt.routing.destinations.items() if d.kind == "transfer"]
+    return rt.each_destination("transfer-poll", 60, names, step, done="transfer.polled",
+                               failed="transfer.poll_failed", noteworthy=lambda s: bool(s["stored"] or s["unknown"]))

@@ -65,3 +65,29 @@ def test_the_metrics_show_dead_letters_and_an_open_breaker(relay_config: RelayCo
     assert used and all(any(name.startswith(family) for family in families) for name in used), (used, families)
     assert {"MotcuaOldestDeliveryTooOld", "MotcuaDeadLettersGrowing", "MotcuaBreakerOpen"} <= set(
         re.findall(r"alert: (\w+)", rules))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_beat_job_over_destinations_runs_once_at_a_time_and_one_failure_does_not_stop_the_rest(
+    relay_config: RelayConfig,
+) -> None:
+    from structlog.testing import capture_logs
+
+    rt = get_runtime()
+
+    def step(name: str) -> dict[str, int]:
+        if name == "down":
+            raise RuntimeError("HTTP 503")
+        return {"stored": 1 if name == "busy" else 0}
+
+    with capture_logs() as logs:
+        summary = rt.each_destination("test-job", 10, ["quiet", "down", "busy"], step, done="test.done",
+                                      failed="test.failed", noteworthy=lambda s: bool(s["stored"]),
+                                      failure_hint=lambda name: f"rerun {name}")
+    assert summary == {"quiet": {"stored": 0}, "down": {"error": "HTTP 503"}, "busy": {"stored": 1}}
+    assert [(e["event"], e["destination"], e["log_level"]) for e in logs] == [
+        ("test.failed", "down", "error"), ("test.done", "busy", "info")]
+    assert logs[0]["hint"] == "rerun down"
+    with rt.exclusive("test-job", 10) as mine:
+        assert mine
+        assert rt.each_destination("test-job", 10, ["quiet"], step, done="d", failed="f") == {"skipped": True}
