@@ -9,6 +9,7 @@ a ``DeliveryError``.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -61,51 +62,28 @@ class WebhookDeliverer:
             self._connector.close()
 
 
-def _portal(destination: Destination, settings: Settings, client: redis.Redis | None) -> Deliverer:
-    from tasks.portal import PortalDeliverer  # it imports the Celery app; this module must not
-
-    return PortalDeliverer(destination, settings, client)
-
-
-def _zalo(destination: Destination, settings: Settings, client: redis.Redis | None) -> Deliverer:
-    from tasks.zalo import ZaloDeliverer
-
-    return ZaloDeliverer(destination, settings, client)
-
-
-def _sms(destination: Destination, settings: Settings, client: redis.Redis | None) -> Deliverer:
-    from tasks.zalo import SmsDeliverer
-
-    return SmsDeliverer(destination, settings, client)
-
-
-def _postal(destination: Destination, settings: Settings, client: redis.Redis | None) -> Deliverer:
-    from tasks.postal import PostalDeliverer
-
-    return PostalDeliverer(destination, settings, client)
-
-
-def _payment(destination: Destination, settings: Settings, client: redis.Redis | None) -> Deliverer:
-    from tasks.payment import PaymentDeliverer
-
-    return PaymentDeliverer(destination, settings, client)
-
-
-def _transfer(destination: Destination, settings: Settings, client: redis.Redis | None) -> Deliverer:
-    from tasks.transfer import TransferDeliverer
-
-    return TransferDeliverer(destination, settings, client)
-
-
 Builder = Callable[[Destination, Settings, "redis.Redis | None"], Deliverer]
+
+
+def _lazy(module: str, name: str) -> Builder:
+    """The deliverer class ``name`` of ``module``, imported when first built: those modules import the
+    Celery app, which this one must not."""
+
+    def build(destination: Destination, settings: Settings, client: redis.Redis | None) -> Deliverer:
+        deliverer: Deliverer = getattr(importlib.import_module(module), name)(destination, settings, client)
+        return deliverer
+
+    return build
+
+
 KINDS: dict[str, Builder] = {
     "webhook": WebhookDeliverer,
-    "portal": _portal,
-    "zalo": _zalo,
-    "sms": _sms,
-    "postal": _postal,
-    "payment": _payment,
-    "transfer": _transfer,
+    "portal": _lazy("tasks.portal", "PortalDeliverer"),
+    "zalo": _lazy("tasks.zalo", "ZaloDeliverer"),
+    "sms": _lazy("tasks.zalo", "SmsDeliverer"),
+    "postal": _lazy("tasks.postal", "PostalDeliverer"),
+    "payment": _lazy("tasks.payment", "PaymentDeliverer"),
+    "transfer": _lazy("tasks.transfer", "TransferDeliverer"),
 }
 
 
