@@ -59,6 +59,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -90,19 +91,25 @@ log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
 
 
-def _destination(kind: str, name: str | None) -> Destination | None:
-    """The destination of ``kind`` named ``name``, or the only one of that kind."""
-    found = {n: d for n, d in get_runtime().routing.destinations.items() if d.kind == kind}
+def _destination(kind: str, name: str | None,
+                 takes: Callable[[Destination], bool] = lambda _: True) -> Destination | None:
+    """The destination of ``kind`` (that ``takes`` the callback) named ``name``, or the only one."""
+    found = {n: d for n, d in get_runtime().routing.destinations.items() if d.kind == kind and takes(d)}
     if name is not None:
         return found.get(name)
     return next(iter(found.values())) if len(found) == 1 else None
 
 
+def _secrets(dest: Destination, key: str, default_env: str) -> tuple[list[str], str | None]:
+    """The destination's secret(s) for ``key`` (comma-separated while a key rotates), and the variable's name."""
+    configured, env = dest.secret(key, default_env)
+    return (configured or "").replace(",", " ").split(), env
+
+
 def _verify_standard(dest: Destination, default_env: str, headers: Any, body: bytes) -> None:
-    """Standard Webhooks verification with the destination's callback secret(s) (comma-separated
-    while a key rotates); :class:`SignatureError` when it fails or no secret is configured."""
-    configured, secret_env = dest.secret("callback_secret", default_env)
-    secrets = (configured or "").replace(",", " ").split()
+    """Standard Webhooks verification with the destination's callback secret(s); :class:`SignatureError`
+    when it fails or no secret is configured."""
+    secrets, secret_env = _secrets(dest, "callback_secret", default_env)
     if not secrets:
         raise SignatureError(f"no callback secret configured ({secret_env})")
     verify(secrets, headers, body)
@@ -242,18 +249,10 @@ async def _postal(request: Request, name: str | None) -> JSONResponse:
 
 
 def _payment_destination(scheme: str, name: str | None) -> Destination | None:
-    """The payment destination taking ``scheme`` named ``name``, or the only one that takes it: the
-    platform's callbacks go to platform destinations, IPNs to those with a ``vnpay_tmn_code``."""
-    takes = {n: d for n, d in get_runtime().routing.destinations.items() if d.kind == "payment" and (
-        d.option("provider", "platform") == "platform" if scheme == "platform" else bool(d.option("vnpay_tmn_code")))}
-    if name is not None:
-        return takes.get(name)
-    return next(iter(takes.values())) if len(takes) == 1 else None
-
-
-def _keys(dest: Destination, key: str, default_env: str) -> list[str]:
-    configured, _ = dest.secret(key, default_env)
-    return (configured or "").replace(",", " ").split()
+    """The platform's callbacks go to platform destinations, IPNs to those with a ``vnpay_tmn_code``."""
+    if scheme == "platform":
+        return _destination("payment", name, lambda d: d.option("provider", "platform") == "platform")
+    return _destination("payment", name, lambda d: bool(d.option("vnpay_tmn_code")))
 
 
 @router.post("/payment/platform", summary="Payments reported by the national payment platform (checksum)")
@@ -280,7 +279,7 @@ async def _platform_payment(request: Request, name: str | None) -> JSONResponse:
         fields = error_fields(exc) if isinstance(exc, ValidationError) else []
         return JSONResponse({**pay.platform_reply(False, "not a payment callback"), "fields": fields[:20]},
                             status_code=400)
-    keys = _keys(dest, "callback_key", "MOTCUA_PAYMENT_CALLBACK_KEY")
+    keys, _ = _secrets(dest, "callback_key", "MOTCUA_PAYMENT_CALLBACK_KEY")
     signed = any(pay.checksum_matches(callback.check_sum, pay.callback_checksum(key, callback)) for key in keys)
     if not signed or callback.client_id != dest.option("client_id"):
         log.info("callback.payment.bad_checksum", scheme="platform", configured=bool(keys))
@@ -328,7 +327,7 @@ async def _vnpay(request: Request, name: str | None) -> JSONResponse:
         if body is None:
             return JSONResponse(pay.vnpay_reply("99"), status_code=413)
         params.update(parse_qsl(body.decode("utf-8", "replace")))
-    secrets = _keys(dest, "vnpay_secret", "MOTCUA_PAYMENT_VNPAY_SECRET")
+    secrets, _ = _secrets(dest, "vnpay_secret", "MOTCUA_PAYMENT_VNPAY_SECRET")
     if not any(pay.vnpay_verify(secret, params) for secret in secrets):
         log.info("callback.payment.bad_checksum", scheme="vnpay", configured=bool(secrets))
         return JSONResponse(pay.vnpay_reply("97"))
