@@ -24,7 +24,6 @@ Run: ``cd /work/main && .venv/bin/python bench/payment.py [--bills 2000] [--json
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import subprocess
 import sys
@@ -40,24 +39,13 @@ if str(ROOT) not in sys.path:  # ``python bench/payment.py`` puts bench/ first o
     sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-import redis  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from bench.relay import (  # noqa: E402
-    Database,
-    Service,
-    _new_secret,
-    free_port,
-    percentile,
-    relay_cmd,
-    tree_hwm_mb,
-    wait_http,
-)
+from bench.relay import percentile, relay_cmd, tree_hwm_mb  # noqa: E402
+from bench.stack import relay_stack  # noqa: E402
 from sandbox.payment import PayingDay, citizens_pay  # noqa: E402
 from sandbox.workload import VN_TZ, fee_day, send_events_sync  # noqa: E402
-from store.db import get_engine, upgrade  # noqa: E402
 from store.tables import FINAL_STATUSES, attempts, bills, deliveries, events, payment_callbacks  # noqa: E402
-from tests.harness import relay_env  # noqa: E402
 
 CLIENT, REQUEST_KEY, CALLBACK_KEY = "UBND-BENCH", "bench-request-key", "bench-callback-key"
 FAULTS = {"error_rate": 0.15, "error_status": 503, "busy_rate": 0.05, "timeout_rate": 0.05, "hang_seconds": 3,
@@ -122,56 +110,29 @@ destination = "onestop"
 
 def run_phase(name: str, fees: list[dict[str, Any]], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """One phase on fresh processes, ledger and Redis db; its figures."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    database = Database.create(args.database_url, workdir)
-    broker = f"redis://127.0.0.1:6379/{args.redis_db}"
-    redis.Redis.from_url(broker).flushdb()
-    platform_port, onestop_port, api_port = free_port(), free_port(), free_port()
-    platform_url, onestop_url = f"http://127.0.0.1:{platform_port}", f"http://127.0.0.1:{onestop_port}"
-    api_url = f"http://127.0.0.1:{api_port}"
-    routing = workdir / "routing.toml"
-    routing.write_text(ROUTING.format(provider="platform", provider_url=platform_url, client_id=CLIENT, partner="-",
-                                      username="-", tmn_code="", query_after="1h", query_every="1h",
-                                      read=args.read_timeout, retry=RETRY, onestop=onestop_url), encoding="utf-8")
-    intake_secret = _new_secret()
-    env = relay_env(database.url, broker, intake_secret, {"onestop": _new_secret()}, routing,
-                    MOTCUA_LOG_LEVEL="WARNING", MOTCUA_PAYMENT_REQUEST_KEY=REQUEST_KEY,
-                    MOTCUA_PAYMENT_CALLBACK_KEY=CALLBACK_KEY, MOTCUA_SWEEP_INTERVAL_SECONDS="1",
-                    MOTCUA_PORTAL_PULL_INTERVAL_SECONDS="3600", MOTCUA_POSTAL_POLL_INTERVAL_SECONDS="3600",
-                    MOTCUA_WORKER_CONCURRENCY=str(args.concurrency), MOTCUA_REPORTS_DIR=str(workdir / "reports"),
-                    MOTCUA_BEAT_SCHEDULE_FILE=str(workdir / "beat-schedule"), MOTCUA_REDIS_PREFIX=f"bench-{name}",
-                    BENCH_CLIENT=CLIENT)
-    upgrade(database.sqlalchemy_url)
-    services = [
-        Service("platform", [sys.executable, "-c", SIMULATORS], {**env, "BENCH_WHICH": "platform",
-                                                                 "BENCH_PORT": str(platform_port)},
-                workdir / "platform.log"),
-        Service("onestop", [sys.executable, "-c", SIMULATORS], {**env, "BENCH_WHICH": "onestop",
-                                                                "BENCH_PORT": str(onestop_port)},
-                workdir / "onestop.log"),
-        Service("api", relay_cmd("api", "--port", str(api_port)), env, workdir / "api.log"),
-        Service("worker", relay_cmd("worker"), env, workdir / "worker.log"),
-        Service("beat", relay_cmd("beat"), env, workdir / "beat.log"),
-    ]
-    try:
-        for service in services:
-            service.start()
-        wait_http(f"{platform_url}/_admin/stats", 60, services[0])
-        wait_http(f"{onestop_url}/_admin/stats", 60, services[1])
-        wait_http(f"{api_url}/healthz", 60, services[2])
+    def routing(urls: dict[str, str]) -> str:
+        return ROUTING.format(provider="platform", provider_url=urls["platform"], client_id=CLIENT, partner="-",
+                              username="-", tmn_code="", query_after="1h", query_every="1h", read=args.read_timeout,
+                              retry=RETRY, onestop=urls["onestop"])
+
+    with relay_stack(name, workdir, database_url=args.database_url, redis_db=args.redis_db,
+                     simulators=("platform", "onestop"), code=SIMULATORS, routing=routing,
+                     MOTCUA_PAYMENT_REQUEST_KEY=REQUEST_KEY, MOTCUA_PAYMENT_CALLBACK_KEY=CALLBACK_KEY,
+                     MOTCUA_POSTAL_POLL_INTERVAL_SECONDS="3600", MOTCUA_WORKER_CONCURRENCY=str(args.concurrency),
+                     MOTCUA_REPORTS_DIR=str(workdir / "reports"), BENCH_CLIENT=CLIENT) as stack:
+        platform_url, onestop_url, api_url = stack.urls["platform"], stack.urls["onestop"], stack.urls["api"]
         if name == "faults":
             httpx.post(f"{platform_url}/_admin/faults", json=FAULTS, timeout=5).raise_for_status()
         httpx.post(f"{platform_url}/_admin/callback", json={"url": f"{api_url}/v1/callbacks/payment/platform"},
                    timeout=5).raise_for_status()
-        engine = get_engine(database.sqlalchemy_url)
+        engine = stack.engine
         peaks = {"worker": 0.0, "api": 0.0}
 
         def watch(what: str, done: Any, started: float) -> None:
             while True:
-                for service in services:
-                    service.check()
-                peaks["worker"] = max(peaks["worker"], tree_hwm_mb(services[3].pid))
-                peaks["api"] = max(peaks["api"], tree_hwm_mb(services[2].pid))
+                stack.check()
+                peaks["worker"] = max(peaks["worker"], tree_hwm_mb(stack.services["worker"].pid))
+                peaks["api"] = max(peaks["api"], tree_hwm_mb(stack.services["api"].pid))
                 finished, text = done()
                 print(f"\r  {name}: {text}, {time.monotonic() - started:.0f} s", end="", flush=True)
                 if finished:
@@ -186,7 +147,7 @@ def run_phase(name: str, fees: list[dict[str, Any]], args: argparse.Namespace, w
                 return int(conn.execute(query).scalar_one())
 
         started = time.monotonic()
-        report = send_events_sync(f"{api_url}/v1/events", intake_secret, fees, batch_size=100, concurrency=2)
+        report = send_events_sync(f"{api_url}/v1/events", stack.intake_secret, fees, batch_size=100, concurrency=2)
         if report.accepted != len(fees):
             raise RuntimeError(f"the intake took {report.accepted} of {len(fees)} events: {report.errors[:3]}")
         watch("billing", lambda: ((n := count(select(func.count()).select_from(bills))) == len(fees),
@@ -207,7 +168,7 @@ def run_phase(name: str, fees: list[dict[str, Any]], args: argparse.Namespace, w
         # the operator reconciles the day; the settled list is read under the phase's faults
         reconciling = time.monotonic()
         reconciled = subprocess.run(relay_cmd("reconcile", "--date", paid_on.isoformat()), env={
-            **env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=args.timeout)
+            **stack.env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=args.timeout)
         reconcile_seconds = time.monotonic() - reconciling
         if reconciled.returncode not in (0, 3):
             raise RuntimeError(f"reconcile exited {reconciled.returncode}: {reconciled.stdout[-2000:]}"
@@ -216,13 +177,6 @@ def run_phase(name: str, fees: list[dict[str, Any]], args: argparse.Namespace, w
         watch("deliveries", lambda: ((n := count(open_query)) == 0, f"{n} deliveries open"), reconciling)
         return _figures(name, engine, platform_url, onestop_url, day, peaks, callbacks_seconds, reconcile_seconds,
                         paid_on, reconciled.stdout)
-    finally:
-        for service in reversed(services):
-            service.stop()
-        redis.Redis.from_url(broker).flushdb()
-        with contextlib.suppress(Exception):
-            get_engine(database.sqlalchemy_url).dispose()
-        database.drop()
 
 
 def _figures(name: str, engine: Any, platform_url: str, onestop_url: str, day: PayingDay, peaks: dict[str, float],

@@ -24,7 +24,6 @@ Run: ``cd /work/main && .venv/bin/python bench/postal.py [--dossiers 300] [--jso
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import tempfile
@@ -39,23 +38,12 @@ if str(ROOT) not in sys.path:  # ``python bench/postal.py`` puts bench/ first on
     sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-import redis  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from bench.relay import (  # noqa: E402
-    Database,
-    Service,
-    _new_secret,
-    free_port,
-    percentile,
-    relay_cmd,
-    tree_hwm_mb,
-    wait_http,
-)
+from bench.relay import _new_secret, percentile, tree_hwm_mb  # noqa: E402
+from bench.stack import relay_stack  # noqa: E402
 from sandbox.workload import PostalDay, postal_day, send_events_sync  # noqa: E402
-from store.db import get_engine, upgrade  # noqa: E402
 from store.tables import FINAL_STATUSES, attempts, deliveries, events  # noqa: E402
-from tests.harness import relay_env  # noqa: E402
 
 KEY, SECRET, CUSTOMER = "bench-relay", "bench-consumer-secret", "HCC-BENCH"
 FAULTS = {"error_rate": 0.15, "error_status": 503, "timeout_rate": 0.05, "hang_seconds": 3,
@@ -120,57 +108,34 @@ def to_cancel(plan: PostalDay) -> set[str]:
 def run_phase(name: str, day: list[dict[str, Any]], cancelled: set[str], args: argparse.Namespace,
               workdir: Path) -> dict[str, Any]:
     """One phase on fresh processes, ledger and Redis db; its figures."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    database = Database.create(args.database_url, workdir)
-    broker = f"redis://127.0.0.1:6379/{args.redis_db}"
-    redis.Redis.from_url(broker).flushdb()
-    postal_port, onestop_port, api_port = free_port(), free_port(), free_port()
-    postal_url, onestop_url = f"http://127.0.0.1:{postal_port}", f"http://127.0.0.1:{onestop_port}"
-    api_url = f"http://127.0.0.1:{api_port}"
-    routing = workdir / "routing.toml"
-    routing.write_text(ROUTING.format(postal=postal_url, onestop=onestop_url, customer=CUSTOMER,
-                                      read=args.read_timeout, retry=RETRY), encoding="utf-8")
-    intake_secret, callback_secret = _new_secret(), _new_secret()
-    env = relay_env(database.url, broker, intake_secret, {"onestop": _new_secret()}, routing,
-                    MOTCUA_LOG_LEVEL="WARNING", MOTCUA_POSTAL_CONSUMER_KEY=KEY, MOTCUA_POSTAL_CONSUMER_SECRET=SECRET,
-                    MOTCUA_POSTAL_CALLBACK_SECRET=callback_secret, MOTCUA_SWEEP_INTERVAL_SECONDS="1",
-                    MOTCUA_POSTAL_POLL_INTERVAL_SECONDS=str(args.poll), MOTCUA_PORTAL_PULL_INTERVAL_SECONDS="3600",
-                    MOTCUA_WORKER_CONCURRENCY=str(args.concurrency),
-                    MOTCUA_BEAT_SCHEDULE_FILE=str(workdir / "beat-schedule"), MOTCUA_REDIS_PREFIX=f"bench-{name}",
-                    BENCH_CUSTOMER=CUSTOMER, BENCH_STEP=str(args.step), BENCH_COLLECT_AFTER=str(args.collect_after),
-                    BENCH_FAIL_RATE="0.15" if name == "faults" else "0")
-    upgrade(database.sqlalchemy_url)
-    services = [
-        Service("postal", [sys.executable, "-c", SIMULATORS], {**env, "BENCH_WHICH": "postal",
-                                                               "BENCH_PORT": str(postal_port)}, workdir / "postal.log"),
-        Service("onestop", [sys.executable, "-c", SIMULATORS], {**env, "BENCH_WHICH": "onestop",
-                                                                "BENCH_PORT": str(onestop_port)},
-                workdir / "onestop.log"),
-        Service("api", relay_cmd("api", "--port", str(api_port)), env, workdir / "api.log"),
-        Service("worker", relay_cmd("worker"), env, workdir / "worker.log"),
-        Service("beat", relay_cmd("beat"), env, workdir / "beat.log"),
-    ]
-    try:
-        for service in services:
-            service.start()
-        wait_http(f"{postal_url}/_admin/stats", 60, services[0])
-        wait_http(f"{onestop_url}/_admin/stats", 60, services[1])
-        wait_http(f"{api_url}/healthz", 60, services[2])
+    callback_secret = _new_secret()
+
+    def routing(urls: dict[str, str]) -> str:
+        return ROUTING.format(postal=urls["postal"], onestop=urls["onestop"], customer=CUSTOMER,
+                              read=args.read_timeout, retry=RETRY)
+
+    with relay_stack(name, workdir, database_url=args.database_url, redis_db=args.redis_db,
+                     simulators=("postal", "onestop"), code=SIMULATORS, routing=routing,
+                     MOTCUA_POSTAL_CONSUMER_KEY=KEY, MOTCUA_POSTAL_CONSUMER_SECRET=SECRET,
+                     MOTCUA_POSTAL_CALLBACK_SECRET=callback_secret, MOTCUA_POSTAL_POLL_INTERVAL_SECONDS=str(args.poll),
+                     MOTCUA_WORKER_CONCURRENCY=str(args.concurrency), BENCH_CUSTOMER=CUSTOMER,
+                     BENCH_STEP=str(args.step), BENCH_COLLECT_AFTER=str(args.collect_after),
+                     BENCH_FAIL_RATE="0.15" if name == "faults" else "0") as stack:
+        postal_url, onestop_url, api_url = stack.urls["postal"], stack.urls["onestop"], stack.urls["api"]
         faults = FAULTS if name == "faults" else {}
         if faults:
             httpx.post(f"{postal_url}/_admin/faults", json=faults, timeout=5).raise_for_status()
         httpx.post(f"{postal_url}/_admin/push", json={"url": f"{api_url}/v1/callbacks/postal",
                                                       "secret": callback_secret}, timeout=5).raise_for_status()
-        engine = get_engine(database.sqlalchemy_url)
+        engine = stack.engine
         started = time.monotonic()
-        report = send_events_sync(f"{api_url}/v1/events", intake_secret, day, batch_size=50, concurrency=2)
+        report = send_events_sync(f"{api_url}/v1/events", stack.intake_secret, day, batch_size=50, concurrency=2)
         if report.accepted != len(day):
             raise RuntimeError(f"the intake took {report.accepted} of {len(day)} events: {report.errors[:3]}")
         peak = 0.0
         while True:
-            for service in services:
-                service.check()
-            peak = max(peak, tree_hwm_mb(services[3].pid))
+            stack.check()
+            peak = max(peak, tree_hwm_mb(stack.services["worker"].pid))
             orders = httpx.get(f"{postal_url}/_admin/orders", timeout=30).json()
             recorded = sum(1 for o in orders for h in o["history"] if h["statusCode"] != "100")
             with engine.connect() as conn:
@@ -188,13 +153,6 @@ def run_phase(name: str, day: list[dict[str, Any]], cancelled: set[str], args: a
             time.sleep(1.0)
         print()
         return _figures(name, engine, postal_url, onestop_url, cancelled, peak)
-    finally:
-        for service in reversed(services):
-            service.stop()
-        redis.Redis.from_url(broker).flushdb()
-        with contextlib.suppress(Exception):
-            get_engine(database.sqlalchemy_url).dispose()
-        database.drop()
 
 
 def _figures(name: str, engine: Any, postal_url: str, onestop_url: str, cancelled: set[str],

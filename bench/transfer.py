@@ -24,7 +24,6 @@ Run: ``cd /work/main && .venv/bin/python bench/transfer.py [--transfers 100] [--
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import tempfile
@@ -39,25 +38,13 @@ if str(ROOT) not in sys.path:  # ``python bench/transfer.py`` puts bench/ first 
     sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-import redis  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from bench.relay import (  # noqa: E402
-    Database,
-    Service,
-    _new_secret,
-    free_port,
-    percentile,
-    relay_cmd,
-    tree_hwm_mb,
-    tree_rss_mb,
-    wait_http,
-)
+from bench.relay import percentile, tree_hwm_mb, tree_rss_mb  # noqa: E402
+from bench.stack import Stack, relay_stack  # noqa: E402
 from sandbox.lgsp import DISTRICT, document_sha256, transfer_day  # noqa: E402
 from sandbox.workload import send_events_sync  # noqa: E402
-from store.db import get_engine, upgrade  # noqa: E402
 from store.tables import deliveries, events  # noqa: E402
-from tests.harness import relay_env  # noqa: E402
 
 USER, PASSWORD = "bench-lienthong", "bench-exchange-password"
 RETRY = '{ schedule = ["0.5s", "1s", "2s", "4s"], repeat_every = "4s", deadline = "1h", max_attempts = 200 }'
@@ -127,40 +114,17 @@ def last_words(onestop_url: str) -> dict[str, list[dict[str, Any]]]:
 
 def run_phase(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """One phase on fresh processes, ledger and Redis db; its figures."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    database = Database.create(args.database_url, workdir)
-    broker = f"redis://127.0.0.1:6379/{args.redis_db}"
-    redis.Redis.from_url(broker).flushdb()
-    ports = {k: free_port() for k in ("exchange", "documents", "onestop", "api")}
-    urls = {k: f"http://127.0.0.1:{p}" for k, p in ports.items()}
-    routing = workdir / "routing.toml"
-    routing.write_text(ROUTING.format(exchange=urls["exchange"], user=USER, read=60, retry=RETRY,
-                                      onestop=urls["onestop"]), encoding="utf-8")
-    intake_secret = _new_secret()
-    env = relay_env(database.url, broker, intake_secret, {"onestop": _new_secret()}, routing,
-                    MOTCUA_LOG_LEVEL="WARNING", MOTCUA_TRANSFER_PASSWORD=PASSWORD, MOTCUA_SWEEP_INTERVAL_SECONDS="1",
-                    MOTCUA_TRANSFER_POLL_INTERVAL_SECONDS="1", MOTCUA_PORTAL_PULL_INTERVAL_SECONDS="3600",
-                    MOTCUA_POSTAL_POLL_INTERVAL_SECONDS="3600", MOTCUA_PAYMENT_QUERY_INTERVAL_SECONDS="3600",
-                    MOTCUA_WORKER_CONCURRENCY=str(args.concurrency),
-                    MOTCUA_BEAT_SCHEDULE_FILE=str(workdir / "beat-schedule"), MOTCUA_REDIS_PREFIX=f"bench-{name}",
-                    BENCH_USER=USER)
-    upgrade(database.sqlalchemy_url)
-    services = [Service(which, [sys.executable, "-c", SIMULATORS],
-                        {**env, "BENCH_WHICH": which, "BENCH_PORT": str(ports[which])}, workdir / f"{which}.log")
-                for which in ("exchange", "documents", "onestop")]
-    services += [Service("api", relay_cmd("api", "--port", str(ports["api"])), env, workdir / "api.log"),
-                 Service("worker", relay_cmd("worker"), env, workdir / "worker.log"),
-                 Service("beat", relay_cmd("beat"), env, workdir / "beat.log")]
-    worker = services[4]
-    try:
-        for service in services:
-            service.start()
-        wait_http(f"{urls['exchange']}/_admin/stats", 60, services[0])
-        wait_http(f"{urls['onestop']}/_admin/stats", 60, services[2])
-        wait_http(f"{urls['api']}/healthz", 60, services[3])
-        engine = get_engine(database.sqlalchemy_url)
+    def routing(urls: dict[str, str]) -> str:
+        return ROUTING.format(exchange=urls["exchange"], user=USER, read=60, retry=RETRY, onestop=urls["onestop"])
+
+    with relay_stack(name, workdir, database_url=args.database_url, redis_db=args.redis_db,
+                     simulators=("exchange", "documents", "onestop"), code=SIMULATORS, routing=routing,
+                     MOTCUA_TRANSFER_PASSWORD=PASSWORD, MOTCUA_TRANSFER_POLL_INTERVAL_SECONDS="1",
+                     MOTCUA_POSTAL_POLL_INTERVAL_SECONDS="3600", MOTCUA_PAYMENT_QUERY_INTERVAL_SECONDS="3600",
+                     MOTCUA_WORKER_CONCURRENCY=str(args.concurrency), BENCH_USER=USER) as stack:
+        urls, engine, intake_secret = stack.urls, stack.engine, stack.intake_secret
         if name == "big":
-            return _big(args, urls, env, intake_secret, engine, services, worker)
+            return _big(args, stack)
         day = transfer_day(args.transfers, urls["documents"], seed=2026)
         started = time.monotonic()
         half = len(day) // 2
@@ -173,9 +137,8 @@ def run_phase(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, A
         peak = 0.0
         wanted = {e["dossier_code"] for e in day}
         while True:
-            for service in services:
-                service.check()
-            peak = max(peak, tree_hwm_mb(worker.pid))
+            stack.check()
+            peak = max(peak, tree_hwm_mb(stack.services["worker"].pid))
             words = last_words(urls["onestop"])
             done = len(wanted & set(words))
             print(f"\r  {name}: {done} / {len(wanted)} transfers ended at the origin, "
@@ -188,13 +151,6 @@ def run_phase(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, A
         print()
         seconds = time.monotonic() - started
         return _figures(name, day, urls, engine, seconds, peak)
-    finally:
-        for service in reversed(services):
-            service.stop()
-        redis.Redis.from_url(broker).flushdb()
-        with contextlib.suppress(Exception):
-            get_engine(database.sqlalchemy_url).dispose()
-        database.drop()
 
 
 def _figures(name: str, day: list[dict[str, Any]], urls: dict[str, str], engine: Any, seconds: float,
@@ -225,10 +181,10 @@ def _figures(name: str, day: list[dict[str, Any]], urls: dict[str, str], engine:
     }
 
 
-def _big(args: argparse.Namespace, urls: dict[str, str], env: dict[str, str], intake_secret: str, engine: Any,
-         services: list[Service], worker: Service) -> dict[str, Any]:
+def _big(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     from sandbox.lgsp import COMMUNE
 
+    urls, engine = stack.urls, stack.engine
     small, big = (transfer_day(1, urls["documents"], two_hop_share=0, seed=s, max_document=60_000)[0] for s in (1, 2))
     size = args.big_mb * 1_000_000
     name = f"ban-quet-{size}.pdf"
@@ -243,14 +199,15 @@ def _big(args: argparse.Namespace, urls: dict[str, str], env: dict[str, str], in
         with engine.connect() as conn:
             return int(conn.execute(query).scalar_one()) >= count
 
-    send_events_sync(f"{urls['api']}/v1/events", intake_secret, [small])
-    _wait(lambda: hop_delivered(1), args.timeout, services)
+    send_events_sync(f"{urls['api']}/v1/events", stack.intake_secret, [small])
+    _wait(lambda: hop_delivered(1), args.timeout, stack)
     time.sleep(1)
+    worker = stack.services["worker"]
     before = tree_rss_mb(worker.pid)
     counted = httpx.get(f"{urls['exchange']}/_admin/stats", timeout=10).json()["counters"].get("document_bytes", 0)
     started = time.monotonic()
-    send_events_sync(f"{urls['api']}/v1/events", intake_secret, [big])
-    _wait(lambda: hop_delivered(2), args.timeout, services)
+    send_events_sync(f"{urls['api']}/v1/events", stack.intake_secret, [big])
+    _wait(lambda: hop_delivered(2), args.timeout, stack)
     seconds = time.monotonic() - started
     peak = tree_hwm_mb(worker.pid)
     stats = httpx.get(f"{urls['exchange']}/_admin/stats", timeout=10).json()["counters"]
@@ -261,11 +218,10 @@ def _big(args: argparse.Namespace, urls: dict[str, str], env: dict[str, str], in
             "worker_growth_mb": round(peak - before, 1)}
 
 
-def _wait(done: Any, timeout: float, services: list[Service]) -> None:
+def _wait(done: Any, timeout: float, stack: Stack) -> None:
     deadline = time.monotonic() + timeout
     while not done():
-        for service in services:
-            service.check()
+        stack.check()
         if time.monotonic() > deadline:
             raise RuntimeError("not done in time")
         time.sleep(0.3)

@@ -123,13 +123,21 @@ def document_sha256(name: str, size: int) -> str:
 
 
 def document_app() -> FastAPI:
-    """The origin one-stop software's file store: ``GET /files/{name}?size=N`` (``N`` bytes, streamed)."""
+    """The origin one-stop software's file store: ``GET /files/{name}?size=N`` (``N`` bytes, streamed);
+    ``GET /_admin/stats`` counts the files and bytes asked for."""
     app = FastAPI(title="motcua-relay sandbox: one-stop documents", docs_url=None, redoc_url=None)
+    asked: Counter[str] = Counter()
 
     @app.get("/files/{name}")
     async def serve(name: str, size: int) -> StreamingResponse:
+        asked["files"] += 1
+        asked["bytes"] += size
         return StreamingResponse(document_blocks(name, size), media_type="application/pdf",
                                  headers={"Content-Length": str(size)})
+
+    @app.get("/_admin/stats")
+    async def stats() -> dict[str, int]:
+        return dict(asked)
 
     return app
 

@@ -1,0 +1,77 @@
+"""One phase's processes for the service benchmarks (post, payments, transfers): a fresh ledger and Redis db, the
+simulators, ``motcua-relay api``, ``worker`` and ``beat``, each a process of its own, stopped and cleaned up after.
+
+A benchmark names its simulators and gives the code that serves them (``python -c``, told which one by
+``BENCH_WHICH`` and where by ``BENCH_PORT``, each answering ``GET /_admin/stats`` once up) and its routing file
+as a function of their URLs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench.relay import Database, Service, _new_secret, free_port, relay_cmd, wait_http
+from store.db import get_engine, upgrade
+from tests.harness import relay_env
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    urls: dict[str, str]
+    services: dict[str, Service]
+    intake_secret: str
+    engine: Any
+
+    def check(self) -> None:
+        """Raise, with its log's tail, when a process has exited."""
+        for service in self.services.values():
+            service.check()
+
+
+@contextlib.contextmanager
+def relay_stack(name: str, workdir: Path, *, database_url: str | None, redis_db: int, simulators: Sequence[str],
+                code: str, routing: Callable[[dict[str, str]], str], **env_extra: str) -> Iterator[Stack]:
+    """The phase ``name``'s stack, up and answering; ``urls`` has each simulator's and the API's (``"api"``)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    database = Database.create(database_url, workdir)
+    broker = f"redis://127.0.0.1:6379/{redis_db}"
+    redis.Redis.from_url(broker).flushdb()
+    ports = {which: free_port() for which in (*simulators, "api")}
+    urls = {which: f"http://127.0.0.1:{port}" for which, port in ports.items()}
+    routing_file = workdir / "routing.toml"
+    routing_file.write_text(routing(urls), encoding="utf-8")
+    intake_secret = _new_secret()
+    env = relay_env(database.url, broker, intake_secret, {"onestop": _new_secret()}, routing_file,
+                    **{"MOTCUA_LOG_LEVEL": "WARNING", "MOTCUA_SWEEP_INTERVAL_SECONDS": "1",
+                       "MOTCUA_PORTAL_PULL_INTERVAL_SECONDS": "3600",
+                       "MOTCUA_BEAT_SCHEDULE_FILE": str(workdir / "beat-schedule"),
+                       "MOTCUA_REDIS_PREFIX": f"bench-{name}", **env_extra})
+    upgrade(database.sqlalchemy_url)
+    services = {which: Service(which, [sys.executable, "-c", code],
+                               {**env, "BENCH_WHICH": which, "BENCH_PORT": str(ports[which])}, workdir / f"{which}.log")
+                for which in simulators}
+    services |= {"api": Service("api", relay_cmd("api", "--port", str(ports["api"])), env, workdir / "api.log"),
+                 "worker": Service("worker", relay_cmd("worker"), env, workdir / "worker.log"),
+                 "beat": Service("beat", relay_cmd("beat"), env, workdir / "beat.log")}
+    try:
+        for service in services.values():
+            service.start()
+        for which in simulators:
+            wait_http(f"{urls[which]}/_admin/stats", 60, services[which])
+        wait_http(f"{urls['api']}/healthz", 60, services["api"])
+        yield Stack(env, urls, services, intake_secret, get_engine(database.sqlalchemy_url))
+    finally:
+        for service in reversed(list(services.values())):
+            service.stop()
+        redis.Redis.from_url(broker).flushdb()
+        with contextlib.suppress(Exception):
+            get_engine(database.sqlalchemy_url).dispose()
+        database.drop()
