@@ -54,31 +54,12 @@ def celery_config(settings: Settings, routing: RoutingConfig) -> dict[str, Any]:
         "timezone": "Asia/Ho_Chi_Minh",
         "enable_utc": True,
         "beat_schedule": {
-            "sweep": {
-                "task": "relay.sweep",
-                "schedule": settings.sweep_interval_seconds,
-                "options": {"expires": settings.sweep_interval_seconds * 3},
-            },
-            "portal-online-dossiers": {
-                "task": "relay.portal.pull",
-                "schedule": settings.portal_pull_interval_seconds,
-                "options": {"expires": settings.portal_pull_interval_seconds},
-            },
-            "postal-tracking": {
-                "task": "relay.postal.poll",
-                "schedule": settings.postal_poll_interval_seconds,
-                "options": {"expires": settings.postal_poll_interval_seconds},
-            },
-            "transfer-updates": {
-                "task": "relay.transfer.poll",
-                "schedule": settings.transfer_poll_interval_seconds,
-                "options": {"expires": settings.transfer_poll_interval_seconds},
-            },
-            "payment-unanswered-bills": {
-                "task": "relay.payment.unanswered",
-                "schedule": settings.payment_query_interval_seconds,
-                "options": {"expires": settings.payment_query_interval_seconds},
-            },
+            "sweep": _every("relay.sweep", settings.sweep_interval_seconds,
+                            expires=settings.sweep_interval_seconds * 3),
+            "portal-online-dossiers": _every("relay.portal.pull", settings.portal_pull_interval_seconds),
+            "postal-tracking": _every("relay.postal.poll", settings.postal_poll_interval_seconds),
+            "transfer-updates": _every("relay.transfer.poll", settings.transfer_poll_interval_seconds),
+            "payment-unanswered-bills": _every("relay.payment.unanswered", settings.payment_query_interval_seconds),
             "payment-reconciliation": {
                 "task": "relay.payment.reconcile",
                 "schedule": crontab(hour=int(hour), minute=int(minute)),  # the app's timezone: Vietnam
@@ -86,6 +67,12 @@ def celery_config(settings: Settings, routing: RoutingConfig) -> dict[str, Any]:
             },
         },
     }
+
+
+def _every(task: str, seconds: float, expires: float | None = None) -> dict[str, Any]:
+    """A beat entry every ``seconds``; a run not started by the next one (``expires``, default the interval) is
+    dropped, not piled up."""
+    return {"task": task, "schedule": seconds, "options": {"expires": seconds if expires is None else expires}}
 
 
 def worker_queues(routing: RoutingConfig) -> list[str]:
