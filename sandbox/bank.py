@@ -59,7 +59,15 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sandbox import soap
-from sandbox.faults import ActiveFaults, Background, BaseFaults, add_fault_routes, error_response, latency_and_error
+from sandbox.faults import (
+    ActiveFaults,
+    Background,
+    BaseFaults,
+    add_fault_routes,
+    add_state_routes,
+    error_response,
+    latency_and_error,
+)
 from schemas import bank as bc
 from schemas.payment import vnpay_signature
 
@@ -454,13 +462,6 @@ def create_app(
     async def bills() -> list[dict[str, Any]]:
         return [bill.admin_view() for bill in state.bills.values()]
 
-    @app.get("/_admin/stats")
-    async def stats() -> dict[str, Any]:
-        return state.stats()
 
-    @app.post("/_admin/reset")
-    async def reset_all() -> dict[str, str]:
-        state.reset()
-        return {"status": "reset"}
-
+    add_state_routes(app, state)
     return app

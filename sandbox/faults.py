@@ -78,6 +78,26 @@ class HoldsFaults(Protocol):
     faults: Any
 
 
+class HoldsCounters(Protocol):
+    def stats(self) -> dict[str, Any]: ...
+
+    def reset(self) -> None: ...
+
+
+def add_state_routes(app: FastAPI, state: HoldsCounters) -> None:
+    """``GET /_admin/stats`` (``state.stats()``) and ``POST /_admin/reset`` (``state.reset()``)."""
+
+    async def stats() -> dict[str, Any]:
+        return state.stats()
+
+    async def reset_all() -> dict[str, str]:
+        state.reset()
+        return {"status": "reset"}
+
+    app.get("/_admin/stats")(stats)
+    app.post("/_admin/reset")(reset_all)
+
+
 def add_fault_routes(app: FastAPI, state: HoldsFaults, config_type: type[BaseFaults]) -> None:
     """``GET|POST|DELETE /_admin/faults``: read, replace or clear ``state.faults``."""
 

@@ -47,7 +47,14 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sandbox import soap
-from sandbox.faults import ActiveFaults, BaseFaults, add_fault_routes, error_response, latency_and_error
+from sandbox.faults import (
+    ActiveFaults,
+    BaseFaults,
+    add_fault_routes,
+    add_state_routes,
+    error_response,
+    latency_and_error,
+)
 from sandbox.soap import SoapFault
 from schemas import transfer as tx
 
@@ -476,16 +483,10 @@ def create_app(*, username: str, password: str, units: dict[str, UnitConfig] | N
     async def transfers() -> list[dict[str, Any]]:
         return [t.view() for t in state.transfers.values()]
 
-    @app.get("/_admin/stats")
-    async def stats() -> dict[str, Any]:
-        return state.stats()
 
-    @app.post("/_admin/reset")
-    async def reset() -> dict[str, str]:
-        state.reset()
-        return {"status": "reset"}
 
     add_fault_routes(app, state, FaultConfig)
+    add_state_routes(app, state)
     return app
 
 

@@ -43,7 +43,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from sandbox.faults import ActiveFaults, BaseFaults, error_response
+from sandbox.faults import ActiveFaults, BaseFaults, add_state_routes, error_response
 from schemas.events import parse_event
 from schemas.webhook import SignatureError, secret_key, verify
 
@@ -289,10 +289,6 @@ def create_app(secrets: Mapping[str, str], *, validate: bool = True) -> FastAPI:
         state.clear_faults(subscriber)
         return {"status": "cleared"}
 
-    @app.get("/_admin/stats")
-    async def stats() -> dict[str, Any]:
-        return state.stats()
-
     @app.get("/_admin/received")
     async def received(
         subscriber: str, dossier_code: str | None = None, full: bool = Query(False)
@@ -301,9 +297,5 @@ def create_app(secrets: Mapping[str, str], *, validate: bool = True) -> FastAPI:
             return error_response(404, f"unknown subscriber {subscriber!r}")
         return JSONResponse(state.received(subscriber, dossier_code, full))
 
-    @app.post("/_admin/reset")
-    async def reset_all() -> dict[str, str]:
-        state.reset()
-        return {"status": "reset"}
-
+    add_state_routes(app, state)
     return app

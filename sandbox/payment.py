@@ -50,6 +50,7 @@ from sandbox.faults import (
     Background,
     BaseFaults,
     add_fault_routes,
+    add_state_routes,
     error_response,
     json_body,
     latency_and_error,
@@ -325,16 +326,10 @@ def create_app(*, client_id: str, request_key: str, callback_key: str,
         return [{**_view(t), "bill_amount": t.request.trans_amount, "pay_calls": t.pay_calls,
                  "callbacks": t.callbacks} for t in state.transactions.values()]
 
-    @app.get("/_admin/stats")
-    async def stats() -> dict[str, Any]:
-        return state.stats()
 
-    @app.post("/_admin/reset")
-    async def reset() -> dict[str, str]:
-        state.reset()
-        return {"status": "reset"}
 
     add_fault_routes(app, state, FaultConfig)
+    add_state_routes(app, state)
     return app
 
 

@@ -88,6 +88,7 @@ from sandbox.faults import (
     PushConfig,
     add_fault_routes,
     add_push_routes,
+    add_state_routes,
     error_response,
     json_body,
     latency_and_error,
@@ -618,10 +619,6 @@ def create_app(
 
     add_fault_routes(app, state, FaultConfig)
 
-    @app.get("/_admin/stats")
-    async def stats() -> dict[str, Any]:
-        return state.stats()
-
     @app.get("/_admin/orders")
     async def orders() -> list[dict[str, Any]]:
         return [order.admin_view() for order in state.orders.values()]
@@ -648,9 +645,5 @@ def create_app(
 
     add_push_routes(app, state)
 
-    @app.post("/_admin/reset")
-    async def reset_all() -> dict[str, str]:
-        state.reset()
-        return {"status": "reset"}
-
+    add_state_routes(app, state)
     return app

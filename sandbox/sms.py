@@ -39,7 +39,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from sandbox.faults import ActiveFaults, BaseFaults, add_fault_routes, json_body
+from sandbox.faults import ActiveFaults, BaseFaults, add_fault_routes, add_state_routes, json_body
 
 SEND_PATH = "/api/v1/sms/send"
 MAX_LENGTH = 612
@@ -149,15 +149,7 @@ def create_app(*, api_key: str, brandname: str = "UBND-HALONG") -> FastAPI:
             if (request_id is None or m["request_id"] == request_id) and (phone is None or m["phone"] == phone)
         ]
 
-    @app.get("/_admin/stats")
-    async def stats() -> dict[str, Any]:
-        return state.stats()
-
     add_fault_routes(app, state, FaultConfig)
 
-    @app.post("/_admin/reset")
-    async def reset_all() -> dict[str, str]:
-        state.reset()
-        return {"status": "reset"}
-
+    add_state_routes(app, state)
     return app

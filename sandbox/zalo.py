@@ -78,6 +78,7 @@ from sandbox.faults import (
     Background,
     BaseFaults,
     add_fault_routes,
+    add_state_routes,
     error_response,
     json_body,
     latency_and_error,
@@ -475,10 +476,6 @@ def create_app(
             if (tracking_id is None or m["tracking_id"] == tracking_id) and (phone is None or m["phone"] == phone)
         ]
 
-    @app.get("/_admin/stats")
-    async def stats() -> dict[str, Any]:
-        return state.stats()
-
     @app.post("/_admin/quota")
     async def set_quota(config: QuotaConfig) -> dict[str, int]:
         state.set_quota(config)
@@ -515,9 +512,5 @@ def create_app(
 
     add_fault_routes(app, state, FaultConfig)
 
-    @app.post("/_admin/reset")
-    async def reset_all() -> dict[str, str]:
-        state.reset()
-        return {"status": "reset"}
-
+    add_state_routes(app, state)
     return app
