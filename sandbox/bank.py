@@ -462,6 +462,5 @@ def create_app(
     async def bills() -> list[dict[str, Any]]:
         return [bill.admin_view() for bill in state.bills.values()]
 
-
     add_state_routes(app, state)
     return app
