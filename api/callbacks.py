@@ -82,7 +82,7 @@ from schemas.privacy import error_fields
 from schemas.webhook import SignatureError, verify
 from schemas.zalo import ZaloEvent, zevent_signature
 from store import receipts
-from tasks.payment import PLATFORM_TIME, VN_TZ, receive_callback
+from tasks.payment import receive_callback
 from tasks.portal import ingest_online
 from tasks.postal import ingest_statuses
 from tasks.runtime import get_runtime
@@ -284,7 +284,7 @@ async def _platform_payment(request: Request, name: str | None) -> JSONResponse:
     if not signed or callback.client_id != dest.option("client_id"):
         log.info("callback.payment.bad_checksum", scheme="platform", configured=bool(keys))
         return JSONResponse(pay.platform_reply(False, "invalid check_sum"), status_code=401)
-    paid_at = datetime.strptime(callback.payment_time, PLATFORM_TIME).replace(tzinfo=VN_TZ)
+    paid_at = pay.parse_time(callback.payment_time)
     verdict = await run_in_threadpool(receive_callback, dest.name, "platform", callback.transaction_id,
                                       callback.gateway_trans_id, callback.trans_amount, callback.status == pay.PAID,
                                       paid_at)
@@ -338,7 +338,7 @@ async def _vnpay(request: Request, name: str | None) -> JSONResponse:
     if ipn.vnp_TmnCode != dest.option("vnpay_tmn_code"):
         log.warning("callback.payment.other_merchant", scheme="vnpay", tmn_code=ipn.vnp_TmnCode)
         return JSONResponse(pay.vnpay_reply("97"))
-    paid_at = datetime.strptime(ipn.vnp_PayDate, PLATFORM_TIME).replace(tzinfo=VN_TZ) if ipn.vnp_PayDate else None
+    paid_at = pay.parse_time(ipn.vnp_PayDate) if ipn.vnp_PayDate else None
     verdict = await run_in_threadpool(receive_callback, dest.name, "vnpay", ipn.vnp_TxnRef, ipn.vnp_TransactionNo,
                                       ipn.amount, ipn.paid and paid_at is not None, paid_at)
     log.info("callback.payment.recorded", scheme="vnpay", bill_code=ipn.vnp_TxnRef, verdict=verdict)

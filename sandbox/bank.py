@@ -69,7 +69,7 @@ from sandbox.faults import (
     latency_and_error,
 )
 from schemas import bank as bc
-from schemas.payment import vnpay_signature
+from schemas.payment import TIME_FORMAT, vnpay_signature
 
 MAX_BODY = 1_000_000
 IPN_TIMEOUT = httpx.Timeout(5.0, connect=2.0, pool=30.0)
@@ -386,7 +386,7 @@ class BankState:
     async def _send_ipn(self, target: NotifyTarget, paid: bc.SettledTransaction) -> None:
         params = {"vnp_TmnCode": target.tmn_code, "vnp_TxnRef": paid.billCode, "vnp_Amount": str(paid.amount * 100),
                   "vnp_ResponseCode": "00", "vnp_TransactionStatus": "00", "vnp_TransactionNo": paid.transactionId,
-                  "vnp_PayDate": _local(paid.paidAt).strftime("%Y%m%d%H%M%S"), "vnp_BankCode": "VNPAYQR",
+                  "vnp_PayDate": _local(paid.paidAt).strftime(TIME_FORMAT), "vnp_BankCode": "VNPAYQR",
                   "vnp_OrderInfo": f"Thanh toan hoa don {paid.billCode}"}
         params["vnp_SecureHash"] = vnpay_signature(target.secret, params)
         answer = await self.background.get_for_json(target.url, params)

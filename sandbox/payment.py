@@ -62,7 +62,6 @@ from schemas.privacy import error_fields
 
 CALLBACK_TRIES = 3
 CALLBACK_TIMEOUT = httpx.Timeout(5.0, connect=2.0, pool=30.0)
-TIME_FORMAT = "%Y%m%d%H%M%S"
 
 
 class FaultConfig(BaseFaults):
@@ -191,7 +190,7 @@ class PlatformState:
                                                                             query.date)):
             return self.answer(wire.CHECKSUM_INVALID, http_status=400)
         items = [wire.SettledItem(transaction_id=tid, gateway_trans_id=t.gateway_trans_id or "",
-                                 trans_amount=t.paid_amount or 0, payment_time=t.paid_at.strftime(TIME_FORMAT))
+                                 trans_amount=t.paid_amount or 0, payment_time=t.paid_at.strftime(wire.TIME_FORMAT))
                  for tid, t in self.transactions.items() if t.paid_at is not None]
         items += self.extra
         day = [i.model_dump() for i in items if i.payment_time.startswith(query.date)]
@@ -212,7 +211,7 @@ class PlatformState:
         else:
             callback = self._callback(wire.SettledItem(
                 transaction_id=request.transaction_id, gateway_trans_id=t.gateway_trans_id,
-                trans_amount=t.paid_amount, payment_time=t.paid_at.strftime(TIME_FORMAT)))
+                trans_amount=t.paid_amount, payment_time=t.paid_at.strftime(wire.TIME_FORMAT)))
             for _ in range(request.copies):
                 self.background.spawn(self._call_back(self.callback_url, t, callback, request.delay_ms / 1000))
         return JSONResponse(_view(t))
@@ -240,7 +239,7 @@ class PlatformState:
     def settle_extra(self, extra: ExtraSettlement) -> Response:
         at = (extra.paid_at or datetime.now(VN_TZ)).astimezone(VN_TZ)
         item = wire.SettledItem(transaction_id=extra.transaction_id, gateway_trans_id=f"KP{next(self._gateway_ids)}",
-                               trans_amount=extra.amount, payment_time=at.strftime(TIME_FORMAT))
+                               trans_amount=extra.amount, payment_time=at.strftime(wire.TIME_FORMAT))
         self.extra.append(item)
         if extra.callback and self.callback_url is not None:
             stray = Transaction(wire.PlatformTransaction(client_id=self.client_id, transaction_id=extra.transaction_id,
@@ -259,7 +258,7 @@ class PlatformState:
 def _view(t: Transaction) -> dict[str, Any]:
     return {"transaction_id": t.request.transaction_id, "status": wire.PAID if t.paid_at else wire.UNPAID,
             "trans_amount": t.paid_amount if t.paid_at else t.request.trans_amount,
-            "gateway_trans_id": t.gateway_trans_id, "payment_time": t.paid_at.strftime(TIME_FORMAT) if t.paid_at
+            "gateway_trans_id": t.gateway_trans_id, "payment_time": t.paid_at.strftime(wire.TIME_FORMAT) if t.paid_at
             else None}
 
 

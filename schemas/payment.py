@@ -38,8 +38,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote_plus
+from zoneinfo import ZoneInfo
 
 from pydantic import Field
 
@@ -72,6 +74,13 @@ FAILED = 2
 PLATFORM_STATUSES: dict[int, str] = {PAID: "paid", UNPAID: "unpaid", FAILED: "failed"}
 Command = Literal["pay", "query"]
 VERSION = "1.0"
+VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+TIME_FORMAT = "%Y%m%d%H%M%S"  # payment_time, settlement and VNPAY's vnp_PayDate: Vietnam time, to the second
+
+
+def parse_time(text: str) -> datetime:
+    """A ``yyyyMMddHHmmss`` time of the platform or a VNPAY-style gateway (Vietnam time)."""
+    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=VN_TZ)
 
 
 class FeeItem(Wire):

@@ -96,13 +96,14 @@ def record_callback(engine: Engine, *, destination: str, scheme: str, bill_code:
 
 def callbacks_for(engine: Engine, destination: str, codes: Sequence[str] = (),
                   paid_between: tuple[datetime, datetime] | None = None) -> list[Any]:
-    """The callbacks of these bills, and those of payments made in ``paid_between``, oldest first."""
-    conditions = []
+    """The callbacks of these bills, and those of payments made in ``paid_between`` ([start, end)), oldest first."""
+    conditions: list[Any] = []
     unique = sorted(set(codes))
     if unique:
         conditions.append(payment_callbacks.c.bill_code.in_(unique))
     if paid_between is not None:
-        conditions.append(payment_callbacks.c.paid_at.between(*paid_between))
+        start, end = paid_between
+        conditions.append((payment_callbacks.c.paid_at >= start) & (payment_callbacks.c.paid_at < end))
     if not conditions:
         return []
     with engine.connect() as conn:

@@ -21,9 +21,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import redis
 import structlog
@@ -53,9 +52,11 @@ from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.payment import PlatformConnector
 from schemas import bank as bank_wire
 from schemas import payment as platform_wire
+from schemas.payment import VN_TZ
 from schemas.privacy import error_fields
 from store import ledger, payments
 from store.payments import PaidVia, Verdict
+from store.reports import day_bounds
 from store.tables import PAID, QUARANTINED, events
 from tasks.app import app
 from tasks.delivery import enqueue_deliveries
@@ -63,8 +64,6 @@ from tasks.runtime import get_runtime
 
 log = structlog.get_logger(__name__)
 
-VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
-PLATFORM_TIME = "%Y%m%d%H%M%S"
 
 
 @dataclass(frozen=True)
@@ -75,11 +74,6 @@ class ProviderPayment:
     transaction_id: str
     amount: int
     paid_at: datetime
-
-
-def platform_time(text: str) -> datetime:
-    """The platform's ``yyyyMMddHHmmss``, Vietnam time."""
-    return datetime.strptime(text, PLATFORM_TIME).replace(tzinfo=VN_TZ)
 
 
 class PaymentDeliverer:
@@ -189,7 +183,7 @@ class PaymentDeliverer:
             if answer is None or answer.status != platform_wire.PAID or not answer.payment_time:
                 return None
             return ProviderPayment(code, answer.gateway_trans_id or "", int(answer.trans_amount or 0),
-                                   platform_time(answer.payment_time))
+                                   platform_wire.parse_time(answer.payment_time))
         assert self.bank is not None
         status = self.bank.query(code)
         if status is None or status.status != bank_wire.PAID or status.paidAt is None:
@@ -199,8 +193,8 @@ class PaymentDeliverer:
     def settled(self, day: date) -> list[Settlement]:
         self._require()
         if self.platform is not None:
-            return [Settlement(s.transaction_id, s.gateway_trans_id, s.trans_amount, platform_time(s.payment_time))
-                    for s in self.platform.settled(day)]
+            return [Settlement(s.transaction_id, s.gateway_trans_id, s.trans_amount,
+                               platform_wire.parse_time(s.payment_time)) for s in self.platform.settled(day)]
         assert self.bank is not None
         return [Settlement(s.billCode, s.transactionId, s.amount, s.paidAt) for s in self.bank.settled(day)]
 
@@ -345,11 +339,6 @@ class Reconciliation:
     @property
     def anomalies(self) -> list[ReconciliationLine]:
         return [line for line in self.lines if line.outcome in ANOMALIES]
-
-
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time.min, VN_TZ)
-    return start.astimezone(UTC), (start + timedelta(days=1) - timedelta(microseconds=1)).astimezone(UTC)
 
 
 def run_reconciliation(destination: str, day: date) -> Reconciliation:
