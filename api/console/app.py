@@ -27,12 +27,14 @@ import structlog
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from api.console.auth import COOKIE, SESSION_SECONDS, ConsoleAuth
 from schemas.privacy import mask_value
 from store import ledger, overview, payments
 from store.reports import VN_TZ, portal_sync_report
+from store.tables import attempts
 from tasks.delivery import enqueue_deliveries
 from tasks.runtime import get_runtime
 
@@ -267,10 +269,7 @@ def _cursor(value: str) -> tuple[datetime, int] | None:
 
 
 def _last_answers(delivery_ids: list[int]) -> dict[int, str]:
-    from sqlalchemy import func, select
-
-    from store.tables import attempts
-
+    """Each delivery's last attempt: its HTTP status and the (masked) excerpt of the answer."""
     if not delivery_ids:
         return {}
     with get_runtime().engine.connect() as conn:
