@@ -209,8 +209,9 @@ class ReconciliationLine:
     note: str
 
 
-def _money(amount: int | None) -> str:
-    return "—" if amount is None else f"{amount:,}".replace(",", ".") + " đ"
+def vnd(amount: int | None, unit: str = " đ") -> str:
+    """An amount of đồng as Vietnamese write it (``1.250.000 đ``); "—" for none."""
+    return "—" if amount is None else f"{amount:,}".replace(",", ".") + unit
 
 
 def reconcile(day: date, settled: list[Settlement], bills: Mapping[str, BillView],
@@ -243,7 +244,7 @@ def reconcile(day: date, settled: list[Settlement], bills: Mapping[str, BillView
                 outcome, note = "duplicate", f"paid again after {items[0].transaction_id}: refund it"
             elif item.amount != bill.amount:
                 outcome = "amount_mismatch"
-                note = f"paid {_money(item.amount)} for a bill of {_money(bill.amount)}: held, not marked paid"
+                note = f"paid {vnd(item.amount)} for a bill of {vnd(bill.amount)}: held, not marked paid"
             elif count:
                 outcome, note = "matched", f"{count} callback(s)" if count > 1 else ""
             else:
@@ -261,7 +262,7 @@ def reconcile(day: date, settled: list[Settlement], bills: Mapping[str, BillView
             "unknown" if bill is None else "not_settled", code, last.transaction_id,
             bill.dossier_code if bill else None, bill.amount if bill else None, None, len(cbs), last.paid_at,
             ("a callback for a bill never issued; " if bill is None else "")
-            + f"reported paid {_money(last.amount)}, not in the provider's settlement list"))
+            + f"reported paid {vnd(last.amount)}, not in the provider's settlement list"))
     order = {name: i for i, name in enumerate(OUTCOMES)}
     return sorted(lines, key=lambda line: (order[line.outcome], line.paid_at or datetime.min.replace(tzinfo=tz),
                                            line.bill_code))

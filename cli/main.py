@@ -578,7 +578,7 @@ def reconcile(
     bill's is held. The report is printed, stored in the ledger and written as CSV and xlsx; a rerun of
     the same day replaces them. Exit 1 when a provider could not be asked, 3 when there are anomalies.
     """
-    from adapters.payment import ANOMALIES, OUTCOMES
+    from adapters.payment import ANOMALIES, OUTCOMES, vnd
     from connectors.base import DeliveryError
     from tasks.payment import payment_deliverer, run_reconciliation, yesterday
     from tasks.payment_report import write_report
@@ -607,9 +607,9 @@ def reconcile(
             picked = [line for line in result.lines if line.outcome == outcome]
             style = "[yellow]" if picked and outcome in ANOMALIES else ""
             summary.add_row(f"{style}{outcome}: {label}", str(len(picked)),
-                            f"{sum(line.settled_amount or 0 for line in picked):,}".replace(",", "."))
+                            vnd(sum(line.settled_amount or 0 for line in picked), ""))
         summary.add_section()
-        summary.add_row("[bold]total", str(len(result.lines)), f"{result.settled_total:,}".replace(",", "."))
+        summary.add_row("[bold]total", str(len(result.lines)), vnd(result.settled_total, ""))
         console.print(summary)
         if result.anomalies:
             anomalies += len(result.anomalies)
@@ -619,8 +619,7 @@ def reconcile(
                 table.add_column(column, justify="right" if "(đ)" in column or column == "callbacks" else "left")
             for line in result.anomalies:
                 table.add_row(line.outcome, line.bill_code, line.transaction_id or "", line.dossier_code or "",
-                              "—" if line.bill_amount is None else f"{line.bill_amount:,}".replace(",", "."),
-                              "—" if line.settled_amount is None else f"{line.settled_amount:,}".replace(",", "."),
+                              vnd(line.bill_amount, ""), vnd(line.settled_amount, ""),
                               str(line.callbacks), _vn(line.paid_at), line.note)
             console.print(table)
         console.print(f"written: {xlsx_path} and {csv_path}")

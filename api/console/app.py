@@ -30,6 +30,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
+from adapters.payment import vnd
 from api.console.auth import COOKIE, SESSION_SECONDS, ConsoleAuth
 from schemas.privacy import mask_value
 from store import ledger, overview, payments
@@ -111,7 +112,7 @@ def _lang(request: Request) -> str:
 def _render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
     lang = _lang(request)
     html = TEMPLATES.get_template(name).render(
-        t=lambda key: LABELS.get(key, {}).get(lang, key), lang=lang, vn=_vn, age=_age, money=_money,
+        t=lambda key: LABELS.get(key, {}).get(lang, key), lang=lang, vn=_vn, age=_age, money=vnd,
         path=request.url.path, **context)
     response = HTMLResponse(html, status_code=status)
     if request.query_params.get("lang") in ("vi", "en"):
@@ -133,10 +134,6 @@ def _age(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def _money(value: int | None) -> str:
-    return "—" if value is None else f"{value:,}".replace(",", ".") + " đ"
 
 
 class Closed(Exception):
