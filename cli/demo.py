@@ -334,6 +334,13 @@ class Demo:
                            "'busy' (96); orders move a step a second, 10 % of deliveries fail once; statuses are "
                            "pushed to the callback (20 % lost, 10 % repeated) and polled from the tracking list")
 
+    def _services_settled(self) -> bool:
+        """The simulated services have nothing more to report: the post, the citizens paying, the transfers
+        (asked in that order, and no further than the first that is still busy)."""
+        return ((not self.postal or self._postal_settled())
+                and (not self.payment or self.payment.settled(self.rt.engine))
+                and (not self.transfer or self.transfer.settled(self.sandbox, self.events)))
+
     def _postal_settled(self) -> bool:
         """Every order at the post is final and every status it recorded is in the ledger."""
         from sqlalchemy import func, select
@@ -372,15 +379,13 @@ class Demo:
         deadline = self.started + timeout
         with Live(console=self.console, refresh_per_second=4) as live:
             while True:
-                # the post first: a status it reports after the counts are read would open deliveries unseen
-                postal_settled = not self.postal or self._postal_settled()
-                postal_settled &= not self.payment or self.payment.settled(self.rt.engine)
-                postal_settled &= not self.transfer or self.transfer.settled(self.sandbox, self.events)
+                # the services first: news they report after the counts are read would open deliveries unseen
+                services_settled = self._services_settled()
                 counts, unrouted = status_counts(self.rt.engine, self.since), _unrouted(self.rt.engine, self.since)
                 live.update(_progress(counts, unrouted, time.monotonic() - self.started, self.sent, len(self.events)))
                 still_open = {d: {s: n for s, n in c.items() if s not in FINAL} for d, c in counts.items()}
                 if (counts and not any(still_open.values()) and not unrouted and not self.sender.is_alive()
-                        and postal_settled):
+                        and services_settled):
                     break
                 if time.monotonic() > deadline:
                     live.stop()
