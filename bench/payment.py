@@ -27,7 +27,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from datetime import date, datetime
@@ -42,7 +41,7 @@ import httpx  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from bench.relay import percentile, relay_cmd, tree_hwm_mb  # noqa: E402
-from bench.stack import relay_stack  # noqa: E402
+from bench.stack import parse, phase_arguments, relay_stack, run_phases  # noqa: E402
 from sandbox.payment import PayingDay, citizens_pay  # noqa: E402
 from sandbox.workload import VN_TZ, fee_day, send_events_sync  # noqa: E402
 from store.tables import FINAL_STATUSES, attempts, bills, deliveries, events, payment_callbacks  # noqa: E402
@@ -275,24 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bills", type=int, default=2000, help="fees assessed and paid")
     parser.add_argument("--concurrency", type=int, default=48, help="worker threads")
     parser.add_argument("--read-timeout", type=float, default=2.0, help="the platform's read timeout (s)")
-    parser.add_argument("--database-url", help="postgresql://… (a database of its own is created); default SQLite")
-    parser.add_argument("--redis-db", type=int, default=6, help="Redis db on 127.0.0.1:6379, flushed (not 0)")
-    parser.add_argument("--phases", default="clean,faults", help="comma-separated: clean, faults")
-    parser.add_argument("--timeout", type=float, default=900, help="give up a phase after this many seconds")
-    parser.add_argument("--json", type=Path, help="write the figures here")
-    args = parser.parse_args(argv)
-    if args.redis_db == 0:
-        parser.error("--redis-db 0 is refused: the bench flushes it")
+    phase_arguments(parser, redis_db=6, phases="clean,faults", timeout=900)
+    args = parse(parser, argv)
     fees = fee_day(args.bills, day=date(2026, 11, 20), seed=2026)
-    results = []
-    with tempfile.TemporaryDirectory(prefix="motcua-bench-payment-") as tmp:
-        for phase in args.phases.split(","):
-            results.append(run_phase(phase, fees, args, Path(tmp) / phase))
+    results = run_phases(args, "payment", lambda phase, workdir: run_phase(phase, fees, args, workdir))
     print_table(results)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
-                                        indent=2), encoding="utf-8")
     ok = all(r["dead"] == 0 and r["report_exact"] and r["paid_once"] == r["paid_expected"] and r["short_paid"] == 0
              and r["transactions"] == r["bills"] and r["conflicts"] == 0 for r in results)
     return 0 if ok else 1

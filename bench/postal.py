@@ -24,9 +24,7 @@ Run: ``cd /work/main && .venv/bin/python bench/postal.py [--dossiers 300] [--jso
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 import time
 from collections import Counter
 from datetime import date
@@ -41,7 +39,7 @@ import httpx  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from bench.relay import _new_secret, percentile, tree_hwm_mb  # noqa: E402
-from bench.stack import relay_stack  # noqa: E402
+from bench.stack import parse, phase_arguments, relay_stack, run_phases  # noqa: E402
 from sandbox.workload import PostalDay, postal_day, send_events_sync  # noqa: E402
 from store.tables import FINAL_STATUSES, attempts, deliveries, events  # noqa: E402
 
@@ -242,25 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=float, default=0.5, help="seconds between the post's lifecycle steps")
     parser.add_argument("--collect-after", type=float, default=30.0, help="seconds before the postman collects")
     parser.add_argument("--poll", type=float, default=5.0, help="seconds between tracking list reads (beat)")
-    parser.add_argument("--database-url", help="postgresql://… (a database of its own is created); default SQLite")
-    parser.add_argument("--redis-db", type=int, default=8, help="Redis db on 127.0.0.1:6379, flushed (not 0)")
-    parser.add_argument("--phases", default="clean,faults", help="comma-separated: clean, faults")
-    parser.add_argument("--timeout", type=float, default=900, help="give up a phase after this many seconds")
-    parser.add_argument("--json", type=Path, help="write the figures here")
-    args = parser.parse_args(argv)
-    if args.redis_db == 0:
-        parser.error("--redis-db 0 is refused: the bench flushes it")
+    phase_arguments(parser, redis_db=8, phases="clean,faults", timeout=900)
+    args = parse(parser, argv)
     plan = postal_day(args.dossiers, day=date(2026, 11, 20), seed=2026)
     day, cancelled = plan.events, to_cancel(plan)
-    results = []
-    with tempfile.TemporaryDirectory(prefix="motcua-bench-postal-") as tmp:
-        for phase in args.phases.split(","):
-            results.append(run_phase(phase, day, cancelled, args, Path(tmp) / phase))
+    results = run_phases(args, "postal", lambda phase, workdir: run_phase(phase, day, cancelled, args, workdir))
     print_table(results)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
-                                        indent=2), encoding="utf-8")
     ok = all(r["dead"] == 0 and r["created_once"] == r["orders"] and r["cancelled_as_asked"]
              and r["delivered_reported_once"] == r["delivered"] and r["statuses_sent_twice"] == 0 for r in results)
     return 0 if ok else 1

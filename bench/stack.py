@@ -8,8 +8,11 @@ as a function of their URLs.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,3 +78,34 @@ def relay_stack(name: str, workdir: Path, *, database_url: str | None, redis_db:
         with contextlib.suppress(Exception):
             get_engine(database.sqlalchemy_url).dispose()
         database.drop()
+
+
+def phase_arguments(parser: argparse.ArgumentParser, *, redis_db: int, phases: str, timeout: float = 900) -> None:
+    """The options every service benchmark has: the ledger, its Redis db, the phases, the time limit, the JSON."""
+    parser.add_argument("--database-url", help="postgresql://… (a database of its own is created); default SQLite")
+    parser.add_argument("--redis-db", type=int, default=redis_db, help="Redis db on 127.0.0.1:6379, flushed (not 0)")
+    parser.add_argument("--phases", default=phases, help=f"comma-separated: {phases.replace(',', ', ')}")
+    parser.add_argument("--timeout", type=float, default=timeout, help="give up a phase after this many seconds")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.redis_db == 0:
+        parser.error("--redis-db 0 is refused: the bench flushes it")
+    return args
+
+
+def run_phases(args: argparse.Namespace, bench: str,
+               run: Callable[[str, Path], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each of ``--phases`` in a working folder of its own (removed after); their figures, written as JSON to
+    ``--json`` when given."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix=f"motcua-bench-{bench}-") as tmp:
+        for phase in args.phases.split(","):
+            results.append(run(phase, Path(tmp) / phase))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
+                                        indent=2), encoding="utf-8")
+    return results

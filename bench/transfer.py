@@ -24,9 +24,7 @@ Run: ``cd /work/main && .venv/bin/python bench/transfer.py [--transfers 100] [--
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 import time
 from collections import Counter
 from datetime import datetime
@@ -41,7 +39,7 @@ import httpx  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from bench.relay import percentile, tree_hwm_mb, tree_rss_mb  # noqa: E402
-from bench.stack import Stack, relay_stack  # noqa: E402
+from bench.stack import Stack, parse, phase_arguments, relay_stack, run_phases  # noqa: E402
 from sandbox.lgsp import DISTRICT, document_sha256, transfer_day  # noqa: E402
 from sandbox.workload import send_events_sync  # noqa: E402
 from store.tables import deliveries, events  # noqa: E402
@@ -248,23 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outage", type=float, default=10.0, help="seconds the district's system is down")
     parser.add_argument("--big-mb", type=int, default=200, help="the big scan's size in MB")
     parser.add_argument("--concurrency", type=int, default=16, help="worker threads")
-    parser.add_argument("--database-url", help="postgresql://… (a database of its own is created); default SQLite")
-    parser.add_argument("--redis-db", type=int, default=4, help="Redis db on 127.0.0.1:6379, flushed (not 0)")
-    parser.add_argument("--phases", default="day,big", help="comma-separated: day, big")
-    parser.add_argument("--timeout", type=float, default=600, help="give up a phase after this many seconds")
-    parser.add_argument("--json", type=Path, help="write the figures here")
-    args = parser.parse_args(argv)
-    if args.redis_db == 0:
-        parser.error("--redis-db 0 is refused: the bench flushes it")
-    results = []
-    with tempfile.TemporaryDirectory(prefix="motcua-bench-transfer-") as tmp:
-        for phase in args.phases.split(","):
-            results.append(run_phase(phase, args, Path(tmp) / phase))
+    phase_arguments(parser, redis_db=4, phases="day,big", timeout=600)
+    args = parse(parser, argv)
+    results = run_phases(args, "transfer", lambda phase, workdir: run_phase(phase, args, workdir))
     print_tables(results)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
-                                        indent=2), encoding="utf-8")
     ok = all((r["phase"] == "big" and r["worker_growth_mb"] < 50 and r["stored_mb"] == r["document_mb"])
              or (r["phase"] == "day" and r["dead"] == 0 and r["ended_twice"] == 0
                  and r["results_home_once"] + r["refused"] == r["transfers"]) for r in results)
