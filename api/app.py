@@ -21,7 +21,7 @@ from api.intake import router as intake_router
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from schemas.events import EVENT_ADAPTER
-from store import ledger
+from store import queries
 from tasks.metrics import RelayCollector
 from tasks.runtime import get_runtime
 
@@ -46,8 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = CollectorRegistry()
     runtime = get_runtime()
     registry.register(
-        RelayCollector(runtime.metrics, lambda: ledger.open_backlog(runtime.engine, datetime.now(UTC)),
-                       dead=lambda: ledger.dead_counts(runtime.engine),
+        RelayCollector(runtime.metrics, lambda: queries.open_backlog(runtime.engine, datetime.now(UTC)),
+                       dead=lambda: queries.dead_counts(runtime.engine),
                        breakers=lambda: {name: bool(runtime.protection.state(name)["open"])
                                          for name in runtime.routing.destinations})
     )

@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from config.settings import Settings
 from schemas.events import EVENT_ADAPTER, MAX_BATCH, Event, event_json
 from schemas.webhook import SignatureError, verify
-from store import ledger
+from store.intake import IngestConflict, ingest_and_route
 from tasks.delivery import enqueue_deliveries
 from tasks.runtime import get_runtime
 
@@ -164,10 +164,10 @@ async def intake(request: Request, background: BackgroundTasks) -> Any:
     runtime = get_runtime()
     try:
         stored, ready = await run_in_threadpool(
-            ledger.ingest_and_route, runtime.engine, payloads, datetime.now(UTC),
+            ingest_and_route, runtime.engine, payloads, datetime.now(UTC),
             runtime.routing.destinations_for, runtime.rules,
         )
-    except ledger.IngestConflict as exc:
+    except IngestConflict as exc:
         return _error(409, "event_id reused with different content", event_ids=exc.event_ids)
     accepted = [StoredEvent(event_id=s.event_id, id=s.pk) for s in stored if not s.duplicate]
     duplicates = [StoredEvent(event_id=s.event_id, id=s.pk) for s in stored if s.duplicate]

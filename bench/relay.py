@@ -574,10 +574,10 @@ class Bench:
             httpx.delete(base, timeout=10).raise_for_status()
 
     def final_count(self, since: datetime | None) -> tuple[int, dict[str, int]]:
-        from store import ledger
+        from store import queries
         from store.tables import FINAL_STATUSES
 
-        counts = ledger.status_counts(self.read_engine, since).get(DESTINATION, {})
+        counts = queries.status_counts(self.read_engine, since).get(DESTINATION, {})
         return sum(counts.get(s, 0) for s in FINAL_STATUSES), counts
 
     def post(self, events: list[dict[str, Any]], on_batch: Callable[[int], None]) -> dict[str, Any]:
@@ -603,7 +603,7 @@ class Bench:
     ) -> PhaseResult:
         from sqlalchemy import select
 
-        from store import ledger
+        from store import queries
         from store.tables import DELIVERED, deliveries
 
         assert self.sandbox is not None and self.api is not None
@@ -682,7 +682,7 @@ class Bench:
         # sweeper after requeue_after_seconds) do not hide the throughput; both are reported
         p99_index = max(0, int(len(stamps) * 0.99) - 1)
         per_s_99 = (p99_index + 1) / (stamps[p99_index].timestamp() - started) if stamps else None
-        latencies = ledger.latencies_ms(self.read_engine, since)
+        latencies = queries.latencies_ms(self.read_engine, since)
         delivered = counts.get(DELIVERED, 0)
         result.completed = delivered
         if last is not None:

@@ -374,7 +374,7 @@ class Demo:
 
     def follow(self, timeout: float) -> bool:
         """Live progress per destination until every delivery is final; True on timeout."""
-        from store.ledger import status_counts
+        from store.queries import status_counts
 
         deadline = self.started + timeout
         with Live(console=self.console, refresh_per_second=4) as live:

@@ -332,14 +332,14 @@ def deadletters(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
 ) -> None:
     """List dead letters: deliveries that gave up, with their reason."""
-    from store import ledger
+    from store.deadletters import DeadLetterFilter, dead_letters
     from tasks.runtime import get_runtime
 
     _setup()
-    flt = ledger.DeadLetterFilter(destination, dossier, _parse_day(since), _parse_day(until), reason)
+    flt = DeadLetterFilter(destination, dossier, _parse_day(since), _parse_day(until), reason)
     engine = get_runtime().engine
     with _reading_ledger(engine):
-        rows = ledger.dead_letters(engine, flt, limit)
+        rows = dead_letters(engine, flt, limit)
     if as_json:
         for r in rows:
             sys.stdout.write(json.dumps({**r._asdict(), "updated_at": r.updated_at.isoformat()}) + "\n")
@@ -365,7 +365,8 @@ def replay(
     all_matching: Annotated[bool, typer.Option("--all", help="replay every dead letter matching the filters")] = False,
 ) -> None:
     """Re-queue dead letters with a fresh attempt budget. Nothing is deleted."""
-    from store import ledger
+    from store.deadletters import DeadLetterFilter
+    from store.deadletters import replay as replay_dead_letters
     from tasks.delivery import enqueue_deliveries
     from tasks.runtime import get_runtime
 
@@ -374,10 +375,10 @@ def replay(
         console.print("[red]name delivery ids, or pass --all with filters[/]")
         raise typer.Exit(2)
     rt = get_runtime()
-    flt = ledger.DeadLetterFilter(destination, dossier, _parse_day(since), _parse_day(until), reason,
-                                  tuple(delivery_id or ()))
+    flt = DeadLetterFilter(destination, dossier, _parse_day(since), _parse_day(until), reason,
+                           tuple(delivery_id or ()))
     deadlines = {name: d.retry.deadline for name, d in rt.routing.destinations.items()}
-    queued = ledger.replay(rt.engine, flt, deadlines, datetime.now(UTC))
+    queued = replay_dead_letters(rt.engine, flt, deadlines, datetime.now(UTC))
     enqueue_deliveries(queued, rt)
     console.print(f"[green]replayed {len(queued)} deliveries[/]")
 
@@ -385,13 +386,13 @@ def replay(
 @app.command()
 def trace(dossier_code: Annotated[str, typer.Argument(help="the dossier code")]) -> None:
     """Every event, delivery and attempt of one dossier, as a timeline."""
-    from store import ledger
+    from store.queries import describe_attempt, dossier_trace
     from tasks.runtime import get_runtime
 
     _setup()
     engine = get_runtime().engine
     with _reading_ledger(engine):
-        evs, dels, atts = ledger.dossier_trace(engine, dossier_code)
+        evs, dels, atts = dossier_trace(engine, dossier_code)
     if not evs:
         console.print(f"[yellow]no events for {dossier_code}[/]")
         raise typer.Exit(1)
@@ -405,7 +406,7 @@ def trace(dossier_code: Annotated[str, typer.Argument(help="the dossier code")])
     deliveries = {d.id: d for d in dels}
     for a in atts:
         d = deliveries[a.delivery_id]
-        detail = f"attempt {a.number}: {ledger.describe_attempt(a)}"
+        detail = f"attempt {a.number}: {describe_attempt(a)}"
         rows.append((a.started_at, "attempt", str(by_event[d.event_pk].sequence), a.destination, detail))
     for d in dels:
         if d.status in ("superseded", "dead") or d.status in ("pending", "retrying"):

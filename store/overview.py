@@ -4,7 +4,7 @@
 and "dead" count deliveries in those states whose last change falls in the window (``updated_at``);
 "failed attempts" count attempts that ended other than delivered, by when they started (attempts still in
 flight have no outcome and are not counted). Open work and its oldest age come from
-:func:`store.ledger.open_backlog`.
+:func:`store.queries.open_backlog`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from store.ledger import open_backlog
+from store.queries import open_backlog
 from store.reports import percentile, seconds_between
 from store.tables import DEAD, DELIVERED, RETRYING, attempts, deliveries
 

@@ -29,8 +29,10 @@ from connectors.base import (
 )
 from schemas.events import EVENT_CLASSES, EventBase
 from schemas.privacy import mask_text, personal_values_in
-from store import ledger
-from store.ledger import Claimed, NotClaimed, Outcome, ToEnqueue
+from store import deliveries, intake
+from store.deliveries import Claimed, NotClaimed, Outcome
+from store.streams import ToEnqueue
+from store.sweep import sweep as sweep_ledger
 from store.tables import DEAD, DELIVERED, SUPERSEDED
 from tasks.app import app
 from tasks.kinds import Deliverer
@@ -76,7 +78,7 @@ def enqueue_deliveries(items: Iterable[ToEnqueue], runtime: Runtime | None = Non
 def route(event_pk: int) -> int:
     """Create the event's deliveries and queue the ones that may go now."""
     rt = get_runtime()
-    chosen = ledger.route_event(rt.engine, event_pk, rt.routing.destinations_for, rt.rules, utcnow())
+    chosen = intake.route_event(rt.engine, event_pk, rt.routing.destinations_for, rt.rules, utcnow())
     enqueue_deliveries(chosen, rt)
     return len(chosen)
 
@@ -146,14 +148,14 @@ def run_delivery(
         deliverer, held = None, None
     if held is not None:  # quiet hours, a spent daily quota: wait without spending an attempt
         until, why = held
-        ledger.defer(rt.engine, delivery_id, until, why, now)
+        deliveries.defer(rt.engine, delivery_id, until, why, now)
         return "deferred"
 
     open_until, wait = rt.protection.before_attempt(destination, dest.rate_limit)
     if open_until is not None:
         spread = _rng.uniform(0, dest.breaker.open_for / 2)
         until = datetime.fromtimestamp(open_until, UTC) + timedelta(seconds=spread)
-        ledger.defer(rt.engine, delivery_id, until, f"circuit open for {destination}", now)
+        deliveries.defer(rt.engine, delivery_id, until, f"circuit open for {destination}", now)
         return "deferred"
     if wait > 0:
         try:
@@ -162,13 +164,13 @@ def run_delivery(
             bound.warning("enqueue.deliver_failed", error=str(exc))
         return "rate_limited"
 
-    claimed = ledger.claim(
+    claimed = deliveries.claim(
         rt.engine, delivery_id, rules, now, rt.settings.delivery_lease_seconds, rt.settings.ordering_gap_wait_seconds
     )
     if isinstance(claimed, NotClaimed):
         if claimed.state in (SUPERSEDED, DEAD):
             bound.info("delivery.final_without_attempt", state=claimed.state, reason=claimed.reason)
-            hand_on(ledger.kick_successor(rt.engine, delivery_id, now))
+            hand_on(deliveries.kick_successor(rt.engine, delivery_id, now))
         return claimed.state
 
     bound = bound.bind(event_id=claimed.payload.get("event_id"), attempt=claimed.attempt_number)
@@ -193,7 +195,7 @@ def run_delivery(
         deadline_at=claimed.deadline_at, rng=_rng,
     )
     if isinstance(error, Rerouted):  # create the fallback delivery the decision names
-        fallback_id, ready = ledger.reroute(rt.engine, delivery_id, error.destination, rt.rules, finished_at)
+        fallback_id, ready = deliveries.reroute(rt.engine, delivery_id, error.destination, rt.rules, finished_at)
         hand_on(ready)
         made = f" (delivery {fallback_id})" if fallback_id else " (delivery already made)"
         decision = replace(decision, reason=f"{decision.reason}{made}")
@@ -207,7 +209,7 @@ def run_delivery(
         external_ref=result.external_ref if result else None,
         next_attempt_at=decision.next_attempt_at,
     )
-    successors = ledger.finish(rt.engine, claimed, outcome, rules, finished_at)
+    successors = deliveries.finish(rt.engine, claimed, outcome, rules, finished_at)
     if isinstance(error, Permanent | Rerouted):  # the service answered: its health is not in question
         rt.metrics.record(destination, outcome.attempt_outcome, duration)
     else:
@@ -259,7 +261,7 @@ def sweep() -> dict[str, Any]:
 
 
 def run_sweep(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:
-    result = ledger.sweep(
+    result = sweep_ledger(
         rt.engine, now or utcnow(), rt.settings.requeue_after_seconds, rt.settings.sweep_batch
     )
     enqueue_routes(result.events_to_route)

@@ -54,7 +54,7 @@ from schemas import bank as bank_wire
 from schemas import payment as platform_wire
 from schemas.payment import VN_TZ
 from schemas.privacy import error_fields
-from store import ledger, payments
+from store import intake, payments
 from store.payments import PaidVia, Verdict
 from store.reports import day_bounds
 from store.tables import PAID, QUARANTINED, events
@@ -216,10 +216,10 @@ def payment_destinations() -> list[str]:
     return [name for name, dest in get_runtime().routing.destinations.items() if dest.kind == "payment"]
 
 
-def _ingest(payloads: list[dict[str, Any]]) -> ledger.Numbered:
+def _ingest(payloads: list[dict[str, Any]]) -> intake.Numbered:
     """Store follow-up events of the payment origin, numbered in arrival order, and queue their deliveries."""
     rt = get_runtime()
-    result = ledger.ingest_numbered(rt.engine, payloads, datetime.now(UTC), rt.routing.destinations_for, rt.rules,
+    result = intake.ingest_numbered(rt.engine, payloads, datetime.now(UTC), rt.routing.destinations_for, rt.rules,
                                     in_arrival_order=True)
     enqueue_deliveries(result.ready, rt)
     return result

@@ -39,7 +39,7 @@ from connectors.credentials import TokenCache
 from connectors.portal import PortalConnector
 from schemas.portal import OnlineDossier
 from schemas.privacy import error_fields
-from store import ledger
+from store import intake
 from store.cursors import get_cursor, set_cursor
 from tasks.app import app
 from tasks.delivery import enqueue_deliveries
@@ -153,8 +153,8 @@ def ingest_online(rows: list[Any], mapping: PortalMapping, now: datetime | None 
     now = now or datetime.now(UTC)
     while events:
         try:
-            stored, ready = ledger.ingest_and_route(rt.engine, events, now, rt.routing.destinations_for, rt.rules)
-        except ledger.IngestConflict as exc:
+            stored, ready = intake.ingest_and_route(rt.engine, events, now, rt.routing.destinations_for, rt.rules)
+        except intake.IngestConflict as exc:
             report.changed += exc.event_ids
             log.warning("portal.online_changed", event_ids=exc.event_ids)
             events = [e for e in events if e["event_id"] not in exc.event_ids]

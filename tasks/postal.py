@@ -48,7 +48,7 @@ from connectors.credentials import TokenCache
 from connectors.postal import PostalConnector
 from schemas.postal import CANCELLABLE_STATUSES, CANCELLED, FINAL_STATUSES, STATUS_MESSAGES, TrackingRecord
 from schemas.privacy import error_fields
-from store import ledger
+from store import intake
 from store.cursors import get_cursor, set_cursor
 from store.tables import events
 from tasks.app import app
@@ -234,7 +234,7 @@ def ingest_statuses(destination: str, records: list[TrackingRecord], now: dateti
         log.warning("postal.unknown_orders", order_numbers=sorted(set(report.unknown))[:20],
                     count=len(report.unknown))
     if payloads:
-        result = ledger.ingest_numbered(rt.engine, payloads, now or datetime.now(UTC),
+        result = intake.ingest_numbered(rt.engine, payloads, now or datetime.now(UTC),
                                         rt.routing.destinations_for, rt.rules)
         report.stored, report.duplicates, report.late = len(result.stored), len(result.duplicates), len(result.late)
         if result.late:

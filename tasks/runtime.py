@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from config.routing import Destination, RoutingConfig, get_routing
 from config.settings import Settings, get_settings
 from store.db import get_engine
-from store.ledger import DestinationRules
+from store.streams import DestinationRules
 from tasks.kinds import Deliverer, build_deliverer
 from tasks.metrics import DeliveryMetrics
 from tasks.protection import Protection

@@ -32,7 +32,7 @@ from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.transfer import ExchangeConnector
 from schemas import transfer as tx
 from schemas.privacy import error_fields
-from store import ledger
+from store import intake
 from store.cursors import get_cursor, set_cursor
 from store.tables import events
 from tasks.app import app
@@ -171,7 +171,7 @@ def run_poll(destination: str, max_pages: int = 50) -> PollReport:
                 continue
             payloads.extend(update_events(update, request, deliverer.directory))
         if payloads:
-            result = ledger.ingest_numbered(rt.engine, payloads, datetime.now(UTC), rt.routing.destinations_for,
+            result = intake.ingest_numbered(rt.engine, payloads, datetime.now(UTC), rt.routing.destinations_for,
                                             rt.rules, in_arrival_order=True)
             report.stored += len(result.stored)
             report.duplicates += len(result.duplicates)

@@ -17,7 +17,7 @@ from api.app import create_app
 from api.console.auth import hash_password
 from sandbox.workload import generate_day
 from schemas.privacy import mask_value
-from store import ledger
+from store import intake, queries
 from tasks.runtime import get_runtime
 from tests.conftest import RelayConfig
 from tests.harness import drain
@@ -58,7 +58,7 @@ def dead_day(relay_config: RelayConfig) -> list[dict]:
     httpx.post(f"{relay_config.sandbox.url}/_admin/faults", json={"error_rate": 1, "error_status": 400}, timeout=5)
     events = [e for e in generate_day(5, seed=3) if e["origin"] == "onestop" and e["sequence"] == 1][:3]
     rt = get_runtime()
-    ledger.ingest_and_route(rt.engine, events, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    intake.ingest_and_route(rt.engine, events, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
     drain(later)
     return events
 
@@ -85,7 +85,7 @@ def test_the_overview_counts_per_destination_and_charts_the_hours(
               "data": {"fee_id": "LP-1", "amount": 10000, "provider": "cash", "transaction_id": "T1",
                        "paid_at": dead_day[0]["occurred_at"]}}
     rt = get_runtime()
-    ledger.ingest_and_route(rt.engine, [answer], datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    intake.ingest_and_route(rt.engine, [answer], datetime.now(UTC), rt.routing.destinations_for, rt.rules)
     httpx.delete(f"{relay_config.sandbox.url}/_admin/faults", timeout=5)
     drain(later)
     with logged_in(console) as client:
@@ -125,7 +125,7 @@ def test_an_operator_finds_a_dead_letter_replays_it_and_sees_it_delivered(
         assert "replayed=2" in rest.headers["location"]
         drain(later)
         assert "<tr data-id=" not in client.get("/console/deadletters").text
-    counts = ledger.status_counts(get_runtime().engine)
+    counts = queries.status_counts(get_runtime().engine)
     assert counts["warehouse"] == {"delivered": 3}
 
 

@@ -17,7 +17,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from api.app import create_app
 from api.console.auth import hash_password
 from sandbox.workload import generate_day
-from store import ledger
+from store import intake
+from store.deadletters import DeadLetterFilter, dead_letters
 from tasks.delivery import enqueue_deliveries
 from tasks.runtime import get_runtime
 from tests.conftest import RelayConfig
@@ -64,9 +65,9 @@ def test_an_operator_logs_in_finds_a_dead_letter_replays_it_and_sees_it_delivere
     worker = RelayProcess(["worker"], relay_config.env, tmp_path / "worker.log").start()
     events = [e for e in generate_day(6, seed=3) if e["origin"] == "onestop" and e["sequence"] == 1][:4]
     rt = get_runtime()
-    _, ready = ledger.ingest_and_route(rt.engine, events, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    _, ready = intake.ingest_and_route(rt.engine, events, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
     enqueue_deliveries(ready, rt)
-    wait_for(lambda: len(ledger.dead_letters(rt.engine, ledger.DeadLetterFilter(destination="warehouse"))) == 4,
+    wait_for(lambda: len(dead_letters(rt.engine, DeadLetterFilter(destination="warehouse"))) == 4,
              60, what="four dead letters")
     httpx.delete(f"{sandbox}/_admin/faults", timeout=5)  # the warehouse is fixed
     target = events[0]["dossier_code"]
@@ -108,5 +109,5 @@ def test_an_operator_logs_in_finds_a_dead_letter_replays_it_and_sees_it_delivere
             page.close()
     finally:
         worker.stop()
-    counts = ledger.dead_letters(get_runtime().engine, ledger.DeadLetterFilter(destination="warehouse"))
+    counts = dead_letters(get_runtime().engine, DeadLetterFilter(destination="warehouse"))
     assert len(counts) == 3 and target not in {c.dossier_code for c in counts}

@@ -22,7 +22,7 @@ from api.app import create_app
 from sandbox.onestop import create_app as onestop_app
 from sandbox.workload import generate_day, send_events_sync
 from store.db import get_engine, upgrade
-from store.ledger import status_counts
+from store.queries import status_counts
 from store.tables import deliveries, events
 from tests.conftest import _fresh_pg
 from tests.harness import RedisServer, RelayProcess, become_relay, new_secret, relay_env, wait_for, write_routing

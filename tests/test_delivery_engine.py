@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from connectors.base import AuthExpired, ConnectorResult
 from sandbox.workload import generate_day
-from store import ledger
+from store import intake
+from store.deadletters import DeadLetterFilter, dead_letters
 from store.tables import attempts, deliveries
 from tasks.delivery import attempt_with_auth_refresh, run_delivery
 from tasks.runtime import Runtime, get_runtime, reset_runtime
@@ -32,8 +33,8 @@ def clock_at(moment: datetime) -> Any:
 def new_delivery(rt: Runtime, *, index: int = 0, event_id: str | None = None, now: datetime = T0) -> int:
     """Ingest and route one workload event (origin onestop: to the warehouse only); its delivery id."""
     event = {**DAY[index], "event_id": event_id or f"ev-{uuid.uuid4().hex}"}
-    [stored] = ledger.ingest(rt.engine, [event], now)
-    ledger.route_event(rt.engine, stored.pk, rt.routing.destinations_for, rt.rules, now)
+    [stored] = intake.ingest(rt.engine, [event], now)
+    intake.route_event(rt.engine, stored.pk, rt.routing.destinations_for, rt.rules, now)
     with rt.engine.connect() as conn:
         [did] = conn.execute(select(deliveries.c.id).where(deliveries.c.event_pk == stored.pk)).scalars().all()
     return int(did)
@@ -158,7 +159,7 @@ def test_wrong_secret_is_dead_with_the_reason(relay_config: RelayConfig, monkeyp
     assert "rejected" in d.last_error and "401" in d.last_error
     assert d.next_attempt_at is None
     assert [a.outcome for a in attempt_rows(rt, did)] == ["permanent"]
-    assert [r.id for r in ledger.dead_letters(rt.engine, ledger.DeadLetterFilter(destination=WAREHOUSE))] == [did]
+    assert [r.id for r in dead_letters(rt.engine, DeadLetterFilter(destination=WAREHOUSE))] == [did]
     assert sandbox_stats(relay_config)["rejected_signature"] == 1
 
 

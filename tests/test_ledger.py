@@ -12,16 +12,13 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from schemas.events import event_json, parse_event
-from store import ledger
-from store.ledger import (
-    Claimed,
-    DeadLetterFilter,
-    DestinationRules,
-    IngestConflict,
-    NotClaimed,
-    Outcome,
-    ToEnqueue,
-)
+from store import deliveries as claims
+from store import intake
+from store.deadletters import DeadLetterFilter, dead_letters, replay
+from store.deliveries import Claimed, NotClaimed, Outcome
+from store.intake import IngestConflict
+from store.streams import DestinationRules, ToEnqueue
+from store.sweep import sweep
 from store.tables import attempts, deliveries, events
 
 T0 = datetime(2024, 3, 15, 1, 0, tzinfo=UTC)
@@ -57,7 +54,7 @@ def to(*names: str) -> Any:
 
 
 def stored(engine: Engine, payload: dict[str, Any], now: datetime = T0) -> int:
-    [row] = ledger.ingest(engine, [payload], now)
+    [row] = intake.ingest(engine, [payload], now)
     return row.pk
 
 
@@ -65,7 +62,7 @@ def routed(engine: Engine, sequence: int, now: datetime = T0, *, dossier: str = 
            destination: str = "warehouse") -> int:
     """Ingest and route one event to one destination; the delivery's id."""
     pk = stored(engine, make_event(sequence, dossier=dossier), now)
-    ledger.route_event(engine, pk, to(destination), RULES, now)
+    intake.route_event(engine, pk, to(destination), RULES, now)
     return delivery_of(engine, pk, destination)["id"]
 
 
@@ -94,7 +91,7 @@ def count(engine: Engine, table: Any) -> int:
 
 
 def claim(engine: Engine, delivery_id: int, now: datetime, rules: DestinationRules = WAREHOUSE) -> Claimed | NotClaimed:
-    return ledger.claim(engine, delivery_id, rules, now, LEASE, GAP)
+    return claims.claim(engine, delivery_id, rules, now, LEASE, GAP)
 
 
 def claimed(engine: Engine, delivery_id: int, now: datetime, rules: DestinationRules = WAREHOUSE) -> Claimed:
@@ -107,7 +104,7 @@ def finish(engine: Engine, c: Claimed, status: str, now: datetime, rules: Destin
            **kw: Any) -> list[ToEnqueue]:
     outcome = Outcome(status=status, attempt_outcome="delivered" if status == "delivered" else "retryable",
                       duration_ms=12.5, **kw)
-    return ledger.finish(engine, c, outcome, rules, now)
+    return claims.finish(engine, c, outcome, rules, now)
 
 
 def deliver(engine: Engine, delivery_id: int, now: datetime) -> list[ToEnqueue]:
@@ -120,9 +117,9 @@ def deliver(engine: Engine, delivery_id: int, now: datetime) -> list[ToEnqueue]:
 def test_ingest_stores_new_events_and_recognises_duplicates(engine: Engine) -> None:
     # given
     event = make_event()
-    [first] = ledger.ingest(engine, [event], T0)
+    [first] = intake.ingest(engine, [event], T0)
     # when
-    [again] = ledger.ingest(engine, [event], at(5))
+    [again] = intake.ingest(engine, [event], at(5))
     # then
     assert (first.duplicate, again.duplicate) == (False, True)
     assert first.pk == again.pk
@@ -137,12 +134,12 @@ def test_ingest_stores_new_events_and_recognises_duplicates(engine: Engine) -> N
 def test_ingest_refuses_a_reused_event_id_and_stores_nothing_of_the_batch(engine: Engine) -> None:
     # given
     event = make_event(event_id="ev-reused")
-    ledger.ingest(engine, [event], T0)
+    intake.ingest(engine, [event], T0)
     newcomer = make_event(2)
     changed = make_event(event_id="ev-reused", reason="something else")
     # when
     with pytest.raises(IngestConflict) as raised:
-        ledger.ingest(engine, [newcomer, changed], at(1))
+        intake.ingest(engine, [newcomer, changed], at(1))
     # then
     assert raised.value.event_ids == ["ev-reused"]
     assert count(engine, events) == 1
@@ -150,14 +147,14 @@ def test_ingest_refuses_a_reused_event_id_and_stores_nothing_of_the_batch(engine
 
 def test_ingest_refuses_a_batch_with_the_same_id_twice_in_different_content(engine: Engine) -> None:
     with pytest.raises(IngestConflict):
-        ledger.ingest(engine, [make_event(event_id="ev-x"), make_event(event_id="ev-x", reason="other")], T0)
+        intake.ingest(engine, [make_event(event_id="ev-x"), make_event(event_id="ev-x", reason="other")], T0)
     assert count(engine, events) == 0
 
 
 def test_ingest_keeps_one_row_for_the_same_event_twice_in_a_batch(engine: Engine) -> None:
     event = make_event()
 
-    rows = ledger.ingest(engine, [event, event, make_event(2)], T0)
+    rows = intake.ingest(engine, [event, event, make_event(2)], T0)
 
     assert len(rows) == 2
     assert count(engine, events) == 2
@@ -171,8 +168,8 @@ def test_route_creates_one_delivery_per_destination_once(engine: Engine) -> None
     event = make_event()
     pk = stored(engine, event)
     # when
-    chosen = ledger.route_event(engine, pk, to("warehouse", "onestop"), RULES, T0)
-    again = ledger.route_event(engine, pk, to("warehouse", "onestop", "ghost"), RULES, at(1))
+    chosen = intake.route_event(engine, pk, to("warehouse", "onestop"), RULES, T0)
+    again = intake.route_event(engine, pk, to("warehouse", "onestop", "ghost"), RULES, at(1))
     # then
     assert sorted(c.destination for c in chosen) == ["onestop", "warehouse"]
     assert sorted(c.destination for c in again) == ["onestop", "warehouse"]
@@ -191,17 +188,17 @@ def test_route_creates_one_delivery_per_destination_once(engine: Engine) -> None
 def test_route_of_an_event_for_no_destination_marks_it_routed(engine: Engine) -> None:
     pk = stored(engine, make_event())
 
-    assert ledger.route_event(engine, pk, to(), RULES, T0) == []
+    assert intake.route_event(engine, pk, to(), RULES, T0) == []
 
     assert count(engine, deliveries) == 0
-    assert ledger.sweep(engine, at(3600), 60, 100).events_to_route == []
+    assert sweep(engine, at(3600), 60, 100).events_to_route == []
 
 
 def test_route_holds_back_an_ordered_delivery_behind_an_open_predecessor(engine: Engine) -> None:
     first = routed(engine, 1)
     pk = stored(engine, make_event(2))
 
-    chosen = ledger.route_event(engine, pk, to("warehouse", "onestop"), RULES, at(1))
+    chosen = intake.route_event(engine, pk, to("warehouse", "onestop"), RULES, at(1))
 
     assert [c.destination for c in chosen] == ["onestop"]
     assert first != delivery_of(engine, pk, "warehouse")["id"]
@@ -394,12 +391,12 @@ def test_the_missing_sequence_arriving_wakes_the_waiter_even_when_routed_elsewhe
     deliver(engine, routed(engine, 1), at(1))
     three = routed(engine, 3, at(10))
     assert isinstance(claim(engine, three, at(11)), NotClaimed)
-    assert ledger.sweep(engine, at(20), 60, 100).deliveries_to_enqueue == []
+    assert sweep(engine, at(20), 60, 100).deliveries_to_enqueue == []
     # when 2 arrives, routed only to the one-stop software
     two = stored(engine, make_event(2), at(30))
-    ledger.route_event(engine, two, to("onestop"), RULES, at(30))
+    intake.route_event(engine, two, to("onestop"), RULES, at(30))
     # then the next sweep queues 3 again, and it goes without waiting out the gap
-    assert ToEnqueue(three, "warehouse") in ledger.sweep(engine, at(31), 60, 100).deliveries_to_enqueue
+    assert ToEnqueue(three, "warehouse") in sweep(engine, at(31), 60, 100).deliveries_to_enqueue
     assert claimed(engine, three, at(31)).attempt_number == 1
 
 
@@ -419,39 +416,39 @@ def test_sweep_finds_unrouted_events_once_per_requeue_period(engine: Engine) -> 
     # given: an event the intake stored (and queued at T0) but nobody routed
     pk = stored(engine, make_event())
     # when / then
-    assert ledger.sweep(engine, at(30), 60, 100).events_to_route == []
-    assert ledger.sweep(engine, at(60), 60, 100).events_to_route == [pk]
-    assert ledger.sweep(engine, at(61), 60, 100).events_to_route == []
-    assert ledger.sweep(engine, at(120), 60, 100).events_to_route == [pk]
-    ledger.route_event(engine, pk, to("warehouse"), RULES, at(121))
-    assert ledger.sweep(engine, at(500), 60, 100).events_to_route == []
+    assert sweep(engine, at(30), 60, 100).events_to_route == []
+    assert sweep(engine, at(60), 60, 100).events_to_route == [pk]
+    assert sweep(engine, at(61), 60, 100).events_to_route == []
+    assert sweep(engine, at(120), 60, 100).events_to_route == [pk]
+    intake.route_event(engine, pk, to("warehouse"), RULES, at(121))
+    assert sweep(engine, at(500), 60, 100).events_to_route == []
 
 
 def test_sweep_finds_deliveries_that_were_never_queued(engine: Engine) -> None:
     # given: routed at T0, but the broker never got the task
     did = routed(engine, 1)
     # when / then
-    assert ledger.sweep(engine, at(10), 60, 100).deliveries_to_enqueue == []
-    assert ledger.sweep(engine, at(60), 60, 100).deliveries_to_enqueue == [ToEnqueue(did, "warehouse")]
-    assert ledger.sweep(engine, at(90), 60, 100).deliveries_to_enqueue == []
+    assert sweep(engine, at(10), 60, 100).deliveries_to_enqueue == []
+    assert sweep(engine, at(60), 60, 100).deliveries_to_enqueue == [ToEnqueue(did, "warehouse")]
+    assert sweep(engine, at(90), 60, 100).deliveries_to_enqueue == []
 
 
 def test_sweep_finds_due_retries_only_when_due(engine: Engine) -> None:
     did = routed(engine, 1)
     finish(engine, claimed(engine, did, at(1)), "retrying", at(2), next_attempt_at=at(300))
 
-    assert ledger.sweep(engine, at(299), 60, 100).deliveries_to_enqueue == []
-    assert ledger.sweep(engine, at(300), 60, 100).deliveries_to_enqueue == [ToEnqueue(did, "warehouse")]
-    assert ledger.sweep(engine, at(301), 60, 100).deliveries_to_enqueue == []
+    assert sweep(engine, at(299), 60, 100).deliveries_to_enqueue == []
+    assert sweep(engine, at(300), 60, 100).deliveries_to_enqueue == [ToEnqueue(did, "warehouse")]
+    assert sweep(engine, at(301), 60, 100).deliveries_to_enqueue == []
 
 
 def test_sweep_rescues_expired_leases(engine: Engine) -> None:
     # given: a worker took the delivery and died
     did = routed(engine, 1)
     claimed(engine, did, at(1))
-    assert ledger.sweep(engine, at(LEASE), 60, 100).leases_expired == 0
+    assert sweep(engine, at(LEASE), 60, 100).leases_expired == 0
     # when
-    result = ledger.sweep(engine, at(1 + LEASE), 60, 100)
+    result = sweep(engine, at(1 + LEASE), 60, 100)
     # then
     assert result.leases_expired == 1
     assert result.deliveries_to_enqueue == [ToEnqueue(did, "warehouse")]
@@ -466,8 +463,8 @@ def test_sweep_respects_the_batch_size(engine: Engine) -> None:
     for _ in range(5):
         stored(engine, make_event(dossier=f"000.00.12.H22-240315-{uuid.uuid4().int % 10_000:04d}"))
 
-    assert len(ledger.sweep(engine, at(60), 60, 3).events_to_route) == 3
-    assert len(ledger.sweep(engine, at(61), 60, 3).events_to_route) == 2
+    assert len(sweep(engine, at(60), 60, 3).events_to_route) == 3
+    assert len(sweep(engine, at(61), 60, 3).events_to_route) == 2
 
 
 # --------------------------------------------------------------------------- dead letters
@@ -504,7 +501,7 @@ def dead(engine: Engine) -> dict[str, int]:
     (DeadLetterFilter(destination="warehouse", reason="deadline"), {"c"}),
 ])
 def test_dead_letters_filter(engine: Engine, dead: dict[str, int], flt: DeadLetterFilter, expected: set[str]) -> None:
-    rows = ledger.dead_letters(engine, flt)
+    rows = dead_letters(engine, flt)
 
     assert {r.id for r in rows} == {dead[k] for k in expected}
 
@@ -512,7 +509,7 @@ def test_dead_letters_filter(engine: Engine, dead: dict[str, int], flt: DeadLett
 def test_dead_letters_lists_only_dead_deliveries(engine: Engine, dead: dict[str, int]) -> None:
     routed(engine, 1, dossier="000.00.12.H22-240315-0009")
 
-    assert len(ledger.dead_letters(engine, DeadLetterFilter())) == 3
+    assert len(dead_letters(engine, DeadLetterFilter())) == 3
 
 
 def test_replay_gives_a_fresh_budget_and_deadline_and_keeps_history(engine: Engine, dead: dict[str, int]) -> None:
@@ -520,7 +517,7 @@ def test_replay_gives_a_fresh_budget_and_deadline_and_keeps_history(engine: Engi
     events_before, attempts_before = count(engine, events), count(engine, attempts)
     now = T0 + timedelta(days=3)
     # when
-    replayed = ledger.replay(engine, DeadLetterFilter(destination="warehouse"), {"warehouse": 1800}, now)
+    replayed = replay(engine, DeadLetterFilter(destination="warehouse"), {"warehouse": 1800}, now)
     # then
     assert sorted(replayed, key=lambda r: r.delivery_id) == [
         ToEnqueue(dead["a"], "warehouse"), ToEnqueue(dead["c"], "warehouse")]
@@ -529,7 +526,7 @@ def test_replay_gives_a_fresh_budget_and_deadline_and_keeps_history(engine: Engi
     assert d["deadline_at"] == now + timedelta(seconds=1800)
     assert delivery(engine, dead["b"])["status"] == "dead"
     assert (count(engine, events), count(engine, attempts)) == (events_before, attempts_before)
-    assert {r.id for r in ledger.dead_letters(engine, DeadLetterFilter())} == {dead["b"]}
+    assert {r.id for r in dead_letters(engine, DeadLetterFilter())} == {dead["b"]}
     again = claimed(engine, dead["a"], now)
     assert (again.attempt_number, again.budget_used) == (2, 1)
     assert [a["number"] for a in attempt_rows(engine, dead["a"])] == [1, 2]
@@ -563,24 +560,24 @@ def stream(engine: Engine, dossier: str = DOSSIER) -> list[tuple[int, str]]:
 
 
 def test_inbound_statuses_are_numbered_gap_free_and_routed(engine: Engine) -> None:
-    first = ledger.ingest_numbered(engine, [status("200", 1), status("300", 2)], T0, to("onestop"), RULES)
-    second = ledger.ingest_numbered(engine, [status("400", 3)], at(60), to("onestop"), RULES)
+    first = intake.ingest_numbered(engine, [status("200", 1), status("300", 2)], T0, to("onestop"), RULES)
+    second = intake.ingest_numbered(engine, [status("400", 3)], at(60), to("onestop"), RULES)
     assert len(first.stored) == 2 and len(second.stored) == 1 and not first.late
     assert stream(engine) == [(1, "200"), (2, "300"), (3, "400")]
     assert len(first.ready) == 2 and len(second.ready) == 1  # onestop is unordered here: all may go
 
 
 def test_a_status_reported_twice_is_one_event_whatever_its_sequence_placeholder(engine: Engine) -> None:
-    ledger.ingest_numbered(engine, [status("200", 1), status("300", 2)], T0, to("onestop"), RULES)
-    again = ledger.ingest_numbered(engine, [status("300", 2), status("300", 2), status("400", 3)], at(5),
+    intake.ingest_numbered(engine, [status("200", 1), status("300", 2)], T0, to("onestop"), RULES)
+    again = intake.ingest_numbered(engine, [status("300", 2), status("300", 2), status("400", 3)], at(5),
                                    to("onestop"), RULES)
     assert again.duplicates == [status("300", 2)["event_id"]] and len(again.stored) == 1
     assert stream(engine) == [(1, "200"), (2, "300"), (3, "400")]
 
 
 def test_a_status_older_than_the_stream_s_newest_is_kept_but_sent_nowhere(engine: Engine) -> None:
-    ledger.ingest_numbered(engine, [status("200", 1), status("500", 9)], T0, to("onestop", "warehouse"), RULES)
-    late = ledger.ingest_numbered(engine, [status("400", 5)], at(5), to("onestop", "warehouse"), RULES)
+    intake.ingest_numbered(engine, [status("200", 1), status("500", 9)], T0, to("onestop", "warehouse"), RULES)
+    late = intake.ingest_numbered(engine, [status("400", 5)], at(5), to("onestop", "warehouse"), RULES)
     assert late.late == [status("400", 5)["event_id"]] and late.ready == []
     assert stream(engine) == [(1, "200"), (2, "400"), (2, "500")]  # sorted: the late one shares the newest number
     with engine.connect() as conn:
@@ -591,7 +588,7 @@ def test_a_status_older_than_the_stream_s_newest_is_kept_but_sent_nowhere(engine
 
 def test_numbering_follows_each_dossier_s_own_stream(engine: Engine) -> None:
     other = "000.00.12.H22-240315-0002"
-    ledger.ingest_numbered(engine, [status("200", 1), status("200", 1, dossier=other), status("300", 2)], T0,
+    intake.ingest_numbered(engine, [status("200", 1), status("200", 1, dossier=other), status("300", 2)], T0,
                            to("onestop"), RULES)
     assert stream(engine) == [(1, "200"), (2, "300")] and stream(engine, other) == [(1, "200")]
 
@@ -605,7 +602,7 @@ def test_callback_and_poller_racing_over_the_same_statuses_store_each_once(engin
     def report(batch: list[dict[str, Any]]) -> None:
         barrier.wait()
         try:
-            ledger.ingest_numbered(engine, batch, T0, to("onestop"), RULES)
+            intake.ingest_numbered(engine, batch, T0, to("onestop"), RULES)
         except BaseException as exc:  # the assertion below shows it
             errors.append(exc)
 

@@ -11,7 +11,7 @@ import pytest
 
 from api.app import create_app
 from sandbox.workload import generate_day
-from store import ledger
+from store import intake
 from tasks.runtime import get_runtime
 from tests.conftest import RelayConfig
 from tests.harness import RelayProcess, drain, wait_for
@@ -49,7 +49,7 @@ def test_the_metrics_show_dead_letters_and_an_open_breaker(relay_config: RelayCo
     httpx.post(f"{sandbox}/_admin/faults", json={"error_rate": 1, "error_status": 400}, timeout=5)
     events = [e for e in generate_day(5, seed=3) if e["origin"] == "onestop" and e["sequence"] == 1][:3]
     rt = get_runtime()
-    ledger.ingest_and_route(rt.engine, events, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    intake.ingest_and_route(rt.engine, events, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
     drain(lambda: datetime.now(UTC) + timedelta(seconds=5))
     for _ in range(30):  # the breaker opens after its threshold of consecutive failures
         rt.protection.after_attempt("onestop", True, rt.destination("onestop").breaker)

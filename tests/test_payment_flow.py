@@ -72,10 +72,10 @@ def later() -> datetime:
 
 
 def ingest(batch: list[dict[str, Any]]) -> None:
-    from store import ledger
+    from store import intake
 
     rt = get_runtime()
-    ledger.ingest_and_route(rt.engine, batch, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    intake.ingest_and_route(rt.engine, batch, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
 
 
 def received(onestop_url: str, kind: str) -> list[dict[str, Any]]:
@@ -423,7 +423,7 @@ def test_the_bank_bills_over_soap_and_its_vnpay_ipn_pays_once_holds_and_reports(
 def test_a_thousand_bills_with_lost_repeated_wrong_and_stray_payments_reconcile_exactly(
     pg_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from store.ledger import status_counts
+    from store.queries import status_counts
     from tests.conftest import _fresh_pg
 
     database_url = _fresh_pg(pg_url)

@@ -29,8 +29,9 @@ from sandbox.onestop import create_app as onestop_app
 from sandbox.portal import create_app as portal_app
 from sandbox.portal import online_dossiers
 from sandbox.workload import PROCEDURES, generate_day, send_events_sync, shuffle_per_dossier
-from store import ledger
+from store import intake, queries
 from store.db import get_engine, upgrade
+from store.deadletters import DeadLetterFilter, dead_letters, replay
 from store.reports import portal_sync_report
 from store.tables import DELIVERED, FINAL_STATUSES, attempts, deliveries
 from tasks.portal import run_pull
@@ -110,7 +111,7 @@ class PortalStack:
     worker: RelayProcess
 
     def counts(self) -> dict[str, dict[str, int]]:
-        return ledger.status_counts(get_engine(self.database_url))
+        return queries.status_counts(get_engine(self.database_url))
 
     def all_final(self, expected: int) -> bool:
         counts = self.counts()
@@ -240,11 +241,11 @@ def test_business_rejection_is_dead_at_once_and_replay_after_fixing_the_mapping_
                 and e["type"] == "dossier.received")
     dossier = [e for e in events if e["dossier_code"] == code]
     rt = get_runtime()
-    ledger.ingest_and_route(rt.engine, dossier, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    intake.ingest_and_route(rt.engine, dossier, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
     # when it is delivered
     drain()
     # then the first lifecycle event is dead after one attempt, with the portal's own message
-    dead = ledger.dead_letters(rt.engine, ledger.DeadLetterFilter(destination="portal"))
+    dead = dead_letters(rt.engine, DeadLetterFilter(destination="portal"))
     assert dead, "nothing went to the dead letters"
     first = min(dead, key=lambda r: r.sequence)
     assert first.attempts == 1
@@ -260,12 +261,12 @@ def test_business_rejection_is_dead_at_once_and_replay_after_fixing_the_mapping_
     monkeypatch.setenv("MOTCUA_ROUTING_FILE", str(routing))
     reset_runtime()
     rt = get_runtime()
-    replayed = ledger.replay(rt.engine, ledger.DeadLetterFilter(destination="portal"),
+    replayed = replay(rt.engine, DeadLetterFilter(destination="portal"),
                              {"portal": 3600.0}, datetime.now(UTC))
     assert len(replayed) == len(dead)
     drain()
     # then the portal holds the dossier exactly as the one-stop software does
-    counts = ledger.status_counts(rt.engine)
+    counts = queries.status_counts(rt.engine)
     assert counts["portal"] == {DELIVERED: len(lifecycle(dossier)[code])}, counts
     view = httpx.get(f"{portal_config['portal']}/_admin/dossiers/{code}", timeout=5).json()
     assert view["MaTTHC"] == "1.999001"
@@ -282,13 +283,13 @@ def test_a_late_event_never_overwrites_a_newer_status(portal_config: dict) -> No
     dossier = lifecycle(events)[code]
     rt = get_runtime()
     everything = [e for e in events if e["dossier_code"] == code]  # fees and post too: no gap in the sequence
-    ledger.ingest_and_route(rt.engine, everything, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    intake.ingest_and_route(rt.engine, everything, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
     drain()
     stale = dict(dossier[1], event_id=f"late-{uuid.uuid4().hex}")
-    ledger.ingest_and_route(rt.engine, [stale], datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    intake.ingest_and_route(rt.engine, [stale], datetime.now(UTC), rt.routing.destinations_for, rt.rules)
     drain()
     # then it is superseded, and the portal still says returned
-    counts = ledger.status_counts(rt.engine)["portal"]
+    counts = queries.status_counts(rt.engine)["portal"]
     assert counts == {DELIVERED: len(dossier), "superseded": 1}, counts
     view = httpx.get(f"{portal_config['portal']}/_admin/dossiers/{code}", timeout=5).json()
     assert view["TrangThaiHoSo"] == "10" and len(view["QuaTrinhXuLy"]) == len(dossier)

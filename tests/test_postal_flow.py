@@ -31,8 +31,9 @@ from sandbox.onestop import create_app as onestop_app
 from sandbox.postal import create_app as postal_app
 from sandbox.workload import generate_day, postal_day, send_events_sync
 from schemas.webhook import sign
-from store import ledger
+from store import intake, queries
 from store.db import get_engine, upgrade
+from store.deadletters import DeadLetterFilter, dead_letters
 from store.tables import DEAD, DELIVERED, FINAL_STATUSES, attempts, deliveries, events
 from tasks.delivery import run_delivery
 from tasks.postal import run_poll
@@ -116,7 +117,7 @@ def later() -> datetime:
 
 def ingest(batch: list[dict[str, Any]]) -> None:
     rt = get_runtime()
-    ledger.ingest_and_route(rt.engine, batch, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    intake.ingest_and_route(rt.engine, batch, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
 
 
 def up_to(events: list[dict[str, Any]], request: dict[str, Any]) -> list[dict[str, Any]]:
@@ -168,7 +169,7 @@ def test_an_address_outside_the_table_is_dead_at_once_with_the_reason(postal_con
     moved = {**request["data"]["address"], "province": "Tỉnh Hoàng Sa Cũ"}
     ingest([*up_to(dossier, request)[:-1], {**request, "data": {**request["data"], "address": moved}}])
     drain(later)
-    [dead] = ledger.dead_letters(get_runtime().engine, ledger.DeadLetterFilter(destination="postal"))
+    [dead] = dead_letters(get_runtime().engine, DeadLetterFilter(destination="postal"))
     assert dead.attempts == 1
     assert "province 'Tỉnh Hoàng Sa Cũ' is not in the administrative-unit table" in dead.last_error
     assert moved["street"] not in dead.last_error
@@ -196,7 +197,7 @@ def test_withdrawal_cancels_a_waiting_order_and_a_collected_one_is_dead_with_the
     # then the waiting order is cancelled, and the collected one is a dead letter that says what to do
     assert order(postal_config["postal"], f"{codes[0]}-KQ")["statusCode"] == "700"
     assert order(postal_config["postal"], f"{codes[1]}-KQ")["statusCode"] == "200"
-    [dead] = ledger.dead_letters(get_runtime().engine, ledger.DeadLetterFilter(destination="postal"))
+    [dead] = dead_letters(get_runtime().engine, DeadLetterFilter(destination="postal"))
     assert dead.dossier_code == codes[1] and dead.attempts == 1
     assert "cannot be cancelled" in dead.last_error and "post office" in dead.last_error
 
@@ -206,7 +207,7 @@ def test_a_withdrawal_without_postal_orders_calls_nobody(postal_config: dict) ->
     ingest(dossier)
     drain(later)
     rt = get_runtime()
-    assert ledger.status_counts(rt.engine).get("postal") == {DELIVERED: 1}
+    assert queries.status_counts(rt.engine).get("postal") == {DELIVERED: 1}
     with rt.engine.connect() as conn:
         excerpt = conn.execute(select(attempts.c.response_excerpt)).scalar_one()
     assert excerpt == "no postal order for this dossier"
@@ -288,7 +289,7 @@ class PostalStack:
     database_url: str
 
     def counts(self) -> dict[str, dict[str, int]]:
-        return ledger.status_counts(get_engine(self.database_url))
+        return queries.status_counts(get_engine(self.database_url))
 
 
 @pytest.fixture

@@ -32,8 +32,9 @@ from sandbox.lgsp import create_app as exchange_app
 from sandbox.onestop import create_app as onestop_app
 from sandbox.workload import generate_day
 from schemas import transfer as tx
-from store import ledger
+from store import intake, queries
 from store.db import upgrade
+from store.deadletters import DeadLetterFilter, dead_letters
 from store.tables import attempts, deliveries
 from tasks.delivery import run_delivery
 from tasks.runtime import get_runtime, reset_runtime
@@ -99,7 +100,7 @@ def requested(stack: dict[str, Any], target: str, *, size: int = 2_000_000, sha2
 
 def ingest(batch: list[dict[str, Any]]) -> None:
     rt = get_runtime()
-    ledger.ingest_and_route(rt.engine, batch, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    intake.ingest_and_route(rt.engine, batch, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
 
 
 def received(stack: dict[str, Any], dossier: str) -> list[dict[str, Any]]:
@@ -172,7 +173,7 @@ def test_a_document_whose_bytes_do_not_match_its_checksum_is_refused_and_the_rea
     event = requested(stack, DISTRICT, size=300_000, sha256="0" * 64)
     ingest([event])
     drain(later)
-    [dead] = ledger.dead_letters(get_runtime().engine, ledger.DeadLetterFilter(destination="lgsp"))
+    [dead] = dead_letters(get_runtime().engine, DeadLetterFilter(destination="lgsp"))
     assert dead.attempts == 1 and "checksum mismatch" in dead.last_error
     assert "the dossier says 0000000000000000" in dead.last_error
     assert httpx.get(f"{stack['exchange']}/_admin/transfers", timeout=5).json() == []
@@ -245,7 +246,7 @@ def send(events: list[dict[str, Any]]) -> None:
     from tasks.delivery import enqueue_deliveries
 
     rt = get_runtime()
-    _, ready = ledger.ingest_and_route(rt.engine, events, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    _, ready = intake.ingest_and_route(rt.engine, events, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
     enqueue_deliveries(ready, rt)
 
 
@@ -317,7 +318,7 @@ def test_a_hundred_transfers_twenty_of_them_two_hops_survive_the_district_going_
     two_hops = [e["dossier_code"] for e in day[80:] if homes[e["dossier_code"]]]
     assert two_hops
     for code in two_hops:
-        evs, dels, _ = ledger.dossier_trace(get_runtime().engine, code)
+        evs, dels, _ = queries.dossier_trace(get_runtime().engine, code)
         requests = {e.id for e in evs if e.type == "transfer.requested"}
         sent = {d.external_ref: d.delivered_at for d in dels if d.event_pk in requests}
         answers = [json.loads(e.payload) for e in evs if e.type in ("transfer.accepted", "transfer.result")]
@@ -325,7 +326,7 @@ def test_a_hundred_transfers_twenty_of_them_two_hops_survive_the_district_going_
         assert [(h.from_unit, h.to_unit, h.answer, h.returned) for h in hops] == [
             (COMMUNE, DISTRICT, "accepted", True), (DISTRICT, PROVINCE, "accepted", False)]
         assert hops[0].sent_at < hops[1].sent_at and hops[1].result_at <= hops[0].result_at  # type: ignore[operator]
-    assert ledger.dead_letters(get_runtime().engine, ledger.DeadLetterFilter()) == []
+    assert dead_letters(get_runtime().engine, DeadLetterFilter()) == []
 
 
 def received_all(stack: dict[str, Any]) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from sandbox.workload import generate_day
-from store import ledger
+from store import intake
 from tasks.delivery import enqueue_deliveries
 from tasks.runtime import get_runtime
 from tasks.watchdog import EXIT_STALLED, stalled
@@ -37,7 +37,7 @@ def test_a_worker_with_work_waiting_and_nothing_moving_exits_for_a_restart(
     httpx.post(f"{relay_config.sandbox.url}/_admin/faults", json={"latency_ms": 8000}).raise_for_status()
     rt = get_runtime()
     firsts = list({e["dossier_code"]: e for e in reversed(generate_day(20, seed=5))}.values())[:10]
-    _, ready = ledger.ingest_and_route(rt.engine, firsts, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    _, ready = intake.ingest_and_route(rt.engine, firsts, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
     env = {**relay_config.env, "MOTCUA_WORKER_STALL_SECONDS": "3"}
     worker = RelayProcess(["worker", "--concurrency", "1", "--queues", "deliver.warehouse"], env,
                           tmp_path / "worker.log").start()

@@ -32,7 +32,8 @@ from sandbox.sms import create_app as sms_app
 from sandbox.workload import generate_day
 from sandbox.zalo import create_app as zalo_app
 from sandbox.zalo import zevent_signature
-from store import ledger
+from store import intake, queries
+from store.sweep import sweep
 from store.tables import DELIVERED, FINAL_STATUSES, SUPERSEDED, attempts, deliveries, receipts
 from tasks.delivery import run_delivery
 from tasks.runtime import get_runtime, reset_runtime
@@ -107,7 +108,7 @@ def zalo_stack(db_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.
 
 def ingest(events: list[dict[str, Any]], now: datetime = NOON) -> None:
     rt = get_runtime()
-    ledger.ingest_and_route(rt.engine, events, now, rt.routing.destinations_for, rt.rules)
+    intake.ingest_and_route(rt.engine, events, now, rt.routing.destinations_for, rt.rules)
 
 
 def open_heads() -> list[tuple[int, str]]:
@@ -134,7 +135,7 @@ def drain(clock: datetime = NOON) -> None:
 
 
 def counts() -> dict[str, dict[str, int]]:
-    return ledger.status_counts(get_runtime().engine)
+    return queries.status_counts(get_runtime().engine)
 
 
 def test_a_day_with_the_token_expiring_three_times_under_20_concurrent_deliveries(zalo_stack: ZaloStack) -> None:
@@ -197,8 +198,8 @@ def test_an_event_at_22_30_is_sent_at_07_00_without_spending_an_attempt(zalo_sta
     assert waiting.attempts == 0 and waiting.status == "pending"
     assert waiting.next_attempt_at == datetime(2026, 11, 21, 7, 0, tzinfo=VN)
     assert "quiet hours" in waiting.last_error
-    assert ledger.sweep(get_runtime().engine, late + timedelta(hours=8), 60, 100).deliveries_to_enqueue == []
-    due = ledger.sweep(get_runtime().engine, datetime(2026, 11, 21, 7, 0, tzinfo=VN), 60, 100).deliveries_to_enqueue
+    assert sweep(get_runtime().engine, late + timedelta(hours=8), 60, 100).deliveries_to_enqueue == []
+    due = sweep(get_runtime().engine, datetime(2026, 11, 21, 7, 0, tzinfo=VN), 60, 100).deliveries_to_enqueue
     assert [d.delivery_id for d in due] == [delivery.id]
     assert run_delivery(delivery.id, "zalo", clock=lambda: datetime(2026, 11, 21, 7, 0, tzinfo=VN)) == DELIVERED
     assert zalo_stack.stats()["sent"] == 1

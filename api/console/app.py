@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from adapters.payment import vnd
 from api.console.auth import COOKIE, SESSION_SECONDS, ConsoleAuth
 from schemas.privacy import mask_value
-from store import ledger, overview, payments
+from store import deadletters, overview, payments, queries
 from store.reports import VN_TZ, portal_sync_report
 from store.tables import attempts
 from tasks.delivery import enqueue_deliveries
@@ -228,11 +228,11 @@ def _chart(hours: list[tuple[datetime, int, int]], width: int = 720, height: int
             "delivered": sum(d for _, d, _ in hours), "failed": sum(f for _, _, f in hours)}
 
 
-def _filter(request: Request, ids: tuple[int, ...] = ()) -> ledger.DeadLetterFilter:
+def _filter(request: Request, ids: tuple[int, ...] = ()) -> deadletters.DeadLetterFilter:
     params = request.query_params
-    return ledger.DeadLetterFilter(destination=params.get("destination") or None,
-                                   dossier_code=params.get("dossier") or None, reason=params.get("reason") or None,
-                                   ids=ids)
+    return deadletters.DeadLetterFilter(destination=params.get("destination") or None,
+                                        dossier_code=params.get("dossier") or None,
+                                        reason=params.get("reason") or None, ids=ids)
 
 
 @router.get("/deadletters", response_class=HTMLResponse)
@@ -243,7 +243,7 @@ async def deadletters_page(request: Request) -> Response:
     rt = get_runtime()
     flt = _filter(request)
     before = _cursor(request.query_params.get("before", ""))
-    rows = await run_in_threadpool(ledger.dead_letters, rt.engine, flt, PAGE + 1, before)
+    rows = await run_in_threadpool(deadletters.dead_letters, rt.engine, flt, PAGE + 1, before)
     more, rows = len(rows) > PAGE, rows[:PAGE]
     excerpts = await run_in_threadpool(_last_answers, [r.id for r in rows])
     params = {k: v for k, v in request.query_params.items() if k in ("destination", "dossier", "reason") and v}
@@ -295,7 +295,7 @@ async def replay(request: Request, csrf: str = Form(...), ids: list[int] = Form(
 
     def run() -> int:
         deadlines = {name: d.retry.deadline for name, d in rt.routing.destinations.items()}
-        queued = ledger.replay(rt.engine, flt, deadlines, datetime.now(UTC))
+        queued = deadletters.replay(rt.engine, flt, deadlines, datetime.now(UTC))
         enqueue_deliveries(queued, rt)
         return len(queued)
 
@@ -332,7 +332,7 @@ async def _dossier(request: Request, code: str, reveal: bool) -> Response:
     who = _who(request)
     if isinstance(who, Response):
         return who
-    evs, dels, atts = await run_in_threadpool(ledger.dossier_trace, get_runtime().engine, code)
+    evs, dels, atts = await run_in_threadpool(queries.dossier_trace, get_runtime().engine, code)
     if not evs:
         return _render(request, "dossier.html", status=404, operator=who[1], csrf=who[0].csrf_token(who[2]),
                        code=code, rows=[], deliveries=[], applicant=None, reveal=reveal)
@@ -345,7 +345,7 @@ async def _dossier(request: Request, code: str, reveal: bool) -> Response:
          "detail": f"{e.origin} · #{e.sequence}"} for e in evs]
     for a in atts:
         rows.append({"at": a.started_at, "kind": "attempt", "what": f"#{a.number}",
-                     "destination": by_id[a.delivery_id].destination, "detail": ledger.describe_attempt(a, " · "),
+                     "destination": by_id[a.delivery_id].destination, "detail": queries.describe_attempt(a, " · "),
                      "outcome": a.outcome})
     rows.sort(key=lambda r: r["at"])
     return _render(request, "dossier.html", operator=who[1], csrf=who[0].csrf_token(who[2]), code=code, rows=rows,

@@ -1,0 +1,85 @@
+"""Dead letters: the deliveries that gave up, found by filter, and replayed with a fresh budget.
+
+Nothing is deleted: a replay gives matching dead letters a new attempt budget and deadline,
+counts the replay, and returns them to be enqueued; their earlier attempts stay on record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, or_, select, update
+
+from store.streams import ToEnqueue
+from store.tables import DEAD, PENDING, deliveries, events
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    destination: str | None = None
+    dossier_code: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    reason: str | None = None
+    ids: tuple[int, ...] = ()
+
+    def where(self) -> list[Any]:
+        clauses: list[Any] = [deliveries.c.status == DEAD]
+        if self.destination:
+            clauses.append(deliveries.c.destination == self.destination)
+        if self.dossier_code:
+            clauses.append(deliveries.c.dossier_code == self.dossier_code)
+        if self.since:
+            clauses.append(deliveries.c.updated_at >= self.since)
+        if self.until:
+            clauses.append(deliveries.c.updated_at < self.until)
+        if self.reason:
+            clauses.append(deliveries.c.last_error.contains(self.reason, autoescape=True))
+        if self.ids:
+            clauses.append(deliveries.c.id.in_(self.ids))
+        return clauses
+
+
+def dead_letters(engine: Engine, flt: DeadLetterFilter, limit: int = 500,
+                 before: tuple[datetime, int] | None = None) -> list[Any]:
+    """The newest dead letters first; ``before`` (the last row's ``updated_at`` and ``id``) pages on."""
+    clauses = flt.where()
+    if before is not None:
+        moment, row_id = before
+        clauses.append(or_(deliveries.c.updated_at < moment,
+                           (deliveries.c.updated_at == moment) & (deliveries.c.id < row_id)))
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(
+                    deliveries.c.id, deliveries.c.destination, deliveries.c.dossier_code, deliveries.c.sequence,
+                    deliveries.c.attempts, deliveries.c.replays, deliveries.c.updated_at,
+                    deliveries.c.last_status_code, deliveries.c.last_error, events.c.event_id, events.c.type,
+                )
+                .join(events, events.c.id == deliveries.c.event_pk)
+                .where(*clauses)
+                .order_by(deliveries.c.updated_at.desc(), deliveries.c.id.desc())
+                .limit(limit)
+            ).all()
+        )
+
+
+def replay(
+    engine: Engine, flt: DeadLetterFilter, deadlines: dict[str, float], now: datetime
+) -> list[ToEnqueue]:
+    """Give matching dead letters a fresh attempt budget and deadline; nothing is deleted."""
+    with engine.begin() as conn:
+        rows = conn.execute(select(deliveries.c.id, deliveries.c.destination).where(*flt.where())).all()
+        for row in rows:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == row.id, deliveries.c.status == DEAD)
+                .values(
+                    status=PENDING, budget_used=0, replays=deliveries.c.replays + 1, next_attempt_at=None,
+                    enqueued_at=now, updated_at=now, lease_until=None,
+                    deadline_at=now + timedelta(seconds=deadlines.get(row.destination, 72 * 3600)),
+                )
+            )
+    return [ToEnqueue(r.id, r.destination) for r in rows]

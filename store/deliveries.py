@@ -1,0 +1,290 @@
+"""Deliveries: one attempt at a time, claimed, finished, deferred or rerouted, each in one short transaction.
+
+The delivery engine (``tasks/``) decides; this module records atomically. A claim takes a
+lease and starts an attempt row, or says why not (ordering, not due, already done); the
+attempt's end writes the outcome and hands the stream on to its successor. All times are
+passed in by the caller, so tests can run the engine on a controlled clock.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, update
+
+from store.streams import (
+    DestinationRules,
+    Position,
+    ToEnqueue,
+    delivery_row,
+    insert_deliveries,
+    lock_streams,
+    next_open,
+    stream_key,
+)
+from store.tables import (
+    DEAD,
+    DELIVERED,
+    FINAL_STATUSES,
+    IN_FLIGHT,
+    OPEN_STATUSES,
+    PENDING,
+    RETRYING,
+    SUPERSEDED,
+    attempts,
+    deliveries,
+    events,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    delivery_id: int
+    destination: str
+    attempt_id: int
+    attempt_number: int
+    idempotency_key: str
+    payload: dict[str, Any]
+    received_at: datetime
+    deadline_at: datetime
+    budget_used: int
+    dossier_code: str = ""
+    stream: str = ""
+    sequence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NotClaimed:
+    """Nothing to send now: ``state`` is skip, superseded, waiting or dead."""
+
+    state: str
+    reason: str
+    until: datetime | None = None
+
+
+def claim(
+    engine: Engine,
+    delivery_id: int,
+    rules: DestinationRules,
+    now: datetime,
+    lease_seconds: float,
+    gap_wait_seconds: float,
+) -> Claimed | NotClaimed:
+    """Take a delivery for one attempt, or say why not (ordering, not due, already done)."""
+    with engine.begin() as conn:
+        d = conn.execute(
+            select(deliveries, events.c.payload, events.c.received_at, events.c.origin)
+            .join(events, events.c.id == deliveries.c.event_pk)
+            .where(deliveries.c.id == delivery_id)
+        ).one_or_none()
+        if d is None:
+            return NotClaimed("skip", "no such delivery")
+        lost = d.status == IN_FLIGHT and d.lease_until is not None and d.lease_until <= now
+        if d.status not in (PENDING, RETRYING) and not lost:
+            return NotClaimed("skip", f"delivery is {d.status}")
+        if d.next_attempt_at is not None and d.next_attempt_at > now + timedelta(seconds=1):
+            return NotClaimed("skip", "not due yet", d.next_attempt_at)
+        if lost:
+            close_lost_attempt(conn, delivery_id, d.attempts)
+        if rules.ordered:
+            lock_streams(conn, engine, [stream_key(d.dossier_code, d.destination, d.stream)])
+            verdict = _ordering_verdict(conn, d, now, gap_wait_seconds)
+            if verdict is not None:
+                return verdict
+        if d.budget_used >= rules.max_attempts:
+            reason = f"gave up: {d.budget_used} attempts started without an answer (worker lost each time)"
+            _set(conn, delivery_id, now, status=DEAD, last_error=reason, lease_until=None)
+            return NotClaimed("dead", reason)
+        number = d.attempts + 1
+        _set(conn, delivery_id, now, status=IN_FLIGHT, attempts=number, budget_used=d.budget_used + 1,
+             lease_until=now + timedelta(seconds=lease_seconds))
+        attempt_id = conn.execute(
+            attempts.insert().returning(attempts.c.id),
+            {"delivery_id": delivery_id, "number": number, "started_at": now},
+        ).scalar_one()
+        return Claimed(
+            delivery_id=delivery_id,
+            destination=d.destination,
+            attempt_id=attempt_id,
+            attempt_number=number,
+            idempotency_key=d.idempotency_key,
+            payload=json.loads(d.payload),
+            received_at=d.received_at,
+            deadline_at=d.deadline_at,
+            budget_used=d.budget_used + 1,
+            dossier_code=d.dossier_code,
+            stream=d.stream,
+            sequence=d.sequence,
+        )
+
+
+def _ordering_verdict(conn: Connection, d: Any, now: datetime, gap_wait_seconds: float) -> NotClaimed | None:
+    """Superseded, waiting, or ``None`` (may go): one aggregate over the stream's deliveries."""
+    seq = deliveries.c.sequence
+    newer_sent, older_open, previous = conn.execute(
+        select(
+            func.max(seq).filter(seq > d.sequence, deliveries.c.status.in_((IN_FLIGHT, DELIVERED))),
+            func.count().filter(seq < d.sequence, deliveries.c.status.in_(OPEN_STATUSES)),
+            func.max(seq).filter(seq < d.sequence),
+        ).where(
+            deliveries.c.dossier_code == d.dossier_code,
+            deliveries.c.destination == d.destination,
+            deliveries.c.stream == d.stream,
+        )
+    ).one()
+    if newer_sent is not None:
+        reason = f"superseded: sequence {newer_sent} already sent to {d.destination}"
+        _set(conn, d.id, now, status=SUPERSEDED, last_error=reason, lease_until=None)
+        return NotClaimed("superseded", reason)
+    if older_open:
+        _set(conn, d.id, now, enqueued_at=now)
+        return NotClaimed("waiting", "an earlier sequence is still open")
+    if d.sequence > 1 and previous != d.sequence - 1:
+        # The destination has not seen the sequence just before: was it never received, or routed elsewhere?
+        present, unrouted = conn.execute(
+            select(func.count(func.distinct(events.c.sequence)),
+                   func.count(events.c.id).filter(events.c.routed_at.is_(None))).where(
+                events.c.dossier_code == d.dossier_code,
+                events.c.origin == d.origin,
+                events.c.sequence < d.sequence,
+            )
+        ).one()
+        if unrouted:
+            _set(conn, d.id, now, enqueued_at=now)
+            return NotClaimed("waiting", "an earlier event is not routed yet")
+        until = d.received_at + timedelta(seconds=gap_wait_seconds)
+        if present < d.sequence - 1 and until > now:
+            _set(conn, d.id, now, next_attempt_at=until, enqueued_at=None)
+            return NotClaimed("waiting", f"sequences before {d.sequence} not received yet", until)
+    return None
+
+
+def close_lost_attempt(conn: Connection, delivery_id: int, number: int) -> None:
+    """The attempt a lost worker left open (its lease expired) ends as ``lost``."""
+    conn.execute(
+        update(attempts)
+        .where(attempts.c.delivery_id == delivery_id, attempts.c.number == number, attempts.c.outcome.is_(None))
+        .values(outcome="lost", error="worker lost during the attempt (lease expired)")
+    )
+
+
+def _set(conn: Connection, delivery_id: int, now: datetime, **values: Any) -> None:
+    conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(updated_at=now, **values))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an attempt ended and what the delivery becomes."""
+
+    status: str  # delivered | retrying | dead
+    attempt_outcome: str
+    duration_ms: float
+    status_code: int | None = None
+    error: str | None = None
+    excerpt: str | None = None
+    external_ref: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+def finish(
+    engine: Engine, claimed: Claimed, outcome: Outcome, rules: DestinationRules, now: datetime
+) -> list[ToEnqueue]:
+    """Record an attempt's end; return the successor to enqueue when the delivery is final."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(attempts)
+            .where(attempts.c.id == claimed.attempt_id)
+            .values(
+                duration_ms=outcome.duration_ms,
+                outcome=outcome.attempt_outcome,
+                status_code=outcome.status_code,
+                error=outcome.error,
+                response_excerpt=outcome.excerpt,
+                external_ref=outcome.external_ref,
+            )
+        )
+        values: dict[str, Any] = {
+            "status": outcome.status,
+            "updated_at": now,
+            "lease_until": None,
+            "last_status_code": outcome.status_code,
+            "last_error": outcome.error,
+            "next_attempt_at": outcome.next_attempt_at,
+            "enqueued_at": None,
+        }
+        if outcome.external_ref:
+            values["external_ref"] = outcome.external_ref
+        if outcome.status == DELIVERED:
+            values["delivered_at"] = now
+        result = conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.id == claimed.delivery_id,
+                deliveries.c.status == IN_FLIGHT,
+                deliveries.c.attempts == claimed.attempt_number,
+            )
+            .values(**values)
+        )
+        if result.rowcount == 0 or outcome.status not in FINAL_STATUSES or not rules.ordered:
+            return []
+        position = Position(claimed.dossier_code, claimed.destination, claimed.stream, claimed.sequence)
+        lock_streams(conn, engine, [stream_key(*position[:3])])
+        return _successor(conn, position, now)
+
+
+def _successor(conn: Connection, d: Position, now: datetime) -> list[ToEnqueue]:
+    nxt = next_open(conn, d)
+    if nxt is None:
+        return []
+    _set(conn, nxt.id, now, enqueued_at=now)
+    return [ToEnqueue(nxt.id, nxt.destination)]
+
+
+def kick_successor(engine: Engine, delivery_id: int, now: datetime) -> list[ToEnqueue]:
+    """The next open delivery of the same (dossier, destination, stream), to enqueue now."""
+    with engine.begin() as conn:
+        row = conn.execute(
+            select(deliveries.c.dossier_code, deliveries.c.destination, deliveries.c.stream, deliveries.c.sequence)
+            .where(deliveries.c.id == delivery_id)
+        ).one()
+        position = Position(*row)
+        lock_streams(conn, engine, [stream_key(*position[:3])])
+        return _successor(conn, position, now)
+
+
+def reroute(
+    engine: Engine, delivery_id: int, destination: str, rules: dict[str, DestinationRules], now: datetime
+) -> tuple[int | None, list[ToEnqueue]]:
+    """A delivery of the same event to ``destination`` (a fallback channel), created once.
+
+    Returns its id (``None`` when it already existed) and whether it may go now.
+    """
+    with engine.begin() as conn:
+        event_pk, payload = conn.execute(
+            select(events.c.id, events.c.payload).join(deliveries, deliveries.c.event_pk == events.c.id)
+            .where(deliveries.c.id == delivery_id)
+        ).one()
+        existing = conn.execute(
+            select(deliveries.c.id).where(deliveries.c.event_pk == event_pk, deliveries.c.destination == destination)
+        ).scalar_one_or_none()
+        if existing is not None:
+            return None, []
+        row = delivery_row(event_pk, json.loads(payload), destination, rules[destination], now)
+        ready = insert_deliveries(conn, engine, [row], rules, now)
+        new_id = conn.execute(
+            select(deliveries.c.id).where(deliveries.c.event_pk == event_pk, deliveries.c.destination == destination)
+        ).scalar_one()
+    return new_id, ready
+
+
+def defer(engine: Engine, delivery_id: int, until: datetime, reason: str, now: datetime) -> None:
+    """Postpone a delivery without spending an attempt (breaker open, quota spent)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id, deliveries.c.status.in_((PENDING, RETRYING)))
+            .values(next_attempt_at=until, enqueued_at=None, last_error=reason, updated_at=now)
+        )

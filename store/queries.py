@@ -1,0 +1,101 @@
+"""Reading the ledger: a dossier's trace, counts per destination and status, the backlog, latencies.
+
+Read-only queries for the CLI, the console, the metrics and the demo's summary; nothing here
+changes a row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from store.tables import DEAD, DELIVERED, OPEN_STATUSES, attempts, deliveries, events
+
+
+def describe_attempt(attempt: Any, separator: str = ", ") -> str:
+    """One attempt in words: its outcome, the HTTP status, how long, the error (already masked), the reference."""
+    parts = [attempt.outcome or "in flight"]
+    if attempt.status_code:
+        parts.append(f"HTTP {attempt.status_code}")
+    if attempt.duration_ms is not None:
+        parts.append(f"{attempt.duration_ms:.0f} ms")
+    text_form = separator.join(parts)
+    if attempt.error:
+        text_form += f" — {attempt.error}"
+    if attempt.external_ref:
+        text_form += f" (ref {attempt.external_ref})"
+    return text_form
+
+
+def dossier_trace(engine: Engine, dossier_code: str) -> tuple[list[Any], list[Any], list[Any]]:
+    """Every event, delivery and attempt of one dossier."""
+    with engine.connect() as conn:
+        evs = conn.execute(
+            select(events.c.id, events.c.event_id, events.c.type, events.c.origin, events.c.unit_code,
+                   events.c.sequence, events.c.occurred_at, events.c.received_at, events.c.payload)
+            .where(events.c.dossier_code == dossier_code)
+            .order_by(events.c.sequence, events.c.id)
+        ).all()
+        dels = conn.execute(
+            select(deliveries).where(deliveries.c.dossier_code == dossier_code).order_by(deliveries.c.id)
+        ).all()
+        atts = conn.execute(
+            select(attempts, deliveries.c.destination)
+            .join(deliveries, deliveries.c.id == attempts.c.delivery_id)
+            .where(deliveries.c.dossier_code == dossier_code)
+            .order_by(attempts.c.started_at, attempts.c.id)
+        ).all()
+    return list(evs), list(dels), list(atts)
+
+
+def status_counts(engine: Engine, since: datetime | None = None) -> dict[str, dict[str, int]]:
+    """``{destination: {status: count}}``, optionally for deliveries created since a time."""
+    query = select(deliveries.c.destination, deliveries.c.status, func.count()).group_by(
+        deliveries.c.destination, deliveries.c.status
+    )
+    if since is not None:
+        query = query.where(deliveries.c.created_at >= since)
+    out: dict[str, dict[str, int]] = {}
+    with engine.connect() as conn:
+        for destination, status, count in conn.execute(query):
+            out.setdefault(destination, {})[status] = count
+    return out
+
+
+def dead_counts(engine: Engine) -> dict[str, int]:
+    """Dead letters per destination (for the metrics: a number that only grows until someone replays)."""
+    query = (select(deliveries.c.destination, func.count()).where(deliveries.c.status == DEAD)
+             .group_by(deliveries.c.destination))
+    with engine.connect() as conn:
+        return {destination: int(count) for destination, count in conn.execute(query)}
+
+
+def open_backlog(engine: Engine, now: datetime) -> dict[str, tuple[int, float]]:
+    """Per destination: open deliveries and the age in seconds of the oldest one."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(deliveries.c.destination, func.count(), func.min(deliveries.c.created_at))
+            .where(deliveries.c.status.in_(OPEN_STATUSES))
+            .group_by(deliveries.c.destination)
+        ).all()
+    out: dict[str, tuple[int, float]] = {}
+    for destination, count, oldest in rows:
+        if isinstance(oldest, str):  # SQLite aggregates bypass the column type
+            oldest = datetime.fromisoformat(oldest).replace(tzinfo=now.tzinfo)
+        elif oldest is not None and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=now.tzinfo)
+        out[destination] = (count, (now - oldest).total_seconds() if oldest else 0.0)
+    return out
+
+
+def latencies_ms(engine: Engine, since: datetime | None = None) -> list[float]:
+    """Intake → delivered, in milliseconds, for delivered deliveries (for summaries)."""
+    query = select(deliveries.c.delivered_at, events.c.received_at).join(
+        events, events.c.id == deliveries.c.event_pk
+    ).where(deliveries.c.status == DELIVERED)
+    if since is not None:
+        query = query.where(deliveries.c.created_at >= since)
+    with engine.connect() as conn:
+        return [(d - r).total_seconds() * 1000.0 for d, r in conn.execute(query)]

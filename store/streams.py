@@ -1,0 +1,154 @@
+"""Ordered streams: what intake and the claims share about (dossier, destination, stream) sequences.
+
+A destination that wants a dossier's events in order gets them one at a time, in ``sequence``
+order, per stream (the events' origin). This module builds and inserts delivery rows, finds the
+heads of their streams, and answers "is an earlier one still open?" and "which one goes next?".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from sqlalchemy import Connection, Engine, Row, exists, func, select, text
+
+from store.tables import OPEN_STATUSES, PENDING, RETRYING, deliveries
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationRules:
+    """What the ledger needs to know of a destination's configuration."""
+
+    name: str
+    ordered: bool
+    deadline_seconds: float
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToEnqueue:
+    """A delivery that may go now, for the caller to put on its destination's queue."""
+
+    delivery_id: int
+    destination: str
+
+
+def delivery_row(
+    event_pk: int, payload: dict[str, Any], name: str, rule: DestinationRules, now: datetime
+) -> dict[str, Any]:
+    """A new pending delivery of an event (its canonical ``payload``) to destination ``name``, queued now."""
+    return {
+        "event_pk": event_pk,
+        "destination": name,
+        "dossier_code": payload["dossier_code"],
+        "stream": payload.get("origin", "onestop"),
+        "sequence": payload["sequence"],
+        "status": PENDING,
+        "attempts": 0,
+        "budget_used": 0,
+        "replays": 0,
+        "deadline_at": now + timedelta(seconds=rule.deadline_seconds),
+        "created_at": now,
+        "updated_at": now,
+        "enqueued_at": now,
+        "idempotency_key": f"{payload['event_id']}:{name}",
+    }
+
+
+def lock_streams(conn: Connection, engine: Engine, keys: Iterable[str]) -> None:
+    """Serialise, per (dossier, destination, stream), deciding who goes next (PostgreSQL).
+
+    Without it, a new sequence N+1 committed while N finishes can be missed by both:
+    N+1 sees N still open and waits, N's completion does not yet see N+1.
+    SQLite's ``BEGIN IMMEDIATE`` already serialises every writer.
+    """
+    ordered = sorted(set(keys))
+    if ordered and engine.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT count(pg_advisory_xact_lock(hashtext(k))) FROM unnest(CAST(:keys AS text[])) AS k"),
+            {"keys": ordered},
+        )
+
+
+def stream_key(dossier: str, destination: str, stream: str) -> str:
+    """The name :func:`lock_streams` locks for one ordered stream."""
+    return f"{dossier}|{destination}|{stream}"
+
+
+def insert_deliveries(
+    conn: Connection, engine: Engine, planned: list[dict[str, Any]], rules: dict[str, DestinationRules],
+    now: datetime,
+) -> list[ToEnqueue]:
+    """Insert delivery rows; return those that may go now (heads of their ordered streams)."""
+    if not planned:
+        return []
+    rows = conn.execute(
+        deliveries.insert().returning(
+            deliveries.c.id, deliveries.c.destination, deliveries.c.dossier_code, deliveries.c.stream,
+            deliveries.c.sequence,
+        ),
+        planned,
+    ).all()
+    ordered = [r for r in rows if rules[r.destination].ordered]
+    lock_streams(conn, engine, (stream_key(r.dossier_code, r.destination, r.stream) for r in ordered))
+    heads: dict[tuple[str, str, str], int] = {}
+    if ordered:
+        for dossier, destination, stream, first in conn.execute(
+            select(deliveries.c.dossier_code, deliveries.c.destination, deliveries.c.stream,
+                   func.min(deliveries.c.sequence))
+            .where(
+                deliveries.c.dossier_code.in_({r.dossier_code for r in ordered}),
+                deliveries.c.status.in_(OPEN_STATUSES),
+            )
+            .group_by(deliveries.c.dossier_code, deliveries.c.destination, deliveries.c.stream)
+        ):
+            heads[(dossier, destination, stream)] = first
+    return [
+        ToEnqueue(r.id, r.destination)
+        for r in rows
+        if not rules[r.destination].ordered or heads.get((r.dossier_code, r.destination, r.stream)) == r.sequence
+    ]
+
+
+def has_open_predecessor(conn: Connection, dossier: str, destination: str, stream: str, sequence: int) -> bool:
+    """Whether an earlier sequence of the same stream is still open (it must go first)."""
+    return bool(
+        conn.execute(
+            select(
+                exists().where(
+                    deliveries.c.dossier_code == dossier,
+                    deliveries.c.destination == destination,
+                    deliveries.c.stream == stream,
+                    deliveries.c.sequence < sequence,
+                    deliveries.c.status.in_(OPEN_STATUSES),
+                )
+            )
+        ).scalar()
+    )
+
+
+class Position(NamedTuple):
+    """Where a delivery stands in its ordered stream."""
+
+    dossier_code: str
+    destination: str
+    stream: str
+    sequence: int
+
+
+def next_open(conn: Connection, d: Position) -> Row[tuple[int, str]] | None:
+    """The open (pending or retrying) delivery that comes after ``d`` in its stream, if any."""
+    return conn.execute(
+        select(deliveries.c.id, deliveries.c.destination)
+        .where(
+            deliveries.c.dossier_code == d.dossier_code,
+            deliveries.c.destination == d.destination,
+            deliveries.c.stream == d.stream,
+            deliveries.c.sequence > d.sequence,
+            deliveries.c.status.in_((PENDING, RETRYING)),
+        )
+        .order_by(deliveries.c.sequence)
+        .limit(1)
+    ).one_or_none()

@@ -1,0 +1,64 @@
+"""The outbox sweep: work that is due but not queued (unrouted events, due retries, lost leases).
+
+Enqueueing after the commit can fail (a crash, the broker down); the sweeper finds what was
+missed, marks it queued and returns it for the beat task to enqueue again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, or_, select, update
+
+from store.deliveries import close_lost_attempt
+from store.streams import ToEnqueue
+from store.tables import IN_FLIGHT, PENDING, RETRYING, deliveries, events
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    events_to_route: list[int]
+    deliveries_to_enqueue: list[ToEnqueue]
+    leases_expired: int
+
+
+def sweep(engine: Engine, now: datetime, requeue_after: float, batch: int) -> SweepResult:
+    """Find work that is due but not queued: unrouted events, due retries, lost leases."""
+    stale = now - timedelta(seconds=requeue_after)
+    with engine.begin() as conn:
+        lost = conn.execute(
+            select(deliveries.c.id, deliveries.c.attempts).where(
+                deliveries.c.status == IN_FLIGHT, deliveries.c.lease_until <= now
+            ).limit(batch)
+        ).all()
+        for row in lost:
+            close_lost_attempt(conn, row.id, row.attempts)
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == row.id, deliveries.c.status == IN_FLIGHT)
+                .values(status=RETRYING, next_attempt_at=now, enqueued_at=None, lease_until=None,
+                        updated_at=now, last_error="worker lost during the attempt (lease expired)")
+            )
+        unrouted = list(
+            conn.execute(
+                select(events.c.id).where(
+                    events.c.routed_at.is_(None),
+                    or_(events.c.enqueued_at.is_(None), events.c.enqueued_at <= stale),
+                ).order_by(events.c.id).limit(batch)
+            ).scalars()
+        )
+        if unrouted:
+            conn.execute(update(events).where(events.c.id.in_(unrouted)).values(enqueued_at=now))
+        due = conn.execute(
+            select(deliveries.c.id, deliveries.c.destination).where(
+                deliveries.c.status.in_((PENDING, RETRYING)),
+                or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
+                or_(deliveries.c.enqueued_at.is_(None), deliveries.c.enqueued_at <= stale),
+            ).order_by(deliveries.c.dossier_code, deliveries.c.sequence).limit(batch)
+        ).all()
+        if due:
+            conn.execute(
+                update(deliveries).where(deliveries.c.id.in_([d.id for d in due])).values(enqueued_at=now)
+            )
+    return SweepResult(unrouted, [ToEnqueue(d.id, d.destination) for d in due], len(lost))
