@@ -12,7 +12,6 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import REGISTRY as PROCESS_REGISTRY
-from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from api.callbacks import router as callbacks_router
@@ -22,6 +21,7 @@ from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from schemas.events import EVENT_ADAPTER
 from store import queries
+from store.db import ping
 from tasks.metrics import RelayCollector
 from tasks.runtime import get_runtime
 
@@ -78,8 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         def probe() -> None:
             try:
-                with runtime.engine.connect() as conn:
-                    conn.execute(text("SELECT 1"))
+                ping(runtime.engine)
                 checks["database"] = "ok"
             except Exception as exc:
                 checks["database"] = f"error: {type(exc).__name__}"

@@ -343,18 +343,13 @@ class Demo:
 
     def _postal_settled(self) -> bool:
         """Every order at the post is final and every status it recorded is in the ledger."""
-        from sqlalchemy import func, select
-
-        from store.tables import events
+        from store.queries import event_count
 
         orders = httpx.get(f"{self.postal}/_admin/orders", timeout=10).json()
         if any(o["statusCode"] not in ("500", "600", "700") for o in orders):
             return False
         recorded = sum(1 for o in orders for h in o["history"] if h["statusCode"] != "100")
-        with self.rt.engine.connect() as conn:
-            stored = conn.execute(select(func.count()).where(events.c.type == "postal.status",
-                                                             events.c.received_at >= self.since)).scalar_one()
-        return bool(stored >= recorded)
+        return event_count(self.rt.engine, "postal.status", self.since) >= recorded
 
     def _send(self, rate: float) -> None:
         """A compressed day: a batch every quarter second (the intake is idempotent, the sender retries)."""
@@ -374,14 +369,14 @@ class Demo:
 
     def follow(self, timeout: float) -> bool:
         """Live progress per destination until every delivery is final; True on timeout."""
-        from store.queries import status_counts
+        from store.queries import status_counts, unrouted_count
 
         deadline = self.started + timeout
         with Live(console=self.console, refresh_per_second=4) as live:
             while True:
                 # the services first: news they report after the counts are read would open deliveries unseen
                 services_settled = self._services_settled()
-                counts, unrouted = status_counts(self.rt.engine, self.since), _unrouted(self.rt.engine, self.since)
+                counts, unrouted = status_counts(self.rt.engine, self.since), unrouted_count(self.rt.engine, self.since)
                 live.update(_progress(counts, unrouted, time.monotonic() - self.started, self.sent, len(self.events)))
                 still_open = {d: {s: n for s, n in c.items() if s not in FINAL} for d, c in counts.items()}
                 if (counts and not any(still_open.values()) and not unrouted and not self.sender.is_alive()
@@ -401,11 +396,13 @@ class Demo:
 
     def report(self, timed_out: bool, json_path: Path | None) -> int:
         """The summary table (and JSON), the next commands to try; the exit code."""
+        from store.queries import deliveries_since
+
         refused = self.refused + len(self.events) - self.sent
         self.console.print(f"intake: {self.accepted} events accepted, {refused} refused or not sent")
         for error in self.errors[:3]:
             self.console.print(f"[red]  {error}[/]")
-        rows = _rows(self.rt.engine, self.since)
+        rows = deliveries_since(self.rt.engine, self.since)
         stats = httpx.get(f"{self.sandbox}/_admin/stats", timeout=10).json()
         portal: dict[str, Any] = {}
         if self.portal:
@@ -438,7 +435,7 @@ class Demo:
         if self.payment:
             payments = self.payment.reconcile(self.sandbox)
             stats |= {name: self.payment.provider_stats() for name in self.payment.names}
-            rows = _rows(self.rt.engine, self.since)  # the reconciliation's own fee.paid, if it recovered any
+            rows = deliveries_since(self.rt.engine, self.since)  # with the reconciliation's fee.paid, if any
         transfers: dict[str, Any] = {}
         if self.transfer:
             transfers = self.transfer.report(self.sandbox, self.events)
@@ -487,13 +484,9 @@ class Demo:
                                f"{transfers['documents']} documents ({transfers['megabytes']} MB) streamed with "
                                "their checksums[/]")
         if self.zalo:
-            from sqlalchemy import func, select
+            from store import receipts
 
-            from store.tables import receipts
-
-            with self.rt.engine.connect() as conn:
-                got, seen = conn.execute(
-                    select(func.count(receipts.c.received_at), func.count(receipts.c.seen_at))).one()
+            got, seen = receipts.counts(self.rt.engine)
             by_sms = summary["destinations"].get("sms", {}).get("delivered", 0)
             self.console.print(f"Zalo: {summary['destinations'].get('zalo', {}).get('delivered', 0)} notifications "
                                f"delivered, {got} receipts 'received' and {seen} 'seen' recorded from the signed "
@@ -747,16 +740,6 @@ def _day(dossiers: int, rng: random.Random, postal_statuses: bool, payments: boo
     return sorted(events + extra, key=lambda e: e["occurred_at"])
 
 
-def _unrouted(engine: Any, since: datetime) -> int:
-    from sqlalchemy import func, select
-
-    from store.tables import events
-
-    query = select(func.count()).where(events.c.received_at >= since, events.c.routed_at.is_(None))
-    with engine.connect() as conn:
-        return int(conn.execute(query).scalar() or 0)
-
-
 def _progress(counts: dict[str, dict[str, int]], unrouted: int, elapsed: float, sent: int, events: int) -> Table:
     table = Table(title=f"Deliveries, live: {elapsed:.0f} s, {sent} / {events} events sent, {unrouted} to route",
                   box=box.SIMPLE_HEAD)
@@ -769,19 +752,6 @@ def _progress(counts: dict[str, dict[str, int]], unrouted: int, elapsed: float, 
                       str(c.get("in_flight", 0) + c.get("pending", 0)), str(c.get("retrying", 0)),
                       str(c.get("superseded", 0)), str(c.get("dead", 0)))
     return table
-
-
-def _rows(engine: Any, since: datetime) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-
-    from store.tables import deliveries, events
-
-    d = deliveries.c
-    query = (select(d.destination, d.dossier_code, d.status, d.attempts, d.delivered_at, events.c.received_at,
-                    events.c.type)
-             .join(events, events.c.id == d.event_pk).where(d.created_at >= since))
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(query)]
 
 
 def _figures(rows: list[dict[str, Any]], sandbox: list[dict[str, Any]]) -> dict[str, Any]:

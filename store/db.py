@@ -78,6 +78,12 @@ def get_engine(url: str | None = None) -> Engine:
         return _engines[url]
 
 
+def ping(engine: Engine) -> None:
+    """Raise unless the database answers a trivial query (the readiness probe's check)."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
 def dispose_engines() -> None:
     with _lock:
         for engine in _engines.values():

@@ -1,4 +1,4 @@
-"""Dead letters: the deliveries that gave up, found by filter, and replayed with a fresh budget.
+"""Dead letters: the deliveries that gave up, found by filter, with their last answer, and replayed.
 
 Nothing is deleted: a replay gives matching dead letters a new attempt budget and deadline,
 counts the replay, and returns them to be enqueued; their earlier attempts stay on record.
@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, func, or_, select, update
 
 from store.streams import ToEnqueue
-from store.tables import DEAD, PENDING, deliveries, events
+from store.tables import DEAD, PENDING, attempts, deliveries, events
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,20 @@ def dead_letters(engine: Engine, flt: DeadLetterFilter, limit: int = 500,
                 .limit(limit)
             ).all()
         )
+
+
+def last_answers(engine: Engine, delivery_ids: list[int]) -> dict[int, str]:
+    """Each delivery's last attempt: its HTTP status and the (masked) excerpt of the answer."""
+    if not delivery_ids:
+        return {}
+    with engine.connect() as conn:
+        last = (select(attempts.c.delivery_id, func.max(attempts.c.number).label("n"))
+                .where(attempts.c.delivery_id.in_(delivery_ids)).group_by(attempts.c.delivery_id).subquery())
+        latest = (last.c.delivery_id == attempts.c.delivery_id) & (last.c.n == attempts.c.number)
+        rows = conn.execute(select(attempts.c.delivery_id, attempts.c.response_excerpt, attempts.c.status_code)
+                            .join(last, latest))
+        return {r.delivery_id: (f"HTTP {r.status_code} " if r.status_code else "") + (r.response_excerpt or "")
+                for r in rows}
 
 
 def replay(

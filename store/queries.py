@@ -1,15 +1,18 @@
-"""Reading the ledger: a dossier's trace, counts per destination and status, the backlog, latencies.
+"""Reading the ledger: a dossier's trace, counts per destination and status, the backlog, stored payloads.
 
-Read-only queries for the CLI, the console, the metrics and the demo's summary; nothing here
-changes a row.
+Read-only queries for the CLI, the console, the metrics, the demo's summary and the tasks that
+look back at events already stored (the request behind a status, the assessment behind a bill);
+nothing here changes a row.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import ColumnElement, Engine, func, select
 
 from store.tables import DEAD, DELIVERED, OPEN_STATUSES, attempts, deliveries, events
 
@@ -99,3 +102,69 @@ def latencies_ms(engine: Engine, since: datetime | None = None) -> list[float]:
         query = query.where(deliveries.c.created_at >= since)
     with engine.connect() as conn:
         return [(d - r).total_seconds() * 1000.0 for d, r in conn.execute(query)]
+
+
+# --------------------------------------------------------------------------- stored events
+
+
+class StoredEvent(NamedTuple):
+    """An event's identifying columns and its parsed payload."""
+
+    dossier_code: str
+    type: str
+    unit_code: str
+    payload: dict[str, Any]
+
+
+def event_payload(engine: Engine, event_id: str) -> dict[str, Any]:
+    """The payload of the event stored as ``event_id`` (it must exist)."""
+    with engine.connect() as conn:
+        payload = conn.execute(select(events.c.payload).where(events.c.event_id == event_id)).scalar_one()
+    return dict(json.loads(payload))
+
+
+def event_types(engine: Engine, dossier_code: str, types: Iterable[str]) -> set[str]:
+    """Which of ``types`` the dossier has at least one event of."""
+    with engine.connect() as conn:
+        return set(conn.execute(
+            select(events.c.type).distinct()
+            .where(events.c.dossier_code == dossier_code, events.c.type.in_(list(types)))
+        ).scalars())
+
+
+def event_payloads(engine: Engine, dossier_codes: Iterable[str], types: Iterable[str],
+                   origin: str | None = None) -> list[StoredEvent]:
+    """The events of these types of these dossiers (only from ``origin`` if given), oldest first."""
+    clauses: list[ColumnElement[bool]] = [events.c.dossier_code.in_(sorted(set(dossier_codes))),
+                                          events.c.type.in_(list(types))]
+    if origin is not None:
+        clauses.append(events.c.origin == origin)
+    with engine.connect() as conn:
+        return [StoredEvent(row.dossier_code, row.type, row.unit_code, json.loads(row.payload))
+                for row in conn.execute(
+                    select(events.c.dossier_code, events.c.type, events.c.unit_code, events.c.payload)
+                    .where(*clauses).order_by(events.c.id))]
+
+
+def event_count(engine: Engine, event_type: str, since: datetime) -> int:
+    """How many events of ``event_type`` the ledger received since ``since``."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).where(events.c.type == event_type,
+                                                           events.c.received_at >= since)).scalar_one())
+
+
+def unrouted_count(engine: Engine, since: datetime) -> int:
+    """How many events received since ``since`` are not routed yet."""
+    query = select(func.count()).where(events.c.received_at >= since, events.c.routed_at.is_(None))
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar() or 0)
+
+
+def deliveries_since(engine: Engine, since: datetime) -> list[dict[str, Any]]:
+    """Every delivery created since ``since``, with its event's type and receipt time (for a run's summary)."""
+    d = deliveries.c
+    query = (select(d.destination, d.dossier_code, d.status, d.attempts, d.delivered_at, events.c.received_at,
+                    events.c.type)
+             .join(events, events.c.id == d.event_pk).where(d.created_at >= since))
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from store.tables import receipts
@@ -59,3 +59,10 @@ def for_messages(engine: Engine, msg_ids: list[str]) -> list[Any]:
         return []
     with engine.connect() as conn:
         return list(conn.execute(select(receipts).where(receipts.c.msg_id.in_(msg_ids))))
+
+
+def counts(engine: Engine) -> tuple[int, int]:
+    """How many receipts say the message was received, and how many that it was seen (every channel)."""
+    with engine.connect() as conn:
+        got, seen = conn.execute(select(func.count(receipts.c.received_at), func.count(receipts.c.seen_at))).one()
+    return int(got), int(seen)

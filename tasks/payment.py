@@ -18,7 +18,6 @@ however often, the payment is reported; another amount puts the bill in quaranti
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -27,7 +26,6 @@ from typing import Any
 import redis
 import structlog
 from pydantic import SecretStr, ValidationError
-from sqlalchemy import select
 
 from adapters.payment import (
     ANOMALIES,
@@ -54,10 +52,10 @@ from schemas import bank as bank_wire
 from schemas import payment as platform_wire
 from schemas.payment import VN_TZ
 from schemas.privacy import error_fields
-from store import intake, payments
+from store import intake, payments, queries
 from store.payments import PaidVia, Verdict
 from store.reports import day_bounds
-from store.tables import PAID, QUARANTINED, events
+from store.tables import PAID, QUARANTINED
 from tasks.app import app
 from tasks.delivery import enqueue_deliveries
 from tasks.runtime import get_runtime
@@ -225,12 +223,6 @@ def _ingest(payloads: list[dict[str, Any]]) -> intake.Numbered:
     return result
 
 
-def _assessed(event_id: str) -> dict[str, Any]:
-    with get_runtime().engine.connect() as conn:
-        payload = conn.execute(select(events.c.payload).where(events.c.event_id == event_id)).scalar_one()
-    return dict(json.loads(payload))
-
-
 def record_payment(destination: str, code: str, transaction_id: str, amount: int, paid_at: datetime,
                    via: PaidVia) -> Verdict:
     """What a reported payment means for the bill, acted on: ``fee.paid`` once for the bill's amount
@@ -252,7 +244,8 @@ def record_payment(destination: str, code: str, transaction_id: str, amount: int
     if bill.state == PAID:
         return "repeat" if bill.transaction_id == transaction_id else "second_payment"
     mapping = payment_deliverer(destination).mapping
-    _ingest([paid_event(_assessed(bill.assessed_event_id), mapping, code, transaction_id, paid_at)])
+    assessed = queries.event_payload(rt.engine, bill.assessed_event_id)
+    _ingest([paid_event(assessed, mapping, code, transaction_id, paid_at)])
     if payments.mark_paid(rt.engine, code, transaction_id, amount, paid_at, via, now):
         log.info("payment.paid", destination=destination, bill_code=code, via=via)
         return "paid"

@@ -17,7 +17,6 @@ but not sent (it would overwrite newer news at the one-stop software).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +25,6 @@ from typing import Any
 import redis
 import structlog
 from pydantic import SecretStr, ValidationError
-from sqlalchemy import select
 
 from adapters.postal import (
     REQUEST_TYPES,
@@ -48,9 +46,8 @@ from connectors.credentials import TokenCache
 from connectors.postal import PostalConnector
 from schemas.postal import CANCELLABLE_STATUSES, CANCELLED, FINAL_STATUSES, STATUS_MESSAGES, TrackingRecord
 from schemas.privacy import error_fields
-from store import intake
+from store import intake, queries
 from store.cursors import get_cursor, set_cursor
-from store.tables import events
 from tasks.app import app
 from tasks.delivery import enqueue_deliveries
 from tasks.runtime import get_runtime
@@ -160,13 +157,7 @@ class PostalDeliverer:
 
 def requested_orders(dossier_code: str) -> set[str]:
     """The purposes of the postal requests the ledger holds for a dossier."""
-    rt = get_runtime()
-    with rt.engine.connect() as conn:
-        kinds = conn.execute(
-            select(events.c.type).distinct()
-            .where(events.c.dossier_code == dossier_code, events.c.type.in_(list(REQUEST_TYPES)))
-        ).scalars()
-        return {REQUEST_TYPES[k] for k in kinds}
+    return {REQUEST_TYPES[k] for k in queries.event_types(get_runtime().engine, dossier_code, REQUEST_TYPES)}
 
 
 # --------------------------------------------------------------------------- statuses in
@@ -184,17 +175,10 @@ class StatusIntake:
 
 
 def _requests(dossiers: Iterable[str]) -> dict[tuple[str, str], dict[str, Any]]:
-    """The request events that made our orders, by (dossier code, event type)."""
-    rt = get_runtime()
+    """The request events that made our orders, by (dossier code, event type): the first of each."""
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    with rt.engine.connect() as conn:
-        for row in conn.execute(
-            select(events.c.dossier_code, events.c.type, events.c.payload)
-            .where(events.c.dossier_code.in_(sorted(set(dossiers))), events.c.type.in_(list(REQUEST_TYPES)),
-                   events.c.origin == "onestop")
-            .order_by(events.c.id)
-        ):
-            found.setdefault((row.dossier_code, row.type), json.loads(row.payload))
+    for event in queries.event_payloads(get_runtime().engine, dossiers, REQUEST_TYPES, origin="onestop"):
+        found.setdefault((event.dossier_code, event.type), event.payload)
     return found
 
 

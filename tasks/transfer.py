@@ -14,7 +14,6 @@ next hop's ``transfer.requested`` when an intermediate unit accepted.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +21,6 @@ from typing import Any
 import redis
 import structlog
 from pydantic import SecretStr, ValidationError
-from sqlalchemy import select
 
 from adapters.transfer import TransferError, hop_request, parse_transfer_id, update_events
 from config.routing import Destination
@@ -32,9 +30,8 @@ from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.transfer import ExchangeConnector
 from schemas import transfer as tx
 from schemas.privacy import error_fields
-from store import intake
+from store import intake, queries
 from store.cursors import get_cursor, set_cursor
-from store.tables import events
 from tasks.app import app
 from tasks.delivery import enqueue_deliveries
 from tasks.runtime import get_runtime
@@ -127,11 +124,8 @@ def transfer_deliverer(name: str) -> TransferDeliverer:
 def _hop_requests(dossiers: set[str]) -> dict[tuple[str, str], dict[str, Any]]:
     """The ``transfer.requested`` events of these dossiers, by (dossier, sending unit), the latest each."""
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    with get_runtime().engine.connect() as conn:
-        for row in conn.execute(select(events.c.dossier_code, events.c.unit_code, events.c.payload)
-                                .where(events.c.dossier_code.in_(sorted(dossiers)),
-                                       events.c.type == "transfer.requested").order_by(events.c.id)):
-            found[(row.dossier_code, row.unit_code)] = json.loads(row.payload)
+    for event in queries.event_payloads(get_runtime().engine, dossiers, ["transfer.requested"]):
+        found[(event.dossier_code, event.unit_code)] = event.payload
     return found
 
 

@@ -27,7 +27,6 @@ import structlog
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from adapters.payment import vnd
@@ -35,7 +34,6 @@ from api.console.auth import COOKIE, SESSION_SECONDS, ConsoleAuth
 from schemas.privacy import mask_value
 from store import deadletters, overview, payments, queries
 from store.reports import VN_TZ, portal_sync_report
-from store.tables import attempts
 from tasks.delivery import enqueue_deliveries
 from tasks.runtime import get_runtime
 
@@ -245,7 +243,7 @@ async def deadletters_page(request: Request) -> Response:
     before = _cursor(request.query_params.get("before", ""))
     rows = await run_in_threadpool(deadletters.dead_letters, rt.engine, flt, PAGE + 1, before)
     more, rows = len(rows) > PAGE, rows[:PAGE]
-    excerpts = await run_in_threadpool(_last_answers, [r.id for r in rows])
+    excerpts = await run_in_threadpool(deadletters.last_answers, rt.engine, [r.id for r in rows])
     params = {k: v for k, v in request.query_params.items() if k in ("destination", "dossier", "reason") and v}
     next_page = None
     if more:
@@ -263,20 +261,6 @@ def _cursor(value: str) -> tuple[datetime, int] | None:
         return datetime.fromisoformat(moment), int(row_id)
     except ValueError:
         return None
-
-
-def _last_answers(delivery_ids: list[int]) -> dict[int, str]:
-    """Each delivery's last attempt: its HTTP status and the (masked) excerpt of the answer."""
-    if not delivery_ids:
-        return {}
-    with get_runtime().engine.connect() as conn:
-        last = (select(attempts.c.delivery_id, func.max(attempts.c.number).label("n"))
-                .where(attempts.c.delivery_id.in_(delivery_ids)).group_by(attempts.c.delivery_id).subquery())
-        latest = (last.c.delivery_id == attempts.c.delivery_id) & (last.c.n == attempts.c.number)
-        rows = conn.execute(select(attempts.c.delivery_id, attempts.c.response_excerpt, attempts.c.status_code)
-                            .join(last, latest))
-        return {r.delivery_id: (f"HTTP {r.status_code} " if r.status_code else "") + (r.response_excerpt or "")
-                for r in rows}
 
 
 @router.post("/deadletters/replay")
