@@ -604,7 +604,7 @@ class Bench:
         from sqlalchemy import select
 
         from store import queries
-        from store.tables import DELIVERED, deliveries
+        from store.tables import Status, deliveries
 
         assert self.sandbox is not None and self.api is not None
         worker = self.start_worker(concurrency)
@@ -652,7 +652,7 @@ class Bench:
                     raise errors[0]
                 final, counts = self.final_count(since)
                 peak_rss = max(peak_rss, tree_rss_mb(worker.pid))
-                rate = counts.get(DELIVERED, 0) / max(time.time() - started, 1e-6)
+                rate = counts.get(Status.DELIVERED, 0) / max(time.time() - started, 1e-6)
                 progress.update(intake_task, completed=posted["n"])
                 progress.update(done_task, completed=final, note=f"{rate:.0f}/s, rss {peak_rss:.0f} MB")
                 if final >= len(events) and not sender.is_alive():
@@ -673,7 +673,7 @@ class Bench:
             stamps = sorted(
                 conn.execute(
                     select(deliveries.c.delivered_at).where(
-                        deliveries.c.status == DELIVERED, deliveries.c.created_at >= since
+                        deliveries.c.status == Status.DELIVERED, deliveries.c.created_at >= since
                     )
                 ).scalars()
             )
@@ -683,7 +683,7 @@ class Bench:
         p99_index = max(0, int(len(stamps) * 0.99) - 1)
         per_s_99 = (p99_index + 1) / (stamps[p99_index].timestamp() - started) if stamps else None
         latencies = queries.latencies_ms(self.read_engine, since)
-        delivered = counts.get(DELIVERED, 0)
+        delivered = counts.get(Status.DELIVERED, 0)
         result.completed = delivered
         if last is not None:
             result.elapsed_s = last.timestamp() - started

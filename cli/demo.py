@@ -51,7 +51,6 @@ from cli.demo_payment import PaymentPlay
 from cli.demo_transfer import TransferPlay
 
 VAR = Path("var")
-FINAL = ("delivered", "superseded", "dead")
 DEMO_UNIT = "000.00.12.H22"  # the workload generator's district
 DEMO_RETRY = 'retry = { schedule = ["1s", "2s", "4s", "8s"], repeat_every = "10s" }'
 log = logging.getLogger("motcua.demo")
@@ -370,6 +369,7 @@ class Demo:
     def follow(self, timeout: float) -> bool:
         """Live progress per destination until every delivery is final; True on timeout."""
         from store.queries import status_counts, unrouted_count
+        from store.tables import FINAL_STATUSES
 
         deadline = self.started + timeout
         with Live(console=self.console, refresh_per_second=4) as live:
@@ -378,7 +378,7 @@ class Demo:
                 services_settled = self._services_settled()
                 counts, unrouted = status_counts(self.rt.engine, self.since), unrouted_count(self.rt.engine, self.since)
                 live.update(_progress(counts, unrouted, time.monotonic() - self.started, self.sent, len(self.events)))
-                still_open = {d: {s: n for s, n in c.items() if s not in FINAL} for d, c in counts.items()}
+                still_open = {d: {s: n for s, n in c.items() if s not in FINAL_STATUSES} for d, c in counts.items()}
                 if (counts and not any(still_open.values()) and not unrouted and not self.sender.is_alive()
                         and services_settled):
                     break
@@ -757,9 +757,10 @@ def _progress(counts: dict[str, dict[str, int]], unrouted: int, elapsed: float, 
 def _figures(rows: list[dict[str, Any]], sandbox: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts, intake→delivered percentiles (nearest rank), and what the simulators applied and received."""
     from store.reports import percentile
+    from store.tables import FINAL_STATUSES
 
     ms = sorted((r["delivered_at"] - r["received_at"]).total_seconds() * 1000 for r in rows if r["delivered_at"])
-    count = {s: sum(1 for r in rows if r["status"] == s) for s in FINAL}
+    count: dict[str, int] = {s: sum(1 for r in rows if r["status"] == s) for s in FINAL_STATUSES}
 
     def pct(p: float) -> float:
         return round(percentile(ms, p) or 0.0, 1)

@@ -154,11 +154,11 @@ class PaymentPlay:
     def settled(self, engine: Any) -> bool:
         """Everyone has paid, and the relay knows of every payment (none of those bills is still open)."""
         from store.payments import bills_by_code
-        from store.tables import ISSUED
+        from store.tables import BillState
 
         if not self.plans or not all(p.paid for p in self.plans.values()):
             return not self.plans
-        return all(row.state != ISSUED for row in bills_by_code(engine, list(self.plans)).values())
+        return all(row.state != BillState.ISSUED for row in bills_by_code(engine, list(self.plans)).values())
 
     def provider_stats(self) -> dict[str, Any]:
         """The simulator's view in the demo summary's shape: one effect per bill, its requests and faults."""

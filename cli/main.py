@@ -387,6 +387,7 @@ def replay(
 def trace(dossier_code: Annotated[str, typer.Argument(help="the dossier code")]) -> None:
     """Every event, delivery and attempt of one dossier, as a timeline."""
     from store.queries import describe_attempt, dossier_trace
+    from store.tables import Status
     from tasks.runtime import get_runtime
 
     _setup()
@@ -409,9 +410,9 @@ def trace(dossier_code: Annotated[str, typer.Argument(help="the dossier code")])
         detail = f"attempt {a.number}: {describe_attempt(a)}"
         rows.append((a.started_at, "attempt", str(by_event[d.event_pk].sequence), a.destination, detail))
     for d in dels:
-        if d.status in ("superseded", "dead") or d.status in ("pending", "retrying"):
+        if d.status in (Status.SUPERSEDED, Status.DEAD) or d.status in (Status.PENDING, Status.RETRYING):
             detail = d.status + (f": {d.last_error}" if d.last_error else "")
-            if d.next_attempt_at and d.status in ("pending", "retrying"):
+            if d.next_attempt_at and d.status in (Status.PENDING, Status.RETRYING):
                 detail += f", next try {_vn(d.next_attempt_at)}"
             rows.append((d.updated_at, "delivery", str(d.sequence), d.destination, detail))
     from store import receipts

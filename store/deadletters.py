@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine, func, or_, select, update
 
 from store.streams import ToEnqueue
-from store.tables import DEAD, PENDING, attempts, deliveries, events
+from store.tables import Status, attempts, deliveries, events
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class DeadLetterFilter:
     ids: tuple[int, ...] = ()
 
     def where(self) -> list[Any]:
-        clauses: list[Any] = [deliveries.c.status == DEAD]
+        clauses: list[Any] = [deliveries.c.status == Status.DEAD]
         if self.destination:
             clauses.append(deliveries.c.destination == self.destination)
         if self.dossier_code:
@@ -89,9 +89,9 @@ def replay(
         for row in rows:
             conn.execute(
                 update(deliveries)
-                .where(deliveries.c.id == row.id, deliveries.c.status == DEAD)
+                .where(deliveries.c.id == row.id, deliveries.c.status == Status.DEAD)
                 .values(
-                    status=PENDING, budget_used=0, replays=deliveries.c.replays + 1, next_attempt_at=None,
+                    status=Status.PENDING, budget_used=0, replays=deliveries.c.replays + 1, next_attempt_at=None,
                     enqueued_at=now, updated_at=now, lease_until=None,
                     deadline_at=now + timedelta(seconds=deadlines.get(row.destination, 72 * 3600)),
                 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, func, select, update
 
@@ -25,19 +25,7 @@ from store.streams import (
     next_open,
     stream_key,
 )
-from store.tables import (
-    DEAD,
-    DELIVERED,
-    FINAL_STATUSES,
-    IN_FLIGHT,
-    OPEN_STATUSES,
-    PENDING,
-    RETRYING,
-    SUPERSEDED,
-    attempts,
-    deliveries,
-    events,
-)
+from store.tables import FINAL_STATUSES, OPEN_STATUSES, Status, attempts, deliveries, events
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +44,15 @@ class Claimed:
     sequence: int = 0
 
 
+# Not a Status: skip and waiting leave the delivery as it was; superseded and dead are the status it got instead.
+NotClaimedState = Literal["skip", "waiting", "superseded", "dead"]
+
+
 @dataclass(frozen=True, slots=True)
 class NotClaimed:
     """Nothing to send now: ``state`` is skip, superseded, waiting or dead."""
 
-    state: str
+    state: NotClaimedState
     reason: str
     until: datetime | None = None
 
@@ -82,8 +74,8 @@ def claim(
         ).one_or_none()
         if d is None:
             return NotClaimed("skip", "no such delivery")
-        lost = d.status == IN_FLIGHT and d.lease_until is not None and d.lease_until <= now
-        if d.status not in (PENDING, RETRYING) and not lost:
+        lost = d.status == Status.IN_FLIGHT and d.lease_until is not None and d.lease_until <= now
+        if d.status not in (Status.PENDING, Status.RETRYING) and not lost:
             return NotClaimed("skip", f"delivery is {d.status}")
         if d.next_attempt_at is not None and d.next_attempt_at > now + timedelta(seconds=1):
             return NotClaimed("skip", "not due yet", d.next_attempt_at)
@@ -96,10 +88,10 @@ def claim(
                 return verdict
         if d.budget_used >= rules.max_attempts:
             reason = f"gave up: {d.budget_used} attempts started without an answer (worker lost each time)"
-            _set(conn, delivery_id, now, status=DEAD, last_error=reason, lease_until=None)
+            _set(conn, delivery_id, now, status=Status.DEAD, last_error=reason, lease_until=None)
             return NotClaimed("dead", reason)
         number = d.attempts + 1
-        _set(conn, delivery_id, now, status=IN_FLIGHT, attempts=number, budget_used=d.budget_used + 1,
+        _set(conn, delivery_id, now, status=Status.IN_FLIGHT, attempts=number, budget_used=d.budget_used + 1,
              lease_until=now + timedelta(seconds=lease_seconds))
         attempt_id = conn.execute(
             attempts.insert().returning(attempts.c.id),
@@ -126,7 +118,7 @@ def _ordering_verdict(conn: Connection, d: Any, now: datetime, gap_wait_seconds:
     seq = deliveries.c.sequence
     newer_sent, older_open, previous = conn.execute(
         select(
-            func.max(seq).filter(seq > d.sequence, deliveries.c.status.in_((IN_FLIGHT, DELIVERED))),
+            func.max(seq).filter(seq > d.sequence, deliveries.c.status.in_((Status.IN_FLIGHT, Status.DELIVERED))),
             func.count().filter(seq < d.sequence, deliveries.c.status.in_(OPEN_STATUSES)),
             func.max(seq).filter(seq < d.sequence),
         ).where(
@@ -137,7 +129,7 @@ def _ordering_verdict(conn: Connection, d: Any, now: datetime, gap_wait_seconds:
     ).one()
     if newer_sent is not None:
         reason = f"superseded: sequence {newer_sent} already sent to {d.destination}"
-        _set(conn, d.id, now, status=SUPERSEDED, last_error=reason, lease_until=None)
+        _set(conn, d.id, now, status=Status.SUPERSEDED, last_error=reason, lease_until=None)
         return NotClaimed("superseded", reason)
     if older_open:
         _set(conn, d.id, now, enqueued_at=now)
@@ -179,7 +171,7 @@ def _set(conn: Connection, delivery_id: int, now: datetime, **values: Any) -> No
 class Outcome:
     """How an attempt ended and what the delivery becomes."""
 
-    status: str  # delivered | retrying | dead
+    status: Status  # delivered, retrying, superseded or dead
     attempt_outcome: str
     duration_ms: float
     status_code: int | None = None
@@ -217,13 +209,13 @@ def finish(
         }
         if outcome.external_ref:
             values["external_ref"] = outcome.external_ref
-        if outcome.status == DELIVERED:
+        if outcome.status == Status.DELIVERED:
             values["delivered_at"] = now
         result = conn.execute(
             update(deliveries)
             .where(
                 deliveries.c.id == claimed.delivery_id,
-                deliveries.c.status == IN_FLIGHT,
+                deliveries.c.status == Status.IN_FLIGHT,
                 deliveries.c.attempts == claimed.attempt_number,
             )
             .values(**values)
@@ -285,6 +277,6 @@ def defer(engine: Engine, delivery_id: int, until: datetime, reason: str, now: d
     with engine.begin() as conn:
         conn.execute(
             update(deliveries)
-            .where(deliveries.c.id == delivery_id, deliveries.c.status.in_((PENDING, RETRYING)))
+            .where(deliveries.c.id == delivery_id, deliveries.c.status.in_((Status.PENDING, Status.RETRYING)))
             .values(next_attempt_at=until, enqueued_at=None, last_error=reason, updated_at=now)
         )

@@ -27,7 +27,7 @@ from store.streams import (
     lock_streams,
     stream_key,
 )
-from store.tables import PENDING, RETRYING, deliveries, events
+from store.tables import Status, deliveries, events
 
 
 class IngestConflict(Exception):
@@ -236,7 +236,7 @@ def _wake_gap_waiters(conn: Connection, streams: set[tuple[str, str]], now: date
     d = deliveries.c
     conn.execute(
         update(deliveries)
-        .where(tuple_(d.dossier_code, d.stream).in_(sorted(streams)), d.status == PENDING,
+        .where(tuple_(d.dossier_code, d.stream).in_(sorted(streams)), d.status == Status.PENDING,
                d.next_attempt_at > now, d.enqueued_at.is_(None))
         .values(next_attempt_at=now)
     )
@@ -272,7 +272,7 @@ def route_event(
             select(deliveries.c.id, deliveries.c.destination, deliveries.c.dossier_code, deliveries.c.stream,
                    deliveries.c.sequence).where(
                 deliveries.c.event_pk == event_pk,
-                deliveries.c.status.in_((PENDING, RETRYING)),
+                deliveries.c.status.in_((Status.PENDING, Status.RETRYING)),
                 or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
             )
         ).all()

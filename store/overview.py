@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select
 
 from store.queries import open_backlog
 from store.reports import percentile, seconds_between
-from store.tables import DEAD, DELIVERED, RETRYING, attempts, deliveries
+from store.tables import Status, attempts, deliveries
 
 
 @dataclass
@@ -68,7 +68,7 @@ def read(engine: Engine, names: list[str], now: datetime,
         for name, status, last_hour, last_day in conn.execute(
             select(deliveries.c.destination, deliveries.c.status,
                    func.count().filter(deliveries.c.updated_at >= hour_ago), func.count())
-            .where(deliveries.c.status.in_((RETRYING, DEAD)), deliveries.c.updated_at >= day_ago)
+            .where(deliveries.c.status.in_((Status.RETRYING, Status.DEAD)), deliveries.c.updated_at >= day_ago)
             .group_by(deliveries.c.destination, deliveries.c.status)
         ):
             entry = out.setdefault(name, DestinationOverview(name))
@@ -76,7 +76,7 @@ def read(engine: Engine, names: list[str], now: datetime,
             setattr(entry.day, status, int(last_day))
         failed: dict[Any, int] = {row[0]: int(row[1]) for row in conn.execute(
             select(failed_bucket, func.count())
-            .where(attempts.c.started_at >= start, attempts.c.outcome != DELIVERED)
+            .where(attempts.c.started_at >= start, attempts.c.outcome != Status.DELIVERED)
             .group_by(failed_bucket))}
     for name, (count, age) in open_backlog(engine, now).items():
         entry = out.setdefault(name, DestinationOverview(name))

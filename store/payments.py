@@ -18,7 +18,7 @@ from typing import Any, Literal
 from sqlalchemy import Engine, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from store.tables import ISSUED, PAID, QUARANTINED, bills, payment_callbacks, reconciliation_lines
+from store.tables import BillState, bills, payment_callbacks, reconciliation_lines
 
 Verdict = Literal["paid", "repeat", "second_payment", "amount_mismatch", "unknown_bill", "not_paid"]
 PaidVia = Literal["callback", "query", "reconciliation"]
@@ -41,7 +41,7 @@ def record_bill(engine: Engine, bill: NewBill, now: datetime) -> bool:
     """Store an issued bill; False when it was already stored (a repeated delivery)."""
     try:
         with engine.begin() as conn:
-            conn.execute(insert(bills).values(**bill.__dict__, state=ISSUED, created_at=now, updated_at=now))
+            conn.execute(insert(bills).values(**bill.__dict__, state=BillState.ISSUED, created_at=now, updated_at=now))
         return True
     except IntegrityError:
         return False
@@ -67,9 +67,9 @@ def mark_paid(engine: Engine, bill_code: str, transaction_id: str, amount: int, 
     """An issued bill becomes paid (the first report wins); False when it was not issued any more."""
     with engine.begin() as conn:
         changed = conn.execute(
-            update(bills).where(bills.c.bill_code == bill_code, bills.c.state == ISSUED)
-            .values(state=PAID, transaction_id=transaction_id, paid_amount=amount, paid_at=paid_at, paid_via=via,
-                    updated_at=now)
+            update(bills).where(bills.c.bill_code == bill_code, bills.c.state == BillState.ISSUED)
+            .values(state=BillState.PAID, transaction_id=transaction_id, paid_amount=amount, paid_at=paid_at,
+                    paid_via=via, updated_at=now)
         ).rowcount
     return bool(changed)
 
@@ -79,8 +79,8 @@ def quarantine(engine: Engine, bill_code: str, transaction_id: str, amount: int,
     """A payment of another amount than the bill's: the bill is held for an operator, never paid."""
     with engine.begin() as conn:
         changed = conn.execute(
-            update(bills).where(bills.c.bill_code == bill_code, bills.c.state == ISSUED)
-            .values(state=QUARANTINED, transaction_id=transaction_id, paid_amount=amount, paid_at=paid_at,
+            update(bills).where(bills.c.bill_code == bill_code, bills.c.state == BillState.ISSUED)
+            .values(state=BillState.QUARANTINED, transaction_id=transaction_id, paid_amount=amount, paid_at=paid_at,
                     paid_via=via, updated_at=now)
         ).rowcount
     return bool(changed)
@@ -120,7 +120,7 @@ def unanswered(engine: Engine, destination: str, created_before: datetime, check
     with engine.connect() as conn:
         return list(conn.execute(
             select(bills)
-            .where(bills.c.destination == destination, bills.c.state == ISSUED,
+            .where(bills.c.destination == destination, bills.c.state == BillState.ISSUED,
                    bills.c.created_at < created_before, bills.c.created_at >= created_after,
                    or_(bills.c.checked_at.is_(None), bills.c.checked_at < checked_before))
             .order_by(bills.c.checked_at.is_not(None), bills.c.checked_at, bills.c.created_at)

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Engine, func, select
 
-from store.tables import DEAD, DELIVERED, OPEN_STATUSES, attempts, deliveries, events
+from store.tables import OPEN_STATUSES, Status, attempts, deliveries, events
 
 
 def describe_attempt(attempt: Any, separator: str = ", ") -> str:
@@ -69,7 +69,7 @@ def status_counts(engine: Engine, since: datetime | None = None) -> dict[str, di
 
 def dead_counts(engine: Engine) -> dict[str, int]:
     """Dead letters per destination (for the metrics: a number that only grows until someone replays)."""
-    query = (select(deliveries.c.destination, func.count()).where(deliveries.c.status == DEAD)
+    query = (select(deliveries.c.destination, func.count()).where(deliveries.c.status == Status.DEAD)
              .group_by(deliveries.c.destination))
     with engine.connect() as conn:
         return {destination: int(count) for destination, count in conn.execute(query)}
@@ -97,7 +97,7 @@ def latencies_ms(engine: Engine, since: datetime | None = None) -> list[float]:
     """Intake → delivered, in milliseconds, for delivered deliveries (for summaries)."""
     query = select(deliveries.c.delivered_at, events.c.received_at).join(
         events, events.c.id == deliveries.c.event_pk
-    ).where(deliveries.c.status == DELIVERED)
+    ).where(deliveries.c.status == Status.DELIVERED)
     if since is not None:
         query = query.where(deliveries.c.created_at >= since)
     with engine.connect() as conn:

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, func, select, text
 
-from store.tables import DEAD, DELIVERED, OPEN_STATUSES, deliveries, events
+from store.tables import OPEN_STATUSES, Status, deliveries, events
 
 VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
@@ -147,11 +147,11 @@ def _line(unit: str, items: list[tuple[str, str, float | None, float | None]]) -
     relay: list[float] = []
     for dossier, status, lag_s, relay_s in items:
         states.setdefault(dossier, set()).add(status)
-        if status == DELIVERED and lag_s is not None and relay_s is not None:
+        if status == Status.DELIVERED and lag_s is not None and relay_s is not None:
             lag.append(float(lag_s))
             relay.append(float(relay_s))
-    failed = sum(1 for s in states.values() if DEAD in s)
-    pending = sum(1 for s in states.values() if DEAD not in s and s & set(OPEN_STATUSES))
+    failed = sum(1 for s in states.values() if Status.DEAD in s)
+    pending = sum(1 for s in states.values() if Status.DEAD not in s and s & set(OPEN_STATUSES))
 
     def rounded(value: float | None) -> float | None:
         return None if value is None else round(value, 3)
@@ -163,8 +163,8 @@ def _line(unit: str, items: list[tuple[str, str, float | None, float | None]]) -
         pending=pending,
         failed=failed,
         events=len(items),
-        delivered=sum(1 for item in items if item[1] == DELIVERED),
-        superseded=sum(1 for item in items if item[1] == "superseded"),
+        delivered=sum(1 for item in items if item[1] == Status.DELIVERED),
+        superseded=sum(1 for item in items if item[1] == Status.SUPERSEDED),
         lag_p50_s=rounded(percentile(lag, 0.5)),
         lag_p99_s=rounded(percentile(lag, 0.99)),
         relay_p50_s=rounded(percentile(relay, 0.5)),

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Row, exists, func, select, text
 
-from store.tables import OPEN_STATUSES, PENDING, RETRYING, deliveries
+from store.tables import OPEN_STATUSES, Status, deliveries
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ def delivery_row(
         "dossier_code": payload["dossier_code"],
         "stream": payload.get("origin", "onestop"),
         "sequence": payload["sequence"],
-        "status": PENDING,
+        "status": Status.PENDING,
         "attempts": 0,
         "budget_used": 0,
         "replays": 0,
@@ -147,7 +147,7 @@ def next_open(conn: Connection, d: Position) -> Row[tuple[int, str]] | None:
             deliveries.c.destination == d.destination,
             deliveries.c.stream == d.stream,
             deliveries.c.sequence > d.sequence,
-            deliveries.c.status.in_((PENDING, RETRYING)),
+            deliveries.c.status.in_((Status.PENDING, Status.RETRYING)),
         )
         .order_by(deliveries.c.sequence)
         .limit(1)

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, or_, select, update
 
 from store.deliveries import close_lost_attempt
 from store.streams import ToEnqueue
-from store.tables import IN_FLIGHT, PENDING, RETRYING, deliveries, events
+from store.tables import Status, deliveries, events
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,15 +29,15 @@ def sweep(engine: Engine, now: datetime, requeue_after: float, batch: int) -> Sw
     with engine.begin() as conn:
         lost = conn.execute(
             select(deliveries.c.id, deliveries.c.attempts).where(
-                deliveries.c.status == IN_FLIGHT, deliveries.c.lease_until <= now
+                deliveries.c.status == Status.IN_FLIGHT, deliveries.c.lease_until <= now
             ).limit(batch)
         ).all()
         for row in lost:
             close_lost_attempt(conn, row.id, row.attempts)
             conn.execute(
                 update(deliveries)
-                .where(deliveries.c.id == row.id, deliveries.c.status == IN_FLIGHT)
-                .values(status=RETRYING, next_attempt_at=now, enqueued_at=None, lease_until=None,
+                .where(deliveries.c.id == row.id, deliveries.c.status == Status.IN_FLIGHT)
+                .values(status=Status.RETRYING, next_attempt_at=now, enqueued_at=None, lease_until=None,
                         updated_at=now, last_error="worker lost during the attempt (lease expired)")
             )
         unrouted = list(
@@ -52,7 +52,7 @@ def sweep(engine: Engine, now: datetime, requeue_after: float, batch: int) -> Sw
             conn.execute(update(events).where(events.c.id.in_(unrouted)).values(enqueued_at=now))
         due = conn.execute(
             select(deliveries.c.id, deliveries.c.destination).where(
-                deliveries.c.status.in_((PENDING, RETRYING)),
+                deliveries.c.status.in_((Status.PENDING, Status.RETRYING)),
                 or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
                 or_(deliveries.c.enqueued_at.is_(None), deliveries.c.enqueued_at <= stale),
             ).order_by(deliveries.c.dossier_code, deliveries.c.sequence).limit(batch)

@@ -7,6 +7,7 @@ definitions are what the code queries and what ``alembic check`` compares agains
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -31,12 +32,21 @@ metadata = MetaData()
 
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
-PENDING, IN_FLIGHT, DELIVERED, RETRYING, SUPERSEDED, DEAD = (
-    "pending", "in_flight", "delivered", "retrying", "superseded", "dead"
-)
-STATUSES = (PENDING, IN_FLIGHT, DELIVERED, RETRYING, SUPERSEDED, DEAD)
-OPEN_STATUSES = (PENDING, IN_FLIGHT, RETRYING)
-FINAL_STATUSES = (DELIVERED, SUPERSEDED, DEAD)
+
+class Status(StrEnum):
+    """A delivery's state, as its ``status`` column stores it (members compare equal to the stored text)."""
+
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    DELIVERED = "delivered"
+    RETRYING = "retrying"
+    SUPERSEDED = "superseded"
+    DEAD = "dead"
+
+
+# Tuples, not sets: the order of an IN list and of a summary's columns stays the same from run to run.
+OPEN_STATUSES: tuple[Status, ...] = (Status.PENDING, Status.IN_FLIGHT, Status.RETRYING)
+FINAL_STATUSES: tuple[Status, ...] = (Status.DELIVERED, Status.SUPERSEDED, Status.DEAD)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -151,8 +161,14 @@ receipts = Table(
 
 # ---- fee collection: bills at the payment providers, the callbacks they sent, the reconciliations
 
-ISSUED, PAID, QUARANTINED = "issued", "paid", "quarantined"
-BILL_STATES = (ISSUED, PAID, QUARANTINED)
+
+class BillState(StrEnum):
+    """A bill's state, as its ``state`` column stores it (see :mod:`store.payments`)."""
+
+    ISSUED = "issued"
+    PAID = "paid"
+    QUARANTINED = "quarantined"
+
 
 bills = Table(
     "bills",

@@ -33,7 +33,7 @@ from store import deliveries, intake
 from store.deliveries import Claimed, NotClaimed, Outcome
 from store.streams import ToEnqueue
 from store.sweep import sweep as sweep_ledger
-from store.tables import DEAD, DELIVERED, SUPERSEDED
+from store.tables import Status
 from tasks.app import app
 from tasks.kinds import Deliverer
 from tasks.retry import decide
@@ -168,7 +168,7 @@ def run_delivery(
         rt.engine, delivery_id, rules, now, rt.settings.delivery_lease_seconds, rt.settings.ordering_gap_wait_seconds
     )
     if isinstance(claimed, NotClaimed):
-        if claimed.state in (SUPERSEDED, DEAD):
+        if claimed.state in (Status.SUPERSEDED, Status.DEAD):
             bound.info("delivery.final_without_attempt", state=claimed.state, reason=claimed.reason)
             hand_on(deliveries.kick_successor(rt.engine, delivery_id, now))
         return claimed.state
@@ -217,7 +217,7 @@ def run_delivery(
             destination, error is not None, dest.breaker,
             lambda pipe: rt.metrics.add_to(pipe, destination, outcome.attempt_outcome, duration),
         )
-    if decision.status != DELIVERED:
+    if decision.status != Status.DELIVERED:
         bound.info("delivery.attempt_failed", status=decision.status,
                    reason=decision.reason, next_attempt_at=str(decision.next_attempt_at))
     hand_on(successors)

@@ -55,7 +55,7 @@ from schemas.privacy import error_fields
 from store import intake, payments, queries
 from store.payments import PaidVia, Verdict
 from store.reports import day_bounds
-from store.tables import PAID, QUARANTINED
+from store.tables import BillState
 from tasks.app import app
 from tasks.delivery import enqueue_deliveries
 from tasks.runtime import get_runtime
@@ -239,9 +239,9 @@ def record_payment(destination: str, code: str, transaction_id: str, amount: int
             log.warning("payment.amount_mismatch", destination=destination, bill_code=code, bill_amount=bill.amount,
                         paid_amount=amount, via=via)
         return "amount_mismatch"
-    if bill.state == QUARANTINED:
+    if bill.state == BillState.QUARANTINED:
         return "amount_mismatch"
-    if bill.state == PAID:
+    if bill.state == BillState.PAID:
         return "repeat" if bill.transaction_id == transaction_id else "second_payment"
     mapping = payment_deliverer(destination).mapping
     assessed = queries.event_payload(rt.engine, bill.assessed_event_id)

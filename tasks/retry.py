@@ -13,14 +13,14 @@ from datetime import datetime, timedelta
 
 from config.routing import RetryPolicy
 from connectors.base import DeliveryError, Permanent, Rerouted
-from store.tables import DEAD, DELIVERED, RETRYING, SUPERSEDED
+from store.tables import Status
 
 MIN_DELAY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    status: str
+    status: Status
     next_attempt_at: datetime | None = None
     reason: str | None = None
 
@@ -48,17 +48,17 @@ def decide(
 ) -> Decision:
     """What a delivery becomes after an attempt that ended with ``error`` (``None``: success)."""
     if error is None:
-        return Decision(DELIVERED)
+        return Decision(Status.DELIVERED)
     if isinstance(error, Rerouted):  # a delivery to the fallback destination replaces this one
-        return Decision(SUPERSEDED, reason=f"{error.reason}; sent by {error.destination} instead")
+        return Decision(Status.SUPERSEDED, reason=f"{error.reason}; sent by {error.destination} instead")
     if isinstance(error, Permanent):
-        return Decision(DEAD, reason=f"rejected: {error.reason}")
+        return Decision(Status.DEAD, reason=f"rejected: {error.reason}")
     if budget_used >= policy.max_attempts:
-        return Decision(DEAD, reason=f"gave up after {budget_used} attempts: {error.reason}")
+        return Decision(Status.DEAD, reason=f"gave up after {budget_used} attempts: {error.reason}")
     delay = backoff_delay(budget_used, policy, rng or random.Random())
     if error.retry_after is not None:
         delay = max(delay, error.retry_after)
     next_at = now + timedelta(seconds=delay)
     if next_at > deadline_at:
-        return Decision(DEAD, reason=f"deadline passed after {budget_used} attempts: {error.reason}")
-    return Decision(RETRYING, next_attempt_at=next_at, reason=error.reason)
+        return Decision(Status.DEAD, reason=f"deadline passed after {budget_used} attempts: {error.reason}")
+    return Decision(Status.RETRYING, next_attempt_at=next_at, reason=error.reason)

@@ -35,7 +35,7 @@ from sandbox.workload import VN_TZ, fee_day, send_events_sync
 from schemas import payment as wire
 from store import payments
 from store.db import upgrade
-from store.tables import ISSUED, PAID, QUARANTINED, attempts, bills, deliveries, payment_callbacks
+from store.tables import BillState, attempts, bills, deliveries, payment_callbacks
 from tasks.delivery import run_delivery
 from tasks.payment import query_unanswered, run_reconciliation
 from tasks.payment_report import HEADERS
@@ -195,7 +195,7 @@ def test_a_fee_is_billed_once_and_paid_once_however_often_the_platform_calls_bac
         assert paid["data"]["transaction_id"] == transactions(urls)[code]["gateway_trans_id"]
         assert transactions(urls)[code]["callbacks"] == [0] * 5
         assert sorted(verdicts(code)) == ["paid", "repeat", "repeat", "repeat", "repeat"]
-        assert payments.get_bill(get_runtime().engine, code).state == PAID
+        assert payments.get_bill(get_runtime().engine, code).state == BillState.PAID
 
 
 def test_a_bill_whose_registration_timed_out_after_it_landed_is_found_not_registered_again(
@@ -259,7 +259,8 @@ def test_anomalies_are_held_recovered_and_reported_and_a_rerun_changes_nothing(p
     assert paid == Counter({ok: 1, lost: 1, repeated: 1, twice: 1})
     engine = get_runtime().engine
     states = {code: payments.get_bill(engine, code).state for code in bill_codes(fees)}
-    assert states == {ok: PAID, lost: PAID, wrong: QUARANTINED, unpaid: ISSUED, repeated: PAID, twice: PAID}
+    assert states == {ok: BillState.PAID, lost: BillState.PAID, wrong: BillState.QUARANTINED, unpaid: BillState.ISSUED,
+                      repeated: BillState.PAID, twice: BillState.PAID}
     assert payments.get_bill(engine, lost).paid_via == "query"
     assert verdicts("NOT-OURS-1") == ["unknown_bill"] and verdicts(wrong) == ["amount_mismatch"]
     # and a rerun gives the same lines, stored once
@@ -355,7 +356,7 @@ def test_a_callback_with_a_bad_checksum_or_another_client_changes_nothing(platfo
     assert answer.status_code == 400 and answer.json()["return_code"] == -1
     with get_runtime().engine.connect() as conn:
         assert conn.execute(select(payment_callbacks.c.id)).all() == []
-    assert payments.get_bill(get_runtime().engine, code).state == ISSUED
+    assert payments.get_bill(get_runtime().engine, code).state == BillState.ISSUED
     # the right key (one of two, while it rotates) is accepted
     body.check_sum = wire.callback_checksum(CALLBACK_KEY, body)
     answer = httpx.post(url, content=body.model_dump_json(), headers={"content-type": "application/json"})
@@ -410,9 +411,10 @@ def test_the_bank_bills_over_soap_and_its_vnpay_ipn_pays_once_holds_and_reports(
     assert paid == Counter({first: 1, quiet: 1})
     assert {line.bill_code: line.outcome for line in report.lines} == {
         first: "matched", quiet: "recovered", wrong: "amount_mismatch", "NOT-OURS-2": "unknown"}
-    assert payments.get_bill(get_runtime().engine, unpaid).state == ISSUED
+    assert payments.get_bill(get_runtime().engine, unpaid).state == BillState.ISSUED
     with get_runtime().engine.connect() as conn:
-        assert dict(Counter(conn.execute(select(bills.c.state)).scalars())) == {PAID: 2, QUARANTINED: 1, ISSUED: 1}
+        assert dict(Counter(conn.execute(select(bills.c.state)).scalars())) == {
+            BillState.PAID: 2, BillState.QUARANTINED: 1, BillState.ISSUED: 1}
 
 
 # ----------------------------------------------------------------------------------- a working day, real worker
@@ -448,7 +450,7 @@ def test_a_thousand_bills_with_lost_repeated_wrong_and_stray_payments_reconcile_
                 fees = assessed_fees(1000)
                 report = send_events_sync(f"{api_url}/v1/events", intake_secret, fees)
                 assert report.accepted == 1000, report.errors[:3]
-                wait_for(lambda: payments.bill_counts(get_runtime().engine).get(ISSUED, 0) == 1000, 120,
+                wait_for(lambda: payments.bill_counts(get_runtime().engine).get(BillState.ISSUED, 0) == 1000, 120,
                          what="a thousand bills")
                 # when the citizens pay: 10 % of callbacks lost, 5 % repeated, 3 short, 2 strangers
                 paid_at = datetime.now(VN_TZ).replace(microsecond=0)

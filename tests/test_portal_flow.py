@@ -33,7 +33,7 @@ from store import intake, queries
 from store.db import get_engine, upgrade
 from store.deadletters import DeadLetterFilter, dead_letters, replay
 from store.reports import portal_sync_report
-from store.tables import DELIVERED, FINAL_STATUSES, attempts, deliveries
+from store.tables import FINAL_STATUSES, Status, attempts, deliveries
 from tasks.portal import run_pull
 from tasks.runtime import get_runtime, reset_runtime
 from tests.harness import RelayProcess, become_relay, drain, new_secret, relay_env, wait_for, worker_and_beat
@@ -176,7 +176,8 @@ def test_a_working_day_through_faults_ends_in_the_one_stop_truth(portal_stack: P
 
     # then nothing is dead, nothing superseded, and the portal holds exactly the one-stop truth
     counts = portal_stack.counts()
-    assert counts == {"portal": {DELIVERED: expected - len(online)}, "onestop": {DELIVERED: len(online)}}, counts
+    assert counts == {"portal": {Status.DELIVERED: expected - len(online)},
+                      "onestop": {Status.DELIVERED: len(online)}}, counts
     assert_portal_holds_the_truth(portal_stack.portal_url, events)
     stats = httpx.get(f"{portal_stack.portal_url}/_admin/stats", timeout=5).json()
     assert stats["duplicate_progress"] == 0, stats
@@ -267,7 +268,7 @@ def test_business_rejection_is_dead_at_once_and_replay_after_fixing_the_mapping_
     drain()
     # then the portal holds the dossier exactly as the one-stop software does
     counts = queries.status_counts(rt.engine)
-    assert counts["portal"] == {DELIVERED: len(lifecycle(dossier)[code])}, counts
+    assert counts["portal"] == {Status.DELIVERED: len(lifecycle(dossier)[code])}, counts
     view = httpx.get(f"{portal_config['portal']}/_admin/dossiers/{code}", timeout=5).json()
     assert view["MaTTHC"] == "1.999001"
     history = [(p["TrangThai"], p["ThoiDiemXuLy"]) for p in view["QuaTrinhXuLy"]]
@@ -290,7 +291,7 @@ def test_a_late_event_never_overwrites_a_newer_status(portal_config: dict) -> No
     drain()
     # then it is superseded, and the portal still says returned
     counts = queries.status_counts(rt.engine)["portal"]
-    assert counts == {DELIVERED: len(dossier), "superseded": 1}, counts
+    assert counts == {Status.DELIVERED: len(dossier), "superseded": 1}, counts
     view = httpx.get(f"{portal_config['portal']}/_admin/dossiers/{code}", timeout=5).json()
     assert view["TrangThaiHoSo"] == "10" and len(view["QuaTrinhXuLy"]) == len(dossier)
 

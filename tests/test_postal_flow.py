@@ -34,7 +34,7 @@ from schemas.webhook import sign
 from store import intake, queries
 from store.db import get_engine, upgrade
 from store.deadletters import DeadLetterFilter, dead_letters
-from store.tables import DEAD, DELIVERED, FINAL_STATUSES, attempts, deliveries, events
+from store.tables import FINAL_STATUSES, Status, attempts, deliveries, events
 from tasks.delivery import run_delivery
 from tasks.postal import run_poll
 from tasks.runtime import get_runtime, reset_runtime
@@ -53,14 +53,14 @@ def postal_routing(path: Path, postal_url: str, onestop_url: str, *, read_timeou
     return path
 
 
-Status = tuple[str, str, datetime]  # order number, status code, when
+PostalStatus = tuple[str, str, datetime]  # order number, status code, when
 
 
-def status_key(order_number: str, code: str, at: str) -> Status:
+def status_key(order_number: str, code: str, at: str) -> PostalStatus:
     return order_number, code, datetime.fromisoformat(at)
 
 
-def late_statuses(engine: Engine) -> list[Status]:
+def late_statuses(engine: Engine) -> list[PostalStatus]:
     """The statuses stored but routed nowhere: older than what their dossier's stream already held."""
     with engine.connect() as conn:
         rows = conn.execute(select(events.c.payload).where(
@@ -70,11 +70,11 @@ def late_statuses(engine: Engine) -> list[Status]:
                 for p in map(json.loads, rows)]
 
 
-def sent_statuses(got: list[dict[str, Any]]) -> list[Status]:
+def sent_statuses(got: list[dict[str, Any]]) -> list[PostalStatus]:
     return [status_key(e["data"]["order_number"], e["data"]["status_code"], e["occurred_at"]) for e in got]
 
 
-def recorded_statuses(orders: list[dict[str, Any]]) -> list[Status]:
+def recorded_statuses(orders: list[dict[str, Any]]) -> list[PostalStatus]:
     """What the post recorded, but "waiting for the postman" (not news)."""
     return [status_key(o["orderNumber"], h["statusCode"], h["statusTime"])
             for o in orders for h in o["history"] if h["statusCode"] != "100"]
@@ -207,7 +207,7 @@ def test_a_withdrawal_without_postal_orders_calls_nobody(postal_config: dict) ->
     ingest(dossier)
     drain(later)
     rt = get_runtime()
-    assert queries.status_counts(rt.engine).get("postal") == {DELIVERED: 1}
+    assert queries.status_counts(rt.engine).get("postal") == {Status.DELIVERED: 1}
     with rt.engine.connect() as conn:
         excerpt = conn.execute(select(attempts.c.response_excerpt)).scalar_one()
     assert excerpt == "no postal order for this dossier"
@@ -368,7 +368,7 @@ def test_a_postal_day_through_faults_creates_each_order_once_and_brings_each_sta
     assert {n for n, o in orders.items() if o["statusCode"] == "700"} == cancelled
     # and nothing is dead
     counts = postal_stack.counts()
-    assert DEAD not in counts.get("postal", {}) and DEAD not in counts.get("onestop", {}), counts
+    assert Status.DEAD not in counts.get("postal", {}) and Status.DEAD not in counts.get("onestop", {}), counts
     # and every status the post recorded (but "waiting") reached the one-stop software exactly once
     got = received_statuses(postal_stack.onestop_url)
     assert max(Counter(sent_statuses(got)).values()) == 1

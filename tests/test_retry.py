@@ -9,7 +9,7 @@ import pytest
 
 from config.routing import RetryPolicy
 from connectors.base import AuthExpired, DeliveryError, Permanent, Rerouted, Retryable
-from store.tables import SUPERSEDED
+from store.tables import Status
 from tasks.retry import MIN_DELAY, Decision, backoff_cap, backoff_delay, decide
 
 NOW = datetime(2024, 3, 15, 1, 0, tzinfo=UTC)
@@ -145,5 +145,5 @@ def test_the_default_schedule_is_close_to_the_webhook_industry() -> None:
 def test_rerouted_is_final_and_names_the_fallback() -> None:
     decision = decide(Rerouted("no Zalo account", destination="sms"), budget_used=1, policy=RetryPolicy(),
                       now=NOW, deadline_at=NOW + timedelta(hours=1))
-    assert (decision.status, decision.next_attempt_at) == (SUPERSEDED, None)
+    assert (decision.status, decision.next_attempt_at) == (Status.SUPERSEDED, None)
     assert decision.reason == "no Zalo account; sent by sms instead"

@@ -34,7 +34,7 @@ from sandbox.zalo import create_app as zalo_app
 from sandbox.zalo import zevent_signature
 from store import intake, queries
 from store.sweep import sweep
-from store.tables import DELIVERED, FINAL_STATUSES, SUPERSEDED, attempts, deliveries, receipts
+from store.tables import FINAL_STATUSES, Status, attempts, deliveries, receipts
 from tasks.delivery import run_delivery
 from tasks.runtime import get_runtime, reset_runtime
 from tasks.zalo import set_token
@@ -159,13 +159,13 @@ def test_a_day_with_the_token_expiring_three_times_under_20_concurrent_deliverie
 
         with ThreadPoolExecutor(20) as pool:
             results = list(pool.map(one, batch))
-        assert all(r in (DELIVERED, SUPERSEDED) for r in results), results
+        assert all(r in (Status.DELIVERED, Status.SUPERSEDED) for r in results), results
     httpx.delete(f"{zalo_stack.zalo}/_admin/faults", timeout=5).raise_for_status()
     drain()
     # then every message went once, the refresh token was spent once per expiry and never twice
     c = counts()
-    rerouted = c["zalo"].get(SUPERSEDED, 0)
-    assert c["zalo"] == {DELIVERED: total - rerouted, **({SUPERSEDED: rerouted} if rerouted else {})}, c
+    rerouted = c["zalo"].get(Status.SUPERSEDED, 0)
+    assert c["zalo"] == {Status.DELIVERED: total - rerouted, **({Status.SUPERSEDED: rerouted} if rerouted else {})}, c
     stats = zalo_stack.stats()
     assert stats["refresh"]["ok"] == 3 and stats["refresh_token_reuse"] == 0, stats
     assert stats["duplicate_tracking"] == 0 and stats["sent"] == total - rerouted, stats
@@ -201,7 +201,7 @@ def test_an_event_at_22_30_is_sent_at_07_00_without_spending_an_attempt(zalo_sta
     assert sweep(get_runtime().engine, late + timedelta(hours=8), 60, 100).deliveries_to_enqueue == []
     due = sweep(get_runtime().engine, datetime(2026, 11, 21, 7, 0, tzinfo=VN), 60, 100).deliveries_to_enqueue
     assert [d.delivery_id for d in due] == [delivery.id]
-    assert run_delivery(delivery.id, "zalo", clock=lambda: datetime(2026, 11, 21, 7, 0, tzinfo=VN)) == DELIVERED
+    assert run_delivery(delivery.id, "zalo", clock=lambda: datetime(2026, 11, 21, 7, 0, tzinfo=VN)) == Status.DELIVERED
     assert zalo_stack.stats()["sent"] == 1
 
 
@@ -211,8 +211,8 @@ def test_a_phone_without_zalo_gets_an_sms_as_a_delivery_of_its_own(zalo_stack: Z
     drain()
     zalo = only_delivery("zalo")
     sms = only_delivery("sms")
-    assert zalo.status == SUPERSEDED and "-118" in zalo.last_error and f"delivery {sms.id}" in zalo.last_error
-    assert sms.status == DELIVERED and sms.external_ref
+    assert zalo.status == Status.SUPERSEDED and "-118" in zalo.last_error and f"delivery {sms.id}" in zalo.last_error
+    assert sms.status == Status.DELIVERED and sms.external_ref
     [message] = httpx.get(f"{zalo_stack.sms}/_admin/messages", timeout=5).json()
     assert message["phone"] == "84912345000" and event["dossier_code"] in message["message"]
     with get_runtime().engine.connect() as conn:
@@ -261,7 +261,7 @@ def test_receipts_are_signed_recorded_once_and_stop_a_repeated_send(zalo_stack: 
     # when the event's delivery runs (say its first answer was lost), nothing is sent again
     ingest([event])
     drain()
-    assert only_delivery("zalo").status == DELIVERED and only_delivery("zalo").external_ref == "m-1"
+    assert only_delivery("zalo").status == Status.DELIVERED and only_delivery("zalo").external_ref == "m-1"
     assert zalo_stack.stats()["sent"] == 0
     # and the dossier's trace shows the citizen received it
     trace = subprocess.run([sys.executable, "-m", "cli.main", "trace", event["dossier_code"]], capture_output=True,
