@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy import ColumnElement, Engine, Row, func, or_, select, update
 
 from store.streams import ToEnqueue
 from store.tables import Status, attempts, deliveries, events
@@ -25,8 +25,8 @@ class DeadLetterFilter:
     reason: str | None = None
     ids: tuple[int, ...] = ()
 
-    def where(self) -> list[Any]:
-        clauses: list[Any] = [deliveries.c.status == Status.DEAD]
+    def where(self) -> list[ColumnElement[bool]]:
+        clauses: list[ColumnElement[bool]] = [deliveries.c.status == Status.DEAD]
         if self.destination:
             clauses.append(deliveries.c.destination == self.destination)
         if self.dossier_code:
@@ -43,7 +43,7 @@ class DeadLetterFilter:
 
 
 def dead_letters(engine: Engine, flt: DeadLetterFilter, limit: int = 500,
-                 before: tuple[datetime, int] | None = None) -> list[Any]:
+                 before: tuple[datetime, int] | None = None) -> list[Row[Any]]:
     """The newest dead letters first; ``before`` (the last row's ``updated_at`` and ``id``) pages on."""
     clauses = flt.where()
     if before is not None:

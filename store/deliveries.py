@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, Row, func, select, update
 
 from store.streams import (
     DestinationRules,
@@ -113,7 +113,7 @@ def claim(
         )
 
 
-def _ordering_verdict(conn: Connection, d: Any, now: datetime, gap_wait_seconds: float) -> NotClaimed | None:
+def _ordering_verdict(conn: Connection, d: Row[Any], now: datetime, gap_wait_seconds: float) -> NotClaimed | None:
     """Superseded, waiting, or ``None`` (may go): one aggregate over the stream's deliveries."""
     seq = deliveries.c.sequence
     newer_sent, older_open, previous = conn.execute(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +28,9 @@ from store.streams import (
     stream_key,
 )
 from store.tables import Status, deliveries, events
+
+Choose = Callable[[dict[str, Any]], list[str]]
+"""The routing rule: the names of the destinations a canonical event goes to (``RoutingConfig.destinations_for``)."""
 
 
 class IngestConflict(Exception):
@@ -63,7 +66,7 @@ def ingest_and_route(
     engine: Engine,
     payloads: Sequence[dict[str, Any]],
     now: datetime,
-    choose: Any = None,
+    choose: Choose | None = None,
     rules: dict[str, DestinationRules] | None = None,
 ) -> tuple[list[Ingested], list[ToEnqueue]]:
     """Store a batch and, with ``choose``, create its deliveries in the same transaction.
@@ -85,7 +88,7 @@ def _ingest_once(
     engine: Engine,
     payloads: Sequence[dict[str, Any]],
     now: datetime,
-    choose: Any,
+    choose: Choose | None,
     rules: dict[str, DestinationRules],
 ) -> tuple[list[Ingested], list[ToEnqueue]]:
     hashed = [(p, canonical_json(p)) for p in payloads]
@@ -166,7 +169,7 @@ def ingest_numbered(
     engine: Engine,
     payloads: Sequence[dict[str, Any]],
     now: datetime,
-    choose: Any,
+    choose: Choose,
     rules: dict[str, DestinationRules],
     *,
     in_arrival_order: bool = False,
@@ -245,7 +248,7 @@ def _wake_gap_waiters(conn: Connection, streams: set[tuple[str, str]], now: date
 def route_event(
     engine: Engine,
     event_pk: int,
-    choose: Any,
+    choose: Choose,
     rules: dict[str, DestinationRules],
     now: datetime,
 ) -> list[ToEnqueue]:

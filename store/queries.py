@@ -12,12 +12,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Engine, func, select
+from sqlalchemy import ColumnElement, Engine, Row, func, select
 
 from store.tables import OPEN_STATUSES, Status, attempts, deliveries, events
 
 
-def describe_attempt(attempt: Any, separator: str = ", ") -> str:
+def describe_attempt(attempt: Row[Any], separator: str = ", ") -> str:
     """One attempt in words: its outcome, the HTTP status, how long, the error (already masked), the reference."""
     parts = [attempt.outcome or "in flight"]
     if attempt.status_code:
@@ -32,7 +32,7 @@ def describe_attempt(attempt: Any, separator: str = ", ") -> str:
     return text_form
 
 
-def dossier_trace(engine: Engine, dossier_code: str) -> tuple[list[Any], list[Any], list[Any]]:
+def dossier_trace(engine: Engine, dossier_code: str) -> tuple[list[Row[Any]], list[Row[Any]], list[Row[Any]]]:
     """Every event, delivery and attempt of one dossier."""
     with engine.connect() as conn:
         evs = conn.execute(
