@@ -2,7 +2,7 @@
 # Shared set-up for the quick-start commands: a virtualenv with the project, and the local
 # services (Redis, and PostgreSQL for the tests) started if they are not already answering.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."  # also when sourced: $0 is then the shell
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 
