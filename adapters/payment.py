@@ -24,6 +24,7 @@ from typing import Any, Literal
 from schemas.bank import BillRequest
 from schemas.events import event_json, parse_event
 from schemas.payment import BillInfo, FeeItem
+from schemas.vietnam import vnd
 
 Provider = Literal["platform", "bank"]
 PROVIDERS: tuple[Provider, ...] = ("platform", "bank")
@@ -207,11 +208,6 @@ class ReconciliationLine:
     callbacks: int
     paid_at: datetime | None
     note: str
-
-
-def vnd(amount: int | None, unit: str = " đ") -> str:
-    """An amount of đồng as Vietnamese write it (``1.250.000 đ``); "—" for none."""
-    return "—" if amount is None else f"{amount:,}".replace(",", ".") + unit
 
 
 def reconcile(day: date, settled: list[Settlement], bills: Mapping[str, BillView],

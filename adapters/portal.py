@@ -17,12 +17,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from schemas.events import event_json, parse_event
 from schemas.portal import STATUS_CODES, OnlineDossier, ProgressEntry
+from schemas.vietnam import VN_TZ
 
-VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 PORTAL_FORMAT = "%Y%m%d%H%M%S"
 ORIGIN = "portal"
 

@@ -18,13 +18,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 from config.admin_units import AdminUnits
 from schemas.events import event_json, parse_event
 from schemas.postal import DEFAULT_STATUS_MAP, CanonicalStatus, PostalOrder, Purpose, TrackingRecord, money
+from schemas.vietnam import VN_TZ
 
-VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 DEFAULT_SUFFIXES: dict[Purpose, str] = {"pickup": "TN", "delivery": "KQ"}
 REQUEST_TYPES: dict[str, Purpose] = {"postal.pickup_requested": "pickup", "postal.delivery_requested": "delivery"}
 CANONICAL_STATUSES = frozenset(s for s in DEFAULT_STATUS_MAP.values() if s)

@@ -21,12 +21,11 @@ from datetime import datetime, time, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from config.routing import lookup_path
+from schemas.vietnam import VN_TZ, vnd
 from schemas.zalo import PLACEHOLDER, TemplateConfig, TemplateSpec
 
-VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 DEFAULT_TEMPLATES_FILE = Path(__file__).resolve().parent.parent / "config" / "zalo.toml"
 MOBILE = re.compile(r"^84(3|5|7|8|9)\d{8}$")
 # Mobile prefixes renumbered in 2018 (11 digits → 10): old → new, after the leading 0.
@@ -135,7 +134,7 @@ def _format(value: Any, fmt: str | None, labels: Mapping[str, str]) -> str:
         moment = datetime.fromisoformat(str(value)).astimezone(VN_TZ)
         return moment.strftime("%d/%m/%Y" if fmt == "date" else "%H:%M %d/%m/%Y")
     if fmt == "money":
-        return f"{int(value):,}".replace(",", ".") + " đ"
+        return vnd(int(value))
     if fmt == "join":
         return ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
     if fmt == "label":

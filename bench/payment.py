@@ -43,7 +43,8 @@ from sqlalchemy import func, select  # noqa: E402
 from bench.relay import percentile, relay_cmd, tree_hwm_mb  # noqa: E402
 from bench.stack import parse, phase_arguments, relay_stack, run_phases  # noqa: E402
 from sandbox.payment import PayingDay, citizens_pay  # noqa: E402
-from sandbox.workload import VN_TZ, fee_day, send_events_sync  # noqa: E402
+from sandbox.workload import fee_day, send_events_sync  # noqa: E402
+from schemas.vietnam import VN_TZ  # noqa: E402
 from store.tables import FINAL_STATUSES, attempts, bills, deliveries, events, payment_callbacks  # noqa: E402
 
 CLIENT, REQUEST_KEY, CALLBACK_KEY = "UBND-BENCH", "bench-request-key", "bench-callback-key"

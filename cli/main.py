@@ -20,6 +20,7 @@ from rich.table import Table
 
 from config.logging import configure_logging
 from config.settings import get_settings
+from schemas.vietnam import VN_TZ, day_bounds, vnd
 
 app = typer.Typer(help="motcua-relay: reliable delivery of one-stop-shop dossier events.", no_args_is_help=True)
 events_app = typer.Typer(help="Canonical events: samples for integrators.", no_args_is_help=True)
@@ -36,15 +37,11 @@ console_app = typer.Typer(help="The operator console's accounts.", no_args_is_he
 app.add_typer(console_app, name="console")
 console = Console()
 
-VN = "Asia/Ho_Chi_Minh"
-
 
 def _vn(dt: datetime | None) -> str:
     if dt is None:
         return "—"
-    from zoneinfo import ZoneInfo
-
-    return dt.astimezone(ZoneInfo(VN)).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.astimezone(VN_TZ).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _setup() -> None:
@@ -315,10 +312,7 @@ def _reading_ledger(engine: Any) -> Iterator[None]:
 def _parse_day(value: str | None) -> datetime | None:
     if not value:
         return None
-    d = date.fromisoformat(value)
-    from zoneinfo import ZoneInfo
-
-    return datetime(d.year, d.month, d.day, tzinfo=ZoneInfo(VN)).astimezone(UTC)
+    return day_bounds(date.fromisoformat(value))[0]
 
 
 @app.command()
@@ -580,7 +574,7 @@ def reconcile(
     bill's is held. The report is printed, stored in the ledger and written as CSV and xlsx; a rerun of
     the same day replaces them. Exit 1 when a provider could not be asked, 3 when there are anomalies.
     """
-    from adapters.payment import ANOMALIES, OUTCOMES, vnd
+    from adapters.payment import ANOMALIES, OUTCOMES
     from connectors.base import DeliveryError
     from tasks.payment import payment_deliverer, run_reconciliation, yesterday
     from tasks.payment_report import write_report

@@ -8,6 +8,7 @@ from celery.schedules import crontab
 
 from config.routing import RoutingConfig
 from config.settings import Settings
+from schemas.vietnam import VN_TZ
 
 ROUTE_QUEUE = "relay.route"
 CONTROL_QUEUE = "relay.control"
@@ -51,7 +52,7 @@ def celery_config(settings: Settings, routing: RoutingConfig) -> dict[str, Any]:
         "worker_redirect_stdouts": False,
         "task_serializer": "json",
         "accept_content": ["json"],
-        "timezone": "Asia/Ho_Chi_Minh",
+        "timezone": VN_TZ.key,
         "enable_utc": True,
         "beat_schedule": {
             "sweep": _every("relay.sweep", settings.sweep_interval_seconds,

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -50,10 +50,10 @@ from connectors.base import (
     post_json,
 )
 from connectors.credentials import NoTokenPair, TokenPair, TokenPairStore
+from schemas.vietnam import VN_TZ
 from schemas.zalo import REFRESH_TOKEN_INVALID, TokenAnswer, ZnsAnswer
 
 log = structlog.get_logger(__name__)
-VN_OFFSET_HOURS = 7
 
 
 class Unreachable(Permanent):
@@ -83,9 +83,9 @@ ANSWERS: dict[int, type[DeliveryError] | None] = {
 
 
 def seconds_until_vn(hour: int, now: float | None = None) -> float:
-    """Seconds from ``now`` until the next ``hour``:00 in Vietnam (UTC+7, no daylight saving)."""
-    moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
-    local_seconds = (moment.hour + VN_OFFSET_HOURS) % 24 * 3600 + moment.minute * 60 + moment.second
+    """Seconds from ``now`` until the next ``hour``:00 in Vietnam."""
+    local = datetime.fromtimestamp(time.time() if now is None else now, VN_TZ)
+    local_seconds = local.hour * 3600 + local.minute * 60 + local.second
     return float((hour * 3600 - local_seconds) % 86400 or 86400)
 
 

@@ -70,6 +70,7 @@ from sandbox.faults import (
 )
 from schemas import bank as bc
 from schemas.payment import TIME_FORMAT, vnpay_signature
+from schemas.vietnam import VN_TZ
 
 MAX_BODY = 1_000_000
 IPN_TIMEOUT = httpx.Timeout(5.0, connect=2.0, pool=30.0)
@@ -180,14 +181,14 @@ class Bill:
 
 
 def _now() -> datetime:
-    return datetime.now(bc.VN_TZ).replace(microsecond=0)
+    return datetime.now(VN_TZ).replace(microsecond=0)
 
 
 def _local(moment: datetime | None) -> datetime:
     """``moment`` in Vietnam time (it is already when it has no offset) or now, to the second."""
     if moment is None:
         return _now()
-    return (moment if moment.tzinfo else moment.replace(tzinfo=bc.VN_TZ)).astimezone(bc.VN_TZ).replace(microsecond=0)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=VN_TZ)).astimezone(VN_TZ).replace(microsecond=0)
 
 
 def _invalid(exc: ValidationError) -> SoapFault:

@@ -57,6 +57,7 @@ from sandbox.faults import (
 )
 from sandbox.soap import SoapFault
 from schemas import transfer as tx
+from schemas.vietnam import VN_TZ
 
 MAX_BODY = 2_000_000
 NSMAP = {"soap": soap.SOAP_ENV_NS, "lt": tx.NAMESPACE}
@@ -308,7 +309,7 @@ class ExchangeState:
                 raise SoapFault(tx.DOCUMENT_INVALID, f"Tài liệu {index} ({document.name}) chưa được tải lên "
                                                          "hoặc sai mã băm SHA-256")
         transfer = Transfer(request, time.monotonic())
-        transfer.history.append((tx.SENT, datetime.now(tx.VN_TZ).isoformat()))
+        transfer.history.append((tx.SENT, datetime.now(VN_TZ).isoformat()))
         self.transfers[request.transferId] = transfer
         return _answer(tx.SEND_DOSSIER, tx.SUCCESS, transferId=request.transferId, status=tx.SENT)
 
@@ -354,7 +355,7 @@ class ExchangeState:
         t.status, t.reason, t.outcome = status, reason or t.reason, outcome
         t.result_documents = documents or []
         t.decided = time.monotonic()
-        at = datetime.now(tx.VN_TZ).replace(microsecond=0)
+        at = datetime.now(VN_TZ).replace(microsecond=0)
         t.history.append((status, at.isoformat()))
         self.updates.append(tx.Update(
             id=next(self._ids), transferId=t.request.transferId, status=status,

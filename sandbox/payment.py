@@ -56,9 +56,9 @@ from sandbox.faults import (
     latency_and_error,
     locations,
 )
-from sandbox.workload import VN_TZ
 from schemas import payment as wire
 from schemas.privacy import error_fields
+from schemas.vietnam import VN_TZ
 
 CALLBACK_TRIES = 3
 CALLBACK_TIMEOUT = httpx.Timeout(5.0, connect=2.0, pool=30.0)

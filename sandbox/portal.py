@@ -82,6 +82,7 @@ from sandbox.faults import (
     locations,
 )
 from schemas import portal as dvc
+from schemas.vietnam import vn_today
 from schemas.webhook import sign
 
 AUTH_PATH = "/api/dvcqg/login"
@@ -514,7 +515,7 @@ def online_dossiers(
     Pass them to ``POST /_admin/online``. ``day`` defaults to today in Vietnam; with it given the
     result depends on ``seed`` only.
     """
-    day = day or datetime.now(wl.VN_TZ).date()
+    day = day or vn_today()
     rng = random.Random(seed)
     weighted = tuple((p, p.weight) for p in wl.PROCEDURES)
     out: list[dict[str, Any]] = []

@@ -93,8 +93,8 @@ from sandbox.faults import (
     json_body,
     latency_and_error,
 )
-from sandbox.workload import VN_TZ
 from schemas import postal as vnp
+from schemas.vietnam import VN_TZ
 from schemas.webhook import sign
 
 TOKEN_PATH = "/oauth/token"

@@ -27,15 +27,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 from pydantic import BaseModel, Field
 
 from schemas.events import event_json, parse_event
+from schemas.vietnam import VN_TZ, vn_today
 from schemas.webhook import sign
 
-VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 # Office hours with the lunch break; a "working second" is an offset into them.
 MORNING = (timedelta(hours=7, minutes=30), timedelta(hours=11, minutes=30))
 AFTERNOON = (timedelta(hours=13, minutes=30), timedelta(hours=17))
@@ -509,7 +508,7 @@ def generate_day(
 
     ``day`` defaults to today in Vietnam; pass it for a result that depends on ``seed`` only.
     """
-    day = day or datetime.now(VN_TZ).date()
+    day = day or vn_today()
     rng = random.Random(seed)
     officials = [_citizen(rng)["name"] for _ in range(25)]
     weighted = tuple((p, p.weight) for p in PROCEDURES)

@@ -63,7 +63,6 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -84,6 +83,7 @@ from sandbox.faults import (
     latency_and_error,
     locations,
 )
+from schemas.vietnam import vn_today
 from schemas.zalo import zevent_signature
 
 OAUTH_PATH = "/v4/oa/access_token"
@@ -91,7 +91,6 @@ ZNS_PATH = "/message/template"
 SIGNATURE_HEADER = "X-ZEvent-Signature"
 REFRESH_TTL_SECONDS = 90 * 86400
 WEBHOOK_TIMEOUT = httpx.Timeout(10.0, connect=3.0, pool=60.0)
-VN_TZ = timezone(timedelta(hours=7))
 PHONE_PATTERN = r"^84[35789][0-9]{8}$"
 _PHONE = re.compile(PHONE_PATTERN)
 _JSON = "application/json"
@@ -236,7 +235,7 @@ class ZaloState:
         self.no_zalo: set[str] = set()
         self.refusing: set[str] = set()
         self.daily_quota = self.default_quota
-        self.quota_day = datetime.now(VN_TZ).date()
+        self.quota_day = vn_today()
         self.quota_used = 0
         self.bucket = _Bucket(self.rate_per_second) if self.rate_per_second else None
         self.faults: _ActiveFaults | None = None
@@ -257,7 +256,7 @@ class ZaloState:
         }
 
     def quota(self) -> dict[str, int]:
-        today = datetime.now(VN_TZ).date()
+        today = vn_today()
         if today != self.quota_day:
             self.quota_day, self.quota_used = today, 0
         return {"daily": self.daily_quota, "used": self.quota_used}

@@ -45,11 +45,11 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator
 
 from schemas.privacy import PersonalStr
+from schemas.vietnam import VN_TZ
 from schemas.wire import Wire
 
 NAMESPACE = "urn:motcua:bank:billcollection:v1"
@@ -59,7 +59,6 @@ SOAP_ENV_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 WSSE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 USERNAME_PROFILE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0"
 PASSWORD_TEXT = USERNAME_PROFILE_NS + "#PasswordText"
-VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 CREATE_BILL = "CreateBill"
 QUERY_TRANSACTION = "QueryTransaction"

@@ -41,11 +41,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote_plus
-from zoneinfo import ZoneInfo
 
 from pydantic import Field
 
 from schemas.privacy import PersonalStr
+from schemas.vietnam import VN_TZ
 from schemas.wire import Wire
 
 # ---- the national payment platform -------------------------------------------------
@@ -74,7 +74,6 @@ FAILED = 2
 PLATFORM_STATUSES: dict[int, str] = {PAID: "paid", UNPAID: "unpaid", FAILED: "failed"}
 Command = Literal["pay", "query"]
 VERSION = "1.0"
-VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 TIME_FORMAT = "%Y%m%d%H%M%S"  # payment_time, settlement and VNPAY's vnp_PayDate: Vietnam time, to the second
 
 

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 from pydantic import Field
 
@@ -58,7 +57,6 @@ SERVICE_NAME = "InterLevelExchange"
 ENDPOINT_PATH = "/soap/lienthong"
 DOCUMENTS_PATH = "/documents"
 SHA256_HEADER = "X-Content-SHA256"
-VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 SEND_DOSSIER, GET_TRANSFER, LIST_UPDATES, RETURN_RESULT = "SendDossier", "GetTransfer", "ListUpdates", "ReturnResult"
 OPERATIONS = (SEND_DOSSIER, GET_TRANSFER, LIST_UPDATES, RETURN_RESULT)

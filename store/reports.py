@@ -19,15 +19,13 @@ import csv
 import io
 import math
 from dataclasses import asdict, dataclass, fields
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, func, select, text
 
+from schemas.vietnam import day_bounds
 from store.tables import OPEN_STATUSES, Status, deliveries, events
-
-VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
 @dataclass(frozen=True)
@@ -54,12 +52,6 @@ def percentile(values: list[float], p: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[max(0, math.ceil(p * len(ordered)) - 1)]
-
-
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    """The Vietnam calendar day as a UTC interval [start, end)."""
-    start = datetime.combine(day, time.min, VN_TZ).astimezone(UTC)
-    return start, start + timedelta(days=1)
 
 
 def seconds_between(engine: Engine, later: Any, earlier: Any) -> Any:

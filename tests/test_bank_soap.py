@@ -22,6 +22,7 @@ from connectors.base import DeliveryError, Permanent, Retryable, attempt_deadlin
 from sandbox.bank import create_app
 from schemas import bank as bc
 from schemas.bank import BillRequest
+from schemas.vietnam import VN_TZ
 from tests.servers import run_asgi
 
 PARTNER, USER, PASSWORD = "HCC-QNI", "motcua-quangninh", "m4t-khau-ngan-hang"
@@ -187,11 +188,11 @@ def test_payments_show_in_the_query_and_in_the_settlement_of_their_vietnam_date(
     # then
     assert paid is not None and paid.status == bc.PAID and paid.amount == 50_000 and paid.paidAmount == 45_000
     assert paid.transactionId and paid.channel == "QR"
-    assert paid.paidAt == datetime(2024, 3, 15, 9, 30, tzinfo=bc.VN_TZ)
+    assert paid.paidAt == datetime(2024, 3, 15, 9, 30, tzinfo=VN_TZ)
     assert [(t.billCode, t.amount) for t in day] == [("HD-1", 45_000), ("HD-LA", 20_000)]
     assert day[0].transactionId == paid.transactionId and day[1].transactionId == extra["transactionId"]
     assert all(t.settlementDate == DAY for t in day)
-    assert day[1].paidAt == datetime(2024, 3, 15, 14, 0, tzinfo=bc.VN_TZ)
+    assert day[1].paidAt == datetime(2024, 3, 15, 14, 0, tzinfo=VN_TZ)
     assert [t.billCode for t in next_day] == ["HD-2"]
     assert connector.settled(DAY - timedelta(days=1)) == []
     assert stats(admin)["calls"][bc.LIST_SETTLED] == 3

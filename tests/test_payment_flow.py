@@ -31,8 +31,9 @@ from sandbox.bank import create_app as bank_app
 from sandbox.onestop import create_app as onestop_app
 from sandbox.payment import citizens_pay
 from sandbox.payment import create_app as platform_app
-from sandbox.workload import VN_TZ, fee_day, send_events_sync
+from sandbox.workload import fee_day, send_events_sync
 from schemas import payment as wire
+from schemas.vietnam import VN_TZ
 from store import payments
 from store.db import upgrade
 from store.tables import BillState, attempts, bills, deliveries, payment_callbacks

@@ -155,6 +155,6 @@ def register_body(txn: str) -> dict[str, Any]:
 def _today() -> str:
     from datetime import datetime
 
-    from sandbox.workload import VN_TZ
+    from schemas.vietnam import VN_TZ
 
     return datetime.now(VN_TZ).strftime("%Y%m%d")

@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from sandbox.portal import create_app, default_catalogue, online_dossiers
-from sandbox.workload import PROCEDURES, VN_TZ
+from sandbox.workload import PROCEDURES
 from schemas.portal import OnlineCallback, OnlineDossier, ProgressEntry
+from schemas.vietnam import VN_TZ
 from tests.servers import SignedPushReceiver, run_asgi
 
 USER, PASSWORD, DSTCODE = "lgsp-halong", "mat-khau-thu-nghiem", "DVCQG"

@@ -12,6 +12,7 @@ from adapters.transfer import TransferError, chain, hop_request, parse_transfer_
 from config.units import DirectoryError, load_directory
 from sandbox.workload import generate_day
 from schemas import transfer as tx
+from schemas.vietnam import VN_TZ
 
 COMMUNE, DISTRICT, PROVINCE, JUSTICE = "000.31.12.H22", "000.00.12.H22", "000.00.00.H22", "000.00.18.H22"
 DIRECTORY = load_directory()
@@ -70,7 +71,7 @@ def test_a_document_without_its_checksum_or_a_target_outside_the_directory_canno
 def update(status: str, transfer_id: str, **fields: Any) -> tx.Update:
     dossier, origin, to = transfer_id.rsplit(":", 2)
     return tx.Update(id=1, transferId=transfer_id, status=status, fromUnit=origin, toUnit=to, dossierCode=dossier,
-                     at=datetime(2026, 11, 20, 9, 0, tzinfo=tx.VN_TZ), **fields)
+                     at=datetime(2026, 11, 20, 9, 0, tzinfo=VN_TZ), **fields)
 
 
 def test_an_intermediate_units_acceptance_makes_the_next_hop_and_a_later_result_returns_down() -> None:

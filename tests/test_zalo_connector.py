@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from datetime import UTC, date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -19,9 +18,9 @@ from connectors.credentials import TokenPair, TokenPairStore
 from connectors.sms import SmsConnector
 from connectors.zalo import ANSWERS, QuotaSpent, Unreachable, ZaloConnector, classify_zns
 from sandbox.workload import generate_day
+from schemas.vietnam import VN_TZ
 from schemas.zalo import ZnsAnswer
 
-VN = ZoneInfo("Asia/Ho_Chi_Minh")
 TEMPLATES = load_templates()
 DAY = generate_day(120, day=date(2026, 11, 20), seed=31)
 
@@ -85,7 +84,7 @@ def test_vietnamese_text_keeps_its_diacritics_and_formats() -> None:
     data = message_for(event, TEMPLATES).data
     assert data["ten_cong_dan"] == event["applicant"]["name"]
     assert data["ten_thu_tuc"] == event["data"]["procedure_name"]
-    due = datetime.fromisoformat(event["data"]["due_at"]).astimezone(VN)
+    due = datetime.fromisoformat(event["data"]["due_at"]).astimezone(VN_TZ)
     assert data["ngay_hen_tra"] == due.strftime("%d/%m/%Y")
     fee = {**event, "type": "dossier.fee_requested", "data": {"fee_id": "LP-9", "amount": 1250000, "lines": []}}
     assert message_for(fee, TEMPLATES).data["so_tien"] == "1.250.000 đ"
@@ -138,8 +137,8 @@ def test_tracking_id_is_stable_per_event_and_template_and_fits_zns() -> None:
 def test_quiet_hours(local: str, until: str | None) -> None:
     quiet = QuietHours.parse("21:00-07:00")
     assert quiet is not None
-    moment = datetime.fromisoformat(local).replace(tzinfo=VN)
-    expected = datetime.fromisoformat(until).replace(tzinfo=VN) if until else None
+    moment = datetime.fromisoformat(local).replace(tzinfo=VN_TZ)
+    expected = datetime.fromisoformat(until).replace(tzinfo=VN_TZ) if until else None
     assert quiet.until(moment) == expected
     assert QuietHours.parse("none") is None
 

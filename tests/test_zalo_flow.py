@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -32,6 +31,7 @@ from sandbox.sms import create_app as sms_app
 from sandbox.workload import generate_day
 from sandbox.zalo import create_app as zalo_app
 from sandbox.zalo import zevent_signature
+from schemas.vietnam import VN_TZ
 from store import intake, queries
 from store.sweep import sweep
 from store.tables import FINAL_STATUSES, Status, attempts, deliveries, receipts
@@ -41,9 +41,8 @@ from tasks.zalo import set_token
 from tests.harness import become_relay, new_secret, relay_env
 from tests.servers import run_asgi
 
-VN = ZoneInfo("Asia/Ho_Chi_Minh")
 APP_ID, APP_SECRET, OA_KEY, SMS_KEY = "4301520984", "zalo-app-secret", "oa-secret-key", "sms-api-key"
-NOON = datetime(2026, 11, 20, 12, 0, tzinfo=VN).astimezone(UTC)
+NOON = datetime(2026, 11, 20, 12, 0, tzinfo=VN_TZ).astimezone(UTC)
 LIFECYCLE = ["dossier.received", "dossier.supplement_requested", "dossier.fee_requested", "dossier.completed",
              "dossier.refused", "dossier.returned"]
 
@@ -188,7 +187,7 @@ def only_delivery(destination: str) -> Any:
 
 @pytest.mark.parametrize("zalo_stack", ["21:00-07:00"], indirect=True)
 def test_an_event_at_22_30_is_sent_at_07_00_without_spending_an_attempt(zalo_stack: ZaloStack) -> None:
-    late = datetime(2026, 11, 20, 22, 30, tzinfo=VN)
+    late = datetime(2026, 11, 20, 22, 30, tzinfo=VN_TZ)
     ingest([consenting("dossier.completed")], late)
     delivery = only_delivery("zalo")
     # when a worker takes it at 22:30
@@ -196,12 +195,12 @@ def test_an_event_at_22_30_is_sent_at_07_00_without_spending_an_attempt(zalo_sta
     # then it waits, untried, until 07:00 the next morning
     waiting = only_delivery("zalo")
     assert waiting.attempts == 0 and waiting.status == "pending"
-    assert waiting.next_attempt_at == datetime(2026, 11, 21, 7, 0, tzinfo=VN)
+    assert waiting.next_attempt_at == datetime(2026, 11, 21, 7, 0, tzinfo=VN_TZ)
     assert "quiet hours" in waiting.last_error
     assert sweep(get_runtime().engine, late + timedelta(hours=8), 60, 100).deliveries_to_enqueue == []
-    due = sweep(get_runtime().engine, datetime(2026, 11, 21, 7, 0, tzinfo=VN), 60, 100).deliveries_to_enqueue
+    due = sweep(get_runtime().engine, datetime(2026, 11, 21, 7, 0, tzinfo=VN_TZ), 60, 100).deliveries_to_enqueue
     assert [d.delivery_id for d in due] == [delivery.id]
-    assert run_delivery(delivery.id, "zalo", clock=lambda: datetime(2026, 11, 21, 7, 0, tzinfo=VN)) == Status.DELIVERED
+    assert run_delivery(delivery.id, "zalo", clock=lambda: datetime(2026, 11, 21, 7, 0, tzinfo=VN_TZ)) == Status.DELIVERED
     assert zalo_stack.stats()["sent"] == 1
 
 
@@ -233,7 +232,7 @@ def test_a_spent_quota_waits_for_the_next_day_and_the_rest_wait_without_attempts
     assert run_delivery(ids[f"{second['event_id']}:zalo"], "zalo", clock=lambda: now) == "deferred"
     with rt.engine.connect() as conn:
         rows = {r.id: r for r in conn.execute(select(deliveries))}
-    tomorrow = datetime.combine(now.astimezone(VN).date() + timedelta(days=1), datetime.min.time(), VN)
+    tomorrow = datetime.combine(now.astimezone(VN_TZ).date() + timedelta(days=1), datetime.min.time(), VN_TZ)
     assert rows[ids[f"{first['event_id']}:zalo"]].next_attempt_at >= tomorrow - timedelta(minutes=1)
     assert rows[ids[f"{second['event_id']}:zalo"]].attempts == 0
     assert "quota" in rows[ids[f"{second['event_id']}:zalo"]].last_error

@@ -29,11 +29,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
-from adapters.payment import vnd
 from api.console.auth import COOKIE, SESSION_SECONDS, ConsoleAuth
 from schemas.privacy import mask_value
+from schemas.vietnam import VN_TZ, vnd
 from store import deadletters, overview, payments, queries
-from store.reports import VN_TZ, portal_sync_report
+from store.reports import portal_sync_report
 from tasks.delivery import enqueue_deliveries
 from tasks.runtime import get_runtime
 
