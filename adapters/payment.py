@@ -22,7 +22,7 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from schemas.bank import BillRequest
-from schemas.events import event_json, parse_event
+from schemas.events import event_json, parse_stored
 from schemas.payment import BillInfo, FeeItem
 from schemas.vietnam import vnd
 
@@ -114,13 +114,14 @@ def bank_bill(event: Mapping[str, Any], mapping: PaymentMapping) -> BillRequest:
 def _follow_up(assessed: Mapping[str, Any], kind: str, event_id: str, at: str, origin: str,
                data: dict[str, Any]) -> dict[str, Any]:
     """An event of the payment origin, built on the assessed fee's envelope (unit, procedure, applicant).
-    Its ``sequence`` is a placeholder: the ledger numbers what a provider reports."""
+    Its ``sequence`` is a placeholder: the ledger numbers what a provider reports. Its codes are the stored
+    fee's, checked when it came in, so they are not checked again."""
     raw = {
         "event_id": event_id, "type": kind, "origin": origin, "unit_code": assessed["unit_code"],
         "dossier_code": assessed["dossier_code"], "procedure_code": assessed["procedure_code"], "sequence": 1,
         "occurred_at": at, "applicant": assessed["applicant"], "data": data,
     }
-    return event_json(parse_event(raw))
+    return event_json(parse_stored(raw))
 
 
 def bill_created_event(assessed: Mapping[str, Any], mapping: PaymentMapping, code: str, payment_url: str,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from schemas.events import event_json, parse_event
+from schemas.events import DEFAULT_CODE_PATTERNS, CodePatterns, event_json, parse_event
 from schemas.portal import STATUS_CODES, OnlineDossier, ProgressEntry
 from schemas.vietnam import VN_TZ
 
@@ -246,11 +246,13 @@ def online_event_id(dossier_code: str) -> str:
     return f"{ORIGIN}:{dossier_code}:submitted"
 
 
-def online_event(dossier: OnlineDossier, mapping: PortalMapping) -> dict[str, Any]:
+def online_event(dossier: OnlineDossier, mapping: PortalMapping,
+                 patterns: CodePatterns = DEFAULT_CODE_PATTERNS) -> dict[str, Any]:
     """An online dossier from the portal → the canonical ``dossier.submitted`` event for the one-stop software.
 
     Deterministic (the id is the dossier code), so the same dossier pulled and pushed is one event.
-    Raises pydantic's ``ValidationError`` when the record cannot make a valid event.
+    Raises pydantic's ``ValidationError`` when the record cannot make a valid event (its codes are the portal's,
+    checked against ``patterns`` as the intake checks the one-stop software's).
     """
     address = {"street": dossier.DiaChi, "ward": dossier.PhuongXa, "district": dossier.QuanHuyen,
                 "province": dossier.TinhThanh}
@@ -284,4 +286,4 @@ def online_event(dossier: OnlineDossier, mapping: PortalMapping) -> dict[str, An
         "applicant": {k: v for k, v in applicant.items() if v is not None},
         "data": data,
     }
-    return event_json(parse_event(raw))
+    return event_json(parse_event(raw, patterns))

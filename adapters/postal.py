@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from config.admin_units import AdminUnits
-from schemas.events import event_json, parse_event
+from schemas.events import event_json, parse_stored
 from schemas.postal import DEFAULT_STATUS_MAP, CanonicalStatus, PostalOrder, Purpose, TrackingRecord, money
 from schemas.vietnam import VN_TZ
 
@@ -204,7 +204,8 @@ def status_event(record: TrackingRecord, request: Mapping[str, Any], mapping: Po
     software need not hear of, like "waiting for the postman"), built on the order's request
     event. Its origin is ``<destination>.<purpose>`` (``postal.delivery``): each order is its own
     stream, so the pickup's statuses never make the delivery's look late. Its ``sequence`` is a
-    placeholder: the ledger numbers inbound statuses in their stream."""
+    placeholder: the ledger numbers inbound statuses in their stream. Its codes are the stored request's,
+    checked when it came in, so they are not checked again."""
     status = mapping.status_map.get(record.statusCode, "unknown")
     if status is None:
         return None
@@ -230,4 +231,4 @@ def status_event(record: TrackingRecord, request: Mapping[str, Any], mapping: Po
             "message": record.statusMessage or None,
         },
     }
-    return event_json(parse_event(raw))
+    return event_json(parse_stored(raw))

@@ -21,7 +21,7 @@ from typing import Any
 
 from config.units import Directory, DirectoryError
 from schemas import transfer as tx
-from schemas.events import event_json, parse_event
+from schemas.events import DEFAULT_CODE_PATTERNS, CodePatterns, event_json, parse_event
 
 ORIGIN = "transfer"
 KINDS = {tx.ACCEPTED: "transfer.accepted", tx.REFUSED: "transfer.refused", tx.RESULT: "transfer.result"}
@@ -62,18 +62,20 @@ def parse_transfer_id(transfer_id: str) -> tuple[str, str, str] | None:
 
 
 def _follow_up(request: Mapping[str, Any], kind: str, event_id: str, at: datetime, unit: str,
-               data: dict[str, Any]) -> dict[str, Any]:
+               data: dict[str, Any], patterns: CodePatterns) -> dict[str, Any]:
     raw = {"event_id": event_id, "type": kind, "origin": ORIGIN, "unit_code": unit,
            "dossier_code": request["dossier_code"], "procedure_code": request["procedure_code"], "sequence": 1,
            "occurred_at": at.isoformat(), "applicant": request["applicant"], "data": data}
-    return event_json(parse_event(raw))
+    return event_json(parse_event(raw, patterns))
 
 
-def update_events(update: tx.Update, request: Mapping[str, Any], directory: Directory) -> list[dict[str, Any]]:
+def update_events(update: tx.Update, request: Mapping[str, Any], directory: Directory,
+                  patterns: CodePatterns = DEFAULT_CODE_PATTERNS) -> list[dict[str, Any]]:
     """What a unit's answer to a hop means: its event, and the next hop's request when the dossier goes on.
 
     ``request`` is the ``transfer.requested`` that made the hop (its envelope: procedure, applicant; its
-    target; the hop before it).
+    target; the hop before it). The events' unit is the exchange's, so their codes are checked against
+    ``patterns`` as the intake checks the one-stop software's.
     """
     data = request.get("data") or {}
     target = str(data["target_unit"])
@@ -87,14 +89,14 @@ def update_events(update: tx.Update, request: Mapping[str, Any], directory: Dire
     else:
         body = {**base, **({"reason": update.reason} if update.reason else {})}
     events = [_follow_up(request, KINDS[update.status], f"transfer:{update.transferId}:{update.status.lower()}",
-                         update.at, update.fromUnit, body)]
+                         update.at, update.fromUnit, body, patterns)]
     if update.status == tx.ACCEPTED and update.toUnit != target:
         onward = {"target_unit": target, "previous_transfer_id": update.transferId,
                   "documents": data.get("documents") or [],
                   **({"reason": data["reason"]} if data.get("reason") else {})}
         hop = tx.transfer_id(update.dossierCode, update.toUnit, next_unit(directory, update.toUnit, target))
         events.append(_follow_up(request, "transfer.requested", f"transfer:{hop}:requested", update.at,
-                                 update.toUnit, onward))
+                                 update.toUnit, onward, patterns))
     return events
 
 

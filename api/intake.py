@@ -32,7 +32,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from config.settings import Settings
-from schemas.events import EVENT_ADAPTER, MAX_BATCH, Event, event_json
+from schemas.events import DEFAULT_CODE_PATTERNS, MAX_BATCH, CodePatterns, Event, event_json, parse_event
 from schemas.webhook import SignatureError, verify
 from store.intake import IngestConflict, ingest_and_route
 from tasks.delivery import enqueue_deliveries
@@ -106,13 +106,15 @@ async def read_limited(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def validation_errors(raw_events: list[Any]) -> tuple[list[Event], list[FieldError]]:
-    """Validate every event; collect every field error (never echoing the input values)."""
+def validation_errors(
+    raw_events: list[Any], patterns: CodePatterns = DEFAULT_CODE_PATTERNS
+) -> tuple[list[Event], list[FieldError]]:
+    """Validate every event (its codes against ``patterns``); collect every field error, never echoing inputs."""
     valid: list[Event] = []
     errors: list[FieldError] = []
     for index, raw in enumerate(raw_events):
         try:
-            valid.append(EVENT_ADAPTER.validate_python(raw))
+            valid.append(parse_event(raw, patterns))
         except ValidationError as exc:
             errors.extend(
                 FieldError(index=index, loc=list(err["loc"]), msg=err["msg"], type=err["type"])
@@ -157,7 +159,7 @@ async def intake(request: Request, background: BackgroundTasks) -> Any:
         return _error(422, "empty batch", errors=[])
     if len(raw_events) > MAX_BATCH:
         return _error(413, "batch too large", detail=f"at most {MAX_BATCH} events per request")
-    valid, errors = validation_errors(raw_events)
+    valid, errors = validation_errors(raw_events, settings.code_patterns)
     if errors:
         return _error(422, "validation failed", errors=errors)
     payloads = [event_json(e) for e in valid]

@@ -5,11 +5,14 @@ Secrets are :class:`pydantic.SecretStr`, so reprs and logs show them masked.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.events import CodePatterns
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ROUTING_FILE = Path(__file__).resolve().parent / "relay.toml"
@@ -77,6 +80,21 @@ class Settings(BaseSettings):
             return "postgresql+psycopg://" + value.split("://", 1)[1]
         return value
 
+    @field_validator("unit_code_pattern", "dossier_code_pattern", "procedure_code_pattern")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value:  # a broken pattern stops the relay at start-up, not at its first event
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
+
+    @property
+    def code_patterns(self) -> CodePatterns:
+        """The shapes the intake checks codes against: the province's own where set, else the national ones."""
+        return CodePatterns.of(self.unit_code_pattern, self.dossier_code_pattern, self.procedure_code_pattern)
+
     def intake_secrets(self) -> list[str]:
         if self.intake_secret is None:
             return []
@@ -90,10 +108,5 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    settings = Settings()
-    from schemas.events import configure_code_patterns
-
-    configure_code_patterns(
-        settings.unit_code_pattern, settings.dossier_code_pattern, settings.procedure_code_pattern
-    )
-    return settings
+    """The settings of this process, read from the environment once."""
+    return Settings()

@@ -6,12 +6,18 @@ type-specific ``data`` block. :data:`Event` is the discriminated union over ``ty
 :data:`EVENT_ADAPTER` validates one event, :data:`EVENT_BATCH_ADAPTER` a list.
 
 Code shapes (unit, dossier, procedure) follow DOMAIN.md; provinces format them a
-little differently, so the patterns are configurable with :func:`configure_code_patterns`.
+little differently, so :func:`parse_event` checks them against the :class:`CodePatterns` it is
+given (the settings' ``code_patterns``; the national shapes by default), carried to the validators
+in pydantic's validation context. Codes are checked once, where they enter the relay: an event
+read back from the ledger, or built on one's envelope, is parsed with :func:`parse_stored`, which
+does not check them again (they may have come in under patterns since changed).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -21,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationInfo,
     field_validator,
 )
 
@@ -33,25 +40,39 @@ DEFAULT_DOSSIER_PATTERN = r"^[A-Za-z0-9.]{3,40}-\d{6}-\d{1,7}$"
 # Procedure codes: 1.001234.000.00.00.H22 or 2.002492
 DEFAULT_PROCEDURE_PATTERN = r"^\d\.\d{5,6}(\.[A-Z0-9]{1,4}){0,4}$"
 
-_patterns: dict[str, re.Pattern[str]] = {
-    "unit_code": re.compile(DEFAULT_UNIT_PATTERN),
-    "dossier_code": re.compile(DEFAULT_DOSSIER_PATTERN),
-    "procedure_code": re.compile(DEFAULT_PROCEDURE_PATTERN),
-}
+
+@dataclass(frozen=True)
+class CodePatterns:
+    """The shapes unit, dossier and procedure codes must have (attributes named as the event's fields)."""
+
+    unit_code: re.Pattern[str] = re.compile(DEFAULT_UNIT_PATTERN)
+    dossier_code: re.Pattern[str] = re.compile(DEFAULT_DOSSIER_PATTERN)
+    procedure_code: re.Pattern[str] = re.compile(DEFAULT_PROCEDURE_PATTERN)
+
+    @classmethod
+    def of(cls, unit: str | None = None, dossier: str | None = None, procedure: str | None = None) -> CodePatterns:
+        """A province's own formats (regular expressions); one not given keeps the national shape."""
+        national = cls()
+        return cls(
+            re.compile(unit) if unit else national.unit_code,
+            re.compile(dossier) if dossier else national.dossier_code,
+            re.compile(procedure) if procedure else national.procedure_code,
+        )
 
 
-def configure_code_patterns(
-    unit: str | None = None, dossier: str | None = None, procedure: str | None = None
-) -> None:
-    """Replace the shape checks for codes (a province's own formats)."""
-    for key, pattern in (("unit_code", unit), ("dossier_code", dossier), ("procedure_code", procedure)):
-        if pattern:
-            _patterns[key] = re.compile(pattern)
+DEFAULT_CODE_PATTERNS = CodePatterns()
+# Keys of the validation context the code validators read.
+_PATTERNS = "code_patterns"
+_CODES_CHECKED = "codes_checked"
 
 
-def _check_code(kind: str, value: str) -> str:
-    if not _patterns[kind].match(value):
-        raise ValueError(f"{kind} {value!r} does not match the configured pattern {_patterns[kind].pattern}")
+def _check_code(kind: str, value: str, info: ValidationInfo) -> str:
+    context = info.context or {}
+    if context.get(_CODES_CHECKED):
+        return value
+    pattern: re.Pattern[str] = getattr(context.get(_PATTERNS, DEFAULT_CODE_PATTERNS), kind)
+    if not pattern.match(value):
+        raise ValueError(f"{kind} {value!r} does not match the configured pattern {pattern.pattern}")
     return value
 
 
@@ -118,18 +139,18 @@ class EventBase(Model):
 
     @field_validator("unit_code")
     @classmethod
-    def _unit(cls, v: str) -> str:
-        return _check_code("unit_code", v)
+    def _unit(cls, v: str, info: ValidationInfo) -> str:
+        return _check_code("unit_code", v, info)
 
     @field_validator("dossier_code")
     @classmethod
-    def _dossier(cls, v: str) -> str:
-        return _check_code("dossier_code", v)
+    def _dossier(cls, v: str, info: ValidationInfo) -> str:
+        return _check_code("dossier_code", v, info)
 
     @field_validator("procedure_code")
     @classmethod
-    def _procedure(cls, v: str) -> str:
-        return _check_code("procedure_code", v)
+    def _procedure(cls, v: str, info: ValidationInfo) -> str:
+        return _check_code("procedure_code", v, info)
 
 
 # ---- dossier lifecycle ------------------------------------------------------------
@@ -404,8 +425,15 @@ EVENT_CLASSES: dict[str, type[EventBase]] = {
 EVENT_TYPES: tuple[str, ...] = tuple(EVENT_CLASSES)
 
 
-def parse_event(raw: Any) -> Event:
-    return EVENT_ADAPTER.validate_python(raw)
+def parse_event(raw: Any, patterns: CodePatterns = DEFAULT_CODE_PATTERNS) -> Event:
+    """One event as it enters the relay: every field, and its codes against ``patterns``."""
+    return EVENT_ADAPTER.validate_python(raw, context={_PATTERNS: patterns})
+
+
+def parse_stored(payload: Mapping[str, Any]) -> Event:
+    """An event whose codes were checked when it came in (read back from the ledger, or built on the envelope
+    of one that was): every field but the codes' shapes, which may have come in under other patterns."""
+    return EVENT_ADAPTER.validate_python(payload, context={_CODES_CHECKED: True})
 
 
 def event_json(event: BaseModel) -> dict[str, Any]:

@@ -144,7 +144,7 @@ def ingest_online(rows: list[Any], mapping: PortalMapping, now: datetime | None 
     events: list[dict[str, Any]] = []
     for row in rows:
         try:
-            events.append(online_event(OnlineDossier.model_validate(row), mapping))
+            events.append(online_event(OnlineDossier.model_validate(row), mapping, rt.settings.code_patterns))
         except ValidationError as exc:
             report.rejected += 1
             fields = error_fields(exc)

@@ -163,7 +163,7 @@ def run_poll(destination: str, max_pages: int = 50) -> PollReport:
             if request is None:
                 report.unknown.append(update.transferId)
                 continue
-            payloads.extend(update_events(update, request, deliverer.directory))
+            payloads.extend(update_events(update, request, deliverer.directory, rt.settings.code_patterns))
         if payloads:
             result = intake.ingest_numbered(rt.engine, payloads, datetime.now(UTC), rt.routing.destinations_for,
                                             rt.rules, in_arrival_order=True)

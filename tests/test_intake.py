@@ -19,11 +19,12 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from sqlalchemy import Engine, select
 from standardwebhooks import Webhook
 
 from sandbox.workload import generate_day, sample
-from schemas.events import event_json, parse_event
+from schemas.events import DEFAULT_CODE_PATTERNS, CodePatterns, event_json, parse_event, parse_stored
 from store.tables import deliveries
 from store.tables import events as events_table
 from tests.conftest import RelayConfig
@@ -460,3 +461,62 @@ def test_origin_must_be_an_identifier(intake: Intake, origin: str) -> None:
     assert response.status_code == 422
     assert [tuple(e["loc"][1:]) for e in response.json()["errors"]] == [("origin",)]
     assert intake.count() == 0
+
+
+# --------------------------------------------------------------------------- a province's own code shapes
+
+PROVINCE_DOSSIER = r"^HS-\d{4}-\d{1,7}$"
+
+
+def test_the_intake_checks_codes_against_the_provinces_own_patterns(
+    relay_config: RelayConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: a province whose dossier codes are HS-<year>-<number>
+    from tasks.runtime import reset_runtime
+
+    monkeypatch.setenv("MOTCUA_DOSSIER_CODE_PATTERN", PROVINCE_DOSSIER)
+    reset_runtime()
+    theirs = {**fresh(DAY[0]), "dossier_code": "HS-2024-0042"}
+    national = fresh(DAY[1])
+    with serve(relay_config) as intake:
+        # when
+        accepted = intake.post([theirs])
+        refused = intake.post([national])
+        # then
+        assert accepted.status_code == 202, accepted.text
+        assert refused.status_code == 422
+        assert [tuple(e["loc"][1:]) for e in refused.json()["errors"]] == [("dossier_code",)]
+        assert set(intake.stored(ids([theirs, national]))) == {theirs["event_id"]}
+    # and nothing global changed: the national shape still holds where no patterns are given
+    with pytest.raises(ValidationError, match="dossier_code"):
+        parse_event(theirs)
+
+
+def test_code_patterns_replace_only_the_shapes_given() -> None:
+    province = CodePatterns.of(dossier=PROVINCE_DOSSIER)
+    event = {**fresh(DAY[0]), "dossier_code": "HS-2024-0042"}
+
+    assert parse_event(event, province).dossier_code == "HS-2024-0042"
+    assert province.unit_code == DEFAULT_CODE_PATTERNS.unit_code
+    assert province.procedure_code == DEFAULT_CODE_PATTERNS.procedure_code
+    with pytest.raises(ValidationError, match="unit_code"):
+        parse_event({**event, "unit_code": "not a unit"}, province)
+
+
+def test_settings_give_their_code_patterns_and_refuse_a_broken_one() -> None:
+    from config.settings import Settings
+
+    assert Settings(dossier_code_pattern=PROVINCE_DOSSIER).code_patterns == CodePatterns.of(dossier=PROVINCE_DOSSIER)
+    assert Settings().code_patterns == DEFAULT_CODE_PATTERNS
+    with pytest.raises(ValidationError, match="regular expression"):
+        Settings(unit_code_pattern="([A-Z")
+
+
+def test_an_event_read_back_from_the_ledger_is_not_held_to_todays_code_shapes() -> None:
+    # given: an event stored under a province's patterns
+    stored = event_json(parse_event({**fresh(DAY[0]), "dossier_code": "HS-2024-0042"},
+                                    CodePatterns.of(dossier=PROVINCE_DOSSIER)))
+    # when / then: read back, only the codes' shapes are not checked again
+    assert event_json(parse_stored(stored)) == stored
+    with pytest.raises(ValidationError, match="sequence"):
+        parse_stored({**stored, "sequence": 0})
