@@ -3,8 +3,9 @@
 - :func:`normalise_phone`: ``0912 345 678``, ``+84912345678``, ``84-912-345-678`` → ``84912345678``;
   the old 11-digit mobile prefixes (renumbered in 2018) are converted; anything that cannot
   be a Vietnamese mobile number is a :class:`MappingError` (dead letter, with the reason).
-- :func:`render`: the template data of ``config/zalo.toml`` filled from the event, every
-  parameter checked (present, not empty, within its length) before anything is sent.
+- :func:`render`: the template data of ``config/zalo.toml`` (read by :mod:`config.zalo_templates`)
+  filled from the event, every parameter checked (present, not empty, within its length) before
+  anything is sent.
 - :func:`tracking_id`: derived from the event and the template, so a repeated send is
   recognisable (by the relay's receipts and at Zalo).
 - :func:`quiet_until`: when a message may go, given the quiet hours (default 21:00–07:00).
@@ -14,19 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from config.routing import lookup_path
 from schemas.vietnam import VN_TZ, vnd
 from schemas.zalo import PLACEHOLDER, TemplateConfig, TemplateSpec
 
-DEFAULT_TEMPLATES_FILE = Path(__file__).resolve().parent.parent / "config" / "zalo.toml"
 MOBILE = re.compile(r"^84(3|5|7|8|9)\d{8}$")
 # Mobile prefixes renumbered in 2018 (11 digits → 10): old → new, after the leading 0.
 OLD_PREFIXES = {
@@ -61,13 +58,6 @@ def normalise_phone(raw: str) -> str:
 def tracking_id(event_id: str, template_id: str) -> str:
     """The same event and template always give the same id (48 characters at most, as ZNS allows)."""
     return "mc" + hashlib.sha256(f"{event_id}|{template_id}".encode()).hexdigest()[:40]
-
-
-@lru_cache(maxsize=8)
-def load_templates(path: str | None = None) -> TemplateConfig:
-    """``config/zalo.toml`` (or the given file), validated."""
-    raw = tomllib.loads(Path(path or DEFAULT_TEMPLATES_FILE).read_text(encoding="utf-8"))
-    return TemplateConfig.model_validate(raw)
 
 
 @dataclass(frozen=True)

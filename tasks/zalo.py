@@ -24,10 +24,11 @@ import redis
 import structlog
 from pydantic import SecretStr
 
-from adapters.zalo import MappingError, QuietHours, load_templates, message_for, next_midnight, normalise_phone
+from adapters.zalo import MappingError, QuietHours, message_for, next_midnight, normalise_phone
 from adapters.zalo import fill as fill_text
 from config.routing import Destination
 from config.settings import Settings
+from config.zalo_templates import load_templates
 from connectors.base import ConnectorResult, Permanent, Rerouted, build_http_client
 from connectors.credentials import TokenPairStore
 from connectors.sms import SmsConnector

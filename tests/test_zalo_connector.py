@@ -12,7 +12,8 @@ import respx
 from pydantic import SecretStr
 
 from adapters.payment import PaymentMapping, bill_created_event
-from adapters.zalo import MappingError, QuietHours, load_templates, message_for, normalise_phone, tracking_id
+from adapters.zalo import MappingError, QuietHours, message_for, normalise_phone, tracking_id
+from config.zalo_templates import load_templates
 from connectors.base import AuthExpired, DeliveryError, Permanent, Retryable, build_http_client
 from connectors.credentials import TokenPair, TokenPairStore
 from connectors.sms import SmsConnector
