@@ -37,8 +37,10 @@ from schemas.payment import (
     CLIENT_REFUSED,
     INVALID_DATA,
     NOT_FOUND,
+    SETTLEMENTS_PATH,
     SUCCESS,
     SYSTEM_ERROR,
+    TRANSACTIONS_PATH,
     BillInfo,
     PlatformAnswer,
     PlatformTransaction,
@@ -61,8 +63,6 @@ HINTS = {
     CHECKSUM_INVALID: " (check the payment destination's request key)",
     CLIENT_REFUSED: " (check the payment destination's client_id)",
 }
-TRANSACTIONS_PATH = "/api/v1/transactions"
-SETTLEMENTS_PATH = "/api/v1/settlements"
 
 
 def classify_answer(what: str, answer: PlatformAnswer, status_code: int) -> DeliveryError | None:

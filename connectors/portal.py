@@ -47,7 +47,9 @@ from connectors.base import (
 from connectors.credentials import TokenCache
 from schemas.portal import (
     ALREADY_EXISTS,
+    AUTH_PATH,
     BUSY,
+    INTEGRATION_PATH,
     INVALID_DATA,
     INVALID_TRANSITION,
     LOGIN_REFUSED,
@@ -102,8 +104,8 @@ class PortalConnector:
         self,
         *,
         base_url: str,
-        auth_path: str,
-        integration_path: str,
+        auth_path: str = AUTH_PATH,
+        integration_path: str = INTEGRATION_PATH,
         dstcode: str,
         username: str,
         password: SecretStr,

@@ -46,15 +46,19 @@ from connectors.credentials import TokenCache
 from schemas.postal import (
     ADDRESS_NOT_SERVED,
     BUSY,
+    CANCEL_PATH,
     CUSTOMER_REFUSED,
     INVALID_DATA,
     KEYS_REFUSED,
     NOT_CANCELLABLE,
     ORDER_EXISTS,
     ORDER_NOT_FOUND,
+    ORDERS_PATH,
     SUCCESS,
     SYSTEM_ERROR,
     TOKEN_INVALID,
+    TOKEN_PATH,
+    TRACKING_PATH,
     CancelRequest,
     OrderView,
     PostalAnswer,
@@ -78,11 +82,6 @@ ANSWERS: dict[str, type[DeliveryError] | None] = {
     BUSY: Retryable,
     SYSTEM_ERROR: Retryable,
 }
-
-TOKEN_PATH = "/oauth/token"  # noqa: S105 (a path)
-ORDERS_PATH = "/api/v1/orders"
-CANCEL_PATH = "/api/v1/orders/cancel"
-TRACKING_PATH = "/api/v1/tracking"
 
 
 def classify_answer(what: str, answer: PostalAnswer, status_code: int) -> DeliveryError | None:

@@ -1,10 +1,11 @@
 """A generic SMS brandname gateway: the fallback when a citizen's phone has no Zalo account.
 
 Vietnamese carriers' brandname gateways all take much the same request; the one the simulator
-defines (``sandbox/sms.py``) is ``POST {url}`` with ``Authorization: Bearer <key>`` and
-``{"brandname", "phone", "message", "request_id"}``, where ``request_id`` is our idempotency key
-(the gateway answers a repeated id with the first SMS, sending nothing again). A province's
-gateway that names things differently changes this module, nothing else.
+defines (``sandbox/sms.py``; its payloads in :mod:`schemas.sms`) is ``POST {url}`` with
+``Authorization: Bearer <key>`` and ``{"brandname", "phone", "message", "request_id"}``, where
+``request_id`` is our idempotency key (the gateway answers a repeated id with the first SMS, sending
+nothing again). A province's gateway that names things differently changes ``schemas/sms.py`` and
+this module, nothing else.
 
 Answer table (``ANSWERS``, tested row by row in ``tests/test_zalo_connector.py``):
 
@@ -26,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import httpx
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError
 
 from connectors.base import (
     DeliveryError,
@@ -35,17 +36,11 @@ from connectors.base import (
     excerpt,
     post_json,
 )
+from schemas.sms import BAD_BRANDNAME, BAD_MESSAGE, BAD_PHONE, MAX_LENGTH, OK, SmsAnswer
 
-ANSWERS: dict[str, type[DeliveryError] | None] = {"00": None, "12": Permanent, "13": Permanent, "14": Permanent}
-MAX_LENGTH = 612  # four concatenated messages without diacritics
-
-
-class SmsAnswer(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    code: str
-    message: str | None = None
-    sms_id: str | None = None
+ANSWERS: dict[str, type[DeliveryError] | None] = {
+    OK: None, BAD_BRANDNAME: Permanent, BAD_PHONE: Permanent, BAD_MESSAGE: Permanent,
+}
 
 
 @dataclass(frozen=True)
@@ -71,7 +66,7 @@ class SmsConnector:
             answer = SmsAnswer.model_validate(payload)
         except ValidationError as exc:
             raise Retryable("SMS gateway: the answer is not the gateway's JSON") from exc
-        if answer.code != "00" or not answer.sms_id:
+        if answer.code != OK or not answer.sms_id:
             error_class = ANSWERS.get(answer.code, Permanent) or Retryable
             raise error_class(f"SMS gateway code {answer.code}" + (f" — {answer.message}" if answer.message else "")
                               + ("" if answer.code in ANSWERS else " (unknown code)"),

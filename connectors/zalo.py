@@ -51,7 +51,7 @@ from connectors.base import (
 )
 from connectors.credentials import NoTokenPair, TokenPair, TokenPairStore
 from schemas.vietnam import VN_TZ
-from schemas.zalo import REFRESH_TOKEN_INVALID, TokenAnswer, ZnsAnswer
+from schemas.zalo import OAUTH_PATH, REFRESH_TOKEN_INVALID, ZNS_PATH, TokenAnswer, ZnsAnswer
 
 log = structlog.get_logger(__name__)
 
@@ -136,8 +136,8 @@ class ZaloConnector:
         for url in (zns_url, oauth_url):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"Zalo URL must be http(s): {url!r}")
-        self.send_url = zns_url.rstrip("/") + "/message/template"
-        self.refresh_url = oauth_url.rstrip("/") + "/v4/oa/access_token"
+        self.send_url = zns_url.rstrip("/") + ZNS_PATH
+        self.refresh_url = oauth_url.rstrip("/") + OAUTH_PATH
         self._app_id = app_id
         self._secret = app_secret
         self._client = client

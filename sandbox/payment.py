@@ -287,7 +287,7 @@ def create_app(*, client_id: str, request_key: str, callback_key: str,
             return state.answer(wire.BUSY, http_status=503)
         return None
 
-    @app.post("/api/v1/transactions")
+    @app.post(wire.TRANSACTIONS_PATH)
     async def transactions(request: Request) -> Response:
         failed = await faulted()
         if failed is not None:
@@ -299,7 +299,7 @@ def create_app(*, client_id: str, request_key: str, callback_key: str,
             await asyncio.sleep(faults.config.hang_seconds)
         return answer
 
-    @app.post("/api/v1/settlements")
+    @app.post(wire.SETTLEMENTS_PATH)
     async def settlements(request: Request) -> Response:
         failed = await faulted()
         return failed if failed is not None else state.settlements(await json_body(request))

@@ -85,8 +85,6 @@ from schemas import portal as dvc
 from schemas.vietnam import vn_today
 from schemas.webhook import sign
 
-AUTH_PATH = "/api/dvcqg/login"
-INTEGRATION_PATH = "/api/dvcqg/service"
 OK = "0"
 OK_MESSAGE = "Thành công"
 PUSH_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
@@ -427,8 +425,8 @@ def create_app(
     dstcode: str = "DVCQG",
     catalogue: Mapping[str, tuple[str, str]] | None = None,
     session_ttl_seconds: float = 1800,
-    auth_path: str = AUTH_PATH,
-    integration_path: str = INTEGRATION_PATH,
+    auth_path: str = dvc.AUTH_PATH,
+    integration_path: str = dvc.INTEGRATION_PATH,
 ) -> FastAPI:
     """Build the portal simulator; ``catalogue`` (MaTTHC → (TenTTHC, MaLinhVuc)) defaults to
     :func:`default_catalogue`."""

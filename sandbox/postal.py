@@ -97,10 +97,6 @@ from schemas import postal as vnp
 from schemas.vietnam import VN_TZ
 from schemas.webhook import sign
 
-TOKEN_PATH = "/oauth/token"
-ORDERS_PATH = "/api/v1/orders"
-CANCEL_PATH = "/api/v1/orders/cancel"
-TRACKING_PATH = "/api/v1/tracking"
 MOVE_PROBABILITY = 0.7
 PUSH_TIMEOUT = httpx.Timeout(5.0, connect=2.0, pool=30.0)
 PUSH_BATCH = 500  # TrackingPush's limit
@@ -590,7 +586,7 @@ def create_app(
             await asyncio.sleep(faults.config.hang_seconds)
         return state.respond(answer)
 
-    @app.post(TOKEN_PATH)
+    @app.post(vnp.TOKEN_PATH)
     async def token(request: Request) -> Response:
         failed = await injected(state.faults)
         if failed is not None:
@@ -600,20 +596,20 @@ def create_app(
             return state.respond(answer)
         return JSONResponse(answer.model_dump(mode="json"))
 
-    @app.post(ORDERS_PATH)
+    @app.post(vnp.ORDERS_PATH)
     async def create(request: Request) -> Response:
         return await serve(request, partial(state.create, await json_body(request)), may_hang=True)
 
-    @app.post(CANCEL_PATH)
+    @app.post(vnp.CANCEL_PATH)
     async def cancel(request: Request) -> Response:
         return await serve(request, partial(state.cancel, await json_body(request)), may_hang=True)
 
-    @app.get(ORDERS_PATH + "/{order_number}")
+    @app.get(vnp.ORDERS_PATH + "/{order_number}")
     async def lookup(request: Request, order_number: str) -> Response:
         customer = request.query_params.get("customerCode")
         return await serve(request, partial(state.lookup, order_number, customer), may_hang=False)
 
-    @app.get(TRACKING_PATH)
+    @app.get(vnp.TRACKING_PATH)
     async def tracking(request: Request) -> Response:
         return await serve(request, partial(state.tracking, dict(request.query_params)), may_hang=False)
 

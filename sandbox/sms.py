@@ -40,10 +40,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from sandbox.faults import ActiveFaults, BaseFaults, add_fault_routes, add_state_routes, json_body
+from schemas.sms import BAD_BRANDNAME, BAD_MESSAGE, BAD_PHONE, BAD_REQUEST, MAX_LENGTH, OK, SEND_PATH
 
-SEND_PATH = "/api/v1/sms/send"
-MAX_LENGTH = 612
-OK, BAD_REQUEST, BAD_BRANDNAME, BAD_PHONE, BAD_MESSAGE = "00", "11", "12", "13", "14"
 _PHONE = re.compile(r"^84[35789][0-9]{8}$")
 
 

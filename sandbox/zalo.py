@@ -84,10 +84,8 @@ from sandbox.faults import (
     locations,
 )
 from schemas.vietnam import vn_today
-from schemas.zalo import zevent_signature
+from schemas.zalo import OAUTH_PATH, ZNS_PATH, zevent_signature
 
-OAUTH_PATH = "/v4/oa/access_token"
-ZNS_PATH = "/message/template"
 SIGNATURE_HEADER = "X-ZEvent-Signature"
 REFRESH_TTL_SECONDS = 90 * 86400
 WEBHOOK_TIMEOUT = httpx.Timeout(10.0, connect=3.0, pool=60.0)

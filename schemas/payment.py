@@ -50,6 +50,10 @@ from schemas.wire import Wire
 
 # ---- the national payment platform -------------------------------------------------
 
+# Where each call of the platform is, under its base URL.
+TRANSACTIONS_PATH = "/api/v1/transactions"
+SETTLEMENTS_PATH = "/api/v1/settlements"
+
 SUCCESS = "00"
 CHECKSUM_INVALID = "01"
 CLIENT_REFUSED = "02"

@@ -24,6 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.privacy import PersonalStr
 
+# Where the LGSP adapter serves the login and the integration calls, under its base URL (the usual
+# paths; a destination whose LGSP serves them elsewhere names its own auth_path and integration_path).
+AUTH_PATH = "/api/dvcqg/login"
+INTEGRATION_PATH = "/api/dvcqg/service"
+
 # The portal's services (the ``service`` field of an integration call).
 LOOKUP = "TraCuuHoSo"
 SYNC = "DongBoHoSoMC"

@@ -57,6 +57,12 @@ from pydantic import AwareDatetime, Field, field_validator
 from schemas.privacy import PersonalStr
 from schemas.wire import Wire
 
+# Where each call of the API is, under its base URL.
+TOKEN_PATH = "/oauth/token"  # noqa: S105 (a path)
+ORDERS_PATH = "/api/v1/orders"
+CANCEL_PATH = "/api/v1/orders/cancel"
+TRACKING_PATH = "/api/v1/tracking"
+
 SUCCESS = "00"
 TOKEN_INVALID = "01"  # noqa: S105 (an answer code, not a secret)
 KEYS_REFUSED = "02"

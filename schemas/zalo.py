@@ -19,6 +19,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+# Where the calls are, under the ZNS base URL (business.openapi.zalo.me) and the OAuth one (oauth.zaloapp.com).
+ZNS_PATH = "/message/template"
+OAUTH_PATH = "/v4/oa/access_token"
+
 # ZNS answer codes (Zalo's "Cách xử lý mã lỗi"), the ones the relay acts on; the class of each
 # is in connectors/zalo.py, in one table.
 TOKEN_INVALID = -124

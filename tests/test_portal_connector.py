@@ -24,18 +24,18 @@ from connectors.base import (
 )
 from connectors.credentials import TokenCache
 from connectors.portal import ANSWERS, PortalConnector, classify_answer
-from schemas.portal import ERROR_CODES, PortalAnswer
+from schemas.portal import AUTH_PATH, ERROR_CODES, INTEGRATION_PATH, PortalAnswer
 
 BASE = "http://portal.test"
-LOGIN = f"{BASE}/api/dvcqg/login"
-SERVICE = f"{BASE}/api/dvcqg/service"
+LOGIN = f"{BASE}{AUTH_PATH}"
+SERVICE = f"{BASE}{INTEGRATION_PATH}"
 UNIT = "000.00.12.H22"
 
 
 def connector(tokens: TokenCache | None = None, *, read: float = 5.0, name: str = "portal:test",
               base: str = BASE) -> PortalConnector:
     return PortalConnector(
-        base_url=base, auth_path="/api/dvcqg/login", integration_path="/api/dvcqg/service", dstcode="DVCQG",
+        base_url=base, auth_path=AUTH_PATH, integration_path=INTEGRATION_PATH, dstcode="DVCQG",
         username="relay", password=SecretStr("s3cret-pw"), client=build_http_client(1.0, read),
         tokens=tokens or TokenCache(None, "t"), credential_name=name, session_ttl=600,
     )

@@ -12,11 +12,11 @@ from pydantic import SecretStr
 from connectors.base import AuthExpired, DeliveryError, Permanent, Retryable, build_http_client
 from connectors.credentials import TokenCache
 from connectors.postal import ANSWERS, PostalConnector, classify_answer
-from schemas.postal import ANSWER_CODES, PostalAnswer, PostalOrder
+from schemas.postal import ANSWER_CODES, ORDERS_PATH, TOKEN_PATH, TRACKING_PATH, PostalAnswer, PostalOrder
 
 BASE = "http://post.test"
-TOKEN = f"{BASE}/oauth/token"
-ORDERS = f"{BASE}/api/v1/orders"
+TOKEN = f"{BASE}{TOKEN_PATH}"
+ORDERS = f"{BASE}{ORDERS_PATH}"
 NUMBER = "000.00.12.H22-261120-0042-KQ"
 VIEW = {"orderNumber": NUMBER, "itemCode": "EB000000042VN", "purpose": "delivery", "statusCode": "100"}
 
@@ -180,7 +180,7 @@ def test_cancel_that_is_too_late_is_permanent_with_the_post_s_reason() -> None:
 @respx.mock
 def test_tracking_pages_are_read_from_the_cursor() -> None:
     respx.post(TOKEN).mock(return_value=token_ok())
-    route = respx.get(f"{BASE}/api/v1/tracking").mock(return_value=httpx.Response(200, json={"code": "00", "data": {
+    route = respx.get(f"{BASE}{TRACKING_PATH}").mock(return_value=httpx.Response(200, json={"code": "00", "data": {
         "items": [{"id": 8, "orderNumber": NUMBER, "statusCode": "200", "statusTime": "2026-11-20T09:00:00+07:00"}],
         "lastId": 8, "hasMore": True}}))
     page = connector().tracking(7, 50)

@@ -50,18 +50,18 @@ def register(url: str, txn: str, amount: int = 150000, **changes: Any) -> httpx.
     request = wire.PlatformTransaction(client_id=CLIENT, transaction_id=txn, trans_amount=amount,
                                        return_url="https://motcua.example/ket-qua")
     body = request.model_dump(mode="json") | {"check_sum": wire.request_checksum(REQUEST_KEY, request)} | changes
-    return httpx.post(f"{url}/api/v1/transactions", json=body, timeout=5)
+    return httpx.post(f"{url}{wire.TRANSACTIONS_PATH}", json=body, timeout=5)
 
 
 def query(url: str, txn: str) -> httpx.Response:
     request = wire.PlatformTransaction(client_id=CLIENT, transaction_id=txn, command="query", trans_amount=0)
     body = request.model_dump(mode="json") | {"check_sum": wire.request_checksum(REQUEST_KEY, request)}
-    return httpx.post(f"{url}/api/v1/transactions", json=body, timeout=5)
+    return httpx.post(f"{url}{wire.TRANSACTIONS_PATH}", json=body, timeout=5)
 
 
 def settled(url: str, day: str) -> list[dict[str, Any]]:
     body = {"client_id": CLIENT, "date": day, "check_sum": wire.settlement_checksum(REQUEST_KEY, CLIENT, day)}
-    answer = httpx.post(f"{url}/api/v1/settlements", json=body, timeout=5).json()
+    answer = httpx.post(f"{url}{wire.SETTLEMENTS_PATH}", json=body, timeout=5).json()
     assert answer["code"] == "00", answer
     return list(answer["data"])
 
@@ -141,7 +141,7 @@ def test_faults_busy_and_timeout_after_registering(platform: str) -> None:
     assert busy.status_code == 503 and busy.json()["code"] == "96"
     httpx.post(f"{platform}/_admin/faults", json={"timeout_rate": 1, "hang_seconds": 2}, timeout=5)
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{platform}/api/v1/transactions", timeout=httpx.Timeout(5, read=0.5),
+        httpx.post(f"{platform}{wire.TRANSACTIONS_PATH}", timeout=httpx.Timeout(5, read=0.5),
                    json=register_body("D-6-LP"))
     httpx.delete(f"{platform}/_admin/faults", timeout=5)
     assert query(platform, "D-6-LP").json()["status"] == wire.UNPAID  # applied before the hang

@@ -16,14 +16,14 @@ import pytest
 
 from sandbox.portal import create_app, default_catalogue, online_dossiers
 from sandbox.workload import PROCEDURES
-from schemas.portal import OnlineCallback, OnlineDossier, ProgressEntry
+from schemas.portal import AUTH_PATH, INTEGRATION_PATH, OnlineCallback, OnlineDossier, ProgressEntry
 from schemas.vietnam import VN_TZ
 from tests.servers import SignedPushReceiver, run_asgi
 
 USER, PASSWORD, DSTCODE = "lgsp-halong", "mat-khau-thu-nghiem", "DVCQG"
 UNIT = "000.00.12.H22"
 OTHER_UNIT = "000.00.13.H22"
-LOGIN, SERVICE = "/api/dvcqg/login", "/api/dvcqg/service"
+LOGIN, SERVICE = AUTH_PATH, INTEGRATION_PATH
 PUSH_SECRET = "whsec_" + base64.b64encode(b"portal-push-sandbox-test-secret!").decode()
 APPLICANT, PHONE = "Nguyễn Thị Hương Giang", "0912 345 678"
 BIRTH = PROCEDURES[2]  # Đăng ký khai sinh

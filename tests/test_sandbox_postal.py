@@ -14,13 +14,23 @@ import pytest
 from fastapi import FastAPI
 
 from sandbox.postal import create_app, item_code
-from schemas.postal import OrderView, PostalAnswer, TokenAnswer, TrackingPage, TrackingPush
+from schemas.postal import (
+    CANCEL_PATH,
+    ORDERS_PATH,
+    TOKEN_PATH,
+    TRACKING_PATH,
+    OrderView,
+    PostalAnswer,
+    TokenAnswer,
+    TrackingPage,
+    TrackingPush,
+)
 from tests.servers import SignedPushReceiver, run_asgi
 
 KEY, SECRET = "motcua-halong", "consumer-secret-thu-nghiem"
 CUSTOMER, OTHER_CUSTOMER = "HCC-HALONG", "HCC-UONGBI"
 SERVED = ("01", "22", "79")
-TOKEN, ORDERS, CANCEL, TRACKING = "/oauth/token", "/api/v1/orders", "/api/v1/orders/cancel", "/api/v1/tracking"
+TOKEN, ORDERS, CANCEL, TRACKING = TOKEN_PATH, ORDERS_PATH, CANCEL_PATH, TRACKING_PATH
 PUSH_SECRET = "whsec_" + base64.b64encode(b"postal-push-sandbox-test-secret!").decode()
 CITIZEN, PHONE = "Nguyễn Thị Hương Giang", "0912 345 678"
 DOSSIER = "000.00.12.H22-240315-0001"

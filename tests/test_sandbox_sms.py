@@ -11,10 +11,11 @@ import httpx
 import pytest
 
 from sandbox.sms import create_app, segments
+from schemas.sms import SEND_PATH
 from tests.servers import run_asgi
 
 API_KEY, BRANDNAME = "sms-api-key-thu-nghiem", "UBND-HALONG"
-SEND = "/api/v1/sms/send"
+SEND = SEND_PATH
 PHONE = "84912345678"
 TEXT = "UBND TP Ha Long: ho so 000.00.12.H22-240315-0001 cua ong/ba da co ket qua. Vui long den nhan."
 VIETNAMESE = "UBND TP Hạ Long: hồ sơ 000.00.12.H22-240315-0001 của Nguyễn Thị Hương Giang đã có kết quả."

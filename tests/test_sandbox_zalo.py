@@ -17,10 +17,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from sandbox.zalo import DEFAULT_TEMPLATES, create_app, zevent_signature
+from schemas.zalo import OAUTH_PATH, ZNS_PATH
 from tests.servers import run_asgi
 
 APP_ID, APP_SECRET, OA_KEY = "4318927364512345678", "zalo-app-secret-thu-nghiem", "oa-secret-key-thu-nghiem"
-REFRESH, ZNS = "/v4/oa/access_token", "/message/template"
+REFRESH, ZNS = OAUTH_PATH, ZNS_PATH
 CITIZEN, PHONE, OTHER_PHONE = "Nguyễn Thị Hương Giang", "84912345678", "84987654321"
 DOSSIER = "000.00.12.H22-240315-0001"
 STATS_KEYS = {

@@ -20,7 +20,7 @@ from connectors.sms import SmsConnector
 from connectors.zalo import ANSWERS, QuotaSpent, Unreachable, ZaloConnector, classify_zns
 from sandbox.workload import generate_day
 from schemas.vietnam import VN_TZ
-from schemas.zalo import ZnsAnswer
+from schemas.zalo import OAUTH_PATH, ZNS_PATH, ZnsAnswer
 
 TEMPLATES = load_templates()
 DAY = generate_day(120, day=date(2026, 11, 20), seed=31)
@@ -181,9 +181,9 @@ def zalo(store: TokenPairStore | None = None) -> tuple[ZaloConnector, TokenPairS
 
 @respx.mock
 def test_a_refused_token_is_rotated_once_and_the_send_repeated() -> None:
-    refresh = respx.post(f"{ZNS}/v4/oa/access_token").mock(return_value=httpx.Response(
+    refresh = respx.post(f"{ZNS}{OAUTH_PATH}").mock(return_value=httpx.Response(
         200, json={"access_token": "A2", "refresh_token": "R2", "expires_in": "90000"}))
-    send = respx.post(f"{ZNS}/message/template").mock(side_effect=[
+    send = respx.post(f"{ZNS}{ZNS_PATH}").mock(side_effect=[
         httpx.Response(200, json={"error": -124, "message": "token hết hạn"}),
         httpx.Response(200, json={"error": 0, "data": {"msg_id": "m1", "quota": {"remainingQuota": "7"}}}),
     ])
@@ -199,12 +199,12 @@ def test_a_refused_token_is_rotated_once_and_the_send_repeated() -> None:
 
 @respx.mock
 def test_a_token_refused_twice_is_auth_expired_and_a_refused_refresh_waits_for_the_operator() -> None:
-    respx.post(f"{ZNS}/v4/oa/access_token").mock(return_value=httpx.Response(
+    respx.post(f"{ZNS}{OAUTH_PATH}").mock(return_value=httpx.Response(
         200, json={"access_token": "A2", "refresh_token": "R2", "expires_in": "90000"}))
-    respx.post(f"{ZNS}/message/template").mock(return_value=httpx.Response(200, json={"error": -124}))
+    respx.post(f"{ZNS}{ZNS_PATH}").mock(return_value=httpx.Response(200, json={"error": -124}))
     with pytest.raises(AuthExpired):
         zalo()[0].send("84912345678", "300001", {"a": "b"}, "t1")
-    respx.post(f"{ZNS}/v4/oa/access_token").mock(return_value=httpx.Response(
+    respx.post(f"{ZNS}{OAUTH_PATH}").mock(return_value=httpx.Response(
         200, json={"error": -14014, "error_name": "Invalid refresh token"}))
     with pytest.raises(Retryable, match="set-token"):
         zalo()[0].send("84912345678", "300001", {"a": "b"}, "t1")
@@ -212,9 +212,9 @@ def test_a_token_refused_twice_is_auth_expired_and_a_refused_refresh_waits_for_t
 
 @respx.mock
 def test_the_pair_is_renewed_ahead_of_expiry() -> None:
-    refresh = respx.post(f"{ZNS}/v4/oa/access_token").mock(return_value=httpx.Response(
+    refresh = respx.post(f"{ZNS}{OAUTH_PATH}").mock(return_value=httpx.Response(
         200, json={"access_token": "A2", "refresh_token": "R2", "expires_in": 90000}))
-    respx.post(f"{ZNS}/message/template").mock(return_value=httpx.Response(200, json={"error": 0,
+    respx.post(f"{ZNS}{ZNS_PATH}").mock(return_value=httpx.Response(200, json={"error": 0,
                                                                                      "data": {"msg_id": "m"}}))
     conn, pairs = zalo()
     pairs.put("zalo:test", TokenPair("A1", "R1", time.time() + 60))  # within the hour ahead
