@@ -1,4 +1,5 @@
-"""Credentials shared by every worker: session tokens cached until they expire, and rotating token pairs.
+"""Credentials shared by every worker: session tokens cached until they expire, rotating token pairs, and
+the one way a call whose credential is refused renews it once and repeats (:func:`call_renewing`).
 
 Several worker processes on several machines talk to the same service; logging in once per
 call would be slow and some services limit logins. The token lives under
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 
 import redis
 import structlog
@@ -24,6 +26,27 @@ log = structlog.get_logger(__name__)
 
 # Renew a little before the service's own expiry, so a call never starts with a dying token.
 EARLY_RENEWAL = 0.9
+
+Credential = TypeVar("Credential")
+Answer = TypeVar("Answer")
+
+
+def call_renewing(call: Callable[[Credential], Answer], current: Credential, /, *,
+                  renew: Callable[[Credential], Credential], refused: Callable[[Answer], bool],
+                  log_event: str, **context: Any) -> Answer:
+    """``call(current)``; when ``refused`` says its answer refused the credential, ``renew(current)`` once and
+    call again with the renewed one.
+
+    The second answer is returned whatever it says: a credential refused right after its renewal is the
+    caller's to classify (``AuthExpired``, retried later), never a loop. ``renew`` is handed the refused
+    credential, so a renewal that another worker already made is reused rather than repeated.
+    ``log_event`` and ``context`` are logged when the credential is refused.
+    """
+    answer = call(current)
+    if not refused(answer):
+        return answer
+    log.info(log_event, **context)
+    return call(renew(current))
 
 
 class TokenCache:

@@ -33,7 +33,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import structlog
 from pydantic import SecretStr, ValidationError
 
 from connectors.base import (
@@ -44,7 +43,7 @@ from connectors.base import (
     excerpt,
     post_json,
 )
-from connectors.credentials import TokenCache
+from connectors.credentials import TokenCache, call_renewing
 from schemas.portal import (
     ALREADY_EXISTS,
     AUTH_PATH,
@@ -65,8 +64,6 @@ from schemas.portal import (
     UNKNOWN_SERVICE,
     PortalAnswer,
 )
-
-log = structlog.get_logger(__name__)
 
 ANSWERS: dict[str, type[DeliveryError] | None] = {
     **dict.fromkeys(SUCCESS_CODES),
@@ -153,12 +150,13 @@ class PortalConnector:
 
         An answer whose code is in ``accept`` is returned instead of raised.
         """
-        session = self._session()
-        answer, status = self._post(self.integration_url, self._body(session, unit_code, service, fields), service)
-        if answer.error_code == SESSION_INVALID:
-            log.info("portal.session_expired", service=service)
-            session = self._tokens.renew(self._name, session, self.login)
-            answer, status = self._post(self.integration_url, self._body(session, unit_code, service, fields), service)
+        answer, status = call_renewing(
+            lambda session: self._post(self.integration_url, self._body(session, unit_code, service, fields), service),
+            self._session(),
+            renew=lambda stale: self._tokens.renew(self._name, stale, self.login),
+            refused=lambda reply: reply[0].error_code == SESSION_INVALID,
+            log_event="portal.session_expired", service=service,
+        )
         error = None if answer.error_code in accept else classify_answer(service, answer, status)
         if error is not None:
             raise error

@@ -31,7 +31,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import structlog
 from pydantic import SecretStr, ValidationError
 
 from connectors.base import (
@@ -42,7 +41,7 @@ from connectors.base import (
     excerpt,
     request_envelope,
 )
-from connectors.credentials import TokenCache
+from connectors.credentials import TokenCache, call_renewing
 from schemas.postal import (
     ADDRESS_NOT_SERVED,
     BUSY,
@@ -66,8 +65,6 @@ from schemas.postal import (
     TokenAnswer,
     TrackingPage,
 )
-
-log = structlog.get_logger(__name__)
 
 ANSWERS: dict[str, type[DeliveryError] | None] = {
     SUCCESS: None,
@@ -151,12 +148,13 @@ class PostalConnector:
 
         An answer whose code is in ``accept`` is returned instead of raised.
         """
-        token = self._token()
-        answer, status = self._call(method, path, what, token, json, params)
-        if answer.code == TOKEN_INVALID:
-            log.info("postal.token_expired", call=what)
-            token = self._tokens.renew(self._name, token, self.obtain_token)
-            answer, status = self._call(method, path, what, token, json, params)
+        answer, status = call_renewing(
+            lambda token: self._call(method, path, what, token, json, params),
+            self._token(),
+            renew=lambda stale: self._tokens.renew(self._name, stale, self.obtain_token),
+            refused=lambda reply: reply[0].code == TOKEN_INVALID,
+            log_event="postal.token_expired", call=what,
+        )
         error = None if answer.code in accept else classify_answer(what, answer, status)
         if error is not None:
             raise error

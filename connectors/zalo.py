@@ -49,9 +49,9 @@ from connectors.base import (
     excerpt,
     post_json,
 )
-from connectors.credentials import NoTokenPair, TokenPair, TokenPairStore
+from connectors.credentials import NoTokenPair, TokenPair, TokenPairStore, call_renewing
 from schemas.vietnam import VN_TZ
-from schemas.zalo import OAUTH_PATH, REFRESH_TOKEN_INVALID, ZNS_PATH, TokenAnswer, ZnsAnswer
+from schemas.zalo import OAUTH_PATH, REFRESH_TOKEN_INVALID, TOKEN_INVALID, ZNS_PATH, TokenAnswer, ZnsAnswer
 
 log = structlog.get_logger(__name__)
 
@@ -191,11 +191,13 @@ class ZaloConnector:
     def send(self, phone: str, template_id: str, data: dict[str, str], tracking_id: str) -> Sent:
         """Send one template message; a refused token is rotated once and the send repeated."""
         body = {"phone": phone, "template_id": template_id, "template_data": data, "tracking_id": tracking_id}
-        pair = self.pair()
-        answer, status = self._post(pair, body)
-        if answer.error == -124:
-            log.info("zalo.token_refused", hint="rotating the pair once")
-            answer, status = self._post(self.renew(pair), body)
+        answer, status = call_renewing(
+            lambda pair: self._post(pair, body),
+            self.pair(),
+            renew=self.renew,
+            refused=lambda reply: reply[0].error == TOKEN_INVALID,
+            log_event="zalo.token_refused", hint="rotating the pair once",
+        )
         error = classify_zns(answer, status)
         if error is not None:
             raise error
