@@ -1,5 +1,9 @@
 """Signed webhooks to any subscribed HTTP endpoint (the one-stop software, a data warehouse …).
 
+Transport only: the connector posts the body and headers it is given and maps the answer; the
+body and its Standard Webhooks signature are the adapter's (``adapters/webhook.py``), put together
+with the connector by the webhook deliverer.
+
 Answer table (tested row by row in ``tests/test_webhook_connector.py``):
 
 ========================  ============  ==============================================
@@ -16,14 +20,10 @@ timeout, reset, refused   Retryable     weather
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
-from adapters.webhook import webhook_body, webhook_headers
 from connectors.base import (
     ConnectorResult,
-    Permanent,
     build_http_client,
     call_timeout,
     classify_http_status,
@@ -33,24 +33,21 @@ from connectors.base import (
 
 
 class WebhookConnector:
-    """Posts one event to one subscriber URL, signed with the subscriber's secret."""
+    """Posts to one subscriber URL."""
 
-    def __init__(self, url: str, secret: str, client: httpx.Client) -> None:
+    def __init__(self, url: str, client: httpx.Client) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"webhook URL must be http(s): {url!r}")
         self.url = url
-        self._secret = secret
         self._client = client
 
     @classmethod
-    def from_options(cls, url: str, secret: str | None, connect: float, read: float, pool: int) -> WebhookConnector:
-        if not secret:
-            raise Permanent("the subscriber's secret is not configured (set its secret_env variable)")
-        return cls(url, secret, build_http_client(connect, read, pool))
+    def from_options(cls, url: str, connect: float, read: float, pool: int) -> WebhookConnector:
+        """A connector with its own HTTP client (``pool`` connections, the timeouts in seconds)."""
+        return cls(url, build_http_client(connect, read, pool))
 
-    def send(self, event: dict[str, Any], idempotency_key: str) -> ConnectorResult:
-        body = webhook_body(event)
-        headers = webhook_headers(event, idempotency_key, self._secret, body)
+    def post(self, body: bytes, headers: dict[str, str]) -> ConnectorResult:
+        """Post ``body`` with ``headers``: the answer as a result, or the ``DeliveryError`` of the table above."""
         with map_transport_errors():
             response = self._client.post(self.url, content=body, headers=headers,
                                          timeout=call_timeout(self._client.timeout))

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import redis
 
+from adapters.webhook import webhook_body, webhook_headers
 from config.routing import Destination
 from config.settings import Settings
 from connectors.base import ConnectorResult, Permanent
@@ -43,19 +44,20 @@ class WebhookDeliverer:
         url = destination.option("url")
         if not url:
             raise ValueError(f"destination {destination.name}: webhook needs a url")
-        secret, self._secret_env = destination.secret("secret")
+        self._secret, self._secret_env = destination.secret("secret")
         self._connector = (
             WebhookConnector.from_options(
-                url, secret, destination.timeouts.connect, destination.timeouts.read, settings.worker_concurrency
+                url, destination.timeouts.connect, destination.timeouts.read, settings.worker_concurrency
             )
-            if secret
+            if self._secret
             else None
         )
 
     def deliver(self, event: dict[str, Any], idempotency_key: str) -> ConnectorResult:
-        if self._connector is None:
+        if self._connector is None or self._secret is None:
             raise Permanent(f"subscriber secret not configured: set {self._secret_env}")
-        return self._connector.send(event, idempotency_key)
+        body = webhook_body(event)
+        return self._connector.post(body, webhook_headers(event, idempotency_key, self._secret, body))
 
     def close(self) -> None:
         if self._connector is not None:

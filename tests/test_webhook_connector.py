@@ -1,4 +1,5 @@
-"""The webhook connector's answer table, row by row, against a real server on loopback."""
+"""The webhook connector's answer table, row by row, against a real server on loopback; the requests are the
+adapter's signed ones, as the webhook deliverer puts the two together."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 from starlette.types import Receive, Scope, Send
 
+from adapters.webhook import webhook_body, webhook_headers
+from config.routing import Destination
+from config.settings import Settings
 from connectors.base import ConnectorResult, DeliveryError, Permanent, Retryable, build_http_client
 from connectors.webhook import WebhookConnector
 from sandbox.workload import sample
@@ -89,13 +93,19 @@ def base_url(server: tuple[str, FastAPI]) -> str:
 
 
 def connector(url: str, read: float = 5.0) -> WebhookConnector:
-    return WebhookConnector(url, SECRET, build_http_client(connect=2.0, read=read, max_connections=4))
+    return WebhookConnector(url, build_http_client(connect=2.0, read=read, max_connections=4))
+
+
+def signed_post(c: WebhookConnector, secret: str = SECRET) -> ConnectorResult:
+    """What the webhook deliverer does: the adapter's body and signed headers, posted by the connector."""
+    body = webhook_body(EVENT)
+    return c.post(body, webhook_headers(EVENT, KEY, secret, body))
 
 
 def send(url: str, read: float = 5.0) -> ConnectorResult:
     c = connector(url, read)
     try:
-        return c.send(EVENT, KEY)
+        return signed_post(c)
     finally:
         c.close()
 
@@ -210,11 +220,10 @@ def test_request_is_signed_the_standard_webhooks_way_with_the_idempotency_key(
 
 
 def test_a_subscriber_holding_another_secret_refuses_the_request(base_url: str) -> None:
-    other = WebhookConnector(f"{base_url}/verify", "whsec_" + base64.b64encode(b"x" * 32).decode(),
-                             build_http_client(2.0, 5.0))
+    other = WebhookConnector(f"{base_url}/verify", build_http_client(2.0, 5.0))
     try:
         with pytest.raises(Permanent) as raised:
-            other.send(EVENT, KEY)
+            signed_post(other, "whsec_" + base64.b64encode(b"x" * 32).decode())
     finally:
         other.close()
     assert raised.value.status_code == 401
@@ -223,12 +232,44 @@ def test_a_subscriber_holding_another_secret_refuses_the_request(base_url: str) 
 @pytest.mark.parametrize("url", ["ftp://example.org/events", "127.0.0.1:8000/events", "file:///etc/passwd", ""])
 def test_a_url_that_is_not_http_is_refused(url: str) -> None:
     with pytest.raises(ValueError, match="http"):
-        WebhookConnector(url, SECRET, build_http_client(1.0, 1.0))
+        WebhookConnector(url, build_http_client(1.0, 1.0))
 
 
-def test_missing_secret_is_permanent() -> None:
+# --------------------------------------------------------------------------- the deliverer that composes them
+
+
+def subscriber(url: str) -> Destination:
+    return Destination(name="warehouse", kind="webhook", options={"url": url, "secret_env": "MOTCUA_T_WEBHOOK_SECRET"})
+
+
+def test_the_deliverer_signs_with_the_subscribers_secret_and_posts(
+    server: tuple[str, FastAPI], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tasks.kinds import WebhookDeliverer
+
+    # given
+    url, app = server
+    app.state.seen.clear()
+    monkeypatch.setenv("MOTCUA_T_WEBHOOK_SECRET", SECRET)
+    deliverer = WebhookDeliverer(subscriber(f"{url}/verify"), Settings(worker_concurrency=2))
+    # when
+    try:
+        result = deliverer.deliver(EVENT, KEY)
+    finally:
+        deliverer.close()
+    # then: the reference package verified it on the server
+    assert result.external_ref == "verified-1"
+    assert [request["body"] for request in app.state.seen] == [EVENT]
+
+
+def test_missing_secret_is_permanent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.kinds import WebhookDeliverer
+
+    monkeypatch.delenv("MOTCUA_T_WEBHOOK_SECRET", raising=False)
+    deliverer = WebhookDeliverer(subscriber("https://example.org/events"), Settings(worker_concurrency=1))
+
     with pytest.raises(Permanent, match="secret"):
-        WebhookConnector.from_options("https://example.org/events", None, 1.0, 1.0, 1)
+        deliverer.deliver(EVENT, KEY)
 
 
 # --------------------------------------------------------------------------- narrow mapping (respx)
