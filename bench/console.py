@@ -8,8 +8,8 @@ starts ``motcua-relay api`` with a throwaway operator account, logs in, and asks
 (after one warm-up): the overview, the dead letters (all; one destination; a reason), a dossier, the reports.
 It prints the answer times (p50 / p95 / max, milliseconds) and exits 1 when a page's p95 is over ``--budget-ms`` (200).
 
-Run: ``cd /work/main && .venv/bin/python bench/console.py --database-url postgresql://127.0.0.1:5432/test
-[--events 250000] [--json bench/results/console.json]``.
+Run, from the repository root: ``.venv/bin/python -m bench.console
+--database-url postgresql://127.0.0.1:5432/test [--events 250000] [--json bench/results/console.json]``.
 """
 
 from __future__ import annotations
@@ -18,23 +18,27 @@ import argparse
 import json
 import secrets
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import httpx
+from sqlalchemy import text
 
-import httpx  # noqa: E402
-from sqlalchemy import text  # noqa: E402
-
-from api.console.auth import hash_password  # noqa: E402
-from bench.relay import Database, Service, _new_secret, free_port, percentile, relay_cmd, wait_http  # noqa: E402
-from store.db import get_engine, upgrade  # noqa: E402
-from tests.harness import relay_env, write_routing  # noqa: E402
+from api.console.auth import hash_password
+from bench.support import (
+    Database,
+    ManagedProcess,
+    free_port,
+    new_secret,
+    percentile,
+    relay_cmd,
+    relay_env,
+    wait_http,
+)
+from store.db import get_engine, upgrade
+from tests.harness import write_routing
 
 DESTINATIONS = ("portal", "zalo", "warehouse", "onestop")
 SEED_SQL = """
@@ -130,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                                     names=tuple(d for d in DESTINATIONS if d != "portal"))
             with routing.open("a", encoding="utf-8") as f:  # a portal, for the reports page's sync report
                 f.write('\n[destinations.portal]\nkind = "portal"\nurl = "http://127.0.0.1:9"\n')
-            env = relay_env(database.url, "redis://127.0.0.1:6379/4", _new_secret(), {}, routing,
+            env = relay_env(database.url, "redis://127.0.0.1:6379/4", new_secret(), {}, routing,
                             MOTCUA_LOG_LEVEL="WARNING", MOTCUA_CONSOLE_SECRET=secrets.token_urlsafe(32),
                             MOTCUA_CONSOLE_OPERATORS=f"bench:{hash_password(password, iterations=10_000)}")
-            api = Service("api", relay_cmd("api", "--port", str(port)), env, workdir / "api.log").start()
+            api = ManagedProcess("api", relay_cmd("api", "--port", str(port)), env, workdir / "api.log").start()
             try:
                 wait_http(f"http://127.0.0.1:{port}/healthz", 60, api)
                 with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:

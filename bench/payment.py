@@ -18,7 +18,8 @@ for the payments that called back), the reconciliation's wall time, whether its 
 injected anomalies, ``fee.paid`` sent once per bill paid its amount (and never for a short one), dead
 letters, the worker's and the API's peak RSS.
 
-Run: ``cd /work/main && .venv/bin/python bench/payment.py [--bills 2000] [--json bench/results/payment.json]``.
+Run, from the repository root:
+``.venv/bin/python -m bench.payment [--bills 2000] [--json bench/results/payment.json]``.
 """
 
 from __future__ import annotations
@@ -26,26 +27,21 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # ``python bench/payment.py`` puts bench/ first on the path, not the project
-    sys.path.insert(0, str(ROOT))
+import httpx
+from sqlalchemy import func, select
 
-import httpx  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
-
-from bench.relay import percentile, relay_cmd, tree_hwm_mb  # noqa: E402
-from bench.stack import parse, phase_arguments, relay_stack, run_phases  # noqa: E402
-from sandbox.payment import PayingDay, citizens_pay  # noqa: E402
-from sandbox.workload import fee_day, send_events_sync  # noqa: E402
-from schemas.vietnam import VN_TZ  # noqa: E402
-from store.tables import FINAL_STATUSES, attempts, bills, deliveries, events, payment_callbacks  # noqa: E402
+from bench.stack import parse, phase_arguments, relay_stack, run_phases
+from bench.support import percentile, relay_cmd, tree_hwm_mb
+from sandbox.payment import PayingDay, citizens_pay
+from sandbox.workload import fee_day, send_events_sync
+from schemas.vietnam import VN_TZ
+from store.tables import FINAL_STATUSES, attempts, bills, deliveries, events, payment_callbacks
 
 CLIENT, REQUEST_KEY, CALLBACK_KEY = "UBND-BENCH", "bench-request-key", "bench-callback-key"
 FAULTS = {"error_rate": 0.15, "error_status": 503, "busy_rate": 0.05, "timeout_rate": 0.05, "hang_seconds": 3,
@@ -131,8 +127,8 @@ def run_phase(name: str, fees: list[dict[str, Any]], args: argparse.Namespace, w
         def watch(what: str, done: Any, started: float) -> None:
             while True:
                 stack.check()
-                peaks["worker"] = max(peaks["worker"], tree_hwm_mb(stack.services["worker"].pid))
-                peaks["api"] = max(peaks["api"], tree_hwm_mb(stack.services["api"].pid))
+                peaks["worker"] = max(peaks["worker"], tree_hwm_mb(stack.processes["worker"].pid))
+                peaks["api"] = max(peaks["api"], tree_hwm_mb(stack.processes["api"].pid))
                 finished, text = done()
                 print(f"\r  {name}: {text}, {time.monotonic() - started:.0f} s", end="", flush=True)
                 if finished:

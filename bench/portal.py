@@ -13,7 +13,8 @@ p50/p99 relay lag (intake → the portal's acceptance), attempts and portal call
 logins, expired sessions renewed, faults injected, dead letters, duplicated progress entries,
 dossiers whose final view on the portal equals the one-stop software's truth, the worker's peak RSS.
 
-Run: ``cd /work/main && .venv/bin/python bench/portal.py [--dossiers 400] [--json bench/results/portal.json]``.
+Run, from the repository root:
+``.venv/bin/python -m bench.portal [--dossiers 400] [--json bench/results/portal.json]``.
 """
 
 from __future__ import annotations
@@ -28,29 +29,25 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # ``python bench/portal.py`` puts bench/ first on the path, not the project
-    sys.path.insert(0, str(ROOT))
+import httpx
+import redis
+from sqlalchemy import func, select
 
-import httpx  # noqa: E402
-import redis  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
-
-from adapters.portal import expected_history, holds  # noqa: E402
-from bench.relay import (  # noqa: E402
+from adapters.portal import expected_history, holds
+from bench.support import (
     Database,
-    Service,
-    _new_secret,
+    ManagedProcess,
     free_port,
+    new_secret,
     percentile,
     relay_cmd,
+    relay_env,
     tree_hwm_mb,
     wait_http,
 )
-from sandbox.workload import generate_day, send_events_sync, shuffle_per_dossier  # noqa: E402
-from store.db import get_engine, upgrade  # noqa: E402
-from store.tables import FINAL_STATUSES, attempts, deliveries, events  # noqa: E402
-from tests.harness import relay_env  # noqa: E402
+from sandbox.workload import generate_day, send_events_sync, shuffle_per_dossier
+from store.db import get_engine, upgrade
+from store.tables import FINAL_STATUSES, attempts, deliveries, events
 
 USER, PASSWORD = "bench-relay", "bench-password"
 FAULTS = {"error_rate": 0.2, "error_status": 503, "timeout_rate": 0.05, "hang_seconds": 3,
@@ -89,24 +86,24 @@ def run_phase(name: str, day: list[dict[str, Any]], args: argparse.Namespace, wo
     portal_url, api_url = f"http://127.0.0.1:{portal_port}", f"http://127.0.0.1:{api_port}"
     routing = workdir / "routing.toml"
     routing.write_text(ROUTING.format(url=portal_url, read=args.read_timeout), encoding="utf-8")
-    intake_secret = _new_secret()
+    intake_secret = new_secret()
     env = relay_env(database.url, broker, intake_secret, {}, routing,
                     MOTCUA_LOG_LEVEL="WARNING", MOTCUA_PORTAL_USERNAME=USER, MOTCUA_PORTAL_PASSWORD=PASSWORD,
                     MOTCUA_SWEEP_INTERVAL_SECONDS="1", MOTCUA_WORKER_CONCURRENCY=str(args.concurrency),
                     MOTCUA_BEAT_SCHEDULE_FILE=str(workdir / "beat-schedule"), MOTCUA_REDIS_PREFIX=f"bench-{name}",
                     BENCH_PORTAL_USER=USER, BENCH_PORTAL_PASSWORD=PASSWORD, BENCH_PORTAL_PORT=str(portal_port))
     upgrade(database.sqlalchemy_url)
-    services = [
-        Service("portal", [sys.executable, "-c", PORTAL_CODE], env, workdir / "portal.log"),
-        Service("api", relay_cmd("api", "--port", str(api_port)), env, workdir / "api.log"),
-        Service("worker", relay_cmd("worker"), env, workdir / "worker.log"),
-        Service("beat", relay_cmd("beat"), env, workdir / "beat.log"),
+    processes = [
+        ManagedProcess("portal", [sys.executable, "-c", PORTAL_CODE], env, workdir / "portal.log"),
+        ManagedProcess("api", relay_cmd("api", "--port", str(api_port)), env, workdir / "api.log"),
+        ManagedProcess("worker", relay_cmd("worker"), env, workdir / "worker.log"),
+        ManagedProcess("beat", relay_cmd("beat"), env, workdir / "beat.log"),
     ]
     try:
-        for service in services:
-            service.start()
-        wait_http(f"{portal_url}/_admin/stats", 60, services[0])
-        wait_http(f"{api_url}/healthz", 60, services[1])
+        for process in processes:
+            process.start()
+        wait_http(f"{portal_url}/_admin/stats", 60, processes[0])
+        wait_http(f"{api_url}/healthz", 60, processes[1])
         if name == "faults":
             httpx.post(f"{portal_url}/_admin/faults", json=FAULTS, timeout=5).raise_for_status()
         expected = sum(len(v) for v in expected_history(day).values())
@@ -118,9 +115,9 @@ def run_phase(name: str, day: list[dict[str, Any]], args: argparse.Namespace, wo
             raise RuntimeError(f"the intake took {report.accepted} of {len(day)} events: {report.errors[:3]}")
         peak = 0.0
         while True:
-            for service in services:
-                service.check()
-            peak = max(peak, tree_hwm_mb(services[2].pid))
+            for process in processes:
+                process.check()
+            peak = max(peak, tree_hwm_mb(processes[2].pid))
             with engine.connect() as conn:
                 total, final = conn.execute(select(
                     func.count(), func.count().filter(deliveries.c.status.in_(FINAL_STATUSES)))).one()
@@ -134,8 +131,8 @@ def run_phase(name: str, day: list[dict[str, Any]], args: argparse.Namespace, wo
         print()
         return _figures(name, engine, since, day, portal_url, expected, peak)
     finally:
-        for service in reversed(services):
-            service.stop()
+        for process in reversed(processes):
+            process.stop()
         redis.Redis.from_url(broker).flushdb()
         with contextlib.suppress(Exception):
             get_engine(database.sqlalchemy_url).dispose()

@@ -18,30 +18,26 @@ one-stop software (once each, or kept as late), the status lag (the post's statu
 to the one-stop software, p50/p99) and how the statuses came (push, poll), dead letters, the
 worker's peak RSS.
 
-Run: ``cd /work/main && .venv/bin/python bench/postal.py [--dossiers 300] [--json bench/results/postal.json]``.
+Run, from the repository root:
+``.venv/bin/python -m bench.postal [--dossiers 300] [--json bench/results/postal.json]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import Counter
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # ``python bench/postal.py`` puts bench/ first on the path, not the project
-    sys.path.insert(0, str(ROOT))
+import httpx
+from sqlalchemy import func, select
 
-import httpx  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
-
-from bench.relay import _new_secret, percentile, tree_hwm_mb  # noqa: E402
-from bench.stack import parse, phase_arguments, relay_stack, run_phases  # noqa: E402
-from sandbox.workload import PostalDay, postal_day, send_events_sync  # noqa: E402
-from store.tables import FINAL_STATUSES, attempts, deliveries, events  # noqa: E402
+from bench.stack import parse, phase_arguments, relay_stack, run_phases
+from bench.support import new_secret, percentile, tree_hwm_mb
+from sandbox.workload import PostalDay, postal_day, send_events_sync
+from store.tables import FINAL_STATUSES, attempts, deliveries, events
 
 KEY, SECRET, CUSTOMER = "bench-relay", "bench-consumer-secret", "HCC-BENCH"
 FAULTS = {"error_rate": 0.15, "error_status": 503, "timeout_rate": 0.05, "hang_seconds": 3,
@@ -106,7 +102,7 @@ def to_cancel(plan: PostalDay) -> set[str]:
 def run_phase(name: str, day: list[dict[str, Any]], cancelled: set[str], args: argparse.Namespace,
               workdir: Path) -> dict[str, Any]:
     """One phase on fresh processes, ledger and Redis db; its figures."""
-    callback_secret = _new_secret()
+    callback_secret = new_secret()
 
     def routing(urls: dict[str, str]) -> str:
         return ROUTING.format(postal=urls["postal"], onestop=urls["onestop"], customer=CUSTOMER,
@@ -133,7 +129,7 @@ def run_phase(name: str, day: list[dict[str, Any]], cancelled: set[str], args: a
         peak = 0.0
         while True:
             stack.check()
-            peak = max(peak, tree_hwm_mb(stack.services["worker"].pid))
+            peak = max(peak, tree_hwm_mb(stack.processes["worker"].pid))
             orders = httpx.get(f"{postal_url}/_admin/orders", timeout=30).json()
             recorded = sum(1 for o in orders for h in o["history"] if h["statusCode"] != "100")
             with engine.connect() as conn:

@@ -12,7 +12,7 @@ Three phases, every process real and separate (see ``bench/README.md``)::
   slow      the same with 200 ms added to every simulator answer (``POST /_admin/faults``),
             with a larger worker concurrency
 
-Run: ``cd /work/main && .venv/bin/python bench/relay.py [--json bench/results/relay.json]``.
+Run, from the repository root: ``.venv/bin/python -m bench.relay [--json bench/results/relay.json]``.
 """
 
 from __future__ import annotations
@@ -37,17 +37,27 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # ``python bench/relay.py`` puts bench/ first on the path, not the project
-    sys.path.insert(0, str(ROOT))
+import httpx
+import redis
+from celery import Celery
 
-import httpx  # noqa: E402
-import redis  # noqa: E402
-from celery import Celery  # noqa: E402
-
-from config.celery import celery_config  # noqa: E402
-from config.routing import load_routing  # noqa: E402
-from config.settings import Settings  # noqa: E402
+from bench.support import (
+    Database,
+    ManagedProcess,
+    free_port,
+    machine_cpu,
+    new_secret,
+    percentile,
+    relay_cmd,
+    relay_env,
+    tree_cpu_s,
+    tree_hwm_mb,
+    tree_rss_mb,
+    wait_http,
+)
+from config.celery import celery_config
+from config.routing import load_routing
+from config.settings import Settings
 
 ROUTING_FILE = Path(__file__).resolve().parent / "routing.toml"
 DESTINATION = "bench"  # the one destination of bench/routing.toml
@@ -87,51 +97,7 @@ def noop(key: str, total: int) -> None:
 configure_baseline()
 
 
-# --------------------------------------------------------------------------- processes
-
-
-class Service:
-    """A subprocess in its own session, stopped (TERM, then KILL) with its whole group."""
-
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name, self.cmd, self.env, self.log_path = name, cmd, env, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Service:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def check(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            tail = self.log_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; log {self.log_path}:\n{tail}")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.proc = None
-
-
-def relay_cmd(*args: str) -> list[str]:
-    """``motcua-relay <args>`` with this interpreter."""
-    return [sys.executable, "-m", "cli.main", *args]
-
+# --------------------------------------------------------------------------- the one-stop simulator
 
 SANDBOX_CODE = (
     "import json, os, uvicorn\n"
@@ -140,117 +106,6 @@ SANDBOX_CODE = (
     "uvicorn.run(app, host='127.0.0.1', port=int(os.environ['BENCH_SANDBOX_PORT']),"
     " access_log=False, log_level='warning')\n"
 )
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as fh:
-                out += [int(c) for c in fh.read().split()]
-    return out
-
-
-def process_tree(pid: int) -> list[int]:
-    seen, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        seen.append(p)
-        todo += _children(p)
-    return seen
-
-
-def _status_kb(pid: int, field_name: str) -> int:
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def tree_rss_mb(pid: int) -> float:
-    return sum(_status_kb(p, "VmRSS") for p in process_tree(pid)) / 1024
-
-
-def tree_hwm_mb(pid: int) -> float:
-    return sum(_status_kb(p, "VmHWM") for p in process_tree(pid)) / 1024
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_s(pid: int) -> float:
-    total = 0.0
-    for p in process_tree(pid):
-        with contextlib.suppress(OSError, IndexError, ValueError), open(f"/proc/{p}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / _TICK
-    return total
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine."""
-    with open("/proc/stat") as fh:
-        values = [int(v) for v in fh.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
-def wait_http(url: str, timeout: float, service: Service | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if service is not None:
-            service.check()
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
-
-
-def free_port() -> int:
-    from tests.harness import free_port as harness_free_port
-
-    return harness_free_port()
-
-
-# --------------------------------------------------------------------------- databases
-
-
-@dataclass
-class Database:
-    """A fresh ledger for the run: a SQLite file in the work dir, or a PostgreSQL database of our own."""
-
-    url: str  # as the relay's settings take it
-    label: str
-    drop: Callable[[], None] = lambda: None
-
-    @classmethod
-    def create(cls, requested: str | None, workdir: Path) -> Database:
-        if not requested or requested.startswith("sqlite"):
-            if requested and requested != "sqlite":
-                raise SystemExit("for SQLite the bench always makes a fresh file: pass no --database-url")
-            path = workdir / "ledger.db"
-            return cls(f"sqlite:///{path}", "sqlite")
-        if not requested.startswith(("postgresql", "postgres://")):
-            raise SystemExit(f"unsupported --database-url {requested!r} (sqlite or postgresql://…)")
-        import psycopg
-
-        admin = "postgresql://" + requested.split("://", 1)[1]
-        name = f"motcua_bench_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        base = admin.rsplit("/", 1)[0]
-
-        def drop() -> None:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-        return cls(f"{base}/{name}", f"postgresql ({name}, dropped after)", drop)
-
-    @property
-    def sqlalchemy_url(self) -> str:
-        return Settings(database_url=self.url).database_url
 
 
 # --------------------------------------------------------------------------- workload
@@ -320,16 +175,6 @@ async def _post_lanes(
 # --------------------------------------------------------------------------- results
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = q / 100 * (len(ordered) - 1)
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 @dataclass
 class PhaseResult:
     name: str
@@ -348,7 +193,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, console: Any) -> None:
         self.args = args
         self.console = console
-        self.services: list[Service] = []
+        self.processes: list[ManagedProcess] = []
         self.workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="motcua-bench-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         if args.redis_db == 0:
@@ -357,21 +202,19 @@ class Bench:
         self.redis = redis.Redis.from_url(self.redis_url)
         self.db: Database | None = None
         self.results: dict[str, PhaseResult] = {}
-        self.intake_secret = _new_secret()
-        self.subscriber_secret = _new_secret()
+        self.intake_secret = new_secret()
+        self.subscriber_secret = new_secret()
         self.sandbox_port = free_port()
         self.api_port = free_port()
-        self.worker: Service | None = None
-        self.sandbox: Service | None = None
-        self.api: Service | None = None
-        self.beat: Service | None = None
+        self.worker: ManagedProcess | None = None
+        self.sandbox: ManagedProcess | None = None
+        self.api: ManagedProcess | None = None
+        self.beat: ManagedProcess | None = None
         self.read_engine: Any = None
 
     # ---- environment
 
     def env(self, concurrency: int) -> dict[str, str]:
-        from tests.harness import relay_env
-
         # the baseline runs before the ledger exists: its worker never opens this URL
         db_url = self.db.url if self.db is not None else f"sqlite:///{self.workdir / 'unused.db'}"
         return relay_env(
@@ -388,22 +231,22 @@ class Bench:
             BENCH_SANDBOX_PORT=str(self.sandbox_port),
         )
 
-    def spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> Service:
-        service = Service(name, cmd, env, self.workdir / f"{name}.log").start()
-        self.services.append(service)
-        return service
+    def spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> ManagedProcess:
+        process = ManagedProcess(name, cmd, env, self.workdir / f"{name}.log").start()
+        self.processes.append(process)
+        return process
 
-    def stop(self, service: Service | None) -> None:
-        if service is not None:
-            service.stop()
-            if service in self.services:
-                self.services.remove(service)
+    def stop(self, process: ManagedProcess | None) -> None:
+        if process is not None:
+            process.stop()
+            if process in self.processes:
+                self.processes.remove(process)
 
     def close(self) -> None:
-        for service in reversed(self.services):
+        for process in reversed(self.processes):
             with contextlib.suppress(Exception):
-                service.stop()
-        self.services.clear()
+                process.stop()
+        self.processes.clear()
         if self.read_engine is not None:
             self.read_engine.dispose()
         with contextlib.suppress(Exception):
@@ -557,7 +400,7 @@ class Bench:
                 env,
             )
 
-    def start_worker(self, concurrency: int) -> Service:
+    def start_worker(self, concurrency: int) -> ManagedProcess:
         self.stop(self.worker)
         self.worker = self.spawn(
             f"worker-c{concurrency}",
@@ -646,8 +489,8 @@ class Bench:
             final = 0
             counts: dict[str, int] = {}
             while time.monotonic() < deadline:
-                for service in (worker, self.api, self.sandbox):
-                    service.check()
+                for process in (worker, self.api, self.sandbox):
+                    process.check()
                 if errors:
                     raise errors[0]
                 final, counts = self.final_count(since)
@@ -714,7 +557,7 @@ class Bench:
             self._py_spy_dump(worker, name)
         return result
 
-    def _py_spy_record(self, worker: Service, name: str) -> subprocess.Popen[bytes]:
+    def _py_spy_record(self, worker: ManagedProcess, name: str) -> subprocess.Popen[bytes]:
         """py-spy record of the worker for the phase: collapsed stacks (one line per stack) in the work dir."""
         path = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         out = self.workdir / f"profile-{name}.txt"
@@ -738,15 +581,15 @@ class Bench:
             stderr=subprocess.DEVNULL,
         )
 
-    def _py_spy_dump(self, worker: Service, name: str) -> None:
+    def _py_spy_dump(self, worker: ManagedProcess, name: str) -> None:
         path = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         out = subprocess.run([path, "dump", "--pid", str(worker.pid)], capture_output=True, text=True, timeout=60)
         (self.workdir / f"py-spy-{name}.txt").write_text(out.stdout + out.stderr)
 
-    def _wait(self, predicate: Callable[[], bool], timeout: float, what: str, service: Service) -> None:
+    def _wait(self, predicate: Callable[[], bool], timeout: float, what: str, process: ManagedProcess) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            service.check()
+            process.check()
             if predicate():
                 return
             time.sleep(0.1)
@@ -776,12 +619,6 @@ def _busy_pct(before: tuple[float, float], after: tuple[float, float]) -> float:
 
 def _round(value: float | None) -> float | None:
     return round(value, 1) if value is not None else None
-
-
-def _new_secret() -> str:
-    from tests.harness import new_secret
-
-    return new_secret()
 
 
 # --------------------------------------------------------------------------- report

@@ -20,23 +20,30 @@ from typing import Any
 
 import redis
 
-from bench.relay import Database, Service, _new_secret, free_port, relay_cmd, wait_http
+from bench.support import (
+    Database,
+    ManagedProcess,
+    free_port,
+    new_secret,
+    relay_cmd,
+    relay_env,
+    wait_http,
+)
 from store.db import get_engine, upgrade
-from tests.harness import relay_env
 
 
 @dataclass
 class Stack:
     env: dict[str, str]
     urls: dict[str, str]
-    services: dict[str, Service]
+    processes: dict[str, ManagedProcess]
     intake_secret: str
     engine: Any
 
     def check(self) -> None:
         """Raise, with its log's tail, when a process has exited."""
-        for service in self.services.values():
-            service.check()
+        for process in self.processes.values():
+            process.check()
 
 
 @contextlib.contextmanager
@@ -51,29 +58,30 @@ def relay_stack(name: str, workdir: Path, *, database_url: str | None, redis_db:
     urls = {which: f"http://127.0.0.1:{port}" for which, port in ports.items()}
     routing_file = workdir / "routing.toml"
     routing_file.write_text(routing(urls), encoding="utf-8")
-    intake_secret = _new_secret()
-    env = relay_env(database.url, broker, intake_secret, {"onestop": _new_secret()}, routing_file,
+    intake_secret = new_secret()
+    env = relay_env(database.url, broker, intake_secret, {"onestop": new_secret()}, routing_file,
                     **{"MOTCUA_LOG_LEVEL": "WARNING", "MOTCUA_SWEEP_INTERVAL_SECONDS": "1",
                        "MOTCUA_PORTAL_PULL_INTERVAL_SECONDS": "3600",
                        "MOTCUA_BEAT_SCHEDULE_FILE": str(workdir / "beat-schedule"),
                        "MOTCUA_REDIS_PREFIX": f"bench-{name}", **env_extra})
     upgrade(database.sqlalchemy_url)
-    services = {which: Service(which, [sys.executable, "-c", code],
-                               {**env, "BENCH_WHICH": which, "BENCH_PORT": str(ports[which])}, workdir / f"{which}.log")
-                for which in simulators}
-    services |= {"api": Service("api", relay_cmd("api", "--port", str(ports["api"])), env, workdir / "api.log"),
-                 "worker": Service("worker", relay_cmd("worker"), env, workdir / "worker.log"),
-                 "beat": Service("beat", relay_cmd("beat"), env, workdir / "beat.log")}
+    processes = {which: ManagedProcess(which, [sys.executable, "-c", code],
+                                       {**env, "BENCH_WHICH": which, "BENCH_PORT": str(ports[which])},
+                                       workdir / f"{which}.log")
+                 for which in simulators}
+    processes |= {"api": ManagedProcess("api", relay_cmd("api", "--port", str(ports["api"])), env, workdir / "api.log"),
+                  "worker": ManagedProcess("worker", relay_cmd("worker"), env, workdir / "worker.log"),
+                  "beat": ManagedProcess("beat", relay_cmd("beat"), env, workdir / "beat.log")}
     try:
-        for service in services.values():
-            service.start()
+        for process in processes.values():
+            process.start()
         for which in simulators:
-            wait_http(f"{urls[which]}/_admin/stats", 60, services[which])
-        wait_http(f"{urls['api']}/healthz", 60, services["api"])
-        yield Stack(env, urls, services, intake_secret, get_engine(database.sqlalchemy_url))
+            wait_http(f"{urls[which]}/_admin/stats", 60, processes[which])
+        wait_http(f"{urls['api']}/healthz", 60, processes["api"])
+        yield Stack(env, urls, processes, intake_secret, get_engine(database.sqlalchemy_url))
     finally:
-        for service in reversed(list(services.values())):
-            service.stop()
+        for process in reversed(list(processes.values())):
+            process.stop()
         redis.Redis.from_url(broker).flushdb()
         with contextlib.suppress(Exception):
             get_engine(database.sqlalchemy_url).dispose()

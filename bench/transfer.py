@@ -18,31 +18,27 @@ from the first intake request to every transfer's last word at the origin, the r
 refusals, hops that met the outage (``UNIT_UNAVAILABLE``), dead letters, the worker's peak RSS and, for
 ``big``, its growth over its resting size.
 
-Run: ``cd /work/main && .venv/bin/python bench/transfer.py [--transfers 100] [--json bench/results/transfer.json]``.
+Run, from the repository root:
+``.venv/bin/python -m bench.transfer [--transfers 100] [--json bench/results/transfer.json]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # ``python bench/transfer.py`` puts bench/ first on the path, not the project
-    sys.path.insert(0, str(ROOT))
+import httpx
+from sqlalchemy import func, select
 
-import httpx  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
-
-from bench.relay import percentile, tree_hwm_mb, tree_rss_mb  # noqa: E402
-from bench.stack import Stack, parse, phase_arguments, relay_stack, run_phases  # noqa: E402
-from sandbox.lgsp import DISTRICT, document_sha256, transfer_day  # noqa: E402
-from sandbox.workload import send_events_sync  # noqa: E402
-from store.tables import deliveries, events  # noqa: E402
+from bench.stack import Stack, parse, phase_arguments, relay_stack, run_phases
+from bench.support import percentile, tree_hwm_mb, tree_rss_mb
+from sandbox.lgsp import DISTRICT, document_sha256, transfer_day
+from sandbox.workload import send_events_sync
+from store.tables import deliveries, events
 
 USER, PASSWORD = "bench-lienthong", "bench-exchange-password"
 RETRY = '{ schedule = ["0.5s", "1s", "2s", "4s"], repeat_every = "4s", deadline = "1h", max_attempts = 200 }'
@@ -136,7 +132,7 @@ def run_phase(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, A
         wanted = {e["dossier_code"] for e in day}
         while True:
             stack.check()
-            peak = max(peak, tree_hwm_mb(stack.services["worker"].pid))
+            peak = max(peak, tree_hwm_mb(stack.processes["worker"].pid))
             words = last_words(urls["onestop"])
             done = len(wanted & set(words))
             print(f"\r  {name}: {done} / {len(wanted)} transfers ended at the origin, "
@@ -200,7 +196,7 @@ def _big(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     send_events_sync(f"{urls['api']}/v1/events", stack.intake_secret, [small])
     _wait(lambda: hop_delivered(1), args.timeout, stack)
     time.sleep(1)
-    worker = stack.services["worker"]
+    worker = stack.processes["worker"]
     before = tree_rss_mb(worker.pid)
     counted = httpx.get(f"{urls['exchange']}/_admin/stats", timeout=10).json()["counters"].get("document_bytes", 0)
     started = time.monotonic()

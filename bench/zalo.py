@@ -11,7 +11,8 @@ p50/p99 intake → delivered, refreshes (must be 3), spent refresh tokens presen
 repeated ``tracking_id`` at Zalo (must be 0), requests refused for an expired token, the workers'
 peak RSS.
 
-Run: ``cd /work/main && .venv/bin/python bench/zalo.py [--json bench/results/zalo.json]``.
+Run, from the repository root:
+``.venv/bin/python -m bench.zalo [--json bench/results/zalo.json]``.
 """
 
 from __future__ import annotations
@@ -26,28 +27,25 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import httpx
+import redis
+from sqlalchemy import func, select
 
-import httpx  # noqa: E402
-import redis  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
-
-from bench.relay import (  # noqa: E402
+from bench.support import (
+    ROOT,
     Database,
-    Service,
-    _new_secret,
+    ManagedProcess,
     free_port,
+    new_secret,
     percentile,
     relay_cmd,
+    relay_env,
     tree_hwm_mb,
     wait_http,
 )
-from sandbox.workload import generate_day, send_events_sync  # noqa: E402
-from store.db import get_engine, upgrade  # noqa: E402
-from store.tables import FINAL_STATUSES, deliveries, events  # noqa: E402
-from tests.harness import relay_env  # noqa: E402
+from sandbox.workload import generate_day, send_events_sync
+from store.db import get_engine, upgrade
+from store.tables import FINAL_STATUSES, deliveries, events
 
 APP_ID, APP_SECRET, OA_KEY, SMS_KEY = "4301520984", "bench-app-secret", "bench-oa-key", "bench-sms-key"
 SIMULATORS = (
@@ -92,28 +90,28 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     zalo_url, sms_url, api_url = (f"http://127.0.0.1:{p}" for p in (zalo_port, sms_port, api_port))
     routing = workdir / "routing.toml"
     routing.write_text(ROUTING.format(zalo=zalo_url, sms=sms_url), encoding="utf-8")
-    intake_secret = _new_secret()
+    intake_secret = new_secret()
     env = relay_env(database.url, broker, intake_secret, {}, routing,
                     MOTCUA_LOG_LEVEL="WARNING", MOTCUA_ZALO_APP_ID=APP_ID, MOTCUA_ZALO_APP_SECRET=APP_SECRET,
                     MOTCUA_ZALO_OA_SECRET_KEY=OA_KEY, MOTCUA_SMS_API_KEY=SMS_KEY, MOTCUA_SWEEP_INTERVAL_SECONDS="1",
                     MOTCUA_WORKER_CONCURRENCY=str(args.concurrency), MOTCUA_REDIS_PREFIX="bench-zalo",
                     MOTCUA_BEAT_SCHEDULE_FILE=str(workdir / "beat-schedule"))
     upgrade(database.sqlalchemy_url)
-    services = [
-        Service("zalo", [sys.executable, "-c", SIMULATORS], env | {"BENCH_WHICH": "zalo", "BENCH_PORT": str(zalo_port)},
-                workdir / "zalo.log"),
-        Service("sms", [sys.executable, "-c", SIMULATORS], env | {"BENCH_WHICH": "sms", "BENCH_PORT": str(sms_port)},
-                workdir / "sms.log"),
-        Service("api", relay_cmd("api", "--port", str(api_port)), env, workdir / "api.log"),
-        Service("worker", relay_cmd("worker", "--processes", "2"), env, workdir / "worker.log"),
-        Service("beat", relay_cmd("beat"), env, workdir / "beat.log"),
+    processes = [
+        ManagedProcess("zalo", [sys.executable, "-c", SIMULATORS],
+                       env | {"BENCH_WHICH": "zalo", "BENCH_PORT": str(zalo_port)}, workdir / "zalo.log"),
+        ManagedProcess("sms", [sys.executable, "-c", SIMULATORS],
+                       env | {"BENCH_WHICH": "sms", "BENCH_PORT": str(sms_port)}, workdir / "sms.log"),
+        ManagedProcess("api", relay_cmd("api", "--port", str(api_port)), env, workdir / "api.log"),
+        ManagedProcess("worker", relay_cmd("worker", "--processes", "2"), env, workdir / "worker.log"),
+        ManagedProcess("beat", relay_cmd("beat"), env, workdir / "beat.log"),
     ]
     try:
-        for service in services:
-            service.start()
-        wait_http(f"{zalo_url}/_admin/stats", 60, services[0])
-        wait_http(f"{sms_url}/_admin/stats", 60, services[1])
-        wait_http(f"{api_url}/healthz", 60, services[2])
+        for process in processes:
+            process.start()
+        wait_http(f"{zalo_url}/_admin/stats", 60, processes[0])
+        wait_http(f"{sms_url}/_admin/stats", 60, processes[1])
+        wait_http(f"{api_url}/healthz", 60, processes[2])
         pair = httpx.post(f"{zalo_url}/_admin/tokens", timeout=5).json()
         subprocess_env = env | {"MOTCUA_ZALO_ACCESS_TOKEN": pair["access_token"],
                                 "MOTCUA_ZALO_REFRESH_TOKEN": pair["refresh_token"]}
@@ -131,9 +129,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         marks = [expected * share for share in (0.25, 0.5, 0.75)]
         peak = 0.0
         while True:
-            for service in services:
-                service.check()
-            peak = max(peak, tree_hwm_mb(services[3].pid))
+            for process in processes:
+                process.check()
+            peak = max(peak, tree_hwm_mb(processes[3].pid))
             with engine.connect() as conn:
                 total, final = conn.execute(select(func.count(), func.count().filter(
                     deliveries.c.status.in_(FINAL_STATUSES)))).one()
@@ -171,8 +169,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "sms_sent": sms["sent"], "workers_peak_rss_mb": round(peak, 1),
         }
     finally:
-        for service in reversed(services):
-            service.stop()
+        for process in reversed(processes):
+            process.stop()
         redis.Redis.from_url(broker).flushdb()
         database.drop()
 

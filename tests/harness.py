@@ -6,11 +6,9 @@ with SIGKILL when a test says so; Redis is a real ``redis-server`` on a free loo
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,17 +20,12 @@ from typing import Any
 
 import redis
 
+# the processes' environment, ports and secrets are the benchmarks' too: bench/ holds them, tests/ re-exports them
+from bench.support import free_port as free_port
+from bench.support import new_secret as new_secret
+from bench.support import relay_env as relay_env
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
@@ -155,26 +148,6 @@ def worker_and_beat(env: dict[str, str], name: str, workdir: Path) -> tuple[Rela
     beat = RelayProcess(["beat"], {**env, "MOTCUA_BEAT_SCHEDULE_FILE": str(workdir / f"{name}-beat")},
                         logs / f"{name}-beat.log").start()
     return worker, beat
-
-
-def relay_env(
-    database_url: str, redis_url: str, intake_secret: str, subscriber_secrets: dict[str, str],
-    routing_file: Path, **extra: str,
-) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOTCUA_")}
-    env.update({
-        "MOTCUA_DATABASE_URL": database_url,
-        "MOTCUA_BROKER_URL": redis_url,
-        "MOTCUA_REDIS_URL": redis_url,
-        "MOTCUA_INTAKE_SECRET": intake_secret,
-        "MOTCUA_ROUTING_FILE": str(routing_file),
-        "MOTCUA_LOG_FORMAT": "json",
-        "PYTHONPATH": str(ROOT),
-    })
-    for name, secret in subscriber_secrets.items():
-        env[f"MOTCUA_{name.upper()}_WEBHOOK_SECRET"] = secret
-    env.update(extra)
-    return env
 
 
 def become_relay(monkeypatch: Any, env: dict[str, str]) -> None:

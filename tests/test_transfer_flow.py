@@ -260,7 +260,7 @@ def delivered(destination: str) -> int:
 def test_a_200_mb_document_crosses_with_the_worker_growing_by_less_than_50_mb(
     stack: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from bench.relay import tree_hwm_mb, tree_rss_mb
+    from bench.support import tree_hwm_mb, tree_rss_mb
 
     with relay_processes(stack, tmp_path, monkeypatch, "transfer-200mb", beat=False) as worker:
         # given a worker warmed up by a first, small transfer (imports, the WSDL loaded, pools open)
