@@ -8,7 +8,7 @@ starts ``motcua-relay api`` with a throwaway operator account, logs in, and asks
 (after one warm-up): the overview, the dead letters (all; one destination; a reason), a dossier, the reports.
 It prints the answer times (p50 / p95 / max, milliseconds) and exits 1 when a page's p95 is over ``--budget-ms`` (200).
 
-Run, from the repository root: ``.venv/bin/python -m bench.console
+Routing: ``bench/routing/console.toml``. Run, from the repository root: ``.venv/bin/python -m bench.console
 --database-url postgresql://127.0.0.1:5432/test [--events 250000] [--json bench/results/console.json]``.
 """
 
@@ -35,12 +35,11 @@ from bench.support import (
     percentile,
     relay_cmd,
     relay_env,
+    routing_template,
     wait_http,
 )
 from store.db import get_engine, upgrade
-from tests.harness import write_routing
 
-DESTINATIONS = ("portal", "zalo", "warehouse", "onestop")
 SEED_SQL = """
 INSERT INTO events (id, event_id, type, origin, unit_code, dossier_code, procedure_code, sequence, occurred_at,
                     received_at, content_hash, payload, routed_at, enqueued_at)
@@ -130,11 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seeded in {seeded['seconds']} s: {seeded['deliveries']:,} deliveries, "
                   f"{seeded['attempts']:,} attempts", flush=True)
             password, port = secrets.token_urlsafe(12), free_port()
-            routing = write_routing(workdir / "routing.toml", "http://127.0.0.1:9",
-                                    names=tuple(d for d in DESTINATIONS if d != "portal"))
-            with routing.open("a", encoding="utf-8") as f:  # a portal, for the reports page's sync report
-                f.write('\n[destinations.portal]\nkind = "portal"\nurl = "http://127.0.0.1:9"\n')
-            env = relay_env(database.url, "redis://127.0.0.1:6379/4", new_secret(), {}, routing,
+            env = relay_env(database.url, "redis://127.0.0.1:6379/4", new_secret(), {}, routing_template("console"),
                             MOTCUA_LOG_LEVEL="WARNING", MOTCUA_CONSOLE_SECRET=secrets.token_urlsafe(32),
                             MOTCUA_CONSOLE_OPERATORS=f"bench:{hash_password(password, iterations=10_000)}")
             api = ManagedProcess("api", relay_cmd("api", "--port", str(port)), env, workdir / "api.log").start()

@@ -18,7 +18,7 @@ for the payments that called back), the reconciliation's wall time, whether its 
 injected anomalies, ``fee.paid`` sent once per bill paid its amount (and never for a short one), dead
 letters, the worker's and the API's peak RSS.
 
-Run, from the repository root:
+Routing: ``bench/routing/payment.toml``. Run, from the repository root:
 ``.venv/bin/python -m bench.payment [--bills 2000] [--json bench/results/payment.json]``.
 """
 
@@ -46,76 +46,32 @@ from store.tables import FINAL_STATUSES, attempts, bills, deliveries, events, pa
 CLIENT, REQUEST_KEY, CALLBACK_KEY = "UBND-BENCH", "bench-request-key", "bench-callback-key"
 FAULTS = {"error_rate": 0.15, "error_status": 503, "busy_rate": 0.05, "timeout_rate": 0.05, "hang_seconds": 3,
           "seed": 13}
-RETRY = '{ schedule = ["0.5s", "1s", "2s", "4s"], repeat_every = "5s", deadline = "1h", max_attempts = 200 }'
 SIMULATORS = (
     "import os, uvicorn\n"
     "from sandbox.payment import create_app\n"
     "from sandbox.onestop import create_app as onestop\n"
     "e = os.environ\n"
     "if e['BENCH_WHICH'] == 'platform':\n"
-    "    app = create_app(client_id=e['BENCH_CLIENT'], request_key=e['MOTCUA_PAYMENT_REQUEST_KEY'],"
+    "    app = create_app(client_id=e['MOTCUA_PAYMENT_CLIENT_ID'], request_key=e['MOTCUA_PAYMENT_REQUEST_KEY'],"
     " callback_key=e['MOTCUA_PAYMENT_CALLBACK_KEY'])\n"
     "else:\n"
     "    app = onestop({'onestop': e['MOTCUA_ONESTOP_WEBHOOK_SECRET']})\n"
     "uvicorn.run(app, host='127.0.0.1', port=int(e['BENCH_PORT']), access_log=False, log_level='warning')\n"
 )
 
-ROUTING = """
-# fee collection at the unit's provider, and the one-stop software hearing about bills and payments
-[destinations.payment]
-kind = "payment"
-provider = "{provider}"
-url = "{provider_url}"
-client_id = "{client_id}"
-request_key_env = "MOTCUA_PAYMENT_REQUEST_KEY"
-callback_key_env = "MOTCUA_PAYMENT_CALLBACK_KEY"
-partner_code = "{partner}"
-username = "{username}"
-password_env = "MOTCUA_BANK_PASSWORD"
-vnpay_tmn_code = "{tmn_code}"
-vnpay_secret_env = "MOTCUA_PAYMENT_VNPAY_SECRET"
-beneficiary_account = "3511.0.1054321.00000"
-beneficiary_name = "Ủy ban nhân dân thành phố Hạ Long"
-beneficiary_bank = "KBNN"
-return_url = "https://dichvucong.quangninh.gov.vn/thanh-toan/ket-qua"
-query_after = "{query_after}"
-query_every = "{query_every}"
-ordering = "none"
-timeouts = {{ connect = 2, read = {read} }}
-retry = {retry}
-breaker = {{ failure_threshold = 1000, open_for = "2s" }}
-
-[destinations.onestop]
-kind = "webhook"
-url = "{onestop}/subscribers/onestop/events"
-secret_env = "MOTCUA_ONESTOP_WEBHOOK_SECRET"
-timeouts = {{ connect = 2, read = 5 }}
-retry = {retry}
-
-[[routes]]
-events = ["fee.assessed"]
-origins = ["onestop"]
-destination = "payment"
-
-[[routes]]
-events = ["*"]
-exclude_origins = ["onestop"]
-destination = "onestop"
-"""
-
 
 def run_phase(name: str, fees: list[dict[str, Any]], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """One phase on fresh processes, ledger and Redis db; its figures."""
-    def routing(urls: dict[str, str]) -> str:
-        return ROUTING.format(provider="platform", provider_url=urls["platform"], client_id=CLIENT, partner="-",
-                              username="-", tmn_code="", query_after="1h", query_every="1h", read=args.read_timeout,
-                              retry=RETRY, onestop=urls["onestop"])
+    def addresses(urls: dict[str, str]) -> dict[str, str]:
+        return {"MOTCUA_PAYMENT_URL": urls["platform"],
+                "MOTCUA_ONESTOP_WEBHOOK_URL": f"{urls['onestop']}/subscribers/onestop/events"}
 
     with relay_stack(name, workdir, database_url=args.database_url, redis_db=args.redis_db,
-                     simulators=("platform", "onestop"), code=SIMULATORS, routing=routing,
+                     simulators=("platform", "onestop"), code=SIMULATORS, routing="payment",
+                     routing_changes={"payment": {"timeouts": {"read": args.read_timeout}}}, addresses=addresses,
                      MOTCUA_PAYMENT_REQUEST_KEY=REQUEST_KEY, MOTCUA_PAYMENT_CALLBACK_KEY=CALLBACK_KEY,
                      MOTCUA_POSTAL_POLL_INTERVAL_SECONDS="3600", MOTCUA_WORKER_CONCURRENCY=str(args.concurrency),
-                     MOTCUA_REPORTS_DIR=str(workdir / "reports"), BENCH_CLIENT=CLIENT) as stack:
+                     MOTCUA_REPORTS_DIR=str(workdir / "reports"), MOTCUA_PAYMENT_CLIENT_ID=CLIENT) as stack:
         platform_url, onestop_url, api_url = stack.urls["platform"], stack.urls["onestop"], stack.urls["api"]
         if name == "faults":
             httpx.post(f"{platform_url}/_admin/faults", json=FAULTS, timeout=5).raise_for_status()

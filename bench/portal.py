@@ -13,7 +13,7 @@ p50/p99 relay lag (intake → the portal's acceptance), attempts and portal call
 logins, expired sessions renewed, faults injected, dead letters, duplicated progress entries,
 dossiers whose final view on the portal equals the one-stop software's truth, the worker's peak RSS.
 
-Run, from the repository root:
+Routing: ``bench/routing/portal.toml``. Run, from the repository root:
 ``.venv/bin/python -m bench.portal [--dossiers 400] [--json bench/results/portal.json]``.
 """
 
@@ -42,6 +42,7 @@ from bench.support import (
     percentile,
     relay_cmd,
     relay_env,
+    routing_file,
     tree_hwm_mb,
     wait_http,
 )
@@ -59,21 +60,6 @@ PORTAL_CODE = (
     "uvicorn.run(app, host='127.0.0.1', port=int(os.environ['BENCH_PORTAL_PORT']), access_log=False,"
     " log_level='warning')\n"
 )
-ROUTING = """
-[destinations.portal]
-kind = "portal"
-url = "{url}"
-username_env = "MOTCUA_PORTAL_USERNAME"
-password_env = "MOTCUA_PORTAL_PASSWORD"
-timeouts = {{ connect = 2, read = {read} }}
-retry = {{ schedule = ["0.5s", "1s", "2s", "4s"], repeat_every = "5s", deadline = "1h", max_attempts = 200 }}
-breaker = {{ failure_threshold = 1000, open_for = "2s" }}
-
-[[routes]]
-events = ["dossier.*"]
-origins = ["onestop"]
-destination = "portal"
-"""
 
 
 def run_phase(name: str, day: list[dict[str, Any]], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -84,10 +70,9 @@ def run_phase(name: str, day: list[dict[str, Any]], args: argparse.Namespace, wo
     redis.Redis.from_url(broker).flushdb()
     portal_port, api_port = free_port(), free_port()
     portal_url, api_url = f"http://127.0.0.1:{portal_port}", f"http://127.0.0.1:{api_port}"
-    routing = workdir / "routing.toml"
-    routing.write_text(ROUTING.format(url=portal_url, read=args.read_timeout), encoding="utf-8")
+    routing = routing_file("portal", workdir / "routing.toml", {"portal": {"timeouts": {"read": args.read_timeout}}})
     intake_secret = new_secret()
-    env = relay_env(database.url, broker, intake_secret, {}, routing,
+    env = relay_env(database.url, broker, intake_secret, {}, routing, MOTCUA_PORTAL_URL=portal_url,
                     MOTCUA_LOG_LEVEL="WARNING", MOTCUA_PORTAL_USERNAME=USER, MOTCUA_PORTAL_PASSWORD=PASSWORD,
                     MOTCUA_SWEEP_INTERVAL_SECONDS="1", MOTCUA_WORKER_CONCURRENCY=str(args.concurrency),
                     MOTCUA_BEAT_SCHEDULE_FILE=str(workdir / "beat-schedule"), MOTCUA_REDIS_PREFIX=f"bench-{name}",

@@ -18,7 +18,7 @@ one-stop software (once each, or kept as late), the status lag (the post's statu
 to the one-stop software, p50/p99) and how the statuses came (push, poll), dead letters, the
 worker's peak RSS.
 
-Run, from the repository root:
+Routing: ``bench/routing/postal.toml``. Run, from the repository root:
 ``.venv/bin/python -m bench.postal [--dossiers 300] [--json bench/results/postal.json]``.
 """
 
@@ -43,7 +43,6 @@ KEY, SECRET, CUSTOMER = "bench-relay", "bench-consumer-secret", "HCC-BENCH"
 FAULTS = {"error_rate": 0.15, "error_status": 503, "timeout_rate": 0.05, "hang_seconds": 3,
           "push_loss_rate": 0.3, "push_duplicate_rate": 0.2, "seed": 11}
 FINAL_AT_POST = ("500", "600", "700")
-RETRY = '{ schedule = ["0.5s", "1s", "2s", "4s"], repeat_every = "5s", deadline = "1h", max_attempts = 200 }'
 SIMULATORS = (
     "import os, uvicorn\n"
     "from sandbox.postal import create_app\n"
@@ -52,44 +51,12 @@ SIMULATORS = (
     "if e['BENCH_WHICH'] == 'postal':\n"
     "    app = create_app(consumer_key=e['MOTCUA_POSTAL_CONSUMER_KEY'],"
     " consumer_secret=e['MOTCUA_POSTAL_CONSUMER_SECRET'],"
-    " customer_codes=[e['BENCH_CUSTOMER']], step_seconds=float(e['BENCH_STEP']),"
+    " customer_codes=[e['MOTCUA_POSTAL_CUSTOMER_CODE']], step_seconds=float(e['BENCH_STEP']),"
     " collect_after_seconds=float(e['BENCH_COLLECT_AFTER']), fail_rate=float(e['BENCH_FAIL_RATE']), seed=21)\n"
     "else:\n"
     "    app = onestop({'onestop': e['MOTCUA_ONESTOP_WEBHOOK_SECRET']})\n"
     "uvicorn.run(app, host='127.0.0.1', port=int(e['BENCH_PORT']), access_log=False, log_level='warning')\n"
 )
-ROUTING = """
-# the post (orders and cancellations of the one-stop software) and the one-stop software (statuses)
-[destinations.postal]
-kind = "postal"
-url = "{postal}"
-customer_code = "{customer}"
-consumer_key_env = "MOTCUA_POSTAL_CONSUMER_KEY"
-consumer_secret_env = "MOTCUA_POSTAL_CONSUMER_SECRET"
-callback_secret_env = "MOTCUA_POSTAL_CALLBACK_SECRET"
-timeouts = {{ connect = 2, read = {read} }}
-retry = {retry}
-breaker = {{ failure_threshold = 1000, open_for = "2s" }}
-agency = {{ name = "Bộ phận một cửa TP Hạ Long", phone = "02033835588", address = "Số 1 đường 25/4", \
-province = "Quảng Ninh", district = "Hạ Long" }}
-
-[destinations.onestop]
-kind = "webhook"
-url = "{onestop}/subscribers/onestop/events"
-secret_env = "MOTCUA_ONESTOP_WEBHOOK_SECRET"
-timeouts = {{ connect = 2, read = 5 }}
-retry = {retry}
-
-[[routes]]
-events = ["postal.pickup_requested", "postal.delivery_requested", "dossier.withdrawn", "dossier.returned"]
-origins = ["onestop"]
-destination = "postal"
-
-[[routes]]
-events = ["*"]
-exclude_origins = ["onestop"]
-destination = "onestop"
-"""
 
 
 def to_cancel(plan: PostalDay) -> set[str]:
@@ -104,15 +71,16 @@ def run_phase(name: str, day: list[dict[str, Any]], cancelled: set[str], args: a
     """One phase on fresh processes, ledger and Redis db; its figures."""
     callback_secret = new_secret()
 
-    def routing(urls: dict[str, str]) -> str:
-        return ROUTING.format(postal=urls["postal"], onestop=urls["onestop"], customer=CUSTOMER,
-                              read=args.read_timeout, retry=RETRY)
+    def addresses(urls: dict[str, str]) -> dict[str, str]:
+        return {"MOTCUA_POSTAL_URL": urls["postal"],
+                "MOTCUA_ONESTOP_WEBHOOK_URL": f"{urls['onestop']}/subscribers/onestop/events"}
 
     with relay_stack(name, workdir, database_url=args.database_url, redis_db=args.redis_db,
-                     simulators=("postal", "onestop"), code=SIMULATORS, routing=routing,
+                     simulators=("postal", "onestop"), code=SIMULATORS, routing="postal",
+                     routing_changes={"postal": {"timeouts": {"read": args.read_timeout}}}, addresses=addresses,
                      MOTCUA_POSTAL_CONSUMER_KEY=KEY, MOTCUA_POSTAL_CONSUMER_SECRET=SECRET,
                      MOTCUA_POSTAL_CALLBACK_SECRET=callback_secret, MOTCUA_POSTAL_POLL_INTERVAL_SECONDS=str(args.poll),
-                     MOTCUA_WORKER_CONCURRENCY=str(args.concurrency), BENCH_CUSTOMER=CUSTOMER,
+                     MOTCUA_WORKER_CONCURRENCY=str(args.concurrency), MOTCUA_POSTAL_CUSTOMER_CODE=CUSTOMER,
                      BENCH_STEP=str(args.step), BENCH_COLLECT_AFTER=str(args.collect_after),
                      BENCH_FAIL_RATE="0.15" if name == "faults" else "0") as stack:
         postal_url, onestop_url, api_url = stack.urls["postal"], stack.urls["onestop"], stack.urls["api"]

@@ -50,6 +50,7 @@ from bench.support import (
     percentile,
     relay_cmd,
     relay_env,
+    routing_template,
     tree_cpu_s,
     tree_hwm_mb,
     tree_rss_mb,
@@ -59,8 +60,8 @@ from config.celery import celery_config
 from config.routing import load_routing
 from config.settings import Settings
 
-ROUTING_FILE = Path(__file__).resolve().parent / "routing.toml"
-DESTINATION = "bench"  # the one destination of bench/routing.toml
+ROUTING_FILE = routing_template("relay")
+DESTINATION = "bench"  # the one destination of bench/routing/relay.toml
 BASELINE_QUEUE = "bench.baseline"
 PG_DEFAULT_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 

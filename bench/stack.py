@@ -2,8 +2,9 @@
 simulators, ``motcua-relay api``, ``worker`` and ``beat``, each a process of its own, stopped and cleaned up after.
 
 A benchmark names its simulators and gives the code that serves them (``python -c``, told which one by
-``BENCH_WHICH`` and where by ``BENCH_PORT``, each answering ``GET /_admin/stats`` once up) and its routing file
-as a function of their URLs.
+``BENCH_WHICH`` and where by ``BENCH_PORT``, each answering ``GET /_admin/stats`` once up), its routing template
+(``bench/routing/<name>.toml``) with the changes the run makes to it, and the variables that point the template's
+destinations at the simulators' URLs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 import json
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from bench.support import (
     new_secret,
     relay_cmd,
     relay_env,
+    routing_file,
     wait_http,
 )
 from store.db import get_engine, upgrade
@@ -47,23 +49,27 @@ class Stack:
 
 
 @contextlib.contextmanager
-def relay_stack(name: str, workdir: Path, *, database_url: str | None, redis_db: int, simulators: Sequence[str],
-                code: str, routing: Callable[[dict[str, str]], str], **env_extra: str) -> Iterator[Stack]:
-    """The phase ``name``'s stack, up and answering; ``urls`` has each simulator's and the API's (``"api"``)."""
+def relay_stack(name: str, workdir: Path, *, database_url: str | None, redis_db: int,
+                simulators: Sequence[str], code: str, routing: str,
+                routing_changes: Mapping[str, Mapping[str, Any]] | None = None,
+                addresses: Callable[[dict[str, str]], dict[str, str]], **env_extra: str) -> Iterator[Stack]:
+    """The phase ``name``'s stack, up and answering; ``urls`` has each simulator's and the API's (``"api"``).
+
+    ``routing`` names the template (with ``routing_changes`` made to it, see :func:`bench.support.routing_file`);
+    ``addresses`` gives, from ``urls``, the variables its ``url_env`` keys name."""
     workdir.mkdir(parents=True, exist_ok=True)
     database = Database.create(database_url, workdir)
     broker = f"redis://127.0.0.1:6379/{redis_db}"
     redis.Redis.from_url(broker).flushdb()
     ports = {which: free_port() for which in (*simulators, "api")}
     urls = {which: f"http://127.0.0.1:{port}" for which, port in ports.items()}
-    routing_file = workdir / "routing.toml"
-    routing_file.write_text(routing(urls), encoding="utf-8")
+    routing_path = routing_file(routing, workdir / "routing.toml", routing_changes)
     intake_secret = new_secret()
-    env = relay_env(database.url, broker, intake_secret, {"onestop": new_secret()}, routing_file,
+    env = relay_env(database.url, broker, intake_secret, {"onestop": new_secret()}, routing_path,
                     **{"MOTCUA_LOG_LEVEL": "WARNING", "MOTCUA_SWEEP_INTERVAL_SECONDS": "1",
                        "MOTCUA_PORTAL_PULL_INTERVAL_SECONDS": "3600",
                        "MOTCUA_BEAT_SCHEDULE_FILE": str(workdir / "beat-schedule"),
-                       "MOTCUA_REDIS_PREFIX": f"bench-{name}", **env_extra})
+                       "MOTCUA_REDIS_PREFIX": f"bench-{name}", **addresses(urls), **env_extra})
     upgrade(database.sqlalchemy_url)
     processes = {which: ManagedProcess(which, [sys.executable, "-c", code],
                                        {**env, "BENCH_WHICH": which, "BENCH_PORT": str(ports[which])},

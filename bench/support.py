@@ -5,7 +5,9 @@
   :func:`wait_http`, :func:`free_port`, :func:`new_secret`;
 - the ledger of a run: :class:`Database` (a fresh SQLite file, or a PostgreSQL database of its own);
 - measures: :func:`tree_rss_mb`, :func:`tree_hwm_mb`, :func:`tree_cpu_s` of a process tree (from ``/proc``),
-  :func:`machine_cpu`, :func:`percentile`.
+  :func:`machine_cpu`, :func:`percentile`;
+- routing: :func:`routing_template` (``bench/routing/<name>.toml``) and :func:`routing_file` (a copy of one with
+  some destinations' settings changed).
 
 The benchmarks run as ``python -m bench.<name>`` from the repository root; nothing here imports ``tests``.
 """
@@ -14,22 +16,27 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from config.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+ROUTING_DIR = Path(__file__).resolve().parent / "routing"
 
 # --------------------------------------------------------------------------- processes
 
@@ -240,3 +247,68 @@ class Database:
     def sqlalchemy_url(self) -> str:
         return Settings(database_url=self.url).database_url
 
+
+# --------------------------------------------------------------------------- routing
+
+
+def routing_template(name: str) -> Path:
+    """``bench/routing/<name>.toml``: the routing a benchmark runs with, its simulators' URLs read from the
+    variables its ``url_env`` keys name."""
+    path = ROUTING_DIR / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in ROUTING_DIR.glob("*.toml")))
+        raise FileNotFoundError(f"no routing template {name!r} in {ROUTING_DIR} (there are: {known})")
+    return path
+
+
+def routing_file(name: str, path: Path, changes: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """The template ``name`` written to ``path`` with ``changes``: destination → the settings it takes instead
+    of the template's, merged into nested tables (``{"postal": {"timeouts": {"read": 1.0}}}`` keeps the connect
+    timeout). For what ``config/routing.py`` cannot read from the environment: retries, timeouts, options
+    without a ``*_env``."""
+    data = tomllib.loads(routing_template(name).read_text(encoding="utf-8"))
+    destinations = data.setdefault("destinations", {})
+    for destination, settings in (changes or {}).items():
+        if destination not in destinations:
+            raise KeyError(f"routing template {name!r} has no destination {destination!r}")
+        destinations[destination] = _merged(destinations[destination], settings)
+    path.write_text(_routing_toml(data), encoding="utf-8")
+    return path
+
+
+def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        nested = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = _merged(out[key], value) if nested else value
+    return out
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, str | bool | int | float):
+        return json.dumps(value, ensure_ascii=False)  # JSON's strings, numbers and booleans are TOML's too
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def _routing_toml(data: Mapping[str, Any]) -> str:
+    """A routing file's two tables (``destinations``, ``routes``) as TOML (tomllib only reads it)."""
+    if unknown := set(data) - {"destinations", "routes"}:
+        raise ValueError(f"a routing file has destinations and routes, not {sorted(unknown)}")
+    lines: list[str] = []
+    for name, table in data.get("destinations", {}).items():
+        lines += [f"[destinations.{_toml_key(name)}]", *(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in
+                                                         table.items()), ""]
+    for route in data.get("routes", []):
+        lines += ["[[routes]]", *(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in route.items()), ""]
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ from the first intake request to every transfer's last word at the origin, the r
 refusals, hops that met the outage (``UNIT_UNAVAILABLE``), dead letters, the worker's peak RSS and, for
 ``big``, its growth over its resting size.
 
-Run, from the repository root:
+Routing: ``bench/routing/transfer.toml``. Run, from the repository root:
 ``.venv/bin/python -m bench.transfer [--transfers 100] [--json bench/results/transfer.json]``.
 """
 
@@ -41,41 +41,6 @@ from sandbox.workload import send_events_sync
 from store.tables import deliveries, events
 
 USER, PASSWORD = "bench-lienthong", "bench-exchange-password"
-RETRY = '{ schedule = ["0.5s", "1s", "2s", "4s"], repeat_every = "4s", deadline = "1h", max_attempts = 200 }'
-ROUTING = """
-[destinations.lgsp]
-kind = "transfer"
-url = "{exchange}"
-username = "{user}"
-password_env = "MOTCUA_TRANSFER_PASSWORD"
-ordering = "none"
-timeouts = {{ connect = 2, read = {read} }}
-retry = {retry}
-breaker = {{ failure_threshold = 1000, open_for = "2s" }}
-
-[destinations.onestop]
-kind = "webhook"
-url = "{onestop}/subscribers/onestop/events"
-secret_env = "MOTCUA_ONESTOP_WEBHOOK_SECRET"
-timeouts = {{ connect = 2, read = 5 }}
-retry = {retry}
-
-[[routes]]
-events = ["transfer.requested"]
-origins = ["onestop", "transfer"]
-destination = "lgsp"
-
-[[routes]]
-events = ["transfer.result"]
-origins = ["transfer"]
-require = ["data.return_to"]
-destination = "lgsp"
-
-[[routes]]
-events = ["*"]
-exclude_origins = ["onestop"]
-destination = "onestop"
-"""
 SIMULATORS = (
     "import os, uvicorn\n"
     "from sandbox.lgsp import create_app, document_app, UnitConfig, COMMUNE, DISTRICT, PROVINCE\n"
@@ -84,7 +49,8 @@ SIMULATORS = (
     "if e['BENCH_WHICH'] == 'exchange':\n"
     "    units = {c: UnitConfig(name=c, accept_seconds=0.5, process_seconds=1.0, refuse_rate=0.05)"
     " for c in (COMMUNE, DISTRICT, PROVINCE)}\n"
-    "    app = create_app(username=e['BENCH_USER'], password=e['MOTCUA_TRANSFER_PASSWORD'], units=units, seed=7)\n"
+    "    app = create_app(username=e['MOTCUA_TRANSFER_USERNAME'], password=e['MOTCUA_TRANSFER_PASSWORD'],"
+    " units=units, seed=7)\n"
     "elif e['BENCH_WHICH'] == 'documents':\n"
     "    app = document_app()\n"
     "else:\n"
@@ -108,14 +74,16 @@ def last_words(onestop_url: str) -> dict[str, list[dict[str, Any]]]:
 
 def run_phase(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """One phase on fresh processes, ledger and Redis db; its figures."""
-    def routing(urls: dict[str, str]) -> str:
-        return ROUTING.format(exchange=urls["exchange"], user=USER, read=60, retry=RETRY, onestop=urls["onestop"])
+    def addresses(urls: dict[str, str]) -> dict[str, str]:
+        return {"MOTCUA_TRANSFER_URL": urls["exchange"],
+                "MOTCUA_ONESTOP_WEBHOOK_URL": f"{urls['onestop']}/subscribers/onestop/events"}
 
     with relay_stack(name, workdir, database_url=args.database_url, redis_db=args.redis_db,
-                     simulators=("exchange", "documents", "onestop"), code=SIMULATORS, routing=routing,
-                     MOTCUA_TRANSFER_PASSWORD=PASSWORD, MOTCUA_TRANSFER_POLL_INTERVAL_SECONDS="1",
-                     MOTCUA_POSTAL_POLL_INTERVAL_SECONDS="3600", MOTCUA_PAYMENT_QUERY_INTERVAL_SECONDS="3600",
-                     MOTCUA_WORKER_CONCURRENCY=str(args.concurrency), BENCH_USER=USER) as stack:
+                     simulators=("exchange", "documents", "onestop"), code=SIMULATORS, routing="transfer",
+                     addresses=addresses, MOTCUA_TRANSFER_USERNAME=USER, MOTCUA_TRANSFER_PASSWORD=PASSWORD,
+                     MOTCUA_TRANSFER_POLL_INTERVAL_SECONDS="1", MOTCUA_POSTAL_POLL_INTERVAL_SECONDS="3600",
+                     MOTCUA_PAYMENT_QUERY_INTERVAL_SECONDS="3600",
+                     MOTCUA_WORKER_CONCURRENCY=str(args.concurrency)) as stack:
         urls, engine, intake_secret = stack.urls, stack.engine, stack.intake_secret
         if name == "big":
             return _big(args, stack)

@@ -11,7 +11,7 @@ p50/p99 intake → delivered, refreshes (must be 3), spent refresh tokens presen
 repeated ``tracking_id`` at Zalo (must be 0), requests refused for an expired token, the workers'
 peak RSS.
 
-Run, from the repository root:
+Routing: ``bench/routing/zalo.toml``. Run, from the repository root:
 ``.venv/bin/python -m bench.zalo [--json bench/results/zalo.json]``.
 """
 
@@ -40,6 +40,7 @@ from bench.support import (
     percentile,
     relay_cmd,
     relay_env,
+    routing_template,
     tree_hwm_mb,
     wait_http,
 )
@@ -57,29 +58,6 @@ SIMULATORS = (
     " else sms(api_key=os.environ['MOTCUA_SMS_API_KEY'])\n"
     "uvicorn.run(app, host='127.0.0.1', port=int(os.environ['BENCH_PORT']), access_log=False, log_level='warning')\n"
 )
-ROUTING = """
-[destinations.zalo]
-kind = "zalo"
-url = "{zalo}"
-quiet_hours = "none"
-fallback = "sms"
-timeouts = {{ connect = 2, read = 5 }}
-retry = {{ schedule = ["0.5s", "1s", "2s"], repeat_every = "3s", deadline = "1h", max_attempts = 100 }}
-breaker = {{ failure_threshold = 1000, open_for = "2s" }}
-
-[destinations.sms]
-kind = "sms"
-url = "{sms}/api/v1/sms/send"
-brandname = "UBND-HALONG"
-ordering = "none"
-
-[[routes]]
-events = ["dossier.received", "dossier.supplement_requested", "dossier.fee_requested", "dossier.completed",
-          "dossier.refused", "dossier.returned"]
-origins = ["onestop"]
-require = ["applicant.phone", "applicant.zalo_consent"]
-destination = "zalo"
-"""
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -88,10 +66,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     redis.Redis.from_url(broker).flushdb()
     zalo_port, sms_port, api_port = free_port(), free_port(), free_port()
     zalo_url, sms_url, api_url = (f"http://127.0.0.1:{p}" for p in (zalo_port, sms_port, api_port))
-    routing = workdir / "routing.toml"
-    routing.write_text(ROUTING.format(zalo=zalo_url, sms=sms_url), encoding="utf-8")
     intake_secret = new_secret()
-    env = relay_env(database.url, broker, intake_secret, {}, routing,
+    env = relay_env(database.url, broker, intake_secret, {}, routing_template("zalo"),
+                    MOTCUA_ZALO_ZNS_URL=zalo_url, MOTCUA_SMS_URL=f"{sms_url}/api/v1/sms/send",
                     MOTCUA_LOG_LEVEL="WARNING", MOTCUA_ZALO_APP_ID=APP_ID, MOTCUA_ZALO_APP_SECRET=APP_SECRET,
                     MOTCUA_ZALO_OA_SECRET_KEY=OA_KEY, MOTCUA_SMS_API_KEY=SMS_KEY, MOTCUA_SWEEP_INTERVAL_SECONDS="1",
                     MOTCUA_WORKER_CONCURRENCY=str(args.concurrency), MOTCUA_REDIS_PREFIX="bench-zalo",

@@ -26,7 +26,7 @@ import redis
 from sqlalchemy import select
 
 from api.app import create_app
-from bench.payment import ROUTING
+from bench.support import routing_file
 from sandbox.bank import create_app as bank_app
 from sandbox.onestop import create_app as onestop_app
 from sandbox.payment import citizens_pay
@@ -47,15 +47,22 @@ from tests.servers import run_asgi
 CLIENT, REQUEST_KEY, CALLBACK_KEY = "UBND-HALONG", "khoa-yeu-cau-test", "khoa-goi-lai-test"
 PARTNER, USERNAME, PASSWORD = "HALONG01", "halong.ws", "mat-khau-ngan-hang"
 TMN, VNPAY_SECRET = "HALONG01", "vnpay-bi-mat-test"
-FAST_RETRY = '{ schedule = ["0.2s", "0.5s", "1s"], repeat_every = "2s", deadline = "1h", max_attempts = 50 }'
+FAST_RETRY = {"schedule": ["0.2s", "0.5s", "1s"], "repeat_every": "2s", "deadline": "1h", "max_attempts": 50}
 
 
-def routing(path: Path, provider: str, provider_url: str, onestop_url: str, *, query_after: str = "0s",
-            read: float = 1.0) -> Path:
-    path.write_text(ROUTING.format(provider=provider, provider_url=provider_url, client_id=CLIENT, partner=PARTNER,
-                                   username=USERNAME, tmn_code=TMN, query_after=query_after, query_every="0s",
-                                   read=read, retry=FAST_RETRY, onestop=onestop_url), encoding="utf-8")
-    return path
+def routing(path: Path, provider: str, *, query_after: str = "0s", read: float = 1.0) -> Path:
+    """The payment bench's routing for ``provider``, with this file's codes and fast retries; its addresses are
+    :func:`addresses`."""
+    return routing_file("payment", path, {
+        "payment": {"provider": provider, "partner_code": PARTNER, "username": USERNAME, "vnpay_tmn_code": TMN,
+                    "query_after": query_after, "query_every": "0s", "timeouts": {"read": read}, "retry": FAST_RETRY},
+        "onestop": {"retry": FAST_RETRY}})
+
+
+def addresses(provider_url: str, onestop_url: str) -> dict[str, str]:
+    """The variables that point :func:`routing` at the simulators, and the client id the platform knows."""
+    return {"MOTCUA_PAYMENT_URL": provider_url, "MOTCUA_PAYMENT_CLIENT_ID": CLIENT,
+            "MOTCUA_ONESTOP_WEBHOOK_URL": f"{onestop_url}/subscribers/onestop/events"}
 
 
 def assessed_fees(n: int, seed: int = 4) -> list[dict[str, Any]]:
@@ -100,9 +107,10 @@ def relay(db_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.Monke
     sim = (platform_app(client_id=CLIENT, request_key=REQUEST_KEY, callback_key=CALLBACK_KEY) if provider == "platform"
            else bank_app(partner_code=PARTNER, username=USERNAME, password=PASSWORD, seed=5))
     with run_asgi(sim) as provider_url, run_asgi(onestop_app({"onestop": onestop_secret})) as onestop_url:
-        path = routing(tmp_path / "routing.toml", provider, provider_url, onestop_url)
+        path = routing(tmp_path / "routing.toml", provider)
         prefix = f"pay{uuid.uuid4().hex[:6]}"
         env = relay_env(db_url, redis_url, new_secret(), {"onestop": onestop_secret}, path,
+                        **addresses(provider_url, onestop_url),
                         MOTCUA_PAYMENT_REQUEST_KEY=REQUEST_KEY, MOTCUA_PAYMENT_CALLBACK_KEY=CALLBACK_KEY,
                         MOTCUA_BANK_PASSWORD=PASSWORD, MOTCUA_PAYMENT_VNPAY_SECRET=VNPAY_SECRET,
                         MOTCUA_REDIS_PREFIX=prefix)
@@ -436,8 +444,9 @@ def test_a_thousand_bills_with_lost_repeated_wrong_and_stray_payments_reconcile_
     sim = platform_app(client_id=CLIENT, request_key=REQUEST_KEY, callback_key=CALLBACK_KEY)
     with run_asgi(sim) as platform_url, run_asgi(onestop_app({"onestop": onestop_secret})) as onestop_url:
         # the query of unanswered bills waits an hour: the reconciliation alone finds the lost callbacks
-        path = routing(tmp_path / "routing.toml", "platform", platform_url, onestop_url, query_after="1h", read=5)
+        path = routing(tmp_path / "routing.toml", "platform", query_after="1h", read=5)
         env = relay_env(database_url, broker, intake_secret, {"onestop": onestop_secret}, path,
+                        **addresses(platform_url, onestop_url),
                         MOTCUA_PAYMENT_REQUEST_KEY=REQUEST_KEY, MOTCUA_PAYMENT_CALLBACK_KEY=CALLBACK_KEY,
                         MOTCUA_SWEEP_INTERVAL_SECONDS="0.5", MOTCUA_WORKER_CONCURRENCY="48",
                         MOTCUA_REDIS_PREFIX=f"pay{uuid.uuid4().hex[:6]}")

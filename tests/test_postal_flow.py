@@ -26,7 +26,8 @@ import redis
 from sqlalchemy import Engine, select
 
 from api.app import create_app
-from bench.postal import ROUTING, to_cancel
+from bench.postal import to_cancel
+from bench.support import routing_file
 from sandbox.onestop import create_app as onestop_app
 from sandbox.postal import create_app as postal_app
 from sandbox.workload import generate_day, postal_day, send_events_sync
@@ -42,15 +43,21 @@ from tests.harness import become_relay, drain, new_secret, relay_env, wait_for, 
 from tests.servers import run_asgi
 
 KEY, SECRET, CUSTOMER = "relay-halong", "bi-mat-buu-dien", "HCC-TEST"
-FAST_RETRY = '{ schedule = ["0.2s", "0.5s", "1s"], repeat_every = "2s", deadline = "1h", max_attempts = 200 }'
+FAST_RETRY = {"schedule": ["0.2s", "0.5s", "1s"], "repeat_every": "2s", "deadline": "1h", "max_attempts": 200}
 DAY = date(2026, 11, 20)
 
 
-def postal_routing(path: Path, postal_url: str, onestop_url: str, *, read_timeout: float = 2.0) -> Path:
-    """The post (orders and cancellations of the one-stop software) and the one-stop software (statuses)."""
-    path.write_text(ROUTING.format(postal=postal_url, onestop=onestop_url, customer=CUSTOMER, read=read_timeout,
-                                   retry=FAST_RETRY), encoding="utf-8")
-    return path
+def postal_routing(path: Path, *, read_timeout: float = 2.0) -> Path:
+    """The post (orders and cancellations of the one-stop software) and the one-stop software (statuses): the
+    postal bench's routing, with fast retries; its addresses are :func:`postal_addresses`."""
+    return routing_file("postal", path, {"postal": {"timeouts": {"read": read_timeout}, "retry": FAST_RETRY},
+                                         "onestop": {"retry": FAST_RETRY}})
+
+
+def postal_addresses(postal_url: str, onestop_url: str) -> dict[str, str]:
+    """The variables that point :func:`postal_routing` at the simulators, and the customer code the post knows."""
+    return {"MOTCUA_POSTAL_URL": postal_url, "MOTCUA_ONESTOP_WEBHOOK_URL": f"{onestop_url}/subscribers/onestop/events",
+            "MOTCUA_POSTAL_CUSTOMER_CODE": CUSTOMER}
 
 
 PostalStatus = tuple[str, str, datetime]  # order number, status code, when
@@ -96,9 +103,10 @@ def postal_config(db_url: str, redis_url: str, tmp_path: Path, monkeypatch: pyte
     with run_asgi(postal_app(consumer_key=KEY, consumer_secret=SECRET, customer_codes=[CUSTOMER],
                              step_seconds=0, seed=3)) as postal_url, \
             run_asgi(onestop_app({"onestop": onestop_secret})) as onestop_url:
-        routing = postal_routing(tmp_path / "routing.toml", postal_url, onestop_url, read_timeout=1.0)
+        routing = postal_routing(tmp_path / "routing.toml", read_timeout=1.0)
         prefix = f"pt{uuid.uuid4().hex[:6]}"
         env = relay_env(db_url, redis_url, new_secret(), {"onestop": onestop_secret}, routing,
+                        **postal_addresses(postal_url, onestop_url),
                         MOTCUA_POSTAL_CONSUMER_KEY=KEY, MOTCUA_POSTAL_CONSUMER_SECRET=SECRET,
                         MOTCUA_POSTAL_CALLBACK_SECRET=new_secret(), MOTCUA_REDIS_PREFIX=prefix)
         become_relay(monkeypatch, env)
@@ -303,9 +311,10 @@ def postal_stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
     postal = postal_app(consumer_key=KEY, consumer_secret=SECRET, customer_codes=[CUSTOMER], step_seconds=0.3,
                         collect_after_seconds=15, fail_rate=0.15, seed=21)
     with run_asgi(postal) as postal_url, run_asgi(onestop_app({"onestop": onestop_secret})) as onestop_url:
-        routing = postal_routing(tmp_path / "routing.toml", postal_url, onestop_url)
+        routing = postal_routing(tmp_path / "routing.toml")
         env = relay_env(
             database_url, broker, intake_secret, {"onestop": onestop_secret}, routing,
+            **postal_addresses(postal_url, onestop_url),
             MOTCUA_POSTAL_CONSUMER_KEY=KEY, MOTCUA_POSTAL_CONSUMER_SECRET=SECRET,
             MOTCUA_POSTAL_CALLBACK_SECRET=callback_secret, MOTCUA_SWEEP_INTERVAL_SECONDS="0.5",
             MOTCUA_POSTAL_POLL_INTERVAL_SECONDS="3", MOTCUA_PORTAL_PULL_INTERVAL_SECONDS="3600",

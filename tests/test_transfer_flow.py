@@ -26,7 +26,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from bench.transfer import ROUTING
+from bench.support import routing_file
 from sandbox.lgsp import COMMUNE, DISTRICT, PROVINCE, UnitConfig, document_app, document_sha256
 from sandbox.lgsp import create_app as exchange_app
 from sandbox.onestop import create_app as onestop_app
@@ -44,7 +44,7 @@ from tests.servers import run_asgi
 
 USER, PASSWORD = "lienthong-halong", "mat-khau-truc"
 DOSSIERS = itertools.count(1)
-FAST_RETRY = '{ schedule = ["0.2s", "0.5s", "1s"], repeat_every = "1s", deadline = "1h", max_attempts = 200 }'
+FAST_RETRY = {"schedule": ["0.2s", "0.5s", "1s"], "repeat_every": "1s", "deadline": "1h", "max_attempts": 200}
 
 
 def units(**changes: dict[str, Any]) -> dict[str, UnitConfig]:
@@ -66,12 +66,14 @@ def stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch,
     exchange = exchange_app(username=USER, password=PASSWORD, units=behind, seed=5, tick_seconds=0.05)
     with run_asgi(exchange) as exchange_url, run_asgi(document_app()) as documents_url, \
             run_asgi(onestop_app({"onestop": onestop_secret})) as onestop_url:
-        path = tmp_path / "routing.toml"
-        path.write_text(ROUTING.format(exchange=exchange_url, user=USER, read=1.0, retry=FAST_RETRY,
-                                       onestop=onestop_url), encoding="utf-8")
+        path = routing_file("transfer", tmp_path / "routing.toml",
+                            {"lgsp": {"timeouts": {"read": 1.0}, "retry": FAST_RETRY},
+                             "onestop": {"retry": FAST_RETRY}})
         prefix = f"tr{uuid.uuid4().hex[:6]}"
         env = relay_env(database_url, redis_url, new_secret(), {"onestop": onestop_secret}, path,
-                        MOTCUA_TRANSFER_PASSWORD=PASSWORD, MOTCUA_REDIS_PREFIX=prefix)
+                        MOTCUA_TRANSFER_URL=exchange_url,
+                        MOTCUA_ONESTOP_WEBHOOK_URL=f"{onestop_url}/subscribers/onestop/events",
+                        MOTCUA_TRANSFER_USERNAME=USER, MOTCUA_TRANSFER_PASSWORD=PASSWORD, MOTCUA_REDIS_PREFIX=prefix)
         become_relay(monkeypatch, env)
         try:
             yield {"exchange": exchange_url, "documents": documents_url, "onestop": onestop_url, "env": env}
