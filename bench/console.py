@@ -28,11 +28,13 @@ from sqlalchemy import text
 
 from api.console.auth import hash_password
 from bench.support import (
+    DEFAULT_REDIS,
     Database,
     ManagedProcess,
     free_port,
     new_secret,
     percentile,
+    redis_db_url,
     relay_cmd,
     relay_env,
     routing_template,
@@ -115,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="1: evenly; 3: crowded towards today (a third of everything in the last day)")
     parser.add_argument("--repeat", type=int, default=20, help="requests per page")
     parser.add_argument("--budget-ms", type=float, default=200.0, help="the p95 every page must keep under")
+    parser.add_argument("--redis", default=DEFAULT_REDIS, help="Redis server (no db number)")
+    parser.add_argument("--redis-db", type=int, default=4, help="Redis db on --redis for the API (not flushed)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     if not args.database_url.startswith("postgres"):
@@ -129,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seeded in {seeded['seconds']} s: {seeded['deliveries']:,} deliveries, "
                   f"{seeded['attempts']:,} attempts", flush=True)
             password, port = secrets.token_urlsafe(12), free_port()
-            env = relay_env(database.url, "redis://127.0.0.1:6379/4", new_secret(), {}, routing_template("console"),
+            env = relay_env(database.url, redis_db_url(args.redis, args.redis_db), new_secret(), {},
+                            routing_template("console"),
                             MOTCUA_LOG_LEVEL="WARNING", MOTCUA_CONSOLE_SECRET=secrets.token_urlsafe(32),
                             MOTCUA_CONSOLE_OPERATORS=f"bench:{hash_password(password, iterations=10_000)}")
             api = ManagedProcess("api", relay_cmd("api", "--port", str(port)), env, workdir / "api.log").start()

@@ -66,7 +66,7 @@ def run_phase(name: str, fees: list[dict[str, Any]], args: argparse.Namespace, w
         return {"MOTCUA_PAYMENT_URL": urls["platform"],
                 "MOTCUA_ONESTOP_WEBHOOK_URL": f"{urls['onestop']}/subscribers/onestop/events"}
 
-    with relay_stack(name, workdir, database_url=args.database_url, redis_db=args.redis_db,
+    with relay_stack(name, workdir, database_url=args.database_url, redis_url=args.redis, redis_db=args.redis_db,
                      simulators=("platform", "onestop"), code=SIMULATORS, routing="payment",
                      routing_changes={"payment": {"timeouts": {"read": args.read_timeout}}}, addresses=addresses,
                      MOTCUA_PAYMENT_REQUEST_KEY=REQUEST_KEY, MOTCUA_PAYMENT_CALLBACK_KEY=CALLBACK_KEY,

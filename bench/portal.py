@@ -35,11 +35,13 @@ from sqlalchemy import func, select
 
 from adapters.portal import expected_history, holds
 from bench.support import (
+    DEFAULT_REDIS,
     Database,
     ManagedProcess,
     free_port,
     new_secret,
     percentile,
+    redis_db_url,
     relay_cmd,
     relay_env,
     routing_file,
@@ -66,7 +68,7 @@ def run_phase(name: str, day: list[dict[str, Any]], args: argparse.Namespace, wo
     """One phase on fresh processes, ledger and Redis db; its figures."""
     workdir.mkdir(parents=True, exist_ok=True)
     database = Database.create(args.database_url, workdir)
-    broker = f"redis://127.0.0.1:6379/{args.redis_db}"
+    broker = redis_db_url(args.redis, args.redis_db)
     redis.Redis.from_url(broker).flushdb()
     portal_port, api_port = free_port(), free_port()
     portal_url, api_url = f"http://127.0.0.1:{portal_port}", f"http://127.0.0.1:{api_port}"
@@ -185,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64, help="worker threads")
     parser.add_argument("--read-timeout", type=float, default=2.0, help="the portal's read timeout (s)")
     parser.add_argument("--database-url", help="postgresql://… (a database of its own is created); default SQLite")
-    parser.add_argument("--redis-db", type=int, default=14, help="Redis db on 127.0.0.1:6379, flushed (not 0)")
+    parser.add_argument("--redis", default=DEFAULT_REDIS, help="Redis server (no db number)")
+    parser.add_argument("--redis-db", type=int, default=14, help="Redis db on --redis, flushed (not 0)")
     parser.add_argument("--phases", default="clean,faults", help="comma-separated: clean, faults")
     parser.add_argument("--timeout", type=float, default=900, help="give up a phase after this many seconds")
     parser.add_argument("--json", type=Path, help="write the figures here")

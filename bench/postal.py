@@ -75,7 +75,7 @@ def run_phase(name: str, day: list[dict[str, Any]], cancelled: set[str], args: a
         return {"MOTCUA_POSTAL_URL": urls["postal"],
                 "MOTCUA_ONESTOP_WEBHOOK_URL": f"{urls['onestop']}/subscribers/onestop/events"}
 
-    with relay_stack(name, workdir, database_url=args.database_url, redis_db=args.redis_db,
+    with relay_stack(name, workdir, database_url=args.database_url, redis_url=args.redis, redis_db=args.redis_db,
                      simulators=("postal", "onestop"), code=SIMULATORS, routing="postal",
                      routing_changes={"postal": {"timeouts": {"read": args.read_timeout}}}, addresses=addresses,
                      MOTCUA_POSTAL_CONSUMER_KEY=KEY, MOTCUA_POSTAL_CONSUMER_SECRET=SECRET,

@@ -42,12 +42,14 @@ import redis
 from celery import Celery
 
 from bench.support import (
+    DEFAULT_REDIS,
     Database,
     ManagedProcess,
     free_port,
     machine_cpu,
     new_secret,
     percentile,
+    redis_db_url,
     relay_cmd,
     relay_env,
     routing_template,
@@ -199,7 +201,7 @@ class Bench:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if args.redis_db == 0:
             raise SystemExit("refusing Redis db 0 (the relay's default): pick another --redis-db")
-        self.redis_url = f"{args.redis.rstrip('/')}/{args.redis_db}"
+        self.redis_url = redis_db_url(args.redis, args.redis_db)
         self.redis = redis.Redis.from_url(self.redis_url)
         self.db: Database | None = None
         self.results: dict[str, PhaseResult] = {}
@@ -804,7 +806,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="PostgreSQL server URL (e.g. postgresql://postgres@127.0.0.1:5432/test): a database of "
         "the bench's own is created there and dropped; default a fresh SQLite file",
     )
-    p.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis server (no db number)")
+    p.add_argument("--redis", default=DEFAULT_REDIS, help="Redis server (no db number)")
     p.add_argument("--redis-db", type=int, default=13, help="Redis db for the run, flushed before and after")
     p.add_argument("--phases", default="baseline,relay,slow", help="comma-separated subset of baseline,relay,slow")
     p.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for a phase to finish")

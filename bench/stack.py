@@ -22,10 +22,12 @@ from typing import Any
 import redis
 
 from bench.support import (
+    DEFAULT_REDIS,
     Database,
     ManagedProcess,
     free_port,
     new_secret,
+    redis_db_url,
     relay_cmd,
     relay_env,
     routing_file,
@@ -49,7 +51,7 @@ class Stack:
 
 
 @contextlib.contextmanager
-def relay_stack(name: str, workdir: Path, *, database_url: str | None, redis_db: int,
+def relay_stack(name: str, workdir: Path, *, database_url: str | None, redis_url: str, redis_db: int,
                 simulators: Sequence[str], code: str, routing: str,
                 routing_changes: Mapping[str, Mapping[str, Any]] | None = None,
                 addresses: Callable[[dict[str, str]], dict[str, str]], **env_extra: str) -> Iterator[Stack]:
@@ -59,7 +61,7 @@ def relay_stack(name: str, workdir: Path, *, database_url: str | None, redis_db:
     ``addresses`` gives, from ``urls``, the variables its ``url_env`` keys name."""
     workdir.mkdir(parents=True, exist_ok=True)
     database = Database.create(database_url, workdir)
-    broker = f"redis://127.0.0.1:6379/{redis_db}"
+    broker = redis_db_url(redis_url, redis_db)
     redis.Redis.from_url(broker).flushdb()
     ports = {which: free_port() for which in (*simulators, "api")}
     urls = {which: f"http://127.0.0.1:{port}" for which, port in ports.items()}
@@ -95,9 +97,10 @@ def relay_stack(name: str, workdir: Path, *, database_url: str | None, redis_db:
 
 
 def phase_arguments(parser: argparse.ArgumentParser, *, redis_db: int, phases: str, timeout: float = 900) -> None:
-    """The options every service benchmark has: the ledger, its Redis db, the phases, the time limit, the JSON."""
+    """The options every service benchmark has: the ledger, Redis and its db, the phases, the time limit, the JSON."""
     parser.add_argument("--database-url", help="postgresql://… (a database of its own is created); default SQLite")
-    parser.add_argument("--redis-db", type=int, default=redis_db, help="Redis db on 127.0.0.1:6379, flushed (not 0)")
+    parser.add_argument("--redis", default=DEFAULT_REDIS, help="Redis server (no db number)")
+    parser.add_argument("--redis-db", type=int, default=redis_db, help="Redis db on --redis, flushed (not 0)")
     parser.add_argument("--phases", default=phases, help=f"comma-separated: {phases.replace(',', ', ')}")
     parser.add_argument("--timeout", type=float, default=timeout, help="give up a phase after this many seconds")
     parser.add_argument("--json", type=Path, help="write the figures here")

@@ -2,7 +2,7 @@
 
 - processes: :class:`ManagedProcess` (a subprocess in its own session, stopped with its group),
   :func:`relay_cmd` (``motcua-relay <args>``), :func:`relay_env` (the environment of a relay process),
-  :func:`wait_http`, :func:`free_port`, :func:`new_secret`;
+  :func:`wait_http`, :func:`free_port`, :func:`new_secret`, :func:`redis_db_url`;
 - the ledger of a run: :class:`Database` (a fresh SQLite file, or a PostgreSQL database of its own);
 - measures: :func:`tree_rss_mb`, :func:`tree_hwm_mb`, :func:`tree_cpu_s` of a process tree (from ``/proc``),
   :func:`machine_cpu`, :func:`percentile`;
@@ -37,6 +37,7 @@ from config.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUTING_DIR = Path(__file__).resolve().parent / "routing"
+DEFAULT_REDIS = "redis://127.0.0.1:6379"
 
 # --------------------------------------------------------------------------- processes
 
@@ -108,6 +109,11 @@ def relay_env(
         env[f"MOTCUA_{name.upper()}_WEBHOOK_SECRET"] = secret
     env.update(extra)
     return env
+
+
+def redis_db_url(base: str, db: int) -> str:
+    """``base`` (a Redis server's URL, without a db number) with the db ``db``."""
+    return f"{base.rstrip('/')}/{db}"
 
 
 def wait_http(url: str, timeout: float, process: ManagedProcess | None = None) -> None:

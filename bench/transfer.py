@@ -78,7 +78,7 @@ def run_phase(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, A
         return {"MOTCUA_TRANSFER_URL": urls["exchange"],
                 "MOTCUA_ONESTOP_WEBHOOK_URL": f"{urls['onestop']}/subscribers/onestop/events"}
 
-    with relay_stack(name, workdir, database_url=args.database_url, redis_db=args.redis_db,
+    with relay_stack(name, workdir, database_url=args.database_url, redis_url=args.redis, redis_db=args.redis_db,
                      simulators=("exchange", "documents", "onestop"), code=SIMULATORS, routing="transfer",
                      addresses=addresses, MOTCUA_TRANSFER_USERNAME=USER, MOTCUA_TRANSFER_PASSWORD=PASSWORD,
                      MOTCUA_TRANSFER_POLL_INTERVAL_SECONDS="1", MOTCUA_POSTAL_POLL_INTERVAL_SECONDS="3600",

@@ -32,12 +32,14 @@ import redis
 from sqlalchemy import func, select
 
 from bench.support import (
+    DEFAULT_REDIS,
     ROOT,
     Database,
     ManagedProcess,
     free_port,
     new_secret,
     percentile,
+    redis_db_url,
     relay_cmd,
     relay_env,
     routing_template,
@@ -62,7 +64,7 @@ SIMULATORS = (
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     database = Database.create(args.database_url, workdir)
-    broker = f"redis://127.0.0.1:6379/{args.redis_db}"
+    broker = redis_db_url(args.redis, args.redis_db)
     redis.Redis.from_url(broker).flushdb()
     zalo_port, sms_port, api_port = free_port(), free_port(), free_port()
     zalo_url, sms_url, api_url = (f"http://127.0.0.1:{p}" for p in (zalo_port, sms_port, api_port))
@@ -157,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dossiers", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=32, help="threads per worker process")
     parser.add_argument("--database-url", help="postgresql://… (a database of its own is created); default SQLite")
-    parser.add_argument("--redis-db", type=int, default=15, help="Redis db on 127.0.0.1:6379, flushed (not 0)")
+    parser.add_argument("--redis", default=DEFAULT_REDIS, help="Redis server (no db number)")
+    parser.add_argument("--redis-db", type=int, default=15, help="Redis db on --redis, flushed (not 0)")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
