@@ -109,7 +109,8 @@ def measure(client: httpx.Client, path: str, repeat: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.console", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", required=True, help="postgresql://… (a database of its own is created)")
     parser.add_argument("--events", type=int, default=250_000, help="events; four deliveries each")
     parser.add_argument("--days", type=float, default=30.0, help="the events spread over this many days")

@@ -223,7 +223,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.payment", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bills", type=int, default=2000, help="fees assessed and paid")
     parser.add_argument("--concurrency", type=int, default=48, help="worker threads")
     parser.add_argument("--read-timeout", type=float, default=2.0, help="the platform's read timeout (s)")

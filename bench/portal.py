@@ -182,7 +182,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.portal", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dossiers", type=int, default=400, help="dossiers in the working day")
     parser.add_argument("--concurrency", type=int, default=64, help="worker threads")
     parser.add_argument("--read-timeout", type=float, default=2.0, help="the portal's read timeout (s)")

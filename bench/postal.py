@@ -197,7 +197,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.postal", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dossiers", type=int, default=300, help="dossiers that involve the post")
     parser.add_argument("--concurrency", type=int, default=48, help="worker threads")
     parser.add_argument("--read-timeout", type=float, default=2.0, help="the post's read timeout (s)")

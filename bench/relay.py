@@ -779,7 +779,7 @@ def print_tables(console: Any, summary: dict[str, Any]) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="bench/relay.py",
+        prog="python -m bench.relay",
         description="Relay throughput vs a raw Celery baseline, on the same Redis and worker settings.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

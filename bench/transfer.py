@@ -205,7 +205,8 @@ def print_tables(results: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.transfer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transfers", type=int, default=100, help="transfers in the day")
     parser.add_argument("--outage", type=float, default=10.0, help="seconds the district's system is down")
     parser.add_argument("--big-mb", type=int, default=200, help="the big scan's size in MB")

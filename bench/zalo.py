@@ -155,7 +155,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.zalo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dossiers", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=32, help="threads per worker process")
     parser.add_argument("--database-url", help="postgresql://… (a database of its own is created); default SQLite")
