@@ -200,7 +200,8 @@ def test_an_event_at_22_30_is_sent_at_07_00_without_spending_an_attempt(zalo_sta
     assert sweep(get_runtime().engine, late + timedelta(hours=8), 60, 100).deliveries_to_enqueue == []
     due = sweep(get_runtime().engine, datetime(2026, 11, 21, 7, 0, tzinfo=VN_TZ), 60, 100).deliveries_to_enqueue
     assert [d.delivery_id for d in due] == [delivery.id]
-    assert run_delivery(delivery.id, "zalo", clock=lambda: datetime(2026, 11, 21, 7, 0, tzinfo=VN_TZ)) == Status.DELIVERED
+    seven = datetime(2026, 11, 21, 7, 0, tzinfo=VN_TZ)
+    assert run_delivery(delivery.id, "zalo", clock=lambda: seven) == Status.DELIVERED
     assert zalo_stack.stats()["sent"] == 1
 
 
