@@ -211,6 +211,23 @@ class ReconciliationLine:
     note: str
 
 
+@dataclass(frozen=True)
+class Reconciliation:
+    """A day's reconciliation of one destination: its lines and the total the provider settled."""
+
+    destination: str
+    day: date
+    lines: list[ReconciliationLine]
+    settled_total: int
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for line in self.lines if line.outcome == outcome)
+
+    @property
+    def anomalies(self) -> list[ReconciliationLine]:
+        return [line for line in self.lines if line.outcome in ANOMALIES]
+
+
 def reconcile(day: date, settled: list[Settlement], bills: Mapping[str, BillView],
               callbacks: list[CallbackView], tz: Any) -> list[ReconciliationLine]:
     """Match a day's settled payments against the bills issued and the callbacks received.

@@ -1,4 +1,7 @@
-"""The ASGI application: intake, callbacks, health, metrics. ``uvicorn api.app:create_app --factory``."""
+"""The ASGI application: intake, the services' callbacks, health, metrics, the console.
+
+``uvicorn api.app:create_app --factory``.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client import REGISTRY as PROCESS_REGISTRY
 from starlette.concurrency import run_in_threadpool
 
-from api.callbacks import router as callbacks_router
 from api.console.app import router as console_router
 from api.intake import router as intake_router
 from config.logging import configure_logging
@@ -38,13 +40,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Reliable relay of one-stop-shop dossier events to the services they must reach.",
     )
+    runtime = get_runtime()
     app.state.settings = settings
+    app.state.context = runtime  # what the services' callback routers work with (services.http.context)
+    for problem in runtime.problems():
+        log.error("config.destination_unusable", problem=problem)
     app.include_router(intake_router)
-    app.include_router(callbacks_router)
+    for service in runtime.registry:
+        if service.callbacks is not None:
+            app.include_router(service.callbacks())
     app.include_router(console_router)
 
     registry = CollectorRegistry()
-    runtime = get_runtime()
     registry.register(
         RelayCollector(runtime.metrics, lambda: queries.open_backlog(runtime.engine, datetime.now(UTC)),
                        dead=lambda: queries.dead_counts(runtime.engine),

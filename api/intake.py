@@ -34,8 +34,8 @@ from starlette.concurrency import run_in_threadpool
 from config.settings import Settings
 from schemas.events import DEFAULT_CODE_PATTERNS, MAX_BATCH, CodePatterns, Event, event_json, parse_event
 from schemas.webhook import SignatureError, verify
+from services.http import read_limited
 from store.intake import IngestConflict, ingest_and_route
-from tasks.delivery import enqueue_deliveries
 from tasks.runtime import get_runtime
 
 log = structlog.get_logger(__name__)
@@ -90,20 +90,6 @@ def _error(status: int, error: str, **extra: Any) -> JSONResponse:
     INTAKE_REQUESTS.labels(str(status)).inc()
     body = IntakeError(error=error, **extra).model_dump(exclude_none=True)
     return JSONResponse(body, status_code=status)
-
-
-async def read_limited(request: Request, limit: int) -> bytes | None:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def validation_errors(
@@ -176,7 +162,7 @@ async def intake(request: Request, background: BackgroundTasks) -> Any:
     INTAKE_EVENTS.labels("accepted").inc(len(accepted))
     INTAKE_EVENTS.labels("duplicate").inc(len(duplicates))
     if ready:
-        background.add_task(run_in_threadpool, enqueue_deliveries, ready, runtime)
+        background.add_task(run_in_threadpool, runtime.enqueue, ready)
     status = 202 if accepted else 200
     INTAKE_REQUESTS.labels(str(status)).inc()
     answer = IntakeAccepted(status="accepted" if accepted else "duplicate", accepted=accepted, duplicates=duplicates)

@@ -6,6 +6,7 @@ Configuration comes only from the environment (and an optional ``.env``); see RE
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import sys
@@ -55,7 +56,7 @@ def db_upgrade() -> None:
     from store.db import upgrade
 
     _setup()
-    upgrade()
+    upgrade(get_settings().database_url)
     console.print("[green]ledger schema is up to date[/]")
 
 
@@ -71,7 +72,7 @@ def api(
     from store.db import upgrade
 
     _setup()
-    upgrade()
+    upgrade(get_settings().database_url)
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers,
                 access_log=False, log_level="warning")
 
@@ -96,8 +97,9 @@ def worker(
     from tasks.runtime import get_runtime
 
     _setup()
-    upgrade()
+    upgrade(get_settings().database_url)
     settings = get_settings()
+    _refuse_unusable_destinations()
     siblings = [
         subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--processes", "1", "--loglevel", loglevel,
                           *(["--concurrency", str(concurrency)] if concurrency else []),
@@ -118,6 +120,19 @@ def worker(
             sibling.wait(30)
 
 
+def _refuse_unusable_destinations() -> None:
+    """A destination whose options or secrets cannot be used stops the process at start, naming what to set,
+    instead of a dead letter at its first delivery."""
+    from tasks.runtime import get_runtime
+
+    problems = get_runtime().problems()
+    for problem in problems:
+        console.print(f"[red]{problem}[/]")
+    if problems:
+        console.print("[red]fix the routing file or set the variables above, then start again[/]")
+        raise typer.Exit(2)
+
+
 @app.command()
 def beat(loglevel: Annotated[str, typer.Option()] = "WARNING") -> None:
     """Run the scheduler (exactly one per deployment): the sweeper and periodic jobs."""
@@ -129,142 +144,60 @@ def beat(loglevel: Annotated[str, typer.Option()] = "WARNING") -> None:
     celery_app.start(["beat", "-s", str(schedule), "-l", loglevel])
 
 
-@app.command()
-def sandbox(
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="the one-stop simulator's port")] = 8701,
-    portal_port: Annotated[int, typer.Option(help="the national portal simulator's port")] = 8702,
-    zalo_port: Annotated[int, typer.Option(help="the Zalo simulator's port")] = 8703,
-    sms_port: Annotated[int, typer.Option(help="the SMS gateway simulator's port")] = 8704,
-    postal_port: Annotated[int, typer.Option(help="the postal service simulator's port")] = 8705,
-    payment_port: Annotated[int, typer.Option(help="the payment platform simulator's port")] = 8706,
-    bank_port: Annotated[int, typer.Option(help="the bank bill-collection simulator's port")] = 8707,
-    exchange_port: Annotated[int, typer.Option(help="the LGSP inter-level exchange simulator's port")] = 8708,
-) -> None:
-    """Start the simulators on loopback: the one-stop software, the national portal, Zalo, the SMS gateway,
-    the post, the payment platform, the bank and the LGSP's inter-level exchange.
+def _sandbox_command() -> None:
+    """``motcua-relay sandbox``, with a ``--<name>-port`` option per simulator the services declare."""
+    from services.registry import get_registry
 
-    Each speaks to the destinations of the routing file: webhook subscribers with their secrets,
-    the portal with the username and password of the portal destination's variables.
-    """
+    simulators = [sim for service in get_registry() for sim in service.simulators]
+    params = [inspect.Parameter("host", inspect.Parameter.KEYWORD_ONLY, default="127.0.0.1",
+                                annotation=Annotated[str, typer.Option(help="bind address")])]
+    params += [inspect.Parameter(sim.option, inspect.Parameter.KEYWORD_ONLY, default=sim.port,
+                                 annotation=Annotated[int, typer.Option(help=f"the {sim.title} simulator's port")])
+               for sim in simulators]
+
+    def sandbox(**options: Any) -> None:
+        run_sandbox(str(options["host"]), {sim.option: int(options[sim.option]) for sim in simulators})
+
+    sandbox.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    sandbox.__doc__ = ("Start the simulators on loopback: " + ", ".join(sim.title for sim in simulators) + ".\n\n"
+                       "Each speaks for the destinations of the routing file that it simulates, with the secrets "
+                       "their variables hold.")
+    app.command("sandbox")(sandbox)
+
+
+def run_sandbox(host: str, ports: dict[str, int]) -> None:
+    """Serve every simulator whose destinations are configured; say what keeps the others from starting."""
     import asyncio
 
     import uvicorn
 
-    from sandbox.onestop import create_app as onestop_app
-    from sandbox.portal import create_app as portal_app
+    from config.options import OptionsError
+    from services.base import Configured, NotReady
     from tasks.runtime import get_runtime
 
     _setup()
-    routing = get_runtime().routing
-    secrets = _subscriber_secrets(routing)
-    if not secrets:
-        console.print("[red]no subscriber secrets in the environment (see the secret_env of each destination)[/]")
-        raise typer.Exit(2)
-    servers = [uvicorn.Server(uvicorn.Config(onestop_app(secrets), host=host, port=port, access_log=False,
-                                             log_level="warning"))]
-    started = [f"one-stop software: http://{host}:{port}"]
-    portal = next((d for d in routing.destinations.values() if d.kind == "portal"), None)
-    if portal is not None:
-        user = os.environ.get(portal.option("username_env", "MOTCUA_PORTAL_USERNAME"), "")
-        password = os.environ.get(portal.option("password_env", "MOTCUA_PORTAL_PASSWORD"), "")
-        if user and password:
-            app_ = portal_app(username=user, password=password, dstcode=str(portal.option("dstcode", "DVCQG")))
-            servers.append(uvicorn.Server(uvicorn.Config(app_, host=host, port=portal_port, access_log=False,
-                                                         log_level="warning")))
-            started.append(f"national portal: http://{host}:{portal_port}")
-        else:
-            console.print("[yellow]portal simulator not started: set the portal destination's username and "
-                          "password variables (MOTCUA_PORTAL_USERNAME, MOTCUA_PORTAL_PASSWORD)[/]")
-    if any(d.kind == "zalo" for d in routing.destinations.values()):
-        from sandbox.zalo import create_app as zalo_app
-
-        zalo_env = ("MOTCUA_ZALO_APP_ID", "MOTCUA_ZALO_APP_SECRET", "MOTCUA_ZALO_OA_SECRET_KEY")
-        if all(os.environ.get(k) for k in zalo_env):
-            app_id, secret, oa_key = (os.environ[k] for k in zalo_env)
-            servers.append(uvicorn.Server(uvicorn.Config(zalo_app(app_id=app_id, app_secret=secret,
-                                                                  oa_secret_key=oa_key),
-                                                         host=host, port=zalo_port, access_log=False,
-                                                         log_level="warning")))
-            started.append(f"Zalo: http://{host}:{zalo_port} (POST /_admin/tokens gives a pair for "
-                           "`motcua-relay zalo set-token`)")
-        else:
-            console.print(f"[yellow]Zalo simulator not started: set {', '.join(zalo_env)}[/]")
-    if any(d.kind == "sms" for d in routing.destinations.values()):
-        from sandbox.sms import create_app as sms_app
-
-        if os.environ.get("MOTCUA_SMS_API_KEY"):
-            servers.append(uvicorn.Server(uvicorn.Config(sms_app(api_key=os.environ["MOTCUA_SMS_API_KEY"]),
-                                                         host=host, port=sms_port, access_log=False,
-                                                         log_level="warning")))
-            started.append(f"SMS gateway: http://{host}:{sms_port}")
-        else:
-            console.print("[yellow]SMS gateway simulator not started: set MOTCUA_SMS_API_KEY[/]")
-    postals = [d for d in routing.destinations.values() if d.kind == "postal"]
-    if postals:
-        from sandbox.postal import create_app as postal_sim
-
-        consumer_key, key_env = postals[0].secret("consumer_key", "MOTCUA_POSTAL_CONSUMER_KEY")
-        consumer_secret, secret_env = postals[0].secret("consumer_secret", "MOTCUA_POSTAL_CONSUMER_SECRET")
-        if consumer_key and consumer_secret:
-            customers = [str(d.option("customer_code")) for d in postals]
-            servers.append(uvicorn.Server(uvicorn.Config(
-                postal_sim(consumer_key=consumer_key, consumer_secret=consumer_secret, customer_codes=customers,
-                           step_seconds=5.0,
-                           collect_after_seconds=30.0),
-                host=host, port=postal_port, access_log=False, log_level="warning")))
-            started.append(f"post: http://{host}:{postal_port} (orders move every 5 s; POST /_admin/push "
-                           "{url, secret} sends their statuses to /v1/callbacks/postal)")
-        else:
-            console.print(f"[yellow]postal simulator not started: set {key_env} and {secret_env}[/]")
-    payers = [d for d in routing.destinations.values() if d.kind == "payment"]
-    for provider, port in (("platform", payment_port), ("bank", bank_port)):
-        dest = next((d for d in payers if d.option("provider", "platform") == provider), None)
-        if dest is None:
-            continue
-        if provider == "platform":
-            from sandbox.payment import create_app as platform_sim
-
-            request_key, request_env = dest.secret("request_key", "MOTCUA_PAYMENT_REQUEST_KEY")
-            callback_key, callback_env = dest.secret("callback_key", "MOTCUA_PAYMENT_CALLBACK_KEY")
-            if not (request_key and callback_key):
-                console.print(f"[yellow]payment platform simulator not started: set {request_env} and "
-                              f"{callback_env}[/]")
+    rt = get_runtime()
+    servers: list[uvicorn.Server] = []
+    started: list[str] = []
+    for service in rt.registry:
+        names = rt.names(service.kind)
+        for sim in service.simulators:
+            try:
+                configured = [Configured(rt.destination(n), rt.options(n)) for n in names]
+                taken = [c for c in configured if sim.takes(c.options)]
+                if not taken:
+                    continue
+                built = sim.build(taken)
+            except (OptionsError, NotReady) as exc:
+                if sim.option == "port":  # the one-stop software: every other simulator reports to it
+                    console.print(f"[red]{sim.title} simulator not started: {exc}[/]")
+                    raise typer.Exit(2) from None
+                console.print(f"[yellow]{sim.title} simulator not started: {exc}[/]")
                 continue
-            sim = platform_sim(client_id=str(dest.option("client_id")), request_key=request_key,
-                               callback_key=callback_key.split(",")[0])
-            started.append(f"payment platform: http://{host}:{port} (POST /_admin/callback {{url}}, then "
-                           "POST /_admin/pay {transaction_id} pays a bill)")
-        else:
-            from sandbox.bank import create_app as bank_sim
-
-            bank_password, password_env = dest.secret("password", "MOTCUA_BANK_PASSWORD")
-            if not bank_password:
-                console.print(f"[yellow]bank simulator not started: set {password_env}[/]")
-                continue
-            sim = bank_sim(partner_code=str(dest.option("partner_code")), username=str(dest.option("username")),
-                           password=bank_password)
-            started.append(f"bank: http://{host}:{port}/soap/billcollection?wsdl (POST /_admin/pay {{billCode}})")
-        servers.append(uvicorn.Server(uvicorn.Config(sim, host=host, port=port, access_log=False,
-                                                     log_level="warning")))
-    exchange = next((d for d in routing.destinations.values() if d.kind == "transfer"), None)
-    if exchange is not None:
-        from config.units import load_directory
-        from sandbox.lgsp import UnitConfig
-        from sandbox.lgsp import create_app as exchange_sim
-
-        exchange_password, exchange_env = exchange.secret("password", "MOTCUA_TRANSFER_PASSWORD")
-        if exchange_password:
-            units_file = exchange.option("units_file")
-            units = {code: UnitConfig(name=unit.name, accept_seconds=5, process_seconds=30)
-                     for code, unit in load_directory(str(units_file) if units_file else None).units.items()}
-            servers.append(uvicorn.Server(uvicorn.Config(
-                exchange_sim(username=str(exchange.option("username")), password=exchange_password, units=units),
-                host=host, port=exchange_port, access_log=False, log_level="warning")))
-            started.append(f"LGSP exchange: http://{host}:{exchange_port}/soap/lienthong?wsdl (units accept after "
-                           "5 s, decide 30 s later)")
-        else:
-            console.print(f"[yellow]LGSP exchange simulator not started: set {exchange_env}[/]")
+            port = ports[sim.option]
+            servers.append(uvicorn.Server(uvicorn.Config(built, host=host, port=port, access_log=False,
+                                                         log_level="warning")))
+            started.append(f"{sim.title}: http://{host}:{port}" + (f" ({sim.help})" if sim.help else ""))
     console.print("; ".join(started))
 
     async def serve_all() -> None:
@@ -273,14 +206,30 @@ def sandbox(
     asyncio.run(serve_all())
 
 
-def _subscriber_secrets(routing: object) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, dest in routing.destinations.items():  # type: ignore[attr-defined]
-        if dest.kind == "webhook":
-            env = dest.option("secret_env")
-            if env and os.environ.get(env):
-                out[name] = os.environ[env]
-    return out
+_sandbox_command()
+
+
+@app.command("services")
+def services_list() -> None:
+    """The services this installation knows (bundled, or installed as packages), and what each brings."""
+    from services.registry import get_registry
+    from tasks.runtime import get_runtime
+
+    _setup()
+    configured: dict[str, list[str]] = {}
+    for name, dest in get_runtime().routing.destinations.items():
+        configured.setdefault(dest.kind, []).append(name)
+    table = Table(title="Services")
+    for column in ("kind", "service", "from", "destinations", "beat jobs", "callbacks", "simulators"):
+        table.add_column(column, overflow="fold")
+    registry = get_registry()
+    for service in registry:
+        table.add_row(service.kind, service.title, registry.origins.get(service.kind, ""),
+                      ", ".join(configured.get(service.kind, [])) or "—",
+                      ", ".join(job.task for job in service.jobs) or "—",
+                      "yes" if service.callbacks is not None else "—",
+                      ", ".join(f"{sim.title} ({sim.port})" for sim in service.simulators) or "—")
+    console.print(table)
 
 
 @events_app.command("sample")
@@ -361,7 +310,6 @@ def replay(
     """Re-queue dead letters with a fresh attempt budget. Nothing is deleted."""
     from store.deadletters import DeadLetterFilter
     from store.deadletters import replay as replay_dead_letters
-    from tasks.delivery import enqueue_deliveries
     from tasks.runtime import get_runtime
 
     _setup()
@@ -373,7 +321,7 @@ def replay(
                            tuple(delivery_id or ()))
     deadlines = {name: d.retry.deadline for name, d in rt.routing.destinations.items()}
     queued = replay_dead_letters(rt.engine, flt, deadlines, datetime.now(UTC))
-    enqueue_deliveries(queued, rt)
+    rt.enqueue(queued)
     console.print(f"[green]replayed {len(queued)} deliveries[/]")
 
 
@@ -537,14 +485,16 @@ def _zalo_destination(name: str | None) -> str:
 def postal_poll(destination: Annotated[str | None, typer.Option(help="the postal destination")] = None) -> None:
     """Read the post's tracking list now, from the ledger's cursor (what beat does every few minutes)."""
     from connectors.base import DeliveryError
-    from tasks.postal import run_poll
+    from services.postal.deliver import PostalDeliverer
+    from services.postal.inbound import run_poll
     from tasks.runtime import get_runtime
 
     _setup()
     name = _destination_of("postal", "postal", destination)
+    rt = get_runtime()
     try:
-        with _reading_ledger(get_runtime().engine):
-            polled = run_poll(name)
+        with _reading_ledger(rt.engine):
+            polled = run_poll(rt.deliverer_of(PostalDeliverer, name))
     except DeliveryError as exc:
         console.print(f"[red]{name}: the tracking list could not be read: {exc.reason}[/]")
         raise typer.Exit(1) from None
@@ -576,8 +526,8 @@ def reconcile(
     """
     from adapters.payment import ANOMALIES, OUTCOMES
     from connectors.base import DeliveryError
-    from tasks.payment import payment_deliverer, run_reconciliation, yesterday
-    from tasks.payment_report import write_report
+    from services.payment.deliver import PaymentDeliverer
+    from services.payment.inbound import reconcile_and_report, yesterday
     from tasks.runtime import get_runtime
 
     _setup()
@@ -587,7 +537,8 @@ def reconcile(
     for name in names:
         try:
             with _reading_ledger(rt.engine):
-                result = run_reconciliation(name, when)
+                result, csv_path, xlsx_path = reconcile_and_report(rt.deliverer_of(PaymentDeliverer, name), when,
+                                                                   out or rt.settings.reports_dir)
         except DeliveryError as exc:
             console.print(f"[red]{name}: the settled list could not be read: {exc.reason}[/]")
             failed += 1
@@ -595,7 +546,6 @@ def reconcile(
         except ValueError as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from None
-        csv_path, xlsx_path = write_report(result, payment_deliverer(name).provider, out or rt.settings.reports_dir)
         summary = Table(title=f"Reconciliation of {name}, {when.isoformat()}")
         for column in ("outcome", "transactions", "settled (đ)"):
             summary.add_column(column, justify="left" if column == "outcome" else "right")
@@ -659,8 +609,8 @@ def zalo_set_token(
     refresh token and stores the new pair.
     """
     from connectors.credentials import TokenPairStore
+    from services.zalo.deliver import set_token
     from tasks.runtime import get_runtime
-    from tasks.zalo import set_token
 
     _setup()
     name = _zalo_destination(destination)
@@ -678,12 +628,13 @@ def zalo_status(destination: Annotated[str | None, typer.Option()] = None) -> No
     import time
 
     from connectors.credentials import TokenPairStore
+    from services.zalo.deliver import pair_name
     from tasks.runtime import get_runtime
 
     _setup()
     name = _zalo_destination(destination)
     rt = get_runtime()
-    pair = TokenPairStore(rt.redis, rt.settings.redis_prefix).get(f"zalo:{name}")
+    pair = TokenPairStore(rt.redis, rt.settings.redis_prefix).get(pair_name(name))
     if pair is None:
         console.print(f"[red]no token pair for {name}: run `motcua-relay zalo set-token`[/]")
         raise typer.Exit(1)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
-
-from celery.schedules import crontab
 
 from config.routing import RoutingConfig
 from config.settings import Settings
@@ -14,11 +13,13 @@ ROUTE_QUEUE = "relay.route"
 CONTROL_QUEUE = "relay.control"
 
 
-def celery_config(settings: Settings, routing: RoutingConfig) -> dict[str, Any]:
+def celery_config(settings: Settings, routing: RoutingConfig, *, schedule: Mapping[str, dict[str, Any]] | None = None,
+                  routes: Mapping[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    """The Celery app's settings; ``schedule`` and ``routes`` are the services' beat entries and task routes (the
+    Celery layer makes them from the registry: ``tasks/schedule.py``)."""
     longest_task = max(
         (d.timeouts.connect + d.timeouts.read) * 2 + 30 for d in routing.destinations.values()
     ) if routing.destinations else 120
-    hour, minute = settings.reconcile_at.split(":")
     return {
         "broker_url": settings.broker_url,
         "result_backend": None,
@@ -36,11 +37,7 @@ def celery_config(settings: Settings, routing: RoutingConfig) -> dict[str, Any]:
         "task_routes": {
             "relay.route": {"queue": ROUTE_QUEUE},
             "relay.sweep": {"queue": CONTROL_QUEUE},
-            "relay.portal.pull": {"queue": CONTROL_QUEUE},
-            "relay.postal.poll": {"queue": CONTROL_QUEUE},
-            "relay.payment.unanswered": {"queue": CONTROL_QUEUE},
-            "relay.transfer.poll": {"queue": CONTROL_QUEUE},
-            "relay.payment.reconcile": {"queue": CONTROL_QUEUE},
+            **(routes or {}),
         },
         "broker_transport_options": {
             "visibility_timeout": max(settings.visibility_timeout_seconds, longest_task * 2),
@@ -55,22 +52,13 @@ def celery_config(settings: Settings, routing: RoutingConfig) -> dict[str, Any]:
         "timezone": VN_TZ.key,
         "enable_utc": True,
         "beat_schedule": {
-            "sweep": _every("relay.sweep", settings.sweep_interval_seconds,
-                            expires=settings.sweep_interval_seconds * 3),
-            "portal-online-dossiers": _every("relay.portal.pull", settings.portal_pull_interval_seconds),
-            "postal-tracking": _every("relay.postal.poll", settings.postal_poll_interval_seconds),
-            "transfer-updates": _every("relay.transfer.poll", settings.transfer_poll_interval_seconds),
-            "payment-unanswered-bills": _every("relay.payment.unanswered", settings.payment_query_interval_seconds),
-            "payment-reconciliation": {
-                "task": "relay.payment.reconcile",
-                "schedule": crontab(hour=int(hour), minute=int(minute)),  # the app's timezone: Vietnam
-                "options": {"expires": 6 * 3600},
-            },
+            "sweep": every("relay.sweep", settings.sweep_interval_seconds, expires=settings.sweep_interval_seconds * 3),
+            **(schedule or {}),
         },
     }
 
 
-def _every(task: str, seconds: float, expires: float | None = None) -> dict[str, Any]:
+def every(task: str, seconds: float, expires: float | None = None) -> dict[str, Any]:
     """A beat entry every ``seconds``; a run not started by the next one (``expires``, default the interval) is
     dropped, not piled up."""
     return {"task": task, "schedule": seconds, "options": {"expires": seconds if expires is None else expires}}

@@ -4,14 +4,13 @@ A destination names its kind (which adapter/connector pair delivers to it), its 
 its retry schedule and deadline, circuit breaker, rate limit, timeouts and ordering.
 A route says which event types (shell-style patterns such as ``dossier.*``) go to which
 destination, optionally only when some fields are present (``require``), or only for some
-origins and units. Adding a destination is a ``[destinations.NAME]`` table, a route, and
-one adapter/connector pair registered under its kind.
+origins and units. Adding a destination is a ``[destinations.NAME]`` table and a route; its
+kind-specific options are read, typed, by its service (``config/options.py``).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -94,24 +93,6 @@ class Destination(_Model):
         if not self.queue:
             object.__setattr__(self, "queue", f"deliver.{self.name}")
         return self
-
-    def secret(self, key: str, default_env: str | None = None) -> tuple[str | None, str | None]:
-        """A credential, read only from the environment variable that ``<key>_env`` names (else
-        ``default_env``): its value (``None`` when unset or empty) and the variable's name, for messages."""
-        env = self.options.get(f"{key}_env", default_env)
-        return (os.environ.get(env) or None) if env else None, env
-
-    def option(self, key: str, default: Any = None) -> Any:
-        """A kind-specific option; ``<key>_env`` names an environment variable that overrides it."""
-        env_name = self.options.get(f"{key}_env")
-        if env_name and os.environ.get(env_name):
-            return os.environ[env_name]
-        return self.options.get(key, default)
-
-    def resolved_options(self) -> dict[str, Any]:
-        """Every kind-specific option with its ``<key>_env`` override applied (secrets are not options:
-        see :meth:`secret`)."""
-        return {key: self.option(key) for key in self.options if not key.endswith("_env")}
 
 
 class Route(_Model):

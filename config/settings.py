@@ -1,5 +1,8 @@
 """Runtime settings: only from the environment (prefix ``MOTCUA_``) and an optional ``.env``.
 
+These are the relay's own; each service declares its own variables (a beat job's interval, ...) in its package
+(``services.base.ServiceSettings``).
+
 Secrets are :class:`pydantic.SecretStr`, so reprs and logs show them masked.
 """
 
@@ -45,24 +48,8 @@ class Settings(BaseSettings):
         120.0, description="work queued but no task started or finished this long: the worker exits (0 = never)"
     )
 
-    portal_pull_interval_seconds: float = Field(
-        60.0, description="how often beat pulls online dossiers from portal destinations with pull_units"
-    )
-    postal_poll_interval_seconds: float = Field(
-        120.0, description="how often beat reads postal destinations' tracking lists (the callbacks' fallback)"
-    )
     celery_events: bool = Field(
         True, description="workers send task events (Flower, `celery events`); off saves a little Redis traffic"
-    )
-    transfer_poll_interval_seconds: float = Field(
-        10.0, description="how often beat reads the LGSP exchange's updates (units' answers to transfers)"
-    )
-    payment_query_interval_seconds: float = Field(
-        60.0, description="how often beat queries payment providers about bills no callback has answered"
-    )
-    reconcile_at: str = Field(
-        "06:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
-        description="when (HH:MM, Vietnam time) beat reconciles the previous day of every payment destination",
     )
 
     # code shapes (a province's own formats)

@@ -11,6 +11,6 @@ ensure_chromium || true  # without it the browser test fails, saying so; the res
 mkdir -p test-artifacts
 export MOTCUA_TEST_ARTIFACTS="$PWD/test-artifacts"
 echo "== ruff"; .venv/bin/ruff check .
-echo "== mypy"; .venv/bin/mypy schemas config store connectors adapters tasks api cli sandbox bench
+echo "== mypy"; .venv/bin/mypy schemas config store connectors adapters services tasks api cli sandbox bench
 echo "== pytest"
 exec .venv/bin/pytest -q "$@"

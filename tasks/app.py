@@ -8,17 +8,21 @@ from celery import Celery
 from config.celery import celery_config
 from config.routing import get_routing
 from config.settings import get_settings
+from services.registry import get_registry
+from tasks.schedule import service_routes, service_schedule
 
-app = Celery("motcua_relay",
-             include=["tasks.delivery", "tasks.portal", "tasks.postal", "tasks.payment", "tasks.transfer",
-                      "tasks.watchdog"])
+# the services' jobs are tasks that tasks.jobs makes from the registry: no service is named here
+app = Celery("motcua_relay", include=["tasks.delivery", "tasks.jobs", "tasks.watchdog"])
 
 
 def configure_app() -> Celery:
     """(Re)load the configuration from the environment into the app."""
     settings = get_settings()
+    routing = get_routing(str(settings.routing_file))
+    registry = get_registry()
     previous_broker = app.conf.broker_url
-    app.conf.update(celery_config(settings, get_routing(str(settings.routing_file))))
+    app.conf.update(celery_config(settings, routing, schedule=service_schedule(registry, routing),
+                                  routes=service_routes(registry)))
     if previous_broker != app.conf.broker_url:
         _forget_broker_pools()
     return app

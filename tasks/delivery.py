@@ -1,4 +1,4 @@
-"""The delivery engine's tasks: route, deliver, sweep; and the enqueue helpers.
+"""The delivery engine's tasks: route, deliver, sweep.
 
 Tasks take ids, never payloads: the ledger holds the truth. Every task may run twice
 (Celery is at-least-once, acks late): the ledger's claim makes the second run a no-op.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 
-from config.celery import ROUTE_QUEUE
+from config.options import OptionsError
 from connectors.base import (
     AuthExpired,
     ConnectorResult,
@@ -29,13 +29,14 @@ from connectors.base import (
 )
 from schemas.events import EVENT_CLASSES, EventBase
 from schemas.privacy import mask_text, personal_values_in
+from services.base import Deliverer
 from store import deliveries, intake
 from store.deliveries import Claimed, NotClaimed, Outcome
 from store.streams import ToEnqueue
 from store.sweep import sweep as sweep_ledger
 from store.tables import Status
 from tasks.app import app
-from tasks.kinds import Deliverer
+from tasks.queue import enqueue_later, enqueue_routes
 from tasks.retry import decide
 from tasks.runtime import Runtime, get_runtime
 
@@ -48,29 +49,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-# --------------------------------------------------------------------------- enqueue
-
-
-def enqueue_routes(event_pks: Iterable[int]) -> None:
-    """Queue routing for stored events. A broker failure is logged: the sweeper retries."""
-    for pk in event_pks:
-        try:
-            route.apply_async((pk,), queue=ROUTE_QUEUE)
-        except Exception as exc:  # the broker is down: the event is safe in the ledger
-            log.warning("enqueue.route_failed", event_pk=pk, error=str(exc))
-            return
-
-
-def enqueue_deliveries(items: Iterable[ToEnqueue], runtime: Runtime | None = None) -> None:
-    rt = runtime or get_runtime()
-    for item in items:
-        try:
-            deliver.apply_async((item.delivery_id, item.destination), queue=rt.destination(item.destination).queue)
-        except Exception as exc:
-            log.warning("enqueue.deliver_failed", delivery_id=item.delivery_id, error=str(exc))
-            return
-
-
 # --------------------------------------------------------------------------- route
 
 
@@ -79,7 +57,7 @@ def route(event_pk: int) -> int:
     """Create the event's deliveries and queue the ones that may go now."""
     rt = get_runtime()
     chosen = intake.route_event(rt.engine, event_pk, rt.routing.destinations_for, rt.rules, utcnow())
-    enqueue_deliveries(chosen, rt)
+    rt.enqueue(chosen)
     return len(chosen)
 
 
@@ -101,14 +79,15 @@ def deliver(delivery_id: int, destination: str) -> str:
     this worker dies mid-chain the sweeper queues it again.
     """
     started = time.monotonic()
+    rt = get_runtime()
     follow: list[ToEnqueue] = []
     state = run_delivery(delivery_id, destination, follow_up=follow)
     while follow:
         if time.monotonic() - started > CHAIN_SECONDS:
-            enqueue_deliveries(follow)
+            rt.enqueue(follow)
             break
         item = follow.pop(0)
-        enqueue_deliveries(follow)
+        rt.enqueue(follow)
         follow = []
         state = run_delivery(item.delivery_id, item.destination, follow_up=follow)
     return state
@@ -132,7 +111,7 @@ def run_delivery(
         if follow_up is not None:
             follow_up.extend(items)
         else:
-            enqueue_deliveries(items, rt)
+            rt.enqueue(items)
 
     dest = rt.destination(destination)
     rules = rt.rules[destination]
@@ -140,9 +119,11 @@ def run_delivery(
     now = clock()
 
     try:
-        deliverer: Deliverer | None = rt.deliverer(destination)
-        not_before = getattr(deliverer, "not_before", None)
-        held = not_before(now) if not_before is not None else None
+        deliverer: Deliverer[Any] | None = rt.deliverer(destination)
+        held = deliverer.not_before(now) if deliverer is not None else None
+    except OptionsError as exc:  # a worker started before the configuration broke: the attempt records it
+        bound.error("delivery.destination_unusable", error=str(exc))
+        deliverer, held = None, None
     except Exception:  # a configuration error: the attempt below records it in the ledger
         bound.exception("delivery.deliverer_unavailable")
         deliverer, held = None, None
@@ -158,10 +139,7 @@ def run_delivery(
         deliveries.defer(rt.engine, delivery_id, until, f"circuit open for {destination}", now)
         return "deferred"
     if wait > 0:
-        try:
-            deliver.apply_async((delivery_id, destination), queue=dest.queue, countdown=min(wait, 5.0))
-        except Exception as exc:  # the broker is down: the sweeper queues it again
-            bound.warning("enqueue.deliver_failed", error=str(exc))
+        enqueue_later(rt.routing, ToEnqueue(delivery_id, destination), min(wait, 5.0))
         return "rate_limited"
 
     claimed = deliveries.claim(
@@ -185,6 +163,8 @@ def run_delivery(
         error = exc
     except SoftTimeLimitExceeded:
         error = Retryable("attempt exceeded the task time limit")
+    except OptionsError as exc:  # the destination's configuration: an operator fixes it, then replays
+        error = Permanent(str(exc))
     except Exception as exc:  # a bug in an adapter or connector: visible, replayable once fixed
         bound.exception("delivery.internal_error")
         error = Permanent(f"internal error: {type(exc).__name__}: {exc}")
@@ -224,7 +204,7 @@ def run_delivery(
     return decision.status
 
 
-def attempt_with_auth_refresh(deliverer: Deliverer, event: dict[str, Any], key: str) -> ConnectorResult:
+def attempt_with_auth_refresh(deliverer: Deliverer[Any], event: dict[str, Any], key: str) -> ConnectorResult:
     """One attempt; on :class:`AuthExpired`, refresh the credential once and try again.
 
     A second ``AuthExpired`` (or a deliverer without credentials to refresh) ends the
@@ -233,11 +213,9 @@ def attempt_with_auth_refresh(deliverer: Deliverer, event: dict[str, Any], key: 
     try:
         return deliverer.deliver(event, key)
     except AuthExpired as exc:
-        refresh = getattr(deliverer, "refresh_auth", None)
-        if refresh is None:
-            raise
         log.info("delivery.auth_refresh", reason=exc.reason)
-        refresh()
+        if not deliverer.refresh_auth():
+            raise
         return deliverer.deliver(event, key)
 
 
@@ -265,7 +243,7 @@ def run_sweep(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:
         rt.engine, now or utcnow(), rt.settings.requeue_after_seconds, rt.settings.sweep_batch
     )
     enqueue_routes(result.events_to_route)
-    enqueue_deliveries(result.deliveries_to_enqueue, rt)
+    rt.enqueue(result.deliveries_to_enqueue)
     summary = {
         "routed": len(result.events_to_route),
         "enqueued": len(result.deliveries_to_enqueue),

@@ -1,55 +1,39 @@
-"""Per-process resources, built once from configuration and injected where needed.
+"""Per-process resources, built once from configuration and handed to the engine and the services.
 
-The ledger engine, the routing rules, the Redis client for breaker/rate-limit/metrics,
-and one deliverer (adapter + connector with its pooled client) per destination.
+A :class:`Runtime` is the services' :class:`~services.base.Context` (the ledger engine, Redis, the routing, the
+registry of services and their deliverers, the way to queue deliveries) plus what only the delivery engine uses:
+the circuit breakers and rate limits, the metrics, and the locks of the beat jobs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import redis
 import structlog
-from sqlalchemy import Engine
 
-from config.routing import Destination, RoutingConfig, get_routing
-from config.settings import Settings, get_settings
+from config.routing import RoutingConfig, get_routing
+from config.settings import get_settings
+from services.base import Context
+from services.registry import get_registry
 from store.db import get_engine
-from store.streams import DestinationRules
-from tasks.kinds import Deliverer, build_deliverer
+from store.streams import DestinationRules, ToEnqueue
 from tasks.metrics import DeliveryMetrics
 from tasks.protection import Protection
+from tasks.queue import enqueue_deliveries
+
+log = structlog.get_logger(__name__)
 
 
-@dataclass
-class Runtime:
-    settings: Settings
-    routing: RoutingConfig
-    engine: Engine
-    redis: redis.Redis | None
+@dataclass(eq=False)
+class Runtime(Context):
     protection: Protection
     metrics: DeliveryMetrics
-    rules: dict[str, DestinationRules]
-    _deliverers: dict[str, Deliverer] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def destination(self, name: str) -> Destination:
-        return self.routing.destinations[name]
-
-    def deliverer(self, name: str) -> Deliverer:
-        with self._lock:
-            if name not in self._deliverers:
-                self._deliverers[name] = build_deliverer(self.destination(name), self.settings, self.redis)
-            return self._deliverers[name]
-
-    def close(self) -> None:
-        for deliverer in self._deliverers.values():
-            deliverer.close()
-        self._deliverers.clear()
 
     def each_destination(
         self, job: str, timeout: float, names: Iterable[str], step: Callable[[str], dict[str, Any]], *,
@@ -60,7 +44,6 @@ class Runtime:
         each name, its summary logged as ``done`` when ``noteworthy``. One destination failing is logged as
         ``failed`` (an error, with the operator's command, when ``failure_hint`` gives one) and does not stop
         the others; the next run tries it again. ``{"skipped": True}`` when another process holds the job."""
-        log = structlog.get_logger(__name__)
         summary: dict[str, Any] = {}
         with self.exclusive(job, timeout) as mine:
             if not mine:
@@ -92,7 +75,7 @@ class Runtime:
             try:
                 acquired = bool(lock.acquire(blocking=False))
             except redis.RedisError as exc:
-                structlog.get_logger(__name__).warning("lock.unavailable", job=name, error=str(exc))
+                log.warning("lock.unavailable", job=name, error=str(exc))
                 lock = None
         try:
             yield acquired
@@ -125,29 +108,30 @@ def rules_for(routing: RoutingConfig) -> dict[str, DestinationRules]:
     }
 
 
+def build_runtime(enqueue: Callable[[Sequence[ToEnqueue]], None] | None = None) -> Runtime:
+    """A runtime from the environment's settings (``enqueue``: how deliveries reach the workers, Celery's by
+    default)."""
+    settings = get_settings()
+    routing = get_routing(str(settings.routing_file))
+    client = redis_client(settings.redis_url)
+    return Runtime(
+        settings=settings, routing=routing, engine=get_engine(settings.database_url), redis=client,
+        rules=rules_for(routing), registry=get_registry(), enqueue=enqueue or partial(enqueue_deliveries, routing),
+        protection=Protection(client, settings.redis_prefix), metrics=DeliveryMetrics(client, settings.redis_prefix),
+    )
+
+
 def get_runtime() -> Runtime:
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            settings = get_settings()
-            routing = get_routing(str(settings.routing_file))
-            client = redis_client(settings.redis_url)
-            _runtime = Runtime(
-                settings=settings,
-                routing=routing,
-                engine=get_engine(settings.database_url),
-                redis=client,
-                protection=Protection(client, settings.redis_prefix),
-                metrics=DeliveryMetrics(client, settings.redis_prefix),
-                rules=rules_for(routing),
-            )
+            _runtime = build_runtime()
         return _runtime
 
 
 def reset_runtime() -> None:
     """Forget the cached settings and resources (tests that change the environment)."""
     global _runtime
-    from config.routing import get_routing as cached_routing
     from store.db import dispose_engines
 
     with _runtime_lock:
@@ -155,5 +139,5 @@ def reset_runtime() -> None:
             _runtime.close()
         _runtime = None
     get_settings.cache_clear()
-    cached_routing.cache_clear()
+    get_routing.cache_clear()
     dispose_engines()

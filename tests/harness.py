@@ -24,6 +24,9 @@ import redis
 from bench.support import free_port as free_port
 from bench.support import new_secret as new_secret
 from bench.support import relay_env as relay_env
+from config.routing import Destination, RoutingConfig
+from config.settings import Settings
+from services.base import Context
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,6 +151,19 @@ def worker_and_beat(env: dict[str, str], name: str, workdir: Path) -> tuple[Rela
     beat = RelayProcess(["beat"], {**env, "MOTCUA_BEAT_SCHEDULE_FILE": str(workdir / f"{name}-beat")},
                         logs / f"{name}-beat.log").start()
     return worker, beat
+
+
+def bare_context(*destinations: Destination, settings: Settings | None = None) -> Context:
+    """A context for deliverers built outside a runtime (a connector's narrow tests): an in-memory ledger, no
+    Redis, nothing queued."""
+    from sqlalchemy import create_engine
+
+    from services.registry import get_registry
+    from tasks.runtime import rules_for
+
+    routing = RoutingConfig(destinations={d.name: d for d in destinations}, routes=[])
+    return Context(settings=settings or Settings(), routing=routing, engine=create_engine("sqlite://"), redis=None,
+                   rules=rules_for(routing), registry=get_registry(), enqueue=lambda _: None)
 
 
 def become_relay(monkeypatch: Any, env: dict[str, str]) -> None:

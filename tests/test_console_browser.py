@@ -19,7 +19,6 @@ from api.console.auth import hash_password
 from sandbox.workload import generate_day
 from store import intake
 from store.deadletters import DeadLetterFilter, dead_letters
-from tasks.delivery import enqueue_deliveries
 from tasks.runtime import get_runtime
 from tests.conftest import RelayConfig
 from tests.harness import RelayProcess, wait_for
@@ -66,7 +65,7 @@ def test_an_operator_logs_in_finds_a_dead_letter_replays_it_and_sees_it_delivere
     events = [e for e in generate_day(6, seed=3) if e["origin"] == "onestop" and e["sequence"] == 1][:4]
     rt = get_runtime()
     _, ready = intake.ingest_and_route(rt.engine, events, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
-    enqueue_deliveries(ready, rt)
+    rt.enqueue(ready)
     wait_for(lambda: len(dead_letters(rt.engine, DeadLetterFilter(destination="warehouse"))) == 4,
              60, what="four dead letters")
     httpx.delete(f"{sandbox}/_admin/faults", timeout=5)  # the warehouse is fixed

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from connectors.base import AuthExpired, ConnectorResult
 from sandbox.workload import generate_day
+from services.base import Deliverer
 from store import intake
 from store.deadletters import DeadLetterFilter, dead_letters
 from store.tables import attempts, deliveries
@@ -260,19 +261,21 @@ def test_backoff_without_retry_after_stays_within_the_first_step(relay_config: R
     assert all(T0 < row(rt, did).next_attempt_at <= T0 + cap for did in ids)
 
 
-class _ExpiringCredential:
+class _ExpiringCredential(Deliverer[Any]):
     """A service whose first answer is "token expired" until the credential is refreshed."""
 
-    def __init__(self, refreshable: bool) -> None:
+    def __init__(self, refreshable: bool) -> None:  # no destination: the engine's refresh rule alone is tested
+        self.refreshable = refreshable
         self.calls = 0
         self.refreshes = 0
         self.fresh = False
-        if refreshable:
-            self.refresh_auth = self._refresh  # type: ignore[method-assign]
 
-    def _refresh(self) -> None:
+    def refresh_auth(self) -> bool:
+        if not self.refreshable:
+            return False
         self.refreshes += 1
         self.fresh = True
+        return True
 
     def deliver(self, event: dict, idempotency_key: str) -> ConnectorResult:
         self.calls += 1

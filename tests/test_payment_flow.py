@@ -34,12 +34,13 @@ from sandbox.payment import create_app as platform_app
 from sandbox.workload import fee_day, send_events_sync
 from schemas import payment as wire
 from schemas.vietnam import VN_TZ
+from services.payment.deliver import PaymentDeliverer
+from services.payment.inbound import query_unanswered, run_reconciliation
+from services.payment.report import HEADERS
 from store import payments
 from store.db import upgrade
 from store.tables import BillState, attempts, bills, deliveries, payment_callbacks
 from tasks.delivery import run_delivery
-from tasks.payment import query_unanswered, run_reconciliation
-from tasks.payment_report import HEADERS
 from tasks.runtime import get_runtime, reset_runtime
 from tests.harness import become_relay, drain, new_secret, relay_env, wait_for, worker_and_beat
 from tests.servers import run_asgi
@@ -49,6 +50,11 @@ PARTNER, USERNAME, PASSWORD = "HALONG01", "halong.ws", "mat-khau-ngan-hang"
 TMN, VNPAY_SECRET = "HALONG01", "vnpay-bi-mat-test"
 FAST_RETRY = {"schedule": ["0.2s", "0.5s", "1s"], "repeat_every": "2s", "deadline": "1h", "max_attempts": 50}
 
+
+
+def payer(name: str = "payment") -> PaymentDeliverer:
+    """The payment destination's deliverer, as the beat jobs and the reconcile command use it."""
+    return get_runtime().deliverer_of(PaymentDeliverer, name)
 
 def routing(path: Path, provider: str, *, query_after: str = "0s", read: float = 1.0) -> Path:
     """The payment bench's routing for ``provider``, with this file's codes and fast retries; its addresses are
@@ -252,10 +258,10 @@ def test_anomalies_are_held_recovered_and_reported_and_a_rerun_changes_nothing(p
         callbacks_answered(platform, code, n)
     wait_for(lambda: verdicts("NOT-OURS-1"), 10, what="the stray callback")
     # and the query of unanswered bills runs, then the reconciliation
-    asked = query_unanswered("payment")
+    asked = query_unanswered(payer())
     drain(later)
     today = datetime.now(VN_TZ).date()
-    report = run_reconciliation("payment", today)
+    report = run_reconciliation(payer(), today)
     drain(later)
     # then the anomalies are exactly the lost callback, the wrong amount and the stray payment
     outcomes = {line.bill_code: line.outcome for line in report.lines}
@@ -273,7 +279,7 @@ def test_anomalies_are_held_recovered_and_reported_and_a_rerun_changes_nothing(p
     assert payments.get_bill(engine, lost).paid_via == "query"
     assert verdicts("NOT-OURS-1") == ["unknown_bill"] and verdicts(wrong) == ["amount_mismatch"]
     # and a rerun gives the same lines, stored once
-    again = run_reconciliation("payment", today)
+    again = run_reconciliation(payer(), today)
     assert again.lines == report.lines
     assert len(payments.stored_lines(engine, "payment", today.isoformat())) == len(report.lines) == 6
 
@@ -323,10 +329,13 @@ def test_the_morning_beat_job_reconciles_the_day_it_is_given_and_writes_the_repo
 
     from config.celery import celery_config
     from config.settings import Settings
-    from tasks.payment import reconcile_yesterday
+    from tasks.jobs import TASKS
+    from tasks.schedule import service_schedule
 
     # the schedule: the previous day, at MOTCUA_RECONCILE_AT in the app's time zone (Vietnam)
-    config = celery_config(Settings(reconcile_at="05:45"), get_runtime().routing)
+    monkeypatch.setenv("MOTCUA_RECONCILE_AT", "05:45")
+    rt = get_runtime()
+    config = celery_config(Settings(), rt.routing, schedule=service_schedule(rt.registry, rt.routing))
     entry = config["beat_schedule"]["payment-reconciliation"]
     assert entry["task"] == "relay.payment.reconcile" and entry["schedule"] == crontab(hour=5, minute=45)
     assert config["timezone"] == "Asia/Ho_Chi_Minh"
@@ -339,7 +348,7 @@ def test_the_morning_beat_job_reconciles_the_day_it_is_given_and_writes_the_repo
     [code] = bill_codes([fee])
     pay(platform, code, lost=True)
     today = datetime.now(VN_TZ).date().isoformat()
-    summary = reconcile_yesterday(day=today)
+    summary = TASKS["relay.payment.reconcile"](day=today)
     assert summary["payment"] | {"xlsx": "", "csv": ""} == {
         "day": today, "lines": 1, "anomalies": 1, "recovered": 1, "xlsx": "", "csv": ""}
     assert Path(summary["payment"]["xlsx"]) == tmp_path / "morning" / f"reconciliation-payment-{today}.xlsx"
@@ -413,8 +422,8 @@ def test_the_bank_bills_over_soap_and_its_vnpay_ipn_pays_once_holds_and_reports(
     assert ipn(bank, params, secret="not-the-secret")["RspCode"] == "97"
     assert ipn(bank, {**params, "vnp_TxnRef": "NOT-OURS-2"})["RspCode"] == "01"
     # then after the query of unanswered bills and the day's reconciliation
-    query_unanswered("payment")
-    report = run_reconciliation("payment", datetime.now(VN_TZ).date())
+    query_unanswered(payer())
+    report = run_reconciliation(payer(), datetime.now(VN_TZ).date())
     drain(later)
     paid = Counter(e["data"]["fee_id"] for e in received(bank["onestop"], "fee.paid"))
     assert paid == Counter({first: 1, quiet: 1})
@@ -470,7 +479,7 @@ def test_a_thousand_bills_with_lost_repeated_wrong_and_stray_payments_reconcile_
                 heard = (1000 - len(day.lost)) + len(day.repeated) + len(day.unknown)
                 wait_for(lambda: callbacks_recorded() == heard, 60, what=f"{heard} callbacks recorded")
                 # and the day is reconciled (the morning's beat job, run now)
-                result = run_reconciliation("payment", paid_at.date())
+                result = run_reconciliation(payer(), paid_at.date())
                 wait_for(lambda: not any(s in ("pending", "in_flight", "retrying")
                                          for c in status_counts(get_runtime().engine).values() for s in c if c[s]),
                          120, what="every delivery final")

@@ -29,12 +29,13 @@ from sandbox.onestop import create_app as onestop_app
 from sandbox.portal import create_app as portal_app
 from sandbox.portal import online_dossiers
 from sandbox.workload import PROCEDURES, generate_day, send_events_sync, shuffle_per_dossier
+from services.portal.deliver import PortalDeliverer
+from services.portal.inbound import run_pull
 from store import intake, queries
 from store.db import get_engine, upgrade
 from store.deadletters import DeadLetterFilter, dead_letters, replay
 from store.reports import portal_sync_report
 from store.tables import FINAL_STATUSES, Status, attempts, deliveries
-from tasks.portal import run_pull
 from tasks.runtime import get_runtime, reset_runtime
 from tests.harness import RelayProcess, become_relay, drain, new_secret, relay_env, wait_for, worker_and_beat
 from tests.servers import run_asgi
@@ -316,8 +317,9 @@ def test_online_dossiers_pushed_and_pulled_are_one_event_each(portal_config: dic
         only_pulled = online_dossiers(3, unit_code=UNIT, day=date(2026, 11, 20), seed=2, start=9101)
         httpx.post(f"{portal}/_admin/online", json={"dossiers": only_pulled}, timeout=5).raise_for_status()
         # when beat's pull runs (twice: the second finds nothing new)
-        first = run_pull("portal")
-        again = run_pull("portal")
+        portal = get_runtime().deliverer_of(PortalDeliverer, "portal")
+        first = run_pull(portal)
+        again = run_pull(portal)
     # then every dossier is stored once, the pushed ones recognised as duplicates by the pull
     assert (first.intake.stored, first.intake.duplicates, first.intake.rejected) == (3, 5, 0)
     assert again.pulled == 0 and again.cursors == first.cursors

@@ -228,9 +228,14 @@ def test_the_mapping_refuses_a_status_it_cannot_express_and_equal_suffixes() -> 
         PostalMapping.from_options({**OPTIONS, "agency": {"name": "x", "address": "y", "province": "22"}})
 
 
-def test_the_bundled_routing_s_postal_destination_makes_a_mapping() -> None:
+def test_the_bundled_routing_s_postal_destination_makes_a_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    from config.options import resolve
+    from services.postal.deliver import PostalOptions
+
     destination = get_routing(str(Path("config/relay.toml").resolve())).destinations["postal"]
-    mapping = PostalMapping.from_options(destination.resolved_options())
+    monkeypatch.setenv("MOTCUA_POSTAL_CONSUMER_KEY", "k")
+    monkeypatch.setenv("MOTCUA_POSTAL_CONSUMER_SECRET", "s")
+    mapping = resolve(destination, PostalOptions).mapping()
     assert mapping.customer_code and UNITS.province(mapping.agency.province) == "22"
 
 

@@ -32,12 +32,13 @@ from sandbox.onestop import create_app as onestop_app
 from sandbox.postal import create_app as postal_app
 from sandbox.workload import generate_day, postal_day, send_events_sync
 from schemas.webhook import sign
+from services.postal.deliver import PostalDeliverer
+from services.postal.inbound import run_poll
 from store import intake, queries
 from store.db import get_engine, upgrade
 from store.deadletters import DeadLetterFilter, dead_letters
 from store.tables import FINAL_STATUSES, Status, attempts, deliveries, events
 from tasks.delivery import run_delivery
-from tasks.postal import run_poll
 from tasks.runtime import get_runtime, reset_runtime
 from tests.harness import become_relay, drain, new_secret, relay_env, wait_for, worker_and_beat
 from tests.servers import run_asgi
@@ -241,7 +242,7 @@ def test_statuses_pushed_lost_repeated_and_polled_reach_the_one_stop_software_on
     stats = wait_for(lambda: (s := httpx.get(f"{postal}/_admin/stats", timeout=5).json())["pushes"]["pending"] == 0
                      and s, 10, 0.1, "pushes sent")
     assert stats["pushes"]["lost"] > 0 and stats["pushes"]["duplicated"] > 0, stats
-    polled = run_poll("postal")
+    polled = run_poll(get_runtime().deliverer_of(PostalDeliverer, "postal"))
     drain(later)
     # then each status the post recorded (but "waiting") reached the one-stop software exactly once, in order
     recorded = recorded_statuses(httpx.get(f"{postal}/_admin/orders", timeout=5).json())

@@ -32,13 +32,14 @@ from sandbox.lgsp import create_app as exchange_app
 from sandbox.onestop import create_app as onestop_app
 from sandbox.workload import generate_day
 from schemas import transfer as tx
+from services.transfer.deliver import TransferDeliverer
+from services.transfer.inbound import run_poll
 from store import intake, queries
 from store.db import upgrade
 from store.deadletters import DeadLetterFilter, dead_letters
 from store.tables import attempts, deliveries
 from tasks.delivery import run_delivery
 from tasks.runtime import get_runtime, reset_runtime
-from tasks.transfer import run_poll
 from tests.harness import RelayProcess, become_relay, drain, new_secret, relay_env, wait_for
 from tests.servers import run_asgi
 
@@ -114,7 +115,7 @@ def received(stack: dict[str, Any], dossier: str) -> list[dict[str, Any]]:
 def settle(stack: dict[str, Any], dossier: str, until: Any, timeout: float = 20) -> list[dict[str, Any]]:
     """Poll the exchange and deliver, again and again, until the one-stop software has heard ``until``."""
     def step() -> list[dict[str, Any]] | None:
-        run_poll("lgsp")
+        run_poll(get_runtime().deliverer_of(TransferDeliverer, "lgsp"))
         drain(later)
         got = received(stack, dossier)
         return got if until(got) else None
@@ -245,11 +246,10 @@ def relay_processes(stack: dict[str, Any], tmp_path: Path, monkeypatch: pytest.M
 
 def send(events: list[dict[str, Any]]) -> None:
     """Store and route the events and queue their deliveries, as the intake does."""
-    from tasks.delivery import enqueue_deliveries
 
     rt = get_runtime()
     _, ready = intake.ingest_and_route(rt.engine, events, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
-    enqueue_deliveries(ready, rt)
+    rt.enqueue(ready)
 
 
 def delivered(destination: str) -> int:

@@ -10,7 +10,6 @@ import pytest
 
 from sandbox.workload import generate_day
 from store import intake
-from tasks.delivery import enqueue_deliveries
 from tasks.runtime import get_runtime
 from tasks.watchdog import EXIT_STALLED, stalled
 from tests.conftest import RelayConfig
@@ -43,7 +42,7 @@ def test_a_worker_with_work_waiting_and_nothing_moving_exits_for_a_restart(
                           tmp_path / "worker.log").start()
     try:
         # when ten deliveries are queued: the worker takes a few, the others wait in Redis
-        enqueue_deliveries(ready, rt)
+        rt.enqueue(ready)
         # then, nothing having moved for 3 s while work waits, the worker exits with EX_TEMPFAIL
         assert worker.proc is not None
         assert worker.proc.wait(40) == EXIT_STALLED

@@ -22,12 +22,14 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from starlette.types import Receive, Scope, Send
 
 from adapters.webhook import webhook_body, webhook_headers
+from config.options import OptionsError, resolve
 from config.routing import Destination
 from config.settings import Settings
 from connectors.base import ConnectorResult, DeliveryError, Permanent, Retryable, build_http_client
 from connectors.webhook import WebhookConnector
 from sandbox.workload import sample
-from tests.harness import free_port
+from services.webhook import WebhookDeliverer, WebhookOptions
+from tests.harness import bare_context, free_port
 
 SECRET = "whsec_" + base64.b64encode(b"subscriber-secret-of-32-bytes!!!").decode()
 EVENT = sample(1, seed=5)[0]
@@ -245,13 +247,13 @@ def subscriber(url: str) -> Destination:
 def test_the_deliverer_signs_with_the_subscribers_secret_and_posts(
     server: tuple[str, FastAPI], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tasks.kinds import WebhookDeliverer
-
     # given
     url, app = server
     app.state.seen.clear()
     monkeypatch.setenv("MOTCUA_T_WEBHOOK_SECRET", SECRET)
-    deliverer = WebhookDeliverer(subscriber(f"{url}/verify"), Settings(worker_concurrency=2))
+    dest = subscriber(f"{url}/verify")
+    context = bare_context(dest, settings=Settings(worker_concurrency=2))
+    deliverer = WebhookDeliverer(dest, resolve(dest, WebhookOptions), context)
     # when
     try:
         result = deliverer.deliver(EVENT, KEY)
@@ -262,14 +264,12 @@ def test_the_deliverer_signs_with_the_subscribers_secret_and_posts(
     assert [request["body"] for request in app.state.seen] == [EVENT]
 
 
-def test_missing_secret_is_permanent(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.kinds import WebhookDeliverer
-
+def test_a_missing_secret_is_refused_with_the_options_naming_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a worker refuses to start on it (cli: _refuse_unusable_destinations), instead of dead letters later
     monkeypatch.delenv("MOTCUA_T_WEBHOOK_SECRET", raising=False)
-    deliverer = WebhookDeliverer(subscriber("https://example.org/events"), Settings(worker_concurrency=1))
 
-    with pytest.raises(Permanent, match="secret"):
-        deliverer.deliver(EVENT, KEY)
+    with pytest.raises(OptionsError, match="destination warehouse: set MOTCUA_T_WEBHOOK_SECRET"):
+        resolve(subscriber("https://example.org/events"), WebhookOptions)
 
 
 # --------------------------------------------------------------------------- narrow mapping (respx)

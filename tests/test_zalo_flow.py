@@ -32,12 +32,12 @@ from sandbox.workload import generate_day
 from sandbox.zalo import create_app as zalo_app
 from sandbox.zalo import zevent_signature
 from schemas.vietnam import VN_TZ
+from services.zalo.deliver import set_token
 from store import intake, queries
 from store.sweep import sweep
 from store.tables import FINAL_STATUSES, Status, attempts, deliveries, receipts
 from tasks.delivery import run_delivery
 from tasks.runtime import get_runtime, reset_runtime
-from tasks.zalo import set_token
 from tests.harness import become_relay, new_secret, relay_env
 from tests.servers import run_asgi
 
@@ -281,4 +281,4 @@ def test_a_destination_that_cannot_be_built_is_a_dead_letter_saying_why(
     ingest([consenting("dossier.received")])
     # when a worker takes the delivery, then it is recorded dead with the reason, not lost in a loop
     assert run_delivery(only_delivery("sms").id, "sms", clock=lambda: NOON) == "dead"
-    assert "needs a url" in only_delivery("sms").last_error
+    assert "rejected: destination sms: url: Field required" in only_delivery("sms").last_error

@@ -34,7 +34,6 @@ from schemas.privacy import mask_value
 from schemas.vietnam import VN_TZ, vnd
 from store import deadletters, overview, payments, queries
 from store.reports import portal_sync_report
-from tasks.delivery import enqueue_deliveries
 from tasks.runtime import get_runtime
 
 log = structlog.get_logger(__name__)
@@ -280,7 +279,7 @@ async def replay(request: Request, csrf: str = Form(...), ids: list[int] = Form(
     def run() -> int:
         deadlines = {name: d.retry.deadline for name, d in rt.routing.destinations.items()}
         queued = deadletters.replay(rt.engine, flt, deadlines, datetime.now(UTC))
-        enqueue_deliveries(queued, rt)
+        rt.enqueue(queued)
         return len(queued)
 
     count = await run_in_threadpool(run)

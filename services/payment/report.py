@@ -18,8 +18,8 @@ from openpyxl import Workbook
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
 from openpyxl.utils import get_column_letter
 
-from adapters.payment import ANOMALIES, OUTCOMES, ReconciliationLine
-from tasks.payment import VN_TZ, Reconciliation
+from adapters.payment import ANOMALIES, OUTCOMES, Reconciliation, ReconciliationLine
+from schemas.vietnam import VN_TZ
 
 CSV_COLUMNS = ("outcome", "bill_code", "transaction_id", "dossier_code", "bill_amount", "settled_amount",
                "callbacks", "paid_at", "note")

@@ -1,0 +1,375 @@
+"""What a service is: the record it declares, the parts it is made of, and what the relay gives it to work with.
+
+A service is all the relay knows of one kind of external system::
+
+    Service                       one per kind ("portal", "postal", ...), named SERVICE in its package
+    ├── deliverer                 a Deliverer subclass: adapter + connector for one destination of the kind
+    ├── options                   a ServiceOptions model: what such a destination takes in config/relay.toml
+    ├── settings                  a ServiceSettings model: its MOTCUA_* variables (a beat job's interval …)
+    ├── jobs                      BeatJobs: what beat runs for every destination of the kind (polls, queries)
+    ├── callbacks                 a FastAPI router under /v1/callbacks: what the system pushes back
+    ├── simulators                Simulators: the system on loopback, for `motcua-relay sandbox` and the demo
+    └── demo                      its part of `motcua-relay demo`
+
+Deliverers, jobs and callbacks get the process's resources as a :class:`Context` (the ledger, Redis, the
+routing, the way to queue deliveries): they fetch nothing from globals, and none of them imports Celery.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
+
+import redis
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import Engine
+
+from config.options import OptionsError, ServiceOptions, resolve
+from config.routing import Destination, RoutingConfig
+from config.settings import Settings
+from connectors.base import ConnectorResult
+from schemas.events import EventBase, event_json
+from store import intake
+from store.streams import DestinationRules, ToEnqueue
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+OptionsT = TypeVar("OptionsT", bound=ServiceOptions)
+OM = TypeVar("OM", bound=ServiceOptions)
+D = TypeVar("D", bound="Deliverer[Any]")
+
+
+class ServiceSettings(BaseSettings):
+    """A service's own ``MOTCUA_*`` variables (``.env`` is read too), subclassed by each service that has any."""
+
+    model_config = SettingsConfigDict(env_prefix="MOTCUA_", env_file=".env", extra="ignore")
+
+
+class Deliverer(Generic[OptionsT]):
+    """Adapter + connector for one destination, built once per process from its options and the context.
+
+    ``deliver`` turns the claimed event into the service's call(s) and returns the :class:`ConnectorResult`
+    stored as the attempt, or raises a ``DeliveryError`` (connectors/base.py) that decides what happens next.
+    """
+
+    def __init__(self, destination: Destination, options: OptionsT, context: Context) -> None:
+        self.name = destination.name
+        self.destination = destination
+        self.options = options
+        self.context = context
+
+    def deliver(self, event: dict[str, Any], idempotency_key: str) -> ConnectorResult:
+        raise NotImplementedError
+
+    def not_before(self, now: datetime) -> tuple[datetime, str] | None:
+        """When the next delivery may go and why it waits (quiet hours, a spent daily quota), or ``None``: the
+        engine defers it before claiming it, so no attempt is spent."""
+        return None
+
+    def refresh_auth(self) -> bool:
+        """Renew this destination's credential after ``AuthExpired``; False when it has none to renew (the error
+        then stands). The engine calls it once and tries again."""
+        return False
+
+    def close(self) -> None:
+        """Release pooled clients."""
+
+
+def _always(_: Any) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class BeatJob(Generic[D]):
+    """A periodic job over the destinations of a service's kind, run by beat through a generated Celery task.
+
+    ``run(deliverer, **params)`` does one destination and returns a summary; the task takes a lock (one run at a
+    time across processes), runs it for every destination whose options it ``applies`` to, keeps one failure from
+    stopping the others and logs a ``noteworthy`` summary as ``done``, a failure as ``failed`` (an error, with the
+    operator's command, when ``failure_hint`` gives one). The schedule is ``every`` (a field of the service's
+    settings holding seconds) or ``daily_at`` (a field holding HH:MM, Vietnam time).
+    """
+
+    task: str
+    entry: str
+    run: Callable[..., dict[str, Any]]
+    done: str
+    failed: str
+    every: str | None = None
+    daily_at: str | None = None
+    applies: Callable[[Any], bool] = _always
+    lock_seconds: float = 60.0
+    noteworthy: Callable[[dict[str, Any]], bool] = bool
+    failure_hint: Callable[[str, Mapping[str, Any]], str] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.every is None) == (self.daily_at is None):
+            raise ValueError(f"beat job {self.task}: give exactly one of every and daily_at")
+
+
+class Configured(NamedTuple):
+    """A destination with its resolved options."""
+
+    destination: Destination
+    options: ServiceOptions
+
+
+class NotReady(Exception):
+    """A simulator that cannot start with this configuration; the message says what to set."""
+
+
+@dataclass(frozen=True)
+class Simulator:
+    """The service on loopback, for ``motcua-relay sandbox`` (``--<option>``, default ``port``) and the demo.
+
+    ``build(configured, fast=..., seed=...)`` makes the ASGI app that speaks for the destinations it ``takes``
+    (with the secrets they use), or raises :class:`NotReady`; ``fast`` compresses its clock for the demo.
+    """
+
+    title: str
+    option: str
+    port: int
+    build: Callable[..., Any]
+    takes: Callable[[ServiceOptions], bool] = _always
+    help: str = ""
+
+
+class Stage(Protocol):
+    """What ``motcua-relay demo`` (``cli/demo.py``) gives the services' plays: the environment the relay's processes
+    will read, the demo's routing and day (its size, the share of calls that fail, the event that stops its
+    threads), a way to serve a simulator on loopback, the one-stop simulator every other service reports back to;
+    once the relay is up, its API's URL, its context and when the day began."""
+
+    rng: random.Random
+    env: MutableMapping[str, str]
+    routing: RoutingConfig
+    dossiers: int
+    fault_rate: float
+    stop: threading.Event
+    onestop: str
+    api: str
+    context: Context
+    since: datetime
+
+    def serve(self, app: Any, port: int) -> str: ...
+
+    def secret(self) -> str: ...
+
+
+@dataclass
+class Measure:
+    """What a play adds to the demo's summary: its simulator's view per destination (``distinct`` effects,
+    ``receipts`` requests, ``faults``), its own figures under ``key`` in the summary's JSON, and the repeated
+    requests it recognised by their idempotency key."""
+
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    key: str | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+    repeated: int = 0  # requests its simulator recognised as repeats of one it had applied
+
+
+class DemoPlay:
+    """A service's part of ``motcua-relay demo``, for its destinations ``names``. The service's ``demo`` factory
+    makes it before the relay starts (setting the variables its destinations read, serving its simulator); the
+    demo then calls, in order: :meth:`started` (the relay is up), :meth:`play` (before the day is sent),
+    :meth:`shape` (the day is known), :meth:`settled` (until every play is), :meth:`measure`, :meth:`verdict`.
+    Each returns the lines it wants printed."""
+
+    produces: frozenset[str] = frozenset()  # event types its simulator makes come back (the day need not fake them)
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def describe(self) -> str:
+        """A phrase for the line that lists the simulators."""
+        return ""
+
+    def started(self, stage: Stage) -> list[str]:
+        return []
+
+    def play(self, stage: Stage) -> list[str]:
+        return []
+
+    def shape(self, stage: Stage, events: list[dict[str, Any]]) -> list[str]:
+        return []
+
+    def settled(self, stage: Stage) -> bool:
+        return True
+
+    def measure(self, stage: Stage, rows: list[dict[str, Any]]) -> Measure:
+        return Measure()
+
+    def verdict(self, summary: dict[str, Any]) -> tuple[str, bool] | None:
+        """The line on this service after the summary table, and whether the demo went right for it."""
+        return None
+
+
+@dataclass(frozen=True)
+class Service:
+    """One kind of external system, declared once (see the module's docstring)."""
+
+    kind: str
+    title: str
+    deliverer: type[Deliverer[Any]]
+    options: type[ServiceOptions]
+    settings: type[ServiceSettings] | None = None
+    jobs: tuple[BeatJob[Any], ...] = ()
+    callbacks: Callable[[], APIRouter] | None = None
+    simulators: tuple[Simulator, ...] = ()
+    demo: Callable[[Stage, list[str]], DemoPlay | None] | None = None
+
+    def read_settings(self) -> ServiceSettings | None:
+        return self.settings() if self.settings is not None else None
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The services this process knows, by kind, in the order they were found; where each came from."""
+
+    services: Mapping[str, Service]
+    origins: Mapping[str, str] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[Service]:
+        return iter(self.services.values())
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self.services
+
+    def kind(self, destination: Destination) -> Service:
+        """The service of a destination, or a ``ValueError`` naming the kinds there are."""
+        try:
+            return self.services[destination.kind]
+        except KeyError:
+            raise ValueError(f"destination {destination.name}: unknown kind {destination.kind!r} "
+                             f"(known: {', '.join(self.services)})") from None
+
+    def jobs(self) -> list[tuple[Service, BeatJob[Any]]]:
+        return [(service, job) for service in self for job in service.jobs]
+
+
+Enqueue = Callable[[Sequence[ToEnqueue]], None]
+
+
+@dataclass(eq=False)
+class Context:
+    """The process's resources, handed to every deliverer, job and callback (built once by ``tasks.runtime``).
+
+    ``enqueue`` is how deliveries that may go now reach the workers (the Celery layer's; the ledger's sweeper
+    queues again whatever it fails to queue).
+    """
+
+    settings: Settings
+    routing: RoutingConfig
+    engine: Engine
+    redis: redis.Redis | None
+    rules: dict[str, DestinationRules]
+    registry: Registry
+    enqueue: Enqueue
+    _options: dict[str, ServiceOptions | OptionsError] = field(default_factory=dict, init=False, repr=False)
+    _deliverers: dict[str, Deliverer[Any]] = field(default_factory=dict, init=False, repr=False)
+    _settings: dict[str, ServiceSettings | None] = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+
+    # ------------------------------------------------------------------ configuration
+
+    def destination(self, name: str) -> Destination:
+        return self.routing.destinations[name]
+
+    def service(self, name: str) -> Service:
+        """The service of destination ``name``."""
+        return self.registry.kind(self.destination(name))
+
+    def names(self, kind: str) -> list[str]:
+        """The destinations of ``kind``, in the routing file's order."""
+        return [name for name, d in self.routing.destinations.items() if d.kind == kind]
+
+    def options(self, name: str) -> ServiceOptions:
+        """Destination ``name``'s options, resolved once; :class:`OptionsError` when they cannot be used."""
+        with self._lock:
+            if name not in self._options:
+                try:
+                    self._options[name] = resolve(self.destination(name), self.service(name).options)
+                except OptionsError as exc:
+                    self._options[name] = exc
+            found = self._options[name]
+        if isinstance(found, OptionsError):
+            raise found
+        return found
+
+    def options_of(self, model: type[OM], name: str) -> OM:
+        """Destination ``name``'s options, checked to be ``model`` (a job or callback reads its own service's)."""
+        found = self.options(name)
+        if not isinstance(found, model):
+            raise ValueError(f"destination {name} is a {self.destination(name).kind} destination, not one with "
+                             f"{model.__name__}")
+        return found
+
+    def problems(self) -> list[str]:
+        """What is wrong with the configuration, a line per destination (empty when every one can be used)."""
+        found: list[str] = []
+        for name, destination in self.routing.destinations.items():
+            try:
+                self.registry.kind(destination)
+                self.options(name)
+            except ValueError as exc:  # OptionsError too
+                found.append(str(exc))
+        return found
+
+    def service_settings(self, kind: str) -> ServiceSettings | None:
+        with self._lock:
+            if kind not in self._settings:
+                self._settings[kind] = self.registry.services[kind].read_settings()
+            return self._settings[kind]
+
+    # ------------------------------------------------------------------ deliverers
+
+    def deliverer(self, name: str) -> Deliverer[Any]:
+        """Destination ``name``'s deliverer (built the first time; :class:`OptionsError` if it cannot be)."""
+        with self._lock:
+            if name not in self._deliverers:
+                service = self.service(name)
+                self._deliverers[name] = service.deliverer(self.destination(name), self.options(name), self)
+            return self._deliverers[name]
+
+    def deliverer_of(self, kind: type[D], name: str) -> D:
+        """The deliverer of ``name``, checked to be a ``kind`` (a job or callback names its own service's)."""
+        found = self.deliverer(name)
+        if not isinstance(found, kind):
+            raise ValueError(f"destination {name} is not a {self.destination(name).kind} destination of this "
+                             f"service")
+        return found
+
+    def close(self) -> None:
+        with self._lock:
+            for deliverer in self._deliverers.values():
+                deliverer.close()
+            self._deliverers.clear()
+
+    # ------------------------------------------------------------------ events the services produce
+
+    def ingest(self, events: Sequence[EventBase], now: datetime | None = None) -> list[intake.Ingested]:
+        """Store events and their deliveries in one transaction, then queue those that may go now
+        (:class:`store.intake.IngestConflict` when an event_id is already stored with other content)."""
+        stored, ready = intake.ingest_and_route(self.engine, [event_json(e) for e in events], now or _now(),
+                                                self.routing.destinations_for, self.rules)
+        self.enqueue(ready)
+        return stored
+
+    def ingest_numbered(self, events: Sequence[EventBase], now: datetime | None = None, *,
+                        in_arrival_order: bool = False) -> intake.Numbered:
+        """Store news a service reported, numbered in its streams (:func:`store.intake.ingest_numbered`), then
+        queue the deliveries that may go now."""
+        result = intake.ingest_numbered(self.engine, [event_json(e) for e in events], now or _now(),
+                                        self.routing.destinations_for, self.rules,
+                                        in_arrival_order=in_arrival_order)
+        self.enqueue(result.ready)
+        return result
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

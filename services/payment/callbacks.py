@@ -1,0 +1,138 @@
+"""``/v1/callbacks/payment/<scheme>[/{destination}]``: payments a provider reports, verified in constant time.
+
+Each is judged against the bill (:func:`services.payment.inbound.receive_callback`): the bill's amount is
+``fee.paid`` once, however often it is reported; another amount is quarantined and reported, never paid; a bill we
+never issued is stored and reported. Every verified callback is kept with its verdict. The destination is the
+only one that takes the scheme, or the one the path names.
+
+- ``platform``: the national payment platform's JSON ``schemas.payment.PlatformCallback``, checksum with the
+  destination's ``callback_key`` (``MOTCUA_PAYMENT_CALLBACK_KEY``; comma-separated while a key rotates),
+  ``client_id`` the destination's. Reply ``{"return_code", "return_msg"}``: 0 once the callback is recorded (any
+  verdict: the platform must stop sending it), -1 with HTTP 401 for a bad checksum or another client and with 400
+  for a body that is not a callback (the platform tries again).
+- ``vnpay``: a VNPAY-style gateway's IPN, ``GET`` with ``vnp_*`` query parameters (``POST`` form fields are read
+  too), HMAC-SHA512 over the sorted parameters with ``vnpay_secret`` (``MOTCUA_PAYMENT_VNPAY_SECRET``),
+  ``vnp_TmnCode`` the destination's ``vnpay_tmn_code``. Always HTTP 200 with ``{"RspCode", "Message"}``: ``00``
+  recorded, ``02`` already confirmed (a repeat), ``01`` no such bill (stored), ``04`` the amount differs
+  (quarantined), ``97`` bad signature, ``99`` not an IPN.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qsl
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from schemas import payment as pay
+from schemas.privacy import error_fields
+from services.http import context, find, keys, read_limited
+from services.payment.deliver import Book, PaymentOptions
+from services.payment.inbound import receive_callback
+
+log = structlog.get_logger(__name__)
+router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
+
+
+def _takes_platform(options: object) -> bool:
+    return isinstance(options, PaymentOptions) and options.provider == "platform"
+
+
+def _takes_vnpay(options: object) -> bool:
+    return isinstance(options, PaymentOptions) and bool(options.vnpay_tmn_code)
+
+
+@router.post("/payment/platform", summary="Payments reported by the national payment platform (checksum)")
+async def platform_payment(request: Request) -> JSONResponse:
+    return await _platform_payment(request, None)
+
+
+@router.post("/payment/platform/{destination}", summary="Payments reported to one of several platform accounts")
+async def platform_payment_named(destination: str, request: Request) -> JSONResponse:
+    return await _platform_payment(request, destination)
+
+
+async def _platform_payment(request: Request, name: str | None) -> JSONResponse:
+    ctx = context(request)
+    dest = find(ctx, "payment", name, _takes_platform)
+    if dest is None:
+        return JSONResponse(pay.platform_reply(False, "no such payment destination"), status_code=404)
+    body = await read_limited(request, ctx.settings.intake_max_body_bytes)
+    if body is None:
+        return JSONResponse(pay.platform_reply(False, "body too large"), status_code=413)
+    try:
+        callback = pay.PlatformCallback.model_validate(json.loads(body))
+    except (ValueError, ValidationError) as exc:
+        fields = error_fields(exc) if isinstance(exc, ValidationError) else []
+        return JSONResponse({**pay.platform_reply(False, "not a payment callback"), "fields": fields[:20]},
+                            status_code=400)
+    options = ctx.options_of(PaymentOptions, dest)
+    secrets = keys(options.callback_key)
+    signed = any(pay.checksum_matches(callback.check_sum, pay.callback_checksum(key, callback)) for key in secrets)
+    if not signed or callback.client_id != options.client_id:
+        log.info("callback.payment.bad_checksum", scheme="platform", configured=bool(secrets))
+        return JSONResponse(pay.platform_reply(False, "invalid check_sum"), status_code=401)
+    paid_at = pay.parse_time(callback.payment_time)
+    verdict = await run_in_threadpool(receive_callback, Book.of(ctx, dest), "platform", callback.transaction_id,
+                                      callback.gateway_trans_id, callback.trans_amount, callback.status == pay.PAID,
+                                      paid_at)
+    log.info("callback.payment.recorded", scheme="platform", bill_code=callback.transaction_id, verdict=verdict)
+    return JSONResponse({**pay.platform_reply(True, "recorded"), "verdict": verdict})
+
+
+VNPAY_CODES = {"paid": "00", "repeat": "02", "second_payment": "02", "not_paid": "00", "unknown_bill": "01",
+               "amount_mismatch": "04"}
+
+
+@router.get("/payment/vnpay", summary="VNPAY-style IPN (HMAC-SHA512 over the sorted vnp_* parameters)")
+async def vnpay_ipn(request: Request) -> JSONResponse:
+    return await _vnpay(request, None)
+
+
+@router.post("/payment/vnpay", summary="VNPAY-style IPN posted as a form")
+async def vnpay_ipn_post(request: Request) -> JSONResponse:
+    return await _vnpay(request, None)
+
+
+@router.get("/payment/vnpay/{destination}", summary="VNPAY-style IPN for one of several destinations")
+async def vnpay_ipn_named(destination: str, request: Request) -> JSONResponse:
+    return await _vnpay(request, destination)
+
+
+@router.post("/payment/vnpay/{destination}", summary="VNPAY-style IPN posted as a form, for one of several")
+async def vnpay_ipn_post_named(destination: str, request: Request) -> JSONResponse:
+    return await _vnpay(request, destination)
+
+
+async def _vnpay(request: Request, name: str | None) -> JSONResponse:
+    ctx = context(request)
+    dest = find(ctx, "payment", name, _takes_vnpay)
+    if dest is None:
+        return JSONResponse(pay.vnpay_reply("99") | {"Message": "no such payment destination"}, status_code=404)
+    params: dict[str, str] = dict(request.query_params)
+    if request.method == "POST":
+        body = await read_limited(request, ctx.settings.intake_max_body_bytes)
+        if body is None:
+            return JSONResponse(pay.vnpay_reply("99"), status_code=413)
+        params.update(parse_qsl(body.decode("utf-8", "replace")))
+    options = ctx.options_of(PaymentOptions, dest)
+    secrets = keys(options.vnpay_secret)
+    if not any(pay.vnpay_verify(secret, params) for secret in secrets):
+        log.info("callback.payment.bad_checksum", scheme="vnpay", configured=bool(secrets))
+        return JSONResponse(pay.vnpay_reply("97"))
+    try:
+        ipn = pay.VnpayIpn.model_validate(params)
+    except ValidationError as exc:
+        return JSONResponse(pay.vnpay_reply("99") | {"fields": error_fields(exc)[:20]})
+    if ipn.vnp_TmnCode != options.vnpay_tmn_code:
+        log.warning("callback.payment.other_merchant", scheme="vnpay", tmn_code=ipn.vnp_TmnCode)
+        return JSONResponse(pay.vnpay_reply("97"))
+    paid_at = pay.parse_time(ipn.vnp_PayDate) if ipn.vnp_PayDate else None
+    verdict = await run_in_threadpool(receive_callback, Book.of(ctx, dest), "vnpay", ipn.vnp_TxnRef,
+                                      ipn.vnp_TransactionNo, ipn.amount, ipn.paid and paid_at is not None, paid_at)
+    log.info("callback.payment.recorded", scheme="vnpay", bill_code=ipn.vnp_TxnRef, verdict=verdict)
+    return JSONResponse(pay.vnpay_reply(VNPAY_CODES[verdict]))

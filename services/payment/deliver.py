@@ -1,0 +1,212 @@
+"""Fee collection's deliverer: each assessed fee becomes one bill at the destination's provider.
+
+``provider = "platform"`` is the national payment platform (JSON, HMAC-SHA256 checksums); ``"bank"`` a bank's SOAP
+bill-collection service (zeep, from its WSDL). The bill code comes from the dossier and the fee; a bill the ledger
+already holds is not sent again, and otherwise the provider is asked first (a repeated attempt after a timeout
+that landed finds the bill), and both providers answer a repeated creation with the first one's link. The bill is
+stored (``store.payments``) and a ``fee.bill_created`` event carrying the payment link is ingested and routed (to
+Zalo, where that destination exists, and back to the one-stop software).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+
+from adapters.payment import (
+    PaymentMapping,
+    PaymentMappingError,
+    Settlement,
+    bank_bill,
+    bill_code,
+    bill_created_event,
+    platform_bill,
+)
+from config.options import Duration, HttpUrl, Secret, ServiceOptions
+from config.routing import Destination
+from connectors.bank import BankConnector
+from connectors.base import ConnectorResult, Permanent, build_http_client
+from connectors.payment import PlatformConnector
+from schemas import bank as bank_wire
+from schemas import payment as platform_wire
+from schemas.events import parse_stored
+from schemas.privacy import error_fields
+from services.base import Context, Deliverer
+from store import payments
+
+
+def _platform(values: Any) -> bool:
+    return values.get("provider", "platform") == "platform"
+
+
+def _bank(values: Any) -> bool:
+    return values.get("provider", "platform") == "bank"
+
+
+class PaymentOptions(ServiceOptions):
+    """A payment destination: the provider and the relay's account there, whom the money goes to, how long
+    bills without a callback are queried, and (for a bank whose QR payments notify so) the VNPAY-style IPN."""
+
+    provider: Literal["platform", "bank"] = "platform"
+    url: HttpUrl
+    client_id: str | None = None
+    request_key: Annotated[SecretStr | None, Secret("MOTCUA_PAYMENT_REQUEST_KEY", required=_platform)] = None
+    # verifies the platform's callbacks; several, comma-separated, while one rotates
+    callback_key: Annotated[SecretStr | None, Secret("MOTCUA_PAYMENT_CALLBACK_KEY", required=False)] = None
+    partner_code: str | None = None
+    username: str | None = None
+    password: Annotated[SecretStr | None, Secret("MOTCUA_BANK_PASSWORD", required=_bank)] = None
+    vnpay_tmn_code: str | None = None
+    vnpay_secret: Annotated[SecretStr | None, Secret("MOTCUA_PAYMENT_VNPAY_SECRET", required=False)] = None
+    return_url: str = ""
+    beneficiary_account: str
+    beneficiary_name: str
+    beneficiary_bank: str
+    origin: str = "payment"
+    query_after: Duration = 30 * 60
+    query_every: Duration = 3600
+    query_for: Duration = 7 * 86400
+    query_batch: int = Field(200, ge=1, le=5000)
+
+    @model_validator(mode="after")
+    def _provider_needs(self) -> PaymentOptions:
+        if self.provider == "platform" and not self.client_id:
+            raise ValueError("the payment platform needs a client_id")
+        if self.provider == "bank" and not (self.partner_code and self.username):
+            raise ValueError("the bank needs a partner_code and a username")
+        self.mapping()
+        return self
+
+    def mapping(self) -> PaymentMapping:
+        return PaymentMapping.from_options(self.model_dump(include={
+            "provider", "beneficiary_account", "beneficiary_name", "beneficiary_bank", "return_url", "origin"}))
+
+
+@dataclass(frozen=True)
+class ProviderPayment:
+    """A payment as a provider reports it (by query or in a settlement list)."""
+
+    bill_code: str
+    transaction_id: str
+    amount: int
+    paid_at: datetime
+
+
+@dataclass(frozen=True)
+class Book:
+    """A payment destination's side of the ledger: where the callbacks, the query and the reconciliation record
+    what they learnt (no connector: the API records callbacks without calling the provider)."""
+
+    context: Context
+    name: str
+    mapping: PaymentMapping
+
+    @classmethod
+    def of(cls, ctx: Context, name: str) -> Book:
+        return cls(ctx, name, ctx.options_of(PaymentOptions, name).mapping())
+
+
+class PaymentDeliverer(Deliverer[PaymentOptions]):
+    """Adapter + connector for one payment destination, and what its callbacks and beat jobs ask of the provider."""
+
+    def __init__(self, destination: Destination, options: PaymentOptions, context: Context) -> None:
+        super().__init__(destination, options, context)
+        self.mapping = options.mapping()
+        self.book = Book(context, destination.name, self.mapping)
+        self.provider = options.provider
+        self.platform: PlatformConnector | None = None
+        self.bank: BankConnector | None = None
+        timeouts = destination.timeouts
+        if options.provider == "platform":
+            assert options.client_id is not None and options.request_key is not None  # the options say so
+            self.platform = PlatformConnector(
+                base_url=options.url, client_id=options.client_id, request_key=options.request_key,
+                client=build_http_client(timeouts.connect, timeouts.read, context.settings.worker_concurrency))
+        else:
+            assert options.partner_code and options.username and options.password is not None
+            wsdl = options.url if "?" in options.url else f"{options.url.rstrip('/')}{bank_wire.ENDPOINT_PATH}?wsdl"
+            self.bank = BankConnector(
+                wsdl_url=wsdl, partner_code=options.partner_code, username=options.username,
+                password=options.password, connect_timeout=timeouts.connect, read_timeout=timeouts.read)
+
+    # ---- out: bills
+
+    def deliver(self, event: dict[str, Any], idempotency_key: str) -> ConnectorResult:
+        if event.get("type") != "fee.assessed":
+            raise Permanent(f"the payment provider takes assessed fees, not {event.get('type')}")
+        data = event.get("data") or {}
+        code = bill_code(str(event["dossier_code"]), str(data.get("fee_id")))
+        engine = self.context.engine
+        held = payments.get_bill(engine, code)
+        if held is not None:
+            state = f"already issued ({held.state})"
+            url, ref = held.payment_url or "", held.external_ref
+        else:
+            try:
+                url, ref, state = self._issue(event)
+            except PaymentMappingError as exc:
+                raise Permanent(str(exc)) from exc
+            except ValidationError as exc:
+                raise Permanent(f"the bill would be invalid: {', '.join(error_fields(exc))}") from exc
+            payments.record_bill(engine, payments.NewBill(
+                bill_code=code, destination=self.name, provider=self.provider, dossier_code=str(event["dossier_code"]),
+                fee_id=str(data["fee_id"]), amount=int(data["amount"]), assessed_event_id=str(event["event_id"]),
+                payment_url=url or None, external_ref=ref), datetime.now(UTC))
+        created = bill_created_event(event, self.mapping, code, url, datetime.now(UTC))
+        self.context.ingest_numbered([parse_stored(created)], in_arrival_order=True)
+        return ConnectorResult(status_code=200, external_ref=ref or code,
+                               excerpt=f"bill {code} {state} at the {self.provider}, {data.get('amount')} đ")
+
+    def _issue(self, event: dict[str, Any]) -> tuple[str, str | None, str]:
+        """Create the bill at the provider, asking first: ``(payment url, provider's reference, what happened)``."""
+        if self.platform is not None:
+            code, amount, info = platform_bill(event, self.mapping)
+            found = self.platform.query(code)
+            if found is not None and found.trans_amount not in (None, amount) and found.status != platform_wire.PAID:
+                raise Permanent(f"transaction {code} exists at the platform with another amount "
+                                f"({found.trans_amount}, the fee is {amount})")
+            answer = self.platform.register(code, amount, self.mapping.return_url, info)
+            return answer.payment_url or "", answer.transaction_id, ("created" if found is None
+                                                                     else "already held by the platform")
+        assert self.bank is not None
+        request = bank_bill(event, self.mapping)
+        found_bill = self.bank.query(request.billCode)
+        if found_bill is not None and found_bill.amount not in (None, request.amount):
+            raise Permanent(f"bill {request.billCode} exists at the bank with another amount "
+                            f"({found_bill.amount}, the fee is {request.amount})")
+        made = self.bank.create_bill(request)
+        return made.paymentUrl, made.bankReference, ("created" if made.created and found_bill is None
+                                                     else "already held by the bank")
+
+    # ---- in: what the provider says of a bill, and of a day
+
+    def query(self, code: str) -> ProviderPayment | None:
+        """The payment of a bill as the provider holds it, or ``None`` while it is unpaid (or unknown)."""
+        if self.platform is not None:
+            answer = self.platform.query(code)
+            if answer is None or answer.status != platform_wire.PAID or not answer.payment_time:
+                return None
+            return ProviderPayment(code, answer.gateway_trans_id or "", int(answer.trans_amount or 0),
+                                   platform_wire.parse_time(answer.payment_time))
+        assert self.bank is not None
+        status = self.bank.query(code)
+        if status is None or status.status != bank_wire.PAID or status.paidAt is None:
+            return None
+        return ProviderPayment(code, status.transactionId or "", int(status.paidAmount or 0), status.paidAt)
+
+    def settled(self, day: date) -> list[Settlement]:
+        """The provider's list of the payments settled on ``day``."""
+        if self.platform is not None:
+            return [Settlement(s.transaction_id, s.gateway_trans_id, s.trans_amount,
+                               platform_wire.parse_time(s.payment_time)) for s in self.platform.settled(day)]
+        assert self.bank is not None
+        return [Settlement(s.billCode, s.transactionId, s.amount, s.paidAt) for s in self.bank.settled(day)]
+
+    def close(self) -> None:
+        if self.platform is not None:
+            self.platform.close()
+        if self.bank is not None:
+            self.bank.close()

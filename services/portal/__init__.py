@@ -1,0 +1,64 @@
+"""The national public service portal (Cổng DVC quốc gia), through the provincial LGSP.
+
+Out (``kind = "portal"``): each lifecycle event of a dossier brings its record up to date and appends one progress
+entry (:mod:`services.portal.deliver`); the ledger's per-dossier ordering makes the entries arrive in ``sequence``
+order and supersedes a late one, so a stale status never overwrites a newer.
+
+In: citizens' online dossiers, pulled by beat for the units in ``pull_units`` and pushed to
+``POST /v1/callbacks/portal`` (:mod:`services.portal.inbound`, :mod:`services.portal.callbacks`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from services.base import BeatJob, Configured, DemoPlay, Service, ServiceSettings, Simulator, Stage
+from services.portal.deliver import PortalDeliverer, PortalOptions
+from services.portal.inbound import pull
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+
+class PortalSettings(ServiceSettings):
+    portal_pull_interval_seconds: float = Field(
+        60.0, gt=0, description="how often beat pulls online dossiers from portal destinations with pull_units")
+
+
+def _callbacks() -> APIRouter:
+    from services.portal.callbacks import router
+
+    return router
+
+
+def _simulator(configured: list[Configured], **_: Any) -> Any:
+    from sandbox.portal import create_app
+
+    options = configured[0].options
+    assert isinstance(options, PortalOptions)
+    return create_app(username=options.username.get_secret_value(), password=options.password.get_secret_value(),
+                      dstcode=options.dstcode)
+
+
+def _demo(stage: Stage, names: list[str]) -> DemoPlay:
+    from services.portal.demo import configure
+
+    return configure(stage, names)
+
+
+SERVICE = Service(
+    kind="portal",
+    title="national public service portal (via the provincial LGSP)",
+    deliverer=PortalDeliverer,
+    options=PortalOptions,
+    settings=PortalSettings,
+    jobs=(BeatJob[PortalDeliverer](
+        task="relay.portal.pull", entry="portal-online-dossiers", run=pull, every="portal_pull_interval_seconds",
+        applies=lambda options: bool(options.pull_units), done="portal.pulled", failed="portal.pull_failed",
+        noteworthy=lambda s: bool(s["pulled"])),),
+    callbacks=_callbacks,
+    simulators=(Simulator("national portal", "portal_port", 8702, _simulator),),
+    demo=_demo,
+)

@@ -1,0 +1,55 @@
+"""``POST /v1/callbacks/postal[/{destination}]``: order statuses the post pushes, signed.
+
+The body is ``schemas.postal.TrackingPush``, signed the Standard Webhooks way with the destination's
+``callback_secret`` (``MOTCUA_POSTAL_CALLBACK_SECRET`` unless ``callback_secret_env`` names another variable).
+Each status of one of our orders becomes the ``postal.status`` event the tracking poller would make of it, so a
+status pushed and polled, or pushed twice, is stored once. The answer speaks the post's language (``code`` "00"
+once stored): 200 with ``stored``, ``duplicates``, ``late`` (older than what the order's stream holds: kept, not
+sent), ``ignored`` (statuses not forwarded, like "waiting for the postman") and ``unknown`` (order numbers that
+are not ours); 400 code "10" for a body that is not a push; 401 code "01" for a missing, bad or stale signature;
+403 code "30" for another customer code; 404 for no such destination; 413 for a body over the size limit.
+"""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from schemas import postal
+from services.http import Pushes, context, receive_signed
+from services.postal.deliver import PostalOptions
+from services.postal.inbound import ingest_statuses
+
+log = structlog.get_logger(__name__)
+router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
+POSTAL = Pushes("postal", "callback_secret", "code", postal.ORDER_NOT_FOUND, postal.INVALID_DATA,
+                postal.TOKEN_INVALID, "a tracking push")
+
+
+@router.post("/postal", summary="Order statuses pushed by the postal service (signed)")
+async def postal_callback(request: Request) -> JSONResponse:
+    return await _postal(request, None)
+
+
+@router.post("/postal/{destination}", summary="Order statuses pushed by one of several postal services (signed)")
+async def postal_callback_named(destination: str, request: Request) -> JSONResponse:
+    return await _postal(request, destination)
+
+
+async def _postal(request: Request, name: str | None) -> JSONResponse:
+    received = await receive_signed(request, name, POSTAL, postal.TrackingPush)
+    if isinstance(received, JSONResponse):
+        return received
+    dest, pushed = received
+    ctx = context(request)
+    mapping = ctx.options_of(PostalOptions, dest).mapping()
+    if pushed.customerCode != mapping.customer_code:
+        log.warning("callback.postal.other_customer", customer_code=pushed.customerCode)
+        return POSTAL.answer(403, postal.CUSTOMER_REFUSED, "statuses of another customer code")
+    report = await run_in_threadpool(ingest_statuses, ctx, dest, mapping, pushed.data)
+    log.info("callback.postal.stored", stored=report.stored, duplicates=report.duplicates, late=report.late,
+             unknown=len(report.unknown))
+    return POSTAL.answer(200, postal.SUCCESS, "Thành công", stored=report.stored, duplicates=report.duplicates,
+                         late=report.late, ignored=report.ignored, unknown=sorted(set(report.unknown)))

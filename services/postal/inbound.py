@@ -1,0 +1,124 @@
+"""Statuses in: what the post reports of our orders becomes ``postal.status`` events.
+
+They come pushed to ``POST /v1/callbacks/postal`` (signed) and, as the fallback, from the beat job that reads the
+tracking list from a cursor kept in the ledger. Both make the same event (its id is the order, status code and
+time), which the ledger numbers in its order's stream (origin ``postal.pickup`` or ``postal.delivery``): a status
+seen by both is stored once, and one older than what the stream already holds is kept but not sent (it would
+overwrite newer news at the one-stop software).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from adapters.postal import REQUEST_TYPES, PostalMapping, parse_order_number, status_event
+from schemas.events import parse_stored
+from schemas.postal import TrackingRecord
+from services.base import Context
+from services.feeds import Page, follow
+from services.postal.deliver import PostalDeliverer
+from store import queries
+
+log = structlog.get_logger(__name__)
+
+REQUEST_OF = {purpose: kind for kind, purpose in REQUEST_TYPES.items()}
+
+
+@dataclass
+class StatusIntake:
+    """What became of a batch of tracking records."""
+
+    stored: int = 0
+    duplicates: int = 0
+    late: int = 0
+    ignored: int = 0
+    unknown: list[str] = field(default_factory=list)
+
+    def add(self, other: StatusIntake) -> None:
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.late += other.late
+        self.ignored += other.ignored
+        self.unknown += other.unknown
+
+
+def ingest_statuses(ctx: Context, destination: str, mapping: PostalMapping, records: Sequence[TrackingRecord],
+                    now: datetime | None = None) -> StatusIntake:
+    """Store tracking records of ``destination``'s orders as numbered ``postal.status`` events and queue their
+    deliveries. A record of an order number we never made is counted and logged (the number only), not stored.
+    """
+    report = StatusIntake()
+    ordered = sorted({r.id: r for r in records}.values(), key=lambda r: r.id)
+    parsed = {r.id: parse_order_number(r.orderNumber, mapping) for r in ordered}
+    requests: dict[tuple[str, str], dict[str, Any]] = {}  # the request events that made our orders: the first each
+    for stored in queries.event_payloads(ctx.engine, {p[0] for p in parsed.values() if p}, REQUEST_TYPES,
+                                         origin="onestop"):
+        requests.setdefault((stored.dossier_code, stored.type), stored.payload)
+    events = []
+    for record in ordered:
+        made = parsed[record.id]
+        request = requests.get((made[0], REQUEST_OF[made[1]])) if made else None
+        if request is None:
+            report.unknown.append(record.orderNumber)
+            continue
+        try:
+            payload = status_event(record, request, mapping, destination)
+        except (ValueError, ValidationError) as exc:
+            log.warning("postal.status_rejected", order_number=record.orderNumber,
+                        status_code=record.statusCode, error=str(exc)[:300])
+            report.unknown.append(record.orderNumber)
+            continue
+        if payload is None:
+            report.ignored += 1
+        else:
+            events.append(parse_stored(payload))
+    if report.unknown:
+        log.warning("postal.unknown_orders", order_numbers=sorted(set(report.unknown))[:20],
+                    count=len(report.unknown))
+    if events:
+        result = ctx.ingest_numbered(events, now)
+        report.stored, report.duplicates, report.late = len(result.stored), len(result.duplicates), len(result.late)
+        if result.late:
+            log.info("postal.late_statuses", event_ids=result.late[:20], count=len(result.late))
+    return report
+
+
+@dataclass
+class PollReport:
+    pages: int = 0
+    records: int = 0
+    intake: StatusIntake = field(default_factory=StatusIntake)
+    cursor: int = 0
+
+
+def cursor_name(destination: str) -> str:
+    return f"postal:{destination}:tracking"
+
+
+def run_poll(post: PostalDeliverer, now: datetime | None = None) -> PollReport:
+    """Read the tracking list from the cursor, page by page; the cursor moves after each stored page."""
+    report = PollReport()
+
+    def read(position: str) -> Page[TrackingRecord]:
+        page = post.connector.tracking(int(position), post.options.poll_page)
+        return Page(page.items, str(max(int(position), page.lastId, *(r.id for r in page.items))), page.hasMore)
+
+    def store(records: Sequence[TrackingRecord]) -> None:
+        report.intake.add(ingest_statuses(post.context, post.name, post.mapping, records, now))
+
+    run = follow(post.context.engine, cursor_name(post.name), read, store)
+    report.pages, report.records, report.cursor = run.pages, run.items, int(run.position)
+    return report
+
+
+def poll(post: PostalDeliverer) -> dict[str, Any]:
+    """The beat job's step for one destination."""
+    polled = run_poll(post)
+    return {"records": polled.records, "stored": polled.intake.stored, "duplicates": polled.intake.duplicates,
+            "late": polled.intake.late, "unknown": len(polled.intake.unknown), "cursor": polled.cursor}

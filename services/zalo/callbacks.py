@@ -1,0 +1,74 @@
+"""``POST /v1/callbacks/zalo[/{destination}]``: the Official Account's webhook events, signed by Zalo.
+
+``X-ZEvent-Signature: mac=`` + SHA-256 hex of ``app_id + raw_body + timestamp + oa_secret_key`` (a plain hash, as
+Zalo documents it; the destination's ``app_id`` and ``oa_secret_key``, by default ``MOTCUA_ZALO_APP_ID`` and
+``MOTCUA_ZALO_OA_SECRET_KEY``), compared in constant time. ``user_received_message`` and ``user_seen_message``
+mark the message with that ``tracking_id`` received or seen in the ledger's receipts; other events are
+acknowledged and ignored. A bad signature is 401 and changes nothing; a repeated event is harmless.
+200 ``{"status": "recorded" | "already recorded" | "ignored"}``; 404 when there is no such Zalo destination.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from datetime import UTC, datetime
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from schemas.zalo import ZaloEvent, zevent_signature
+from services.http import context, find, read_limited
+from services.zalo.deliver import ZaloOptions
+from store import receipts
+
+log = structlog.get_logger(__name__)
+router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
+RECEIPT_EVENTS = {"user_received_message": "received", "user_seen_message": "seen"}
+
+
+@router.post("/zalo", summary="Zalo Official Account webhook events (signed X-ZEvent-Signature)")
+async def zalo_callback(request: Request) -> JSONResponse:
+    return await _zalo(request, None)
+
+
+@router.post("/zalo/{destination}", summary="Webhook events of one of several Official Accounts")
+async def zalo_callback_named(destination: str, request: Request) -> JSONResponse:
+    return await _zalo(request, destination)
+
+
+async def _zalo(request: Request, name: str | None) -> JSONResponse:
+    ctx = context(request)
+    dest = find(ctx, "zalo", name)
+    if dest is None:
+        return JSONResponse({"error": "no such Zalo destination"}, status_code=404)
+    body = await read_limited(request, ctx.settings.intake_max_body_bytes)
+    if body is None:
+        return JSONResponse({"error": "body too large"}, status_code=413)
+    options = ctx.options_of(ZaloOptions, dest)
+    app_id = options.app_id.get_secret_value()
+    if options.oa_secret_key is None:
+        log.warning("callback.zalo.not_configured", hint="set MOTCUA_ZALO_OA_SECRET_KEY (the destination's "
+                                                         "oa_secret_key)")
+        return JSONResponse({"error": "invalid signature"}, status_code=401)
+    try:
+        event = ZaloEvent.model_validate(json.loads(body))
+    except (ValueError, ValidationError):
+        event = None
+    given = request.headers.get("x-zevent-signature", "")
+    oa_key = options.oa_secret_key.get_secret_value()
+    expected = zevent_signature(app_id, body, event.timestamp if event else "", oa_key)
+    if event is None or event.app_id != app_id or not hmac.compare_digest(given.encode(), expected.encode()):
+        log.info("callback.zalo.bad_signature")
+        return JSONResponse({"error": "invalid signature"}, status_code=401)
+    kind = RECEIPT_EVENTS.get(event.event_name)
+    tracking = event.message.tracking_id
+    if kind is None or not tracking:
+        return JSONResponse({"status": "ignored"})
+    msg_id = event.message.msg_id or (event.message.msg_ids[0] if event.message.msg_ids else None)
+    at = datetime.fromtimestamp(int(event.timestamp) / 1000, UTC) if event.timestamp.isdigit() else datetime.now(UTC)
+    first = await run_in_threadpool(receipts.record, ctx.engine, tracking, "zalo", kind, at, msg_id)  # type: ignore[arg-type]
+    return JSONResponse({"status": "recorded" if first else "already recorded"})
