@@ -66,12 +66,8 @@ def make_engine(url: str, pool_size: int = 20) -> Engine:
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
-def get_engine(url: str | None = None) -> Engine:
-    """The process-wide engine for ``url`` (the configured database by default)."""
-    if url is None:
-        from config.settings import get_settings
-
-        url = get_settings().database_url
+def get_engine(url: str) -> Engine:
+    """The process-wide engine for ``url``."""
     with _lock:
         if url not in _engines:
             _engines[url] = make_engine(url)
@@ -100,14 +96,10 @@ def alembic_config(url: str) -> Any:
     return cfg
 
 
-def upgrade(url: str | None = None) -> None:
-    """Bring the ledger's schema to the newest migration (serialised across processes)."""
+def upgrade(url: str) -> None:
+    """Bring the ledger's schema at ``url`` to the newest migration (serialised across processes)."""
     from alembic import command
 
-    if url is None:
-        from config.settings import get_settings
-
-        url = get_settings().database_url
     engine = get_engine(url)
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
