@@ -2,8 +2,10 @@
 
 Every event carries the envelope of :class:`EventBase` (id, type, unit, dossier,
 procedure, per-dossier ``sequence``, tz-aware ``occurred_at``, applicant) and a
-type-specific ``data`` block. :data:`Event` is the discriminated union over ``type``;
-:data:`EVENT_ADAPTER` validates one event, :data:`EVENT_BATCH_ADAPTER` a list.
+type-specific ``data`` block. :data:`Event` is the discriminated union over ``type``, made of the
+groups the services take (:data:`DossierEvent`, :data:`PostalRequest`, :data:`TransferAnswer` ...);
+:data:`EVENT_ADAPTER` validates one event, :data:`EVENT_BATCH_ADAPTER` a list. The ledger stores an
+event as :func:`canonical_json` of :func:`event_json`, and the relay hands it on as the model.
 
 Code shapes (unit, dossier, procedure) follow DOMAIN.md; provinces format them a
 little differently, so :func:`parse_event` checks them against the :class:`CodePatterns` it is
@@ -15,6 +17,7 @@ does not check them again (they may have come in under patterns since changed).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -388,7 +391,7 @@ class TransferResult(EventBase):
     data: TransferResultData
 
 
-Event = Annotated[
+DossierEvent = (
     DossierSubmitted
     | DossierReceived
     | DossierRefused
@@ -399,19 +402,18 @@ Event = Annotated[
     | DossierSuspended
     | DossierCompleted
     | DossierReturned
-    | FeeAssessed
-    | FeeBillCreated
-    | FeePaid
-    | FeeRefunded
-    | PostalPickupRequested
-    | PostalDeliveryRequested
-    | PostalStatus
-    | TransferRequested
-    | TransferAccepted
-    | TransferRefused
-    | TransferResult,
-    Field(discriminator="type"),
-]
+)
+"""The dossier lifecycle (``dossier.*``): what the portal follows."""
+FeeEvent = FeeAssessed | FeeBillCreated | FeePaid | FeeRefunded
+PostalRequest = PostalPickupRequested | PostalDeliveryRequested
+"""The events that ask the post for an order (collect the dossier, deliver the result)."""
+PostalEvent = PostalRequest | PostalStatus
+TransferAnswer = TransferAccepted | TransferRefused | TransferResult
+"""A unit's answer to one hop of a transfer."""
+TransferEvent = TransferRequested | TransferAnswer
+
+Event = Annotated[DossierEvent | FeeEvent | PostalEvent | TransferEvent, Field(discriminator="type")]
+"""Any canonical event; the groups above are unions too, so ``isinstance(event, DossierEvent)`` narrows it."""
 
 MAX_BATCH = 500
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
@@ -439,3 +441,9 @@ def parse_stored(payload: Mapping[str, Any]) -> Event:
 def event_json(event: BaseModel) -> dict[str, Any]:
     """The canonical JSON form of an event (what the ledger stores and subscribers receive)."""
     return event.model_dump(mode="json", exclude_none=True)
+
+
+def canonical_json(payload: Mapping[str, Any]) -> str:
+    """The text an event is stored as (sorted keys, no spaces, UTF-8 as it is): its hash tells a duplicate from a
+    conflict, and a webhook subscriber receives exactly these bytes."""
+    return json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))

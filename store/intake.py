@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
+from schemas.events import canonical_json
 from store.streams import (
     DestinationRules,
     ToEnqueue,
@@ -46,11 +47,6 @@ class Ingested:
     event_id: str
     pk: int
     duplicate: bool
-
-
-def canonical_json(payload: dict[str, Any]) -> str:
-    """The text an event is stored as (sorted keys, no spaces): its hash tells a duplicate from a conflict."""
-    return json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
 def ingest(engine: Engine, payloads: Sequence[dict[str, Any]], now: datetime) -> list[Ingested]:
