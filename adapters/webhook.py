@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
+from schemas.events import Event, canonical_json, event_json
 from schemas.webhook import SignedHeaders, sign
 
 
-def webhook_body(event: dict[str, Any]) -> bytes:
-    """The subscriber receives the canonical event itself, compact UTF-8 JSON."""
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+def webhook_body(event: Event) -> bytes:
+    """The subscriber receives the canonical event itself: the very bytes the ledger stores (its canonical JSON:
+    sorted keys, compact, UTF-8), so what a subscriber hashes is what the ledger holds."""
+    return canonical_json(event_json(event)).encode("utf-8")
 
 
 def webhook_headers(
-    event: dict[str, Any], idempotency_key: str, secret: str, body: bytes, timestamp: int | None = None
+    event: Event, idempotency_key: str, secret: str, body: bytes, timestamp: int | None = None
 ) -> dict[str, str]:
     """Standard Webhooks headers, with the delivery's idempotency key as the message id."""
     signed: SignedHeaders = sign(secret, idempotency_key, body, timestamp)
@@ -22,5 +21,5 @@ def webhook_headers(
         **signed.as_headers(),
         "Idempotency-Key": idempotency_key,
         "Content-Type": "application/json",
-        "X-Motcua-Event-Type": str(event["type"]),
+        "X-Motcua-Event-Type": event.type,
     }

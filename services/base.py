@@ -32,7 +32,7 @@ from config.options import OptionsError, ServiceOptions, resolve
 from config.routing import Destination, RoutingConfig
 from config.settings import Settings
 from connectors.base import ConnectorResult
-from schemas.events import EventBase, event_json
+from schemas.events import Event, EventBase, event_json
 from store import intake
 from store.streams import DestinationRules, ToEnqueue
 
@@ -53,8 +53,9 @@ class ServiceSettings(BaseSettings):
 class Deliverer(Generic[OptionsT]):
     """Adapter + connector for one destination, built once per process from its options and the context.
 
-    ``deliver`` turns the claimed event into the service's call(s) and returns the :class:`ConnectorResult`
-    stored as the attempt, or raises a ``DeliveryError`` (connectors/base.py) that decides what happens next.
+    ``deliver`` turns the claimed event (the model, parsed once by the claim) into the service's call(s) and
+    returns the :class:`ConnectorResult` stored as the attempt, or raises a ``DeliveryError`` (connectors/base.py)
+    that decides what happens next; an event of a type the service does not take is a ``Permanent`` error.
     """
 
     def __init__(self, destination: Destination, options: OptionsT, context: Context) -> None:
@@ -63,7 +64,8 @@ class Deliverer(Generic[OptionsT]):
         self.options = options
         self.context = context
 
-    def deliver(self, event: dict[str, Any], idempotency_key: str) -> ConnectorResult:
+    def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
+        """One attempt at sending ``event``, carrying ``idempotency_key`` (or looking up first)."""
         raise NotImplementedError
 
     def not_before(self, now: datetime) -> tuple[datetime, str] | None:

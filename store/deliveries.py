@@ -1,9 +1,10 @@
 """Deliveries: one attempt at a time, claimed, finished, deferred or rerouted, each in one short transaction.
 
 The delivery engine (``tasks/``) decides; this module records atomically. A claim takes a
-lease and starts an attempt row, or says why not (ordering, not due, already done); the
-attempt's end writes the outcome and hands the stream on to its successor. All times are
-passed in by the caller, so tests can run the engine on a controlled clock.
+lease and starts an attempt row, or says why not (ordering, not due, already done), and hands
+on the stored event parsed once into its model; the attempt's end writes the outcome and hands
+the stream on to its successor. All times are passed in by the caller, so tests can run the
+engine on a controlled clock.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, Row, func, select, update
 
+from schemas.events import Event, parse_stored
+from schemas.privacy import error_fields
 from store.streams import (
     DestinationRules,
     Position,
@@ -30,18 +34,26 @@ from store.tables import FINAL_STATUSES, OPEN_STATUSES, Status, attempts, delive
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
+    """A delivery taken for one attempt, with its event parsed from the ledger's text.
+
+    ``event`` is ``None`` only when the stored text no longer parses (a schema changed under it):
+    ``unreadable`` then says why, and the engine ends the attempt as a permanent failure.
+    """
+
     delivery_id: int
     destination: str
     attempt_id: int
     attempt_number: int
     idempotency_key: str
-    payload: dict[str, Any]
+    event_id: str
+    event: Event | None
     received_at: datetime
     deadline_at: datetime
     budget_used: int
     dossier_code: str = ""
     stream: str = ""
     sequence: int = 0
+    unreadable: str | None = None
 
 
 # Not a Status: skip and waiting leave the delivery as it was; superseded and dead are the status it got instead.
@@ -68,7 +80,7 @@ def claim(
     """Take a delivery for one attempt, or say why not (ordering, not due, already done)."""
     with engine.begin() as conn:
         d = conn.execute(
-            select(deliveries, events.c.payload, events.c.received_at, events.c.origin)
+            select(deliveries, events.c.event_id, events.c.payload, events.c.received_at, events.c.origin)
             .join(events, events.c.id == deliveries.c.event_pk)
             .where(deliveries.c.id == delivery_id)
         ).one_or_none()
@@ -97,20 +109,40 @@ def claim(
             attempts.insert().returning(attempts.c.id),
             {"delivery_id": delivery_id, "number": number, "started_at": now},
         ).scalar_one()
-        return Claimed(
-            delivery_id=delivery_id,
-            destination=d.destination,
-            attempt_id=attempt_id,
-            attempt_number=number,
-            idempotency_key=d.idempotency_key,
-            payload=json.loads(d.payload),
-            received_at=d.received_at,
-            deadline_at=d.deadline_at,
-            budget_used=d.budget_used + 1,
-            dossier_code=d.dossier_code,
-            stream=d.stream,
-            sequence=d.sequence,
-        )
+    # Parsed once, here, outside the transaction (it holds the stream's lock): the deliverer and the
+    # excerpt's masking share this model.
+    event, unreadable = _parsed(d.payload)
+    return Claimed(
+        delivery_id=delivery_id,
+        destination=d.destination,
+        attempt_id=attempt_id,
+        attempt_number=number,
+        idempotency_key=d.idempotency_key,
+        event_id=d.event_id,
+        event=event,
+        received_at=d.received_at,
+        deadline_at=d.deadline_at,
+        budget_used=d.budget_used + 1,
+        dossier_code=d.dossier_code,
+        stream=d.stream,
+        sequence=d.sequence,
+        unreadable=unreadable,
+    )
+
+
+def _parsed(text: str) -> tuple[Event | None, str | None]:
+    """The stored event as its model, or why it cannot be (field paths only: the values may be personal)."""
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return None, "the stored event is not JSON"
+    try:
+        return parse_stored(payload), None
+    except ValidationError as exc:
+        kind = str(payload.get("type")) if isinstance(payload, dict) else "an event"
+        # the union's errors start with the type's tag: the paths are the type's own fields
+        fields = [f.removeprefix(f"{kind}.") for f in error_fields(exc, "type")]
+        return None, f"the stored event no longer parses as {kind}: {', '.join(fields)}"
 
 
 def _ordering_verdict(conn: Connection, d: Row[Any], now: datetime, gap_wait_seconds: float) -> NotClaimed | None:

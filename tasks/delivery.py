@@ -27,8 +27,8 @@ from connectors.base import (
     Stopwatch,
     attempt_deadline,
 )
-from schemas.events import EVENT_CLASSES, EventBase
-from schemas.privacy import mask_text, personal_values_in
+from schemas.events import Event
+from schemas.privacy import mask_text, personal_values
 from services.base import Deliverer
 from store import deliveries, intake
 from store.deliveries import Claimed, NotClaimed, Outcome
@@ -151,13 +151,15 @@ def run_delivery(
             hand_on(deliveries.kick_successor(rt.engine, delivery_id, now))
         return claimed.state
 
-    bound = bound.bind(event_id=claimed.payload.get("event_id"), attempt=claimed.attempt_number)
+    bound = bound.bind(event_id=claimed.event_id, attempt=claimed.attempt_number)
     watch = Stopwatch()
     error: DeliveryError | None = None
     result = None
     try:
+        if claimed.event is None:  # no deliverer can send it: an operator looks, and replays once it parses
+            raise Permanent(claimed.unreadable or "the stored event does not parse")
         with attempt_deadline(rt.settings.delivery_lease_seconds * LEASE_SHARE):
-            result = attempt_with_auth_refresh(deliverer or rt.deliverer(destination), claimed.payload,
+            result = attempt_with_auth_refresh(deliverer or rt.deliverer(destination), claimed.event,
                                                claimed.idempotency_key)
     except DeliveryError as exc:
         error = exc
@@ -204,7 +206,7 @@ def run_delivery(
     return decision.status
 
 
-def attempt_with_auth_refresh(deliverer: Deliverer[Any], event: dict[str, Any], key: str) -> ConnectorResult:
+def attempt_with_auth_refresh(deliverer: Deliverer[Any], event: Event, key: str) -> ConnectorResult:
     """One attempt; on :class:`AuthExpired`, refresh the credential once and try again.
 
     A second ``AuthExpired`` (or a deliverer without credentials to refresh) ends the
@@ -222,8 +224,8 @@ def attempt_with_auth_refresh(deliverer: Deliverer[Any], event: dict[str, Any], 
 def _masked_excerpt(claimed: Claimed, text: str | None) -> str | None:
     if not text:
         return None
-    model = EVENT_CLASSES.get(claimed.payload.get("type", ""), EventBase)
-    return mask_text(text, personal_values_in(claimed.payload, model))
+    # the event's own personal values first (a name has no pattern), then the patterns alone
+    return mask_text(text, personal_values(claimed.event) if claimed.event is not None else ())
 
 
 # --------------------------------------------------------------------------- sweep

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -9,14 +10,15 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from connectors.base import AuthExpired, ConnectorResult
 from sandbox.workload import generate_day
+from schemas.events import Event, parse_event
 from services.base import Deliverer
 from store import intake
 from store.deadletters import DeadLetterFilter, dead_letters
-from store.tables import attempts, deliveries
+from store.tables import attempts, deliveries, events
 from tasks.delivery import attempt_with_auth_refresh, run_delivery
 from tasks.runtime import Runtime, get_runtime, reset_runtime
 from tests.conftest import RelayConfig
@@ -164,6 +166,29 @@ def test_wrong_secret_is_dead_with_the_reason(relay_config: RelayConfig, monkeyp
     assert sandbox_stats(relay_config)["rejected_signature"] == 1
 
 
+def test_a_stored_event_that_no_longer_parses_is_dead_with_the_fields_and_no_request(
+    relay_config: RelayConfig,
+) -> None:
+    # given: a stored event its schema no longer accepts (the applicant gone, as after a careless migration)
+    rt = get_runtime()
+    did = new_delivery(rt, index=first_index_of_sequence_one())
+    with rt.engine.begin() as conn:
+        event_pk = conn.execute(select(deliveries.c.event_pk).where(deliveries.c.id == did)).scalar_one()
+        stored = json.loads(conn.execute(select(events.c.payload).where(events.c.id == event_pk)).scalar_one())
+        name = stored.pop("applicant")["name"]
+        conn.execute(update(events).where(events.c.id == event_pk).values(payload=json.dumps(stored)))
+    # when
+    status = run_delivery(did, WAREHOUSE, clock=clock_at(T0))
+    # then: a permanent failure naming the field, never its value; nothing was sent
+    assert status == "dead"
+    d = row(rt, did)
+    assert d.last_error == f"rejected: the stored event no longer parses as {stored['type']}: applicant"
+    assert name not in d.last_error
+    assert [a.outcome for a in attempt_rows(rt, did)] == ["permanent"]
+    stats = sandbox_stats(relay_config)
+    assert (stats["receipts"], stats["invalid"], stats["rejected_signature"]) == (0, 0, 0)
+
+
 def test_missing_secret_is_dead_without_a_request(relay_config: RelayConfig, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MOTCUA_WAREHOUSE_WEBHOOK_SECRET")
     reset_runtime()
@@ -277,7 +302,7 @@ class _ExpiringCredential(Deliverer[Any]):
         self.fresh = True
         return True
 
-    def deliver(self, event: dict, idempotency_key: str) -> ConnectorResult:
+    def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
         self.calls += 1
         if not self.fresh:
             raise AuthExpired("session expired")
@@ -289,12 +314,12 @@ class _ExpiringCredential(Deliverer[Any]):
 
 def test_auth_expired_refreshes_once_then_retries_in_the_same_attempt() -> None:
     service = _ExpiringCredential(refreshable=True)
-    result = attempt_with_auth_refresh(service, {"event_id": "e"}, "e:x")
+    result = attempt_with_auth_refresh(service, parse_event(DAY[0]), "e:x")
     assert (result.external_ref, service.calls, service.refreshes) == ("ok", 2, 1)
 
 
 def test_auth_expired_without_a_credential_to_refresh_stays_auth_expired() -> None:
     service = _ExpiringCredential(refreshable=False)
     with pytest.raises(AuthExpired):
-        attempt_with_auth_refresh(service, {"event_id": "e"}, "e:x")
+        attempt_with_auth_refresh(service, parse_event(DAY[0]), "e:x")
     assert service.calls == 1

@@ -218,7 +218,7 @@ def test_claim_then_delivered(engine: Engine) -> None:
     assert (d["attempts"], d["budget_used"]) == (1, 1)
     assert d["lease_until"] == at(1 + LEASE)
     assert (c.attempt_number, c.budget_used, c.destination) == (1, 1, "warehouse")
-    assert c.payload["dossier_code"] == DOSSIER
+    assert c.event is not None and c.event.dossier_code == DOSSIER
     # when
     successors = finish(engine, c, "delivered", at(2), status_code=200, external_ref="rcpt-1", excerpt="ok")
     # then

@@ -9,7 +9,7 @@ import email.utils
 import json
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -17,6 +17,7 @@ import pytest
 import respx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, select
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 from starlette.types import Receive, Scope, Send
@@ -27,12 +28,18 @@ from config.routing import Destination
 from config.settings import Settings
 from connectors.base import ConnectorResult, DeliveryError, Permanent, Retryable, build_http_client
 from connectors.webhook import WebhookConnector
-from sandbox.workload import sample
+from sandbox.workload import generate_day, sample
+from schemas.events import canonical_json, parse_event
 from services.webhook import WebhookDeliverer, WebhookOptions
+from store import intake
+from store.deliveries import Claimed, claim
+from store.streams import DestinationRules
+from store.tables import deliveries, events
 from tests.harness import bare_context, free_port
 
 SECRET = "whsec_" + base64.b64encode(b"subscriber-secret-of-32-bytes!!!").decode()
 EVENT = sample(1, seed=5)[0]
+MODEL = parse_event(EVENT)  # what a claim hands the deliverer
 KEY = f"{EVENT['event_id']}:warehouse"
 
 
@@ -74,7 +81,7 @@ def subscriber_app() -> FastAPI:
             Webhook(SECRET).verify(body, dict(request.headers))
         except WebhookVerificationError as exc:
             return JSONResponse({"error": str(exc)}, status_code=401)
-        app.state.seen.append({"headers": dict(request.headers), "body": json.loads(body)})
+        app.state.seen.append({"headers": dict(request.headers), "body": json.loads(body), "raw": body})
         return JSONResponse({"id": "verified-1"})
 
     return app
@@ -100,8 +107,8 @@ def connector(url: str, read: float = 5.0) -> WebhookConnector:
 
 def signed_post(c: WebhookConnector, secret: str = SECRET) -> ConnectorResult:
     """What the webhook deliverer does: the adapter's body and signed headers, posted by the connector."""
-    body = webhook_body(EVENT)
-    return c.post(body, webhook_headers(EVENT, KEY, secret, body))
+    body = webhook_body(MODEL)
+    return c.post(body, webhook_headers(MODEL, KEY, secret, body))
 
 
 def send(url: str, read: float = 5.0) -> ConnectorResult:
@@ -256,12 +263,31 @@ def test_the_deliverer_signs_with_the_subscribers_secret_and_posts(
     deliverer = WebhookDeliverer(dest, resolve(dest, WebhookOptions), context)
     # when
     try:
-        result = deliverer.deliver(EVENT, KEY)
+        result = deliverer.deliver(MODEL, KEY)
     finally:
         deliverer.close()
     # then: the reference package verified it on the server
     assert result.external_ref == "verified-1"
     assert [request["body"] for request in app.state.seen] == [EVENT]
+    assert [request["raw"] for request in app.state.seen] == [canonical_json(EVENT).encode("utf-8")]
+
+
+def test_the_body_is_the_text_the_ledger_stores_byte_for_byte(engine: Engine) -> None:
+    # given: a day of events stored by the intake (Vietnamese names, amounts, times), routed to a subscriber
+    day = generate_day(40, day=date(2026, 11, 20), seed=9)
+    rules = {"warehouse": DestinationRules("warehouse", ordered=False, deadline_seconds=3600, max_attempts=5)}
+    now = datetime.now(UTC)
+    intake.ingest_and_route(engine, day, now, lambda payload: ["warehouse"], rules)
+    with engine.connect() as conn:
+        rows = conn.execute(select(deliveries.c.id, events.c.payload)
+                            .join(events, events.c.id == deliveries.c.event_pk)).all()
+    assert len(rows) == len(day)
+    for delivery_id, text in rows:
+        # when: the engine claims the delivery and the adapter builds the body from the model it got
+        claimed = claim(engine, delivery_id, rules["warehouse"], now, 60.0, 60.0)
+        assert isinstance(claimed, Claimed) and claimed.event is not None
+        # then: the subscriber receives exactly what the ledger holds
+        assert webhook_body(claimed.event) == text.encode("utf-8"), claimed.event.type
 
 
 def test_a_missing_secret_is_refused_with_the_options_naming_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:

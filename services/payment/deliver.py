@@ -32,7 +32,7 @@ from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.payment import PlatformConnector
 from schemas import bank as bank_wire
 from schemas import payment as platform_wire
-from schemas.events import parse_stored
+from schemas.events import Event, event_json, parse_stored
 from schemas.privacy import error_fields
 from services.base import Context, Deliverer
 from store import payments
@@ -134,7 +134,8 @@ class PaymentDeliverer(Deliverer[PaymentOptions]):
 
     # ---- out: bills
 
-    def deliver(self, event: dict[str, Any], idempotency_key: str) -> ConnectorResult:
+    def deliver(self, model: Event, idempotency_key: str) -> ConnectorResult:
+        event = event_json(model)  # until this service's adapter takes the model
         if event.get("type") != "fee.assessed":
             raise Permanent(f"the payment provider takes assessed fees, not {event.get('type')}")
         data = event.get("data") or {}

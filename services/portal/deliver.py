@@ -4,7 +4,7 @@ already holds it: a repeated attempt after a timeout whose call landed)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -23,6 +23,7 @@ from config.routing import Destination
 from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.credentials import TokenCache
 from connectors.portal import PortalConnector
+from schemas.events import Event, event_json
 from schemas.portal import AUTH_PATH, INTEGRATION_PATH
 from services.base import Context, Deliverer
 
@@ -73,8 +74,9 @@ class PortalDeliverer(Deliverer[PortalOptions]):
             credential_name=f"portal:{destination.name}", session_ttl=options.session_ttl,
         )
 
-    def deliver(self, event: dict[str, Any], idempotency_key: str) -> ConnectorResult:
+    def deliver(self, model: Event, idempotency_key: str) -> ConnectorResult:
         """Look up, create or update the record, then append the progress entry once."""
+        event = event_json(model)  # until this service's adapter takes the model
         if not takes(event, self.mapping):
             raise Permanent(f"the portal follows the status_map's lifecycle events, not {event.get('type')}")
         unit, code = event["unit_code"], event["dossier_code"]

@@ -29,6 +29,7 @@ from config.routing import Destination
 from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.credentials import TokenCache
 from connectors.postal import PostalConnector
+from schemas.events import Event, event_json
 from schemas.postal import CANCELLABLE_STATUSES, CANCELLED, FINAL_STATUSES, STATUS_MESSAGES
 from schemas.privacy import error_fields
 from services.base import Context, Deliverer
@@ -84,7 +85,8 @@ class PostalDeliverer(Deliverer[PostalOptions]):
             credential_name=f"postal:{destination.name}",
         )
 
-    def deliver(self, event: dict[str, Any], idempotency_key: str) -> ConnectorResult:
+    def deliver(self, model: Event, idempotency_key: str) -> ConnectorResult:
+        event = event_json(model)  # until this service's adapter takes the model
         if not takes(event):
             raise Permanent(f"the post takes pickup and delivery requests and their cancellations, "
                             f"not {event.get('type')}")

@@ -16,6 +16,7 @@ from config.routing import Destination
 from config.zalo_templates import load_templates
 from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.sms import SmsConnector
+from schemas.events import Event, event_json
 from services.base import Configured, Context, Deliverer, DemoPlay, Measure, Service, Simulator, Stage
 
 PORT = 8704
@@ -38,7 +39,8 @@ class SmsDeliverer(Deliverer[SmsOptions]):
                                       client=build_http_client(destination.timeouts.connect,
                                                                destination.timeouts.read, 16))
 
-    def deliver(self, event: dict[str, Any], idempotency_key: str) -> ConnectorResult:
+    def deliver(self, model: Event, idempotency_key: str) -> ConnectorResult:
+        event = event_json(model)  # until this service's adapter takes the model
         spec = self.templates.templates.get(str(event.get("type")))
         if spec is None or not spec.sms:
             raise Permanent(f"no SMS text for {event.get('type')} in the templates file")

@@ -19,6 +19,7 @@ from config.units import load_directory
 from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.transfer import ExchangeConnector
 from schemas import transfer as tx
+from schemas.events import Event, event_json
 from schemas.privacy import error_fields
 from services.base import Context, Deliverer
 
@@ -47,7 +48,8 @@ class TransferDeliverer(Deliverer[TransferOptions]):
             client=build_http_client(timeouts.connect, timeouts.read, context.settings.worker_concurrency),
             connect_timeout=timeouts.connect, read_timeout=timeouts.read)
 
-    def deliver(self, event: dict[str, Any], idempotency_key: str) -> ConnectorResult:
+    def deliver(self, model: Event, idempotency_key: str) -> ConnectorResult:
+        event = event_json(model)  # until this service's adapter takes the model
         data = event.get("data") or {}
         if event.get("type") == "transfer.requested":
             return self._send(event)

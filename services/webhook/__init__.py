@@ -17,6 +17,7 @@ from config.options import HttpUrl, Secret, ServiceOptions
 from config.routing import Destination
 from connectors.base import ConnectorResult, build_http_client
 from connectors.webhook import WebhookConnector
+from schemas.events import Event
 from services.base import Configured, Context, Deliverer, DemoPlay, NotReady, Service, Simulator, Stage
 
 
@@ -35,7 +36,7 @@ class WebhookDeliverer(Deliverer[WebhookOptions]):
         self._connector = WebhookConnector(
             options.url, build_http_client(timeouts.connect, timeouts.read, context.settings.worker_concurrency))
 
-    def deliver(self, event: dict[str, Any], idempotency_key: str) -> ConnectorResult:
+    def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
         body = webhook_body(event)
         return self._connector.post(body, webhook_headers(event, idempotency_key, self._secret, body))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import redis
 import structlog
@@ -26,6 +26,7 @@ from config.zalo_templates import load_templates
 from connectors.base import ConnectorResult, Permanent, Rerouted, build_http_client
 from connectors.credentials import TokenPair, TokenPairStore
 from connectors.zalo import QuotaSpent, Unreachable, ZaloConnector
+from schemas.events import Event, event_json
 from services.base import Context, Deliverer
 from store import receipts
 
@@ -107,7 +108,8 @@ class ZaloDeliverer(Deliverer[ZaloOptions]):
 
     # ------------------------------------------------------------------ send
 
-    def deliver(self, event: dict[str, Any], idempotency_key: str) -> ConnectorResult:
+    def deliver(self, model: Event, idempotency_key: str) -> ConnectorResult:
+        event = event_json(model)  # until this service's adapter takes the model
         try:
             message = message_for(event, self.templates)
         except MappingError as exc:

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr
 from config.options import HttpUrl, Secret, ServiceOptions
 from config.routing import Destination
 from connectors.base import ConnectorResult, build_http_client, classify_http_status, map_transport_errors
+from schemas.events import Event, event_json
 from services.base import BeatJob, Configured, Context, Deliverer, Service, ServiceSettings, Simulator
 
 
@@ -30,10 +31,9 @@ class EchoDeliverer(Deliverer[EchoOptions]):
         super().__init__(destination, options, context)
         self.client = build_http_client(destination.timeouts.connect, destination.timeouts.read, 8)
 
-    def deliver(self, event: Any, idempotency_key: str) -> ConnectorResult:
-        body = event if isinstance(event, dict) else event.model_dump(mode="json")
+    def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
         with map_transport_errors():
-            answer = self.client.post(f"{self.options.url}/events", json=body, headers={
+            answer = self.client.post(f"{self.options.url}/events", json=event_json(event), headers={
                 "Authorization": f"Bearer {self.options.token.get_secret_value()}", "Idempotency-Key": idempotency_key})
         error = classify_http_status(answer)
         if error is not None:
