@@ -16,9 +16,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
-from schemas.events import DEFAULT_CODE_PATTERNS, CodePatterns, event_json, parse_event
+from schemas.events import (
+    DEFAULT_CODE_PATTERNS,
+    EVENT_CLASSES,
+    CodePatterns,
+    Document,
+    DossierCompleted,
+    DossierEvent,
+    DossierFeeRequested,
+    DossierProcessing,
+    DossierReceived,
+    DossierReturned,
+    DossierSubmitted,
+    DossierSupplementRequested,
+    Event,
+    parse_event,
+)
 from schemas.portal import STATUS_CODES, OnlineDossier, ProgressEntry
 from schemas.vietnam import VN_TZ
 
@@ -42,6 +57,7 @@ DESK_HANDLER = "Cán bộ một cửa"
 CHANNELS = {"desk": "0", "online": "1", "postal": "2"}
 METHODS = {"desk": "trực tiếp tại Bộ phận một cửa", "post": "qua dịch vụ bưu chính công ích", "online": "trực tuyến"}
 _CONTENT_LIMIT = 2000
+DOSSIER_TYPES = frozenset(kind for kind, model in EVENT_CLASSES.items() if issubclass(model, DossierEvent))
 
 
 class MappingError(ValueError):
@@ -62,6 +78,11 @@ class PortalMapping:
         bad = {k: v for k, v in self.status_map.items() if str(v) not in STATUS_CODES}
         if bad:
             raise ValueError(f"status_map: portal status codes are 1..10, not {bad}")
+        # the record and the progress entry are made of the lifecycle events' data: refused here, at the options,
+        # rather than as a dead letter per delivery
+        foreign = sorted(k for k in self.status_map if k not in DOSSIER_TYPES)
+        if foreign:
+            raise ValueError(f"status_map: the portal follows the dossier lifecycle (dossier.*), not {foreign}")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> PortalMapping:
@@ -103,76 +124,74 @@ def from_portal_time(value: str) -> datetime:
     return datetime.strptime(value, PORTAL_FORMAT).replace(tzinfo=VN_TZ)
 
 
-def takes(event: Mapping[str, Any], mapping: PortalMapping) -> bool:
+def takes(event: Event, mapping: PortalMapping) -> TypeGuard[DossierEvent]:
     """Whether the portal follows this event (the lifecycle events of the status map)."""
-    return str(event.get("type")) in mapping.status_map
+    return isinstance(event, DossierEvent) and event.type in mapping.status_map
 
 
-def dossier_record(
-    event: Mapping[str, Any], current: Mapping[str, Any] | None, mapping: PortalMapping
-) -> dict[str, Any]:
+def dossier_record(event: DossierEvent, current: Mapping[str, Any] | None, mapping: PortalMapping) -> dict[str, Any]:
     """The whole dossier record as it must stand after ``event``, on top of what the portal holds."""
-    kind, data, applicant = event["type"], event.get("data", {}), event["applicant"]
+    applicant = event.applicant
     record: dict[str, Any] = {k: v for k, v in (current or {}).items() if k != "QuaTrinhXuLy"}
-    procedure = mapping.national_procedure(event["procedure_code"])
-    name = data.get("procedure_name") or record.get("TenTTHC") or mapping.procedure_names.get(event["procedure_code"])
+    procedure = mapping.national_procedure(event.procedure_code)
+    named = event.data.procedure_name if isinstance(event, DossierSubmitted | DossierReceived) else None
+    name = named or record.get("TenTTHC") or mapping.procedure_names.get(event.procedure_code)
     record |= {
-        "MaHoSo": event["dossier_code"],
+        "MaHoSo": event.dossier_code,
         "MaTTHC": procedure,
-        "ChuHoSo": applicant["name"],
-        "LoaiDoiTuong": "2" if applicant.get("kind") == "business" else "1",
-        "DonViXuLy": event["unit_code"],
-        "TrangThaiHoSo": mapping.status(kind),
-        "NgayTiepNhan": record.get("NgayTiepNhan") or portal_time(event["occurred_at"]),
+        "ChuHoSo": applicant.name,
+        "LoaiDoiTuong": "2" if applicant.kind == "business" else "1",
+        "DonViXuLy": event.unit_code,
+        "TrangThaiHoSo": mapping.status(event.type),
+        "NgayTiepNhan": record.get("NgayTiepNhan") or portal_time(event.occurred_at),
         "HinhThuc": record.get("HinhThuc") or "0",
     }
-    optional = {"TenTTHC": name, "SoGiayToChuHoSo": applicant.get("id_number"),
-                "SoDienThoai": applicant.get("phone"), "Email": applicant.get("email")}
+    optional = {"TenTTHC": name, "SoGiayToChuHoSo": applicant.id_number,
+                "SoDienThoai": applicant.phone, "Email": applicant.email}
     record |= {k: v for k, v in optional.items() if v}
 
-    if kind == "dossier.submitted":
-        record["HinhThuc"] = CHANNELS.get(data.get("channel", "desk"), "0")
-        record["DanhSachTepDinhKem"] = [_attachment(d) for d in data.get("documents", [])]
-    elif kind == "dossier.received":
-        record["NgayTiepNhan"] = portal_time(event["occurred_at"])
-        record["NgayHenTra"] = portal_time(data["due_at"])
-    elif kind == "dossier.fee_requested":
-        lines = data.get("lines") or [{"code": data["fee_id"], "name": "Phí, lệ phí", "amount": data["amount"]}]
-        record["DanhSachLePhi"] = [
-            {"MaLePhi": line["code"], "TenLePhi": line["name"], "SoTien": int(line["amount"])} for line in lines
-        ]
-    elif kind == "dossier.supplement_requested":
-        item = {"NoiDung": data["reason"], "ThanhPhan": list(data.get("items", [])),
-                "NgayYeuCau": portal_time(event["occurred_at"])}
-        if data.get("due_at"):
-            item["HanBoSung"] = portal_time(data["due_at"])
+    if isinstance(event, DossierSubmitted):
+        record["HinhThuc"] = CHANNELS.get(event.data.channel, "0")
+        record["DanhSachTepDinhKem"] = [_attachment(d) for d in event.data.documents]
+    elif isinstance(event, DossierReceived):
+        record["NgayTiepNhan"] = portal_time(event.occurred_at)
+        record["NgayHenTra"] = portal_time(event.data.due_at)
+    elif isinstance(event, DossierFeeRequested):
+        fee = event.data
+        lines = [(line.code, line.name, line.amount) for line in fee.lines] or [(fee.fee_id, "Phí, lệ phí", fee.amount)]
+        record["DanhSachLePhi"] = [{"MaLePhi": code, "TenLePhi": title, "SoTien": int(amount)}
+                                   for code, title, amount in lines]
+    elif isinstance(event, DossierSupplementRequested):
+        item: dict[str, Any] = {"NoiDung": event.data.reason, "ThanhPhan": list(event.data.items),
+                                "NgayYeuCau": portal_time(event.occurred_at)}
+        if event.data.due_at:
+            item["HanBoSung"] = portal_time(event.data.due_at)
         earlier = [s for s in record.get("DanhSachHoSoBoSung", []) if s.get("NgayYeuCau") != item["NgayYeuCau"]]
         record["DanhSachHoSoBoSung"] = [*earlier, item]
-    elif kind == "dossier.completed":
+    elif isinstance(event, DossierCompleted):
         record["DanhSachGiayToKetQua"] = [
-            {k: v for k, v in {"TenGiayTo": d["name"], "DuongDan": d.get("url"), "MaBam": d.get("sha256")}.items() if v}
-            for d in data.get("result_documents", [])
+            {k: v for k, v in {"TenGiayTo": d.name, "DuongDan": d.url, "MaBam": d.sha256}.items() if v}
+            for d in event.data.result_documents
         ]
-    elif kind == "dossier.returned":
-        record["NgayTra"] = portal_time(data["returned_at"])
+    elif isinstance(event, DossierReturned):
+        record["NgayTra"] = portal_time(event.data.returned_at)
     return record
 
 
-def progress_entry(event: Mapping[str, Any], mapping: PortalMapping) -> dict[str, Any]:
+def progress_entry(event: DossierEvent, mapping: PortalMapping) -> dict[str, Any]:
     """The progress entry that records ``event`` in the dossier's history on the portal."""
-    kind, data = event["type"], event.get("data", {})
-    step = data.get("step") or {}
-    due = step.get("due_at") or (data.get("due_at") if kind in ("dossier.received", "dossier.supplement_requested")
-                                 else None)
+    step = event.data.step if isinstance(event, DossierProcessing) else None
+    due = step.due_at if step else (
+        event.data.due_at if isinstance(event, DossierReceived | DossierSupplementRequested) else None)
     entry = {
-        "MaHoSo": event["dossier_code"],
-        "NguoiXuLy": step.get("handler") or mapping.desk_handler,
-        "ChucDanh": step.get("title"),
-        "ThoiDiemXuLy": portal_time(event["occurred_at"]),
-        "PhongBanXuLy": step.get("department") or mapping.desk_name,
-        "NoiDungXuLy": _content(kind, data)[:_CONTENT_LIMIT],
-        "TrangThai": mapping.status(kind),
-        "NgayBatDau": portal_time(step.get("started_at") or event["occurred_at"]),
+        "MaHoSo": event.dossier_code,
+        "NguoiXuLy": (step.handler if step else None) or mapping.desk_handler,
+        "ChucDanh": step.title if step else None,
+        "ThoiDiemXuLy": portal_time(event.occurred_at),
+        "PhongBanXuLy": (step.department if step else None) or mapping.desk_name,
+        "NoiDungXuLy": _content(event)[:_CONTENT_LIMIT],
+        "TrangThai": mapping.status(event.type),
+        "NgayBatDau": portal_time((step.started_at if step else None) or event.occurred_at),
         "NgayKetThucTheoQuyDinh": portal_time(due) if due else None,
     }
     return {k: v for k, v in entry.items() if v is not None}
@@ -193,15 +212,15 @@ def progress_recorded(entry: Mapping[str, Any], current: Mapping[str, Any] | Non
 
 
 def expected_history(
-    events: Iterable[Mapping[str, Any]], mapping: PortalMapping | None = None
+    events: Iterable[Event], mapping: PortalMapping | None = None
 ) -> dict[str, list[tuple[str, str]]]:
     """What the portal must end up holding for these events of the one-stop software: per dossier,
     the (``TrangThai``, ``ThoiDiemXuLy``) of each progress entry in ``sequence`` order."""
     mapping = mapping or PortalMapping()
     out: dict[str, list[tuple[str, str]]] = {}
-    for e in sorted(events, key=lambda e: e["sequence"]):
-        if takes(e, mapping) and e.get("origin", "onestop") == "onestop":
-            out.setdefault(e["dossier_code"], []).append((mapping.status(e["type"]), portal_time(e["occurred_at"])))
+    for e in sorted(events, key=lambda e: e.sequence):
+        if takes(e, mapping) and e.origin == "onestop":
+            out.setdefault(e.dossier_code, []).append((mapping.status(e.type), portal_time(e.occurred_at)))
     return out
 
 
@@ -213,32 +232,31 @@ def holds(record: Mapping[str, Any] | None, history: list[tuple[str, str]]) -> b
     return record.get("TrangThaiHoSo") == history[-1][0] and held == history
 
 
-def _content(kind: str, data: Mapping[str, Any]) -> str:
-    reason = data.get("reason", "")
-    if kind == "dossier.submitted":
+def _content(event: DossierEvent) -> str:
+    if isinstance(event, DossierSubmitted):
         return {"online": "Nộp hồ sơ trực tuyến", "postal": "Nộp hồ sơ qua dịch vụ bưu chính công ích"}.get(
-            data.get("channel", "desk"), "Nộp hồ sơ trực tiếp tại Bộ phận một cửa")
-    if kind == "dossier.received":
-        return f"Tiếp nhận hồ sơ, số biên nhận {data['receipt_no']}"
-    if kind == "dossier.processing":
-        step = data["step"]
-        return str(step.get("note") or f"Chuyển xử lý: {step['department']}")
-    if kind == "dossier.supplement_requested":
-        return f"Yêu cầu bổ sung hồ sơ: {reason}"
-    if kind == "dossier.fee_requested":
-        return f"Yêu cầu thực hiện nghĩa vụ tài chính: {int(data['amount']):,} đồng".replace(",", ".")
-    if kind == "dossier.completed":
-        return "Hoàn thành giải quyết hồ sơ" + (" (quá hạn)" if data.get("late") else "")
-    if kind == "dossier.returned":
-        return "Trả kết quả " + METHODS.get(data.get("method", "desk"), METHODS["desk"])
+            event.data.channel, "Nộp hồ sơ trực tiếp tại Bộ phận một cửa")
+    if isinstance(event, DossierReceived):
+        return f"Tiếp nhận hồ sơ, số biên nhận {event.data.receipt_no}"
+    if isinstance(event, DossierProcessing):
+        step = event.data.step
+        return str(step.note or f"Chuyển xử lý: {step.department}")
+    if isinstance(event, DossierSupplementRequested):
+        return f"Yêu cầu bổ sung hồ sơ: {event.data.reason}"
+    if isinstance(event, DossierFeeRequested):
+        return f"Yêu cầu thực hiện nghĩa vụ tài chính: {int(event.data.amount):,} đồng".replace(",", ".")
+    if isinstance(event, DossierCompleted):
+        return "Hoàn thành giải quyết hồ sơ" + (" (quá hạn)" if event.data.late else "")
+    if isinstance(event, DossierReturned):
+        return "Trả kết quả " + METHODS.get(event.data.method, METHODS["desk"])
+    # refused, withdrawn, suspended: a reason
     prefix = {"dossier.refused": "Từ chối tiếp nhận", "dossier.withdrawn": "Công dân rút hồ sơ",
-              "dossier.suspended": "Dừng xử lý hồ sơ"}.get(kind, kind)
-    return f"{prefix}: {reason}" if reason else prefix
+              "dossier.suspended": "Dừng xử lý hồ sơ"}.get(event.type, event.type)
+    return f"{prefix}: {event.data.reason}" if event.data.reason else prefix
 
 
-def _attachment(document: Mapping[str, Any]) -> dict[str, Any]:
-    out = {"TenTep": document["name"], "DuongDan": document.get("url"), "MaBam": document.get("sha256"),
-           "KichThuoc": document.get("size")}
+def _attachment(document: Document) -> dict[str, Any]:
+    out = {"TenTep": document.name, "DuongDan": document.url, "MaBam": document.sha256, "KichThuoc": document.size}
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -247,7 +265,7 @@ def online_event_id(dossier_code: str) -> str:
 
 
 def online_event(dossier: OnlineDossier, mapping: PortalMapping,
-                 patterns: CodePatterns = DEFAULT_CODE_PATTERNS) -> dict[str, Any]:
+                 patterns: CodePatterns = DEFAULT_CODE_PATTERNS) -> DossierSubmitted:
     """An online dossier from the portal → the canonical ``dossier.submitted`` event for the one-stop software.
 
     Deterministic (the id is the dossier code), so the same dossier pulled and pushed is one event.
@@ -286,4 +304,4 @@ def online_event(dossier: OnlineDossier, mapping: PortalMapping,
         "applicant": {k: v for k, v in applicant.items() if v is not None},
         "data": data,
     }
-    return event_json(parse_event(raw, patterns))
+    return parse_event(raw, patterns, kind=DossierSubmitted)

@@ -49,6 +49,7 @@ from bench.support import (
     wait_http,
 )
 from sandbox.workload import generate_day, send_events_sync, shuffle_per_dossier
+from schemas.events import parse_stored
 from store.db import get_engine, upgrade
 from store.tables import FINAL_STATUSES, attempts, deliveries, events
 
@@ -93,7 +94,7 @@ def run_phase(name: str, day: list[dict[str, Any]], args: argparse.Namespace, wo
         wait_http(f"{api_url}/healthz", 60, processes[1])
         if name == "faults":
             httpx.post(f"{portal_url}/_admin/faults", json=FAULTS, timeout=5).raise_for_status()
-        expected = sum(len(v) for v in expected_history(day).values())
+        expected = sum(len(v) for v in expected_history(parse_stored(e) for e in day).values())
         engine = get_engine(database.sqlalchemy_url)
         started = time.monotonic()
         since = datetime.now(UTC)
@@ -139,7 +140,7 @@ def _figures(name: str, engine: Any, since: datetime, day: list[dict[str, Any]],
     elapsed = (last - first_received).total_seconds()
     stats = httpx.get(f"{portal_url}/_admin/stats", timeout=10).json()
     view = httpx.get(f"{portal_url}/_admin/dossiers", timeout=30).json()
-    want = expected_history(day)
+    want = expected_history(parse_stored(e) for e in day)
     matching = sum(1 for code, steps in want.items() if holds(view.get(code), steps))
     calls = sum(stats["calls"].values())
     return {

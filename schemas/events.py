@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, overload
 
 from pydantic import (
     AwareDatetime,
@@ -427,15 +427,32 @@ EVENT_CLASSES: dict[str, type[EventBase]] = {
 EVENT_TYPES: tuple[str, ...] = tuple(EVENT_CLASSES)
 
 
-def parse_event(raw: Any, patterns: CodePatterns = DEFAULT_CODE_PATTERNS) -> Event:
-    """One event as it enters the relay: every field, and its codes against ``patterns``."""
-    return EVENT_ADAPTER.validate_python(raw, context={_PATTERNS: patterns})
+E = TypeVar("E", bound=EventBase)
 
 
-def parse_stored(payload: Mapping[str, Any]) -> Event:
+@overload
+def parse_event(raw: Any, patterns: CodePatterns = ...) -> Event: ...
+@overload
+def parse_event(raw: Any, patterns: CodePatterns = ..., *, kind: type[E]) -> E: ...
+def parse_event(raw: Any, patterns: CodePatterns = DEFAULT_CODE_PATTERNS, *, kind: type[E] | None = None) -> Any:
+    """One event as it enters the relay: every field, and its codes against ``patterns``. With ``kind`` (an
+    adapter building a known type) it is validated as that class, which it then is."""
+    context = {_PATTERNS: patterns}
+    return EVENT_ADAPTER.validate_python(raw, context=context) if kind is None else kind.model_validate(
+        raw, context=context)
+
+
+@overload
+def parse_stored(payload: Mapping[str, Any]) -> Event: ...
+@overload
+def parse_stored(payload: Mapping[str, Any], *, kind: type[E]) -> E: ...
+def parse_stored(payload: Mapping[str, Any], *, kind: type[E] | None = None) -> Any:
     """An event whose codes were checked when it came in (read back from the ledger, or built on the envelope
-    of one that was): every field but the codes' shapes, which may have come in under other patterns."""
-    return EVENT_ADAPTER.validate_python(payload, context={_CODES_CHECKED: True})
+    of one that was): every field but the codes' shapes, which may have come in under other patterns. ``kind``
+    as for :func:`parse_event`."""
+    context = {_CODES_CHECKED: True}
+    return EVENT_ADAPTER.validate_python(payload, context=context) if kind is None else kind.model_validate(
+        payload, context=context)
 
 
 def event_json(event: BaseModel) -> dict[str, Any]:

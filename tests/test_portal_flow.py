@@ -29,6 +29,7 @@ from sandbox.onestop import create_app as onestop_app
 from sandbox.portal import create_app as portal_app
 from sandbox.portal import online_dossiers
 from sandbox.workload import PROCEDURES, generate_day, send_events_sync, shuffle_per_dossier
+from schemas.events import parse_event
 from services.portal.deliver import PortalDeliverer
 from services.portal.inbound import run_pull
 from store import intake, queries
@@ -92,7 +93,7 @@ def lifecycle(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 def assert_portal_holds_the_truth(portal_url: str, events: list[dict[str, Any]]) -> None:
     view = httpx.get(f"{portal_url}/_admin/dossiers", timeout=10).json()
-    truth = expected_history(events)
+    truth = expected_history(parse_event(e) for e in events)
     assert sorted(view) == sorted(truth)
     for code, steps in truth.items():
         held = view[code]

@@ -23,7 +23,7 @@ from config.routing import Destination
 from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.credentials import TokenCache
 from connectors.portal import PortalConnector
-from schemas.events import Event, event_json
+from schemas.events import Event
 from schemas.portal import AUTH_PATH, INTEGRATION_PATH
 from services.base import Context, Deliverer
 
@@ -74,12 +74,11 @@ class PortalDeliverer(Deliverer[PortalOptions]):
             credential_name=f"portal:{destination.name}", session_ttl=options.session_ttl,
         )
 
-    def deliver(self, model: Event, idempotency_key: str) -> ConnectorResult:
+    def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
         """Look up, create or update the record, then append the progress entry once."""
-        event = event_json(model)  # until this service's adapter takes the model
         if not takes(event, self.mapping):
-            raise Permanent(f"the portal follows the status_map's lifecycle events, not {event.get('type')}")
-        unit, code = event["unit_code"], event["dossier_code"]
+            raise Permanent(f"the portal follows the status_map's lifecycle events, not {event.type}")
+        unit, code = event.unit_code, event.dossier_code
         try:
             entry = progress_entry(event, self.mapping)
             current = self.connector.lookup(unit, code)

@@ -80,11 +80,12 @@ class PortalPlay(DemoPlay):
 
     def measure(self, stage: Stage, rows: list[dict[str, Any]]) -> Measure:
         from adapters.portal import expected_history, holds
+        from schemas.events import parse_stored
 
         view = httpx.get(f"{self.url}/_admin/dossiers", timeout=10).json()
         stats = httpx.get(f"{self.url}/_admin/stats", timeout=10).json()
         entries = sum(len(d["QuaTrinhXuLy"]) for d in view.values())
-        truth = expected_history(self.events)
+        truth = expected_history(parse_stored(e) for e in self.events)
         received = httpx.get(f"{stage.onestop}/_admin/received", params={"subscriber": "onestop"}, timeout=10).json()
         codes = [r["dossier_code"] for r in received if r["type"] == "dossier.submitted"]
         wanted = {d["MaHoSo"] for d in self.online}

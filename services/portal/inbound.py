@@ -17,7 +17,6 @@ import structlog
 from pydantic import ValidationError
 
 from adapters.portal import PortalMapping, online_event
-from schemas.events import parse_stored
 from schemas.portal import OnlineDossier
 from schemas.privacy import error_fields
 from services.base import Context
@@ -57,7 +56,7 @@ def ingest_online(ctx: Context, rows: Sequence[Any], mapping: PortalMapping,
     for row in rows:
         try:
             dossier = OnlineDossier.model_validate(row)
-            events.append(parse_stored(online_event(dossier, mapping, ctx.settings.code_patterns)))
+            events.append(online_event(dossier, mapping, ctx.settings.code_patterns))
         except ValidationError as exc:
             report.rejected += 1
             code = row.get("MaHoSo") if isinstance(row, dict) else None
