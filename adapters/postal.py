@@ -17,10 +17,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, TypeGuard
 
 from config.admin_units import AdminUnits
-from schemas.events import event_json, parse_stored
+from schemas.events import (
+    Address,
+    DossierReturned,
+    DossierWithdrawn,
+    Event,
+    PostalRequest,
+    PostalStatus,
+    parse_stored,
+)
 from schemas.postal import DEFAULT_STATUS_MAP, CanonicalStatus, PostalOrder, Purpose, TrackingRecord, money
 from schemas.vietnam import VN_TZ
 
@@ -119,33 +127,31 @@ def parse_order_number(number: str, mapping: PostalMapping) -> tuple[str, Purpos
 CANCELLING_TYPES = frozenset({"dossier.withdrawn", "dossier.returned"})
 
 
-def takes(event: Mapping[str, Any]) -> bool:
+def takes(event: Event) -> TypeGuard[PostalRequest | DossierWithdrawn | DossierReturned]:
     """Events a postal destination acts on: requests, and what may cancel them."""
-    return event.get("type") in REQUEST_TYPES or event.get("type") in CANCELLING_TYPES
+    return isinstance(event, PostalRequest | DossierWithdrawn | DossierReturned)
 
 
-def cancellations(event: Mapping[str, Any]) -> list[Purpose]:
+def cancellations(event: Event) -> list[Purpose]:
     """The orders an event cancels: both on withdrawal, the delivery when handed over otherwise."""
-    kind = event.get("type")
-    if kind == "dossier.withdrawn":
+    if isinstance(event, DossierWithdrawn):
         return ["pickup", "delivery"]
-    if kind == "dossier.returned" and (event.get("data") or {}).get("method") != "post":
+    if isinstance(event, DossierReturned) and event.data.method != "post":
         return ["delivery"]
     return []
 
 
-def resolve(address: Mapping[str, Any] | None, units: AdminUnits, require_district: bool,
-            who: str) -> tuple[str, str, str]:
+def resolve(address: Address | None, units: AdminUnits, require_district: bool, who: str) -> tuple[str, str, str]:
     """``(address line, province code, district code)`` of an address, or :class:`AddressError`."""
-    address = address or {}
-    province_name = str(address.get("province") or "").strip()
+    address = address or Address()
+    province_name = (address.province or "").strip()
     if not province_name:
         raise AddressError(f"{who}'s address names no province")
     province = units.province(province_name)
     if province is None:
         raise AddressError(f"{who}'s province {province_name!r} is not in the administrative-unit table "
                            f"({units.source})")
-    district_name = str(address.get("district") or "").strip()
+    district_name = (address.district or "").strip()
     district = ""
     if district_name:
         found = units.district(province, district_name)
@@ -155,38 +161,44 @@ def resolve(address: Mapping[str, Any] | None, units: AdminUnits, require_distri
         district = found or ""
     elif require_district:
         raise AddressError(f"{who}'s address names no district, and this contract requires one")
-    line = ", ".join(str(address[k]) for k in ("street", "ward", "district", "province") if address.get(k))
+    line = ", ".join(part for part in (address.street, address.ward, address.district, address.province) if part)
     return line, province, district
 
 
-def order_for(event: Mapping[str, Any], mapping: PostalMapping, units: AdminUnits) -> PostalOrder:
+def _given(address: Address | None) -> Address | None:
+    """The address if it holds any part (a request may carry an empty one: the applicant's then counts)."""
+    if address is None or all(getattr(address, name) is None for name in Address.model_fields):
+        return None
+    return address
+
+
+def order_for(event: PostalRequest, mapping: PostalMapping, units: AdminUnits) -> PostalOrder:
     """The order a ``postal.*_requested`` event asks for."""
-    purpose = REQUEST_TYPES[str(event["type"])]
-    applicant = event.get("applicant") or {}
-    data = event.get("data") or {}
-    if not applicant.get("phone"):
+    purpose = REQUEST_TYPES[event.type]
+    applicant, data = event.applicant, event.data
+    if not applicant.phone:
         raise OrderError("the applicant has no phone number: the postman could not reach them")
     citizen_line, citizen_province, citizen_district = resolve(
-        data.get("address") or applicant.get("address"), units, mapping.require_district, "the citizen")
-    desk = mapping.desk(str(event["unit_code"]))
-    _, desk_province, desk_district = resolve({"province": desk.province, "district": desk.district}, units,
-                                              mapping.require_district, "the reception desk")
-    citizen = {"Name": applicant["name"], "Address": citizen_line, "ProvinceCode": citizen_province,
-               "DistrictCode": citizen_district, "Tel": applicant["phone"], "Email": applicant.get("email")}
+        _given(data.address) or applicant.address, units, mapping.require_district, "the citizen")
+    desk = mapping.desk(event.unit_code)
+    _, desk_province, desk_district = resolve(Address(province=desk.province, district=desk.district or None),
+                                              units, mapping.require_district, "the reception desk")
+    citizen = {"Name": applicant.name, "Address": citizen_line, "ProvinceCode": citizen_province,
+               "DistrictCode": citizen_district, "Tel": applicant.phone, "Email": applicant.email}
     agency = {"Name": desk.name, "Address": desk.address, "ProvinceCode": desk_province,
               "DistrictCode": desk_district, "Tel": desk.phone, "Email": desk.email}
     sender, receiver = (citizen, agency) if purpose == "pickup" else (agency, citizen)
     what = "Thu gom hồ sơ" if purpose == "pickup" else "Chuyển phát kết quả giải quyết TTHC"
-    note = str(data.get("note") or "").strip()
+    note = (data.note or "").strip()
     return PostalOrder(
         customerCode=mapping.customer_code,
-        orderNumber=order_number(str(event["dossier_code"]), purpose, mapping),
+        orderNumber=order_number(event.dossier_code, purpose, mapping),
         purpose=purpose,
         serviceCode=mapping.service_code,
         **{f"sender{k}": v for k, v in sender.items()},
         **{f"receiver{k}": v for k, v in receiver.items()},
-        codAmount=money(data.get("cod_amount") or 0) if purpose == "delivery" else 0,
-        description=f"{what} {event['dossier_code']}" + (f" — {note}" if note else ""),
+        codAmount=money(data.cod_amount) if purpose == "delivery" else 0,
+        description=f"{what} {event.dossier_code}" + (f" — {note}" if note else ""),
     )
 
 
@@ -198,8 +210,8 @@ def status_event_id(record: TrackingRecord) -> str:
     return f"postal:{record.orderNumber}:{record.statusCode}:{at}"
 
 
-def status_event(record: TrackingRecord, request: Mapping[str, Any], mapping: PostalMapping,
-                 origin: str) -> dict[str, Any] | None:
+def status_event(record: TrackingRecord, request: PostalRequest, mapping: PostalMapping,
+                 origin: str) -> PostalStatus | None:
     """The ``postal.status`` event of one tracking record (``None`` for a status the one-stop
     software need not hear of, like "waiting for the postman"), built on the order's request
     event. Its origin is ``<destination>.<purpose>`` (``postal.delivery``): each order is its own
@@ -211,17 +223,17 @@ def status_event(record: TrackingRecord, request: Mapping[str, Any], mapping: Po
         return None
     if status == "unknown":
         raise ValueError(f"postal status code {record.statusCode!r} is not in the status_map")
-    purpose: Literal["pickup", "delivery"] = REQUEST_TYPES[str(request["type"])]
+    purpose = REQUEST_TYPES[request.type]
     raw = {
         "event_id": status_event_id(record),
         "type": "postal.status",
         "origin": f"{origin}.{purpose}",
-        "unit_code": request["unit_code"],
-        "dossier_code": request["dossier_code"],
-        "procedure_code": request["procedure_code"],
+        "unit_code": request.unit_code,
+        "dossier_code": request.dossier_code,
+        "procedure_code": request.procedure_code,
         "sequence": 1,
         "occurred_at": record.statusTime.astimezone(VN_TZ).isoformat(),
-        "applicant": request["applicant"],
+        "applicant": request.applicant,  # validated already: taken as it is
         "data": {
             "order_number": record.orderNumber,
             "purpose": purpose,
@@ -231,4 +243,4 @@ def status_event(record: TrackingRecord, request: Mapping[str, Any], mapping: Po
             "message": record.statusMessage or None,
         },
     }
-    return event_json(parse_stored(raw))
+    return parse_stored(raw, kind=PostalStatus)

@@ -24,7 +24,7 @@ from adapters.postal import (
 from config.admin_units import AdminUnits, AdminUnitsError, load_admin_units, normalise_name
 from config.routing import get_routing
 from sandbox.workload import generate_day
-from schemas.events import parse_event
+from schemas.events import Address, Event, event_json, parse_event
 from schemas.postal import TrackingRecord
 
 UNITS = load_admin_units()
@@ -34,11 +34,16 @@ OPTIONS: dict[str, Any] = {
                "province": "Quảng Ninh", "district": "Hạ Long"},
 }
 MAPPING = PostalMapping.from_options(OPTIONS)
-EVENTS = generate_day(300, day=date(2026, 11, 20), seed=5)
+EVENTS = [parse_event(e) for e in generate_day(300, day=date(2026, 11, 20), seed=5)]  # as a claim hands them on
 
 
-def first(kind: str) -> dict[str, Any]:
-    return next(e for e in EVENTS if e["type"] == kind)
+def first(kind: str) -> Any:
+    return next(e for e in EVENTS if e.type == kind)
+
+
+def changed(event: Event, **fields: Any) -> Any:
+    """The event with some of its JSON fields replaced, validated again."""
+    return parse_event(event_json(event) | fields)
 
 
 # ---------------------------------------------------------------- the administrative-unit table
@@ -86,13 +91,13 @@ def test_a_district_resolves_within_its_province_only() -> None:
 def test_resolving_an_address_gives_the_line_and_both_codes() -> None:
     address = {"street": "Số 12 phố Lê Thánh Tông", "ward": "Phường Hồng Gai", "district": "Thành phố Hạ Long",
                "province": "Tỉnh Quảng Ninh"}
-    line, province, district = resolve(address, UNITS, False, "the citizen")
+    line, province, district = resolve(Address.model_validate(address), UNITS, False, "the citizen")
     assert (province, district) == ("22", "193")
     assert line == "Số 12 phố Lê Thánh Tông, Phường Hồng Gai, Thành phố Hạ Long, Tỉnh Quảng Ninh"
 
 
 def test_a_two_level_address_has_no_district_code_unless_the_contract_requires_one() -> None:
-    address = {"street": "Số 3 ngõ 5", "ward": "Phường Ba Đình", "province": "Thành phố Hà Nội"}
+    address = Address(street="Số 3 ngõ 5", ward="Phường Ba Đình", province="Thành phố Hà Nội")
     assert resolve(address, UNITS, False, "the citizen")[1:] == ("01", "")
     with pytest.raises(AddressError, match="names no district"):
         resolve(address, UNITS, True, "the citizen")
@@ -112,7 +117,7 @@ def test_an_address_that_does_not_resolve_says_which_part_and_where_to_look(
     address: dict[str, str] | None, words: str
 ) -> None:
     with pytest.raises(AddressError) as caught:
-        resolve(address, UNITS, False, "the citizen")
+        resolve(Address.model_validate(address) if address is not None else None, UNITS, False, "the citizen")
     assert words in str(caught.value)
     if "table" in words:  # the operator is told which file to correct
         assert "admin_units.csv" in str(caught.value)
@@ -160,44 +165,52 @@ def test_order_numbers_are_the_dossier_code_and_the_purpose_and_parse_back() -> 
 
 
 def test_a_delivery_order_is_sent_by_the_desk_to_the_citizen_with_the_fee_due() -> None:
-    event = next(e for e in EVENTS if e["type"] == "postal.delivery_requested" and e["data"]["cod_amount"])
+    event = next(e for e in EVENTS if e.type == "postal.delivery_requested" and e.data.cod_amount)
     order = order_for(event, MAPPING, UNITS)
-    assert order.orderNumber == f"{event['dossier_code']}-KQ" and order.purpose == "delivery"
+    assert order.orderNumber == f"{event.dossier_code}-KQ" and order.purpose == "delivery"
     assert order.senderName == OPTIONS["agency"]["name"] and order.senderTel == "02033835588"
-    assert order.receiverName == event["applicant"]["name"] and order.receiverTel == event["applicant"]["phone"]
+    assert order.receiverName == event.applicant.name and order.receiverTel == event.applicant.phone
     assert (order.receiverProvinceCode, order.receiverDistrictCode) == ("22", "193")
     assert (order.senderProvinceCode, order.senderDistrictCode) == ("22", "193")
-    assert order.codAmount == int(event["data"]["cod_amount"]) > 0
-    assert event["dossier_code"] in order.description
+    assert order.codAmount == int(event.data.cod_amount) > 0
+    assert event.dossier_code in order.description
 
 
 def test_a_pickup_order_is_sent_by_the_citizen_to_the_desk_without_cod() -> None:
     event = first("postal.pickup_requested")
     order = order_for(event, MAPPING, UNITS)
     assert order.purpose == "pickup" and order.orderNumber.endswith("-TN")
-    assert order.senderName == event["applicant"]["name"] and order.receiverName == OPTIONS["agency"]["name"]
+    assert order.senderName == event.applicant.name and order.receiverName == OPTIONS["agency"]["name"]
     assert order.codAmount == 0
 
 
 def test_a_unit_with_its_own_desk_sends_from_it() -> None:
     event = first("postal.delivery_requested")
     own = {**OPTIONS["agency"], "name": "Một cửa phường Hồng Gai", "phone": "02033111222"}
-    mapping = PostalMapping.from_options({**OPTIONS, "agencies": {event["unit_code"]: own}})
+    mapping = PostalMapping.from_options({**OPTIONS, "agencies": {event.unit_code: own}})
     assert order_for(event, mapping, UNITS).senderName == "Một cửa phường Hồng Gai"
+
+
+def test_a_request_with_an_empty_address_is_sent_to_the_applicant_s() -> None:
+    event = next(e for e in EVENTS if e.type == "postal.delivery_requested" and e.applicant.address)
+    home = event.applicant.address
+    order = order_for(changed(event, data={**event_json(event)["data"], "address": {}}), MAPPING, UNITS)
+    assert order.receiverAddress == ", ".join(p for p in (home.street, home.ward, home.district, home.province) if p)
 
 
 def test_an_applicant_without_a_phone_cannot_be_sent_anything() -> None:
     event = first("postal.delivery_requested")
-    event = {**event, "applicant": {k: v for k, v in event["applicant"].items() if k != "phone"}}
+    event = changed(event, applicant={k: v for k, v in event_json(event)["applicant"].items() if k != "phone"})
     with pytest.raises(OrderError, match="no phone"):
         order_for(event, MAPPING, UNITS)
 
 
 def test_an_unresolvable_address_is_named_without_the_citizen_s_street() -> None:
     event = first("postal.delivery_requested")
-    address = {**event["data"]["address"], "province": "Tỉnh Không Có"}
+    data = event_json(event)["data"]
+    address = {**data["address"], "province": "Tỉnh Không Có"}
     with pytest.raises(AddressError) as caught:
-        order_for({**event, "data": {**event["data"], "address": address}}, MAPPING, UNITS)
+        order_for(changed(event, data={**data, "address": address}), MAPPING, UNITS)
     assert "Tỉnh Không Có" in str(caught.value) and address["street"] not in str(caught.value)
 
 
@@ -212,7 +225,7 @@ def test_an_unresolvable_address_is_named_without_the_citizen_s_street() -> None
     ],
 )
 def test_what_an_event_cancels(kind: str, data: dict[str, Any], cancels: list[str]) -> None:
-    event = {"type": kind, "data": data}
+    event = changed(first("dossier.received"), type=kind, data=data)
     assert cancellations(event) == cancels
     assert takes(event) == (kind != "dossier.completed")
 
@@ -249,17 +262,18 @@ def record(code: str, at: datetime, number: str, rid: int = 7) -> TrackingRecord
 
 def test_a_tracking_record_becomes_a_postal_status_event_built_on_the_request() -> None:
     request = first("postal.delivery_requested")
-    number = f"{request['dossier_code']}-KQ"
-    event = status_event(record("500", datetime(2026, 11, 21, 2, 30, 5, 123, tzinfo=UTC), number), request,
-                         MAPPING, "postal")
-    assert event is not None
+    number = f"{request.dossier_code}-KQ"
+    made = status_event(record("500", datetime(2026, 11, 21, 2, 30, 5, 123, tzinfo=UTC), number), request,
+                        MAPPING, "postal")
+    assert made is not None
+    event = event_json(made)  # as the ledger stores it
     parsed = parse_event(event)
     assert parsed.type == "postal.status" and parsed.origin == "postal.delivery"  # one stream per order
     assert event["event_id"] == f"postal:{number}:500:20261121093005"
     assert event["occurred_at"] == "2026-11-21T09:30:05+07:00"
     assert (event["unit_code"], event["dossier_code"], event["procedure_code"]) == (
-        request["unit_code"], request["dossier_code"], request["procedure_code"])
-    assert event["applicant"] == request["applicant"]
+        request.unit_code, request.dossier_code, request.procedure_code)
+    assert event["applicant"] == event_json(request)["applicant"]
     assert event["data"] == {"order_number": number, "purpose": "delivery", "item_code": "EB000000007VN",
                              "status_code": "500", "status": "delivered", "message": "Phát thành công"}
 

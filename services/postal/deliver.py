@@ -29,7 +29,7 @@ from config.routing import Destination
 from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.credentials import TokenCache
 from connectors.postal import PostalConnector
-from schemas.events import Event, event_json
+from schemas.events import DossierReturned, DossierWithdrawn, Event, PostalRequest
 from schemas.postal import CANCELLABLE_STATUSES, CANCELLED, FINAL_STATUSES, STATUS_MESSAGES
 from schemas.privacy import error_fields
 from services.base import Context, Deliverer
@@ -85,16 +85,15 @@ class PostalDeliverer(Deliverer[PostalOptions]):
             credential_name=f"postal:{destination.name}",
         )
 
-    def deliver(self, model: Event, idempotency_key: str) -> ConnectorResult:
-        event = event_json(model)  # until this service's adapter takes the model
+    def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
         if not takes(event):
             raise Permanent(f"the post takes pickup and delivery requests and their cancellations, "
-                            f"not {event.get('type')}")
-        if event["type"] in REQUEST_TYPES:
+                            f"not {event.type}")
+        if isinstance(event, PostalRequest):
             return self._order(event)
         return self._cancel(event)
 
-    def _order(self, event: dict[str, Any]) -> ConnectorResult:
+    def _order(self, event: PostalRequest) -> ConnectorResult:
         try:
             order = order_for(event, self.mapping, self.units)
         except (AddressError, OrderError) as exc:
@@ -110,11 +109,11 @@ class PostalDeliverer(Deliverer[PostalOptions]):
                                excerpt=f"{order.purpose} order {state}: item {found.itemCode}, "
                                        f"status {found.statusCode}, COD {found.codAmount}")
 
-    def _cancel(self, event: dict[str, Any]) -> ConnectorResult:
-        dossier = str(event["dossier_code"])
+    def _cancel(self, event: DossierWithdrawn | DossierReturned) -> ConnectorResult:
+        dossier = event.dossier_code
         requested = {REQUEST_TYPES[kind] for kind in queries.event_types(self.context.engine, dossier, REQUEST_TYPES)}
-        reason = str((event.get("data") or {}).get("reason") or
-                     ("dossier withdrawn" if event["type"] == "dossier.withdrawn" else "result handed over in person"))
+        reason = ((event.data.reason or "dossier withdrawn") if isinstance(event, DossierWithdrawn)
+                  else "result handed over in person")
         done: list[str] = []
         for purpose in cancellations(event):
             if purpose not in requested:

@@ -18,8 +18,9 @@ import structlog
 from pydantic import ValidationError
 
 from adapters.postal import REQUEST_TYPES, PostalMapping, parse_order_number, status_event
-from schemas.events import parse_stored
+from schemas.events import PostalRequest, parse_stored
 from schemas.postal import TrackingRecord
+from schemas.privacy import error_fields
 from services.base import Context
 from services.feeds import Page, follow
 from services.postal.deliver import PostalDeliverer
@@ -56,10 +57,7 @@ def ingest_statuses(ctx: Context, destination: str, mapping: PostalMapping, reco
     report = StatusIntake()
     ordered = sorted({r.id: r for r in records}.values(), key=lambda r: r.id)
     parsed = {r.id: parse_order_number(r.orderNumber, mapping) for r in ordered}
-    requests: dict[tuple[str, str], dict[str, Any]] = {}  # the request events that made our orders: the first each
-    for stored in queries.event_payloads(ctx.engine, {p[0] for p in parsed.values() if p}, REQUEST_TYPES,
-                                         origin="onestop"):
-        requests.setdefault((stored.dossier_code, stored.type), stored.payload)
+    requests = _requests(ctx, {p[0] for p in parsed.values() if p})
     events = []
     for record in ordered:
         made = parsed[record.id]
@@ -68,16 +66,16 @@ def ingest_statuses(ctx: Context, destination: str, mapping: PostalMapping, reco
             report.unknown.append(record.orderNumber)
             continue
         try:
-            payload = status_event(record, request, mapping, destination)
+            event = status_event(record, request, mapping, destination)
         except (ValueError, ValidationError) as exc:
             log.warning("postal.status_rejected", order_number=record.orderNumber,
                         status_code=record.statusCode, error=str(exc)[:300])
             report.unknown.append(record.orderNumber)
             continue
-        if payload is None:
+        if event is None:
             report.ignored += 1
         else:
-            events.append(parse_stored(payload))
+            events.append(event)
     if report.unknown:
         log.warning("postal.unknown_orders", order_numbers=sorted(set(report.unknown))[:20],
                     count=len(report.unknown))
@@ -87,6 +85,23 @@ def ingest_statuses(ctx: Context, destination: str, mapping: PostalMapping, reco
         if result.late:
             log.info("postal.late_statuses", event_ids=result.late[:20], count=len(result.late))
     return report
+
+
+def _requests(ctx: Context, dossiers: set[str]) -> dict[tuple[str, str], PostalRequest]:
+    """The request events that made our orders, by (dossier, type): the first of each, parsed once."""
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    for stored in queries.event_payloads(ctx.engine, dossiers, REQUEST_TYPES, origin="onestop"):
+        first.setdefault((stored.dossier_code, stored.type), stored.payload)
+    found: dict[tuple[str, str], PostalRequest] = {}
+    for key, payload in first.items():
+        try:
+            request = parse_stored(payload)
+        except ValidationError as exc:  # its statuses then count as unknown, and are logged as such
+            log.warning("postal.request_unreadable", dossier_code=key[0], fields=error_fields(exc)[:10])
+            continue
+        if isinstance(request, PostalRequest):  # the query asked for these types only
+            found[key] = request
+    return found
 
 
 @dataclass
