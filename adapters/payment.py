@@ -22,7 +22,7 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from schemas.bank import BillRequest
-from schemas.events import event_json, parse_stored
+from schemas.events import FeeAssessed, FeeBillCreated, FeeLine, FeePaid, parse_stored
 from schemas.payment import BillInfo, FeeItem
 from schemas.vietnam import vnd
 
@@ -74,72 +74,72 @@ def bill_code(dossier_code: str, fee_id: str) -> str:
     return f"{prefix}-{digest}"
 
 
-def _assessed(event: Mapping[str, Any]) -> tuple[str, int, list[dict[str, Any]]]:
-    data = event.get("data") or {}
-    amount = int(data.get("amount") or 0)
+def _assessed(event: FeeAssessed) -> tuple[str, int, list[FeeLine]]:
+    data = event.data
+    amount = int(data.amount)
     if amount <= 0:
         raise PaymentMappingError("the assessed fee is zero: there is nothing to bill")
-    lines = list(data.get("lines") or [])
-    if not lines:
+    if not data.lines:  # the schema requires one; a model made without validation must not bill nothing
         raise PaymentMappingError("the assessed fee has no lines: the bill would not say what is paid for")
-    return str(data["fee_id"]), amount, lines
+    return data.fee_id, amount, list(data.lines)
 
 
-def platform_bill(event: Mapping[str, Any], mapping: PaymentMapping) -> tuple[str, int, BillInfo]:
+def platform_bill(event: FeeAssessed, mapping: PaymentMapping) -> tuple[str, int, BillInfo]:
     """``(transaction id, amount, bill_info)`` of a ``fee.assessed`` event at the payment platform."""
     fee_id, amount, lines = _assessed(event)
     info = BillInfo(
-        procedure_code=str(event["procedure_code"]), unit_code=str(event["unit_code"]),
-        dossier_code=str(event["dossier_code"]),
-        fee_lines=[FeeItem(code=str(x["code"]), name=str(x["name"]), amount=int(x["amount"])) for x in lines],
-        payer_name=str(event["applicant"]["name"]), beneficiary_account=mapping.beneficiary_account,
+        procedure_code=event.procedure_code, unit_code=event.unit_code, dossier_code=event.dossier_code,
+        fee_lines=[FeeItem(code=x.code, name=x.name, amount=int(x.amount)) for x in lines],
+        payer_name=event.applicant.name, beneficiary_account=mapping.beneficiary_account,
         beneficiary_name=mapping.beneficiary_name, beneficiary_bank=mapping.beneficiary_bank,
     )
-    return bill_code(str(event["dossier_code"]), fee_id), amount, info
+    return bill_code(event.dossier_code, fee_id), amount, info
 
 
-def bank_bill(event: Mapping[str, Any], mapping: PaymentMapping) -> BillRequest:
+def bank_bill(event: FeeAssessed, mapping: PaymentMapping) -> BillRequest:
     """The ``CreateBill`` request of a ``fee.assessed`` event at the bank."""
     fee_id, amount, lines = _assessed(event)
-    due = (event.get("data") or {}).get("due_at")
-    names = "; ".join(str(x["name"]) for x in lines)
+    due = event.data.due_at
+    names = "; ".join(x.name for x in lines)
     return BillRequest(
-        billCode=bill_code(str(event["dossier_code"]), fee_id), amount=amount,
-        payerName=str(event["applicant"]["name"]), description=f"{names} — hồ sơ {event['dossier_code']}"[:500],
-        dossierCode=str(event["dossier_code"]), unitCode=str(event["unit_code"])[:20],
-        dueDate=datetime.fromisoformat(due).date() if due else None,
+        billCode=bill_code(event.dossier_code, fee_id), amount=amount,
+        payerName=event.applicant.name, description=f"{names} — hồ sơ {event.dossier_code}"[:500],
+        dossierCode=event.dossier_code, unitCode=event.unit_code[:20],
+        dueDate=due.date() if due else None,  # the day in the fee's own offset, as the one-stop software wrote it
     )
 
 
-def _follow_up(assessed: Mapping[str, Any], kind: str, event_id: str, at: str, origin: str,
+def _follow_up(assessed: FeeAssessed, kind: str, event_id: str, at: str, origin: str,
                data: dict[str, Any]) -> dict[str, Any]:
     """An event of the payment origin, built on the assessed fee's envelope (unit, procedure, applicant).
     Its ``sequence`` is a placeholder: the ledger numbers what a provider reports. Its codes are the stored
     fee's, checked when it came in, so they are not checked again."""
-    raw = {
-        "event_id": event_id, "type": kind, "origin": origin, "unit_code": assessed["unit_code"],
-        "dossier_code": assessed["dossier_code"], "procedure_code": assessed["procedure_code"], "sequence": 1,
-        "occurred_at": at, "applicant": assessed["applicant"], "data": data,
+    return {
+        "event_id": event_id, "type": kind, "origin": origin, "unit_code": assessed.unit_code,
+        "dossier_code": assessed.dossier_code, "procedure_code": assessed.procedure_code, "sequence": 1,
+        "occurred_at": at, "applicant": assessed.applicant, "data": data,  # the applicant validated already
     }
-    return event_json(parse_stored(raw))
 
 
-def bill_created_event(assessed: Mapping[str, Any], mapping: PaymentMapping, code: str, payment_url: str,
-                       at: datetime) -> dict[str, Any]:
-    data = assessed["data"]
-    return _follow_up(assessed, "fee.bill_created", f"payment:{code}:bill_created", at.isoformat(), mapping.origin,
-                      {"fee_id": data["fee_id"], "amount": data["amount"], "provider": mapping.provider,
-                       "bill_code": code, "payment_url": payment_url, **({"due_at": data["due_at"]}
-                                                                        if data.get("due_at") else {})})
+def bill_created_event(assessed: FeeAssessed, mapping: PaymentMapping, code: str, payment_url: str,
+                       at: datetime) -> FeeBillCreated:
+    """``fee.bill_created``: the bill the provider holds for the assessed fee, with its payment link."""
+    data = assessed.data
+    raw = _follow_up(assessed, "fee.bill_created", f"payment:{code}:bill_created", at.isoformat(), mapping.origin,
+                     {"fee_id": data.fee_id, "amount": data.amount, "provider": mapping.provider,
+                      "bill_code": code, "payment_url": payment_url,
+                      **({"due_at": data.due_at} if data.due_at else {})})
+    return parse_stored(raw, kind=FeeBillCreated)
 
 
-def paid_event(assessed: Mapping[str, Any], mapping: PaymentMapping, code: str, transaction_id: str,
-               paid_at: datetime) -> dict[str, Any]:
+def paid_event(assessed: FeeAssessed, mapping: PaymentMapping, code: str, transaction_id: str,
+               paid_at: datetime) -> FeePaid:
     """``fee.paid`` for a payment of the bill's amount (see :func:`judge_payment`)."""
-    data = assessed["data"]
-    return _follow_up(assessed, "fee.paid", f"payment:{code}:paid", paid_at.isoformat(), mapping.origin,
-                      {"fee_id": data["fee_id"], "amount": data["amount"], "provider": mapping.provider,
-                       "transaction_id": transaction_id, "paid_at": paid_at.isoformat()})
+    data = assessed.data
+    raw = _follow_up(assessed, "fee.paid", f"payment:{code}:paid", paid_at.isoformat(), mapping.origin,
+                     {"fee_id": data.fee_id, "amount": data.amount, "provider": mapping.provider,
+                      "transaction_id": transaction_id, "paid_at": paid_at.isoformat()})
+    return parse_stored(raw, kind=FeePaid)
 
 
 Judgement = Literal["paid", "amount_mismatch", "not_paid"]

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from config.routing import Route, RoutingConfig, load_routing, parse_duration
 from config.settings import DEFAULT_ROUTING_FILE
 from sandbox.workload import generate_day
+from schemas.events import event_json, parse_event
 
 DAY = generate_day(20, day=date(2024, 3, 15), seed=3)
 
@@ -209,9 +210,10 @@ def test_default_file_sends_the_payment_link_to_zalo_with_consent_and_payments_b
     silent = next(e for e in fees if not e["applicant"].get("zalo_consent"))
     now = datetime.now(UTC)
     for fee, expected in ((consenting, ["zalo", "onestop", "warehouse"]), (silent, ["onestop", "warehouse"])):
-        link = bill_created_event(fee, mapping, "B-1", "https://pay.example/B-1", now)
+        assessed = parse_event(fee)
+        link = event_json(bill_created_event(assessed, mapping, "B-1", "https://pay.example/B-1", now))
         assert default_routing.destinations_for(link) == expected
-        paid = paid_event(fee, mapping, "B-1", "KP1", now)
+        paid = event_json(paid_event(assessed, mapping, "B-1", "KP1", now))
         assert default_routing.destinations_for(paid) == ["onestop", "warehouse"]
 
 

@@ -19,6 +19,7 @@ from connectors.credentials import TokenPair, TokenPairStore
 from connectors.sms import SmsConnector
 from connectors.zalo import ANSWERS, QuotaSpent, Unreachable, ZaloConnector, classify_zns
 from sandbox.workload import generate_day
+from schemas.events import event_json, parse_event
 from schemas.vietnam import VN_TZ
 from schemas.zalo import OAUTH_PATH, ZNS_PATH, ZnsAnswer
 
@@ -60,8 +61,8 @@ def test_every_template_is_filled_from_its_event(kind: str) -> None:
     if kind == "fee.bill_created":  # made by the payment deliverer from an assessed fee
         mapping = PaymentMapping(provider="platform", beneficiary_account="1", beneficiary_name="UBND",
                                  beneficiary_bank="KBNN")
-        event = bill_created_event(consenting("fee.assessed"), mapping, "HS-1-LP", "https://pay.example/p?txn=HS-1-LP",
-                                   datetime.now(UTC))
+        event = event_json(bill_created_event(parse_event(consenting("fee.assessed")), mapping, "HS-1-LP",
+                                              "https://pay.example/p?txn=HS-1-LP", datetime.now(UTC)))
         assert message_for(event, TEMPLATES).data["link_thanh_toan"] == "https://pay.example/p?txn=HS-1-LP"
     else:
         try:

@@ -32,7 +32,7 @@ from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.payment import PlatformConnector
 from schemas import bank as bank_wire
 from schemas import payment as platform_wire
-from schemas.events import Event, event_json, parse_stored
+from schemas.events import Event, FeeAssessed
 from schemas.privacy import error_fields
 from services.base import Context, Deliverer
 from store import payments
@@ -134,12 +134,11 @@ class PaymentDeliverer(Deliverer[PaymentOptions]):
 
     # ---- out: bills
 
-    def deliver(self, model: Event, idempotency_key: str) -> ConnectorResult:
-        event = event_json(model)  # until this service's adapter takes the model
-        if event.get("type") != "fee.assessed":
-            raise Permanent(f"the payment provider takes assessed fees, not {event.get('type')}")
-        data = event.get("data") or {}
-        code = bill_code(str(event["dossier_code"]), str(data.get("fee_id")))
+    def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
+        if not isinstance(event, FeeAssessed):
+            raise Permanent(f"the payment provider takes assessed fees, not {event.type}")
+        data = event.data
+        code = bill_code(event.dossier_code, data.fee_id)
         engine = self.context.engine
         held = payments.get_bill(engine, code)
         if held is not None:
@@ -153,15 +152,15 @@ class PaymentDeliverer(Deliverer[PaymentOptions]):
             except ValidationError as exc:
                 raise Permanent(f"the bill would be invalid: {', '.join(error_fields(exc))}") from exc
             payments.record_bill(engine, payments.NewBill(
-                bill_code=code, destination=self.name, provider=self.provider, dossier_code=str(event["dossier_code"]),
-                fee_id=str(data["fee_id"]), amount=int(data["amount"]), assessed_event_id=str(event["event_id"]),
+                bill_code=code, destination=self.name, provider=self.provider, dossier_code=event.dossier_code,
+                fee_id=data.fee_id, amount=int(data.amount), assessed_event_id=event.event_id,
                 payment_url=url or None, external_ref=ref), datetime.now(UTC))
         created = bill_created_event(event, self.mapping, code, url, datetime.now(UTC))
-        self.context.ingest_numbered([parse_stored(created)], in_arrival_order=True)
+        self.context.ingest_numbered([created], in_arrival_order=True)
         return ConnectorResult(status_code=200, external_ref=ref or code,
-                               excerpt=f"bill {code} {state} at the {self.provider}, {data.get('amount')} đ")
+                               excerpt=f"bill {code} {state} at the {self.provider}, {data.amount} đ")
 
-    def _issue(self, event: dict[str, Any]) -> tuple[str, str | None, str]:
+    def _issue(self, event: FeeAssessed) -> tuple[str, str | None, str]:
         """Create the bill at the provider, asking first: ``(payment url, provider's reference, what happened)``."""
         if self.platform is not None:
             code, amount, info = platform_bill(event, self.mapping)

@@ -26,7 +26,7 @@ from adapters.payment import (
     paid_event,
     reconcile,
 )
-from schemas.events import parse_stored
+from schemas.events import FeeAssessed, parse_stored
 from schemas.vietnam import VN_TZ
 from services.payment.deliver import Book, PaymentDeliverer
 from services.payment.report import write_report
@@ -58,9 +58,9 @@ def record_payment(book: Book, code: str, transaction_id: str, amount: int, paid
         return "amount_mismatch"
     if bill.state == BillState.PAID:
         return "repeat" if bill.transaction_id == transaction_id else "second_payment"
-    assessed = queries.event_payload(engine, bill.assessed_event_id)
+    assessed = parse_stored(queries.event_payload(engine, bill.assessed_event_id), kind=FeeAssessed)
     paid = paid_event(assessed, book.mapping, code, transaction_id, paid_at)
-    book.context.ingest_numbered([parse_stored(paid)], in_arrival_order=True)
+    book.context.ingest_numbered([paid], in_arrival_order=True)
     if payments.mark_paid(engine, code, transaction_id, amount, paid_at, via, now):
         log.info("payment.paid", destination=book.name, bill_code=code, via=via)
         return "paid"
