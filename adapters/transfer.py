@@ -14,17 +14,28 @@ intermediate unit's acceptance also makes the next hop's ``transfer.requested`` 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from config.units import Directory, DirectoryError
 from schemas import transfer as tx
-from schemas.events import DEFAULT_CODE_PATTERNS, CodePatterns, event_json, parse_event
+from schemas.events import (
+    DEFAULT_CODE_PATTERNS,
+    CodePatterns,
+    TransferAccepted,
+    TransferAnswer,
+    TransferRefused,
+    TransferRequested,
+    TransferResult,
+    parse_event,
+)
 
 ORIGIN = "transfer"
 KINDS = {tx.ACCEPTED: "transfer.accepted", tx.REFUSED: "transfer.refused", tx.RESULT: "transfer.result"}
+ANSWERS: dict[str, type[TransferAccepted] | type[TransferRefused] | type[TransferResult]] = {
+    tx.ACCEPTED: TransferAccepted, tx.REFUSED: TransferRefused, tx.RESULT: TransferResult}
 
 
 class TransferError(ValueError):
@@ -38,20 +49,20 @@ def next_unit(directory: Directory, origin: str, target: str) -> str:
         raise TransferError(str(exc)) from exc
 
 
-def hop_request(event: Mapping[str, Any], directory: Directory) -> tx.TransferRequest:
+def hop_request(event: TransferRequested, directory: Directory) -> tx.TransferRequest:
     """The exchange's ``SendDossier`` for the hop this ``transfer.requested`` starts."""
-    data = event.get("data") or {}
-    origin, target = str(event["unit_code"]), str(data["target_unit"])
+    data = event.data
+    origin, target = event.unit_code, data.target_unit
     to = next_unit(directory, origin, target)
     documents = []
-    for document in data.get("documents") or []:
-        if not document.get("sha256") or document.get("size") is None:
-            raise TransferError(f"document {document.get('name')!r} has no SHA-256 and size: it cannot be checked")
-        documents.append(tx.DocumentRef(name=document["name"], sha256=document["sha256"], size=document["size"]))
+    for document in data.documents:
+        if not document.sha256 or document.size is None:
+            raise TransferError(f"document {document.name!r} has no SHA-256 and size: it cannot be checked")
+        documents.append(tx.DocumentRef(name=document.name, sha256=document.sha256, size=document.size))
     return tx.TransferRequest(
-        transferId=tx.transfer_id(str(event["dossier_code"]), origin, to), fromUnit=origin, toUnit=to,
-        finalUnit=target, dossierCode=str(event["dossier_code"]), procedureCode=str(event["procedure_code"]),
-        reason=data.get("reason"), previousTransferId=data.get("previous_transfer_id"), documents=documents,
+        transferId=tx.transfer_id(event.dossier_code, origin, to), fromUnit=origin, toUnit=to,
+        finalUnit=target, dossierCode=event.dossier_code, procedureCode=event.procedure_code,
+        reason=data.reason, previousTransferId=data.previous_transfer_id, documents=documents,
     )
 
 
@@ -61,42 +72,42 @@ def parse_transfer_id(transfer_id: str) -> tuple[str, str, str] | None:
     return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
 
 
-def _follow_up(request: Mapping[str, Any], kind: str, event_id: str, at: datetime, unit: str,
-               data: dict[str, Any], patterns: CodePatterns) -> dict[str, Any]:
-    raw = {"event_id": event_id, "type": kind, "origin": ORIGIN, "unit_code": unit,
-           "dossier_code": request["dossier_code"], "procedure_code": request["procedure_code"], "sequence": 1,
-           "occurred_at": at.isoformat(), "applicant": request["applicant"], "data": data}
-    return event_json(parse_event(raw, patterns))
+def _follow_up(request: TransferRequested, kind: str, event_id: str, at: datetime, unit: str,
+               data: dict[str, Any]) -> dict[str, Any]:
+    return {"event_id": event_id, "type": kind, "origin": ORIGIN, "unit_code": unit,
+            "dossier_code": request.dossier_code, "procedure_code": request.procedure_code, "sequence": 1,
+            "occurred_at": at.isoformat(), "applicant": request.applicant,  # the applicant validated already
+            "data": data}
 
 
-def update_events(update: tx.Update, request: Mapping[str, Any], directory: Directory,
-                  patterns: CodePatterns = DEFAULT_CODE_PATTERNS) -> list[dict[str, Any]]:
+def update_events(update: tx.Update, request: TransferRequested, directory: Directory,
+                  patterns: CodePatterns = DEFAULT_CODE_PATTERNS) -> list[TransferAnswer | TransferRequested]:
     """What a unit's answer to a hop means: its event, and the next hop's request when the dossier goes on.
 
     ``request`` is the ``transfer.requested`` that made the hop (its envelope: procedure, applicant; its
     target; the hop before it). The events' unit is the exchange's, so their codes are checked against
     ``patterns`` as the intake checks the one-stop software's.
     """
-    data = request.get("data") or {}
-    target = str(data["target_unit"])
+    data = request.data
+    target = data.target_unit
     base = {"target_unit": update.toUnit, "transfer_id": update.transferId, "from_unit": update.fromUnit}
     if update.status == tx.RESULT:
         result = {**base, "outcome": update.outcome or "approved",
                   "documents": [d.model_dump() for d in update.documents]}
-        if data.get("previous_transfer_id"):
-            result["return_to"] = data["previous_transfer_id"]
+        if data.previous_transfer_id:
+            result["return_to"] = data.previous_transfer_id
         body: dict[str, Any] = result
     else:
         body = {**base, **({"reason": update.reason} if update.reason else {})}
-    events = [_follow_up(request, KINDS[update.status], f"transfer:{update.transferId}:{update.status.lower()}",
-                         update.at, update.fromUnit, body, patterns)]
+    answer = _follow_up(request, KINDS[update.status], f"transfer:{update.transferId}:{update.status.lower()}",
+                        update.at, update.fromUnit, body)
+    events: list[TransferAnswer | TransferRequested] = [parse_event(answer, patterns, kind=ANSWERS[update.status])]
     if update.status == tx.ACCEPTED and update.toUnit != target:
-        onward = {"target_unit": target, "previous_transfer_id": update.transferId,
-                  "documents": data.get("documents") or [],
-                  **({"reason": data["reason"]} if data.get("reason") else {})}
+        onward = {"target_unit": target, "previous_transfer_id": update.transferId, "documents": data.documents,
+                  **({"reason": data.reason} if data.reason else {})}
         hop = tx.transfer_id(update.dossierCode, update.toUnit, next_unit(directory, update.toUnit, target))
-        events.append(_follow_up(request, "transfer.requested", f"transfer:{hop}:requested", update.at,
-                                 update.toUnit, onward, patterns))
+        raw = _follow_up(request, "transfer.requested", f"transfer:{hop}:requested", update.at, update.toUnit, onward)
+        events.append(parse_event(raw, patterns, kind=TransferRequested))
     return events
 
 
@@ -116,20 +127,18 @@ class Hop:
     returned: bool = False
 
 
-def chain(sent: Mapping[str, datetime | None], answers: list[Mapping[str, Any]]) -> list[Hop]:
+def chain(sent: Mapping[str, datetime | None], answers: Iterable[TransferAnswer]) -> list[Hop]:
     """The hops of a chain: ``sent`` maps each hop id the relay sent to when the exchange took it; ``answers``
     are the chain's ``transfer.accepted`` / ``refused`` / ``result`` events. In the order they were sent."""
     by_hop: dict[str, dict[str, Any]] = {}
     for event in answers:
-        data = event.get("data") or {}
-        hop = by_hop.setdefault(str(data.get("transfer_id")), {})
-        at = datetime.fromisoformat(event["occurred_at"])
-        if event["type"] == "transfer.result":
-            hop.update(outcome=data.get("outcome"), result_at=at)
-            if data.get("return_to"):
-                by_hop.setdefault(str(data["return_to"]), {})["returned"] = True
+        hop = by_hop.setdefault(str(event.data.transfer_id), {})
+        if isinstance(event, TransferResult):
+            hop.update(outcome=event.data.outcome, result_at=event.occurred_at)
+            if event.data.return_to:
+                by_hop.setdefault(event.data.return_to, {})["returned"] = True
         else:
-            hop.update(answer=event["type"].split(".")[1], answered_at=at, reason=data.get("reason"))
+            hop.update(answer=event.type.split(".")[1], answered_at=event.occurred_at, reason=event.data.reason)
     hops = []
     for transfer_id, sent_at in sent.items():
         parts = parse_transfer_id(transfer_id)

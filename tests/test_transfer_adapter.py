@@ -12,6 +12,7 @@ from adapters.transfer import TransferError, chain, hop_request, parse_transfer_
 from config.units import DirectoryError, load_directory
 from sandbox.workload import generate_day
 from schemas import transfer as tx
+from schemas.events import event_json, parse_event
 from schemas.vietnam import VN_TZ
 
 COMMUNE, DISTRICT, PROVINCE, JUSTICE = "000.31.12.H22", "000.00.12.H22", "000.00.00.H22", "000.00.18.H22"
@@ -19,10 +20,12 @@ DIRECTORY = load_directory()
 DOCUMENT = {"name": "To khai.pdf", "url": "http://127.0.0.1:1/files/a", "sha256": "a" * 64, "size": 1234}
 
 
-def request(origin: str = COMMUNE, target: str = PROVINCE, **data: Any) -> dict[str, Any]:
-    base = next(e for e in generate_day(30, seed=3) if e["type"] == "dossier.received")
-    return {**base, "type": "transfer.requested", "unit_code": origin,
-            "data": {"target_unit": target, "reason": "Liên thông", "documents": [DOCUMENT], **data}}
+BASE = next(e for e in generate_day(30, seed=3) if e["type"] == "dossier.received")
+
+
+def request(origin: str = COMMUNE, target: str = PROVINCE, **data: Any) -> Any:
+    return parse_event({**BASE, "type": "transfer.requested", "unit_code": origin,
+                        "data": {"target_unit": target, "reason": "Liên thông", "documents": [DOCUMENT], **data}})
 
 
 def test_the_bundled_directory_routes_a_commune_to_the_province_through_its_district() -> None:
@@ -55,8 +58,8 @@ def test_a_request_is_its_first_hop_with_a_deterministic_id() -> None:
     event = request()
     hop = hop_request(event, DIRECTORY)
     assert (hop.fromUnit, hop.toUnit, hop.finalUnit) == (COMMUNE, DISTRICT, PROVINCE)
-    assert hop.transferId == f"{event['dossier_code']}:{COMMUNE}:{DISTRICT}"
-    assert parse_transfer_id(hop.transferId) == (event["dossier_code"], COMMUNE, DISTRICT)
+    assert hop.transferId == f"{event.dossier_code}:{COMMUNE}:{DISTRICT}"
+    assert parse_transfer_id(hop.transferId) == (event.dossier_code, COMMUNE, DISTRICT)
     assert hop.documents == [tx.DocumentRef(name="To khai.pdf", sha256="a" * 64, size=1234)]
     assert hop_request(event, DIRECTORY) == hop
 
@@ -76,23 +79,25 @@ def update(status: str, transfer_id: str, **fields: Any) -> tx.Update:
 
 def test_an_intermediate_units_acceptance_makes_the_next_hop_and_a_later_result_returns_down() -> None:
     first = request()
-    hop1 = tx.transfer_id(first["dossier_code"], COMMUNE, DISTRICT)
-    accepted, onward = update_events(update("ACCEPTED", hop1), first, DIRECTORY)
+    hop1 = tx.transfer_id(first.dossier_code, COMMUNE, DISTRICT)
+    accepted_event, onward_event = update_events(update("ACCEPTED", hop1), first, DIRECTORY)
+    accepted, onward = event_json(accepted_event), event_json(onward_event)  # as the ledger stores them
     assert (accepted["type"], accepted["origin"], accepted["event_id"]) == (
         "transfer.accepted", "transfer", f"transfer:{hop1}:accepted")
     assert accepted["data"] == {"target_unit": DISTRICT, "transfer_id": hop1, "from_unit": COMMUNE}
-    hop2 = tx.transfer_id(first["dossier_code"], DISTRICT, PROVINCE)
+    hop2 = tx.transfer_id(first.dossier_code, DISTRICT, PROVINCE)
     assert (onward["type"], onward["unit_code"], onward["event_id"]) == (
         "transfer.requested", DISTRICT, f"transfer:{hop2}:requested")
     assert onward["data"]["previous_transfer_id"] == hop1 and onward["data"]["target_unit"] == PROVINCE
-    assert hop_request(onward, DIRECTORY).transferId == hop2
+    assert hop_request(onward_event, DIRECTORY).transferId == hop2
     # the province decides: the result names the hop it must go back down; the origin's result names none
     document = tx.DocumentRef(name="ket-qua.pdf", sha256="b" * 64, size=10)
-    [result] = update_events(update("RESULT", hop2, outcome="approved", documents=[document]), onward, DIRECTORY)
+    [result] = map(event_json, update_events(update("RESULT", hop2, outcome="approved", documents=[document]),
+                                             onward_event, DIRECTORY))
     assert result["data"]["return_to"] == hop1 and result["data"]["documents"][0]["name"] == "ket-qua.pdf"
-    [home] = update_events(update("RESULT", hop1, outcome="approved"), first, DIRECTORY)
+    [home] = map(event_json, update_events(update("RESULT", hop1, outcome="approved"), first, DIRECTORY))
     assert "return_to" not in home["data"] and home["event_id"] == f"transfer:{hop1}:result"
-    [refused] = update_events(update("REFUSED", hop1, reason="Thiếu giấy tờ"), first, DIRECTORY)
+    [refused] = map(event_json, update_events(update("REFUSED", hop1, reason="Thiếu giấy tờ"), first, DIRECTORY))
     assert refused["type"] == "transfer.refused" and refused["data"]["reason"] == "Thiếu giấy tờ"
 
 
@@ -101,9 +106,10 @@ def test_the_chain_lists_hops_in_the_order_they_were_sent_with_their_answers() -
     hop1, hop2 = f"{code}:{COMMUNE}:{DISTRICT}", f"{code}:{DISTRICT}:{PROVINCE}"
     at = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 
-    def answer(kind: str, hop: str, minute: int, **data: Any) -> dict[str, Any]:
-        return {"type": kind, "occurred_at": at.replace(minute=minute).isoformat(),
-                "data": {"transfer_id": hop, **data}}
+    def answer(kind: str, hop: str, minute: int, **data: Any) -> Any:
+        return parse_event({**BASE, "event_id": f"{hop}:{kind}", "type": kind, "origin": "transfer",
+                            "occurred_at": at.replace(minute=minute).isoformat(),
+                            "data": {"target_unit": hop.rsplit(":", 1)[1], "transfer_id": hop, **data}})
 
     hops = chain({hop2: at.replace(minute=5), hop1: at},
                  [answer("transfer.accepted", hop1, 2), answer("transfer.accepted", hop2, 7),

@@ -288,6 +288,7 @@ def test_a_hundred_transfers_twenty_of_them_two_hops_survive_the_district_going_
     stack: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from adapters.transfer import chain
+    from schemas.events import parse_stored
 
     # given 40 commune → district, 40 district → province and 20 commune → district → province transfers
     plan = [(COMMUNE, DISTRICT)] * 40 + [(DISTRICT, PROVINCE)] * 40 + [(COMMUNE, PROVINCE)] * 20
@@ -323,7 +324,8 @@ def test_a_hundred_transfers_twenty_of_them_two_hops_survive_the_district_going_
         evs, dels, _ = queries.dossier_trace(get_runtime().engine, code)
         requests = {e.id for e in evs if e.type == "transfer.requested"}
         sent = {d.external_ref: d.delivered_at for d in dels if d.event_pk in requests}
-        answers = [json.loads(e.payload) for e in evs if e.type in ("transfer.accepted", "transfer.result")]
+        answers = [parse_stored(json.loads(e.payload)) for e in evs
+                   if e.type in ("transfer.accepted", "transfer.result")]
         hops = chain(sent, answers)
         assert [(h.from_unit, h.to_unit, h.answer, h.returned) for h in hops] == [
             (COMMUNE, DISTRICT, "accepted", True), (DISTRICT, PROVINCE, "accepted", False)]

@@ -8,7 +8,7 @@ again; a later hop's come from the hop before, on the exchange); then the dossie
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationError
 
@@ -19,7 +19,7 @@ from config.units import load_directory
 from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.transfer import ExchangeConnector
 from schemas import transfer as tx
-from schemas.events import Event, event_json
+from schemas.events import Event, TransferRequested, TransferResult
 from schemas.privacy import error_fields
 from services.base import Context, Deliverer
 
@@ -48,20 +48,20 @@ class TransferDeliverer(Deliverer[TransferOptions]):
             client=build_http_client(timeouts.connect, timeouts.read, context.settings.worker_concurrency),
             connect_timeout=timeouts.connect, read_timeout=timeouts.read)
 
-    def deliver(self, model: Event, idempotency_key: str) -> ConnectorResult:
-        event = event_json(model)  # until this service's adapter takes the model
-        data = event.get("data") or {}
-        if event.get("type") == "transfer.requested":
+    def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
+        if isinstance(event, TransferRequested):
             return self._send(event)
-        if event.get("type") == "transfer.result" and data.get("return_to"):
-            back = str(data["return_to"])
-            documents = [tx.DocumentRef.model_validate(d) for d in data.get("documents") or []]
-            recorded = self.connector.return_result(back, str(data.get("outcome") or "approved"), documents)
+        if isinstance(event, TransferResult) and event.data.return_to:
+            back = event.data.return_to
+            # as the exchange's wire model reads the document (its extra fields, a URL, kept)
+            documents = [tx.DocumentRef.model_validate(d.model_dump(mode="json", exclude_none=True))
+                         for d in event.data.documents]
+            recorded = self.connector.return_result(back, event.data.outcome, documents)
             return ConnectorResult(status_code=200, external_ref=back,
                                    excerpt=f"result {'returned' if recorded else 'already returned'} down {back}")
-        raise Permanent(f"the exchange takes transfer requests and results to return, not {event.get('type')}")
+        raise Permanent(f"the exchange takes transfer requests and results to return, not {event.type}")
 
-    def _send(self, event: dict[str, Any]) -> ConnectorResult:
+    def _send(self, event: TransferRequested) -> ConnectorResult:
         try:
             request = hop_request(event, self.directory)
         except TransferError as exc:
@@ -73,7 +73,7 @@ class TransferDeliverer(Deliverer[TransferOptions]):
             return ConnectorResult(status_code=200, external_ref=request.transferId,
                                    excerpt=f"hop {request.fromUnit} → {request.toUnit} already at the exchange "
                                            f"({held.status})")
-        sources = [d.get("url") for d in (event.get("data") or {}).get("documents") or []]
+        sources = [d.url for d in event.data.documents]
         sent = 0
         for index, (document, url) in enumerate(zip(request.documents, sources, strict=True)):
             if self.connector.has_document(request.transferId, index, document.sha256):

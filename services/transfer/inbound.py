@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
 from adapters.transfer import parse_transfer_id, update_events
 from schemas import transfer as tx
-from schemas.events import parse_stored
+from schemas.events import EventBase, TransferRequested, parse_stored
+from schemas.privacy import error_fields
 from services.feeds import Page, follow
 from services.transfer.deliver import TransferDeliverer
 from store import queries
@@ -38,23 +40,33 @@ def cursor_name(destination: str) -> str:
 def store_updates(exchange: TransferDeliverer, updates: Sequence[tx.Update], report: PollReport) -> None:
     """The events of a page of updates, stored in arrival order; an update of a hop we never sent is counted."""
     hops = {u.transferId: parse_transfer_id(u.transferId) for u in updates}
-    requests: dict[tuple[str, str], dict[str, Any]] = {}  # the hops' requests, by (dossier, sender): the latest each
-    for stored in queries.event_payloads(exchange.context.engine, {h[0] for h in hops.values() if h},
-                                         ["transfer.requested"]):
-        requests[(stored.dossier_code, stored.unit_code)] = stored.payload
-    events = []
+    requests = _requests(exchange, {h[0] for h in hops.values() if h})
+    events: list[EventBase] = []
     for update in updates:
         hop = hops[update.transferId]
         request = requests.get((hop[0], hop[1])) if hop else None
         if request is None:
             report.unknown.append(update.transferId)
             continue
-        events += [parse_stored(e) for e in update_events(update, request, exchange.directory,
-                                                           exchange.context.settings.code_patterns)]
+        events += update_events(update, request, exchange.directory, exchange.context.settings.code_patterns)
     if events:
         result = exchange.context.ingest_numbered(events, in_arrival_order=True)
         report.stored += len(result.stored)
         report.duplicates += len(result.duplicates)
+
+
+def _requests(exchange: TransferDeliverer, dossiers: set[str]) -> dict[tuple[str, str], TransferRequested]:
+    """The hops' requests, by (dossier, sender): the latest of each, parsed once."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for stored in queries.event_payloads(exchange.context.engine, dossiers, ["transfer.requested"]):
+        latest[(stored.dossier_code, stored.unit_code)] = stored.payload
+    found: dict[tuple[str, str], TransferRequested] = {}
+    for key, payload in latest.items():
+        try:
+            found[key] = parse_stored(payload, kind=TransferRequested)
+        except ValidationError as exc:  # its hops' updates then count as unknown, and are logged as such
+            log.warning("transfer.request_unreadable", dossier_code=key[0], fields=error_fields(exc)[:10])
+    return found
 
 
 def run_poll(exchange: TransferDeliverer) -> PollReport:
