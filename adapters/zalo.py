@@ -4,8 +4,8 @@
   the old 11-digit mobile prefixes (renumbered in 2018) are converted; anything that cannot
   be a Vietnamese mobile number is a :class:`MappingError` (dead letter, with the reason).
 - :func:`render`: the template data of ``config/zalo.toml`` (read by :mod:`config.zalo_templates`)
-  filled from the event, every parameter checked (present, not empty, within its length) before
-  anything is sent.
+  filled from the event (its JSON form, which the templates' dotted paths name), every parameter
+  checked (present, not empty, within its length) before anything is sent.
 - :func:`tracking_id`: derived from the event and the template, so a repeated send is
   recognisable (by the relay's receipts and at Zalo).
 - :func:`quiet_until`: when a message may go, given the quiet hours (default 21:00–07:00).
@@ -21,6 +21,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from config.routing import lookup_path
+from schemas.events import Event, event_json
 from schemas.vietnam import VN_TZ, vnd
 from schemas.zalo import PLACEHOLDER, TemplateConfig, TemplateSpec
 
@@ -71,27 +72,40 @@ class Message:
     sms: str | None
 
 
-def message_for(event: Mapping[str, Any], config: TemplateConfig) -> Message:
+def message_for(event: Event, config: TemplateConfig) -> Message:
     """The ZNS message for ``event``; :class:`MappingError` when it cannot be made."""
-    spec = config.templates.get(str(event.get("type")))
+    spec = config.templates.get(event.type)
     if spec is None:
-        raise MappingError(f"no Zalo template for {event.get('type')} in the templates file")
-    applicant = event.get("applicant") or {}
-    if not applicant.get("zalo_consent"):
+        raise MappingError(f"no Zalo template for {event.type} in the templates file")
+    applicant = event.applicant
+    if not applicant.zalo_consent:
         raise MappingError("the citizen has not consented to Zalo messages")
-    if not applicant.get("phone"):
+    if not applicant.phone:
         raise MappingError("the applicant has no phone number")
-    phone = normalise_phone(str(applicant["phone"]))
-    data = render(spec, event, config.labels)
-    sms = fill(spec.sms, event, config.labels) if spec.sms else None
-    return Message(phone, spec.template_id, data, tracking_id(str(event["event_id"]), spec.template_id), sms)
+    phone = normalise_phone(applicant.phone)
+    values = event_json(event)  # once, for the template data and the SMS text alike
+    data = _render(spec, values, config.labels)
+    sms = _fill(spec.sms, values, config.labels) if spec.sms else None
+    return Message(phone, spec.template_id, data, tracking_id(event.event_id, spec.template_id), sms)
 
 
-def render(spec: TemplateSpec, event: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, str]:
+def render(spec: TemplateSpec, event: Event, labels: Mapping[str, str]) -> dict[str, str]:
     """Every parameter of the template, filled and checked."""
+    return _render(spec, event_json(event), labels)
+
+
+def fill(text: str, event: Event, labels: Mapping[str, str]) -> str:
+    """``text`` with each ``{path[:format][|fallback]}`` replaced from the event."""
+    return _fill(text, event_json(event), labels)
+
+
+# The templates name the event's fields by dotted paths of its JSON form ({data.payment_url}), the form the
+# one-stop software sends and the ledger stores: they are filled from that form.
+
+def _render(spec: TemplateSpec, values: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, text in spec.data.items():
-        value = fill(text, event, labels).strip()
+        value = _fill(text, values, labels).strip()
         if not value:
             raise MappingError(f"template {spec.template_id}: parameter {name} is empty for this event")
         limit = spec.max_length.get(name)
@@ -104,12 +118,10 @@ def render(spec: TemplateSpec, event: Mapping[str, Any], labels: Mapping[str, st
     return out
 
 
-def fill(text: str, event: Mapping[str, Any], labels: Mapping[str, str]) -> str:
-    """``text`` with each ``{path[:format][|fallback]}`` replaced from the event."""
-
+def _fill(text: str, values: Mapping[str, Any], labels: Mapping[str, str]) -> str:
     def one(match: re.Match[str]) -> str:
         path, fmt, fallback = match.group(1), match.group(2), match.group(3)
-        value = lookup_path(event, path)
+        value = lookup_path(values, path)
         if value in (None, "", []):
             if fallback is not None:
                 return fallback

@@ -130,7 +130,8 @@ def test_log_processor_leaves_none_values() -> None:
 
 
 def test_personal_values_of_a_stored_payload_match_those_of_the_validated_event() -> None:
-    # the delivery engine masks excerpts from the stored dict, without re-validating it
+    # the delivery engine once masked excerpts from the stored dict; it now masks them from the model its claim
+    # parsed: the values are the same either way
     from sandbox.workload import generate_day
     from schemas.events import EVENT_CLASSES, parse_event
     from schemas.privacy import personal_values, personal_values_in

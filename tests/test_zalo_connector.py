@@ -19,7 +19,7 @@ from connectors.credentials import TokenPair, TokenPairStore
 from connectors.sms import SmsConnector
 from connectors.zalo import ANSWERS, QuotaSpent, Unreachable, ZaloConnector, classify_zns
 from sandbox.workload import generate_day
-from schemas.events import event_json, parse_event
+from schemas.events import Event, event_json, parse_event
 from schemas.vietnam import VN_TZ
 from schemas.zalo import OAUTH_PATH, ZNS_PATH, ZnsAnswer
 
@@ -51,9 +51,14 @@ def test_impossible_phones_are_refused_with_a_reason(raw: str) -> None:
         normalise_phone(raw)
 
 
-def consenting(kind: str) -> dict[str, Any]:
-    return next(e for e in DAY
+def consenting(kind: str) -> Any:
+    return next(parse_event(e) for e in DAY
                 if e["type"] == kind and e["applicant"].get("zalo_consent") and e["applicant"].get("phone"))
+
+
+def changed(event: Event, **fields: Any) -> Any:
+    """The event with some of its JSON fields replaced, validated again."""
+    return parse_event(event_json(event) | fields)
 
 
 @pytest.mark.parametrize("kind", sorted(TEMPLATES.templates))
@@ -61,8 +66,8 @@ def test_every_template_is_filled_from_its_event(kind: str) -> None:
     if kind == "fee.bill_created":  # made by the payment deliverer from an assessed fee
         mapping = PaymentMapping(provider="platform", beneficiary_account="1", beneficiary_name="UBND",
                                  beneficiary_bank="KBNN")
-        event = event_json(bill_created_event(parse_event(consenting("fee.assessed")), mapping, "HS-1-LP",
-                                              "https://pay.example/p?txn=HS-1-LP", datetime.now(UTC)))
+        event = bill_created_event(consenting("fee.assessed"), mapping, "HS-1-LP", "https://pay.example/p?txn=HS-1-LP",
+                                   datetime.now(UTC))
         assert message_for(event, TEMPLATES).data["link_thanh_toan"] == "https://pay.example/p?txn=HS-1-LP"
     else:
         try:
@@ -71,12 +76,12 @@ def test_every_template_is_filled_from_its_event(kind: str) -> None:
             base = consenting("dossier.received")
             data = {"dossier.fee_requested": {"fee_id": "LP-1", "amount": 1250000, "lines": []},
                     "dossier.refused": {"reason": "Hồ sơ không thuộc thẩm quyền giải quyết của đơn vị"}}[kind]
-            event = {**base, "type": kind, "data": data}
+            event = changed(base, type=kind, data=data)
     message = message_for(event, TEMPLATES)
     spec = TEMPLATES.templates[kind]
     assert set(message.data) == set(spec.data)
     assert all(value.strip() for value in message.data.values())
-    assert message.data["ma_ho_so"] == event["dossier_code"]
+    assert message.data["ma_ho_so"] == event.dossier_code
     assert message.template_id == spec.template_id and message.phone.startswith("84")
     assert message.sms and "{" not in message.sms
 
@@ -84,38 +89,38 @@ def test_every_template_is_filled_from_its_event(kind: str) -> None:
 def test_vietnamese_text_keeps_its_diacritics_and_formats() -> None:
     event = consenting("dossier.received")
     data = message_for(event, TEMPLATES).data
-    assert data["ten_cong_dan"] == event["applicant"]["name"]
-    assert data["ten_thu_tuc"] == event["data"]["procedure_name"]
-    due = datetime.fromisoformat(event["data"]["due_at"]).astimezone(VN_TZ)
+    assert data["ten_cong_dan"] == event.applicant.name
+    assert data["ten_thu_tuc"] == event.data.procedure_name
+    due = event.data.due_at.astimezone(VN_TZ)
     assert data["ngay_hen_tra"] == due.strftime("%d/%m/%Y")
-    fee = {**event, "type": "dossier.fee_requested", "data": {"fee_id": "LP-9", "amount": 1250000, "lines": []}}
+    fee = changed(event, type="dossier.fee_requested", data={"fee_id": "LP-9", "amount": 1250000, "lines": []})
     assert message_for(fee, TEMPLATES).data["so_tien"] == "1.250.000 đ"
-    done = {**event, "type": "dossier.completed", "data": {"pickup": "post"}}
+    done = changed(event, type="dossier.completed", data={"pickup": "post"})
     assert message_for(done, TEMPLATES).data["hinh_thuc_nhan"] == "Chuyển phát qua bưu điện đến địa chỉ của công dân"
 
 
 def test_a_missing_parameter_stops_the_message_before_sending() -> None:
     event = consenting("dossier.received")
-    without_name = {**event, "data": {k: v for k, v in event["data"].items() if k != "procedure_name"}}
+    without_name = changed(event, data={k: v for k, v in event_json(event)["data"].items() if k != "procedure_name"})
     with pytest.raises(MappingError, match="ten_thu_tuc is empty"):
         message_for(without_name, TEMPLATES)
 
 
 def test_a_fallback_fills_an_absent_field_and_long_names_are_shortened() -> None:
     event = consenting("dossier.supplement_requested")
-    undated = {**event, "data": {k: v for k, v in event["data"].items() if k != "due_at"}}
+    undated = changed(event, data={k: v for k, v in event_json(event)["data"].items() if k != "due_at"})
     assert message_for(undated, TEMPLATES).data["han_bo_sung"] == "theo thông báo của Bộ phận một cửa"
     company = "Công ty TNHH Xây dựng và Thương mại Hạ Long"
-    long_name = {**event, "applicant": {**event["applicant"], "name": company}}
+    long_name = changed(event, applicant={**event_json(event)["applicant"], "name": company})
     assert message_for(long_name, TEMPLATES).data["ten_cong_dan"] == "Xây dựng và Thương mại Hạ Long"
 
 
 def test_consent_and_phone_are_required() -> None:
     event = consenting("dossier.received")
     with pytest.raises(MappingError, match="consented"):
-        message_for({**event, "applicant": {**event["applicant"], "zalo_consent": False}}, TEMPLATES)
+        message_for(changed(event, applicant={**event_json(event)["applicant"], "zalo_consent": False}), TEMPLATES)
     with pytest.raises(MappingError, match="no phone"):
-        message_for({**event, "applicant": {**event["applicant"], "phone": None}}, TEMPLATES)
+        message_for(changed(event, applicant={**event_json(event)["applicant"], "phone": None}), TEMPLATES)
 
 
 def test_tracking_id_is_stable_per_event_and_template_and_fits_zns() -> None:

@@ -16,7 +16,7 @@ from config.routing import Destination
 from config.zalo_templates import load_templates
 from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.sms import SmsConnector
-from schemas.events import Event, event_json
+from schemas.events import Event
 from services.base import Configured, Context, Deliverer, DemoPlay, Measure, Service, Simulator, Stage
 
 PORT = 8704
@@ -39,14 +39,12 @@ class SmsDeliverer(Deliverer[SmsOptions]):
                                       client=build_http_client(destination.timeouts.connect,
                                                                destination.timeouts.read, 16))
 
-    def deliver(self, model: Event, idempotency_key: str) -> ConnectorResult:
-        event = event_json(model)  # until this service's adapter takes the model
-        spec = self.templates.templates.get(str(event.get("type")))
+    def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
+        spec = self.templates.templates.get(event.type)
         if spec is None or not spec.sms:
-            raise Permanent(f"no SMS text for {event.get('type')} in the templates file")
-        applicant = event.get("applicant") or {}
+            raise Permanent(f"no SMS text for {event.type} in the templates file")
         try:
-            phone = normalise_phone(str(applicant.get("phone") or ""))
+            phone = normalise_phone(event.applicant.phone or "")
         except MappingError as exc:
             raise Permanent(str(exc)) from exc
         text = fill_text(spec.sms, event, self.templates.labels).strip()

@@ -26,7 +26,7 @@ from config.zalo_templates import load_templates
 from connectors.base import ConnectorResult, Permanent, Rerouted, build_http_client
 from connectors.credentials import TokenPair, TokenPairStore
 from connectors.zalo import QuotaSpent, Unreachable, ZaloConnector
-from schemas.events import Event, event_json
+from schemas.events import Event
 from services.base import Context, Deliverer
 from store import receipts
 
@@ -108,8 +108,7 @@ class ZaloDeliverer(Deliverer[ZaloOptions]):
 
     # ------------------------------------------------------------------ send
 
-    def deliver(self, model: Event, idempotency_key: str) -> ConnectorResult:
-        event = event_json(model)  # until this service's adapter takes the model
+    def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
         try:
             message = message_for(event, self.templates)
         except MappingError as exc:
