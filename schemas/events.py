@@ -455,6 +455,12 @@ def parse_stored(payload: Mapping[str, Any], *, kind: type[E] | None = None) -> 
         payload, context=context)
 
 
+def parse_stored_json(text: str | bytes) -> Event:
+    """:func:`parse_stored` of the ledger's text itself, read and validated in one pass (no intermediate dict, about
+    a third faster): what a claim does before every attempt."""
+    return EVENT_ADAPTER.validate_json(text, context={_CODES_CHECKED: True})
+
+
 def event_json(event: BaseModel) -> dict[str, Any]:
     """The canonical JSON form of an event (what the ledger stores and subscribers receive)."""
     return event.model_dump(mode="json", exclude_none=True)

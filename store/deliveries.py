@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, Row, func, select, update
 
-from schemas.events import Event, parse_stored
+from schemas.events import Event, parse_stored_json
 from schemas.privacy import error_fields
 from store.streams import (
     DestinationRules,
@@ -133,12 +133,11 @@ def claim(
 def _parsed(text: str) -> tuple[Event | None, str | None]:
     """The stored event as its model, or why it cannot be (field paths only: the values may be personal)."""
     try:
-        payload = json.loads(text)
-    except ValueError:
-        return None, "the stored event is not JSON"
-    try:
-        return parse_stored(payload), None
+        return parse_stored_json(text), None
     except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors(include_url=False, include_input=False)):
+            return None, "the stored event is not JSON"
+        payload = json.loads(text)
         kind = str(payload.get("type")) if isinstance(payload, dict) else "an event"
         # the union's errors start with the type's tag: the paths are the type's own fields
         fields = [f.removeprefix(f"{kind}.") for f in error_fields(exc, "type")]

@@ -207,6 +207,27 @@ def test_route_holds_back_an_ordered_delivery_behind_an_open_predecessor(engine:
 # --------------------------------------------------------------------------- claim / finish
 
 
+@pytest.mark.parametrize(("stored", "reason"), [
+    ("{not json", "the stored event is not JSON"),
+    (json.dumps({**make_event(), "sequence": 0}), "the stored event no longer parses as dossier.suspended: sequence"),
+    (json.dumps({**make_event(), "type": "dossier.vanished"}), "the stored event no longer parses as "
+                                                               "dossier.vanished: type"),
+])
+def test_a_claim_of_an_event_that_no_longer_parses_says_why_and_hands_on_no_event(
+    engine: Engine, stored: str, reason: str,
+) -> None:
+    # given a stored text the schema no longer reads
+    did = routed(engine, 1)
+    with engine.begin() as conn:
+        event_id = conn.execute(select(events.c.event_id)).scalar_one()
+        conn.execute(events.update().values(payload=stored))
+    # when
+    c = claimed(engine, did, at(1))
+    # then the attempt is started (the engine ends it as permanent) with the reason instead of the model
+    assert (c.event, c.unreadable, c.event_id) == (None, reason, event_id)
+    assert delivery(engine, did)["status"] == "in_flight"
+
+
 def test_claim_then_delivered(engine: Engine) -> None:
     # given
     did = routed(engine, 1)
