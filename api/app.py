@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(intake_router)
     for service in runtime.registry:
         if service.callbacks is not None:
-            app.include_router(service.callbacks())
+            app.include_router(service.callbacks.load())
     app.include_router(console_router)
 
     registry = CollectorRegistry()

@@ -34,7 +34,7 @@ import time
 import tomllib
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,9 @@ from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+
+from config.options import ServiceOptions, option_variable, secret_variable
+from config.routing import Destination
 
 if TYPE_CHECKING:
     from services.base import BeatJob, Context, DemoPlay, Service
@@ -115,6 +118,23 @@ class Demo:
     def secret(self) -> str:
         return _secret()
 
+    def secrets(self, destination: Destination, model: type[ServiceOptions], values: Mapping[str, str]
+                ) -> dict[str, str]:
+        found = {}
+        for key, value in values.items():
+            variable = secret_variable(destination, model, key)
+            if variable is None:
+                raise DemoError(f"destination {destination.name}: name the variable of its {key} with {key}_env")
+            found[key] = self.env.setdefault(variable, value)
+        return found
+
+    def point(self, destination: Destination, key: str, variable: str, value: str, *, keep: bool = False) -> None:
+        name = option_variable(destination, key) or variable
+        if keep:
+            self.env.setdefault(name, value)
+        else:
+            self.env[name] = value
+
     # ------------------------------------------------------------------ the run
 
     def configure(self) -> None:
@@ -137,7 +157,7 @@ class Demo:
         for kind in kinds:
             service = registry.kind(next(d for d in self.routing.destinations.values() if d.kind == kind))
             names = [n for n, d in self.routing.destinations.items() if d.kind == kind]
-            play = service.demo(self, names) if service.demo is not None else None
+            play = service.demo.load()(self, names) if service.demo is not None else None
             if play is not None:
                 self.plays.append(play)
         if not self.onestop:
@@ -191,8 +211,7 @@ class Demo:
                 if job.every is not None and self.rt.names(service.kind)]
         threading.Thread(target=_sweeper, args=(self.stop, interval, self.rt, jobs), daemon=True).start()
         self.console.print(f"sweeper: a thread calling tasks.delivery.run_sweep every {interval:g} s"
-                           + (f" and running {', '.join(job.task for _, job in jobs)} every {JOBS_EVERY:g} s"
-                              if jobs else "")
+                           + "".join(f" and {job.title}" for _, job in jobs)
                            + f" (what `motcua-relay beat` schedules in production); logs in {self.logs}/")
 
     def _say(self, lines: list[str]) -> None:

@@ -148,7 +148,7 @@ def _sandbox_command() -> None:
     """``motcua-relay sandbox``, with a ``--<name>-port`` option per simulator the services declare."""
     from services.registry import get_registry
 
-    simulators = [sim for service in get_registry() for sim in service.simulators]
+    simulators = sorted((sim for service in get_registry() for sim in service.simulators), key=lambda sim: sim.port)
     params = [inspect.Parameter("host", inspect.Parameter.KEYWORD_ONLY, default="127.0.0.1",
                                 annotation=Annotated[str, typer.Option(help="bind address")])]
     params += [inspect.Parameter(sim.option, inspect.Parameter.KEYWORD_ONLY, default=sim.port,
@@ -179,25 +179,26 @@ def run_sandbox(host: str, ports: dict[str, int]) -> None:
     rt = get_runtime()
     servers: list[uvicorn.Server] = []
     started: list[str] = []
-    for service in rt.registry:
+    declared = sorted(((service, sim) for service in rt.registry for sim in service.simulators),
+                      key=lambda pair: pair[1].port)  # the one-stop software first: the others report to it
+    for service, sim in declared:
         names = rt.names(service.kind)
-        for sim in service.simulators:
-            try:
-                configured = [Configured(rt.destination(n), rt.options(n)) for n in names]
-                taken = [c for c in configured if sim.takes(c.options)]
-                if not taken:
-                    continue
-                built = sim.build(taken)
-            except (OptionsError, NotReady) as exc:
-                if sim.option == "port":  # the one-stop software: every other simulator reports to it
-                    console.print(f"[red]{sim.title} simulator not started: {exc}[/]")
-                    raise typer.Exit(2) from None
-                console.print(f"[yellow]{sim.title} simulator not started: {exc}[/]")
+        try:
+            configured = [Configured(rt.destination(n), rt.options(n)) for n in names]
+            taken = [c for c in configured if sim.takes(c.options)]
+            if not taken:
                 continue
-            port = ports[sim.option]
-            servers.append(uvicorn.Server(uvicorn.Config(built, host=host, port=port, access_log=False,
-                                                         log_level="warning")))
-            started.append(f"{sim.title}: http://{host}:{port}" + (f" ({sim.help})" if sim.help else ""))
+            built = sim.build.load()(taken)
+        except (OptionsError, NotReady) as exc:
+            if sim.required:
+                console.print(f"[red]{sim.title} simulator not started: {exc}[/]")
+                raise typer.Exit(2) from None
+            console.print(f"[yellow]{sim.title} simulator not started: {exc}[/]")
+            continue
+        port = ports[sim.option]
+        servers.append(uvicorn.Server(uvicorn.Config(built, host=host, port=port, access_log=False,
+                                                     log_level="warning")))
+        started.append(f"{sim.title}: http://{host}:{port}" + (f" ({sim.help})" if sim.help else ""))
     console.print("; ".join(started))
 
     async def serve_all() -> None:
@@ -226,7 +227,7 @@ def services_list() -> None:
     for service in registry:
         table.add_row(service.kind, service.title, registry.origins.get(service.kind, ""),
                       ", ".join(configured.get(service.kind, [])) or "—",
-                      ", ".join(job.task for job in service.jobs) or "—",
+                      "; ".join(f"{job.task}: {job.title}" for job in service.jobs) or "—",
                       "yes" if service.callbacks is not None else "—",
                       ", ".join(f"{sim.title} ({sim.port})" for sim in service.simulators) or "—")
     console.print(table)

@@ -11,12 +11,16 @@ A service is all the relay knows of one kind of external system::
     ├── simulators                Simulators: the system on loopback, for `motcua-relay sandbox` and the demo
     └── demo                      its part of `motcua-relay demo`
 
+The callbacks, simulators and demo are named ``Lazy("module:attribute")``: imported only by the process that uses
+them, so a worker never loads FastAPI routers, simulators or the demo.
+
 Deliverers, jobs and callbacks get the process's resources as a :class:`Context` (the ledger, Redis, the
 routing, the way to queue deliveries): they fetch nothing from globals, and none of them imports Celery.
 """
 
 from __future__ import annotations
 
+import importlib
 import random
 import threading
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -86,11 +90,33 @@ def _always(_: Any) -> bool:
     return True
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Lazy(Generic[T]):
+    """A part of a service named ``"module:attribute"``, imported when first used (``tests/test_registry.py``
+    loads every bundled one, so a wrong name fails the tests, not a process)."""
+
+    target: str
+
+    def __post_init__(self) -> None:
+        module, _, attribute = self.target.partition(":")
+        if not module or not attribute:
+            raise ValueError(f"a lazy part is named 'module:attribute', not {self.target!r}")
+
+    def load(self) -> T:
+        module, _, attribute = self.target.partition(":")
+        found: T = getattr(importlib.import_module(module), attribute)
+        return found
+
+
 @dataclass(frozen=True)
 class BeatJob(Generic[D]):
     """A periodic job over the destinations of a service's kind, run by beat through a generated Celery task.
 
-    ``run(deliverer, **params)`` does one destination and returns a summary; the task takes a lock (one run at a
+    ``title`` says what it does ("pulling the portal's online dossiers"); ``run(deliverer, **params)`` does one
+    destination and returns a summary; the task takes a lock (one run at a
     time across processes), runs it for every destination whose options it ``applies`` to, keeps one failure from
     stopping the others and logs a ``noteworthy`` summary as ``done``, a failure as ``failed`` (an error, with the
     operator's command, when ``failure_hint`` gives one). The schedule is ``every`` (a field of the service's
@@ -99,6 +125,7 @@ class BeatJob(Generic[D]):
 
     task: str
     entry: str
+    title: str
     run: Callable[..., dict[str, Any]]
     done: str
     failed: str
@@ -127,25 +154,31 @@ class NotReady(Exception):
 
 @dataclass(frozen=True)
 class Simulator:
-    """The service on loopback, for ``motcua-relay sandbox`` (``--<option>``, default ``port``) and the demo.
+    """The service on loopback, for ``motcua-relay sandbox`` (``--<option>``, default ``port``).
 
-    ``build(configured, fast=..., seed=...)`` makes the ASGI app that speaks for the destinations it ``takes``
-    (with the secrets they use), or raises :class:`NotReady`; ``fast`` compresses its clock for the demo.
+    ``build(configured)`` makes the ASGI app that speaks for the destinations it ``takes`` (with the secrets they
+    use), or raises :class:`NotReady` saying what to set. A ``required`` one that cannot start stops the sandbox
+    (the one-stop software: every other simulator reports to it). The demo serves its own, with a faster clock.
     """
 
     title: str
     option: str
     port: int
-    build: Callable[..., Any]
+    build: Lazy[Callable[[list[Configured]], Any]]
     takes: Callable[[ServiceOptions], bool] = _always
     help: str = ""
+    required: bool = False
 
 
 class Stage(Protocol):
     """What ``motcua-relay demo`` (``cli/demo.py``) gives the services' plays: the environment the relay's processes
     will read, the demo's routing and day (its size, the share of calls that fail, the event that stops its
     threads), a way to serve a simulator on loopback, the one-stop simulator every other service reports back to;
-    once the relay is up, its API's URL, its context and when the day began."""
+    once the relay is up, its API's URL, its context and when the day began.
+
+    ``secrets`` gives a destination's secrets the demo's values unless their variables are set (and returns the
+    values in force); ``point`` sets the variable that overrides an option (the file's ``KEY_env``, else
+    ``variable``), to aim a destination at its simulator (``keep``: only where the operator set nothing)."""
 
     rng: random.Random
     env: MutableMapping[str, str]
@@ -161,6 +194,11 @@ class Stage(Protocol):
     def serve(self, app: Any, port: int) -> str: ...
 
     def secret(self) -> str: ...
+
+    def secrets(self, destination: Destination, model: type[ServiceOptions], values: Mapping[str, str]
+                ) -> dict[str, str]: ...
+
+    def point(self, destination: Destination, key: str, variable: str, value: str, *, keep: bool = False) -> None: ...
 
 
 @dataclass
@@ -221,9 +259,9 @@ class Service:
     options: type[ServiceOptions]
     settings: type[ServiceSettings] | None = None
     jobs: tuple[BeatJob[Any], ...] = ()
-    callbacks: Callable[[], APIRouter] | None = None
+    callbacks: Lazy[APIRouter] | None = None
     simulators: tuple[Simulator, ...] = ()
-    demo: Callable[[Stage, list[str]], DemoPlay | None] | None = None
+    demo: Lazy[Callable[[Stage, list[str]], DemoPlay | None]] | None = None
 
     def read_settings(self) -> ServiceSettings | None:
         return self.settings() if self.settings is not None else None

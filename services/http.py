@@ -8,12 +8,12 @@ process's :class:`~services.base.Context` through :func:`context`, finds the des
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, SecretStr, ValidationError
 
@@ -45,6 +45,32 @@ async def read_limited(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+Handler = Callable[[Request, str | None], Awaitable[JSONResponse]]
+
+
+def callback(router: APIRouter, path: str, summary: str,
+             methods: Sequence[str] = ("POST",)) -> Callable[[Handler], Handler]:
+    """Mount ``handler(request, name)`` at ``path``, for the only destination of its kind that takes it (``name``
+    is ``None``), and at ``path/{destination}``, for one of several, by name."""
+
+    def mount(handler: Handler) -> Handler:
+        async def only(request: Request) -> JSONResponse:
+            return await handler(request, None)
+
+        async def named(destination: str, request: Request) -> JSONResponse:
+            return await handler(request, destination)
+
+        for method in methods:  # one operation each: OpenAPI names operations by route and method
+            suffix = f"_{method.lower()}" if len(methods) > 1 else ""
+            router.add_api_route(path, only, methods=[method], summary=summary, name=f"{handler.__name__}{suffix}")
+            router.add_api_route(f"{path}/{{destination}}", named, methods=[method],
+                                 name=f"{handler.__name__}_named{suffix}",
+                                 summary=f"{summary}, for one of several destinations (by name)")
+        return handler
+
+    return mount
 
 
 def find(ctx: Context, kind: str, name: str | None,

@@ -10,16 +10,14 @@ reconciliation writes a CSV and a spreadsheet an accountant signs (:mod:`service
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from pydantic import Field
 
-from services.base import BeatJob, Configured, DemoPlay, NotReady, Service, ServiceSettings, Simulator, Stage
+from config.options import ServiceOptions
+from services.base import BeatJob, Lazy, Service, ServiceSettings, Simulator
 from services.payment.deliver import PaymentDeliverer, PaymentOptions
 from services.payment.inbound import query_job, reconcile_hint, reconcile_job
-
-if TYPE_CHECKING:
-    from fastapi import APIRouter
 
 
 class PaymentSettings(ServiceSettings):
@@ -30,45 +28,7 @@ class PaymentSettings(ServiceSettings):
         description="when (HH:MM, Vietnam time) beat reconciles the previous day of every payment destination")
 
 
-def _callbacks() -> APIRouter:
-    from services.payment.callbacks import router
-
-    return router
-
-
-def _of(configured: list[Configured]) -> PaymentOptions:
-    options = configured[0].options
-    assert isinstance(options, PaymentOptions)
-    return options
-
-
-def _platform(configured: list[Configured], **_: Any) -> Any:
-    from sandbox.payment import create_app
-
-    options = _of(configured)
-    if options.request_key is None or options.callback_key is None:
-        raise NotReady("set MOTCUA_PAYMENT_REQUEST_KEY and MOTCUA_PAYMENT_CALLBACK_KEY (the destination's "
-                       "request_key and callback_key)")
-    return create_app(client_id=str(options.client_id), request_key=options.request_key.get_secret_value(),
-                      callback_key=options.callback_key.get_secret_value().split(",")[0])
-
-
-def _bank(configured: list[Configured], **_: Any) -> Any:
-    from sandbox.bank import create_app
-
-    options = _of(configured)
-    assert options.password is not None  # a bank destination requires it
-    return create_app(partner_code=str(options.partner_code), username=str(options.username),
-                      password=options.password.get_secret_value())
-
-
-def _demo(stage: Stage, names: list[str]) -> DemoPlay:
-    from services.payment.demo import configure
-
-    return configure(stage, names)
-
-
-def _provider(name: str) -> Any:
+def _provider(name: str) -> Callable[[ServiceOptions], bool]:
     return lambda options: isinstance(options, PaymentOptions) and options.provider == name
 
 
@@ -80,20 +40,22 @@ SERVICE = Service(
     settings=PaymentSettings,
     jobs=(
         BeatJob[PaymentDeliverer](
-            task="relay.payment.unanswered", entry="payment-unanswered-bills", run=query_job,
-            every="payment_query_interval_seconds", lock_seconds=120, done="payment.queried",
-            failed="payment.query_failed", noteworthy=lambda s: bool(s["paid"] or s["mismatched"] or s["errors"])),
+            task="relay.payment.unanswered", entry="payment-unanswered-bills", title="querying bills no callback "
+            "answered", run=query_job, every="payment_query_interval_seconds", lock_seconds=120,
+            done="payment.queried", failed="payment.query_failed",
+            noteworthy=lambda s: bool(s["paid"] or s["mismatched"] or s["errors"])),
         BeatJob[PaymentDeliverer](
-            task="relay.payment.reconcile", entry="payment-reconciliation", run=reconcile_job, daily_at="reconcile_at",
-            lock_seconds=600, done="payment.reconciled", failed="payment.reconcile_failed",
-            failure_hint=reconcile_hint),
+            task="relay.payment.reconcile", entry="payment-reconciliation", title="reconciling the previous day",
+            run=reconcile_job, daily_at="reconcile_at", lock_seconds=600, done="payment.reconciled",
+            failed="payment.reconcile_failed", failure_hint=reconcile_hint),
     ),
-    callbacks=_callbacks,
+    callbacks=Lazy("services.payment.callbacks:router"),
     simulators=(
-        Simulator("payment platform", "payment_port", 8706, _platform, takes=_provider("platform"),
+        Simulator("payment platform", "payment_port", 8706, Lazy("services.payment.simulator:platform"),
+                  takes=_provider("platform"),
                   help="POST /_admin/callback {url}, then POST /_admin/pay {transaction_id} pays a bill"),
-        Simulator("bank", "bank_port", 8707, _bank, takes=_provider("bank"),
+        Simulator("bank", "bank_port", 8707, Lazy("services.payment.simulator:bank"), takes=_provider("bank"),
                   help="WSDL at /soap/billcollection?wsdl; POST /_admin/pay {billCode}"),
     ),
-    demo=_demo,
+    demo=Lazy("services.payment.demo:configure"),
 )

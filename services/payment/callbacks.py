@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from schemas import payment as pay
 from schemas.privacy import error_fields
-from services.http import context, find, keys, read_limited
+from services.http import callback, context, find, keys, read_limited
 from services.payment.deliver import Book, PaymentOptions
 from services.payment.inbound import receive_callback
 
@@ -46,17 +46,8 @@ def _takes_vnpay(options: object) -> bool:
     return isinstance(options, PaymentOptions) and bool(options.vnpay_tmn_code)
 
 
-@router.post("/payment/platform", summary="Payments reported by the national payment platform (checksum)")
-async def platform_payment(request: Request) -> JSONResponse:
-    return await _platform_payment(request, None)
-
-
-@router.post("/payment/platform/{destination}", summary="Payments reported to one of several platform accounts")
-async def platform_payment_named(destination: str, request: Request) -> JSONResponse:
-    return await _platform_payment(request, destination)
-
-
-async def _platform_payment(request: Request, name: str | None) -> JSONResponse:
+@callback(router, "/payment/platform", "Payments reported by the national payment platform (checksum)")
+async def platform_payment(request: Request, name: str | None) -> JSONResponse:
     ctx = context(request)
     dest = find(ctx, "payment", name, _takes_platform)
     if dest is None:
@@ -88,27 +79,9 @@ VNPAY_CODES = {"paid": "00", "repeat": "02", "second_payment": "02", "not_paid":
                "amount_mismatch": "04"}
 
 
-@router.get("/payment/vnpay", summary="VNPAY-style IPN (HMAC-SHA512 over the sorted vnp_* parameters)")
-async def vnpay_ipn(request: Request) -> JSONResponse:
-    return await _vnpay(request, None)
-
-
-@router.post("/payment/vnpay", summary="VNPAY-style IPN posted as a form")
-async def vnpay_ipn_post(request: Request) -> JSONResponse:
-    return await _vnpay(request, None)
-
-
-@router.get("/payment/vnpay/{destination}", summary="VNPAY-style IPN for one of several destinations")
-async def vnpay_ipn_named(destination: str, request: Request) -> JSONResponse:
-    return await _vnpay(request, destination)
-
-
-@router.post("/payment/vnpay/{destination}", summary="VNPAY-style IPN posted as a form, for one of several")
-async def vnpay_ipn_post_named(destination: str, request: Request) -> JSONResponse:
-    return await _vnpay(request, destination)
-
-
-async def _vnpay(request: Request, name: str | None) -> JSONResponse:
+@callback(router, "/payment/vnpay", "VNPAY-style IPN (HMAC-SHA512 over the sorted vnp_* parameters; GET, or a "
+          "POSTed form)", methods=("GET", "POST"))
+async def vnpay_ipn(request: Request, name: str | None) -> JSONResponse:
     ctx = context(request)
     dest = find(ctx, "payment", name, _takes_vnpay)
     if dest is None:

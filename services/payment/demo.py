@@ -19,8 +19,6 @@ from typing import Any
 import httpx
 
 from adapters.payment import bill_code
-from config.options import option_variable, secret_variable
-from config.routing import Destination
 from schemas.vietnam import VN_TZ
 from services.base import DemoPlay, Measure, Stage
 from services.payment.deliver import PaymentDeliverer, PaymentOptions
@@ -47,30 +45,23 @@ def configure(stage: Stage, names: list[str]) -> PaymentPlay:
     from sandbox.bank import create_app as bank_app
     from sandbox.payment import create_app as platform_app
 
-    env, routing = stage.env, stage.routing
+    routing = stage.routing
     first = routing.destinations[names[0]]
     provider = str(first.options.get("provider", "platform"))
     names = [n for n in names if routing.destinations[n].options.get("provider", "platform") == provider]
     if provider == "platform":
-        request_key = env.setdefault(_variable(first, "request_key"), uuid.uuid4().hex)
-        callback_key = env.setdefault(_variable(first, "callback_key"), uuid.uuid4().hex)
-        url = stage.serve(platform_app(client_id=str(first.options.get("client_id")), request_key=request_key,
-                                       callback_key=callback_key), PLATFORM_PORT)
+        keys = stage.secrets(first, PaymentOptions, {"request_key": uuid.uuid4().hex,
+                                                     "callback_key": uuid.uuid4().hex})
+        url = stage.serve(platform_app(client_id=str(first.options.get("client_id")), request_key=keys["request_key"],
+                                       callback_key=keys["callback_key"]), PLATFORM_PORT)
     else:
-        password = env.setdefault(_variable(first, "password"), uuid.uuid4().hex)
-        env.setdefault(_variable(first, "vnpay_secret"), uuid.uuid4().hex)
+        keys = stage.secrets(first, PaymentOptions, {"password": uuid.uuid4().hex, "vnpay_secret": uuid.uuid4().hex})
         url = stage.serve(bank_app(partner_code=str(first.options.get("partner_code")),
-                                   username=str(first.options.get("username")), password=password,
+                                   username=str(first.options.get("username")), password=keys["password"],
                                    seed=stage.rng.randrange(2**31)), BANK_PORT)
     for name in names:
-        env[option_variable(routing.destinations[name], "url", "MOTCUA_PAYMENT_URL") or ""] = url
+        stage.point(routing.destinations[name], "url", "MOTCUA_PAYMENT_URL", url)
     return PaymentPlay(names, provider, url)
-
-
-def _variable(destination: Destination, key: str) -> str:
-    variable = secret_variable(destination, PaymentOptions, key)
-    assert variable is not None  # every payment secret has a default variable
-    return variable
 
 
 class PaymentPlay(DemoPlay):
@@ -90,7 +81,6 @@ class PaymentPlay(DemoPlay):
 
     def shape(self, stage: Stage, events: list[dict[str, Any]]) -> list[str]:
         """Point the callbacks at the API, inject faults, plan who pays what, and let the citizens pay."""
-        first = stage.routing.destinations[self.names[0]]
         options = stage.context.options_of(PaymentOptions, self.names[0])
         if self.provider == "platform":
             httpx.post(f"{self.url}/_admin/callback", json={"url": f"{stage.api}/v1/callbacks/payment/platform"},
@@ -98,7 +88,7 @@ class PaymentPlay(DemoPlay):
         elif options.vnpay_tmn_code and options.vnpay_secret is not None:
             httpx.post(f"{self.url}/_admin/notify", json={
                 "url": f"{stage.api}/v1/callbacks/payment/vnpay", "tmn_code": options.vnpay_tmn_code,
-                "secret": stage.env[_variable(first, "vnpay_secret")]}, timeout=10).raise_for_status()
+                "secret": options.vnpay_secret.get_secret_value()}, timeout=10).raise_for_status()
         faults = {"error_rate": round(stage.fault_rate * 0.8 / 2, 4), "busy_rate": round(stage.fault_rate * 0.2 / 2, 4),
                   "seed": stage.rng.randrange(2**31)}
         httpx.post(f"{self.url}/_admin/faults", json=faults, timeout=10).raise_for_status()

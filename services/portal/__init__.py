@@ -10,42 +10,16 @@ In: citizens' online dossiers, pulled by beat for the units in ``pull_units`` an
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from pydantic import Field
 
-from services.base import BeatJob, Configured, DemoPlay, Service, ServiceSettings, Simulator, Stage
+from services.base import BeatJob, Lazy, Service, ServiceSettings, Simulator
 from services.portal.deliver import PortalDeliverer, PortalOptions
 from services.portal.inbound import pull
-
-if TYPE_CHECKING:
-    from fastapi import APIRouter
 
 
 class PortalSettings(ServiceSettings):
     portal_pull_interval_seconds: float = Field(
         60.0, gt=0, description="how often beat pulls online dossiers from portal destinations with pull_units")
-
-
-def _callbacks() -> APIRouter:
-    from services.portal.callbacks import router
-
-    return router
-
-
-def _simulator(configured: list[Configured], **_: Any) -> Any:
-    from sandbox.portal import create_app
-
-    options = configured[0].options
-    assert isinstance(options, PortalOptions)
-    return create_app(username=options.username.get_secret_value(), password=options.password.get_secret_value(),
-                      dstcode=options.dstcode)
-
-
-def _demo(stage: Stage, names: list[str]) -> DemoPlay:
-    from services.portal.demo import configure
-
-    return configure(stage, names)
 
 
 SERVICE = Service(
@@ -55,10 +29,10 @@ SERVICE = Service(
     options=PortalOptions,
     settings=PortalSettings,
     jobs=(BeatJob[PortalDeliverer](
-        task="relay.portal.pull", entry="portal-online-dossiers", run=pull, every="portal_pull_interval_seconds",
-        applies=lambda options: bool(options.pull_units), done="portal.pulled", failed="portal.pull_failed",
-        noteworthy=lambda s: bool(s["pulled"])),),
-    callbacks=_callbacks,
-    simulators=(Simulator("national portal", "portal_port", 8702, _simulator),),
-    demo=_demo,
+        task="relay.portal.pull", entry="portal-online-dossiers", title="pulling the portal's online dossiers",
+        run=pull, every="portal_pull_interval_seconds", applies=lambda options: bool(options.pull_units),
+        done="portal.pulled", failed="portal.pull_failed", noteworthy=lambda s: bool(s["pulled"])),),
+    callbacks=Lazy("services.portal.callbacks:router"),
+    simulators=(Simulator("national portal", "portal_port", 8702, Lazy("services.portal.simulator:portal")),),
+    demo=Lazy("services.portal.demo:configure"),
 )

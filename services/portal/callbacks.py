@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from schemas.portal import INVALID_DATA, SESSION_INVALID, OnlineCallback
-from services.http import Pushes, context, receive_signed
+from services.http import Pushes, callback, context, receive_signed
 from services.portal.deliver import PortalOptions
 from services.portal.inbound import ingest_online
 
@@ -34,17 +34,8 @@ PORTAL = Pushes("portal", "callback_secret", "error_code", "09", INVALID_DATA, S
                 "an online-dossier callback")
 
 
-@router.post("/portal", summary="Online dossiers pushed by the national portal (signed)")
-async def portal_callback(request: Request) -> JSONResponse:
-    return await _portal(request, None)
-
-
-@router.post("/portal/{destination}", summary="Online dossiers pushed by one of several portals (signed)")
-async def portal_callback_named(destination: str, request: Request) -> JSONResponse:
-    return await _portal(request, destination)
-
-
-async def _portal(request: Request, name: str | None) -> JSONResponse:
+@callback(router, "/portal", "Online dossiers pushed by the national portal (signed)")
+async def portal_callback(request: Request, name: str | None) -> JSONResponse:
     received = await receive_signed(request, name, PORTAL, OnlineCallback)
     if isinstance(received, JSONResponse):
         return received

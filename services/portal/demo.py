@@ -9,8 +9,6 @@ from typing import Any
 
 import httpx
 
-from config.options import option_variable, secret_variable
-from config.routing import Destination
 from services.base import DemoPlay, Measure, Stage
 from services.portal.deliver import PortalOptions
 
@@ -22,25 +20,14 @@ def configure(stage: Stage, names: list[str]) -> PortalPlay:
     """One portal simulator for the portal destinations, with the demo's credentials."""
     from sandbox.portal import create_app
 
-    env, routing = stage.env, stage.routing
-    for name in names:
-        dest = routing.destinations[name]
-        demo = {"username": "motcua-demo", "password": uuid.uuid4().hex, "callback_secret": stage.secret()}
-        for key, value in demo.items():
-            env.setdefault(_variable(dest, key), value)
-        env.setdefault(option_variable(dest, "pull_units", "MOTCUA_PORTAL_PULL_UNITS") or "", DEMO_UNIT)
-    first = routing.destinations[names[0]]
-    url = stage.serve(create_app(username=env[_variable(first, "username")],
-                                 password=env[_variable(first, "password")]), PORT)
-    for name in names:
-        env[option_variable(routing.destinations[name], "url", "MOTCUA_PORTAL_URL") or ""] = url
-    return PortalPlay(names, url, env[_variable(first, "callback_secret")])
-
-
-def _variable(destination: Destination, key: str) -> str:
-    variable = secret_variable(destination, PortalOptions, key)
-    assert variable is not None  # every portal secret has a default variable
-    return variable
+    destinations = [stage.routing.destinations[name] for name in names]
+    held = [stage.secrets(d, PortalOptions, {"username": "motcua-demo", "password": uuid.uuid4().hex,
+                                             "callback_secret": stage.secret()}) for d in destinations]
+    url = stage.serve(create_app(username=held[0]["username"], password=held[0]["password"]), PORT)
+    for d in destinations:
+        stage.point(d, "pull_units", "MOTCUA_PORTAL_PULL_UNITS", DEMO_UNIT, keep=True)
+        stage.point(d, "url", "MOTCUA_PORTAL_URL", url)
+    return PortalPlay(names, url, held[0]["callback_secret"])
 
 
 class PortalPlay(DemoPlay):

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from schemas import postal
-from services.http import Pushes, context, receive_signed
+from services.http import Pushes, callback, context, receive_signed
 from services.postal.deliver import PostalOptions
 from services.postal.inbound import ingest_statuses
 
@@ -28,17 +28,8 @@ POSTAL = Pushes("postal", "callback_secret", "code", postal.ORDER_NOT_FOUND, pos
                 postal.TOKEN_INVALID, "a tracking push")
 
 
-@router.post("/postal", summary="Order statuses pushed by the postal service (signed)")
-async def postal_callback(request: Request) -> JSONResponse:
-    return await _postal(request, None)
-
-
-@router.post("/postal/{destination}", summary="Order statuses pushed by one of several postal services (signed)")
-async def postal_callback_named(destination: str, request: Request) -> JSONResponse:
-    return await _postal(request, destination)
-
-
-async def _postal(request: Request, name: str | None) -> JSONResponse:
+@callback(router, "/postal", "Order statuses pushed by the postal service (signed)")
+async def postal_callback(request: Request, name: str | None) -> JSONResponse:
     received = await receive_signed(request, name, POSTAL, postal.TrackingPush)
     if isinstance(received, JSONResponse):
         return received

@@ -11,8 +11,6 @@ from typing import Any
 import httpx
 
 from adapters.postal import CANCELLING_TYPES
-from config.options import option_variable, secret_variable
-from config.routing import Destination
 from services.base import DemoPlay, Measure, Stage
 from services.postal.deliver import PostalOptions
 from store import queries
@@ -24,28 +22,16 @@ def configure(stage: Stage, names: list[str]) -> PostalPlay:
     """One postal simulator for the postal destinations, with the demo's keys."""
     from sandbox.postal import create_app
 
-    env, routing = stage.env, stage.routing
-    customers = []
-    for name in names:
-        dest = routing.destinations[name]
-        demo = {"consumer_key": "motcua-demo", "consumer_secret": uuid.uuid4().hex, "callback_secret": stage.secret()}
-        for key, value in demo.items():
-            env.setdefault(_variable(dest, key), value)
-        customers.append(str(dest.options.get("customer_code")))
-    first = routing.destinations[names[0]]
-    url = stage.serve(create_app(consumer_key=env[_variable(first, "consumer_key")],
-                                 consumer_secret=env[_variable(first, "consumer_secret")], customer_codes=customers,
-                                 step_seconds=1.0, collect_after_seconds=2.0, fail_rate=0.1,
+    destinations = [stage.routing.destinations[name] for name in names]
+    held = [stage.secrets(d, PostalOptions, {"consumer_key": "motcua-demo", "consumer_secret": uuid.uuid4().hex,
+                                             "callback_secret": stage.secret()}) for d in destinations]
+    customers = [str(d.options.get("customer_code")) for d in destinations]
+    url = stage.serve(create_app(consumer_key=held[0]["consumer_key"], consumer_secret=held[0]["consumer_secret"],
+                                 customer_codes=customers, step_seconds=1.0, collect_after_seconds=2.0, fail_rate=0.1,
                                  seed=stage.rng.randrange(2**31)), PORT)
-    for name in names:
-        env[option_variable(routing.destinations[name], "url", "MOTCUA_POSTAL_URL") or ""] = url
-    return PostalPlay(names, url, env[_variable(first, "callback_secret")])
-
-
-def _variable(destination: Destination, key: str) -> str:
-    variable = secret_variable(destination, PostalOptions, key)
-    assert variable is not None  # every postal secret has a default variable
-    return variable
+    for d in destinations:
+        stage.point(d, "url", "MOTCUA_POSTAL_URL", url)
+    return PostalPlay(names, url, held[0]["callback_secret"])
 
 
 class PostalPlay(DemoPlay):

@@ -10,11 +10,9 @@ In: beat reads the exchange's updates (:mod:`services.transfer.inbound`): ``tran
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 
-from services.base import BeatJob, Configured, DemoPlay, Service, ServiceSettings, Simulator, Stage
+from services.base import BeatJob, Lazy, Service, ServiceSettings, Simulator
 from services.transfer.deliver import TransferDeliverer, TransferOptions
 from services.transfer.inbound import poll
 
@@ -24,23 +22,6 @@ class TransferSettings(ServiceSettings):
         10.0, gt=0, description="how often beat reads the LGSP exchange's updates (units' answers to transfers)")
 
 
-def _simulator(configured: list[Configured], **_: Any) -> Any:
-    from config.units import load_directory
-    from sandbox.lgsp import UnitConfig, create_app
-
-    options = configured[0].options
-    assert isinstance(options, TransferOptions)
-    units = {code: UnitConfig(name=unit.name, accept_seconds=5, process_seconds=30)
-             for code, unit in load_directory(options.units_file).units.items()}
-    return create_app(username=options.username, password=options.password.get_secret_value(), units=units)
-
-
-def _demo(stage: Stage, names: list[str]) -> DemoPlay:
-    from services.transfer.demo import configure
-
-    return configure(stage, names)
-
-
 SERVICE = Service(
     kind="transfer",
     title="inter-level transfer through the provincial LGSP (liên thông)",
@@ -48,10 +29,10 @@ SERVICE = Service(
     options=TransferOptions,
     settings=TransferSettings,
     jobs=(BeatJob[TransferDeliverer](
-        task="relay.transfer.poll", entry="transfer-updates", run=poll, every="transfer_poll_interval_seconds",
-        done="transfer.polled", failed="transfer.poll_failed",
+        task="relay.transfer.poll", entry="transfer-updates", title="reading the LGSP exchange's answers", run=poll,
+        every="transfer_poll_interval_seconds", done="transfer.polled", failed="transfer.poll_failed",
         noteworthy=lambda s: bool(s["stored"] or s["unknown"])),),
-    simulators=(Simulator("LGSP exchange", "exchange_port", 8708, _simulator,
+    simulators=(Simulator("LGSP exchange", "exchange_port", 8708, Lazy("services.transfer.simulator:exchange"),
                           help="WSDL at /soap/lienthong?wsdl; units accept after 5 s, decide 30 s later"),),
-    demo=_demo,
+    demo=Lazy("services.transfer.demo:configure"),
 )

@@ -15,7 +15,6 @@ from urllib.parse import quote
 
 import httpx
 
-from config.options import option_variable, secret_variable
 from config.units import load_directory
 from services.base import DemoPlay, Measure, Stage
 from services.transfer.deliver import TransferOptions
@@ -27,9 +26,9 @@ def configure(stage: Stage, names: list[str]) -> TransferPlay:
     from sandbox.lgsp import UnitConfig, document_app
     from sandbox.lgsp import create_app as exchange_app
 
-    env, routing = stage.env, stage.routing
+    routing = stage.routing
     first = routing.destinations[names[0]]
-    password = env.setdefault(secret_variable(first, TransferOptions, "password") or "", uuid.uuid4().hex)
+    password = stage.secrets(first, TransferOptions, {"password": uuid.uuid4().hex})["password"]
     units_file = first.options.get("units_file")
     directory = load_directory(str(units_file) if units_file else None)
     units = {code: UnitConfig(name=unit.name, accept_seconds=1.0, process_seconds=2.0)
@@ -37,7 +36,7 @@ def configure(stage: Stage, names: list[str]) -> TransferPlay:
     url = stage.serve(exchange_app(username=str(first.options.get("username")), password=password, units=units),
                       EXCHANGE_PORT)
     for name in names:
-        env[option_variable(routing.destinations[name], "url", "MOTCUA_TRANSFER_URL") or ""] = url
+        stage.point(routing.destinations[name], "url", "MOTCUA_TRANSFER_URL", url)
     return TransferPlay(names, url, stage.serve(document_app(), 0))
 
 

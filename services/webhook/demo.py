@@ -8,26 +8,21 @@ from typing import Any
 
 import httpx
 
-from config.options import option_variable, secret_variable
 from services.base import DemoPlay, Measure, Stage
+from services.webhook.deliver import WebhookOptions
 
 PORT = 8701
 
 
 def configure(stage: Stage, names: list[str]) -> OnestopPlay:
+    """The one-stop software, subscribed to every webhook destination with a fresh secret (unless one is set)."""
     from sandbox.onestop import create_app
-    from services.webhook import WebhookOptions
 
-    env, routing = stage.env, stage.routing
-    secrets = {}
-    for name in names:
-        dest = routing.destinations[name]
-        variable = secret_variable(dest, WebhookOptions, "secret") or f"MOTCUA_{name.upper()}_SECRET"
-        secrets[name] = env.setdefault(variable, stage.secret())
+    destinations = [stage.routing.destinations[name] for name in names]
+    secrets = {d.name: stage.secrets(d, WebhookOptions, {"secret": stage.secret()})["secret"] for d in destinations}
     url = stage.serve(create_app(secrets), PORT)
-    for name in names:
-        variable = option_variable(routing.destinations[name], "url", f"MOTCUA_{name.upper()}_URL") or ""
-        env[variable] = f"{url}/subscribers/{name}/events"
+    for d in destinations:
+        stage.point(d, "url", f"MOTCUA_{d.name.upper()}_URL", f"{url}/subscribers/{d.name}/events")
     stage.onestop = url
     return OnestopPlay(names, url)
 

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from schemas.zalo import ZaloEvent, zevent_signature
-from services.http import context, find, read_limited
+from services.http import callback, context, find, read_limited
 from services.zalo.deliver import ZaloOptions
 from store import receipts
 
@@ -30,17 +30,8 @@ router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
 RECEIPT_EVENTS = {"user_received_message": "received", "user_seen_message": "seen"}
 
 
-@router.post("/zalo", summary="Zalo Official Account webhook events (signed X-ZEvent-Signature)")
-async def zalo_callback(request: Request) -> JSONResponse:
-    return await _zalo(request, None)
-
-
-@router.post("/zalo/{destination}", summary="Webhook events of one of several Official Accounts")
-async def zalo_callback_named(destination: str, request: Request) -> JSONResponse:
-    return await _zalo(request, destination)
-
-
-async def _zalo(request: Request, name: str | None) -> JSONResponse:
+@callback(router, "/zalo", "Zalo Official Account webhook events (signed X-ZEvent-Signature)")
+async def zalo_callback(request: Request, name: str | None) -> JSONResponse:
     ctx = context(request)
     dest = find(ctx, "zalo", name)
     if dest is None:

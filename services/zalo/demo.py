@@ -8,8 +8,6 @@ from typing import Any
 
 import httpx
 
-from config.options import option_variable, secret_variable
-from config.routing import Destination
 from connectors.credentials import TokenPairStore
 from services.base import DemoPlay, Measure, Stage
 from services.zalo.deliver import ZaloOptions, set_token
@@ -22,26 +20,16 @@ def configure(stage: Stage, names: list[str]) -> ZaloPlay:
     """One Zalo simulator for the Zalo destinations (the demo's app), quiet hours off."""
     from sandbox.zalo import create_app
 
-    env = stage.env
-    first = stage.routing.destinations[names[0]]
-    demo = {"app_id": "4301520984", "app_secret": uuid.uuid4().hex, "oa_secret_key": uuid.uuid4().hex}
-    for name in names:
-        for key, value in demo.items():
-            env.setdefault(_variable(stage.routing.destinations[name], key), value)
-    url = stage.serve(create_app(app_id=env[_variable(first, "app_id")], app_secret=env[_variable(first, "app_secret")],
-                                 oa_secret_key=env[_variable(first, "oa_secret_key")]), PORT)
-    for name in names:
-        dest = stage.routing.destinations[name]
-        env[option_variable(dest, "url", "MOTCUA_ZALO_ZNS_URL") or ""] = url
-        env[option_variable(dest, "oauth_url", "MOTCUA_ZALO_OAUTH_URL") or ""] = url
-        env.setdefault(option_variable(dest, "quiet_hours", "MOTCUA_ZALO_QUIET_HOURS") or "", "none")
+    destinations = [stage.routing.destinations[name] for name in names]
+    held = [stage.secrets(d, ZaloOptions, {"app_id": "4301520984", "app_secret": uuid.uuid4().hex,
+                                           "oa_secret_key": uuid.uuid4().hex}) for d in destinations]
+    url = stage.serve(create_app(app_id=held[0]["app_id"], app_secret=held[0]["app_secret"],
+                                 oa_secret_key=held[0]["oa_secret_key"]), PORT)
+    for d in destinations:
+        stage.point(d, "url", "MOTCUA_ZALO_ZNS_URL", url)
+        stage.point(d, "oauth_url", "MOTCUA_ZALO_OAUTH_URL", url)
+        stage.point(d, "quiet_hours", "MOTCUA_ZALO_QUIET_HOURS", "none", keep=True)
     return ZaloPlay(names, url)
-
-
-def _variable(destination: Destination, key: str) -> str:
-    variable = secret_variable(destination, ZaloOptions, key)
-    assert variable is not None  # every Zalo secret has a default variable
-    return variable
 
 
 class ZaloPlay(DemoPlay):

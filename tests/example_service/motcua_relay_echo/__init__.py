@@ -14,7 +14,7 @@ from config.options import HttpUrl, Secret, ServiceOptions
 from config.routing import Destination
 from connectors.base import ConnectorResult, build_http_client, classify_http_status, map_transport_errors
 from schemas.events import Event, event_json
-from services.base import BeatJob, Configured, Context, Deliverer, Service, ServiceSettings, Simulator
+from services.base import BeatJob, Configured, Context, Deliverer, Lazy, Service, ServiceSettings, Simulator
 
 
 class EchoOptions(ServiceOptions):
@@ -92,9 +92,9 @@ SERVICE = Service(
     deliverer=EchoDeliverer,
     options=EchoOptions,
     settings=EchoSettings,
-    jobs=(BeatJob[EchoDeliverer](task="relay.echo.count", entry="echo-count", run=count,
+    jobs=(BeatJob[EchoDeliverer](task="relay.echo.count", entry="echo-count", title="counting what it holds", run=count,
                                  every="echo_count_interval_seconds", done="echo.counted",
                                  failed="echo.count_failed"),),
-    callbacks=lambda: router,
-    simulators=(Simulator("echo endpoint", "echo_port", 8799, simulator),),
+    callbacks=Lazy("motcua_relay_echo:router"),
+    simulators=(Simulator("echo endpoint", "echo_port", 8799, Lazy("motcua_relay_echo:simulator")),),
 )

@@ -1,0 +1,38 @@
+"""The webhook deliverer: the event, as the ledger holds it, signed with the subscriber's secret."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import SecretStr
+
+from adapters.webhook import webhook_body, webhook_headers
+from config.options import HttpUrl, Secret, ServiceOptions
+from config.routing import Destination
+from connectors.base import ConnectorResult, build_http_client
+from connectors.webhook import WebhookConnector
+from schemas.events import Event
+from services.base import Context, Deliverer
+
+
+class WebhookOptions(ServiceOptions):
+    url: HttpUrl
+    secret: Annotated[SecretStr, Secret()]  # the subscriber's whsec_ secret: its variable is named by secret_env
+
+
+class WebhookDeliverer(Deliverer[WebhookOptions]):
+    """The event, as stored, to one subscriber URL."""
+
+    def __init__(self, destination: Destination, options: WebhookOptions, context: Context) -> None:
+        super().__init__(destination, options, context)
+        timeouts = destination.timeouts
+        self._secret = options.secret.get_secret_value()
+        self._connector = WebhookConnector(
+            options.url, build_http_client(timeouts.connect, timeouts.read, context.settings.worker_concurrency))
+
+    def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
+        body = webhook_body(event)
+        return self._connector.post(body, webhook_headers(event, idempotency_key, self._secret, body))
+
+    def close(self) -> None:
+        self._connector.close()
