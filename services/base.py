@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
 OptionsT = TypeVar("OptionsT", bound=ServiceOptions)
-OM = TypeVar("OM", bound=ServiceOptions)
+ModelT = TypeVar("ModelT", bound=ServiceOptions)
 D = TypeVar("D", bound="Deliverer[Any]")
 
 
@@ -116,11 +116,11 @@ class BeatJob(Generic[D]):
     """A periodic job over the destinations of a service's kind, run by beat through a generated Celery task.
 
     ``title`` says what it does ("pulling the portal's online dossiers"); ``run(deliverer, **params)`` does one
-    destination and returns a summary; the task takes a lock (one run at a
-    time across processes), runs it for every destination whose options it ``applies`` to, keeps one failure from
-    stopping the others and logs a ``noteworthy`` summary as ``done``, a failure as ``failed`` (an error, with the
-    operator's command, when ``failure_hint`` gives one). The schedule is ``every`` (a field of the service's
-    settings holding seconds) or ``daily_at`` (a field holding HH:MM, Vietnam time).
+    destination and returns a summary. The task takes a lock (one run at a time across processes), runs it for
+    every destination whose options it ``applies`` to, keeps one failure from stopping the others, and logs a
+    ``noteworthy`` summary as ``done`` and a failure as ``failed`` (an error, with the operator's command, when
+    ``failure_hint`` gives one). The schedule is ``every`` (a field of the service's settings holding seconds) or
+    ``daily_at`` (a field holding HH:MM, Vietnam time).
     """
 
     task: str
@@ -277,9 +277,6 @@ class Registry:
     def __iter__(self) -> Iterator[Service]:
         return iter(self.services.values())
 
-    def __contains__(self, kind: object) -> bool:
-        return kind in self.services
-
     def kind(self, destination: Destination) -> Service:
         """The service of a destination, or a ``ValueError`` naming the kinds there are."""
         try:
@@ -312,7 +309,6 @@ class Context:
     enqueue: Enqueue
     _options: dict[str, ServiceOptions | OptionsError] = field(default_factory=dict, init=False, repr=False)
     _deliverers: dict[str, Deliverer[Any]] = field(default_factory=dict, init=False, repr=False)
-    _settings: dict[str, ServiceSettings | None] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
 
     # ------------------------------------------------------------------ configuration
@@ -341,7 +337,7 @@ class Context:
             raise found
         return found
 
-    def options_of(self, model: type[OM], name: str) -> OM:
+    def options_of(self, model: type[ModelT], name: str) -> ModelT:
         """Destination ``name``'s options, checked to be ``model`` (a job or callback reads its own service's)."""
         found = self.options(name)
         if not isinstance(found, model):
@@ -360,12 +356,6 @@ class Context:
                 found.append(str(exc))
         return found
 
-    def service_settings(self, kind: str) -> ServiceSettings | None:
-        with self._lock:
-            if kind not in self._settings:
-                self._settings[kind] = self.registry.services[kind].read_settings()
-            return self._settings[kind]
-
     # ------------------------------------------------------------------ deliverers
 
     def deliverer(self, name: str) -> Deliverer[Any]:
@@ -380,8 +370,8 @@ class Context:
         """The deliverer of ``name``, checked to be a ``kind`` (a job or callback names its own service's)."""
         found = self.deliverer(name)
         if not isinstance(found, kind):
-            raise ValueError(f"destination {name} is not a {self.destination(name).kind} destination of this "
-                             f"service")
+            raise ValueError(f"destination {name} is a {self.destination(name).kind} destination, not one a "
+                             f"{kind.__name__} delivers to")
         return found
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ with SIGKILL when a test says so; Redis is a real ``redis-server`` on a free loo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,24 @@ def worker_and_beat(env: dict[str, str], name: str, workdir: Path) -> tuple[Rela
     beat = RelayProcess(["beat"], {**env, "MOTCUA_BEAT_SCHEDULE_FILE": str(workdir / f"{name}-beat")},
                         logs / f"{name}-beat.log").start()
     return worker, beat
+
+
+@contextlib.contextmanager
+def captured_logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    """The log events emitted inside, as ``structlog.testing.capture_logs`` gives them, also from loggers that
+    cached their processors on first use (config/logging.py asks for that): the configured list of processors is
+    swapped in place, not replaced."""
+    import structlog
+    from structlog.testing import LogCapture
+
+    capture = LogCapture()
+    processors = structlog.get_config()["processors"]
+    kept = list(processors)
+    processors[:] = [capture]
+    try:
+        yield capture.entries
+    finally:
+        processors[:] = kept
 
 
 def bare_context(*destinations: Destination, settings: Settings | None = None) -> Context:

@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from structlog.testing import capture_logs
 
 from api.app import create_app
 from api.console.auth import hash_password
@@ -20,7 +19,7 @@ from schemas.privacy import mask_value
 from store import intake, queries
 from tasks.runtime import get_runtime
 from tests.conftest import RelayConfig
-from tests.harness import drain
+from tests.harness import captured_logs, drain
 from tests.servers import run_asgi
 
 OPERATOR, PASSWORD = "vanhanh01", "mat-khau-van-hanh"
@@ -138,7 +137,7 @@ def test_a_dossier_page_masks_the_citizen_until_revealed_and_the_reveal_is_logge
         page = client.get(f"/console/dossiers/{event['dossier_code']}").text
         assert name not in page and mask_value(name) in page
         assert "<tr class=\"event\">" in page and "warehouse" in page and "HTTP 400 rejected" in page
-        with capture_logs() as logs:
+        with captured_logs() as logs:
             revealed = client.post(f"/console/dossiers/{event['dossier_code']}/reveal", data={"csrf": csrf(page)}).text
         assert name in revealed
         missing = client.get("/console/search", params={"q": "KHONG-CO"}, follow_redirects=True)

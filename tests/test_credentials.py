@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-from structlog.testing import capture_logs
 
 from connectors.base import Retryable
 from connectors.credentials import TokenCache, call_renewing
+from tests.harness import captured_logs
 
 
 @dataclass
@@ -47,7 +47,7 @@ def test_a_refused_credential_is_renewed_from_the_refused_one_and_the_call_repea
     # given
     service = Service(valid={"T2"}, issue=["T2"])
     # when
-    with capture_logs() as logs:
+    with captured_logs() as logs:
         answer = call_renewing(service.call, "T1", renew=service.renew, refused=refused,
                                log_event="test.refused", call="lookup")
     # then

@@ -14,7 +14,7 @@ from sandbox.workload import generate_day
 from store import intake
 from tasks.runtime import get_runtime
 from tests.conftest import RelayConfig
-from tests.harness import RelayProcess, drain, wait_for
+from tests.harness import RelayProcess, captured_logs, drain, wait_for
 from tests.servers import run_asgi
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +71,6 @@ def test_the_metrics_show_dead_letters_and_an_open_breaker(relay_config: RelayCo
 def test_a_beat_job_over_destinations_runs_once_at_a_time_and_one_failure_does_not_stop_the_rest(
     relay_config: RelayConfig,
 ) -> None:
-    from structlog.testing import capture_logs
 
     rt = get_runtime()
 
@@ -80,7 +79,7 @@ def test_a_beat_job_over_destinations_runs_once_at_a_time_and_one_failure_does_n
             raise RuntimeError("HTTP 503")
         return {"stored": 1 if name == "busy" else 0}
 
-    with capture_logs() as logs:
+    with captured_logs() as logs:
         summary = rt.each_destination("test-job", 10, ["quiet", "down", "busy"], step, done="test.done",
                                       failed="test.failed", noteworthy=lambda s: bool(s["stored"]),
                                       failure_hint=lambda name: f"rerun {name}")
