@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 OptionsT = TypeVar("OptionsT", bound=ServiceOptions)
 ModelT = TypeVar("ModelT", bound=ServiceOptions)
 D = TypeVar("D", bound="Deliverer[Any]")
+Checked = TypeVar("Checked")
 
 
 class ServiceSettings(BaseSettings):
@@ -339,11 +340,7 @@ class Context:
 
     def options_of(self, model: type[ModelT], name: str) -> ModelT:
         """Destination ``name``'s options, checked to be ``model`` (a job or callback reads its own service's)."""
-        found = self.options(name)
-        if not isinstance(found, model):
-            raise ValueError(f"destination {name} is a {self.destination(name).kind} destination, not one with "
-                             f"{model.__name__}")
-        return found
+        return self._checked(self.options(name), model, name)
 
     def problems(self) -> list[str]:
         """What is wrong with the configuration, a line per destination (empty when every one can be used)."""
@@ -368,10 +365,12 @@ class Context:
 
     def deliverer_of(self, kind: type[D], name: str) -> D:
         """The deliverer of ``name``, checked to be a ``kind`` (a job or callback names its own service's)."""
-        found = self.deliverer(name)
+        return self._checked(self.deliverer(name), kind, name)
+
+    def _checked(self, found: object, kind: type[Checked], name: str) -> Checked:
         if not isinstance(found, kind):
-            raise ValueError(f"destination {name} is a {self.destination(name).kind} destination, not one a "
-                             f"{kind.__name__} delivers to")
+            raise ValueError(f"destination {name} is a {self.destination(name).kind} destination: it has no "
+                             f"{kind.__name__}")
         return found
 
     def close(self) -> None:

@@ -9,9 +9,9 @@ by ``event_id``). A page that the service says is the last, or an empty one, end
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar, cast
 
 from sqlalchemy import Engine
 
@@ -20,6 +20,14 @@ from store.cursors import get_cursor, set_cursor
 T = TypeVar("T")
 
 MAX_PAGES = 50
+
+
+class Tally:
+    """A dataclass of counts (and lists) that adds up, field by field, what each batch of a feed came to."""
+
+    def add(self, other: Self) -> None:
+        for item in fields(cast(Any, self)):
+            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
 
 
 @dataclass(frozen=True)

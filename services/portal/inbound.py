@@ -20,7 +20,7 @@ from adapters.portal import PortalMapping, online_event
 from schemas.portal import OnlineDossier
 from schemas.privacy import error_fields
 from services.base import Context
-from services.feeds import Page, follow
+from services.feeds import Page, Tally, follow
 from services.portal.deliver import PortalDeliverer
 from store.intake import IngestConflict
 
@@ -28,19 +28,13 @@ log = structlog.get_logger(__name__)
 
 
 @dataclass
-class OnlineIntake:
+class OnlineIntake(Tally):
     """What became of a batch of online dossiers."""
 
     stored: int = 0
     duplicates: int = 0
     rejected: int = 0
     changed: list[str] = field(default_factory=list)
-
-    def add(self, other: OnlineIntake) -> None:
-        self.stored += other.stored
-        self.duplicates += other.duplicates
-        self.rejected += other.rejected
-        self.changed += other.changed
 
 
 def ingest_online(ctx: Context, rows: Sequence[Any], mapping: PortalMapping,

@@ -22,7 +22,7 @@ from schemas.events import PostalRequest, parse_stored
 from schemas.postal import TrackingRecord
 from schemas.privacy import error_fields
 from services.base import Context
-from services.feeds import Page, follow
+from services.feeds import Page, Tally, follow
 from services.postal.deliver import PostalDeliverer
 from store import queries
 
@@ -32,7 +32,7 @@ REQUEST_OF = {purpose: kind for kind, purpose in REQUEST_TYPES.items()}
 
 
 @dataclass
-class StatusIntake:
+class StatusIntake(Tally):
     """What became of a batch of tracking records."""
 
     stored: int = 0
@@ -40,13 +40,6 @@ class StatusIntake:
     late: int = 0
     ignored: int = 0
     unknown: list[str] = field(default_factory=list)
-
-    def add(self, other: StatusIntake) -> None:
-        self.stored += other.stored
-        self.duplicates += other.duplicates
-        self.late += other.late
-        self.ignored += other.ignored
-        self.unknown += other.unknown
 
 
 def ingest_statuses(ctx: Context, destination: str, mapping: PostalMapping, records: Sequence[TrackingRecord],
