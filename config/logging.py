@@ -26,19 +26,25 @@ def _mask_personal(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
     return event_dict
 
 
+# One list, changed in place by every configuration: a logger caches its processors on first use (cheaper), and
+# would otherwise keep the chain of the configuration it first met.
+_PROCESSORS: list[Any] = []
+
+
 def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
-    """Configure structlog and the stdlib root logger once per process."""
+    """Configure structlog and the stdlib root logger (again, in a process that changes its settings)."""
     json_output = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
+    _PROCESSORS[:] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _mask_personal,
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _mask_personal,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=_PROCESSORS,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,

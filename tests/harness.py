@@ -157,8 +157,8 @@ def worker_and_beat(env: dict[str, str], name: str, workdir: Path) -> tuple[Rela
 @contextlib.contextmanager
 def captured_logs() -> Iterator[list[MutableMapping[str, Any]]]:
     """The log events emitted inside, as ``structlog.testing.capture_logs`` gives them, also from loggers that
-    cached their processors on first use (config/logging.py asks for that): the configured list of processors is
-    swapped in place, not replaced."""
+    cached their processors on first use (config/logging.py asks for that, and keeps one list of processors): the
+    configured list is swapped in place, not replaced."""
     import structlog
     from structlog.testing import LogCapture
 
