@@ -1,11 +1,12 @@
 """``motcua-relay demo``: the whole relay on one machine, with no configuration at all.
 
 It starts the simulators (faults injected), the intake API, a worker and the sweeper; plays a
-district desk's working day through the signed intake (the post's simulator sends its statuses
-itself, by callback and tracking list; citizens pay their bills at the payment simulator, which
-calls back, sometimes not, sometimes twice: ``cli/demo_payment.py``); follows every delivery in
-the ledger until it is final; reconciles the day's payments; and ends with a summary and the
-simulators' own count of effects.
+district desk's working day through the signed intake; follows every delivery in the ledger until
+it is final; and ends with a summary and the simulators' own count of effects. Each service of the
+routing file plays its own part (``services/<kind>/demo.py``: its simulator and faults, what it
+sends back by itself, its figures and its verdict in the summary): the post sends its statuses by
+callback and tracking list, citizens pay their bills at the payment simulator, which calls back,
+sometimes not, sometimes twice, and the day's payments are reconciled at the end.
 
 Each default gives way to its ``MOTCUA_*`` variable: fresh ``whsec_`` secrets; a fresh SQLite
 ledger ``./var/demo-<timestamp>.db``; Redis db 3 on 127.0.0.1:6379 (flushed) when it answers,

@@ -121,7 +121,7 @@ def run_delivery(
     try:
         deliverer: Deliverer[Any] | None = rt.deliverer(destination)
         held = deliverer.not_before(now) if deliverer is not None else None
-    except OptionsError as exc:  # a worker started before the configuration broke: the attempt records it
+    except OptionsError as exc:  # unusable options (an engine run in-process, without the start-up check)
         bound.error("delivery.destination_unusable", error=str(exc))
         deliverer, held = None, None
     except Exception:  # a configuration error: the attempt below records it in the ledger
@@ -215,9 +215,9 @@ def attempt_with_auth_refresh(deliverer: Deliverer[Any], event: Event, key: str)
     try:
         return deliverer.deliver(event, key)
     except AuthExpired as exc:
-        log.info("delivery.auth_refresh", reason=exc.reason)
         if not deliverer.refresh_auth():
             raise
+        log.info("delivery.auth_refresh", reason=exc.reason)
         return deliverer.deliver(event, key)
 
 
