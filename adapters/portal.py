@@ -1,19 +1,22 @@
 """Canonical events ⇄ the national portal's dossier records and progress entries. Pure: no I/O.
 
-One lifecycle event (``dossier.*``) becomes, on the portal, the dossier record brought up to
-date (``DongBoHoSoMC``) and one progress entry (``CapNhatTienDoHoSoMC``). The record is built
-on what the portal already holds (``TraCuuHoSo``), so fields that only an earlier event knew
-(the due date, the submitted files) are kept. Online dossiers the portal sends down become
-``dossier.submitted`` events of origin ``portal``.
+One lifecycle event (``dossier.*``) becomes, on the portal, the dossier's whole record as it stands after the
+event (``DongBoHoSoMC``) and one progress entry (``CapNhatTienDoHoSoMC``). As OpenCPS builds the record from its
+own database, the relay builds it from its own ledger: :func:`dossier_record` folds the dossier's lifecycle
+events up to this one, so what only an earlier event knew (the due date, the submitted files, a fee) stays in
+the record; nothing is read back from the portal, whose ``TraCuuHoSo`` says only whether it holds the dossier.
+Online dossiers the portal sends down become ``dossier.submitted`` events of origin ``portal``.
 
-What a province changes lives in :class:`PortalMapping`, read from the destination's options
-in ``config/relay.toml``: the status map (DOMAIN.md's table is the default), local → national
-procedure codes, procedure names for dossiers the portal has not seen, the desk's name.
+What a province changes lives in :class:`PortalMapping`, made from the destination's options in
+``config/relay.toml``: the status map (DOMAIN.md's table is the default), local → national procedure codes,
+procedure names the catalogue lacks, the desk's name, and each unit's agency name for ``DonViXuLy`` (P17).
+:func:`expected_truth`, :func:`holds` and :func:`content_issues` say what the portal must end up holding for a
+day of the one-stop software's events (the demo, the bench and the tests use them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeGuard
@@ -22,7 +25,6 @@ from schemas.events import (
     DEFAULT_CODE_PATTERNS,
     EVENT_CLASSES,
     CodePatterns,
-    Document,
     DossierCompleted,
     DossierEvent,
     DossierFeeRequested,
@@ -34,10 +36,9 @@ from schemas.events import (
     Event,
     parse_event,
 )
-from schemas.portal import STATUS_CODES, OnlineDossier, ProgressEntry
+from schemas.portal import PORTAL_FORMAT, STATUS_CODES, OnlineDossier, looks_like_unit_code
 from schemas.vietnam import VN_TZ
 
-PORTAL_FORMAT = "%Y%m%d%H%M%S"
 ORIGIN = "portal"
 
 DEFAULT_STATUS_MAP: dict[str, str] = {
@@ -54,7 +55,6 @@ DEFAULT_STATUS_MAP: dict[str, str] = {
 }
 DESK = "Bộ phận tiếp nhận và trả kết quả"
 DESK_HANDLER = "Cán bộ một cửa"
-CHANNELS = {"desk": "0", "online": "1", "postal": "2"}
 METHODS = {"desk": "trực tiếp tại Bộ phận một cửa", "post": "qua dịch vụ bưu chính công ích", "online": "trực tuyến"}
 _CONTENT_LIMIT = 2000
 DOSSIER_TYPES = frozenset(kind for kind, model in EVENT_CLASSES.items() if issubclass(model, DossierEvent))
@@ -66,13 +66,15 @@ class MappingError(ValueError):
 
 @dataclass(frozen=True)
 class PortalMapping:
-    """The province's side of the mapping; defaults are DOMAIN.md's."""
+    """The province's side of the mapping; defaults are DOMAIN.md's. ``agency_names`` maps a unit code to the
+    agency's name the portal shows (``DonViXuLy``)."""
 
     status_map: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_STATUS_MAP))
     procedure_map: Mapping[str, str] = field(default_factory=dict)
     procedure_names: Mapping[str, str] = field(default_factory=dict)
     desk_name: str = DESK
     desk_handler: str = DESK_HANDLER
+    agency_names: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         bad = {k: v for k, v in self.status_map.items() if str(v) not in STATUS_CODES}
@@ -83,11 +85,15 @@ class PortalMapping:
         foreign = sorted(k for k in self.status_map if k not in DOSSIER_TYPES)
         if foreign:
             raise ValueError(f"status_map: the portal follows the dossier lifecycle (dossier.*), not {foreign}")
+        coded = sorted(unit for unit, name in self.agency_names.items()
+                       if not name.strip() or looks_like_unit_code(name))
+        if coded:
+            raise ValueError(f"agency_names: the portal takes the agency's name, not a code or nothing, for {coded}")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> PortalMapping:
         """From a destination's options: ``status_map`` (overrides single entries), ``procedure_map``,
-        ``procedure_names``, ``desk_name``, ``desk_handler``."""
+        ``procedure_names``, ``desk_name``, ``desk_handler``, ``agency_names``."""
         status = {**DEFAULT_STATUS_MAP, **{k: str(v) for k, v in dict(options.get("status_map", {})).items()}}
         return cls(
             status_map=status,
@@ -95,6 +101,7 @@ class PortalMapping:
             procedure_names={str(k): str(v) for k, v in dict(options.get("procedure_names", {})).items()},
             desk_name=str(options.get("desk_name", DESK)),
             desk_handler=str(options.get("desk_handler", DESK_HANDLER)),
+            agency_names={str(k): str(v) for k, v in dict(options.get("agency_names", {})).items()},
         )
 
     def status(self, event_type: str) -> str:
@@ -111,6 +118,23 @@ class PortalMapping:
             if mapped == national:
                 return local
         return national
+
+    def agency(self, unit_code: str) -> str:
+        """The agency's name for ``DonViXuLy`` (P17): never the code, which the portal would show as a name."""
+        try:
+            return self.agency_names[unit_code]
+        except KeyError:
+            raise MappingError(f"no agency name for unit {unit_code}: name it in the portal destination's "
+                               "agency_names, or in its units_file") from None
+
+
+@dataclass(frozen=True)
+class Procedure:
+    """What the national catalogue says of a procedure (``LayThuTuc``, P6); ``""`` where it says nothing."""
+
+    name: str = ""
+    field_code: str = ""
+    field_name: str = ""
 
 
 def portal_time(value: str | datetime) -> str:
@@ -129,107 +153,149 @@ def takes(event: Event, mapping: PortalMapping) -> TypeGuard[DossierEvent]:
     return isinstance(event, DossierEvent) and event.type in mapping.status_map
 
 
-def dossier_record(event: DossierEvent, current: Mapping[str, Any] | None, mapping: PortalMapping) -> dict[str, Any]:
-    """The whole dossier record as it must stand after ``event``, on top of what the portal holds."""
-    applicant = event.applicant
-    record: dict[str, Any] = {k: v for k, v in (current or {}).items() if k != "QuaTrinhXuLy"}
-    procedure = mapping.national_procedure(event.procedure_code)
-    named = event.data.procedure_name if isinstance(event, DossierSubmitted | DossierReceived) else None
-    name = named or record.get("TenTTHC") or mapping.procedure_names.get(event.procedure_code)
-    record |= {
-        "MaHoSo": event.dossier_code,
-        "MaTTHC": procedure,
+def by_post(events: Iterable[DossierEvent]) -> bool:
+    """Whether the result goes by post (P12): the dossier was received to be returned by post, its result was
+    to be picked up by post, or it was returned by post."""
+    return any((isinstance(e, DossierReceived) and e.data.return_by_post)
+               or (isinstance(e, DossierCompleted) and e.data.pickup == "post")
+               or (isinstance(e, DossierReturned) and e.data.method == "post") for e in events)
+
+
+def lifecycle_until(event: DossierEvent, earlier: Iterable[Event], mapping: PortalMapping) -> list[DossierEvent]:
+    """The dossier's lifecycle events before ``event`` (from the same system, in ``sequence`` order), then it.
+
+    One event per ``sequence``, the first given (the ledger's oldest): a late copy under another id, which the
+    ledger supersedes, is not a second step."""
+    before: dict[int, DossierEvent] = {}
+    for e in earlier:
+        if (takes(e, mapping) and e.dossier_code == event.dossier_code and e.origin == event.origin
+                and e.sequence < event.sequence):
+            before.setdefault(e.sequence, e)
+    return [*(before[n] for n in sorted(before)), event]
+
+
+def dossier_record(event: DossierEvent, earlier: Iterable[Event], mapping: PortalMapping,
+                   procedure: Procedure | None = None) -> dict[str, Any]:
+    """The whole dossier record as it must stand after ``event``: every field OpenCPS sends (P9), ``""`` or
+    ``[]`` where nothing is known, made of ``event`` and the dossier's ``earlier`` events (the ledger's).
+
+    ``procedure`` is the national catalogue's answer for the procedure (its name and field); without one the
+    name comes from the events, then from ``procedure_names``. Raises :class:`MappingError` when the unit has no
+    agency name or the event no status.
+    """
+    events = lifecycle_until(event, earlier, mapping)
+    applicant, code = event.applicant, event.dossier_code
+    procedure = procedure or Procedure()
+    named = [e.data.procedure_name for e in events if isinstance(e, DossierSubmitted | DossierReceived)]
+    received = _last(events, DossierReceived)
+    completed = _last(events, DossierCompleted)
+    returned = _last(events, DossierReturned)
+    submitted = _last(events, DossierSubmitted)
+    record: dict[str, Any] = {
+        "MaHoSo": code,
+        "MaTTHC": mapping.national_procedure(event.procedure_code),
+        "TenTTHC": procedure.name or next((n for n in reversed(named) if n), None)
+                   or mapping.procedure_names.get(event.procedure_code, ""),
+        "MaLinhVuc": procedure.field_code,
+        "TenLinhVuc": procedure.field_name,
         "ChuHoSo": applicant.name,
         "LoaiDoiTuong": "2" if applicant.kind == "business" else "1",
-        "DonViXuLy": event.unit_code,
+        "MaDoiTuong": "",
+        "ThongTinKhac": "",
+        "Email": applicant.email or "",
+        "Fax": "",
+        "SoDienThoai": applicant.phone or "",
+        "TrichYeuHoSo": "",
+        "NgayTiepNhan": portal_time(received.occurred_at) if received else "",
+        "NgayHenTra": portal_time(received.data.due_at) if received else "",
         "TrangThaiHoSo": mapping.status(event.type),
-        "NgayTiepNhan": record.get("NgayTiepNhan") or portal_time(event.occurred_at),
-        "HinhThuc": record.get("HinhThuc") or "0",
+        "NgayTra": portal_time(returned.data.returned_at) if returned else "",
+        "ThongTinTra": "",
+        "HinhThuc": "1" if by_post(events) else "0",
+        "NgayKetThucXuLy": portal_time(completed.occurred_at) if completed else "",
+        "DonViXuLy": mapping.agency(event.unit_code),
+        "GhiChu": "",
+        "DanhSachLePhi": _fees(events),
+        "DanhSachTepDinhKemKhac": [],
+        "DanhSachHoSoBoSung": _supplements(events, mapping),
+        "DanhSachGiayToKetQua": [
+            {"TenGiayTo": d.name or f"Kết quả {n}", "MaThanhPhanHoSo": "", "GiayToId": f"{code}-KQ{n}",
+             "DuongDanTepTinKetQua": d.url or ""}
+            for n, d in enumerate(completed.data.result_documents if completed else [], start=1)],
+        "TaiLieuNop": [
+            {"TenTepDinhKem": name, "MaThanhPhanHoSo": "", "TepDinhKemId": f"{code}-TL{n}",
+             "DuongDanTaiTepTin": url, "IsDeleted": "False"}
+            for n, (name, url) in enumerate(_files(submitted), start=1)],
     }
-    optional = {"TenTTHC": name, "SoGiayToChuHoSo": applicant.id_number,
-                "SoDienThoai": applicant.phone, "Email": applicant.email}
-    record |= {k: v for k, v in optional.items() if v}
-
-    if isinstance(event, DossierSubmitted):
-        record["HinhThuc"] = CHANNELS.get(event.data.channel, "0")
-        record["DanhSachTepDinhKem"] = [_attachment(d) for d in event.data.documents]
-    elif isinstance(event, DossierReceived):
-        record["NgayTiepNhan"] = portal_time(event.occurred_at)
-        record["NgayHenTra"] = portal_time(event.data.due_at)
-    elif isinstance(event, DossierFeeRequested):
-        fee = event.data
-        lines = [(line.code, line.name, line.amount) for line in fee.lines] or [(fee.fee_id, "Phí, lệ phí", fee.amount)]
-        record["DanhSachLePhi"] = [{"MaLePhi": code, "TenLePhi": title, "SoTien": int(amount)}
-                                   for code, title, amount in lines]
-    elif isinstance(event, DossierSupplementRequested):
-        item: dict[str, Any] = {"NoiDung": event.data.reason, "ThanhPhan": list(event.data.items),
-                                "NgayYeuCau": portal_time(event.occurred_at)}
-        if event.data.due_at:
-            item["HanBoSung"] = portal_time(event.data.due_at)
-        earlier = [s for s in record.get("DanhSachHoSoBoSung", []) if s.get("NgayYeuCau") != item["NgayYeuCau"]]
-        record["DanhSachHoSoBoSung"] = [*earlier, item]
-    elif isinstance(event, DossierCompleted):
-        record["DanhSachGiayToKetQua"] = [
-            {k: v for k, v in {"TenGiayTo": d.name, "DuongDan": d.url, "MaBam": d.sha256}.items() if v}
-            for d in event.data.result_documents
-        ]
-    elif isinstance(event, DossierReturned):
-        record["NgayTra"] = portal_time(event.data.returned_at)
     return record
 
 
-def progress_entry(event: DossierEvent, mapping: PortalMapping) -> dict[str, Any]:
-    """The progress entry that records ``event`` in the dossier's history on the portal."""
+def _files(submitted: DossierSubmitted | None) -> list[tuple[str, str]]:
+    """The submitted files' names (a file without one named by its place) and links."""
+    documents = submitted.data.documents if submitted else []
+    return [(d.name or f"Tệp {n}", d.url or "") for n, d in enumerate(documents, start=1)]
+
+
+def _last(events: Sequence[DossierEvent], kind: type[Any]) -> Any:
+    return next((e for e in reversed(events) if isinstance(e, kind)), None)
+
+
+def _fees(events: Sequence[DossierEvent]) -> list[dict[str, str]]:
+    """Every fee requested, a later request of the same fee replacing the earlier."""
+    fees: dict[str, list[dict[str, str]]] = {}
+    for e in events:
+        if isinstance(e, DossierFeeRequested):
+            fee = e.data
+            lines = [(line.code, line.name, line.amount) for line in fee.lines] or [
+                (fee.fee_id or "LP", "Phí, lệ phí", fee.amount)]
+            fees[fee.fee_id] = [{"TenPhiLePhi": title or code, "MaPhiLePhi": code, "HinhThucThu": "",
+                                 "Gia": str(int(amount)), "LoaiPhiLePhi": ""} for code, title, amount in lines]
+    return [line for lines in fees.values() for line in lines]
+
+
+def _supplements(events: Sequence[DossierEvent], mapping: PortalMapping) -> list[dict[str, Any]]:
+    """One item per request for more documents; the due date before it is the reception's."""
+    out: list[dict[str, Any]] = []
+    due = ""
+    for e in events:
+        if isinstance(e, DossierReceived):
+            due = portal_time(e.data.due_at)
+        elif isinstance(e, DossierSupplementRequested):
+            out.append({
+                "HoSoBoSungId": e.event_id, "NguoiYeuCauBoSung": mapping.desk_handler,
+                "NoiDungBoSung": _supplement_text(e)[:_CONTENT_LIMIT], "NgayBoSung": portal_time(e.occurred_at),
+                "NguoiTiepNhanBoSung": "", "ThongTinTiepNhan": "", "NgayTiepNhanBoSung": "", "TrangThaiBoSung": "",
+                "DanhSachGiayToBoSung": [], "DanhSachLePhiBoSung": [], "NgayHenTraTruoc": due, "NgayHenTraMoi": "",
+            })
+    return out
+
+
+def _supplement_text(event: DossierSupplementRequested) -> str:
+    text = event.data.reason or "Yêu cầu bổ sung hồ sơ"
+    if event.data.items:
+        text += ". Thành phần cần bổ sung: " + "; ".join(event.data.items)
+    if event.data.due_at:
+        text += f". Hạn bổ sung: {event.data.due_at.astimezone(VN_TZ):%d/%m/%Y}"
+    return text
+
+
+def progress_entry(event: DossierEvent, mapping: PortalMapping) -> dict[str, str]:
+    """The progress entry that records ``event`` in the dossier's history on the portal: the nine fields of
+    P18, ``""`` where the event says nothing."""
     step = event.data.step if isinstance(event, DossierProcessing) else None
     due = step.due_at if step else (
         event.data.due_at if isinstance(event, DossierReceived | DossierSupplementRequested) else None)
-    entry = {
+    return {
         "MaHoSo": event.dossier_code,
         "NguoiXuLy": (step.handler if step else None) or mapping.desk_handler,
-        "ChucDanh": step.title if step else None,
+        "ChucDanh": (step.title if step else None) or "",
         "ThoiDiemXuLy": portal_time(event.occurred_at),
         "PhongBanXuLy": (step.department if step else None) or mapping.desk_name,
         "NoiDungXuLy": _content(event)[:_CONTENT_LIMIT],
         "TrangThai": mapping.status(event.type),
         "NgayBatDau": portal_time((step.started_at if step else None) or event.occurred_at),
-        "NgayKetThucTheoQuyDinh": portal_time(due) if due else None,
+        "NgayKetThucTheoQuyDinh": portal_time(due) if due else "",
     }
-    return {k: v for k, v in entry.items() if v is not None}
-
-
-def progress_recorded(entry: Mapping[str, Any], current: Mapping[str, Any] | None) -> bool:
-    """Whether the portal already holds this entry (a repeated attempt must not push it twice)."""
-    if not current:
-        return False
-    wanted = ProgressEntry.model_validate(entry).identity()
-    for held in current.get("QuaTrinhXuLy") or []:
-        try:
-            if ProgressEntry.model_validate(held).identity() == wanted:
-                return True
-        except ValueError:
-            continue
-    return False
-
-
-def expected_history(
-    events: Iterable[Event], mapping: PortalMapping | None = None
-) -> dict[str, list[tuple[str, str]]]:
-    """What the portal must end up holding for these events of the one-stop software: per dossier,
-    the (``TrangThai``, ``ThoiDiemXuLy``) of each progress entry in ``sequence`` order."""
-    mapping = mapping or PortalMapping()
-    out: dict[str, list[tuple[str, str]]] = {}
-    for e in sorted(events, key=lambda e: e.sequence):
-        if takes(e, mapping) and e.origin == "onestop":
-            out.setdefault(e.dossier_code, []).append((mapping.status(e.type), portal_time(e.occurred_at)))
-    return out
-
-
-def holds(record: Mapping[str, Any] | None, history: list[tuple[str, str]]) -> bool:
-    """Whether the portal's record (as ``TraCuuHoSo`` returns it) ends in ``history``: status and entries, in order."""
-    if not record or not history:
-        return False
-    held = [(p.get("TrangThai"), p.get("ThoiDiemXuLy")) for p in record.get("QuaTrinhXuLy") or []]
-    return record.get("TrangThaiHoSo") == history[-1][0] and held == history
 
 
 def _content(event: DossierEvent) -> str:
@@ -255,10 +321,67 @@ def _content(event: DossierEvent) -> str:
     return f"{prefix}: {event.data.reason}" if event.data.reason else prefix
 
 
-def _attachment(document: Document) -> dict[str, Any]:
-    out = {"TenTep": document.name, "DuongDan": document.url, "MaBam": document.sha256, "KichThuoc": document.size}
-    return {k: v for k, v in out.items() if v is not None}
+# ---------------------------------------------------------------- what the portal must end up holding
 
+@dataclass(frozen=True)
+class DossierTruth:
+    """What the portal must hold of one dossier after the one-stop software's events: its progress entries
+    (``TrangThai``, ``ThoiDiemXuLy``) in ``sequence`` order, whether the result goes by post, the files submitted."""
+
+    history: tuple[tuple[str, str], ...]
+    by_post: bool = False
+    files: tuple[str, ...] = ()
+
+    @property
+    def status(self) -> str:
+        return self.history[-1][0]
+
+
+def expected_truth(events: Iterable[Event], mapping: PortalMapping | None = None) -> dict[str, DossierTruth]:
+    """Per dossier, what the portal must end up holding for these events of the one-stop software."""
+    mapping = mapping or PortalMapping()
+    per: dict[str, list[DossierEvent]] = {}
+    for e in sorted(events, key=lambda e: e.sequence):
+        if takes(e, mapping) and e.origin == "onestop":
+            per.setdefault(e.dossier_code, []).append(e)
+    out: dict[str, DossierTruth] = {}
+    for code, lifecycle in per.items():
+        submitted = _last(lifecycle, DossierSubmitted)
+        out[code] = DossierTruth(
+            history=tuple((mapping.status(e.type), portal_time(e.occurred_at)) for e in lifecycle),
+            by_post=by_post(lifecycle),
+            files=tuple(name for name, _ in _files(submitted)),
+        )
+    return out
+
+
+def content_issues(view: Mapping[str, Any], truth: DossierTruth) -> list[str]:
+    """What in the portal's final record disagrees with the events although the portal took it: the way the
+    result goes (P12), a submitted file missing (P14), a unit code where the agency's name belongs (P17)."""
+    issues = []
+    if view.get("HinhThuc") != ("1" if truth.by_post else "0"):
+        way = "by post" if truth.by_post else "not by post"
+        issues.append(f"HinhThuc {view.get('HinhThuc')!r} but the result goes {way}")
+    held = {f.get("TenTepDinhKem") for f in view.get("TaiLieuNop") or [] if f.get("IsDeleted") != "True"}
+    missing = [name for name in truth.files if name not in held]
+    if missing:
+        issues.append(f"TaiLieuNop lacks {len(missing)} submitted file(s)")
+    if looks_like_unit_code(str(view.get("DonViXuLy", ""))):
+        issues.append("DonViXuLy is a unit code, not the agency's name")
+    return issues
+
+
+def holds(view: Mapping[str, Any] | None, truth: DossierTruth) -> bool:
+    """Whether the portal's view of a dossier (the simulator's ``/_admin/dossiers``: the record and the entries
+    it took, in order) is the truth: the status, every entry once in order, and no content issue."""
+    if not view or not truth.history:
+        return False
+    held = [(p.get("TrangThai"), p.get("ThoiDiemXuLy")) for p in view.get("QuaTrinhXuLy") or []]
+    return (view.get("TrangThaiHoSo") == truth.status and held == list(truth.history)
+            and not content_issues(view, truth))
+
+
+# ---------------------------------------------------------------- online dossiers coming down
 
 def online_event_id(dossier_code: str) -> str:
     return f"{ORIGIN}:{dossier_code}:submitted"

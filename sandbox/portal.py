@@ -1,48 +1,53 @@
 """Simulator of the national public service portal (Cổng DVC quốc gia) as reached through the provincial LGSP.
 
-The interface OpenCPS integrates (DOMAIN.md, :mod:`schemas.portal`), plus what the public sources
-leave open (online dossiers coming down, the error codes), defined here. JSON over HTTP:
+It speaks the contract OpenCPS integrates (CONTRACTS.md P1–P18; the wire models are :mod:`schemas.portal`) and
+refuses what the real portal would: an unknown or missing parameter or field, a number where a string belongs,
+the wrong envelope, a create for a dossier it holds, an update for one it does not. JSON over HTTP, header
+``dstcode`` on every request:
 
-- ``POST {auth_path}`` (``/api/dvcqg/login``), header ``dstcode``, ``{"username", "password"}`` →
-  ``{"error_code": 0, "message": "Thành công", "session": "..."}``; successive logins alternate ``0``
-  and ``"00"``, as the real portal is inconsistent. A session lives ``session_ttl_seconds``.
-- ``POST {integration_path}`` (``/api/dvcqg/service``), header ``dstcode``, ``{"session", "madonvi", "service", ...}``:
+- ``POST {auth_path}`` ``{"username", "password"}`` → ``{"error_code": 0, "message": "Thành công", "session"}``.
+  A session lives ``session_ttl_seconds``.
+- ``POST {integration_path}`` ``{"session", "madonvi", "service", ...params}``, each service taking exactly its
+  :data:`schemas.portal.PARAMS`; rows come back in ``result``:
 
-  ``TraCuuHoSo`` ``{"MaHoSo"}`` → ``data: [record + "QuaTrinhXuLy": [entries, arrival order]]`` or ``[]``;
-  ``DongBoHoSoMC`` ``{"isUpdating": "True"|"False", "data": [DossierRecord]}`` creates, or replaces a
-  whole record keeping its history; a status change must pass :func:`schemas.portal.allowed_transition`;
-  ``CapNhatTienDoHoSoMC`` ``{"data": [ProgressEntry]}`` appends entries whose ``TrangThai`` is the
-  dossier's status; like the real portal it does not deduplicate, it counts ``duplicate_progress``;
-  ``LayHoSoTrucTuyen`` ``{"TuThuTu": exclusive cursor (0), "SoLuong": 1..100 (50)}`` → the unit's
-  online dossiers with ``ThuTu > TuThuTu``, ascending, and ``ConTiep`` (more to come);
-  ``LayDanhSachTTHC``, ``LayThuTuc``, ``LayDanhMucCoQuan``: catalogues.
+  ``TraCuuHoSo`` ``{"mahoso"}`` → ``result: [the record it holds]`` or ``[]``: no ``QuaTrinhXuLy``;
+  ``LayThuTuc`` ``{"maTTHC"}`` → ``result: [{MATTHC, TENTTHC, LINHVUCTHUCHIEN: [{MALINHVUC, TENLINHVUC}]}]``;
+  ``DongBoHoSoMC`` ``{"isUpdating": "True"|"False", "data": [DossierRecord]}``: "False" creates a dossier it does
+  not hold, "True" replaces the record of one it holds; a status change must pass
+  :func:`schemas.portal.allowed_transition`; a ``DonViXuLy`` shaped as a unit code is taken and flagged as a
+  content issue (P17);
+  ``CapNhatTienDoHoSoMC`` ``{"data": [ProgressEntry]}`` appends entries of a dossier it holds whose
+  ``TrangThai`` is the dossier's; an entry it holds (same MaHoSo, TrangThai, ThoiDiemXuLy) is refused "06"
+  and counted ``repeated_progress``, so an entry is taken once;
+  ``LayHoSoTrucTuyen`` (not in OpenCPS: this simulator's) ``{"TuThuTu": exclusive cursor (0), "SoLuong": 1..100
+  (50)}`` → the unit's online dossiers with ``ThuTu > TuThuTu``, ascending, and ``ConTiep`` (more to come);
+  ``LayDanhSachTTHC``, ``LayDanhMucCoQuan``, ``LayDanhMucLinhVuc`` ``{}``: catalogues, upper-case keys.
   Each call is all-or-nothing: every record is checked before any is stored.
 
-Business answers are HTTP 200 ``{"error_code", "message", ...}``, ``"0"`` on success, else::
+Business answers are HTTP 200 ``{"error_code": n, "message"}`` (a number: OpenCPS reads it with ``getInt``)::
 
-    01  session missing, unknown or expired        02  wrong credentials or dstcode
-    03  invalid data: not a JSON object, a missing field, a date not yyyyMMddHHmmss, a MaTTHC
-        not in the catalogue (messages name the fields, never the values: they are personal data)
-    04  dossier not found                          05  status change not allowed, or progress
-    06  dossier already exists (create)                whose status is not the dossier's
-    09  madonvi missing                            10  unknown service
-    96  busy (injected)
+    1  session missing, unknown or expired        2  wrong credentials or dstcode
+    3  invalid data: not a JSON object, a parameter or field unknown or missing, a number for a string, a date
+       not yyyyMMddHHmmss, a MaTTHC not in the catalogue (messages name the fields, never the values)
+    4  dossier not held (update, progress)        5  status change not allowed, or progress whose status is not
+    6  dossier held (create), entry held             the dossier's
+    9  madonvi missing                            10  unknown service        96  busy (injected)
 
 With ``POST /_admin/push {"url", "secret": "whsec_..."}`` new online dossiers are also pushed, one
-``POST url {"madonvi", "data": [...]}`` (:class:`schemas.portal.OnlineCallback`) per unit and batch,
-signed the Standard Webhooks way (``webhook-id: portal-push-<uuid>``). One try: a failure is only
-counted, the relay's pull being the fallback.
+``POST url {"madonvi", "data": [...]}`` (:class:`schemas.portal.OnlineCallback`) per unit and batch, signed the
+Standard Webhooks way (``webhook-id: portal-push-<uuid>``). One try: a failure is only counted.
 
 Faults (``GET|POST|DELETE /_admin/faults``, :class:`FaultConfig`, seeded): ``error_rate`` answers HTTP
 ``error_status`` before anything, ``latency_ms`` (+ ``latency_jitter_ms``) delays (both on login too);
-``busy_rate`` answers ``96`` before anything; ``expire_rate`` drops the presented session and answers
-``01``; ``timeout_rate`` applies the call then hangs ``hang_seconds`` (the ambiguous case);
+``busy_rate`` answers ``96`` before anything; ``expire_rate`` drops the presented session and answers ``1``;
+``timeout_rate`` applies the call then hangs ``hang_seconds`` (the ambiguous case, counted per service as
+``unanswered``); ``services`` limits the integration faults to those services (login then has none);
 ``session_ttl_seconds`` is the lifetime of sessions issued from then on.
 
-Admin: ``GET /_admin/stats``, ``GET /_admin/dossiers[/{MaHoSo}]``, ``POST /_admin/online
-{"dossiers": [...]}`` (ThuTu assigned), ``POST /_admin/reset`` (everything but the ThuTu counter,
-the push target included). State lives in memory on the app's event loop. Nothing is logged per
-request, so no personal data can reach a log.
+Admin: ``GET /_admin/stats``, ``GET /_admin/dossiers[/{MaHoSo}]`` (each record with the entries it took, in
+order, as ``QuaTrinhXuLy``: the admin's view, not the portal's answer), ``GET /_admin/issues`` (content issues),
+``POST /_admin/online {"dossiers": [...]}`` (ThuTu assigned), ``POST /_admin/reset`` (everything but the ThuTu
+counter). State lives in memory on the app's event loop; nothing is logged per request.
 """
 
 from __future__ import annotations
@@ -59,13 +64,13 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from sandbox import workload as wl
 from sandbox.faults import (
@@ -85,27 +90,26 @@ from schemas import portal as dvc
 from schemas.vietnam import vn_today
 from schemas.webhook import sign
 
-OK = "0"
 OK_MESSAGE = "Thành công"
 PUSH_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 PUSH_BATCH = 500  # OnlineCallback's limit
 _JSON = "application/json"
-_DATE_FIELDS = frozenset(
-    {"NgayTiepNhan", "NgayHenTra", "NgayTra", "NgayYeuCau", "HanBoSung", "ThoiDiemXuLy", "NgayBatDau",
-     "NgayKetThucTheoQuyDinh", "NgayNopHoSo"}
-)
 # Field (lĩnh vực) of a procedure, from the department that handles it first.
 _FIELD_CODES = {
     wl.JUSTICE: "G09-TP", wl.LAND_OFFICE: "G09-TN", wl.ENVIRONMENT: "G09-TN", wl.URBAN: "G09-XD", wl.FINANCE: "G09-KH",
     wl.ECONOMY: "G09-CT", wl.POLICE: "G09-CA",
 }
+FIELD_NAMES = {
+    "G09-TP": "Hộ tịch, chứng thực", "G09-TN": "Đất đai, môi trường", "G09-XD": "Xây dựng, quy hoạch",
+    "G09-KH": "Đầu tư, tài chính", "G09-CT": "Công thương", "G09-CA": "Đăng ký, quản lý cư trú",
+    "G09-KHAC": "Lĩnh vực khác",
+}
 AGENCIES = (
-    ("000.00.12.H22", "UBND thành phố Hạ Long"),
-    ("000.00.16.H22", "Sở Tài nguyên và Môi trường tỉnh Quảng Ninh"),
-    ("000.00.18.H22", "Sở Tư pháp tỉnh Quảng Ninh"),
-    ("000.00.20.H22", "Sở Xây dựng tỉnh Quảng Ninh"),
+    ("000.00.12.H22", "UBND thành phố Hạ Long", "2"),
+    ("000.00.16.H22", "Sở Tài nguyên và Môi trường tỉnh Quảng Ninh", "1"),
+    ("000.00.18.H22", "Sở Tư pháp tỉnh Quảng Ninh", "1"),
+    ("000.00.20.H22", "Sở Xây dựng tỉnh Quảng Ninh", "1"),
 )
-_DETAILS = {"CoQuanThucHien": "UBND cấp huyện", "MucDo": "Toàn trình", "ThoiHanGiaiQuyet": "Theo quy định"}
 _EXTRA_FILES = ("Bản chụp căn cước công dân", "Giấy ủy quyền", "Ảnh chụp giấy tờ liên quan", "Bản khai bổ sung")
 
 
@@ -122,76 +126,53 @@ class FaultConfig(BaseFaults):
     hang_seconds: float = Field(30.0, ge=0, le=3600)
     expire_rate: float = Field(0.0, ge=0, le=1)
     session_ttl_seconds: float | None = Field(None, gt=0, le=7 * 86400)
-
-
-class _OnlineQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    TuThuTu: int = Field(0, ge=0)
-    SoLuong: int = Field(50, ge=1, le=100)
+    services: list[str] | None = Field(None, description="the integration services the faults hit (None: all)")
 
 
 _ActiveFaults = ActiveFaults[FaultConfig]
 
 
 def _reply(code: str | int, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error_code": code, "message": message, **extra}
+    return {"error_code": int(dvc.normalise_code(code)), "message": message, **extra}
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, what: str = "trường") -> str:
     """The fields at fault, in Vietnamese; never their values (they hold personal data)."""
-    missing: list[str] = []
-    malformed: list[str] = []
-    wrong: list[str] = []
+    kinds: dict[str, list[str]] = {"missing": [], "unknown": [], "date": [], "type": [], "value": []}
     for err in exc.errors(include_url=False, include_context=False):
-        field = ".".join(str(p) for p in err["loc"]) or "bản ghi"
-        if err["type"] == "missing" or err.get("input") in (None, ""):
-            missing.append(field)
-        elif err["type"] == "string_pattern_mismatch":
-            malformed.append(field)
+        name = ".".join(str(p) for p in err["loc"]) or "bản ghi"
+        kind = err["type"]
+        if kind == "missing" or err.get("input") == "":
+            kinds["missing"].append(name)
+        elif kind == "extra_forbidden":
+            kinds["unknown"].append(name)
+        elif kind == "portal_date":
+            kinds["date"].append(name)
+        elif kind.endswith("_type") or not isinstance(err.get("input"), str | list | dict):
+            kinds["type"].append(name)
         else:
-            wrong.append(field)
-    parts = ["Thiếu trường bắt buộc: " + ", ".join(missing)] if missing else []
-    parts += [f"Sai định dạng {field} (yyyyMMddHHmmss)" for field in malformed]
-    if wrong:
-        parts.append("Sai giá trị trường: " + ", ".join(wrong))
+            kinds["value"].append(name)
+    titles = {"missing": f"Thiếu {what} bắt buộc", "unknown": f"{what.capitalize()} không được hỗ trợ",
+              "type": "Sai kiểu dữ liệu (phải là chuỗi hoặc danh sách)", "value": f"Sai giá trị {what}"}
+    parts = [f"{titles[k]}: {', '.join(names)}" for k, names in kinds.items() if names and k != "date"]
+    parts += [f"Sai định dạng {name} (yyyyMMddHHmmss)" for name in kinds["date"]]
     return "; ".join(parts)
 
 
-def _bad_dates(data: Any, path: str = "") -> list[str]:
-    """Date fields that have 14 digits but are no calendar time (``20241345…``)."""
-    bad: list[str] = []
-    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
-    for key, value in items:
-        where = f"{path}{key}"
-        if key in _DATE_FIELDS and isinstance(value, str):
-            try:
-                datetime.strptime(value, "%Y%m%d%H%M%S")
-            except ValueError:
-                bad.append(where)
-        elif isinstance(value, dict | list):
-            bad.extend(_bad_dates(value, where + "."))
-    return bad
-
-
-def _validate(model: type[BaseModel], item: Any, index: int) -> tuple[Any, str | None]:
-    """The item validated and dumped as sent, or the "03" message naming what is wrong."""
+def _validate(model: type[BaseModel], item: Any, index: int) -> tuple[dict[str, Any], str | None]:
+    """The item validated and dumped whole, or the "03" message naming what is wrong in record ``index``."""
     try:
-        data = model.model_validate(item).model_dump(mode="json", exclude_unset=True)
+        return model.model_validate(item).model_dump(mode="json"), None
     except ValidationError as exc:
-        return None, f"{_describe(exc)} (bản ghi thứ {index})"
-    bad = _bad_dates(data)
-    if bad:
-        return None, "; ".join(f"Sai định dạng {field} (yyyyMMddHHmmss)" for field in bad) + f" (bản ghi thứ {index})"
-    return data, None
+        return {}, f"{_describe(exc)} (bản ghi thứ {index})"
 
 
 class PortalState:
-    """Sessions, dossiers with their history, online dossiers, counters and faults of one portal."""
+    """Sessions, dossiers with the entries taken, online dossiers, counters and faults of one portal."""
 
     def __init__(
         self, *, username: str, password: str, dstcode: str, catalogue: Mapping[str, tuple[str, str]],
-        session_ttl_seconds: float,
+        session_ttl_seconds: float, online_service: str = dvc.ONLINE,
     ) -> None:
         self.username = username
         self.password = password
@@ -199,13 +180,16 @@ class PortalState:
         self.catalogue = dict(catalogue)
         self.default_ttl = session_ttl_seconds
         self._thu_tu = itertools.count(1)
-        self._logins = itertools.count()
         self.generation = 0
         self.background = Background(PUSH_TIMEOUT)
-        self.services: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
-            dvc.LOOKUP: self.lookup, dvc.SYNC: self.sync, dvc.PROGRESS: self.add_progress, dvc.ONLINE: self.online_page,
-            dvc.CATALOGUE: self.procedures, "LayThuTuc": self.procedures, "LayDanhMucCoQuan": self.agencies,
+        self.services: dict[str, Callable[[str, Any], dict[str, Any]]] = {
+            dvc.LOOKUP: self.lookup, dvc.SYNC: self.sync, dvc.PROGRESS: self.add_progress,
+            online_service: self.online_page, dvc.PROCEDURE: self.procedure, dvc.CATALOGUE: self.procedures,
+            dvc.AGENCIES: self.agencies, dvc.FIELDS: self.fields,
         }
+        # the online dossiers' service is this simulator's, under the name the destination gives it
+        self.params = {name: model for name, model in dvc.PARAMS.items() if name != dvc.ONLINE}
+        self.params[online_service] = dvc.OnlineParams
         self.reset()
 
     def reset(self) -> None:
@@ -214,7 +198,8 @@ class PortalState:
         self.sessions: dict[str, float] = {}
         self.dossiers: dict[str, dict[str, Any]] = {}
         self.history: dict[str, list[dict[str, Any]]] = {}
-        self.identities: dict[str, set[tuple[str, str, str, str]]] = {}
+        self.keys: dict[str, set[tuple[str, str, str]]] = {}
+        self.issues: dict[tuple[str, str], str] = {}
         self.online: dict[str, list[dict[str, Any]]] = {}
         self.faults: _ActiveFaults | None = None
         self.push: PushConfig | None = None
@@ -222,6 +207,7 @@ class PortalState:
         self.calls: Counter[str] = Counter()
         self.answers: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
+        self.unanswered: Counter[str] = Counter()
 
     def stats(self) -> dict[str, Any]:
         c = self.counters
@@ -230,10 +216,12 @@ class PortalState:
             "sessions_expired": c["sessions_expired"],
             "calls": dict(self.calls),
             "answers": dict(self.answers),
-            "duplicate_progress": c["duplicate_progress"],
+            "repeated_progress": c["repeated_progress"],
+            "unanswered": dict(self.unanswered),
             "faults": {kind: self.injected[kind] for kind in ("error", "busy", "timeout", "expire")},
             "online": {"added": c["online_added"], "pushed": c["pushed"], "push_failed": c["push_failed"]},
             "dossiers": len(self.dossiers),
+            "content_issues": len(self.issues),
         }
 
     def count(self, answer: dict[str, Any]) -> dict[str, Any]:
@@ -250,12 +238,12 @@ class PortalState:
     def login(self, dstcode: str | None, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             return _reply(dvc.INVALID_DATA, "Dữ liệu đăng nhập không phải đối tượng JSON")
-        user, password = body.get("username"), body.get("password")
-        if not (
-            dstcode == self.dstcode and isinstance(user, str) and isinstance(password, str)
-            and hmac.compare_digest(user.encode(), self.username.encode())
-            and hmac.compare_digest(password.encode(), self.password.encode())
-        ):
+        try:
+            given = dvc.Login.model_validate(body)
+        except ValidationError as exc:
+            return _reply(dvc.INVALID_DATA, _describe(exc, "tham số"))
+        if not (dstcode == self.dstcode and hmac.compare_digest(given.username.encode(), self.username.encode())
+                and hmac.compare_digest(given.password.encode(), self.password.encode())):
             self.counters["login_refused"] += 1
             return _reply(dvc.LOGIN_REFUSED, "Sai tên đăng nhập, mật khẩu hoặc dstcode")
         now = time.monotonic()
@@ -264,10 +252,11 @@ class PortalState:
         token = secrets.token_urlsafe(32)
         self.sessions[token] = now + self.session_ttl()
         self.counters["login_ok"] += 1
-        return _reply(0 if next(self._logins) % 2 == 0 else "00", OK_MESSAGE, session=token)
+        return _reply(0, OK_MESSAGE, session=token)
 
     def call(self, dstcode: str | None, body: Any, faults: _ActiveFaults | None) -> dict[str, Any]:
-        """One integration call, faults before the effect included."""
+        """One integration call, the injected expiry included: the envelope checked, then the service's
+        parameters, then the service."""
         if dstcode != self.dstcode:
             return _reply(dvc.LOGIN_REFUSED, "dstcode không hợp lệ")
         if not isinstance(body, dict):
@@ -292,24 +281,20 @@ class PortalState:
         if handler is None:
             return _reply(dvc.UNKNOWN_SERVICE, "Dịch vụ không tồn tại")
         self.calls[service] += 1
-        return handler(unit, body)
+        try:
+            params = self.params[service].model_validate({k: v for k, v in body.items() if k not in dvc.ENVELOPE})
+        except ValidationError as exc:
+            return _reply(dvc.INVALID_DATA, _describe(exc, "tham số"))
+        return handler(unit, params)
 
-    def lookup(self, unit: str, body: dict[str, Any]) -> dict[str, Any]:
-        code = body.get("MaHoSo")
-        if not isinstance(code, str) or not code:
-            return _reply(dvc.INVALID_DATA, "Thiếu trường bắt buộc: MaHoSo")
-        return _reply(OK, OK_MESSAGE, data=[self.view(code)] if code in self.dossiers else [])
+    def lookup(self, unit: str, params: Any) -> dict[str, Any]:
+        code = params.mahoso
+        return _reply(0, OK_MESSAGE, result=[dict(self.dossiers[code])] if code in self.dossiers else [])
 
-    def sync(self, unit: str, body: dict[str, Any]) -> dict[str, Any]:
-        updating = body.get("isUpdating")
-        if updating not in ("True", "False"):
-            return _reply(dvc.INVALID_DATA, "Sai giá trị isUpdating (True hoặc False)")
-        items = body.get("data")
-        if not isinstance(items, list) or not items:
-            return _reply(dvc.INVALID_DATA, "Thiếu trường bắt buộc: data")
+    def sync(self, unit: str, params: Any) -> dict[str, Any]:
         records: list[dict[str, Any]] = []
         status_after: dict[str, str] = {}  # as if the earlier records of this call were stored
-        for index, item in enumerate(items, start=1):
+        for index, item in enumerate(params.data, start=1):
             record, problem = _validate(dvc.DossierRecord, item, index)
             if problem:
                 return _reply(dvc.INVALID_DATA, problem)
@@ -318,73 +303,79 @@ class PortalState:
                 return _reply(dvc.INVALID_DATA, f"Mã TTHC {procedure} không có trong CSDL TTHC quốc gia")
             stored = self.dossiers.get(code)
             current = status_after.get(code) or (stored["TrangThaiHoSo"] if stored else None)
-            if updating == "False" and current is not None:
+            if params.isUpdating == "False" and current is not None:
                 return _reply(dvc.ALREADY_EXISTS, f"Hồ sơ {code} đã tồn tại")
-            if updating == "True" and current is None:
+            if params.isUpdating == "True" and current is None:
                 return _reply(dvc.NOT_FOUND, f"Không tìm thấy hồ sơ {code}")
             if current is not None and not dvc.allowed_transition(current, new):
-                return _reply(
-                    dvc.INVALID_TRANSITION, f"Không được chuyển trạng thái hồ sơ {code} từ {current} sang {new}"
-                )
+                return _reply(dvc.INVALID_TRANSITION,
+                              f"Không được chuyển trạng thái hồ sơ {code} từ {current} sang {new}")
             status_after[code] = new
             records.append(record)
         for record in records:
             code = record["MaHoSo"]
             self.dossiers[code] = record
             self.history.setdefault(code, [])
-            self.identities.setdefault(code, set())
-        return _reply(OK, OK_MESSAGE, data=[{"MaHoSo": r["MaHoSo"], "KetQua": OK_MESSAGE} for r in records])
+            self.keys.setdefault(code, set())
+            if dvc.looks_like_unit_code(record["DonViXuLy"]):
+                self.issues[(code, "DonViXuLy")] = "mã đơn vị thay cho tên cơ quan xử lý"
+            else:
+                self.issues.pop((code, "DonViXuLy"), None)
+        return _reply(0, OK_MESSAGE)
 
-    def add_progress(self, unit: str, body: dict[str, Any]) -> dict[str, Any]:
-        items = body.get("data")
-        if not isinstance(items, list) or not items:
-            return _reply(dvc.INVALID_DATA, "Thiếu trường bắt buộc: data")
+    def add_progress(self, unit: str, params: Any) -> dict[str, Any]:
         entries: list[dict[str, Any]] = []
-        for index, item in enumerate(items, start=1):
+        seen: set[tuple[str, str, str]] = set()
+        for index, item in enumerate(params.data, start=1):
             entry, problem = _validate(dvc.ProgressEntry, item, index)
             if problem:
                 return _reply(dvc.INVALID_DATA, problem)
-            dossier = self.dossiers.get(entry["MaHoSo"])
+            code = entry["MaHoSo"]
+            dossier = self.dossiers.get(code)
             if dossier is None:
-                return _reply(dvc.NOT_FOUND, f"Không tìm thấy hồ sơ {entry['MaHoSo']}")
+                return _reply(dvc.NOT_FOUND, f"Không tìm thấy hồ sơ {code}")
             if entry["TrangThai"] != dossier["TrangThaiHoSo"]:
-                return _reply(
-                    dvc.INVALID_TRANSITION,
-                    f"Tiến độ không khớp trạng thái hồ sơ {entry['MaHoSo']}: "
-                    f"tiến độ {entry['TrangThai']}, hồ sơ {dossier['TrangThaiHoSo']}",
-                )
+                return _reply(dvc.INVALID_TRANSITION, f"Tiến độ không khớp trạng thái hồ sơ {code}: "
+                                                      f"tiến độ {entry['TrangThai']}, hồ sơ {dossier['TrangThaiHoSo']}")
+            key = dvc.progress_key(entry)
+            if key in self.keys[code] or key in seen:
+                self.counters["repeated_progress"] += 1
+                return _reply(dvc.ALREADY_EXISTS, f"Tiến độ của hồ sơ {code} lúc {key[2]} đã tồn tại "
+                                                  f"(bản ghi thứ {index})")
+            seen.add(key)
             entries.append(entry)
         for entry in entries:
-            code = entry["MaHoSo"]
-            identity = dvc.ProgressEntry.model_validate(entry).identity()
-            if identity in self.identities[code]:
-                self.counters["duplicate_progress"] += 1
-            self.identities[code].add(identity)
-            self.history[code].append(entry)
-        return _reply(OK, OK_MESSAGE, data=[{"MaHoSo": e["MaHoSo"], "KetQua": OK_MESSAGE} for e in entries])
+            self.keys[entry["MaHoSo"]].add(dvc.progress_key(entry))
+            self.history[entry["MaHoSo"]].append(entry)
+        return _reply(0, OK_MESSAGE)
 
-    def online_page(self, unit: str, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            query = _OnlineQuery.model_validate(body)
-        except ValidationError as exc:
-            return _reply(dvc.INVALID_DATA, _describe(exc))
+    def online_page(self, unit: str, params: Any) -> dict[str, Any]:
         dossiers = self.online.get(unit, [])
-        start = bisect.bisect_right(dossiers, query.TuThuTu, key=lambda d: d["ThuTu"])
-        end = start + query.SoLuong
-        return _reply(OK, OK_MESSAGE, data=dossiers[start:end], ConTiep=end < len(dossiers))
+        start = bisect.bisect_right(dossiers, params.TuThuTu, key=lambda d: d["ThuTu"])
+        end = start + params.SoLuong
+        return _reply(0, OK_MESSAGE, result=dossiers[start:end], ConTiep=end < len(dossiers))
 
-    def procedures(self, unit: str, body: dict[str, Any]) -> dict[str, Any]:
-        """``LayDanhSachTTHC``; ``LayThuTuc`` adds details, for one procedure when ``MaTTHC`` is given."""
-        details = body["service"] == "LayThuTuc"
-        rows = [
-            {"MaTTHC": code, "TenTTHC": name, "MaLinhVuc": field} | (_DETAILS if details else {})
-            for code, (name, field) in self.catalogue.items()
-            if not details or body.get("MaTTHC") in (None, code)
-        ]
-        return _reply(OK, OK_MESSAGE, data=rows)
+    def _procedure_row(self, code: str, name: str, field: str) -> dict[str, Any]:
+        return {"MATTHC": code, "TENTTHC": name, "MALINHVUC": field, "CAPTHUCHIEN": "Cấp xã",
+                "LINHVUCTHUCHIEN": [{"MALINHVUC": field, "TENLINHVUC": FIELD_NAMES.get(field, field)}]}
 
-    def agencies(self, unit: str, body: dict[str, Any]) -> dict[str, Any]:
-        return _reply(OK, OK_MESSAGE, data=[{"MaCoQuan": c, "TenCoQuan": name} for c, name in AGENCIES])
+    def procedure(self, unit: str, params: Any) -> dict[str, Any]:
+        """``LayThuTuc``: the procedure's details, ``result`` empty for a code the catalogue lacks."""
+        found = self.catalogue.get(params.maTTHC)
+        rows = [self._procedure_row(params.maTTHC, *found)] if found else []
+        return _reply(0, OK_MESSAGE, result=rows)
+
+    def procedures(self, unit: str, params: Any) -> dict[str, Any]:
+        rows = [{"MATTHC": code, "TENTTHC": name} for code, (name, _) in self.catalogue.items()]
+        return _reply(0, OK_MESSAGE, result=rows)
+
+    def agencies(self, unit: str, params: Any) -> dict[str, Any]:
+        rows = [{"MADONVI": c, "TENDONVI": name, "CAPDONVI": level} for c, name, level in AGENCIES]
+        return _reply(0, OK_MESSAGE, result=rows)
+
+    def fields(self, unit: str, params: Any) -> dict[str, Any]:
+        rows = [{"MALINHVUC": c, "TENLINHVUC": name, "MANGANH": c.split("-")[0]} for c, name in FIELD_NAMES.items()]
+        return _reply(0, OK_MESSAGE, result=rows)
 
     def add_online(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Validate every dossier (ValidationError if one is wrong), then give each the next ThuTu."""
@@ -427,12 +418,14 @@ def create_app(
     session_ttl_seconds: float = 1800,
     auth_path: str = dvc.AUTH_PATH,
     integration_path: str = dvc.INTEGRATION_PATH,
+    online_service: str = dvc.ONLINE,
 ) -> FastAPI:
     """Build the portal simulator; ``catalogue`` (MaTTHC → (TenTTHC, MaLinhVuc)) defaults to
-    :func:`default_catalogue`."""
+    :func:`default_catalogue`; ``online_service`` names the online dossiers' service (not in OpenCPS)."""
     state = PortalState(
         username=username, password=password, dstcode=dstcode,
         catalogue=default_catalogue() if catalogue is None else catalogue, session_ttl_seconds=session_ttl_seconds,
+        online_service=online_service,
     )
 
     @asynccontextmanager
@@ -453,7 +446,8 @@ def create_app(
 
     @app.post(auth_path)
     async def login(request: Request) -> Response:
-        failed = await injected(state.faults)
+        faults = state.faults if state.faults is None or state.faults.config.services is None else None
+        failed = await injected(faults)
         if failed is not None:
             return failed
         answer = state.login(request.headers.get("dstcode"), await json_body(request))
@@ -461,16 +455,21 @@ def create_app(
 
     @app.post(integration_path)
     async def integrate(request: Request) -> Response:
+        body = await json_body(request)
+        service = body.get("service") if isinstance(body, dict) else None
         faults = state.faults
+        if faults is not None and faults.config.services is not None and service not in faults.config.services:
+            faults = None
         failed = await injected(faults)
         if failed is not None:
             return failed
         if faults is not None and faults.draw(faults.config.busy_rate):
             state.injected["busy"] += 1
             return JSONResponse(state.count(_reply(dvc.BUSY, "Hệ thống đang bận")))
-        answer = state.call(request.headers.get("dstcode"), await json_body(request), faults)
+        answer = state.call(request.headers.get("dstcode"), body, faults)
         if faults is not None and faults.draw(faults.config.timeout_rate):
             state.injected["timeout"] += 1
+            state.unanswered[str(service)] += 1
             await asyncio.sleep(faults.config.hang_seconds)
         return JSONResponse(state.count(answer))
 
@@ -486,6 +485,10 @@ def create_app(
             return error_response(404, f"unknown dossier {code!r}")
         return JSONResponse(state.view(code))
 
+    @app.get("/_admin/issues")
+    async def issues() -> list[dict[str, str]]:
+        return [{"MaHoSo": code, "field": name, "issue": text} for (code, name), text in state.issues.items()]
+
     @app.post("/_admin/online")
     async def add_online(request: Request) -> Response:
         body = await json_body(request)
@@ -500,7 +503,6 @@ def create_app(
         return JSONResponse(stored)
 
     add_push_routes(app, state)
-
     add_state_routes(app, state)
     return app
 

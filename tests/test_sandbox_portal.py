@@ -1,4 +1,9 @@
-"""The national portal simulator, served by a real uvicorn on loopback and spoken to over HTTP."""
+"""The national portal simulator, served by a real uvicorn on loopback and spoken to over HTTP.
+
+The rules of the contract have a test each in ``tests/test_portal_contract.py``; this file covers the rest of
+what the simulator does: its counters, sessions, status rules, all-or-nothing calls, catalogues, online dossiers
+and pushes, faults and admin endpoints.
+"""
 
 from __future__ import annotations
 
@@ -16,17 +21,31 @@ import pytest
 
 from sandbox.portal import create_app, default_catalogue, online_dossiers
 from sandbox.workload import PROCEDURES
-from schemas.portal import AUTH_PATH, INTEGRATION_PATH, OnlineCallback, OnlineDossier, ProgressEntry
+from schemas.portal import OnlineCallback, OnlineDossier
 from schemas.vietnam import VN_TZ
+from tests.portal_wire import (
+    APPLICANT,
+    BIRTH,
+    DSTCODE,
+    LOGIN,
+    PASSWORD,
+    PHONE,
+    SERVICE,
+    UNIT,
+    USER,
+    call,
+    entry,
+    login,
+    progress,
+    raw,
+    record,
+    session,
+    sync,
+)
 from tests.servers import SignedPushReceiver, run_asgi
 
-USER, PASSWORD, DSTCODE = "lgsp-halong", "mat-khau-thu-nghiem", "DVCQG"
-UNIT = "000.00.12.H22"
 OTHER_UNIT = "000.00.13.H22"
-LOGIN, SERVICE = AUTH_PATH, INTEGRATION_PATH
 PUSH_SECRET = "whsec_" + base64.b64encode(b"portal-push-sandbox-test-secret!").decode()
-APPLICANT, PHONE = "Nguyễn Thị Hương Giang", "0912 345 678"
-BIRTH = PROCEDURES[2]  # Đăng ký khai sinh
 
 
 @pytest.fixture(scope="module")
@@ -42,47 +61,6 @@ def client(base_url: str) -> Iterator[httpx.Client]:
         yield c
 
 
-def login(client: httpx.Client, **body: Any) -> httpx.Response:
-    headers = {"dstcode": body.pop("dstcode", DSTCODE)}
-    return client.post(LOGIN, json={"username": USER, "password": PASSWORD, **body}, headers=headers)
-
-
-def session(client: httpx.Client) -> str:
-    answer = login(client).json()
-    assert answer["error_code"] in (0, "00")
-    return str(answer["session"])
-
-
-def call(client: httpx.Client, sid: str, service: str, unit: str = UNIT, **fields: Any) -> dict[str, Any]:
-    body = {"session": sid, "madonvi": unit, "service": service, **fields}
-    response = client.post(SERVICE, json=body, headers={"dstcode": DSTCODE})
-    assert response.status_code == 200
-    return dict(response.json())
-
-
-def record(code: str, status: str = "2", **overrides: Any) -> dict[str, Any]:
-    base = {
-        "MaHoSo": code, "MaTTHC": BIRTH.code, "TenTTHC": BIRTH.name, "MaLinhVuc": "G09-TP",
-        "ChuHoSo": APPLICANT, "LoaiDoiTuong": "1", "SoGiayToChuHoSo": "022190012345", "SoDienThoai": PHONE,
-        "NgayTiepNhan": "20240315083000", "NgayHenTra": "20240318083000", "TrangThaiHoSo": status,
-        "HinhThuc": "0", "DonViXuLy": UNIT,
-        "DanhSachTepDinhKem": [{"TenTep": "Tờ khai đăng ký khai sinh.pdf", "MaBam": "ab" * 32, "KichThuoc": 81234}],
-    }
-    return {**base, **overrides}
-
-
-def entry(code: str, status: str = "2", at: str = "20240315090000", **overrides: Any) -> dict[str, Any]:
-    base = {
-        "MaHoSo": code, "NguoiXuLy": "Trần Văn Hùng", "ChucDanh": "Chuyên viên", "ThoiDiemXuLy": at,
-        "PhongBanXuLy": "Phòng Tư pháp", "NoiDungXuLy": "Tiếp nhận hồ sơ từ Bộ phận một cửa", "TrangThai": status,
-    }
-    return {**base, **overrides}
-
-
-def sync(client: httpx.Client, sid: str, records: list[dict[str, Any]], updating: bool = False) -> dict[str, Any]:
-    return call(client, sid, "DongBoHoSoMC", isUpdating=str(updating), data=records)
-
-
 def stats(client: httpx.Client) -> dict[str, Any]:
     return dict(client.get("/_admin/stats").json())
 
@@ -94,49 +72,46 @@ def wait_for(predicate: Any, timeout: float = 5.0) -> None:
         time.sleep(0.02)
 
 
-def test_login_answers_both_success_codes(client: httpx.Client) -> None:
+def test_login_answers_error_code_0_and_a_new_session_each_time(client: httpx.Client) -> None:
     # when
     answers = [login(client).json() for _ in range(2)]
     # then
-    assert {type(a["error_code"]) for a in answers} == {int, str}
-    assert {a["error_code"] for a in answers} == {0, "00"}
+    assert [a["error_code"] for a in answers] == [0, 0]
     assert answers[0]["session"] != answers[1]["session"]
     assert stats(client)["logins"] == {"ok": 2, "refused": 0}
 
 
-@pytest.mark.parametrize(
-    "body", [{"password": "sai"}, {"username": "khac"}, {"dstcode": "KHAC"}, {"dstcode": ""}, {"password": None}]
-)
-def test_login_refusals_answer_02(client: httpx.Client, body: dict[str, Any]) -> None:
+@pytest.mark.parametrize("body", [{"password": "sai"}, {"username": "khac"}, {"dstcode": "KHAC"}, {"dstcode": ""}])
+def test_login_refusals_answer_2(client: httpx.Client, body: dict[str, Any]) -> None:
     response = login(client, **body)
     assert response.status_code == 200
-    assert response.json()["error_code"] == "02"
+    assert response.json()["error_code"] == 2
     assert "session" not in response.json()
     assert stats(client)["logins"] == {"ok": 0, "refused": 1}
 
 
-def test_integration_checks_dstcode_body_session_unit_and_service(client: httpx.Client) -> None:
+def test_a_login_that_is_not_the_contracts_shape_is_invalid_data(client: httpx.Client) -> None:
+    assert login(client, password=None).json()["error_code"] == 3
+    assert client.post(LOGIN, json=[USER, PASSWORD], headers={"dstcode": DSTCODE}).json()["error_code"] == 3
+    assert stats(client)["logins"] == {"ok": 0, "refused": 0}
+
+
+def test_integration_checks_dstcode_body_session_unit_service_then_params(client: httpx.Client) -> None:
     sid = session(client)
-
-    def raw(body: Any, dstcode: str | None = DSTCODE) -> str:
-        headers = {"dstcode": dstcode} if dstcode is not None else {}
-        return str(client.post(SERVICE, content=json.dumps(body), headers=headers).json()["error_code"])
-
-    lookup = {"session": sid, "madonvi": UNIT, "service": "TraCuuHoSo", "MaHoSo": "x"}
-    assert raw(lookup) == "0"
-    assert raw(lookup, dstcode=None) == "02"
-    assert raw(lookup, dstcode="KHAC") == "02"
-    assert raw([lookup]) == "03"
-    assert client.post(SERVICE, content=b"{not json", headers={"dstcode": DSTCODE}).json()["error_code"] == "03"
-    assert raw({**lookup, "session": "khong-ton-tai"}) == "01"
-    assert raw({k: v for k, v in lookup.items() if k != "session"}) == "01"
-    assert raw({k: v for k, v in lookup.items() if k != "madonvi"}) == "09"
-    assert raw({**lookup, "service": "XoaHoSo"}) == "10"
+    lookup = {"session": sid, "madonvi": UNIT, "service": "TraCuuHoSo", "mahoso": "x"}
+    assert raw(client, lookup)["error_code"] == 0
+    assert raw(client, lookup, dstcode=None)["error_code"] == 2
+    assert raw(client, lookup, dstcode="KHAC")["error_code"] == 2
+    assert raw(client, [lookup])["error_code"] == 3
+    assert client.post(SERVICE, content=b"{not json", headers={"dstcode": DSTCODE}).json()["error_code"] == 3
+    assert raw(client, {**lookup, "session": "khong-ton-tai"})["error_code"] == 1
+    assert raw(client, {k: v for k, v in lookup.items() if k != "session"})["error_code"] == 1
+    assert raw(client, {k: v for k, v in lookup.items() if k != "madonvi"})["error_code"] == 9
+    assert raw(client, {**lookup, "service": "XoaHoSo"})["error_code"] == 10
+    assert raw(client, {**lookup, "mahoso": 42})["error_code"] == 3
     counters = stats(client)
-    assert counters["calls"] == {"TraCuuHoSo": 1}
-    answers = counters["answers"]
-    assert answers.pop("0", 0) + answers.pop("00", 0) == 2  # the login and the lookup
-    assert answers == {"02": 2, "03": 2, "01": 2, "09": 1, "10": 1}
+    assert counters["calls"] == {"TraCuuHoSo": 2}  # a call is counted once it names a service
+    assert counters["answers"] == {"0": 2, "02": 2, "03": 3, "01": 2, "09": 1, "10": 1}  # the login and the lookup
     assert counters["sessions_expired"] == 0
 
 
@@ -144,56 +119,56 @@ def test_session_expires_after_its_ttl(client: httpx.Client) -> None:
     # given sessions issued while the TTL is short
     client.post("/_admin/faults", json={"session_ttl_seconds": 0.2}).raise_for_status()
     sid = session(client)
-    assert call(client, sid, "LayDanhSachTTHC")["error_code"] == "0"
+    assert call(client, sid, "LayDanhSachTTHC")["error_code"] == 0
     # when
     time.sleep(0.3)
     # then
     answer = call(client, sid, "LayDanhSachTTHC")
-    assert answer == {"error_code": "01", "message": "Phiên làm việc hết hạn hoặc không hợp lệ"}
+    assert answer == {"error_code": 1, "message": "Phiên làm việc hết hạn hoặc không hợp lệ"}
     assert stats(client)["sessions_expired"] == 1
     # and sessions issued after the faults are cleared have the configured TTL again
     client.delete("/_admin/faults")
     sid = session(client)
     time.sleep(0.3)
-    assert call(client, sid, "LayDanhSachTTHC")["error_code"] == "0"
+    assert call(client, sid, "LayDanhSachTTHC")["error_code"] == 0
 
 
-def test_lookup_not_found_then_found_with_history(client: httpx.Client) -> None:
+def test_lookup_not_found_then_found_and_the_admin_view_keeps_the_entries_in_order(client: httpx.Client) -> None:
     sid = session(client)
     code = f"{UNIT}-240315-0001"
-    assert call(client, sid, "TraCuuHoSo", MaHoSo=code) == {"error_code": "0", "message": "Thành công", "data": []}
+    assert call(client, sid, "TraCuuHoSo", mahoso=code) == {"error_code": 0, "message": "Thành công", "result": []}
     # given
-    assert sync(client, sid, [record(code)])["error_code"] == "0"
+    assert sync(client, sid, [record(code)])["error_code"] == 0
     first, second = entry(code), entry(code, at="20240315100000", NoiDungXuLy="Thẩm định hồ sơ")
-    assert call(client, sid, "CapNhatTienDoHoSoMC", data=[first, second])["error_code"] == "0"
+    assert progress(client, sid, [first, second])["error_code"] == 0
     # when
-    answer = call(client, sid, "TraCuuHoSo", MaHoSo=code)
-    # then
-    assert answer["error_code"] == "0"
-    [found] = answer["data"]
-    assert {k: v for k, v in found.items() if k != "QuaTrinhXuLy"} == record(code)
-    assert found["QuaTrinhXuLy"] == [first, second]
-    assert client.get(f"/_admin/dossiers/{code}").json() == found
-    assert client.get("/_admin/dossiers").json() == {code: found}
+    answer = call(client, sid, "TraCuuHoSo", mahoso=code)
+    # then the portal answers the record it holds, without a history
+    assert answer["error_code"] == 0
+    assert answer["result"] == [record(code)]
+    # and its admin view shows the entries it took, in arrival order
+    view = client.get(f"/_admin/dossiers/{code}").json()
+    assert view == {**record(code), "QuaTrinhXuLy": [first, second]}
+    assert client.get("/_admin/dossiers").json() == {code: view}
 
 
 def test_create_and_update_semantics(client: httpx.Client) -> None:
     sid = session(client)
     code = f"{UNIT}-240315-0002"
-    # a create answers per record
     created = sync(client, sid, [record(code)])
-    assert created == {"error_code": "0", "message": "Thành công", "data": [{"MaHoSo": code, "KetQua": "Thành công"}]}
-    call(client, sid, "CapNhatTienDoHoSoMC", data=[entry(code)])
-    # creating it again is "06", updating an unknown one "04"
-    assert sync(client, sid, [record(code)])["error_code"] == "06"
+    assert created == {"error_code": 0, "message": "Thành công"}
+    progress(client, sid, [entry(code)])
+    # creating it again is 6, updating an unknown one 4
+    assert sync(client, sid, [record(code)])["error_code"] == 6
     unknown = sync(client, sid, [record(f"{UNIT}-240315-0099", "4")], updating=True)
-    assert unknown["error_code"] == "04"
-    # an update replaces the record, keeps the history; DonViXuLy need not be madonvi
-    new = record(code, "4", NgayHenTra="20240320083000", DonViXuLy="000.00.16.H22")
-    del new["SoDienThoai"]
-    assert sync(client, sid, [new], updating=True)["error_code"] == "0"
+    assert unknown["error_code"] == 4
+    # an update replaces the record (optional fields left out are the defaults), keeps the entries;
+    # DonViXuLy is an agency's name, not madonvi
+    new = record(code, "4", NgayHenTra="20240320083000", DonViXuLy="Sở Tư pháp tỉnh Quảng Ninh")
+    del new["GhiChu"]
+    assert sync(client, sid, [new], updating=True)["error_code"] == 0
     stored = client.get(f"/_admin/dossiers/{code}").json()
-    assert {k: v for k, v in stored.items() if k != "QuaTrinhXuLy"} == new
+    assert {k: v for k, v in stored.items() if k != "QuaTrinhXuLy"} == {**new, "GhiChu": ""}
     assert stored["QuaTrinhXuLy"] == [entry(code)]
     assert client.get("/_admin/dossiers/nope").status_code == 404
 
@@ -201,23 +176,24 @@ def test_create_and_update_semantics(client: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"TenTTHC": None}, "Thiếu trường bắt buộc: TenTTHC"),
-        ({"TenTTHC": ""}, "Thiếu trường bắt buộc: TenTTHC"),
+        ({"MaHoSo": ""}, "Thiếu trường bắt buộc: MaHoSo"),
+        ({"DonViXuLy": ""}, "Thiếu trường bắt buộc: DonViXuLy"),
         ({"NgayHenTra": "2024-03-18 08:30"}, "Sai định dạng NgayHenTra (yyyyMMddHHmmss)"),
         ({"NgayHenTra": "20241318083000"}, "Sai định dạng NgayHenTra (yyyyMMddHHmmss)"),
-        ({"TrangThaiHoSo": "11"}, "TrangThaiHoSo"),
-        ({"HinhThuc": "online"}, "HinhThuc"),
-        ({"LoaiDoiTuong": 1}, "LoaiDoiTuong"),
+        ({"TrangThaiHoSo": "11"}, "Sai giá trị trường: TrangThaiHoSo"),
+        ({"HinhThuc": "online"}, "Sai giá trị trường: HinhThuc"),
+        ({"LoaiDoiTuong": 1}, "Sai kiểu dữ liệu (phải là chuỗi hoặc danh sách): LoaiDoiTuong"),
+        ({"SoDienThoai": 912345678}, "Sai kiểu dữ liệu (phải là chuỗi hoặc danh sách): SoDienThoai"),
     ],
 )
-def test_invalid_record_is_03_naming_the_field_not_the_personal_data(
+def test_invalid_record_is_3_naming_the_field_not_the_personal_data(
     client: httpx.Client, change: dict[str, Any], expected: str
 ) -> None:
     sid = session(client)
     answer = sync(client, sid, [record(f"{UNIT}-240315-0003", **change)])
-    assert answer["error_code"] == "03"
+    assert answer["error_code"] == 3
     assert expected in answer["message"]
-    for personal in (APPLICANT, PHONE, "022190012345"):
+    for personal in (APPLICANT, PHONE, "912345678"):
         assert personal not in json.dumps(answer, ensure_ascii=False)
     assert client.get("/_admin/dossiers").json() == {}
 
@@ -227,14 +203,14 @@ def test_missing_required_field_is_named(client: httpx.Client) -> None:
     incomplete = record(f"{UNIT}-240315-0004")
     del incomplete["TenTTHC"]
     answer = sync(client, sid, [incomplete])
-    assert (answer["error_code"], answer["message"]) == ("03", "Thiếu trường bắt buộc: TenTTHC (bản ghi thứ 1)")
+    assert answer == {"error_code": 3, "message": "Thiếu trường bắt buộc: TenTTHC (bản ghi thứ 1)"}
     assert APPLICANT not in answer["message"] and PHONE not in answer["message"]
 
 
 def test_procedure_must_be_in_the_national_catalogue(client: httpx.Client) -> None:
     sid = session(client)
     answer = sync(client, sid, [record(f"{UNIT}-240315-0005", MaTTHC="1.999999.000.00.00.H22")])
-    assert answer["error_code"] == "03"
+    assert answer["error_code"] == 3
     assert answer["message"] == "Mã TTHC 1.999999.000.00.00.H22 không có trong CSDL TTHC quốc gia"
 
 
@@ -249,60 +225,62 @@ def test_status_transitions(client: httpx.Client, current: str, new: str, allowe
     # given
     sid = session(client)
     code = f"{UNIT}-240315-0006"
-    assert sync(client, sid, [record(code, current)])["error_code"] == "0"
+    assert sync(client, sid, [record(code, current)])["error_code"] == 0
     # when
     answer = sync(client, sid, [record(code, new)], updating=True)
     # then
     stored = client.get(f"/_admin/dossiers/{code}").json()["TrangThaiHoSo"]
     if allowed:
-        assert answer["error_code"] == "0"
+        assert answer["error_code"] == 0
         assert stored == new
     else:
-        assert answer["error_code"] == "05"
+        assert answer["error_code"] == 5
         assert f"từ {current} sang {new}" in answer["message"]
         assert stored == current
 
 
-def test_progress_unknown_dossier_mismatch_and_duplicates(client: httpx.Client) -> None:
+def test_progress_unknown_dossier_mismatch_and_repeats(client: httpx.Client) -> None:
     sid = session(client)
     code = f"{UNIT}-240315-0007"
-    unknown = call(client, sid, "CapNhatTienDoHoSoMC", data=[entry(f"{UNIT}-240315-0098")])
-    assert (unknown["error_code"], unknown["message"]) == ("04", f"Không tìm thấy hồ sơ {UNIT}-240315-0098")
+    unknown = progress(client, sid, [entry(f"{UNIT}-240315-0098")])
+    assert (unknown["error_code"], unknown["message"]) == (4, f"Không tìm thấy hồ sơ {UNIT}-240315-0098")
     sync(client, sid, [record(code, "4")])
-    mismatch = call(client, sid, "CapNhatTienDoHoSoMC", data=[entry(code, "2")])
-    assert mismatch["error_code"] == "05"
+    mismatch = progress(client, sid, [entry(code, "2")])
+    assert mismatch["error_code"] == 5
     assert mismatch["message"].startswith("Tiến độ không khớp trạng thái hồ sơ")
-    invalid = call(client, sid, "CapNhatTienDoHoSoMC", data=[entry(code, "4", ThoiDiemXuLy="hôm nay")])
-    assert (invalid["error_code"], "ThoiDiemXuLy" in invalid["message"]) == ("03", True)
+    invalid = progress(client, sid, [entry(code, "4", ThoiDiemXuLy="hôm nay")])
+    assert (invalid["error_code"], "ThoiDiemXuLy" in invalid["message"]) == (3, True)
     # when the same entry is pushed twice
-    for _ in range(2):
-        assert call(client, sid, "CapNhatTienDoHoSoMC", data=[entry(code, "4")])["error_code"] == "0"
-    # then the portal appends both and counts the duplicate
-    history = client.get(f"/_admin/dossiers/{code}").json()["QuaTrinhXuLy"]
-    assert [ProgressEntry.model_validate(e).identity() for e in history] == [
-        ProgressEntry.model_validate(entry(code, "4")).identity()
-    ] * 2
-    assert stats(client)["duplicate_progress"] == 1
+    answers = [progress(client, sid, [entry(code, "4")])["error_code"] for _ in range(2)]
+    # then the portal takes it once, refuses the repeat as held, and counts it
+    assert answers == [0, 6]
+    assert client.get(f"/_admin/dossiers/{code}").json()["QuaTrinhXuLy"] == [entry(code, "4")]
+    assert stats(client)["repeated_progress"] == 1
+    # and another time is another entry
+    assert progress(client, sid, [entry(code, "4", at="20240315110000")])["error_code"] == 0
 
 
 def test_calls_are_all_or_nothing(client: httpx.Client) -> None:
     sid = session(client)
     good, bad = f"{UNIT}-240315-0010", f"{UNIT}-240315-0011"
     broken = record(bad)
-    del broken["ChuHoSo"]
+    del broken["MaTTHC"]
     answer = sync(client, sid, [record(good), broken])
-    assert answer["error_code"] == "03"
+    assert answer["error_code"] == 3
     assert "bản ghi thứ 2" in answer["message"]
     assert client.get("/_admin/dossiers").json() == {}
     # a code twice in one create is refused as it would be in two calls
-    assert sync(client, sid, [record(good), record(good)])["error_code"] == "06"
-    assert sync(client, sid, [record(good)])["error_code"] == "0"
+    assert sync(client, sid, [record(good), record(good)])["error_code"] == 6
+    assert sync(client, sid, [record(good)])["error_code"] == 0
     # progress: one good entry and one for an unknown dossier store nothing
-    assert call(client, sid, "CapNhatTienDoHoSoMC", data=[entry(good), entry(bad)])["error_code"] == "04"
+    assert progress(client, sid, [entry(good), entry(bad)])["error_code"] == 4
+    assert client.get(f"/_admin/dossiers/{good}").json()["QuaTrinhXuLy"] == []
+    # nor does a batch holding the same entry twice
+    assert progress(client, sid, [entry(good), entry(good)])["error_code"] == 6
     assert client.get(f"/_admin/dossiers/{good}").json()["QuaTrinhXuLy"] == []
     # an update batch with one forbidden change leaves the others as they were
     sync(client, sid, [record(bad, "9")])
-    assert sync(client, sid, [record(good, "4"), record(bad, "4")], updating=True)["error_code"] == "05"
+    assert sync(client, sid, [record(good, "4"), record(bad, "4")], updating=True)["error_code"] == 5
     assert client.get(f"/_admin/dossiers/{good}").json()["TrangThaiHoSo"] == "2"
 
 
@@ -324,20 +302,20 @@ def test_online_dossiers_are_paged_by_cursor_per_unit(client: httpx.Client) -> N
     pages, cursor = [], 0
     while True:
         page = call(client, sid, "LayHoSoTrucTuyen", TuThuTu=cursor, SoLuong=2)
-        assert page["error_code"] == "0"
-        pages.append([d["MaHoSo"] for d in page["data"]])
+        assert page["error_code"] == 0
+        pages.append([d["MaHoSo"] for d in page["result"]])
         if not page["ConTiep"]:
             break
-        cursor = page["data"][-1]["ThuTu"]
+        cursor = page["result"][-1]["ThuTu"]
     # then
     assert pages == [[d["MaHoSo"] for d in mine[i:i + 2]] for i in (0, 2, 4)]
     other = call(client, sid, "LayHoSoTrucTuyen", unit=OTHER_UNIT)
-    assert ([d["MaHoSo"] for d in other["data"]], other["ConTiep"]) == ([d["MaHoSo"] for d in theirs], False)
-    everything = call(client, sid, "LayHoSoTrucTuyen")["data"]
+    assert ([d["MaHoSo"] for d in other["result"]], other["ConTiep"]) == ([d["MaHoSo"] for d in theirs], False)
+    everything = call(client, sid, "LayHoSoTrucTuyen")["result"]
     assert everything == [d for d in stored if d["MaDonVi"] == UNIT]
-    assert call(client, sid, "LayHoSoTrucTuyen", TuThuTu=numbers[-1])["data"] == []
-    for wrong in ({"SoLuong": 0}, {"SoLuong": 101}, {"TuThuTu": -1}, {"TuThuTu": "đầu"}):
-        assert call(client, sid, "LayHoSoTrucTuyen", **wrong)["error_code"] == "03"
+    assert call(client, sid, "LayHoSoTrucTuyen", TuThuTu=numbers[-1])["result"] == []
+    for wrong in ({"SoLuong": 0}, {"SoLuong": 101}, {"TuThuTu": -1}, {"TuThuTu": "đầu"}, {"tuthutu": 0}):
+        assert call(client, sid, "LayHoSoTrucTuyen", **wrong)["error_code"] == 3
     # ThuTu keeps increasing across a reset
     client.post("/_admin/reset")
     assert add_online(client, mine[:1])[0]["ThuTu"] > numbers[-1]
@@ -425,8 +403,8 @@ def test_busy_rate_answers_96_before_anything(client: httpx.Client) -> None:
     sid = session(client)
     client.post("/_admin/faults", json={"busy_rate": 1})
     code = f"{UNIT}-240315-0021"
-    assert sync(client, sid, [record(code)]) == {"error_code": "96", "message": "Hệ thống đang bận"}
-    assert login(client).json()["error_code"] in (0, "00")
+    assert sync(client, sid, [record(code)]) == {"error_code": 96, "message": "Hệ thống đang bận"}
+    assert login(client).json()["error_code"] == 0
     client.delete("/_admin/faults")
     assert client.get("/_admin/dossiers").json() == {}
     assert stats(client)["faults"]["busy"] == 1
@@ -447,17 +425,43 @@ def test_timeout_rate_applies_the_call_then_answers_late(client: httpx.Client) -
     started = time.perf_counter()
     retry = client.post(SERVICE, json=body, headers={"dstcode": DSTCODE}, timeout=5)
     assert time.perf_counter() - started >= 0.9
-    assert retry.json()["error_code"] == "06"
-    assert stats(client)["faults"]["timeout"] == 2
+    assert retry.json()["error_code"] == 6
+    counters = stats(client)
+    assert counters["faults"]["timeout"] == 2 and counters["unanswered"] == {"DongBoHoSoMC": 2}
+
+
+def test_faults_can_hit_chosen_services_only(client: httpx.Client) -> None:
+    # given timeouts and 503s on the progress entries only
+    client.post("/_admin/faults", json={"timeout_rate": 1, "hang_seconds": 1.0, "error_rate": 0.5, "seed": 3,
+                                        "services": ["CapNhatTienDoHoSoMC"]}).raise_for_status()
+    # when the relay logs in, syncs and appends
+    sid = session(client)
+    code = f"{UNIT}-240315-0023"
+    assert sync(client, sid, [record(code)])["error_code"] == 0
+    answers = []
+    for _ in range(4):
+        try:
+            answers.append(client.post(SERVICE, json={"session": sid, "madonvi": UNIT, "service": "CapNhatTienDoHoSoMC",
+                                                      "data": [entry(code)]}, headers={"dstcode": DSTCODE},
+                                       timeout=0.3).status_code)
+        except httpx.ReadTimeout:
+            answers.append(0)
+    # then the login and the record went through, and every progress call was hit: 503 before, or a hang after
+    assert set(answers) == {0, 503}
+    counters = stats(client)
+    assert counters["unanswered"] == {"CapNhatTienDoHoSoMC": answers.count(0)}
+    assert counters["faults"]["error"] == answers.count(503) and counters["logins"]["ok"] == 1
+    assert client.get(f"/_admin/dossiers/{code}").json()["QuaTrinhXuLy"] == [entry(code)]
+    assert counters["repeated_progress"] == answers.count(0) - 1
 
 
 def test_expire_rate_drops_the_session(client: httpx.Client) -> None:
     sid = session(client)
     client.post("/_admin/faults", json={"expire_rate": 1})
-    assert call(client, sid, "LayDanhSachTTHC")["error_code"] == "01"
+    assert call(client, sid, "LayDanhSachTTHC")["error_code"] == 1
     client.delete("/_admin/faults")
-    assert call(client, sid, "LayDanhSachTTHC")["error_code"] == "01"
-    assert call(client, session(client), "LayDanhSachTTHC")["error_code"] == "0"
+    assert call(client, sid, "LayDanhSachTTHC")["error_code"] == 1
+    assert call(client, session(client), "LayDanhSachTTHC")["error_code"] == 0
     counters = stats(client)
     assert counters["faults"]["expire"] == 1 and counters["sessions_expired"] == 0
 
@@ -465,22 +469,27 @@ def test_expire_rate_drops_the_session(client: httpx.Client) -> None:
 def test_faults_are_validated_and_shown(client: httpx.Client) -> None:
     assert client.post("/_admin/faults", json={"error_rate": 2}).status_code == 422
     assert client.post("/_admin/faults", json={"reset_rate": 1}).status_code == 422
+    assert client.post("/_admin/faults", json={"services": "CapNhatTienDoHoSoMC"}).status_code == 422
     client.post("/_admin/faults", json={"busy_rate": 0.5, "seed": 4})
     assert client.get("/_admin/faults").json()["busy_rate"] == 0.5
     client.post("/_admin/reset")
     assert client.get("/_admin/faults").json() is None
 
 
-def test_catalogue_services(client: httpx.Client) -> None:
+def test_catalogue_services_answer_upper_case_rows(client: httpx.Client) -> None:
     sid = session(client)
     procedures = call(client, sid, "LayDanhSachTTHC")
-    assert procedures["error_code"] == "0"
-    assert {p["MaTTHC"] for p in procedures["data"]} == {p.code for p in PROCEDURES}
-    assert {"MaTTHC": BIRTH.code, "TenTTHC": BIRTH.name, "MaLinhVuc": "G09-TP"} in procedures["data"]
-    details = call(client, sid, "LayThuTuc", MaTTHC=BIRTH.code)
-    assert [d["MaTTHC"] for d in details["data"]] == [BIRTH.code]
+    assert procedures["error_code"] == 0
+    assert {p["MATTHC"] for p in procedures["result"]} == {p.code for p in PROCEDURES}
+    assert {"MATTHC": BIRTH.code, "TENTTHC": BIRTH.name} in procedures["result"]
+    details = call(client, sid, "LayThuTuc", maTTHC=BIRTH.code)
+    assert [d["MATTHC"] for d in details["result"]] == [BIRTH.code]
     agencies = call(client, sid, "LayDanhMucCoQuan")
-    assert agencies["error_code"] == "0" and UNIT in {a["MaCoQuan"] for a in agencies["data"]}
+    assert agencies["error_code"] == 0
+    assert {"MADONVI": UNIT, "TENDONVI": "UBND thành phố Hạ Long", "CAPDONVI": "2"} in agencies["result"]
+    fields = call(client, sid, "LayDanhMucLinhVuc")["result"]
+    assert {"MALINHVUC": "G09-TP", "TENLINHVUC": "Hộ tịch, chứng thực", "MANGANH": "G09"} in fields
+    assert call(client, sid, "LayDanhMucCoQuan", madonvicha=UNIT)["error_code"] == 3
 
 
 def test_custom_catalogue_paths_and_dstcode() -> None:
@@ -492,7 +501,7 @@ def test_custom_catalogue_paths_and_dstcode() -> None:
         sid = c.post("/lgsp/auth", json={"username": USER, "password": PASSWORD}, headers={"dstcode": "QNI"})
         body = {"session": sid.json()["session"], "madonvi": UNIT, "service": "LayDanhSachTTHC"}
         answer = c.post("/lgsp/dvcqg", json=body, headers={"dstcode": "QNI"}).json()
-    assert answer["data"] == [{"MaTTHC": "1.000001", "TenTTHC": "Thủ tục thử", "MaLinhVuc": "G09-TH"}]
+    assert answer["result"] == [{"MATTHC": "1.000001", "TENTTHC": "Thủ tục thử"}]
 
 
 def test_online_dossiers_are_realistic_and_valid() -> None:
@@ -514,3 +523,15 @@ def test_online_dossiers_are_realistic_and_valid() -> None:
     assert {d["LoaiDoiTuong"] for d in dossiers} == {"1", "2"}
     assert any("SoDienThoai" in d for d in dossiers) and any("Email" not in d for d in dossiers)
     assert {d["DongYNhanZalo"] for d in dossiers} == {True, False}
+
+
+def test_the_online_dossiers_service_takes_the_destinations_name() -> None:
+    # given a simulator whose LGSP names the online dossiers' service otherwise (it is not in OpenCPS)
+    app = create_app(username=USER, password=PASSWORD, online_service="LayHoSoDVCQG")
+    with run_asgi(app) as url, httpx.Client(base_url=url, timeout=5) as c:
+        stored = add_online(c, online_dossiers(2, day=date(2024, 3, 15)))
+        sid = session(c)
+        # then it answers under that name only
+        assert call(c, sid, "LayHoSoDVCQG", SoLuong=1) == {"error_code": 0, "message": "Thành công",
+                                                           "result": stored[:1], "ConTiep": True}
+        assert call(c, sid, "LayHoSoTrucTuyen")["error_code"] == 10

@@ -89,7 +89,8 @@ def run_pull(portal: PortalDeliverer, now: datetime | None = None) -> PullReport
     for unit in portal.options.pull_units:
 
         def read(position: str, unit: str = unit) -> Page[dict[str, Any]]:
-            rows, more = portal.connector.online(unit, int(position), portal.options.pull_page)
+            rows, more = portal.connector.online(unit, int(position), portal.options.pull_page,
+                                                portal.options.online_service)
             return Page(rows, str(max([int(position), *(int(r.get("ThuTu", 0)) for r in rows)])), more)
 
         def store(rows: Sequence[dict[str, Any]]) -> None:
