@@ -25,20 +25,22 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from adapters.portal import DEFAULT_STATUS_MAP, content_issues, expected_truth, portal_time
+from adapters.portal import DEFAULT_STATUS_MAP, content_issues, expected_truth, portal_time, progress_entry
 from api.app import create_app
+from connectors.base import Permanent, Retryable
 from sandbox.onestop import create_app as onestop_app
 from sandbox.portal import create_app as portal_app
 from sandbox.portal import online_dossiers
 from sandbox.workload import PROCEDURES, generate_day, send_events_sync, shuffle_per_dossier
-from schemas.events import parse_event
+from schemas.events import Event, parse_event
 from services.portal.deliver import PortalDeliverer
 from services.portal.inbound import run_pull
+from services.portal.progress import TAKEN, UNANSWERED
 from store import intake, queries
 from store.db import get_engine, upgrade
 from store.deadletters import DeadLetterFilter, dead_letters, replay
 from store.reports import portal_sync_report
-from store.tables import FINAL_STATUSES, Status, attempts, deliveries
+from store.tables import FINAL_STATUSES, Status, attempts, cursors, deliveries
 from tasks.runtime import get_runtime, reset_runtime
 from tests.harness import RelayProcess, become_relay, drain, new_secret, relay_env, wait_for, worker_and_beat
 from tests.servers import run_asgi
@@ -106,6 +108,14 @@ def assert_portal_holds_the_truth(portal_url: str, events: list[dict[str, Any]])
         assert [(p["TrangThai"], p["ThoiDiemXuLy"]) for p in held["QuaTrinhXuLy"]] == list(want.history), code
         assert content_issues(held, want) == [], code
     assert httpx.get(f"{portal_url}/_admin/issues", timeout=10).json() == []
+
+
+def progress_marks(engine: Any, destination: str = "portal") -> dict[str, str]:
+    """What the ledger holds of the portal's progress entries whose calls went unanswered."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(cursors.c.name, cursors.c.position)
+                            .where(cursors.c.name.like(f"portal:{destination}:progress:%"))).all()
+    return {name: position for name, position in rows}
 
 
 @dataclass
@@ -191,9 +201,11 @@ def test_a_working_day_through_faults_ends_in_the_one_stop_truth(portal_stack: P
     stats = httpx.get(f"{portal_stack.portal_url}/_admin/stats", timeout=5).json()
     assert stats["sessions_expired"] > 0 and stats["faults"]["timeout"] > 0 and stats["faults"]["error"] > 0, stats
     # and an entry was sent again only after a progress call the portal left unanswered (each such repeat
-    # answered "06", as held)
+    # answered "06", as held), and the ledger knows every one of them taken
     unanswered = stats["unanswered"].get("CapNhatTienDoHoSoMC", 0)
     assert 0 < stats["repeated_progress"] <= unanswered, stats
+    marks = progress_marks(get_engine(portal_stack.database_url))
+    assert marks and set(marks.values()) == {"taken"} and len(marks) <= unanswered, marks
     # and each online dossier reached the one-stop software once, as dossier.submitted
     received = httpx.get(f"{portal_stack.onestop_url}/_admin/received", params={"subscriber": "onestop"}).json()
     assert sorted(r["dossier_code"] for r in received) == sorted(d["MaHoSo"] for d in online)
@@ -360,3 +372,177 @@ def test_a_signed_callback_is_required(portal_config: dict) -> None:
     assert (unsigned.status_code, forged.status_code) == (401, 401)
     assert ok.status_code == 200 and ok.json()["accepted"] == 1, ok.text
     assert again.json()["duplicates"] == 1 and again.json()["accepted"] == 0
+
+
+# ------------------------------------------------------------- in-process: each progress entry once
+
+
+def ingest_dossier(events: list[dict[str, Any]], code: str) -> list[Event]:
+    """The dossier's events in the ledger (as the intake stores them); its lifecycle events, parsed, in order."""
+    rt = get_runtime()
+    dossier = [e for e in events if e["dossier_code"] == code]
+    intake.ingest_and_route(rt.engine, dossier, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    return [parse_event(e) for e in lifecycle(dossier)[code]]
+
+
+def a_mapped_dossier(portal_config: dict, seed: int = 21) -> tuple[list[dict[str, Any]], str]:
+    """A day and one of its dossiers that went all the way, whose procedure the simulator's catalogue knows."""
+    events = generate_day(40, day=date(2026, 11, 20), seed=seed)
+    code = next(e["dossier_code"] for e in events if e["type"] == "dossier.returned"
+                and e["procedure_code"] != portal_config["local"])
+    return events, code
+
+
+def portal_faults(portal_url: str, **faults: Any) -> None:
+    httpx.post(f"{portal_url}/_admin/faults", json=faults, timeout=5).raise_for_status()
+
+
+def portal_stats(portal_url: str) -> dict[str, Any]:
+    return dict(httpx.get(f"{portal_url}/_admin/stats", timeout=5).json())
+
+
+def test_an_unanswered_progress_entry_is_resolved_by_the_portals_answer_to_the_repeat(portal_config: dict) -> None:
+    # given a dossier's first lifecycle event, and a portal that takes progress entries but never answers in time
+    events, code = a_mapped_dossier(portal_config)
+    [first, *_] = ingest_dossier(events, code)
+    portal = portal_config["portal"]
+    portal_faults(portal, timeout_rate=1, hang_seconds=3, services=["CapNhatTienDoHoSoMC"])
+    deliverer = get_runtime().deliverer_of(PortalDeliverer, "portal")
+    entry = progress_entry(first, deliverer.mapping)
+    # when the first attempt sends it and times out
+    with pytest.raises(Retryable, match="timeout"):
+        deliverer.deliver(first, "k1")
+    # then the ledger knows the entry's call went unanswered
+    assert deliverer.progress.state(entry) == UNANSWERED
+    # when the next attempt finds the portal answering again
+    httpx.delete(f"{portal}/_admin/faults", timeout=5)
+    result = deliverer.deliver(first, "k1")
+    # then the entry was offered once more, the portal said it holds it, and it holds it once
+    assert result.excerpt is not None and "held by the portal (06)" in result.excerpt
+    view = httpx.get(f"{portal}/_admin/dossiers/{code}", timeout=5).json()
+    assert [(p["TrangThai"], p["ThoiDiemXuLy"]) for p in view["QuaTrinhXuLy"]] == [
+        (DEFAULT_STATUS_MAP[first.type], portal_time(first.occurred_at))]
+    stats = portal_stats(portal)
+    assert (stats["repeated_progress"], stats["unanswered"]) == (1, {"CapNhatTienDoHoSoMC": 1})
+    assert deliverer.progress.state(entry) == TAKEN
+    # and an attempt after that (a crash before the ledger recorded the delivery) offers nothing
+    again = deliverer.deliver(first, "k1")
+    assert again.excerpt is not None and "already taken (the ledger)" in again.excerpt
+    assert portal_stats(portal)["calls"]["CapNhatTienDoHoSoMC"] == 2
+
+
+def test_a_failure_that_cannot_have_landed_leaves_no_mark_and_no_repeat(portal_config: dict) -> None:
+    # given a portal refusing every progress call before reading it (503), then well again
+    events, code = a_mapped_dossier(portal_config)
+    [first, *_] = ingest_dossier(events, code)
+    portal = portal_config["portal"]
+    portal_faults(portal, error_rate=1, error_status=503, services=["CapNhatTienDoHoSoMC"])
+    deliverer = get_runtime().deliverer_of(PortalDeliverer, "portal")
+    with pytest.raises(Retryable, match="503"):
+        deliverer.deliver(first, "k2")
+    assert deliverer.progress.state(progress_entry(first, deliverer.mapping)) is None
+    httpx.delete(f"{portal}/_admin/faults", timeout=5)
+    # when the next attempt runs
+    result = deliverer.deliver(first, "k2")
+    # then the entry is simply appended: nothing was ambiguous, nothing repeated
+    assert result.excerpt is not None and result.excerpt.endswith("progress entry appended")
+    assert portal_stats(portal)["repeated_progress"] == 0
+    assert len(httpx.get(f"{portal}/_admin/dossiers/{code}", timeout=5).json()["QuaTrinhXuLy"]) == 1
+
+
+def test_an_unanswered_entry_that_had_not_landed_is_taken_by_the_repeat(portal_config: dict) -> None:
+    # given a gateway that loses the progress call before the portal reads it, answering 504
+    events, code = a_mapped_dossier(portal_config)
+    [first, *_] = ingest_dossier(events, code)
+    portal = portal_config["portal"]
+    portal_faults(portal, error_rate=1, error_status=504, services=["CapNhatTienDoHoSoMC"])
+    deliverer = get_runtime().deliverer_of(PortalDeliverer, "portal")
+    entry = progress_entry(first, deliverer.mapping)
+    with pytest.raises(Retryable, match="504"):
+        deliverer.deliver(first, "k7")
+    assert deliverer.progress.state(entry) == UNANSWERED  # a 504 may have landed: the relay cannot tell
+    httpx.delete(f"{portal}/_admin/faults", timeout=5)
+    # when the next attempt offers it again
+    result = deliverer.deliver(first, "k7")
+    # then the portal takes it ("0"): it had not landed, and now it holds it once
+    assert result.excerpt is not None and "the earlier unanswered call had not landed" in result.excerpt
+    assert portal_stats(portal)["repeated_progress"] == 0
+    assert len(httpx.get(f"{portal}/_admin/dossiers/{code}", timeout=5).json()["QuaTrinhXuLy"]) == 1
+    assert deliverer.progress.state(entry) == TAKEN
+
+
+def test_a_create_that_timed_out_after_landing_becomes_an_update_by_the_look_up(portal_config: dict) -> None:
+    # given a portal that stores the record and then hangs on DongBoHoSoMC
+    events, code = a_mapped_dossier(portal_config)
+    [first, *_] = ingest_dossier(events, code)
+    portal = portal_config["portal"]
+    portal_faults(portal, timeout_rate=1, hang_seconds=3, services=["DongBoHoSoMC"])
+    deliverer = get_runtime().deliverer_of(PortalDeliverer, "portal")
+    with pytest.raises(Retryable, match="timeout"):
+        deliverer.deliver(first, "k3")
+    assert code in httpx.get(f"{portal}/_admin/dossiers", timeout=5).json()
+    httpx.delete(f"{portal}/_admin/faults", timeout=5)
+    # when the next attempt runs
+    result = deliverer.deliver(first, "k3")
+    # then TraCuuHoSo found it held, so it was updated ("True"), never created twice (no "06")
+    assert result.excerpt is not None and result.excerpt.startswith("updated")
+    stats = portal_stats(portal)
+    assert "06" not in stats["answers"] and stats["calls"]["DongBoHoSoMC"] == 2
+
+
+def test_assume_taken_never_offers_an_unanswered_entry_again(portal_config: dict, monkeypatch: pytest.MonkeyPatch,
+                                                            ) -> None:
+    # given a destination whose portal would append a repeat: ambiguous progress is assumed taken
+    routing = portal_routing(portal_config["tmp"] / "assume.toml", portal_config["portal"], portal_config["onestop"],
+                             extra='ambiguous_progress = "assume_taken"')
+    monkeypatch.setenv("MOTCUA_ROUTING_FILE", str(routing))
+    reset_runtime()
+    events, code = a_mapped_dossier(portal_config)
+    [first, second, *_] = ingest_dossier(events, code)
+    portal = portal_config["portal"]
+    deliverer = get_runtime().deliverer_of(PortalDeliverer, "portal")
+    # when the first entry's call lands but goes unanswered, and the second's is lost at a gateway (504)
+    portal_faults(portal, timeout_rate=1, hang_seconds=3, services=["CapNhatTienDoHoSoMC"])
+    with pytest.raises(Retryable):
+        deliverer.deliver(first, "k4")
+    httpx.delete(f"{portal}/_admin/faults", timeout=5)
+    assumed = deliverer.deliver(first, "k4").excerpt
+    assert assumed is not None and assumed.endswith("(ambiguous_progress = assume_taken)")
+    portal_faults(portal, error_rate=1, error_status=504, services=["CapNhatTienDoHoSoMC"])
+    with pytest.raises(Retryable, match="504"):
+        deliverer.deliver(second, "k5")
+    httpx.delete(f"{portal}/_admin/faults", timeout=5)
+    deliverer.deliver(second, "k5")
+    # then neither was offered again (the 504 came before the portal read the call: only the first reached it),
+    # the first is held once, the second is missing: the price of at most once
+    stats = portal_stats(portal)
+    assert stats["repeated_progress"] == 0 and stats["calls"]["CapNhatTienDoHoSoMC"] == 1
+    assert stats["faults"]["error"] == 1
+    held = httpx.get(f"{portal}/_admin/dossiers/{code}", timeout=5).json()["QuaTrinhXuLy"]
+    assert [p["ThoiDiemXuLy"] for p in held] == [portal_time(first.occurred_at)]
+
+
+def test_a_unit_without_an_agency_name_is_a_dead_letter_until_named(portal_config: dict,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a unit directory that does not know the dossier's unit
+    units = portal_config["tmp"] / "units.csv"
+    units.write_text("code,level,name,parent\n000.00.00.H22,province,Trung tâm PVHCC tỉnh Quảng Ninh,\n",
+                     encoding="utf-8")
+    routing = portal_routing(portal_config["tmp"] / "units.toml", portal_config["portal"], portal_config["onestop"],
+                             extra=f'units_file = "{units}"')
+    monkeypatch.setenv("MOTCUA_ROUTING_FILE", str(routing))
+    reset_runtime()
+    events, code = a_mapped_dossier(portal_config)
+    [first, *_] = ingest_dossier(events, code)
+    # when it is delivered
+    with pytest.raises(Permanent, match=f"no agency name for unit {UNIT}.*agency_names.*units_file"):
+        get_runtime().deliverer_of(PortalDeliverer, "portal").deliver(first, "k6")
+    # then nothing reached the portal; named in agency_names, it is delivered with the name
+    assert portal_stats(portal_config["portal"])["calls"] == {}
+    named = portal_routing(portal_config["tmp"] / "named.toml", portal_config["portal"], portal_config["onestop"],
+                           extra=f'units_file = "{units}"\nagency_names = {{ "{UNIT}" = "UBND TP Hạ Long" }}')
+    monkeypatch.setenv("MOTCUA_ROUTING_FILE", str(named))
+    reset_runtime()
+    get_runtime().deliverer_of(PortalDeliverer, "portal").deliver(first, "k6")
+    view = httpx.get(f"{portal_config['portal']}/_admin/dossiers/{code}", timeout=5).json()
+    assert view["DonViXuLy"] == "UBND TP Hạ Long"

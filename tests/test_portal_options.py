@@ -33,7 +33,8 @@ def test_todays_portal_table_reads_with_the_contracts_defaults() -> None:
     options = resolve(destination, PortalOptions)
     # then the endpoints stay where they were, and the new options are the defaults
     assert (options.auth_path, options.integration_path) == ("/api/dvcqg/login", "/api/dvcqg/service")
-    assert (options.madonvi, options.online_service) == (None, "LayHoSoTrucTuyen")
+    assert (options.madonvi, options.online_service, options.ambiguous_progress) == (None, "LayHoSoTrucTuyen",
+                                                                                     "resend")
     assert options.agency_names == {} and options.units_file is None and options.catalogue_ttl == 6 * 3600
     # and the agency names come from the unit directory the exchange reads
     assert options.mapping().agency(UNIT) == "UBND thành phố Hạ Long"
@@ -49,6 +50,7 @@ def test_agency_names_come_before_the_unit_directory() -> None:
     ({"agency_names": {UNIT: UNIT}}, "agency_names"),
     ({"auth_path": "api/login"}, "auth_path"),
     ({"integration_path": "ftp://lgsp/dvcqg"}, "integration_path"),
+    ({"ambiguous_progress": "skip"}, "ambiguous_progress"),
     ({"madonvi": ""}, "madonvi"),
     ({"online_service": ""}, "online_service"),
     ({"catalogue_ttl": "soon"}, "catalogue_ttl"),

@@ -1,8 +1,8 @@
 """The national portal's deliverer: each lifecycle event brings the dossier's record up to date and appends its
-progress entry, in OpenCPS's order: look the dossier up (``TraCuuHoSo``: held or not), create or update the
-whole record (``DongBoHoSoMC``), then the progress entry (``CapNhatTienDoHoSoMC``; the portal answers "06" for
-an entry it holds: an earlier attempt's call had landed). The record is made from the ledger's events of the
-dossier, the procedure's name and field from the national catalogue (``LayThuTuc``, kept ``catalogue_ttl``)."""
+progress entry once, in OpenCPS's order: look the dossier up (``TraCuuHoSo``: held or not), create or update
+the whole record (``DongBoHoSoMC``), then the progress entry (``CapNhatTienDoHoSoMC``, exactly once:
+:mod:`services.portal.progress`). The record is made from the ledger's events of the dossier, the procedure's
+name and field from the national catalogue (``LayThuTuc``, remembered for ``catalogue_ttl``)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from connectors.portal import PortalConnector
 from schemas.events import DossierEvent, Event, parse_stored
 from schemas.portal import AUTH_PATH, INTEGRATION_PATH, ONLINE
 from services.base import Context, Deliverer
+from services.portal.progress import AmbiguousProgress, ProgressLedger, append_once
 from store import queries
 
 
@@ -64,6 +65,7 @@ class PortalOptions(ServiceOptions):
     agency_names: dict[str, str] = Field(default_factory=dict)
     units_file: str | None = None
     catalogue_ttl: Duration = 6 * 3600
+    ambiguous_progress: AmbiguousProgress = "resend"
 
     @field_validator("auth_path", "integration_path")
     @classmethod
@@ -103,6 +105,7 @@ class PortalDeliverer(Deliverer[PortalOptions]):
             tokens=TokenCache(context.redis, context.settings.redis_prefix),
             credential_name=f"portal:{destination.name}", session_ttl=options.session_ttl,
         )
+        self.progress = ProgressLedger(context.engine, destination.name)
         self._catalogue: dict[str, tuple[float, Procedure]] = {}
         self._catalogue_lock = threading.Lock()
 
@@ -124,8 +127,7 @@ class PortalDeliverer(Deliverer[PortalOptions]):
             raise Permanent(str(exc)) from exc
         held = self.connector.lookup(unit, code) is not None
         self.connector.sync(unit, record, updating=held)
-        taken = self.connector.progress(unit, entry)
-        appended = "appended" if taken == "taken" else "held by the portal (06): an earlier call had landed"
+        appended = append_once(self.connector, self.progress, unit, entry, self.options.ambiguous_progress)
         return ConnectorResult(
             status_code=200,
             external_ref=code,
