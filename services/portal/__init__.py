@@ -1,11 +1,14 @@
 """The national public service portal (Cổng DVC quốc gia), through the provincial LGSP.
 
-Out (``kind = "portal"``): each lifecycle event of a dossier brings its record up to date and appends one progress
-entry (:mod:`services.portal.deliver`); the ledger's per-dossier ordering makes the entries arrive in ``sequence``
-order and supersedes a late one, so a stale status never overwrites a newer.
+On the contract OpenCPS integrates (``schemas/portal.py``). Out (``kind = "portal"``): each lifecycle event of a
+dossier brings its record up to date and appends one progress entry (:mod:`services.portal.deliver`), that entry
+exactly once although the portal returns no history (:mod:`services.portal.progress`); the ledger's per-dossier
+ordering makes the entries arrive in ``sequence`` order and supersedes a late one, so a stale status never
+overwrites a newer.
 
 In: citizens' online dossiers, pulled by beat for the units in ``pull_units`` and pushed to
-``POST /v1/callbacks/portal`` (:mod:`services.portal.inbound`, :mod:`services.portal.callbacks`).
+``POST /v1/callbacks/portal`` (:mod:`services.portal.inbound`, :mod:`services.portal.callbacks`). Neither is in
+OpenCPS: the service (``online_service``) and its shape are the simulator's, to be matched to a province's LGSP.
 """
 
 from __future__ import annotations
