@@ -1,31 +1,47 @@
-"""Payloads and signatures of the payment providers: the national payment platform and VNPAY-style gateways.
+"""Payloads and signatures of the payment providers: the national payment platform (KeyPay for DVCQG) and
+VNPAY-style gateways.
 
-**The national payment platform** (Cổng DVC quốc gia's, as OpenCPS integrates it through KeyPay;
-DOMAIN.md "Fee collection"). JSON over HTTPS. Where OpenCPS leaves the details open (which fields
-the checksums join, the query and settlement commands, the error codes) the simulator in
-``sandbox/payment.py`` defines them and this module documents them:
+**The national payment platform**, as OpenCPS reaches it (CONTRACTS.md M1–M15, from OpenCPS's
+``PayGateIntegrationActionImpl``, ``PayGateUtil``, ``PayGateTerm`` and ``KeypayDVCQGUtils``). JSON over HTTPS;
+every endpoint is a full URL the destination configures (``create_url``, ``detail_url``):
 
-- ``POST {base}/api/v1/transactions`` :class:`PlatformTransaction` with ``command`` ``"pay"``:
-  ``check_sum`` = HMAC-SHA256 hex, with the partner's *request key*, over
-  ``client_id|transaction_id|command|version|trans_amount|addition_fee|return_url``
-  (:func:`request_checksum`). The answer :class:`PlatformAnswer` carries ``payment_url``.
-  ``command`` ``"query"`` (amounts 0) answers the transaction's ``status``; a ``transaction_id``
-  already used with the same amount answers the same ``payment_url`` again (code ``"00"``).
-- ``POST {base}/api/v1/settlements`` ``{"client_id", "date": "yyyyMMdd", "check_sum"}`` (checksum over
-  ``client_id|date``) → the transactions settled that day.
-- The payment callback (``POST`` to the partner's URL) :class:`PlatformCallback`: ``check_sum`` =
-  HMAC-SHA256 hex with the partner's *callback key* over
-  ``client_id|transaction_id|trans_amount|status|payment_time|gateway_trans_id``
-  (:func:`callback_checksum`); ``status`` 0 is paid. The reply the platform expects is
-  ``{"return_code": 0 | -1, "return_msg": ...}`` (:func:`platform_reply`): 0 once recorded, also for
-  a repeated callback; -1 makes the platform send it again later.
+- **create a transaction** (M1–M10, M15): :class:`CreateTransaction`, exactly its fourteen fields. Amounts
+  are whole đồng written as strings (OpenCPS's ``String.valueOf(long)``); ``command`` is ``"PAY"`` and
+  ``version`` ``"3.0"``; ``bill_info`` is :class:`BillInfo`, in the platform's Vietnamese PascalCase, and its
+  ``DSKhoanNop`` add up to ``trans_amount``. ``check_sum`` = HMAC-SHA256 with *hash_key_1* over
+  ``addition_fee|client_id|command|trans_amount|transaction_id|version``, lower-case hex
+  (:func:`create_checksum`); ``return_url`` is not signed. A ``transaction_id`` longer than
+  :data:`TRANSACTION_ID_MAX` may be cut by the platform. The answer :class:`CreateAnswer` is
+  ``{"error": "0", "msg", "payment_url"}`` with HTTP 200.
+- **detail of a transaction** (M11): :class:`DetailRequest` ``{client_id, transaction_id, command, check_sum}``
+  with check_sum = HMAC-SHA256(hash_key_1, ``client_id|command|transaction_id``) (:func:`detail_checksum`).
+- **the payment callback** (M12–M14), POSTed to the partner: :class:`PlatformCallback`, the fields OpenCPS's
+  kpCallBack reads or names; ``status`` 0 is paid; there is **no payment time**. Its check_sum is HMAC-SHA256
+  with *hash_key_2* over the same six fields in the same order (:func:`callback_checksum`). The reply is
+  ``{"return_code": 0 | -1, "return_msg"}`` with HTTP 200 (:func:`platform_reply`).
+- **the portal's question back**, ``dptracuuthanhtoanhs``, which the one-stop side serves (here: the relay, from
+  its bills): :class:`LookupRequest` ``{"MaHoSo"}`` with HTTP Basic credentials, always answered HTTP 200 with
+  :class:`LookupAnswer` ``{"error_code", "message"}``: -1 no such dossier (``message`` ``[]``), 0 nothing to
+  pay (``[]``), 1 a bill to pay (``message`` :class:`LookupBill`: the bill_info, its ``transaction_id`` and
+  ``client_id``, and a ``MaTraCuuTT`` of the dossier code and the time).
 
-Answer codes of the platform (``code``)::
+**Assumptions**: what OpenCPS does not show is defined here once, and ``sandbox/payment.py`` speaks it:
 
-    00  success                      04  transaction not found
-    01  checksum invalid             05  transaction id used with another amount
-    02  client refused               96  busy, try again later
-    03  invalid data (fields named)  99  system error
+- the refusal codes besides ``error`` ``"0"`` (:data:`ANSWER_CODES`), and the ``status`` values besides 0;
+- the detail answer's fields (:class:`DetailAnswer`): those of the callback, less its checksum, so a payment
+  learnt by asking is the payment the callback would have told — and, like it, without a time;
+- a create repeated with the same ``transaction_id`` and amount answers the same ``payment_url`` (an attempt
+  repeated after a timeout gets its link), with another amount ``"5"``;
+- the settlement list: no public contract. :class:`SettlementRequest` (checksum over ``client_id|date`` with
+  hash_key_1) answered :class:`SettlementAnswer` of :class:`SettledItem` s, or the same rows in a file the
+  bank sends; ``connectors/settlement.py`` reads either.
+
+Answer codes of the platform (``error``; only ``"0"`` is OpenCPS's)::
+
+    0   success                      4   transaction not found
+    1   checksum invalid             5   transaction id used with another amount
+    2   client refused               96  busy, try again later
+    3   invalid data (fields named)  99  system error
 
 **VNPAY-style gateways**: the return and IPN requests carry ``vnp_*`` query parameters signed with
 HMAC-SHA512 over the parameters sorted by name, URL-encoded, ``&``-joined, without
@@ -39,10 +55,10 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote_plus
 
-from pydantic import Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
 from schemas.privacy import PersonalStr
 from schemas.vietnam import VN_TZ
@@ -50,16 +66,24 @@ from schemas.wire import Wire
 
 # ---- the national payment platform -------------------------------------------------
 
-# Where each call of the platform is, under its base URL.
-TRANSACTIONS_PATH = "/api/v1/transactions"
-SETTLEMENTS_PATH = "/api/v1/settlements"
+# Where each call is under the destination's ``url`` when its own URL option is not set (the simulator's
+# paths; a province's real endpoints are options: OpenCPS configures each as a full URL).
+CREATE_PATH = "/dvcqg/create_transaction"
+DETAIL_PATH = "/dvcqg/detail_transaction"
+SETTLEMENT_PATH = "/dvcqg/settlement_list"  # assumed: the settlement list has no public contract
 
-SUCCESS = "00"
-CHECKSUM_INVALID = "01"
-CLIENT_REFUSED = "02"
-INVALID_DATA = "03"
-NOT_FOUND = "04"
-AMOUNT_CONFLICT = "05"
+COMMAND = "PAY"  # the partner's command and version, OpenCPS's configuration defaults (M3)
+VERSION = "3.0"
+CURRENCY = "VND"
+ENVIRONMENTS = ("1", "2")  # 1 web, 2 app (M5)
+TRANSACTION_ID_MAX = 20  # a longer id may be cut by the platform (M15)
+
+SUCCESS = "0"
+CHECKSUM_INVALID = "1"
+CLIENT_REFUSED = "2"
+INVALID_DATA = "3"
+NOT_FOUND = "4"
+AMOUNT_CONFLICT = "5"
 BUSY = "96"
 SYSTEM_ERROR = "99"
 ANSWER_CODES: dict[str, str] = {
@@ -72,13 +96,17 @@ ANSWER_CODES: dict[str, str] = {
     BUSY: "hệ thống bận, thử lại sau",
     SYSTEM_ERROR: "lỗi hệ thống",
 }
-PAID = 0
+PAID = 0  # the only status OpenCPS reads (M12); the others are assumed
 UNPAID = 1
 FAILED = 2
 PLATFORM_STATUSES: dict[int, str] = {PAID: "paid", UNPAID: "unpaid", FAILED: "failed"}
-Command = Literal["pay", "query"]
-VERSION = "1.0"
-TIME_FORMAT = "%Y%m%d%H%M%S"  # payment_time, settlement and VNPAY's vnp_PayDate: Vietnam time, to the second
+
+# the portal's question back (OpenCPS's KeypayDVCQGTerm)
+LOOKUP_UNKNOWN = -1
+LOOKUP_NOTHING_DUE = 0
+LOOKUP_DUE = 1
+
+TIME_FORMAT = "%Y%m%d%H%M%S"  # the settlement list, MaTraCuuTT and VNPAY's vnp_PayDate: Vietnam time, to the second
 
 
 def parse_time(text: str) -> datetime:
@@ -86,87 +114,255 @@ def parse_time(text: str) -> datetime:
     return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=VN_TZ)
 
 
-class FeeItem(Wire):
-    code: str = Field(max_length=50)
-    name: str = Field(max_length=300)
-    amount: int = Field(ge=0)
+# đồng as the platform writes them in a request: the digits of a whole number (String.valueOf(long))
+Digits = Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,14})$")]
+Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Text = Annotated[str, Field(min_length=1)]
 
 
-class BillInfo(Wire):
-    """What the citizen pays for and to whom (shown on the platform's payment page)."""
-
-    procedure_code: str = Field(max_length=60)
-    procedure_name: str = Field("", max_length=500)
-    unit_code: str = Field(max_length=60)
-    dossier_code: str = Field(max_length=80)
-    fee_lines: list[FeeItem] = Field(default_factory=list, max_length=50)
-    payer_name: PersonalStr = Field(max_length=200)
-    beneficiary_account: str = Field(max_length=40)
-    beneficiary_name: str = Field(max_length=300)
-    beneficiary_bank: str = Field(max_length=20)
+def _whole(value: Any) -> Any:
+    """A whole number sent as a JSON number or as its digits; anything else is left for the type to refuse."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return value
 
 
-class PlatformTransaction(Wire):
-    client_id: str = Field(min_length=1, max_length=40)
-    transaction_id: str = Field(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9._\-]+$")
-    command: Command = "pay"
-    version: str = VERSION
-    trans_amount: int = Field(ge=0, le=100_000_000_000)
-    addition_fee: int = Field(0, ge=0)
-    return_url: str = Field("", max_length=500)
-    bill_info: BillInfo | None = None
-    check_sum: str = Field("", max_length=128)
+def _text(value: Any) -> Any:
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
-class PlatformAnswer(Wire):
-    code: str
-    message: str = ""
-    transaction_id: str | None = None
+# what the platform sends us: numbers or their digits, read as int, written back as digits
+Amount = Annotated[int, BeforeValidator(_whole), Field(ge=0), PlainSerializer(str, return_type=str)]
+Status = Annotated[int, BeforeValidator(_whole)]
+Code = Annotated[str, BeforeValidator(_text)]
+
+
+class Strict(BaseModel):
+    """What the platform takes: exactly these fields, of exactly these JSON types (no coercion)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class FeeItem(Strict):
+    """An item of ``bill_info.PhiLePhi`` (M8): numbers where OpenCPS puts numbers."""
+
+    LoaiPhiLePhi: int
+    MaPhiLePhi: Text
+    TenPhiLePhi: Text
+    SoTien: int = Field(ge=0)
+
+
+class PaymentItem(Strict):
+    """An item of ``bill_info.DSKhoanNop`` (M8): the amount as digits, as OpenCPS writes it."""
+
+    NoiDung: Text
+    SoTien: Digits
+
+
+class BillInfo(Strict):
+    """What the citizen pays for and to whom: the required fields (M6), then the optional ones (M7), absent
+    when we have nothing to say."""
+
+    MaDichVu: Text
+    TKThuHuong: Text
+    MaNHThuHuong: Text
+    TenTKThuHuong: Text
+    PhiLePhi: list[FeeItem] = Field(min_length=1)
+    MaDonVi: Text
+    TenDonVi: Text
+    MaHoSo: Text
+    MaTTHC: Text
+    TenTTHC: Text
+    MaDVC: Text
+    TenDVC: Text
+    NoiDungThanhToan: Text
+    HoTenNguoiNop: Annotated[PersonalStr, Field(min_length=1)]
+    DSKhoanNop: list[PaymentItem] = Field(min_length=1)
+    MaLoaiHinhThuPhat: str | None = None
+    TenLoaiHinhThuPhat: str | None = None
+    SoCMNDNguoiNop: PersonalStr | None = None
+    DiaChiNguoiNop: PersonalStr | None = None
+    HuyenNguoiNop: str | None = None
+    TinhNguoiNop: str | None = None
+    MaCoQuanQD: str | None = None
+    TenCoQuanQD: str | None = None
+    KhoBac: str | None = None
+    NgayQD: str | None = None
+    SoQD: str | None = None
+    ThoiGianViPham: str | None = None
+    DiaDiemViPham: str | None = None
+    TenNguoiViPham: str | None = None
+    TaiKhoanThuNSNN: str | None = None
+
+    @property
+    def total(self) -> int:
+        """ΣDSKhoanNop.SoTien: what the citizen pays."""
+        return sum(int(item.SoTien) for item in self.DSKhoanNop)
+
+
+class CreateTransaction(Strict):
+    """A create-transaction request (M1), exactly these fourteen fields."""
+
+    client_id: Text
+    transaction_id: Text
+    trans_amount: Digits
+    command: Text
+    version: Text
+    description: str
+    locale: Text
+    country_code: Text
+    currency_code: Literal["VND"]
+    environment: Literal["1", "2"]
+    bill_info: BillInfo
+    return_url: str
+    addition_fee: Digits
+    check_sum: Hex64
+
+    @model_validator(mode="after")
+    def _pays_the_amount(self) -> CreateTransaction:
+        if self.bill_info.total != int(self.trans_amount):
+            raise ValueError("bill_info.DSKhoanNop: SoTien must add up to trans_amount")
+        return self
+
+
+class CreateAnswer(Wire):
+    """The create answer (M10); ``error`` ``"0"`` is success."""
+
+    error: Code
+    msg: str = ""
     payment_url: str | None = None
-    status: int | None = None
-    trans_amount: int | None = None
-    gateway_trans_id: str | None = None
-    payment_time: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.code == SUCCESS
+        return self.error == SUCCESS
+
+
+class DetailRequest(Strict):
+    """A detail-transaction request (M11)."""
+
+    client_id: Text
+    transaction_id: Text
+    command: Text
+    check_sum: Hex64
+
+
+class DetailAnswer(Wire):
+    """The detail answer (M11; its fields are our assumption): the transaction as a callback would tell it."""
+
+    error: Code
+    msg: str = ""
+    transaction_id: str | None = None
+    transaction_code: str = ""
+    trans_amount: Amount | None = None
+    payment_fee: Amount | None = None
+    status: Status | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error == SUCCESS
 
 
 class PlatformCallback(Wire):
-    client_id: str = Field(max_length=40)
-    transaction_id: str = Field(max_length=60)
-    trans_amount: int = Field(ge=0)
-    status: int
-    payment_time: str = Field(pattern=r"^\d{14}$", description="yyyyMMddHHmmss, Vietnam time")
-    gateway_trans_id: str = Field(max_length=60)
+    """The payment callback (M12): the six signed fields, ``status`` and ``check_sum`` required, the others
+    named by OpenCPS optional. Amounts and status are read whether they come as numbers or digits; fields the
+    platform adds are kept, not refused (what it sends us is its business)."""
+
+    client_id: str
+    transaction_id: str = Field(min_length=1)
+    transaction_code: str = ""
+    trans_amount: Amount
+    payment_fee: Amount | None = None
+    command: str
+    addition_fee: Amount
+    version: str
+    description: str | None = None
+    locale: str | None = None
+    country_code: str | None = None
+    currency_code: str | None = None
+    environment: Code | None = None
+    status: Status
     check_sum: str = Field(max_length=128)
 
 
+class SettlementRequest(Strict):
+    """The day's settlement list, asked of the endpoint (assumed: no public contract)."""
+
+    client_id: Text
+    date: Annotated[str, Field(pattern=r"^\d{8}$")]
+    check_sum: Hex64
+
+
 class SettledItem(Wire):
-    transaction_id: str
-    gateway_trans_id: str
-    trans_amount: int
-    payment_time: str
+    """One settled payment (assumed), in the endpoint's answer or a line of the bank's file."""
+
+    transaction_id: str = Field(min_length=1)
+    transaction_code: str = ""
+    trans_amount: Amount
+    payment_time: str = Field(pattern=r"^\d{14}$", description="yyyyMMddHHmmss, Vietnam time")
+
+
+class SettlementAnswer(Wire):
+    error: Code
+    msg: str = ""
+    data: list[SettledItem] = Field(default_factory=list)
+
+
+class LookupRequest(Wire):
+    """The portal's ``dptracuuthanhtoanhs`` body: the dossier's code (anything else is ignored, as OpenCPS
+    does)."""
+
+    MaHoSo: str = ""
+
+
+class LookupBill(BillInfo):
+    """``message`` of a lookup answering 1: the bill to pay, as KeypayDVCQGUtils builds it."""
+
+    transaction_id: Text
+    client_id: Text
+    MaTraCuuTT: Text
+
+
+class LookupAnswer(BaseModel):
+    error_code: Literal[-1, 0, 1]
+    message: LookupBill | list[Any] = Field(default_factory=list)
 
 
 def _hmac256(key: str, parts: list[str]) -> str:
     return hmac.new(key.encode(), "|".join(parts).encode(), hashlib.sha256).hexdigest()
 
 
-def request_checksum(key: str, t: PlatformTransaction) -> str:
-    """``check_sum`` of a transaction request, with the partner's request key."""
-    return _hmac256(key, [t.client_id, t.transaction_id, t.command, t.version, str(t.trans_amount),
-                          str(t.addition_fee), t.return_url])
+def signed_fields(addition_fee: int | str, client_id: str, command: str, trans_amount: int | str,
+                  transaction_id: str, version: str) -> list[str]:
+    """The six fields both checksums of a transaction sign, in their order (M2, M13)."""
+    return [str(addition_fee), client_id, command, str(trans_amount), transaction_id, version]
+
+
+def transaction_checksum(key: str, addition_fee: int | str, client_id: str, command: str, trans_amount: int | str,
+                         transaction_id: str, version: str) -> str:
+    """HMAC-SHA256 hex over the six signed fields: with hash_key_1 for a create (M2), hash_key_2 for a callback
+    (M13)."""
+    return _hmac256(key, signed_fields(addition_fee, client_id, command, trans_amount, transaction_id, version))
+
+
+def create_checksum(key: str, t: CreateTransaction) -> str:
+    """``check_sum`` of a create-transaction request, with hash_key_1 (M2)."""
+    return transaction_checksum(key, t.addition_fee, t.client_id, t.command, t.trans_amount, t.transaction_id,
+                                t.version)
 
 
 def callback_checksum(key: str, c: PlatformCallback) -> str:
-    """``check_sum`` of a payment callback, with the partner's callback key."""
-    return _hmac256(key, [c.client_id, c.transaction_id, str(c.trans_amount), str(c.status), c.payment_time,
-                          c.gateway_trans_id])
+    """``check_sum`` of a payment callback, with hash_key_2 over the six fields as it carries them (M13)."""
+    return transaction_checksum(key, c.addition_fee, c.client_id, c.command, c.trans_amount, c.transaction_id,
+                                c.version)
+
+
+def detail_checksum(key: str, client_id: str, command: str, transaction_id: str) -> str:
+    """``check_sum`` of a detail-transaction request, with hash_key_1 (M11)."""
+    return _hmac256(key, [client_id, command, transaction_id])
 
 
 def settlement_checksum(key: str, client_id: str, day: str) -> str:
+    """``check_sum`` of a settlement-list request (assumed), with hash_key_1."""
     return _hmac256(key, [client_id, day])
 
 
@@ -176,7 +372,7 @@ def checksum_matches(given: str, expected: str) -> bool:
 
 
 def platform_reply(recorded: bool, message: str) -> dict[str, Any]:
-    """What the platform expects back from a callback: 0 stops its retries, -1 asks for another try."""
+    """What the platform expects back from a callback (M14): 0 stops its retries, -1 refuses it."""
     return {"return_code": 0 if recorded else -1, "return_msg": message}
 
 

@@ -1,20 +1,24 @@
-"""The payment providers' signatures: the platform's request and callback checksums, VNPAY's HMAC-SHA512."""
+"""The payment providers' signatures: the platform's create, detail and callback checksums (CONTRACTS.md M2, M11,
+M13), VNPAY's HMAC-SHA512."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
 import pytest
 
 from schemas.payment import (
     VNPAY_REPLIES,
+    BillInfo,
+    CreateTransaction,
     PlatformCallback,
-    PlatformTransaction,
     callback_checksum,
     checksum_matches,
+    create_checksum,
+    detail_checksum,
     platform_reply,
-    request_checksum,
     settlement_checksum,
     vnpay_reply,
     vnpay_signature,
@@ -22,42 +26,79 @@ from schemas.payment import (
 )
 
 REQUEST_KEY, CALLBACK_KEY, VNP_SECRET = "khoa-yeu-cau", "khoa-goi-lai", "VNPAYSECRETKEY0123456789ABCDEF"
+TXN = "6f1c2a9b0d4e8f7a3b21"
+BILL = BillInfo.model_validate({
+    "MaDichVu": "2", "TKThuHuong": "3511.0.1054321.00000", "MaNHThuHuong": "KBNN", "TenTKThuHuong": "UBND Hạ Long",
+    "PhiLePhi": [{"LoaiPhiLePhi": 2, "MaPhiLePhi": "LP-KHNN", "TenPhiLePhi": "Lệ phí", "SoTien": 1250000}],
+    "MaDonVi": "000.00.12.H22", "TenDonVi": "UBND Hạ Long", "MaHoSo": "000.00.12.H22-261120-0042",
+    "MaTTHC": "1.000893.000.00.00.H22", "TenTTHC": "Đăng ký kết hôn", "MaDVC": "1.000893.000.00.00.H22",
+    "TenDVC": "Đăng ký kết hôn", "NoiDungThanhToan": "Lệ phí", "HoTenNguoiNop": "Lê Văn Tám",
+    "DSKhoanNop": [{"NoiDung": "Lệ phí", "SoTien": "1250000"}]})
 
 
-def transaction(**changes: object) -> PlatformTransaction:
-    fields: dict[str, object] = {"client_id": "UBND-HALONG", "transaction_id": "000.00.12.H22-261120-0042-LP",
-                                 "trans_amount": 1250000, "return_url": "https://motcua.halong.gov.vn/ket-qua"}
-    return PlatformTransaction.model_validate(fields | changes)
+def hmac256(key: str, text: str) -> str:
+    return hmac.new(key.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
-def callback(**changes: object) -> PlatformCallback:
-    fields: dict[str, object] = {"client_id": "UBND-HALONG", "transaction_id": "000.00.12.H22-261120-0042-LP",
-                                 "trans_amount": 1250000, "status": 0, "payment_time": "20261120103005",
-                                 "gateway_trans_id": "KP000000123456", "check_sum": ""}
+def transaction(**changes: Any) -> CreateTransaction:
+    fields: dict[str, Any] = {
+        "client_id": "UBND-HALONG", "transaction_id": TXN, "trans_amount": "1250000", "command": "PAY",
+        "version": "3.0", "description": "Lệ phí", "locale": "vn", "country_code": "vi", "currency_code": "VND",
+        "environment": "1", "bill_info": BILL, "return_url": "https://motcua.halong.gov.vn/ket-qua",
+        "addition_fee": "0", "check_sum": "0" * 64}
+    if "trans_amount" in changes:  # the bill pays what the transaction says (M8)
+        fields["bill_info"] = BILL.model_copy(update={"DSKhoanNop": [
+            BILL.DSKhoanNop[0].model_copy(update={"SoTien": changes["trans_amount"]})]})
+    return CreateTransaction.model_validate(fields | changes)
+
+
+def callback(**changes: Any) -> PlatformCallback:
+    fields: dict[str, Any] = {"client_id": "UBND-HALONG", "transaction_id": TXN, "transaction_code": "KP100000001",
+                              "trans_amount": "1250000", "payment_fee": "0", "command": "PAY", "addition_fee": "0",
+                              "version": "3.0", "status": 0, "check_sum": ""}
     return PlatformCallback.model_validate(fields | changes)
 
 
-def test_the_request_checksum_is_hmac_sha256_over_the_pipe_joined_fields() -> None:
-    joined = "UBND-HALONG|000.00.12.H22-261120-0042-LP|pay|1.0|1250000|0|https://motcua.halong.gov.vn/ket-qua"
-    expected = hmac.new(REQUEST_KEY.encode(), joined.encode(), hashlib.sha256).hexdigest()
-    assert request_checksum(REQUEST_KEY, transaction()) == expected
+def test_the_create_checksum_signs_six_fields_in_the_platform_s_order_with_hash_key_1() -> None:
+    # M2: addition_fee|client_id|command|trans_amount|transaction_id|version, lower-case hex
+    expected = hmac256(REQUEST_KEY, f"0|UBND-HALONG|PAY|1250000|{TXN}|3.0")
+    assert create_checksum(REQUEST_KEY, transaction()) == expected
+    assert expected == expected.lower() and len(expected) == 64
+    # today's order (client_id first, return_url signed) is another checksum
+    assert create_checksum(REQUEST_KEY, transaction()) != hmac256(
+        REQUEST_KEY, f"UBND-HALONG|{TXN}|PAY|3.0|1250000|0|https://motcua.halong.gov.vn/ket-qua")
 
 
-@pytest.mark.parametrize("change", [{"trans_amount": 1250001}, {"transaction_id": "X-1"}, {"command": "query"},
-                                    {"addition_fee": 1}, {"return_url": "https://evil.example/"}])
-def test_every_signed_field_changes_the_request_checksum(change: dict[str, object]) -> None:
-    assert request_checksum(REQUEST_KEY, transaction(**change)) != request_checksum(REQUEST_KEY, transaction())
+@pytest.mark.parametrize("change", [{"trans_amount": "1250001"}, {"transaction_id": "X-1"}, {"command": "QUERY"},
+                                    {"addition_fee": "1"}, {"version": "1.0"}, {"client_id": "UBND-KHAC"}])
+def test_every_signed_field_changes_the_create_checksum(change: dict[str, Any]) -> None:
+    assert create_checksum(REQUEST_KEY, transaction(**change)) != create_checksum(REQUEST_KEY, transaction())
 
 
-def test_the_callback_checksum_uses_the_second_key_and_covers_amount_and_status() -> None:
-    joined = "UBND-HALONG|000.00.12.H22-261120-0042-LP|1250000|0|20261120103005|KP000000123456"
-    expected = hmac.new(CALLBACK_KEY.encode(), joined.encode(), hashlib.sha256).hexdigest()
+@pytest.mark.parametrize("change", [{"return_url": "https://evil.example/"}, {"description": "khác"},
+                                    {"environment": "2"}, {"locale": "en"}])
+def test_what_is_not_signed_does_not_change_the_create_checksum(change: dict[str, Any]) -> None:
+    assert create_checksum(REQUEST_KEY, transaction(**change)) == create_checksum(REQUEST_KEY, transaction())
+
+
+def test_the_detail_checksum_is_its_own_over_client_command_and_transaction() -> None:
+    # M11: client_id|command|transaction_id with hash_key_1
+    assert detail_checksum(REQUEST_KEY, "UBND-HALONG", "PAY", TXN) == hmac256(REQUEST_KEY, f"UBND-HALONG|PAY|{TXN}")
+    assert detail_checksum(REQUEST_KEY, "UBND-HALONG", "PAY", TXN) != detail_checksum(
+        REQUEST_KEY, "UBND-HALONG", "PAY", TXN[:-1] + "0")
+    assert settlement_checksum(REQUEST_KEY, "UBND-HALONG", "20261120") == hmac256(REQUEST_KEY, "UBND-HALONG|20261120")
+
+
+def test_the_callback_checksum_is_the_same_six_fields_with_hash_key_2() -> None:
+    # M13: what the partner recomputes from the registered values, with the second key
+    expected = hmac256(CALLBACK_KEY, f"0|UBND-HALONG|PAY|1250000|{TXN}|3.0")
     assert callback_checksum(CALLBACK_KEY, callback()) == expected
     assert callback_checksum(REQUEST_KEY, callback()) != expected
-    assert callback_checksum(CALLBACK_KEY, callback(trans_amount=125000)) != expected
-    assert callback_checksum(CALLBACK_KEY, callback(status=2)) != expected
-    assert settlement_checksum(REQUEST_KEY, "UBND-HALONG", "20261120") == hmac.new(
-        REQUEST_KEY.encode(), b"UBND-HALONG|20261120", hashlib.sha256).hexdigest()
+    assert callback_checksum(CALLBACK_KEY, callback(trans_amount="125000")) != expected
+    # amounts as numbers or as digits are the same amount, signed the same
+    assert callback_checksum(CALLBACK_KEY, callback(trans_amount=1250000, addition_fee=0)) == expected
+    # status and the unsigned fields are not in it (the contract signs what it signs)
+    assert callback_checksum(CALLBACK_KEY, callback(status=2, transaction_code="KP9")) == expected
 
 
 def test_checksums_compare_in_constant_time_and_ignore_hex_case() -> None:
@@ -67,7 +108,7 @@ def test_checksums_compare_in_constant_time_and_ignore_hex_case() -> None:
     assert not checksum_matches("", good)
 
 
-def test_the_platform_reply_asks_for_a_retry_only_when_nothing_was_recorded() -> None:
+def test_the_platform_reply_is_0_once_recorded_and_minus_1_when_refused() -> None:
     assert platform_reply(True, "ok") == {"return_code": 0, "return_msg": "ok"}
     assert platform_reply(False, "busy") == {"return_code": -1, "return_msg": "busy"}
 
