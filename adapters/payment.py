@@ -1,15 +1,18 @@
 """Canonical fee events ⇄ payment providers' bills and payments (pure: no I/O).
 
 Out: a ``fee.assessed`` event becomes one bill at the unit's provider — a transaction on the national
-payment platform, or a bill at the bank's bill-collection service. The bill code is derived from
-the dossier and the fee (:func:`bill_code`), the same on every attempt: the deliverer looks it up
-before creating it again, and the provider refuses the code with another amount.
+payment platform (:func:`platform_bill`: the platform's ``bill_info``, CONTRACTS.md M6–M9), or a bill at the
+bank's bill-collection service (:func:`bank_bill`). The bill's code is derived from the dossier and the fee
+(:func:`bill_code_of`), the same on every attempt: the deliverer looks it up before creating it again, and
+the provider refuses the code with another amount. At the platform the code is the ``transaction_id``,
+which must hold in 20 characters (M15): :func:`transaction_id`.
 
 Back: the bill becomes a ``fee.bill_created`` event carrying the payment link (for Zalo, when that
 destination exists), and a verified payment becomes ``fee.paid``; both have deterministic ids
 (``payment:<bill code>:bill_created``, ``payment:<bill code>:paid``), so a callback received five
 times, or a payment also recovered by a query or the reconciliation, is one event. A payment for
-another amount than the bill's is not a ``fee.paid``: :func:`judge_payment` says so.
+another amount than the bill's is not a ``fee.paid``: :func:`judge_payment` says so. The portal's look-up
+of a dossier's payment (``dptracuuthanhtoanhs``) is answered with :func:`lookup_bill`.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from typing import Any, Literal
 
 from schemas.bank import BillRequest
 from schemas.events import FeeAssessed, FeeBillCreated, FeeLine, FeePaid, parse_stored
-from schemas.payment import BillInfo, FeeItem
-from schemas.vietnam import vnd
+from schemas.payment import TIME_FORMAT, TRANSACTION_ID_MAX, BillInfo, FeeItem, LookupBill, PaymentItem
+from schemas.vietnam import VN_TZ, vnd
 
 Provider = Literal["platform", "bank"]
 PROVIDERS: tuple[Provider, ...] = ("platform", "bank")
@@ -38,7 +41,9 @@ class PaymentMappingError(ValueError):
 
 @dataclass(frozen=True)
 class PaymentMapping:
-    """What a payment destination configures: the provider, whom the money goes to, where citizens return."""
+    """What a payment destination configures: the provider, whom the money goes to, where citizens return, and
+    the platform's codes for the service and the collecting unit (``bill_info``'s ``MaDichVu``, ``MaDonVi``,
+    ``TenDonVi``, ``MaDVC``, ``LoaiPhiLePhi``; each has a default, said where it is read)."""
 
     provider: Provider
     beneficiary_account: str
@@ -46,6 +51,11 @@ class PaymentMapping:
     beneficiary_bank: str
     return_url: str = ""
     origin: str = "payment"
+    service_type: str = "2"  # MaDichVu: 2 is fees and charges (thu phí, lệ phí), as OpenCPS configures it
+    agency_code: str | None = None  # MaDonVi: by default the unit that assessed the fee
+    agency_name: str | None = None  # TenDonVi: by default the beneficiary, the unit that collects
+    service_code_suffix: str = ""  # MaDVC is MaTTHC followed by this (OpenCPS's MADVCAppend)
+    fee_type: int = 2  # LoaiPhiLePhi: OpenCPS sends 2 for every line
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> PaymentMapping:
@@ -60,18 +70,41 @@ class PaymentMapping:
                    beneficiary_name=str(options["beneficiary_name"]),
                    beneficiary_bank=str(options["beneficiary_bank"]),
                    return_url=str(options.get("return_url") or ""),
-                   origin=str(options.get("origin") or "payment"))
+                   origin=str(options.get("origin") or "payment"),
+                   service_type=str(options.get("service_type") or "2"),
+                   agency_code=str(options["agency_code"]) if options.get("agency_code") else None,
+                   agency_name=str(options["agency_name"]) if options.get("agency_name") else None,
+                   service_code_suffix=str(options.get("service_code_suffix") or ""),
+                   fee_type=int(options.get("fee_type", 2)))
 
 
 def bill_code(dossier_code: str, fee_id: str) -> str:
-    """The bill's code at the provider: the fee id when it already names the dossier, else dossier-fee;
-    a hash-shortened form when that is too long or holds characters providers refuse."""
+    """The bill's code at the bank: the fee id when it already names the dossier, else dossier-fee; a
+    hash-shortened form when that is too long or holds characters providers refuse."""
     code = fee_id if fee_id.startswith(dossier_code) else f"{dossier_code}-{fee_id}"
     if _BILL_CODE.match(code):
         return code
     digest = hashlib.sha256(f"{dossier_code}|{fee_id}".encode()).hexdigest()[:16]
     prefix = re.sub(r"[^A-Za-z0-9._\-]", "", dossier_code)[: BILL_CODE_MAX - len(digest) - 1]
     return f"{prefix}-{digest}"
+
+
+def transaction_id(dossier_code: str, fee_id: str) -> str:
+    """The platform's ``transaction_id`` of a fee: the first 20 hex digits of SHA-256 over ``dossier|fee``.
+
+    The platform may cut a longer id (M15), and a dossier code alone is 25 characters, so no readable form
+    fits: cutting ``<dossier>-<fee>`` would give every fee of a dossier the same id. The digest is the same
+    on every attempt (a retry registers the same transaction), differs for two fees whose ids share their
+    first 20 characters, and is the bill's code in the ledger, so a callback finds its bill by it. With 80
+    bits, the chance that two of ten million bills share an id is about 4 in 10^11, and the deliverer
+    refuses such a meeting rather than mix the two up.
+    """
+    return hashlib.sha256(f"{dossier_code}|{fee_id}".encode()).hexdigest()[:TRANSACTION_ID_MAX]
+
+
+def bill_code_of(provider: str, dossier_code: str, fee_id: str) -> str:
+    """The bill's code at ``provider``: the platform's transaction id, or the bank's bill code."""
+    return transaction_id(dossier_code, fee_id) if provider == "platform" else bill_code(dossier_code, fee_id)
 
 
 def _assessed(event: FeeAssessed) -> tuple[str, int, list[FeeLine]]:
@@ -84,16 +117,66 @@ def _assessed(event: FeeAssessed) -> tuple[str, int, list[FeeLine]]:
     return data.fee_id, amount, list(data.lines)
 
 
-def platform_bill(event: FeeAssessed, mapping: PaymentMapping) -> tuple[str, int, BillInfo]:
-    """``(transaction id, amount, bill_info)`` of a ``fee.assessed`` event at the payment platform."""
+def payment_note(event: FeeAssessed) -> str:
+    """What the citizen pays for, in words: the fee lines and the dossier (``description``, ``NoiDung``)."""
+    names = "; ".join(x.name for x in event.data.lines)
+    return f"{names} — hồ sơ {event.dossier_code}"[:500]
+
+
+@dataclass(frozen=True)
+class PlatformBill:
+    """A fee as the platform's create-transaction carries it (the connector adds the partner's fields)."""
+
+    transaction_id: str
+    amount: int
+    description: str
+    bill_info: BillInfo
+
+
+def platform_bill(event: FeeAssessed, mapping: PaymentMapping, procedure_name: str | None = None) -> PlatformBill:
+    """The platform's transaction for a ``fee.assessed`` event (M6–M9).
+
+    ``MaHoSo`` is the dossier, ``HoTenNguoiNop`` the applicant and ``trans_amount`` the fee. ``PhiLePhi`` has
+    a line per fee line; ``DSKhoanNop`` is one payment of the whole amount, as OpenCPS sends it, so it adds up
+    to ``trans_amount`` whatever the lines say. ``MaTTHC`` is the procedure's national code and ``MaDVC`` that
+    code with the destination's suffix; ``TenTTHC`` and ``TenDVC`` are the procedure's name
+    (``procedure_name``, which the deliverer finds among the dossier's events), else its code. The payer's ID
+    number, address and province go in the optional fields when the event has them; ``MaCoQuanQD`` and
+    ``TenCoQuanQD`` are the unit's, as OpenCPS's comment says they coincide. Nothing else is sent.
+    """
     fee_id, amount, lines = _assessed(event)
+    name = procedure_name or event.procedure_code
+    unit_code = mapping.agency_code or event.unit_code
+    unit_name = mapping.agency_name or mapping.beneficiary_name
+    note = payment_note(event)
+    applicant = event.applicant
+    address = applicant.address
+    street = ", ".join(p for p in (address.street, address.ward) if p) if address else ""
     info = BillInfo(
-        procedure_code=event.procedure_code, unit_code=event.unit_code, dossier_code=event.dossier_code,
-        fee_lines=[FeeItem(code=x.code, name=x.name, amount=int(x.amount)) for x in lines],
-        payer_name=event.applicant.name, beneficiary_account=mapping.beneficiary_account,
-        beneficiary_name=mapping.beneficiary_name, beneficiary_bank=mapping.beneficiary_bank,
+        MaDichVu=mapping.service_type, TKThuHuong=mapping.beneficiary_account, MaNHThuHuong=mapping.beneficiary_bank,
+        TenTKThuHuong=mapping.beneficiary_name,
+        PhiLePhi=[FeeItem(LoaiPhiLePhi=mapping.fee_type, MaPhiLePhi=x.code, TenPhiLePhi=x.name, SoTien=int(x.amount))
+                  for x in lines],
+        MaDonVi=unit_code, TenDonVi=unit_name, MaHoSo=event.dossier_code, MaTTHC=event.procedure_code,
+        TenTTHC=name, MaDVC=event.procedure_code + mapping.service_code_suffix, TenDVC=name,
+        NoiDungThanhToan=note, HoTenNguoiNop=applicant.name,
+        DSKhoanNop=[PaymentItem(NoiDung=note, SoTien=str(amount))],
+        SoCMNDNguoiNop=applicant.id_number or None, DiaChiNguoiNop=street or None,
+        HuyenNguoiNop=(address.district or None) if address else None,
+        TinhNguoiNop=(address.province or None) if address else None,
+        MaCoQuanQD=unit_code, TenCoQuanQD=unit_name,
     )
-    return bill_code(event.dossier_code, fee_id), amount, info
+    return PlatformBill(transaction_id(event.dossier_code, fee_id), amount, note, info)
+
+
+def lookup_bill(event: FeeAssessed, mapping: PaymentMapping, client_id: str, at: datetime,
+                procedure_name: str | None = None) -> LookupBill:
+    """The portal's ``dptracuuthanhtoanhs`` answer for a bill still to pay: its bill_info, its transaction and
+    client ids, and ``MaTraCuuTT``, the dossier code followed by the time asked (Vietnam), as OpenCPS builds it."""
+    bill = platform_bill(event, mapping, procedure_name)
+    return LookupBill(**bill.bill_info.model_dump(exclude_none=True), transaction_id=bill.transaction_id,
+                      client_id=client_id,
+                      MaTraCuuTT=event.dossier_code + at.astimezone(VN_TZ).strftime(TIME_FORMAT))
 
 
 def bank_bill(event: FeeAssessed, mapping: PaymentMapping) -> BillRequest:
