@@ -5,11 +5,17 @@ Each is judged against the bill (:func:`services.payment.inbound.receive_callbac
 never issued is stored and reported. Every verified callback is kept with its verdict. The destination is the
 only one that takes the scheme, or the one the path names.
 
-- ``platform``: the national payment platform's JSON ``schemas.payment.PlatformCallback``, checksum with the
-  destination's ``callback_key`` (``MOTCUA_PAYMENT_CALLBACK_KEY``; comma-separated while a key rotates),
-  ``client_id`` the destination's. Reply ``{"return_code", "return_msg"}``: 0 once the callback is recorded (any
-  verdict: the platform must stop sending it), -1 with HTTP 401 for a bad checksum or another client and with 400
-  for a body that is not a callback (the platform tries again).
+- ``platform``: the national payment platform's JSON callback, ``schemas.payment.PlatformCallback`` (CONTRACTS.md
+  M12–M14). Its check_sum must be HMAC-SHA256 with the destination's ``callback_key`` (hash_key_2,
+  ``MOTCUA_PAYMENT_CALLBACK_KEY``; comma-separated while a key rotates) over
+  ``addition_fee|client_id|command|trans_amount|transaction_id|version`` as the callback carries them, and
+  ``client_id``, ``command`` and ``version`` must be the destination's: for a payment of the bill, exactly what
+  OpenCPS recomputes from the registered values; for a payment of another amount, signed, so it is held rather
+  than refused. The callback has no payment time: the payment is dated when the relay receives it (the
+  ``fee.paid``'s ``paid_at``, the bill's and the callback's row). The reply is always HTTP 200 with
+  ``{"return_code", "return_msg"}``: 0 once recorded (any verdict, a repeat or a bill we never issued included:
+  the platform must stop sending it), -1 for a bad checksum, another partner's callback, a body that is not a
+  callback, or no such destination — and nothing changes.
 - ``vnpay``: a VNPAY-style gateway's IPN, ``GET`` with ``vnp_*`` query parameters (``POST`` form fields are read
   too), HMAC-SHA512 over the sorted parameters with ``vnpay_secret`` (``MOTCUA_PAYMENT_VNPAY_SECRET``),
   ``vnp_TmnCode`` the destination's ``vnpay_tmn_code``. Always HTTP 200 with ``{"RspCode", "Message"}``: ``00``
@@ -20,6 +26,7 @@ only one that takes the scheme, or the one the path names.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
 import structlog
@@ -46,33 +53,38 @@ def _takes_vnpay(options: object) -> bool:
     return isinstance(options, PaymentOptions) and bool(options.vnpay_tmn_code)
 
 
+def _refused(message: str) -> JSONResponse:
+    """-1 with HTTP 200, as the platform expects every reply (M14)."""
+    return JSONResponse(pay.platform_reply(False, message))
+
+
 @callback(router, "/payment/platform", "Payments reported by the national payment platform (checksum)")
 async def platform_payment(request: Request, name: str | None) -> JSONResponse:
     ctx = context(request)
     dest = find(ctx, "payment", name, _takes_platform)
     if dest is None:
-        return JSONResponse(pay.platform_reply(False, "no such payment destination"), status_code=404)
+        return _refused("no such payment destination")
     body = await read_limited(request, ctx.settings.intake_max_body_bytes)
     if body is None:
-        return JSONResponse(pay.platform_reply(False, "body too large"), status_code=413)
+        return _refused("body too large")
     try:
         callback = pay.PlatformCallback.model_validate(json.loads(body))
     except (ValueError, ValidationError) as exc:
-        fields = error_fields(exc) if isinstance(exc, ValidationError) else []
-        return JSONResponse({**pay.platform_reply(False, "not a payment callback"), "fields": fields[:20]},
-                            status_code=400)
+        fields = error_fields(exc, root="body") if isinstance(exc, ValidationError) else ["body"]
+        return _refused("not a payment callback: " + ", ".join(fields[:20]))
     options = ctx.options_of(PaymentOptions, dest)
     secrets = keys(options.callback_key)
     signed = any(pay.checksum_matches(callback.check_sum, pay.callback_checksum(key, callback)) for key in secrets)
-    if not signed or callback.client_id != options.client_id:
-        log.info("callback.payment.bad_checksum", scheme="platform", configured=bool(secrets))
-        return JSONResponse(pay.platform_reply(False, "invalid check_sum"), status_code=401)
-    paid_at = pay.parse_time(callback.payment_time)
+    ours = (callback.client_id, callback.command, callback.version) == (options.client_id, options.command,
+                                                                       options.version)
+    if not signed or not ours:
+        log.info("callback.payment.bad_checksum", scheme="platform", configured=bool(secrets), ours=ours)
+        return _refused("invalid check_sum" if not signed else "not this partner's transaction")
     verdict = await run_in_threadpool(receive_callback, Book.of(ctx, dest), "platform", callback.transaction_id,
-                                      callback.gateway_trans_id, callback.trans_amount, callback.status == pay.PAID,
-                                      paid_at)
+                                      callback.transaction_code, callback.trans_amount, callback.status == pay.PAID,
+                                      datetime.now(UTC))
     log.info("callback.payment.recorded", scheme="platform", bill_code=callback.transaction_id, verdict=verdict)
-    return JSONResponse({**pay.platform_reply(True, "recorded"), "verdict": verdict})
+    return JSONResponse(pay.platform_reply(True, "recorded"))
 
 
 VNPAY_CODES = {"paid": "00", "repeat": "02", "second_payment": "02", "not_paid": "00", "unknown_bill": "01",

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from adapters.payment import bill_code
+from adapters.payment import bill_code_of
 from schemas.vietnam import VN_TZ
 from services.base import DemoPlay, Measure, Stage
 from services.payment.deliver import PaymentDeliverer, PaymentOptions
@@ -96,7 +96,7 @@ class PaymentPlay(DemoPlay):
         for e in events:
             if e["type"] == "fee.assessed" and (e["dossier_code"], e["data"]["fee_id"]) not in at_desk:
                 draw = stage.rng.random()
-                self.plans[bill_code(e["dossier_code"], e["data"]["fee_id"])] = Plan(
+                self.plans[bill_code_of(self.provider, e["dossier_code"], e["data"]["fee_id"])] = Plan(
                     lost=draw < LOST, copies=2 if LOST <= draw < LOST + REPEATED else 1)
         if self.plans:
             next(iter(self.plans.values())).short_by = 1000  # one citizen pays the wrong amount
@@ -162,7 +162,8 @@ class PaymentPlay(DemoPlay):
             files.append(str(xlsx))
         received = httpx.get(f"{stage.onestop}/_admin/received", params={"subscriber": "onestop", "full": True},
                              timeout=30).json()
-        paid = Counter(bill_code(r["event"]["dossier_code"], r["event"]["data"]["fee_id"]) for r in received
+        paid = Counter(bill_code_of(self.provider, r["event"]["dossier_code"], r["event"]["data"]["fee_id"])
+                       for r in received
                        if r["type"] == "fee.paid" and r["event"]["origin"] == "payment")
         right = [code for code, plan in self.plans.items() if plan.paid and not plan.short_by]
         wrong = [code for code, plan in self.plans.items() if plan.short_by]

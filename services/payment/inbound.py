@@ -6,6 +6,12 @@ each morning, or ``motcua-relay reconcile --date D``). All three go through :fun
 amount makes a ``fee.paid`` event whose id is the bill's, stored before the bill is marked paid, so it reaches the
 one-stop software exactly once whichever way, and however often, the payment is reported; another amount puts the
 bill in quarantine, never paid.
+
+When is a payment made? The bank's callback and its query say (``vnp_PayDate``, ``paidAt``), and so does a
+settlement list; the national payment platform's callback and detail answer do not (CONTRACTS.md M12), so a
+payment learnt from them is dated when the relay learns it: the callback's receipt, the query's answer. That
+date is the ``fee.paid`` event's ``paid_at``, the bill's and the callback's row, and the day the reconciliation
+looks for a callback the settlement list lacks; the list's own time dates what only the reconciliation finds.
 """
 
 from __future__ import annotations
@@ -134,7 +140,13 @@ def run_reconciliation(payer: PaymentDeliverer, day: date) -> Reconciliation:
         if s.amount > 0:
             record_payment(book, s.bill_code, s.transaction_id, s.amount, s.paid_at, "reconciliation")
     heard = payments.callbacks_for(engine, payer.name, [s.bill_code for s in settled], day_bounds(day))
-    heard_paid = [h for h in heard if h.paid]
+    listed = {s.bill_code for s in settled}
+    # a callback is dated when it is received (the platform's carries no time), so one may come just after
+    # midnight for a payment the previous day's list settled: it is on that day's line, no anomaly of this one
+    settled_before = {line.bill_code for line in payments.stored_lines(engine, payer.name,
+                                                                       (day - timedelta(days=1)).isoformat())
+                      if line.settled_amount is not None}
+    heard_paid = [h for h in heard if h.paid and (h.bill_code in listed or h.bill_code not in settled_before)]
     codes = [s.bill_code for s in settled] + [h.bill_code for h in heard_paid]
     bills = {code: BillView(code, int(row.amount), row.dossier_code, row.paid_via)
              for code, row in payments.bills_by_code(engine, codes).items()}

@@ -22,7 +22,8 @@ def platform(configured: list[Configured]) -> Any:
         raise NotReady("set MOTCUA_PAYMENT_REQUEST_KEY and MOTCUA_PAYMENT_CALLBACK_KEY (the destination's "
                        "request_key and callback_key)")
     return platform_app(client_id=str(options.client_id), request_key=options.request_key.get_secret_value(),
-                      callback_key=options.callback_key.get_secret_value().split(",")[0])
+                        callback_key=options.callback_key.get_secret_value().split(",")[0], command=options.command,
+                        version=options.version)
 
 
 def bank(configured: list[Configured]) -> Any:
