@@ -18,7 +18,7 @@ from typing import Any, Literal
 from sqlalchemy import Engine, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from store.tables import BillState, bills, payment_callbacks, reconciliation_lines
+from store.tables import BillState, bills, events, payment_callbacks, reconciliation_lines
 
 Verdict = Literal["paid", "repeat", "second_payment", "amount_mismatch", "unknown_bill", "not_paid"]
 PaidVia = Literal["callback", "query", "reconciliation"]
@@ -50,6 +50,21 @@ def record_bill(engine: Engine, bill: NewBill, now: datetime) -> bool:
 def get_bill(engine: Engine, bill_code: str) -> Any:
     with engine.connect() as conn:
         return conn.execute(select(bills).where(bills.c.bill_code == bill_code)).first()
+
+
+def bills_of_dossier(engine: Engine, destination: str, dossier_code: str) -> list[Any]:
+    """The dossier's bills at ``destination``, oldest first (the portal's look-up of its payment)."""
+    with engine.connect() as conn:
+        return list(conn.execute(
+            select(bills).where(bills.c.dossier_code == dossier_code, bills.c.destination == destination)
+            .order_by(bills.c.created_at, bills.c.bill_code)))
+
+
+def dossier_known(engine: Engine, dossier_code: str) -> bool:
+    """Whether the ledger holds any event of the dossier."""
+    with engine.connect() as conn:
+        return conn.execute(select(events.c.id).where(events.c.dossier_code == dossier_code).limit(1)).first() \
+            is not None
 
 
 def bills_by_code(engine: Engine, codes: Sequence[str]) -> dict[str, Any]:

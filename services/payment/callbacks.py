@@ -1,4 +1,5 @@
-"""``/v1/callbacks/payment/<scheme>[/{destination}]``: payments a provider reports, verified in constant time.
+"""``/v1/callbacks/payment/<scheme>[/{destination}]``: payments a provider reports, verified in constant time; and
+the portal's look-up of a dossier's payment (:mod:`services.payment.lookup`, mounted here).
 
 Each is judged against the bill (:func:`services.payment.inbound.receive_callback`): the bill's amount is
 ``fee.paid`` once, however often it is reported; another amount is quarantined and reported, never paid; a bill we
@@ -38,6 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from schemas import payment as pay
 from schemas.privacy import error_fields
 from services.http import callback, context, find, keys, read_limited
+from services.payment import lookup
 from services.payment.deliver import Book, PaymentOptions
 from services.payment.inbound import receive_callback
 
@@ -121,3 +123,7 @@ async def vnpay_ipn(request: Request, name: str | None) -> JSONResponse:
                                       ipn.vnp_TransactionNo, ipn.amount, ipn.paid and paid_at is not None, paid_at)
     log.info("callback.payment.recorded", scheme="vnpay", bill_code=ipn.vnp_TxnRef, verdict=verdict)
     return JSONResponse(pay.vnpay_reply(VNPAY_CODES[verdict]))
+
+
+# the portal's look-up of a dossier's payment, beside the callbacks
+callback(router, lookup.PATH, lookup.SUMMARY)(lookup.payment_lookup)
