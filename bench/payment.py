@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from adapters.payment import transaction_id
 from bench.stack import parse, phase_arguments, relay_stack, run_phases
 from bench.support import percentile, relay_cmd, tree_hwm_mb
 from sandbox.payment import PayingDay, citizens_pay
@@ -107,7 +108,7 @@ def run_phase(name: str, fees: list[dict[str, Any]], args: argparse.Namespace, w
         # the citizens pay, once every bill exists
         httpx.delete(f"{platform_url}/_admin/faults", timeout=5)  # the citizens' side is not under test
         paid_on = datetime.now(VN_TZ).date()  # (a run across midnight in Vietnam splits the day: not handled)
-        amounts = [(f["data"]["fee_id"], int(f["data"]["amount"])) for f in fees]
+        amounts = [(transaction_id(f["dossier_code"], f["data"]["fee_id"]), int(f["data"]["amount"])) for f in fees]
         paying = time.monotonic()
         day = citizens_pay(platform_url, amounts, lost_rate=0.10, duplicate_rate=0.05, mismatches=3, unknown=2,
                            delay_ms=1000, seed=31)
@@ -139,7 +140,7 @@ def _figures(name: str, engine: Any, platform_url: str, onestop_url: str, day: P
     stats = httpx.get(f"{platform_url}/_admin/stats", timeout=10).json()
     received = httpx.get(f"{onestop_url}/_admin/received", params={"subscriber": "onestop", "full": True},
                          timeout=60).json()
-    paid = Counter(r["event"]["data"]["fee_id"] for r in received if r["type"] == "fee.paid")
+    paid = Counter(_code(r["event"]) for r in received if r["type"] == "fee.paid")
     d, e = deliveries.c, events.c
     with engine.connect() as conn:
         bill_rows = conn.execute(select(d.status, d.delivered_at).where(d.destination == "payment")).all()
@@ -159,7 +160,7 @@ def _figures(name: str, engine: Any, platform_url: str, onestop_url: str, day: P
     lag = []
     for row in paid_rows:
         event = json.loads(row.payload)
-        if row.delivered_at and event["data"]["fee_id"] in called_back:
+        if row.delivered_at and _code(event) in called_back:
             lag.append((row.delivered_at - datetime.fromisoformat(event["data"]["paid_at"])).total_seconds())
     right = set(day.paid) - day.mismatched
     return {
@@ -184,6 +185,11 @@ def _figures(name: str, engine: Any, platform_url: str, onestop_url: str, day: P
         "dead": dead, "worker_peak_rss_mb": round(peaks["worker"], 1), "api_peak_rss_mb": round(peaks["api"], 1),
         "reconcile_exit": "anomalies" if "Anomalies" in reconcile_out else "clean",
     }
+
+
+def _code(event: dict[str, Any]) -> str:
+    """The bill's code at the platform (its transaction id) of a fee event."""
+    return transaction_id(event["dossier_code"], event["data"]["fee_id"])
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
