@@ -5,7 +5,9 @@ platform or a bank (:mod:`services.payment.deliver`); the payment link goes out 
 
 In: payments from the providers' callbacks (:mod:`services.payment.callbacks`), from the query of bills no
 callback answered and from the morning reconciliation (:mod:`services.payment.inbound`), each recorded once; the
-reconciliation writes a CSV and a spreadsheet an accountant signs (:mod:`services.payment.report`).
+reconciliation writes a CSV and a spreadsheet an accountant signs (:mod:`services.payment.report`). The portal's
+question whether a dossier's fee is paid (``dptracuuthanhtoanhs``) is answered from the bills
+(:mod:`services.payment.lookup`, mounted with the callbacks).
 """
 
 from __future__ import annotations
