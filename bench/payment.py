@@ -41,6 +41,7 @@ from bench.stack import parse, phase_arguments, relay_stack, run_phases
 from bench.support import percentile, relay_cmd, tree_hwm_mb
 from sandbox.payment import PayingDay, citizens_pay
 from sandbox.workload import fee_day, send_events_sync
+from schemas.payment import AMOUNT_CONFLICT
 from schemas.vietnam import VN_TZ
 from store.tables import FINAL_STATUSES, attempts, bills, deliveries, events, payment_callbacks
 
@@ -137,6 +138,7 @@ def _figures(name: str, engine: Any, platform_url: str, onestop_url: str, day: P
     from store.payments import stored_lines
 
     platform = httpx.get(f"{platform_url}/_admin/transactions", timeout=60).json()
+    paid_at = {t["transaction_id"]: datetime.fromisoformat(t["paid_at"]) for t in platform if t["paid_at"]}
     stats = httpx.get(f"{platform_url}/_admin/stats", timeout=10).json()
     received = httpx.get(f"{onestop_url}/_admin/received", params={"subscriber": "onestop", "full": True},
                          timeout=60).json()
@@ -161,12 +163,13 @@ def _figures(name: str, engine: Any, platform_url: str, onestop_url: str, day: P
     for row in paid_rows:
         event = json.loads(row.payload)
         if row.delivered_at and _code(event) in called_back:
-            lag.append((row.delivered_at - datetime.fromisoformat(event["data"]["paid_at"])).total_seconds())
+            # from when the citizen paid at the platform: the fee.paid's paid_at is when the callback came (M12)
+            lag.append((row.delivered_at - paid_at[_code(event)]).total_seconds())
     right = set(day.paid) - day.mismatched
     return {
         "phase": name, "bills": len(bill_rows), "seconds_bills": round(seconds, 1),
         "bills_per_s": round(len(bill_rows) / seconds, 1) if seconds else None,
-        "transactions": len(platform), "conflicts": stats["counters"].get("answer_05", 0),
+        "transactions": len(platform), "conflicts": stats["counters"].get(f"answer_{AMOUNT_CONFLICT}", 0),
         "register_calls": sum(t["pay_calls"] for t in platform),
         "attempts_per_bill": round(attempt_count / len(bill_rows), 2),
         "callbacks_sent": stats["counters"].get("callbacks_sent", 0), "callbacks_recorded": recorded,
@@ -203,8 +206,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
         table.add_column(r["phase"], justify="right")
     rows = [
         ("bills issued", "bills"), ("transactions at the platform", "transactions"),
-        ("amount conflicts (05)", "conflicts"), ("register calls (a retry after a timeout registers again)",
-                                                  "register_calls"),
+        (f"amount conflicts ({AMOUNT_CONFLICT})", "conflicts"),
+        ("register calls (a retry after a timeout registers again)", "register_calls"),
         ("seconds (first event → last bill)", "seconds_bills"), ("bill deliveries / s", "bills_per_s"),
         ("attempts / bill", "attempts_per_bill"), ("callbacks sent by the platform", "callbacks_sent"),
         ("callbacks recorded by the relay", "callbacks_recorded"),

@@ -32,8 +32,8 @@ Faults (``GET|POST|DELETE /_admin/faults``, :class:`FaultConfig`, seeded): ``err
 ``error_status`` and ``latency_ms`` delays (before anything); ``busy_rate`` answers ``"96"``;
 ``timeout_rate`` registers a create and then hangs ``hang_seconds``.
 
-Admin: ``GET /_admin/stats``, ``GET /_admin/transactions`` (with each one's ``bill_info``), ``POST
-/_admin/reset``. :func:`citizens_pay` drives a day of citizens paying through ``/_admin/pay`` (loss,
+Admin: ``GET /_admin/stats``, ``GET /_admin/transactions`` (with each one's ``bill_info`` and when it was paid),
+``POST /_admin/reset``. :func:`citizens_pay` drives a day of citizens paying through ``/_admin/pay`` (loss,
 duplication, delay, wrong amounts, strangers). State lives in memory on the app's event loop; nothing is logged
 per request.
 """
@@ -408,6 +408,7 @@ def create_app(*, client_id: str, request_key: str, callback_key: str,
     @app.get("/_admin/transactions")
     async def list_transactions() -> list[dict[str, Any]]:
         return [{**_view(t), "bill_amount": t.amount, "sent_transaction_id": t.request.transaction_id,
+                 "paid_at": t.paid_at.isoformat() if t.paid_at else None,
                  "pay_calls": t.pay_calls, "callbacks": t.callbacks,
                  "bill_info": t.request.bill_info.model_dump(mode="json", exclude_none=True),
                  "description": t.request.description, "return_url": t.request.return_url}
