@@ -148,6 +148,17 @@ cursors = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# What the relay knows of each progress entry it sent to a service that keeps no history it reads back (the
+# national portal: services/portal/progress.py): unanswered (a call that may have landed), or taken.
+progress_marks = Table(
+    "progress_marks",
+    metadata,
+    Column("destination", String(60), primary_key=True),
+    Column("entry", String(200), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 receipts = Table(
     "receipts",
     metadata,

@@ -40,7 +40,7 @@ from store import intake, queries
 from store.db import get_engine, upgrade
 from store.deadletters import DeadLetterFilter, dead_letters, replay
 from store.reports import portal_sync_report
-from store.tables import FINAL_STATUSES, Status, attempts, cursors, deliveries
+from store.tables import FINAL_STATUSES, Status, attempts, deliveries, progress_marks
 from tasks.runtime import get_runtime, reset_runtime
 from tests.harness import RelayProcess, become_relay, drain, new_secret, relay_env, wait_for, worker_and_beat
 from tests.servers import run_asgi
@@ -110,12 +110,12 @@ def assert_portal_holds_the_truth(portal_url: str, events: list[dict[str, Any]])
     assert httpx.get(f"{portal_url}/_admin/issues", timeout=10).json() == []
 
 
-def progress_marks(engine: Any, destination: str = "portal") -> dict[str, str]:
+def marks_of(engine: Any, destination: str = "portal") -> dict[str, str]:
     """What the ledger holds of the portal's progress entries whose calls went unanswered."""
+    marks = progress_marks.c
     with engine.connect() as conn:
-        rows = conn.execute(select(cursors.c.name, cursors.c.position)
-                            .where(cursors.c.name.like(f"portal:{destination}:progress:%"))).all()
-    return {name: position for name, position in rows}
+        rows = conn.execute(select(marks.entry, marks.state).where(marks.destination == destination)).all()
+    return {entry: state for entry, state in rows}
 
 
 @dataclass
@@ -204,7 +204,7 @@ def test_a_working_day_through_faults_ends_in_the_one_stop_truth(portal_stack: P
     # answered "06", as held), and the ledger knows every one of them taken
     unanswered = stats["unanswered"].get("CapNhatTienDoHoSoMC", 0)
     assert 0 < stats["repeated_progress"] <= unanswered, stats
-    marks = progress_marks(get_engine(portal_stack.database_url))
+    marks = marks_of(get_engine(portal_stack.database_url))
     assert marks and set(marks.values()) == {"taken"} and len(marks) <= unanswered, marks
     # and each online dossier reached the one-stop software once, as dossier.submitted
     received = httpx.get(f"{portal_stack.onestop_url}/_admin/received", params={"subscriber": "onestop"}).json()

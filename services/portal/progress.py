@@ -18,25 +18,24 @@ A portal that would append a repeat rather than answer "06" is configured ``ambi
 "assume_taken"``: an unanswered entry is then taken as landed and never sent again (at most once: an entry
 whose first call did not land is missing, and a warning names it) — the operator's choice, not the default.
 
-The marks live in the ledger's ``cursors`` table (a name and a position, committed at once): no schema change,
-and they survive restarts like the cursors of the pulled feeds. Only ambiguous attempts write one, so an
-ordinary delivery costs one indexed read.
+The marks live in the ledger's ``progress_marks`` table (``store/marks.py``), committed at once, so they survive
+restarts. Only ambiguous attempts write one, so an ordinary delivery costs one read by primary key.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Literal
 
 import structlog
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
 
 from connectors.base import DeliveryError
 from connectors.portal import PortalConnector, may_have_landed
 from schemas.portal import progress_key
-from store.cursors import get_cursor, set_cursor
+from store.marks import ENTRY_MAX, get_mark, set_mark
 
 log = structlog.get_logger(__name__)
 
@@ -45,10 +44,16 @@ TAKEN = "taken"
 AmbiguousProgress = Literal["resend", "assume_taken"]
 
 
-def mark_name(destination: str, entry: Mapping[str, str]) -> str:
-    """The ledger's name for an entry of a destination (under the cursors' 200 characters)."""
-    code, status, at = progress_key(entry)
-    return f"portal:{destination}:progress:{code}:{status}:{at}"
+def entry_key(entry: Mapping[str, str]) -> str:
+    """The ledger's key of an entry: the portal's own (MaHoSo, TrangThai, ThoiDiemXuLy).
+
+    The schema holds a dossier code to 80 characters, so the key fits; one that would not (a caller that skipped
+    the schema) is keyed by its digest rather than cut, so two entries never share a mark.
+    """
+    key = "|".join(progress_key(entry))
+    if len(key) > ENTRY_MAX:
+        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return key
 
 
 class ProgressLedger:
@@ -61,14 +66,10 @@ class ProgressLedger:
 
     def state(self, entry: Mapping[str, str]) -> str | None:
         """``"unanswered"``, ``"taken"``, or ``None`` when no attempt left a mark."""
-        return get_cursor(self.engine, mark_name(self.destination, entry))
+        return get_mark(self.engine, self.destination, entry_key(entry))
 
     def mark(self, entry: Mapping[str, str], state: str) -> None:
-        name = mark_name(self.destination, entry)
-        try:
-            set_cursor(self.engine, name, state, self._clock())
-        except IntegrityError:  # another attempt inserted it between our update and insert: now it updates
-            set_cursor(self.engine, name, state, self._clock())
+        set_mark(self.engine, self.destination, entry_key(entry), state, self._clock())
 
 
 def append_once(connector: PortalConnector, ledger: ProgressLedger, unit: str, entry: Mapping[str, str],
