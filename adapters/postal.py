@@ -3,9 +3,10 @@
 Out: ``postal.pickup_requested`` becomes a pickup order (the citizen sends the dossier to the
 reception desk), ``postal.delivery_requested`` a delivery order (the desk sends the result to
 the citizen, fees still due collected on delivery). The order number is the dossier code plus
-the purpose's suffix (``-TN`` collected for reception, ``-KQ`` result): the idempotency key the
-deliverer looks up before creating again. ``dossier.withdrawn`` cancels both orders, and a
-``dossier.returned`` handed over other than by post cancels the delivery order.
+the purpose's suffix (``-TN`` collected for reception, ``-KQ`` result): the key the deliverer
+creates the order once by (the gateway has no look-up; ``services/postal/deliver.py``).
+``dossier.withdrawn`` cancels both orders, and a ``dossier.returned`` handed over other than by
+post cancels the delivery order.
 
 In: a tracking record of one of our orders becomes a ``postal.status`` event for the one-stop
 software, built on the request event that created the order (unit, procedure, applicant), with
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, get_args
 
 from config.admin_units import AdminUnits
 from schemas.events import (
@@ -29,12 +30,23 @@ from schemas.events import (
     PostalStatus,
     parse_stored,
 )
-from schemas.postal import DEFAULT_STATUS_MAP, CanonicalStatus, PostalOrder, Purpose, TrackingRecord, money
+from schemas.postal import (
+    DEFAULT_ANSWERS,
+    DEFAULT_STATUS_MAP,
+    DONE,
+    CanonicalStatus,
+    Meaning,
+    PostalOrder,
+    Purpose,
+    TrackingRecord,
+    money,
+)
 from schemas.vietnam import VN_TZ
 
 DEFAULT_SUFFIXES: dict[Purpose, str] = {"pickup": "TN", "delivery": "KQ"}
 REQUEST_TYPES: dict[str, Purpose] = {"postal.pickup_requested": "pickup", "postal.delivery_requested": "delivery"}
 CANONICAL_STATUSES = frozenset(s for s in DEFAULT_STATUS_MAP.values() if s)
+MEANINGS = frozenset(get_args(Meaning))
 
 
 class AddressError(ValueError):
@@ -74,8 +86,8 @@ class PostalMapping:
     agency: Agency
     agencies: dict[str, Agency] = field(default_factory=dict)  # unit code → its own desk
     suffixes: dict[Purpose, str] = field(default_factory=lambda: dict(DEFAULT_SUFFIXES))
-    status_map: dict[str, CanonicalStatus | None] = field(default_factory=lambda: dict(DEFAULT_STATUS_MAP))
-    service_code: str = "HCC"
+    status_map: dict[int, CanonicalStatus | None] = field(default_factory=lambda: dict(DEFAULT_STATUS_MAP))
+    answers: dict[int, Meaning] = field(default_factory=lambda: dict(DEFAULT_ANSWERS))
     require_district: bool = False
 
     @classmethod
@@ -86,23 +98,38 @@ class PostalMapping:
         suffixes = {**DEFAULT_SUFFIXES, **(options.get("order_suffixes") or {})}
         if len(set(suffixes.values())) != len(suffixes):
             raise ValueError("postal order_suffixes must differ per purpose")
-        status_map: dict[str, CanonicalStatus | None] = dict(DEFAULT_STATUS_MAP)
+        status_map: dict[int, CanonicalStatus | None] = dict(DEFAULT_STATUS_MAP)
         for code, status in (options.get("status_map") or {}).items():
             if status and status not in CANONICAL_STATUSES:
                 raise ValueError(f"postal status_map: {code} → {status!r} is not one of {sorted(CANONICAL_STATUSES)}")
-            status_map[str(code)] = status or None
+            status_map[_code("status_map", code)] = status or None
+        answers: dict[int, Meaning] = dict(DEFAULT_ANSWERS)
+        for code, meaning in (options.get("answers") or {}).items():
+            if meaning not in MEANINGS:
+                raise ValueError(f"postal answers: {code} → {meaning!r} is not one of {sorted(MEANINGS)}")
+            answers[_code("answers", code)] = meaning
+        if answers.get(DONE) != "done":
+            raise ValueError(f"postal answers: Status {DONE} is the gateway's success and cannot be remapped")
         return cls(
             customer_code=str(customer),
             agency=Agency.from_options(options.get("agency") or {}),
             agencies={str(unit): Agency.from_options(a) for unit, a in (options.get("agencies") or {}).items()},
             suffixes=suffixes,
             status_map=status_map,
-            service_code=str(options.get("service_code", "HCC")),
+            answers=answers,
             require_district=bool(options.get("require_district", False)),
         )
 
     def desk(self, unit_code: str) -> Agency:
         return self.agencies.get(unit_code, self.agency)
+
+
+def _code(option: str, code: Any) -> int:
+    """A status code written as a key of the routing file (``"4"``), as the integer the gateway sends."""
+    text = str(code).strip()
+    if not text.lstrip("-").isdigit():
+        raise ValueError(f"postal {option}: {code!r} is not an integer status code")
+    return int(text)
 
 
 # --------------------------------------------------------------------------- order numbers
@@ -141,8 +168,12 @@ def cancellations(event: Event) -> list[Purpose]:
     return []
 
 
-def resolve(address: Address | None, units: AdminUnits, require_district: bool, who: str) -> tuple[str, str, str]:
-    """``(address line, province code, district code)`` of an address, or :class:`AddressError`."""
+def resolve(address: Address | None, units: AdminUnits, require_district: bool,
+            who: str) -> tuple[str, int, int | None]:
+    """``(address line, province code, district code or None)`` of an address, or :class:`AddressError`.
+
+    Since 1 July 2025 an address is province and commune: the commune (``ward``) goes in the address line, which
+    is where MOrder has room for it; a district, if the address still names one, is sent as its code."""
     address = address or Address()
     province_name = (address.province or "").strip()
     if not province_name:
@@ -155,14 +186,14 @@ def resolve(address: Address | None, units: AdminUnits, require_district: bool, 
     district = ""
     if district_name:
         found = units.district(province, district_name)
-        if found is None and (units.has_districts(province) or require_district):
+        if found is None and require_district:
             raise AddressError(f"{who}'s district {district_name!r} is not a district of "
                                f"{units.names[province]} in the administrative-unit table ({units.source})")
         district = found or ""
     elif require_district:
         raise AddressError(f"{who}'s address names no district, and this contract requires one")
     line = ", ".join(part for part in (address.street, address.ward, address.district, address.province) if part)
-    return line, province, district
+    return line, int(province), int(district) if district else None
 
 
 def _given(address: Address | None) -> Address | None:
@@ -173,7 +204,8 @@ def _given(address: Address | None) -> Address | None:
 
 
 def order_for(event: PostalRequest, mapping: PostalMapping, units: AdminUnits) -> PostalOrder:
-    """The order a ``postal.*_requested`` event asks for."""
+    """The order a ``postal.*_requested`` event asks for (V3–V5): on a pickup the citizen is the sender and the
+    desk the receiver, on a delivery the other way round."""
     purpose = REQUEST_TYPES[event.type]
     applicant, data = event.applicant, event.data
     if not applicant.phone:
@@ -183,22 +215,21 @@ def order_for(event: PostalRequest, mapping: PostalMapping, units: AdminUnits) -
     desk = mapping.desk(event.unit_code)
     _, desk_province, desk_district = resolve(Address(province=desk.province, district=desk.district or None),
                                               units, mapping.require_district, "the reception desk")
-    citizen = {"Name": applicant.name, "Address": citizen_line, "ProvinceCode": citizen_province,
-               "DistrictCode": citizen_district, "Tel": applicant.phone, "Email": applicant.email}
-    agency = {"Name": desk.name, "Address": desk.address, "ProvinceCode": desk_province,
-              "DistrictCode": desk_district, "Tel": desk.phone, "Email": desk.email}
+    citizen = {"Name": applicant.name, "Address": citizen_line, "Province": citizen_province,
+               "District": citizen_district, "Tel": applicant.phone, "Email": applicant.email}
+    agency = {"Name": desk.name, "Address": desk.address, "Province": desk_province,
+              "District": desk_district, "Tel": desk.phone, "Email": desk.email}
     sender, receiver = (citizen, agency) if purpose == "pickup" else (agency, citizen)
     what = "Thu gom hồ sơ" if purpose == "pickup" else "Chuyển phát kết quả giải quyết TTHC"
     note = (data.note or "").strip()
     return PostalOrder(
-        customerCode=mapping.customer_code,
-        orderNumber=order_number(event.dossier_code, purpose, mapping),
-        purpose=purpose,
-        serviceCode=mapping.service_code,
-        **{f"sender{k}": v for k, v in sender.items()},
-        **{f"receiver{k}": v for k, v in receiver.items()},
-        codAmount=money(data.cod_amount) if purpose == "delivery" else 0,
-        description=f"{what} {event.dossier_code}" + (f" — {note}" if note else ""),
+        CustomerCode=mapping.customer_code,
+        OrderNumber=order_number(event.dossier_code, purpose, mapping),
+        CODAmount=money(data.cod_amount) if purpose == "delivery" else 0.0,
+        **{f"Sender{k}": v for k, v in sender.items()},
+        SenderDesc=note[:500] or None,
+        Description=f"{what} {event.dossier_code}",
+        **{f"Receiver{k}": v for k, v in receiver.items()},
     )
 
 
@@ -206,8 +237,8 @@ def order_for(event: PostalRequest, mapping: PostalMapping, units: AdminUnits) -
 
 
 def status_event_id(record: TrackingRecord) -> str:
-    at = record.statusTime.astimezone(VN_TZ).strftime("%Y%m%d%H%M%S")
-    return f"postal:{record.orderNumber}:{record.statusCode}:{at}"
+    at = record.at.astimezone(VN_TZ).strftime("%Y%m%d%H%M%S")
+    return f"postal:{record.OrderNumber}:{record.StatusCode}:{at}"
 
 
 def status_event(record: TrackingRecord, request: PostalRequest, mapping: PostalMapping,
@@ -218,11 +249,11 @@ def status_event(record: TrackingRecord, request: PostalRequest, mapping: Postal
     stream, so the pickup's statuses never make the delivery's look late. Its ``sequence`` is a
     placeholder: the ledger numbers inbound statuses in their stream. Its codes are the stored request's,
     checked when it came in, so they are not checked again."""
-    status = mapping.status_map.get(record.statusCode, "unknown")
+    if record.StatusCode not in mapping.status_map:
+        raise ValueError(f"postal status code {record.StatusCode!r} is not in the status_map")
+    status = mapping.status_map[record.StatusCode]
     if status is None:
         return None
-    if status == "unknown":
-        raise ValueError(f"postal status code {record.statusCode!r} is not in the status_map")
     purpose = REQUEST_TYPES[request.type]
     raw = {
         "event_id": status_event_id(record),
@@ -232,15 +263,15 @@ def status_event(record: TrackingRecord, request: PostalRequest, mapping: Postal
         "dossier_code": request.dossier_code,
         "procedure_code": request.procedure_code,
         "sequence": 1,
-        "occurred_at": record.statusTime.astimezone(VN_TZ).isoformat(),
+        "occurred_at": record.at.astimezone(VN_TZ).isoformat(),
         "applicant": request.applicant,  # validated already: taken as it is
         "data": {
-            "order_number": record.orderNumber,
+            "order_number": record.OrderNumber,
             "purpose": purpose,
-            "item_code": record.itemCode or None,
-            "status_code": record.statusCode,
+            "item_code": record.ItemCode or None,
+            "status_code": str(record.StatusCode),
             "status": status,
-            "message": record.statusMessage or None,
+            "message": (record.StatusMessage or "")[:500] or None,
         },
     }
     return parse_stored(raw, kind=PostalStatus)

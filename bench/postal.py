@@ -37,12 +37,14 @@ from sqlalchemy import func, select
 from bench.stack import parse, phase_arguments, relay_stack, run_phases
 from bench.support import new_secret, percentile, tree_hwm_mb
 from sandbox.workload import PostalDay, postal_day, send_events_sync
+from schemas.postal import ACCEPTED, CANCELLED, DELIVERED
+from schemas.postal import FINAL_STATUSES as FINAL_STATUSES_AT_POST
 from store.tables import FINAL_STATUSES, attempts, deliveries, events
 
 KEY, SECRET, CUSTOMER = "bench-relay", "bench-consumer-secret", "HCC-BENCH"
 FAULTS = {"error_rate": 0.15, "error_status": 503, "timeout_rate": 0.05, "hang_seconds": 3,
           "push_loss_rate": 0.3, "push_duplicate_rate": 0.2, "seed": 11}
-FINAL_AT_POST = ("500", "600", "700")
+FINAL_AT_POST = tuple(FINAL_STATUSES_AT_POST)
 SIMULATORS = (
     "import os, uvicorn\n"
     "from sandbox.postal import create_app\n"
@@ -99,12 +101,12 @@ def run_phase(name: str, day: list[dict[str, Any]], cancelled: set[str], args: a
             stack.check()
             peak = max(peak, tree_hwm_mb(stack.processes["worker"].pid))
             orders = httpx.get(f"{postal_url}/_admin/orders", timeout=30).json()
-            recorded = sum(1 for o in orders for h in o["history"] if h["statusCode"] != "100")
+            recorded = sum(1 for o in orders for h in o["history"] if h["StatusCode"] != ACCEPTED)
             with engine.connect() as conn:
                 stored = conn.execute(select(func.count()).where(events.c.type == "postal.status")).scalar_one()
                 total, final = conn.execute(select(
                     func.count(), func.count().filter(deliveries.c.status.in_(FINAL_STATUSES)))).one()
-            done = sum(1 for o in orders if o["statusCode"] in FINAL_AT_POST)
+            done = sum(1 for o in orders if o["StatusCode"] in FINAL_AT_POST)
             print(f"\r  {name}: {done} / {len(orders)} orders final at the post, {stored} / {recorded} statuses in "
                   f"the ledger, {final} / {total} deliveries final, {time.monotonic() - started:.0f} s",
                   end="", flush=True)
@@ -140,16 +142,16 @@ def _figures(name: str, engine: Any, postal_url: str, onestop_url: str, cancelle
     seconds = (last_order - first).total_seconds()
     lag = [(r.delivered_at - r.occurred_at).total_seconds() for r in status_rows if r.delivered_at]
     keys = Counter((s["data"]["order_number"], s["data"]["status_code"], s["occurred_at"]) for s in sent)
-    recorded = sum(1 for o in orders for h in o["history"] if h["statusCode"] != "100")
-    delivered = {o["orderNumber"] for o in orders if o["statusCode"] == "500"}
+    recorded = sum(1 for o in orders for h in o["history"] if h["StatusCode"] != ACCEPTED)
+    delivered = {o["OrderNumber"] for o in orders if o["StatusCode"] == DELIVERED}
     reported = Counter(s["data"]["order_number"] for s in sent if s["data"]["status"] == "delivered")
     return {
         "phase": name, "orders": len(orders), "order_deliveries": len(requests),
         "seconds_orders": round(seconds, 1), "orders_per_s": round(len(requests) / seconds, 1) if seconds else None,
-        "created_once": sum(1 for o in orders if o["create_calls"] == 1),
-        "create_conflicts": post["creates"]["conflicts"],
-        "cancelled": sum(1 for o in orders if o["statusCode"] == "700"), "to_cancel": len(cancelled),
-        "cancelled_as_asked": {o["orderNumber"] for o in orders if o["statusCode"] == "700"} == cancelled,
+        "created_once": len(orders) - post["creates"]["second_orders"],
+        "create_repeats": post["creates"]["duplicates"],
+        "cancelled": sum(1 for o in orders if o["StatusCode"] == CANCELLED), "to_cancel": len(cancelled),
+        "cancelled_as_asked": {o["OrderNumber"] for o in orders if o["StatusCode"] == CANCELLED} == cancelled,
         "delivered": len(delivered), "delivered_reported_once": sum(1 for n in delivered if reported[n] == 1),
         "statuses_recorded": recorded, "statuses_stored": stored, "statuses_sent": len(sent),
         "statuses_late": stored - len(status_rows), "statuses_sent_twice": sum(1 for n in keys.values() if n > 1),
@@ -171,7 +173,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
         table.add_column(r["phase"], justify="right")
     rows = [
         ("orders at the post", "orders"), ("orders created exactly once", "created_once"),
-        ("create conflicts (a second create of one order)", "create_conflicts"),
+        ("creates repeated after a timeout (answered 'duplicate')", "create_repeats"),
         ("seconds (first event → last order at the post)", "seconds_orders"), ("order deliveries / s", "orders_per_s"),
         ("attempts / postal delivery", "attempts_per_postal_delivery"),
         ("statuses recorded by the post", "statuses_recorded"), ("statuses stored in the ledger", "statuses_stored"),

@@ -1,33 +1,35 @@
-"""The postal service (VNPost public-administration post): token, orders, cancellation, tracking.
+"""The postal service (VNPost through MITC's NGSP gateway): token, orders, cancellation, tracking.
 
-JSON over HTTP(S) as :mod:`schemas.postal` documents it. The token comes from the consumer key
-and secret, is shared by every worker through :class:`~connectors.credentials.TokenCache` and,
-when the post says it is no longer valid, renewed once under a lock before the call is repeated.
-This module knows the transport and the answer codes, not what a dossier is (that is
-``adapters/postal.py``).
+The contract is :mod:`schemas.postal` (CONTRACTS.md V1–V12). The token is OAuth2 ``client_credentials`` with
+HTTP Basic, shared by every worker through :class:`~connectors.credentials.TokenCache` and, when the gateway
+answers a call 401, renewed once under a lock before the call is repeated. This module knows the transport and
+the answers, not what a dossier is (``adapters/postal.py``) nor how an order is created once
+(``services/postal/deliver.py``).
 
-Answer table (``ANSWERS``; tested row by row in ``tests/test_postal_connector.py``):
+Answer table (``ANSWERS``, by the meaning a ``Status`` has in the destination's ``answers``; tested row by row in
+``tests/test_postal_connector.py``):
 
-=====================  ============  ========================================================
-answer                 class         why
-=====================  ============  ========================================================
-"00"                   success
-"01" token invalid     AuthExpired   renew the token once and repeat; twice in a row: retry later
-"02" keys refused      Permanent     the consumer key or secret is wrong: an operator fixes it
-"10" invalid data      Permanent     the post's message names the fields
-"11" address refused   Permanent     a province or district code the post does not serve
-"20" order exists      Retryable     created meanwhile (a timed-out attempt): ``create`` returns it
-"21" order not found   Permanent     ``lookup`` answers ``None`` for it
-"22" not cancellable   Permanent     collected already: the desk must call the post office
-"30" customer refused  Permanent     this customer code may not use the API
-"96" busy, "99" error  Retryable     the post's own weather
-other codes            Permanent     unknown answers are shown, never retried forever
-other HTTP, transport  (base table)  408/425/429/5xx, timeouts and resets retry; other 4xx do not
-=====================  ============  ========================================================
+=========================  ============  ====================================================
+answer                     class         why
+=========================  ============  ====================================================
+HTTP 200, Status "done"    success
+"duplicate"                (returned)    create: the OrderNumber is held, an earlier attempt landed
+"not_found"                (returned)    cancel: no order by that number
+"invalid"                  Permanent     the gateway's message names the fields
+"customer_refused"         Permanent     this CustomerCode is not the account's
+"not_cancellable"          Permanent     the postman has it: the desk settles it with the post office
+"busy", "error"            Retryable     the gateway's weather
+a Status not in answers    Permanent     shown with the Status, never retried forever
+token HTTP 401/400         Permanent     invalid_client / unsupported_grant_type: fix the keys
+call HTTP 401              AuthExpired   renew the token once and repeat; twice: retry later
+other HTTP, transport      (base table)  408/425/429/5xx, timeouts and resets retry; other 4xx do not
+=========================  ============  ====================================================
 """
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -38,82 +40,100 @@ from connectors.base import (
     DeliveryError,
     Permanent,
     Retryable,
+    call_timeout,
+    classify_http_status,
     excerpt,
-    request_envelope,
+    map_transport_errors,
 )
 from connectors.credentials import TokenCache, call_renewing
 from schemas.postal import (
-    ADDRESS_NOT_SERVED,
-    BUSY,
-    CANCEL_PATH,
-    CUSTOMER_REFUSED,
-    INVALID_DATA,
-    KEYS_REFUSED,
-    NOT_CANCELLABLE,
-    ORDER_EXISTS,
-    ORDER_NOT_FOUND,
-    ORDERS_PATH,
-    SUCCESS,
-    SYSTEM_ERROR,
-    TOKEN_INVALID,
-    TOKEN_PATH,
-    TRACKING_PATH,
-    CancelRequest,
-    OrderView,
-    PostalAnswer,
+    DEFAULT_ANSWERS,
+    Meaning,
+    OAuthError,
     PostalOrder,
+    PostalResult,
     TokenAnswer,
     TrackingPage,
 )
 
-ANSWERS: dict[str, type[DeliveryError] | None] = {
-    SUCCESS: None,
-    TOKEN_INVALID: AuthExpired,
-    KEYS_REFUSED: Permanent,
-    INVALID_DATA: Permanent,
-    ADDRESS_NOT_SERVED: Permanent,
-    ORDER_EXISTS: Retryable,
-    ORDER_NOT_FOUND: Permanent,
-    NOT_CANCELLABLE: Permanent,
-    CUSTOMER_REFUSED: Permanent,
-    BUSY: Retryable,
-    SYSTEM_ERROR: Retryable,
+ANSWERS: dict[Meaning, type[DeliveryError] | None] = {
+    "done": None,
+    "duplicate": None,
+    "not_found": None,
+    "invalid": Permanent,
+    "customer_refused": Permanent,
+    "not_cancellable": Permanent,
+    "busy": Retryable,
+    "error": Retryable,
+}
+HINTS: dict[Meaning, str] = {
+    "customer_refused": " (check the postal destination's customer_code)",
+    "not_cancellable": ": the order cannot be cancelled any more (the postman has it); settle it with the post office",
 }
 
 
-def classify_answer(what: str, answer: PostalAnswer, status_code: int) -> DeliveryError | None:
-    """``None`` for success, else the error class of the table above, with the post's message."""
-    if answer.ok:
-        return None
-    error_class = ANSWERS.get(answer.code, Permanent)
-    assert error_class is not None
-    message = answer.message.strip()[:500]
-    reason = f"post {what}: code {answer.code}" + (f" — {message}" if message else "")
-    if answer.code not in ANSWERS:
-        reason += " (unknown code)"
-    elif answer.code == KEYS_REFUSED:
-        reason += " (check the postal destination's consumer key and secret)"
-    return error_class(reason, status_code=status_code, excerpt=excerpt(answer.model_dump_json(exclude={"data"})))
+class Answered:
+    """An order's or a cancel's answer: its meaning in the destination's table, and what the gateway said."""
+
+    def __init__(self, meaning: Meaning, result: PostalResult, status_code: int) -> None:
+        self.meaning = meaning
+        self.result = result
+        self.status_code = status_code
+
+    @property
+    def message(self) -> str:
+        return (self.result.Message or "").strip()[:300]
+
+    def __repr__(self) -> str:
+        return f"Answered({self.meaning!r}, Status={self.result.Status})"
+
+
+def classify(what: str, result: PostalResult, status_code: int,
+             answers: Mapping[int, Meaning] = DEFAULT_ANSWERS) -> Answered:
+    """The answer's meaning, or the error of the table above (with the gateway's message)."""
+    meaning = answers.get(result.Status)
+    message = (result.Message or "").strip()[:300]
+    reason = f"post {what}: Status {result.Status}" + (f" — {message}" if message else "")
+    if meaning is None:
+        raise Permanent(reason + " (a Status not in the destination's answers)", status_code=status_code,
+                        excerpt=excerpt(result.model_dump_json()))
+    error_class = ANSWERS[meaning]
+    if error_class is not None:
+        raise error_class(reason + HINTS.get(meaning, ""), status_code=status_code,
+                          excerpt=excerpt(result.model_dump_json()))
+    return Answered(meaning, result, status_code)
+
+
+def basic(key: str, secret: SecretStr) -> str:
+    raw = f"{key}:{secret.get_secret_value()}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
 class PostalConnector:
-    """Calls to one postal API with one customer account."""
+    """Calls to one NGSP gateway with one consumer key and customer account."""
 
     def __init__(
         self,
         *,
-        base_url: str,
+        token_url: str,
+        order_url: str,
+        cancel_url: str,
+        tracking_url: str,
         customer_code: str,
         consumer_key: str,
         consumer_secret: SecretStr,
         client: httpx.Client,
         tokens: TokenCache,
         credential_name: str,
+        answers: Mapping[int, Meaning] = DEFAULT_ANSWERS,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"postal API URL must be http(s): {base_url!r}")
-        self.base_url = base_url.rstrip("/")
+        for url in (token_url, order_url, cancel_url, tracking_url):
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"postal API URL must be http(s): {url!r}")
+        self.token_url, self.order_url, self.cancel_url, self.tracking_url = (
+            token_url, order_url, cancel_url, tracking_url)
         self.customer_code = customer_code
+        self.answers = dict(answers)
         self._key = consumer_key
         self._secret = consumer_secret
         self._client = client
@@ -123,101 +143,112 @@ class PostalConnector:
     # ------------------------------------------------------------------ token
 
     def obtain_token(self) -> tuple[str, float]:
-        """A new token from the consumer key and secret, and its lifetime."""
-        body = {"consumerKey": self._key, "consumerSecret": self._secret.get_secret_value()}
-        payload, status = self._send("POST", TOKEN_PATH, "token", json=body)
-        try:
-            token = TokenAnswer.model_validate(payload)
-        except ValidationError:
-            answer = self._answer(payload, status, "token")
-            error = classify_answer("token", answer, status)
-            if error is None or isinstance(error, AuthExpired):  # a token call cannot need a token
-                raise Retryable(f"post token: no token in the answer (code {answer.code})",
-                                status_code=status) from None
-            raise error from None
-        return token.access_token, float(token.expires_in)
+        """A new token (V1), as the ``Authorization`` value later calls carry (V2), and its lifetime."""
+        headers = {"Authorization": basic(self._key, self._secret),
+                   "Content-Type": "application/x-www-form-urlencoded"}
+        response = self._send("POST", self.token_url, "token", content=b"grant_type=client_credentials",
+                              headers=headers)
+        payload = _json(response)
+        if response.status_code == 200:
+            try:
+                token = TokenAnswer.model_validate(payload)
+            except ValidationError:
+                raise Retryable("post token: no token in the answer", status_code=200,
+                                excerpt=excerpt(response.text)) from None
+            return token.authorization, float(token.expires_in)
+        if response.status_code in (400, 401):
+            try:
+                refused = OAuthError.model_validate(payload)
+            except ValidationError:
+                refused = OAuthError(error=f"HTTP {response.status_code}")
+            raise Permanent(f"post token: refused ({refused.error}"
+                            + (f": {refused.error_description}" if refused.error_description else "")
+                            + "); check the postal destination's consumer key and secret",
+                            status_code=response.status_code, excerpt=excerpt(response.text))
+        raise _http_error(response, "token")
 
     def _token(self) -> str:
         return self._tokens.get(self._name) or self._tokens.renew(self._name, None, self.obtain_token)
 
     # ------------------------------------------------------------------ calls
 
-    def call(self, method: str, path: str, what: str, *, accept: frozenset[str] = frozenset(),
-             json: Any = None, params: dict[str, Any] | None = None) -> PostalAnswer:
-        """One API call, renewing the token once if the post refuses it.
+    def create(self, order: PostalOrder) -> Answered:
+        """Post the order (V3): ``done``, or ``duplicate`` when the gateway holds its OrderNumber already."""
+        response = self._authorised("POST", self.order_url, "create", json=order.wire())
+        answered = classify("create", _result(response, "create"), response.status_code, self.answers)
+        if answered.meaning == "not_found":
+            raise Permanent(f"post create: Status {answered.result.Status} — {answered.message}",
+                            status_code=response.status_code)
+        return answered
 
-        An answer whose code is in ``accept`` is returned instead of raised.
-        """
-        answer, status = call_renewing(
-            lambda token: self._call(method, path, what, token, json, params),
-            self._token(),
-            renew=lambda stale: self._tokens.renew(self._name, stale, self.obtain_token),
-            refused=lambda reply: reply[0].code == TOKEN_INVALID,
-            log_event="postal.token_expired", call=what,
-        )
-        error = None if answer.code in accept else classify_answer(what, answer, status)
-        if error is not None:
-            raise error
-        return answer
+    def cancel(self, order_number: str) -> Answered:
+        """Cancel by GET (V7): ``done``, or ``not_found`` when the gateway has no such order."""
+        response = self._authorised("GET", self.cancel_url, "cancel",
+                                    params={"CustomerCode": self.customer_code, "OrderNumber": order_number})
+        answered = classify("cancel", _result(response, "cancel"), response.status_code, self.answers)
+        if answered.meaning == "duplicate":
+            raise Permanent(f"post cancel: Status {answered.result.Status} — {answered.message}",
+                            status_code=response.status_code)
+        return answered
 
-    def lookup(self, order_number: str) -> OrderView | None:
-        """The order as the post holds it, or ``None`` when it has none by that number."""
-        answer = self.call("GET", f"{ORDERS_PATH}/{order_number}", "lookup", accept=frozenset({ORDER_NOT_FOUND}),
-                           params={"customerCode": self.customer_code})
-        return self._view(answer, "lookup") if answer.ok else None
-
-    def create(self, order: PostalOrder) -> tuple[OrderView, bool]:
-        """Create the order; ``(view, False)`` when the post already had it (an earlier attempt landed)."""
-        answer = self.call("POST", ORDERS_PATH, "create", accept=frozenset({ORDER_EXISTS}),
-                           json=order.model_dump(mode="json", exclude_none=True))
-        if answer.code == ORDER_EXISTS:
-            found = self.lookup(order.orderNumber)
-            if found is None:
-                raise Retryable(f"post create: {order.orderNumber} exists yet cannot be looked up")
-            return found, False
-        return self._view(answer, "create"), True
-
-    def cancel(self, order_number: str, reason: str) -> OrderView:
-        request = CancelRequest(customerCode=self.customer_code, orderNumber=order_number, reason=reason[:500])
-        return self._view(self.call("POST", CANCEL_PATH, "cancel", json=request.model_dump(mode="json")), "cancel")
-
-    def tracking(self, last_id: int, limit: int) -> TrackingPage:
-        """Status records after ``last_id``, in order."""
-        answer = self.call("GET", TRACKING_PATH, "tracking",
-                           params={"customerCode": self.customer_code, "lastId": last_id, "limit": limit})
+    def tracking(self, last_id: str, page_size: int) -> TrackingPage:
+        """The account's status records after ``last_id`` (V9, V10)."""
+        response = self._authorised("GET", self.tracking_url, "tracking",
+                                    params={"pagesize": page_size, "lastId": last_id})
+        if response.status_code != 200:
+            raise _http_error(response, "tracking")
         try:
-            return TrackingPage.model_validate(answer.data or {})
+            return TrackingPage.model_validate(_json(response))
         except ValidationError as exc:
-            raise Retryable("post tracking: the page is not the documented shape",
-                            excerpt=excerpt(str(answer.data))) from exc
+            raise Retryable("post tracking: the page is not RESTHeart's shape",
+                            excerpt=excerpt(response.text)) from exc
 
     def close(self) -> None:
         self._client.close()
 
     # ------------------------------------------------------------------ transport
 
-    @staticmethod
-    def _view(answer: PostalAnswer, what: str) -> OrderView:
-        try:
-            return OrderView.model_validate(answer.data)
-        except ValidationError as exc:
-            raise Retryable(f"post {what}: the order in the answer is not the documented shape") from exc
+    def _authorised(self, method: str, url: str, what: str, *, json: Any = None,
+                    params: dict[str, Any] | None = None) -> httpx.Response:
+        """One call with the token, renewed once if the gateway answers 401."""
+        response: httpx.Response = call_renewing(
+            lambda token: self._send(method, url, what, json=json, params=params, headers={"Authorization": token}),
+            self._token(),
+            renew=lambda stale: self._tokens.renew(self._name, stale, self.obtain_token),
+            refused=lambda reply: reply.status_code == 401,
+            log_event="postal.token_expired", call=what,
+        )
+        if response.status_code == 401:
+            raise AuthExpired(f"post {what}: the token was refused right after its renewal", status_code=401,
+                              excerpt=excerpt(response.text))
+        return response
 
-    def _call(self, method: str, path: str, what: str, token: str, json: Any,
-              params: dict[str, Any] | None) -> tuple[PostalAnswer, int]:
-        payload, status = self._send(method, path, what, json=json, params=params,
-                                     headers={"Authorization": f"Bearer {token}"})
-        return self._answer(payload, status, what), status
+    def _send(self, method: str, url: str, what: str, *, json: Any = None, params: dict[str, Any] | None = None,
+              content: bytes | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+        with map_transport_errors():
+            return self._client.request(method, url, json=json, params=params, content=content, headers=headers,
+                                        timeout=call_timeout(self._client.timeout))
 
-    def _send(self, method: str, path: str, what: str, *, json: Any = None, params: dict[str, Any] | None = None,
-              headers: dict[str, str] | None = None) -> tuple[Any, int]:
-        return request_envelope(self._client, method, self.base_url + path, f"post {what}", json=json,
-                                params=params, headers=headers)
 
-    @staticmethod
-    def _answer(payload: Any, status: int, what: str) -> PostalAnswer:
-        try:
-            return PostalAnswer.model_validate(payload)
-        except ValidationError as exc:
-            raise Retryable(f"post {what}: the answer is not the post's envelope", status_code=status,
-                            excerpt=excerpt(str(payload))) from exc
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _http_error(response: httpx.Response, what: str) -> DeliveryError:
+    error = classify_http_status(response) or Retryable("the answer is not JSON", status_code=response.status_code,
+                                                        excerpt=excerpt(response.text))
+    return error.within(f"post {what}")
+
+
+def _result(response: httpx.Response, what: str) -> PostalResult:
+    """MResult from an HTTP 200 (the SDK takes any other status as a failure, V6)."""
+    if response.status_code != 200:
+        raise _http_error(response, what)
+    try:
+        return PostalResult.model_validate(_json(response))
+    except ValidationError as exc:
+        raise Retryable(f"post {what}: the answer is not MResult {{Status, Message}}", status_code=200,
+                        excerpt=excerpt(response.text)) from exc

@@ -1,104 +1,92 @@
-"""Payloads of the postal service (VNPost public-administration post, "Bưu chính công ích").
+"""Payloads of the postal service (VNPost public-administration post, "Bưu chính công ích"), as reached through
+MITC's NGSP gateway with the SDK OpenCPS ships (CONTRACTS.md V1–V12; the SDK's classes are MToken, MOrder,
+MResult, MStatus, MRhDoc, MOId). Every endpoint is a full URL in the destination's options (OpenCPS's
+``apiGetToken``, ``apiPostOrder``, ``apiCancelOrder``, ``apiGetOrderTracking``); the paths below are the
+defaults under ``url``, the first two as OpenCPS's comments give them (``https://api.mitc.vn/token``,
+``…/apiVNPostNGSP/p1.0/order/post``), the other two assumed alongside.
 
-As OpenCPS integrates it through the national gateway (DOMAIN.md): a token from the consumer
-key and secret, ``order/post`` to create, ``cancel`` to cancel, ``tracking`` pages of status
-records. VNPost does not publish the rest, so the simulator in ``sandbox/postal.py`` defines it
-and this module documents it; a province's real contract changes this module, the connector
-and the simulator, nothing else. JSON over HTTP(S):
+- Token (V1, V2): ``POST {token_url}`` with ``Authorization: Basic base64(key ":" secret)`` and the form
+  ``grant_type=client_credentials`` → :class:`TokenAnswer` ``{access_token, token_type, expires_in}``. An OAuth2
+  gateway refuses a bad client with 401 ``{"error": "invalid_client"}`` and another grant or a JSON body with
+  400 ``{"error": "unsupported_grant_type"}`` (:class:`OAuthError`). Later calls carry
+  ``Authorization: <token_type> <access_token>``; a token the gateway no longer takes is HTTP 401.
+- Order (V3–V6): ``POST {order_url}`` JSON :class:`PostalOrder` (exactly MOrder's 17 PascalCase fields, every
+  one present as Gson's ``serializeNulls`` writes them, provinces and districts integers, ``CODAmount`` a
+  number) → HTTP 200 :class:`PostalResult` ``{Status, Message}``, ``Status`` 200 when done.
+- Cancel (V7): ``GET {cancel_url}?CustomerCode=&OrderNumber=`` → :class:`PostalResult`.
+- Tracking (V9, V10): ``GET {tracking_url}?pagesize=&lastId=`` (``lastId`` a 24-hex ObjectId, from
+  :data:`FIRST_ID`) → :class:`TrackingPage`, RESTHeart-shaped: the account's status records after ``lastId``
+  in ``_id`` order; an empty page has no ``_embedded``. There is no look-up of an order by number (V8).
+- Pushed statuses (not in the SDK: where a province's post pushes, ours is assumed): ``POST <our callback>``
+  :class:`TrackingPush` ``{CustomerCode, data: [records]}``, signed the Standard Webhooks way with the secret
+  agreed with the post. A push may be lost or repeated: the tracking list is the fallback.
 
-- ``POST /oauth/token`` ``{"consumerKey", "consumerSecret"}`` → ``{"access_token", "token_type":
-  "Bearer", "expires_in"}``; refused keys: HTTP 401 ``{"code": "02"}``.
-- Every other call carries ``Authorization: Bearer <token>`` and answers the envelope
-  :class:`PostalAnswer` ``{"code", "message", "data"}``:
+The gateway's ``Status`` values other than 200 are not public: :data:`DEFAULT_ANSWERS` is what the simulator
+answers and a destination's ``answers`` option overrides it (``connectors/postal.py`` classifies by meaning).
+Status codes of the tracking records are small integers (V12); OpenCPS tests only ``4`` (delivered).
+VNPost's table is not public either: :data:`DEFAULT_STATUS_MAP` is the default, ``status_map`` overrides it::
 
-  ``POST /api/v1/orders`` :class:`PostalOrder` → ``data``: :class:`OrderView`;
-  ``GET /api/v1/orders/{orderNumber}?customerCode=`` → ``data``: :class:`OrderView` (code ``21`` if none);
-  ``POST /api/v1/orders/cancel`` :class:`CancelRequest` → ``data``: :class:`OrderView`
-  (cancelling a cancelled order succeeds again; one already collected cannot be: ``22``);
-  ``GET /api/v1/tracking?customerCode=&lastId=&limit=`` → ``data``: :class:`TrackingPage`, the
-  customer's status records with ``id > lastId`` in ``id`` order (``limit`` 1..500).
-
-- Pushed statuses (where the contract has them): ``POST <the customer's callback URL>``
-  :class:`TrackingPush`, signed the Standard Webhooks way with the secret agreed with the post
-  (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``). A push may be lost or repeated:
-  the tracking list is the fallback and the record ``id`` identifies a status either way.
-
-Answer codes (:data:`ANSWER_CODES`) and the HTTP status the simulator sends with each::
-
-    00  success (200)                          20  order number already used (409)
-    01  token missing, invalid or expired (401) 21  order not found (404)
-    02  consumer key or secret refused (401)   22  order cannot be cancelled in its status (409)
-    10  invalid data; the message names the   30  customer code not allowed (403)
-        fields, never their values (400)       96  busy, try again later (503)
-    11  address not served: province or        99  system error (500)
-        district code unknown (400)
-
-Status codes (``statusCode`` of a tracking record) and the canonical postal status each means
-(:data:`DEFAULT_STATUS_MAP`, overridable per destination)::
-
-    100  order received, waiting for the postman   (no event: the order itself says so)
-    200  collected from the sender                 collected
-    300  in transit between post offices           in_transit
-    400  out for delivery                          in_transit
-    500  delivered to the receiver                 delivered
-    550  delivery failed (receiver absent, ...)    failed_delivery
-    600  returned to the sender                    returned_to_sender
-    700  cancelled                                 cancelled
+    1  order accepted, waiting for the postman   (no event: the order itself says so)
+    2  collected from the sender                 collected
+    3  in transit between post offices           in_transit
+    8  out for delivery                          in_transit
+    4  delivered to the receiver                 delivered
+    5  delivery failed (receiver absent, ...)    failed_delivery
+    6  returned to the sender                    returned_to_sender
+    7  cancelled                                 cancelled
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
 
 from schemas.privacy import PersonalStr
 from schemas.wire import Wire
 
-# Where each call of the API is, under its base URL.
-TOKEN_PATH = "/oauth/token"  # noqa: S105 (a path)
-ORDERS_PATH = "/api/v1/orders"
-CANCEL_PATH = "/api/v1/orders/cancel"
-TRACKING_PATH = "/api/v1/tracking"
+# Where each call is by default, under the destination's url.
+TOKEN_PATH = "/token"  # noqa: S105 (a path)
+ORDER_PATH = "/apiVNPostNGSP/p1.0/order/post"
+CANCEL_PATH = "/apiVNPostNGSP/p1.0/order/cancel"
+TRACKING_PATH = "/apiVNPostNGSP/p1.0/order/tracking"
 
-SUCCESS = "00"
-TOKEN_INVALID = "01"  # noqa: S105 (an answer code, not a secret)
-KEYS_REFUSED = "02"
-INVALID_DATA = "10"
-ADDRESS_NOT_SERVED = "11"
-ORDER_EXISTS = "20"
-ORDER_NOT_FOUND = "21"
-NOT_CANCELLABLE = "22"
-CUSTOMER_REFUSED = "30"
-BUSY = "96"
-SYSTEM_ERROR = "99"
-ANSWER_CODES: dict[str, str] = {
-    SUCCESS: "thành công",
-    TOKEN_INVALID: "token không hợp lệ hoặc đã hết hạn",
-    KEYS_REFUSED: "consumer key hoặc secret không đúng",
-    INVALID_DATA: "dữ liệu không hợp lệ",
-    ADDRESS_NOT_SERVED: "địa chỉ không thuộc phạm vi phục vụ (mã tỉnh, mã huyện không đúng)",
-    ORDER_EXISTS: "số đơn hàng đã tồn tại",
-    ORDER_NOT_FOUND: "không tìm thấy đơn hàng",
-    NOT_CANCELLABLE: "đơn hàng không thể hủy ở trạng thái hiện tại",
-    CUSTOMER_REFUSED: "mã khách hàng không được phép",
-    BUSY: "hệ thống bận, thử lại sau",
-    SYSTEM_ERROR: "lỗi hệ thống",
+FIRST_ID = "0" * 24  # where OpenCPS starts reading the tracking list
+OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
+
+# MResult.Status: 200 is done (V6); the rest is the simulator's table, a destination's ``answers`` overrides it.
+DONE = 200
+Meaning = Literal["done", "duplicate", "invalid", "customer_refused", "not_found", "not_cancellable", "busy",
+                  "error"]
+DEFAULT_ANSWERS: dict[int, Meaning] = {
+    200: "done",
+    400: "invalid",  # the message names the fields, never their values
+    403: "customer_refused",  # the CustomerCode is not this account's
+    404: "not_found",  # cancel: no order by that number
+    409: "duplicate",  # create: the OrderNumber is this customer's already
+    422: "not_cancellable",  # cancel: the postman has it
+    500: "error",
+    503: "busy",
+}
+MESSAGES: dict[Meaning, str] = {
+    "done": "Thành công",
+    "duplicate": "Số đơn hàng đã tồn tại",
+    "invalid": "Dữ liệu không hợp lệ",
+    "customer_refused": "Mã khách hàng không hợp lệ",
+    "not_found": "Không tìm thấy đơn hàng",
+    "not_cancellable": "Đơn hàng không thể hủy ở trạng thái hiện tại",
+    "busy": "Hệ thống bận, thử lại sau",
+    "error": "Lỗi hệ thống",
 }
 
-# Tracking status codes.
-WAITING = "100"
-COLLECTED = "200"
-IN_TRANSIT = "300"
-OUT_FOR_DELIVERY = "400"
-DELIVERED = "500"
-DELIVERY_FAILED = "550"
-RETURNED = "600"
-CANCELLED = "700"
-STATUS_MESSAGES: dict[str, str] = {
-    WAITING: "Chờ bưu tá đến lấy",
+# Tracking status codes (the default table above).
+ACCEPTED, COLLECTED, IN_TRANSIT, DELIVERED = 1, 2, 3, 4
+DELIVERY_FAILED, RETURNED, CANCELLED, OUT_FOR_DELIVERY = 5, 6, 7, 8
+STATUS_MESSAGES: dict[int, str] = {
+    ACCEPTED: "Đã tiếp nhận đơn hàng, chờ bưu tá đến lấy",
     COLLECTED: "Đã nhận hàng từ người gửi",
     IN_TRANSIT: "Đang vận chuyển",
     OUT_FOR_DELIVERY: "Đang phát",
@@ -107,14 +95,12 @@ STATUS_MESSAGES: dict[str, str] = {
     RETURNED: "Đã chuyển hoàn cho người gửi",
     CANCELLED: "Đã hủy",
 }
-# Statuses after which nothing more happens to an order.
 FINAL_STATUSES = frozenset({DELIVERED, RETURNED, CANCELLED})
-# Statuses in which an order may still be cancelled (the postman has not taken it yet).
-CANCELLABLE_STATUSES = frozenset({WAITING, CANCELLED})
+CANCELLABLE_STATUSES = frozenset({ACCEPTED, CANCELLED})
 
 CanonicalStatus = Literal["collected", "in_transit", "delivered", "failed_delivery", "returned_to_sender", "cancelled"]
-DEFAULT_STATUS_MAP: dict[str, CanonicalStatus | None] = {
-    WAITING: None,
+DEFAULT_STATUS_MAP: dict[int, CanonicalStatus | None] = {
+    ACCEPTED: None,
     COLLECTED: "collected",
     IN_TRANSIT: "in_transit",
     OUT_FOR_DELIVERY: "in_transit",
@@ -126,104 +112,129 @@ DEFAULT_STATUS_MAP: dict[str, CanonicalStatus | None] = {
 
 Purpose = Literal["pickup", "delivery"]
 OrderNumber = Annotated[str, Field(min_length=3, max_length=60, pattern=r"^[A-Za-z0-9._\-]+$")]
+Text = Annotated[str | None, Field(max_length=500)]
+Personal = Annotated[PersonalStr | None, Field(max_length=500)]
+Province = Annotated[StrictInt, Field(ge=1, le=99)]
+District = Annotated[StrictInt | None, Field(ge=1, le=999)]
 
 
-class PostalOrder(Wire):
-    """``POST /api/v1/orders``: one order, a pickup from a citizen or a delivery of a result."""
+class PostalOrder(BaseModel):
+    """``POST {order_url}``: MOrder, exactly (V3). Every field is sent, ``null`` where empty (Gson's
+    ``serializeNulls``); an unknown field, a province written as a string or an amount as text is refused.
+    V4's fields are required; V5 puts the citizen on the receiving side of a delivery and the sending side of a
+    pickup. Since 1 July 2025 an address has two levels: the commune is in the address line, the district
+    (``*District``, a former district's code) is optional."""
 
-    customerCode: str = Field(min_length=1, max_length=40)
-    orderNumber: OrderNumber
-    purpose: Purpose
-    serviceCode: str = Field("HCC", max_length=20, description="the post's service: public administration")
-    senderName: PersonalStr = Field(min_length=1, max_length=200)
-    senderAddress: PersonalStr = Field(min_length=1, max_length=500)
-    senderProvinceCode: str = Field(min_length=2, max_length=10)
-    senderDistrictCode: str = Field("", max_length=10)
-    senderTel: PersonalStr = Field(min_length=8, max_length=20)
-    senderEmail: PersonalStr | None = Field(None, max_length=200)
-    receiverName: PersonalStr = Field(min_length=1, max_length=200)
-    receiverAddress: PersonalStr = Field(min_length=1, max_length=500)
-    receiverProvinceCode: str = Field(min_length=2, max_length=10)
-    receiverDistrictCode: str = Field("", max_length=10)
-    receiverTel: PersonalStr = Field(min_length=8, max_length=20)
-    receiverEmail: PersonalStr | None = Field(None, max_length=200)
-    codAmount: int = Field(0, ge=0, le=1_000_000_000)
-    description: str = Field("", max_length=500)
-    weight: int = Field(200, ge=1, le=30_000, description="grams")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
+    CustomerCode: str = Field(min_length=1, max_length=40)
+    OrderNumber: OrderNumber
+    CODAmount: StrictFloat | StrictInt | None = Field(None, ge=0, le=1_000_000_000)
+    SenderProvince: Province
+    SenderDistrict: District = None
+    SenderAddress: PersonalStr = Field(min_length=1, max_length=500)
+    SenderName: PersonalStr = Field(min_length=1, max_length=200)
+    SenderEmail: Personal = None
+    SenderTel: PersonalStr = Field(min_length=8, max_length=20)
+    SenderDesc: Text = None
+    Description: Text = None
+    ReceiverName: PersonalStr = Field(min_length=1, max_length=200)
+    ReceiverAddress: PersonalStr = Field(min_length=1, max_length=500)
+    ReceiverTel: PersonalStr = Field(min_length=8, max_length=20)
+    ReceiverProvince: Province
+    ReceiverDistrict: District = None
+    ReceiverEmail: Personal = None
 
-class CancelRequest(Wire):
-    customerCode: str = Field(min_length=1, max_length=40)
-    orderNumber: OrderNumber
-    reason: str = Field("", max_length=500)
-
-
-class OrderView(Wire):
-    """An order as the post holds it."""
-
-    orderNumber: str
-    itemCode: str = Field(description="the post's item number, printed on the label (EB123456789VN)")
-    purpose: Purpose | None = None
-    statusCode: str
-    statusMessage: str = ""
-    codAmount: int = 0
-    createdAt: AwareDatetime | None = None
+    def wire(self) -> dict[str, Any]:
+        """The JSON object as the SDK writes it: every field, ``null`` included, in MOrder's order."""
+        return self.model_dump(mode="json")
 
 
-class TrackingRecord(Wire):
-    """One status of one order; ``id`` grows across all of a customer's records."""
+class PostalResult(Wire):
+    """MResult: the answer of an order and a cancel (V6)."""
 
-    id: int = Field(ge=1)
-    orderNumber: str = Field(max_length=60)
-    itemCode: str = ""
-    statusCode: str = Field(min_length=1, max_length=10)
-    statusMessage: str = Field("", max_length=500)
-    statusTime: AwareDatetime
-    location: str | None = Field(None, max_length=200)
+    Status: int
+    Message: str | None = ""
 
-    @field_validator("statusTime")
+    @field_validator("Status", mode="before")
     @classmethod
-    def _whole_seconds(cls, v: datetime) -> datetime:
-        return v.replace(microsecond=0)
-
-
-class TrackingPage(Wire):
-    items: list[TrackingRecord] = Field(default_factory=list)
-    lastId: int = Field(0, ge=0)
-    hasMore: bool = False
-
-
-class TrackingPush(Wire):
-    """What the post pushes to the customer's callback URL."""
-
-    customerCode: str = Field(min_length=1, max_length=40)
-    data: list[TrackingRecord] = Field(min_length=1, max_length=500)
-
-
-class PostalAnswer(Wire):
-    """The envelope of every answer except the token's."""
-
-    code: str = Field(max_length=10)
-    message: str = ""
-    data: Any = None
-
-    @field_validator("code", mode="before")
-    @classmethod
-    def _code(cls, v: Any) -> str:
-        text = str(v).strip() if v is not None else ""
-        return f"{int(text):02d}" if text.isdigit() and len(text) < 2 else text
-
-    @property
-    def ok(self) -> bool:
-        return self.code == SUCCESS
+    def _status(cls, v: Any) -> Any:
+        return int(v) if isinstance(v, str) and v.strip().isdigit() else v
 
 
 class TokenAnswer(Wire):
+    """MToken (V2)."""
+
     access_token: str = Field(min_length=1)
-    token_type: str = "Bearer"  # noqa: S105
+    token_type: str = Field("Bearer", min_length=1)
     expires_in: int = Field(3600, ge=1)
 
+    @property
+    def authorization(self) -> str:
+        return f"{self.token_type} {self.access_token}"
 
-def money(amount: Decimal | int) -> int:
-    """Đồng are whole numbers; the API wants an integer."""
-    return int(Decimal(amount))
+
+class OAuthError(Wire):
+    """What an OAuth2 token endpoint answers a refused request with (RFC 6749 §5.2)."""
+
+    error: str
+    error_description: str | None = None
+
+
+class ObjectIdRef(Wire):
+    oid: str = Field(alias="$oid", pattern=OBJECT_ID.pattern)
+
+
+class TrackingRecord(Wire):
+    """MRhDoc: one status of one order. ``EventTime`` is milliseconds since the epoch."""
+
+    id: ObjectIdRef = Field(alias="_id")
+    CustomerCode: str | None = Field(None, max_length=40)
+    OrderNumber: str = Field(max_length=60)
+    EventTime: int = Field(ge=0)
+    POSID: str | None = Field(None, max_length=20)
+    ItemCode: str | None = Field(None, max_length=40)
+    StatusCode: int
+    StatusMessage: str | None = Field(None, max_length=500)
+    Notes: str | None = Field(None, max_length=500)
+
+    @property
+    def oid(self) -> str:
+        return self.id.oid
+
+    @property
+    def at(self) -> datetime:
+        """``EventTime`` to the second."""
+        return datetime.fromtimestamp(self.EventTime // 1000, UTC)
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class Embedded(Wire):
+    docs: list[TrackingRecord] = Field(default_factory=list, alias="rh:doc")
+
+
+class TrackingPage(Wire):
+    """MStatus: a RESTHeart page (V10); an empty page has no ``_embedded``."""
+
+    size: int | None = Field(None, alias="_size")
+    total_pages: int | None = Field(None, alias="_total_pages")
+    returned: int | None = Field(None, alias="_returned")
+    embedded: Embedded | None = Field(None, alias="_embedded")
+
+    @property
+    def records(self) -> list[TrackingRecord]:
+        return self.embedded.docs if self.embedded is not None else []
+
+
+class TrackingPush(Wire):
+    """What the post pushes to the customer's callback URL (assumed: the SDK has no push)."""
+
+    CustomerCode: str = Field(min_length=1, max_length=40)
+    data: list[TrackingRecord] = Field(min_length=1, max_length=500)
+
+
+def money(amount: Decimal | int) -> float:
+    """Đồng are whole numbers; MOrder's ``CODAmount`` is a Double."""
+    return float(int(Decimal(amount)))

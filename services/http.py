@@ -103,13 +103,14 @@ class Pushes:
     kind: str
     secret: str
     code_key: str
-    no_destination: str
-    invalid: str
-    unsigned: str
+    no_destination: str | int
+    invalid: str | int
+    unsigned: str | int
     what: str
+    message_key: str = "message"
 
-    def answer(self, status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-        return JSONResponse({self.code_key: code, "message": message, **extra}, status_code=status)
+    def answer(self, status: int, code: str | int, message: str, **extra: Any) -> JSONResponse:
+        return JSONResponse({self.code_key: code, self.message_key: message, **extra}, status_code=status)
 
 
 async def receive_signed(request: Request, name: str | None, pushes: Pushes,

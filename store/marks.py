@@ -1,9 +1,11 @@
-"""Progress marks: per destination and entry, what the relay knows of a progress entry it sent (``unanswered``: a
-call that may have landed; ``taken``). Written only for the ambiguous case, so an ordinary delivery costs one
-read by primary key."""
+"""Marks: per destination and entry, what the relay knows of something it sent that the service offers no look-up
+for. The portal's progress entries (``unanswered``: a call that may have landed; ``taken``), written only for the
+ambiguous case, so an ordinary delivery costs one read by primary key; the post's orders (``order:<number>``:
+``sent`` before the call, ``taken`` once the post holds it)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import Engine, select, update
@@ -37,3 +39,27 @@ def set_mark(engine: Engine, destination: str, entry: str, state: str, now: date
         except IntegrityError:  # inserted meanwhile by another attempt: update it
             if not tries_left:
                 raise
+
+
+def mark_changed_at(engine: Engine, destination: str, entry: str) -> datetime | None:
+    """When the entry's mark was last set, or ``None`` without one."""
+    c = progress_marks.c
+    with engine.connect() as conn:
+        return conn.execute(select(c.updated_at).where(c.destination == destination,
+                                                       c.entry == entry)).scalar_one_or_none()
+
+
+def promote_marks(engine: Engine, destination: str, entries: Iterable[str], old: str, new: str,
+                  now: datetime) -> int:
+    """Move these entries' marks from ``old`` to ``new`` (others are left as they are); how many moved."""
+    wanted = sorted(set(entries))
+    if not wanted:
+        return 0
+    c = progress_marks.c
+    moved = 0
+    with engine.begin() as conn:
+        for start in range(0, len(wanted), 500):
+            moved += conn.execute(update(progress_marks).where(
+                c.destination == destination, c.entry.in_(wanted[start:start + 500]), c.state == old,
+            ).values(state=new, updated_at=now)).rowcount
+    return moved

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 import redis
@@ -119,3 +120,11 @@ def relay_config(
     become_relay(monkeypatch, env)
     yield RelayConfig(env, intake_secret, routing, sandbox)
     reset_runtime()
+
+
+@pytest.fixture()
+def client(base_url: str) -> Iterator[httpx.Client]:
+    """A client of the simulator the test module serves (its ``base_url`` fixture), reset before each test."""
+    with httpx.Client(base_url=base_url, timeout=5.0) as c:
+        c.post("/_admin/reset").raise_for_status()
+        yield c

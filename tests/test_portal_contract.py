@@ -66,13 +66,6 @@ def base_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture()
-def client(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=5.0) as c:
-        c.post("/_admin/reset").raise_for_status()
-        yield c
-
-
 def relay(url: str, dstcode: str = DSTCODE, password: str = PASSWORD) -> PortalConnector:
     """The relay's connector to the simulator, its session cached in this process."""
     return PortalConnector(base_url=url, dstcode=dstcode, username=USER, password=SecretStr(password),

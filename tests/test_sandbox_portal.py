@@ -54,13 +54,6 @@ def base_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture()
-def client(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=5.0) as c:
-        c.post("/_admin/reset").raise_for_status()
-        yield c
-
-
 def stats(client: httpx.Client) -> dict[str, Any]:
     return dict(client.get("/_admin/stats").json())
 

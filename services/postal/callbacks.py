@@ -1,13 +1,14 @@
 """``POST /v1/callbacks/postal[/{destination}]``: order statuses the post pushes, signed.
 
-The body is ``schemas.postal.TrackingPush``, signed the Standard Webhooks way with the destination's
-``callback_secret`` (``MOTCUA_POSTAL_CALLBACK_SECRET`` unless ``callback_secret_env`` names another variable).
-Each status of one of our orders becomes the ``postal.status`` event the tracking poller would make of it, so a
-status pushed and polled, or pushed twice, is stored once. The answer speaks the post's language (``code`` "00"
-once stored): 200 with ``stored``, ``duplicates``, ``late`` (older than what the order's stream holds: kept, not
-sent), ``ignored`` (statuses not forwarded, like "waiting for the postman") and ``unknown`` (order numbers that
-are not ours); 400 code "10" for a body that is not a push; 401 code "01" for a missing, bad or stale signature;
-403 code "30" for another customer code; 404 for no such destination; 413 for a body over the size limit.
+The SDK has no push, so its shape is ours to state (``schemas.postal.TrackingPush``: the customer code and the
+tracking list's own records), signed the Standard Webhooks way with the destination's ``callback_secret``
+(``MOTCUA_POSTAL_CALLBACK_SECRET`` unless ``callback_secret_env`` names another variable). Each status of one of
+our orders becomes the ``postal.status`` event the tracking poller would make of it, so a status pushed and
+polled, or pushed twice, is stored once. The answer is the gateway's MResult (``Status`` 200 once stored), with
+``stored``, ``duplicates``, ``late`` (older than what the order's stream holds: kept, not sent), ``ignored``
+(statuses not forwarded, like "waiting for the postman") and ``unknown`` (order numbers that are not ours);
+400 for a body that is not a push; 401 for a missing, bad or stale signature; 403 for another customer code;
+404 for no such destination; 413 for a body over the size limit (each also as ``Status``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from services.postal.inbound import ingest_statuses
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
-POSTAL = Pushes("postal", "callback_secret", "code", postal.ORDER_NOT_FOUND, postal.INVALID_DATA,
-                postal.TOKEN_INVALID, "a tracking push")
+POSTAL = Pushes("postal", "callback_secret", "Status", 404, 400, 401, "a tracking push", message_key="Message")
 
 
 @callback(router, "/postal", "Order statuses pushed by the postal service (signed)")
@@ -36,11 +36,11 @@ async def postal_callback(request: Request, name: str | None) -> JSONResponse:
     dest, pushed = received
     ctx = context(request)
     mapping = ctx.options_of(PostalOptions, dest).mapping()
-    if pushed.customerCode != mapping.customer_code:
-        log.warning("callback.postal.other_customer", customer_code=pushed.customerCode)
-        return POSTAL.answer(403, postal.CUSTOMER_REFUSED, "statuses of another customer code")
+    if pushed.CustomerCode != mapping.customer_code:
+        log.warning("callback.postal.other_customer", customer_code=pushed.CustomerCode)
+        return POSTAL.answer(403, 403, "statuses of another customer code")
     report = await run_in_threadpool(ingest_statuses, ctx, dest, mapping, pushed.data)
     log.info("callback.postal.stored", stored=report.stored, duplicates=report.duplicates, late=report.late,
              unknown=len(report.unknown))
-    return POSTAL.answer(200, postal.SUCCESS, "Thành công", stored=report.stored, duplicates=report.duplicates,
+    return POSTAL.answer(200, postal.DONE, "Thành công", stored=report.stored, duplicates=report.duplicates,
                          late=report.late, ignored=report.ignored, unknown=sorted(set(report.unknown)))

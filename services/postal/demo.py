@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 
 from adapters.postal import CANCELLING_TYPES
+from schemas.postal import ACCEPTED, CANCELLED, DELIVERED
+from schemas.postal import FINAL_STATUSES as FINAL
 from services.base import DemoPlay, Measure, Stage
 from services.postal.deliver import PostalOptions
 from store import queries
@@ -53,16 +55,16 @@ class PostalPlay(DemoPlay):
         httpx.post(f"{self.url}/_admin/faults", json=faults, timeout=10).raise_for_status()
         httpx.post(f"{self.url}/_admin/push", json={"url": f"{stage.api}/v1/callbacks/postal",
                                                    "secret": self.callback_secret}, timeout=10).raise_for_status()
-        return [f"post: {faults['error_rate']:.1%} of calls answer 503, {faults['busy_rate']:.1%} 'busy' (96); orders "
-                "move a step a second, 10 % of deliveries fail once; statuses are pushed to the callback (20 % lost, "
-                "10 % repeated) and polled from the tracking list"]
+        return [f"post: {faults['error_rate']:.1%} of calls answer 503, {faults['busy_rate']:.1%} 'busy' "
+                "(Status 503); orders move a step a second, 10 % of deliveries fail once; statuses are pushed to "
+                "the callback (20 % lost, 10 % repeated) and polled from the tracking list"]
 
     def settled(self, stage: Stage) -> bool:
         """Every order at the post is final and every status it recorded is in the ledger."""
         orders = httpx.get(f"{self.url}/_admin/orders", timeout=10).json()
-        if any(o["statusCode"] not in ("500", "600", "700") for o in orders):
+        if any(o["StatusCode"] not in FINAL for o in orders):
             return False
-        recorded = sum(1 for o in orders for h in o["history"] if h["statusCode"] != "100")
+        recorded = sum(1 for o in orders for h in o["history"] if h["StatusCode"] != ACCEPTED)
         return queries.event_count(stage.context.engine, "postal.status", stage.since) >= recorded
 
     def measure(self, stage: Stage, rows: list[dict[str, Any]]) -> Measure:
@@ -80,10 +82,11 @@ class PostalPlay(DemoPlay):
         statuses = [r["event"]["data"] for r in received if r["type"] == "postal.status"]
         delivered = Counter(s["order_number"] for s in statuses if s["status"] == "delivered")
         self.figures = {
-            "orders": len(orders), "created_once": sum(1 for o in orders if o["create_calls"] == 1),
-            "cancelled": sum(1 for o in orders if o["statusCode"] == "700"),
-            "delivered": sum(1 for o in orders if o["statusCode"] == "500"),
-            "delivered_back": sum(1 for o in orders if o["statusCode"] == "500" and delivered[o["orderNumber"]] == 1),
+            "orders": len(orders), "created_once": len(orders) - post["creates"]["second_orders"],
+            "cancelled": sum(1 for o in orders if o["StatusCode"] == CANCELLED),
+            "delivered": sum(1 for o in orders if o["StatusCode"] == DELIVERED),
+            "delivered_back": sum(1 for o in orders if o["StatusCode"] == DELIVERED
+                                  and delivered[o["OrderNumber"]] == 1),
             "statuses": len(statuses), "pushes_lost": post["pushes"]["lost"],
             "pushes_repeated": post["pushes"]["duplicated"]}
         return Measure({name: view for name in self.names}, "postal", self.figures)

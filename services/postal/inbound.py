@@ -1,17 +1,20 @@
 """Statuses in: what the post reports of our orders becomes ``postal.status`` events.
 
 They come pushed to ``POST /v1/callbacks/postal`` (signed) and, as the fallback, from the beat job that reads the
-tracking list from a cursor kept in the ledger. Both make the same event (its id is the order, status code and
-time), which the ledger numbers in its order's stream (origin ``postal.pickup`` or ``postal.delivery``): a status
-seen by both is stored once, and one older than what the stream already holds is kept but not sent (it would
-overwrite newer news at the one-stop software).
+tracking list (RESTHeart pages after a 24-hex ObjectId ``lastId``, V9–V10) from a cursor kept in the ledger. The
+list holds every record of the account, so a record of an order that is not ours (another customer code, a number
+we never made) is counted and logged by its number only, never stored (V11). A record of one of our orders also
+settles an order whose create was ambiguous (its mark ``sent`` becomes ``taken``: ``deliver.py``). Both make the
+same event (its id is the order, status code and time), which the ledger numbers in its order's stream (origin
+``postal.pickup`` or ``postal.delivery``): a status seen by both is stored once, and one older than what the
+stream already holds is kept but not sent (it would overwrite newer news at the one-stop software).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -19,12 +22,13 @@ from pydantic import ValidationError
 
 from adapters.postal import REQUEST_TYPES, PostalMapping, parse_order_number, status_event
 from schemas.events import PostalRequest, parse_stored
-from schemas.postal import TrackingRecord
+from schemas.postal import FIRST_ID, OBJECT_ID, TrackingRecord
 from schemas.privacy import error_fields
 from services.base import Context
 from services.feeds import Page, Tally, follow
-from services.postal.deliver import PostalDeliverer
+from services.postal.deliver import SENT, TAKEN, PostalDeliverer, order_mark
 from store import queries
+from store.marks import promote_marks
 
 log = structlog.get_logger(__name__)
 
@@ -48,22 +52,25 @@ def ingest_statuses(ctx: Context, destination: str, mapping: PostalMapping, reco
     deliveries. A record of an order number we never made is counted and logged (the number only), not stored.
     """
     report = StatusIntake()
-    ordered = sorted({r.id: r for r in records}.values(), key=lambda r: r.id)
-    parsed = {r.id: parse_order_number(r.orderNumber, mapping) for r in ordered}
+    ordered = sorted({r.oid: r for r in records}.values(), key=lambda r: r.oid)
+    parsed = {r.oid: parse_order_number(r.OrderNumber, mapping) if r.CustomerCode in (None, mapping.customer_code)
+              else None for r in ordered}
     requests = _requests(ctx, {p[0] for p in parsed.values() if p})
     events = []
+    seen: set[str] = set()
     for record in ordered:
-        made = parsed[record.id]
+        made = parsed[record.oid]
         request = requests.get((made[0], REQUEST_OF[made[1]])) if made else None
         if request is None:
-            report.unknown.append(record.orderNumber)
+            report.unknown.append(record.OrderNumber)
             continue
+        seen.add(record.OrderNumber)
         try:
             event = status_event(record, request, mapping, destination)
         except (ValueError, ValidationError) as exc:
-            log.warning("postal.status_rejected", order_number=record.orderNumber,
-                        status_code=record.statusCode, error=str(exc)[:300])
-            report.unknown.append(record.orderNumber)
+            log.warning("postal.status_rejected", order_number=record.OrderNumber,
+                        status_code=record.StatusCode, error=str(exc)[:300])
+            report.unknown.append(record.OrderNumber)
             continue
         if event is None:
             report.ignored += 1
@@ -72,6 +79,8 @@ def ingest_statuses(ctx: Context, destination: str, mapping: PostalMapping, reco
     if report.unknown:
         log.warning("postal.unknown_orders", order_numbers=sorted(set(report.unknown))[:20],
                     count=len(report.unknown))
+    if seen:
+        promote_marks(ctx.engine, destination, map(order_mark, seen), SENT, TAKEN, now or datetime.now(UTC))
     if events:
         result = ctx.ingest_numbered(events, now)
         report.stored, report.duplicates, report.late = len(result.stored), len(result.duplicates), len(result.late)
@@ -102,7 +111,7 @@ class PollReport:
     pages: int = 0
     records: int = 0
     intake: StatusIntake = field(default_factory=StatusIntake)
-    cursor: int = 0
+    cursor: str = FIRST_ID
 
 
 def cursor_name(destination: str) -> str:
@@ -110,18 +119,23 @@ def cursor_name(destination: str) -> str:
 
 
 def run_poll(post: PostalDeliverer, now: datetime | None = None) -> PollReport:
-    """Read the tracking list from the cursor, page by page; the cursor moves after each stored page."""
+    """Read the tracking list from the cursor, page by page; the cursor moves after each stored page to the last
+    record's ``_id.$oid``. A page with fewer records than asked for, or none (no ``_embedded``), is the end.
+    A cursor that is not an ObjectId (one kept by an older relay, which counted records) starts again from
+    :data:`~schemas.postal.FIRST_ID`: what is read again is recognised by its event id."""
     report = PollReport()
+    size = post.options.poll_page
 
     def read(position: str) -> Page[TrackingRecord]:
-        page = post.connector.tracking(int(position), post.options.poll_page)
-        return Page(page.items, str(max(int(position), page.lastId, *(r.id for r in page.items))), page.hasMore)
+        start = position if OBJECT_ID.match(position) else FIRST_ID
+        records = post.connector.tracking(start, size).records
+        return Page(records, records[-1].oid if records else start, len(records) >= size)
 
     def store(records: Sequence[TrackingRecord]) -> None:
         report.intake.add(ingest_statuses(post.context, post.name, post.mapping, records, now))
 
-    run = follow(post.context.engine, cursor_name(post.name), read, store)
-    report.pages, report.records, report.cursor = run.pages, run.items, int(run.position)
+    run = follow(post.context.engine, cursor_name(post.name), read, store, start=FIRST_ID)
+    report.pages, report.records, report.cursor = run.pages, run.items, run.position
     return report
 
 
