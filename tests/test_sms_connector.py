@@ -1,4 +1,4 @@
-"""The SMS connector's answer table, row by row.
+"""The SMS connector's answer table, row by row, and the connector against the gateway simulator over HTTP.
 
 Both answer shapes are the table's: the generic gateway's (``sandbox/sms.py``) and eSMS's (its "Table of error
 codes", developers.esms.vn): ``100`` sent, ``124`` "Duplicate RequestId" a repeat of a send that went through.
@@ -6,6 +6,7 @@ codes", developers.esms.vn): ``100`` sent, ``124`` "Duplicate RequestId" a repea
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,10 +16,12 @@ from pydantic import SecretStr, ValidationError
 
 from connectors.base import DeliveryError, Permanent, Retryable, build_http_client
 from connectors.sms import ANSWERS, BALANCE_WAIT, DUPLICATE, SENT, SmsConnector, answer_table, classify_sms
-from schemas.sms import SmsAnswer
+from sandbox.sms import create_app
+from schemas.sms import SEND_PATH, SmsAnswer
 from services.sms.deliver import SmsOptions
+from tests.servers import run_asgi
 
-PHONE = "84912345678"
+API_KEY, BRANDNAME, PHONE, TEXT = "sms-api-key-thu-nghiem", "UBND-HALONG", "84912345678", "Ho so da co ket qua"
 
 # (the answer's JSON, what it is); a DeliveryError class, or SENT / DUPLICATE
 TABLE: list[tuple[dict[str, Any], str | type[DeliveryError]]] = [
@@ -130,3 +133,61 @@ def test_a_configured_duplicate_code_is_delivered_with_the_request_id() -> None:
     respx.post("http://sms.test/send").mock(return_value=httpx.Response(200, json={"code": "DUP"}))
     sent = mocked(duplicate_codes=["DUP"]).send(PHONE, "Ho so", "ev-1:sms")
     assert (sent.sms_id, sent.duplicate) == ("ev-1:sms", True)
+
+
+# ------------------------------------------------------------------ against the simulator, over HTTP
+
+
+@pytest.fixture(params=["generic", "esms"])
+def gateway(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The simulator's base URL, in each dialect (``request.param``)."""
+    with run_asgi(create_app(api_key=API_KEY, brandname=BRANDNAME, dialect=request.param)) as url:
+        yield url
+
+
+def connector(base: str, *, read: float = 5, key: str = API_KEY, brandname: str = BRANDNAME) -> SmsConnector:
+    return SmsConnector(url=f"{base}{SEND_PATH}", api_key=SecretStr(key), brandname=brandname,
+                        client=build_http_client(1, read))
+
+
+def stats(base: str) -> dict[str, Any]:
+    return dict(httpx.get(f"{base}/_admin/stats", timeout=5).json())
+
+
+def test_a_repeated_request_id_is_a_delivered_sms_not_a_refusal(gateway: str, request: pytest.FixtureRequest) -> None:
+    # given an SMS the gateway took
+    first = connector(gateway).send(PHONE, TEXT, "ev-1:sms")
+    [recorded] = httpx.get(f"{gateway}/_admin/messages", timeout=5).json()
+    assert (first.sms_id, first.duplicate) == (recorded["sms_id"], False)
+    # when the same request id is sent again
+    again = connector(gateway).send(PHONE, TEXT, "ev-1:sms")
+    # then it counts as sent (the generic gateway names the first SMS, eSMS only says 124), and went once
+    assert again.duplicate
+    assert again.sms_id == ("ev-1:sms" if request.node.callspec.params["gateway"] == "esms" else recorded["sms_id"])
+    assert (stats(gateway)["sent"], stats(gateway)["duplicates"]) == (1, 1)
+
+
+def test_an_answer_lost_after_the_gateway_took_the_sms_then_the_duplicate_is_one_sms(gateway: str) -> None:
+    # given a gateway that takes the SMS, then answers after the client stopped waiting
+    httpx.post(f"{gateway}/_admin/faults", json={"timeout_rate": 1, "hang_seconds": 2}, timeout=5).raise_for_status()
+    with pytest.raises(Retryable, match="timeout"):
+        connector(gateway, read=0.3).send(PHONE, TEXT, "ev-2:sms")
+    # when the attempt is repeated with the gateway well again
+    httpx.delete(f"{gateway}/_admin/faults", timeout=5).raise_for_status()
+    sent = connector(gateway).send(PHONE, TEXT, "ev-2:sms")
+    # then it is sent, and the gateway sent one SMS
+    assert sent.duplicate and sent.sms_id
+    assert (stats(gateway)["sent"], stats(gateway)["duplicates"], stats(gateway)["faults"]["timeout"]) == (1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("how", "code"),
+    [({"key": "sai-khoa"}, "101"), ({"brandname": "UBND-KHAC"}, "104")],
+)
+def test_esms_refusals_are_permanent_and_name_the_code(how: dict[str, str], code: str) -> None:
+    with run_asgi(create_app(api_key=API_KEY, brandname=BRANDNAME, dialect="esms")) as base:
+        with pytest.raises(Permanent, match=f"code {code} — "):
+            connector(base, **how).send(PHONE, TEXT, "ev-3:sms")
+        with pytest.raises(Permanent, match="code 108 — "):
+            connector(base).send("0912345678", TEXT, "ev-4:sms")
+        assert stats(base)["sent"] == 0
