@@ -25,11 +25,13 @@ delays; ``busy_rate`` answers the fault ``SYSTEM_BUSY`` once the envelope is rea
 applies a ``CreateBill``, then hangs ``hang_seconds`` before answering (the ambiguous case). ``SYSTEM_ERROR``
 is in the contract but never sent.
 
-Admin: ``POST /_admin/pay {"billCode", "amount"?, "paidAt"?, "channel"?, "notify"?, "copies"?}`` (a citizen
-pays an unpaid bill: ``amount`` defaults to the bill's and may differ from it, ``paidAt`` to now, a time
-without offset is Vietnam's; the bank's QR gateway then sends the VNPAY-style IPN ``copies`` times unless
-``notify`` is false), ``POST /_admin/notify {"url", "tmn_code", "secret"}`` (where the IPN goes: a ``GET``
-with the ``vnp_*`` parameters signed HMAC-SHA512 with ``secret``, :func:`schemas.payment.vnpay_signature`),
+Admin: ``POST /_admin/pay {"billCode", "amount"?, "paidAt"?, "channel"?, "notify"?, "copies"?, "order_info"?,
+"transaction_status"?}`` (a citizen pays an unpaid bill: ``amount`` defaults to the bill's and may differ from
+it, ``paidAt`` to now, a time without offset is Vietnam's; the bank's QR gateway then sends the VNPAY-style IPN
+``copies`` times unless ``notify`` is false, with ``vnp_OrderInfo`` ``order_info`` and ``vnp_TransactionStatus``
+``transaction_status``, ``"00"`` unless set, left out when null), ``POST /_admin/notify {"url", "tmn_code",
+"secret"}`` (where the IPN goes: a ``GET`` with the ``vnp_*`` parameters signed HMAC-SHA512 with ``secret``
+over the hash string VNPAY's PHP sample builds, :func:`schemas.payment.vnpay_signature`),
 ``POST /_admin/settle-extra {"billCode", "amount", "paidAt"?, "channel"?, "transactionId"?}``
 (a settled transaction no bill here accounts for: a bill the bank never issued to this partner, or with an
 issued bill's code a second payment), ``POST /_admin/cancel {"billCode"}`` (the bank cancels an unpaid
@@ -125,6 +127,10 @@ class PayRequest(BaseModel):
     channel: str = Field("MOBILE_BANKING", min_length=1, max_length=40)
     notify: bool = Field(True, description="send the IPN (false: it is lost)")
     copies: int = Field(1, ge=1, le=10)
+    order_info: str | None = Field(None, min_length=1, max_length=255,
+                                   description="the IPN's vnp_OrderInfo (default: Thanh toan hoa don <billCode>)")
+    transaction_status: str | None = Field("00", pattern=r"^[0-9]{2}$",
+                                           description="the IPN's vnp_TransactionStatus (null: left out)")
 
 
 class NotifyTarget(BaseModel):
@@ -381,15 +387,17 @@ class BankState:
         bill.status = bc.PAID
         if request.notify and self.notify is not None:
             for _ in range(request.copies):
-                self.background.spawn(self._send_ipn(self.notify, bill.payment))
+                self.background.spawn(self._send_ipn(self.notify, bill.payment, request))
         return JSONResponse(bill.admin_view())
 
-    async def _send_ipn(self, target: NotifyTarget, paid: bc.SettledTransaction) -> None:
+    async def _send_ipn(self, target: NotifyTarget, paid: bc.SettledTransaction, how: PayRequest) -> None:
         params = {"vnp_TmnCode": target.tmn_code, "vnp_TxnRef": paid.billCode, "vnp_Amount": str(paid.amount * 100),
-                  "vnp_ResponseCode": "00", "vnp_TransactionStatus": "00", "vnp_TransactionNo": paid.transactionId,
+                  "vnp_ResponseCode": "00", "vnp_TransactionNo": paid.transactionId,
                   "vnp_PayDate": _local(paid.paidAt).strftime(TIME_FORMAT), "vnp_BankCode": "VNPAYQR",
-                  "vnp_OrderInfo": f"Thanh toan hoa don {paid.billCode}"}
-        params["vnp_SecureHash"] = vnpay_signature(target.secret, params)
+                  "vnp_OrderInfo": how.order_info or f"Thanh toan hoa don {paid.billCode}"}
+        if how.transaction_status is not None:
+            params["vnp_TransactionStatus"] = how.transaction_status
+        params["vnp_SecureHash"] = vnpay_signature(target.secret, params)  # as VNPAY's PHP sample hashes
         answer = await self.background.get_for_json(target.url, params)
         self.ipn_replies[str(answer.get("RspCode")) if isinstance(answer, dict) else "no answer"] += 1
 

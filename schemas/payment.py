@@ -44,9 +44,12 @@ Answer codes of the platform (``error``; only ``"0"`` is OpenCPS's)::
     3   invalid data (fields named)  99  system error
 
 **VNPAY-style gateways**: the return and IPN requests carry ``vnp_*`` query parameters signed with
-HMAC-SHA512 over the parameters sorted by name, URL-encoded, ``&``-joined, without
-``vnp_SecureHash`` and ``vnp_SecureHashType`` (:func:`vnpay_signature`, :func:`vnpay_verify`). The IPN
-reply is ``{"RspCode", "Message"}`` with the codes of :data:`VNPAY_REPLIES`.
+HMAC-SHA512 (hex) over the hash string: the parameters sorted by name, without ``vnp_SecureHash`` and
+``vnp_SecureHashType``, each key and value URL-encoded, ``key=value`` joined with ``&``
+(:func:`vnpay_hash_data`, :func:`vnpay_signature`, :func:`vnpay_verify`). The URL-encoding is VNPAY's
+published samples', not Python's: see :data:`VNPAY_PHP`. Paid means both ``vnp_ResponseCode`` and
+``vnp_TransactionStatus`` are ``"00"`` (:attr:`VnpayIpn.paid`). The IPN reply is ``{"RspCode", "Message"}``
+with the codes of :data:`VNPAY_REPLIES`.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import quote_plus
@@ -389,17 +393,57 @@ VNPAY_REPLIES: dict[str, str] = {
 _VNPAY_UNSIGNED = frozenset({"vnp_SecureHash", "vnp_SecureHashType"})
 
 
+@dataclass(frozen=True)
+class VnpayEncoding:
+    """How one of VNPAY's published samples URL-encodes the keys and values of the hash string.
+
+    All three encode a space as ``+``, ``~`` as ``%7E`` and other bytes as upper-case ``%XX``; they differ on
+    which of ``* ( ) !`` stay as they are, on text outside ASCII, and on whether an empty value is signed.
+    Python's ``quote_plus`` is none of them: it leaves ``~`` as it is.
+    """
+
+    name: str
+    keeps: str = ""  # what stays as it is besides letters, digits and "-_."
+    ascii_only: bool = False  # text outside ASCII becomes "?" first (Java's URLEncoder with US_ASCII)
+    signs_empty: bool = True  # an empty value is signed as "key="
+
+    def encode(self, text: str) -> str:
+        data = text.encode("ascii", "replace") if self.ascii_only else text.encode()
+        return quote_plus(data, safe=self.keeps).replace("~", "%7E")
+
+
+# vnpay_php (vnpay_ipn.php, vnpay_create_payment.php): PHP urlencode(), every vnp_ parameter signed
+VNPAY_PHP = VnpayEncoding("php")
+# vnpay_jsp (Config.hashAllFields over URLEncoder.encode(value, US_ASCII)): "*" stays, empty values are skipped
+VNPAY_JAVA = VnpayEncoding("java", keeps="*", ascii_only=True, signs_empty=False)
+# the .NET sample (VnPayLibrary over WebUtility.UrlEncode): "* ( ) !" stay, empty values are skipped
+VNPAY_DOTNET = VnpayEncoding("dotnet", keeps="*()!", signs_empty=False)
+VNPAY_ENCODINGS = (VNPAY_PHP, VNPAY_JAVA, VNPAY_DOTNET)
+
+
+def vnpay_hash_data(params: Mapping[str, str], encoding: VnpayEncoding = VNPAY_PHP) -> str:
+    """The string VNPAY signs: the ``vnp_*`` parameters but the hash fields, sorted by name, URL-encoded as
+    ``encoding`` does, ``key=value`` joined with ``&``."""
+    return "&".join(f"{encoding.encode(k)}={encoding.encode(str(v))}" for k, v in sorted(params.items())
+                    if k.startswith("vnp_") and k not in _VNPAY_UNSIGNED and (v != "" or encoding.signs_empty))
+
+
+def _hmac512(secret: str, data: str) -> str:
+    return hmac.new(secret.encode(), data.encode(), hashlib.sha512).hexdigest()
+
+
 def vnpay_signature(secret: str, params: Mapping[str, str]) -> str:
-    """HMAC-SHA512 hex over the ``vnp_*`` parameters sorted by name, URL-encoded and ``&``-joined."""
-    query = "&".join(f"{quote_plus(k)}={quote_plus(str(v))}" for k, v in sorted(params.items())
-                     if k.startswith("vnp_") and k not in _VNPAY_UNSIGNED and v != "")
-    return hmac.new(secret.encode(), query.encode(), hashlib.sha512).hexdigest()
+    """``vnp_SecureHash``: HMAC-SHA512 hex of :func:`vnpay_hash_data` as VNPAY's PHP sample encodes it."""
+    return _hmac512(secret, vnpay_hash_data(params))
 
 
 def vnpay_verify(secret: str, params: Mapping[str, str]) -> bool:
-    """Whether ``vnp_SecureHash`` signs the other ``vnp_*`` parameters (constant time)."""
+    """Whether ``vnp_SecureHash`` signs the other ``vnp_*`` parameters (constant time), encoded as any of VNPAY's
+    published samples encodes them: they agree but on ``* ( ) !``, text outside ASCII and empty values, and which
+    one the gateway's own side matches there is not published."""
     given = str(params.get("vnp_SecureHash", ""))
-    return bool(given) and checksum_matches(given, vnpay_signature(secret, params))
+    strings = dict.fromkeys(vnpay_hash_data(params, encoding) for encoding in VNPAY_ENCODINGS)
+    return bool(given) and any(checksum_matches(given, _hmac512(secret, data)) for data in strings)
 
 
 def vnpay_reply(code: str) -> dict[str, str]:
@@ -408,8 +452,9 @@ def vnpay_reply(code: str) -> dict[str, str]:
 
 class VnpayIpn(Wire):
     """The IPN a VNPAY-style gateway sends (query parameters of a ``GET``): ``vnp_Amount`` is in hundredths
-    of a đồng (VNPAY multiplies by 100), ``vnp_TxnRef`` is the merchant's order (our bill code), paid when
-    both ``vnp_ResponseCode`` and ``vnp_TransactionStatus`` are ``"00"``; ``vnp_PayDate`` is Vietnam time."""
+    of a đồng (VNPAY multiplies by 100), ``vnp_TxnRef`` is the merchant's order (our bill code), paid only when
+    both ``vnp_ResponseCode`` and ``vnp_TransactionStatus`` are ``"00"`` (one missing is not paid: it is taken,
+    and recorded as a payment that was not made); ``vnp_PayDate`` is Vietnam time."""
 
     vnp_TmnCode: str = Field(max_length=20)
     vnp_TxnRef: str = Field(min_length=1, max_length=100)
@@ -422,7 +467,7 @@ class VnpayIpn(Wire):
 
     @property
     def paid(self) -> bool:
-        return self.vnp_ResponseCode == "00" and self.vnp_TransactionStatus in ("00", "")
+        return self.vnp_ResponseCode == "00" and self.vnp_TransactionStatus == "00"
 
     @property
     def amount(self) -> int:

@@ -58,7 +58,7 @@ def test_send_answers_an_sms_id_and_records_the_message(client: httpx.Client) ->
     assert recorded["sms_id"] == answer["sms_id"] and recorded["message"] == VIETNAMESE
     assert (recorded["phone"], recorded["brandname"], recorded["request_id"]) == (PHONE, BRANDNAME, "notif-0001")
     assert recorded["segments"] == 2 and recorded["sent_time"].isdigit()
-    assert stats(client) == {"sent": 1, "duplicates": 0, "answers": {"00": 1}, "faults": {"error": 0}}
+    assert stats(client) == {"sent": 1, "duplicates": 0, "answers": {"00": 1}, "faults": {"error": 0, "timeout": 0}}
 
 
 def test_same_request_id_answers_the_same_sms_id_without_sending_again(client: httpx.Client) -> None:
@@ -152,7 +152,7 @@ def test_error_rate_answers_503_before_anything(client: httpx.Client) -> None:
     assert client.post(SEND, json=sms(), headers={"Authorization": "Bearer sai"}).status_code == 503
     client.delete("/_admin/faults")
     assert send(client, sms()).get("duplicate") is None
-    assert stats(client) == {"sent": 1, "duplicates": 0, "answers": {"00": 1}, "faults": {"error": 2}}
+    assert stats(client) == {"sent": 1, "duplicates": 0, "answers": {"00": 1}, "faults": {"error": 2, "timeout": 0}}
 
 
 def test_seeded_faults_repeat_and_latency_delays(client: httpx.Client) -> None:
@@ -170,7 +170,8 @@ def test_seeded_faults_repeat_and_latency_delays(client: httpx.Client) -> None:
 
 def test_faults_are_validated_shown_and_reset(client: httpx.Client) -> None:
     assert client.post("/_admin/faults", json={"error_rate": 2}).status_code == 422
-    assert client.post("/_admin/faults", json={"timeout_rate": 1}).status_code == 422
+    assert client.post("/_admin/faults", json={"drop_rate": 1}).status_code == 422
+    assert client.post("/_admin/faults", json={"timeout_rate": 1.5}).status_code == 422
     client.post("/_admin/faults", json={"error_rate": 0.25, "error_status": 500})
     assert client.get("/_admin/faults").json()["error_status"] == 500
     client.post("/_admin/faults", json={"latency_ms": 1})
@@ -178,7 +179,7 @@ def test_faults_are_validated_shown_and_reset(client: httpx.Client) -> None:
     client.post("/_admin/reset")
     assert client.get("/_admin/faults").json() is None
     assert client.get("/_admin/messages").json() == []
-    assert stats(client) == {"sent": 0, "duplicates": 0, "answers": {}, "faults": {"error": 0}}
+    assert stats(client) == {"sent": 0, "duplicates": 0, "answers": {}, "faults": {"error": 0, "timeout": 0}}
 
 
 @pytest.mark.parametrize(
@@ -193,3 +194,63 @@ def test_other_brandname() -> None:
         headers = {"Authorization": f"Bearer {API_KEY}"}
         assert c.post(SEND, json=sms(), headers=headers).json()["code"] == "12"
         assert c.post(SEND, json=sms(brandname="SO-TNMT-QN"), headers=headers).json()["code"] == "00"
+
+
+# ---------------------------------------------------------------------------- the eSMS dialect
+
+
+@pytest.fixture(scope="module")
+def esms_url() -> Iterator[str]:
+    with run_asgi(create_app(api_key=API_KEY, brandname=BRANDNAME, dialect="esms")) as url:
+        yield url
+
+
+@pytest.fixture()
+def esms(esms_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=esms_url, timeout=5.0, headers={"Authorization": f"Bearer {API_KEY}"}) as c:
+        c.post("/_admin/reset").raise_for_status()
+        yield c
+
+
+def test_esms_answers_100_with_an_smsid_then_124_duplicate_request_id_and_sends_once(esms: httpx.Client) -> None:
+    # when the same request id is sent twice
+    first = send(esms, sms())
+    again = send(esms, sms())
+    # then the first is sent (100, its SMSID) and the repeat refused as a duplicate, naming why, with no SMSID
+    assert set(first) == {"CodeResult", "CountRegenerate", "SMSID"} and first["CodeResult"] == "100"
+    assert again == {"CodeResult": "124", "CountRegenerate": 0, "ErrorMessage": "Duplicate RequestId"}
+    [recorded] = esms.get("/_admin/messages").json()
+    assert recorded["sms_id"] == first["SMSID"]
+    assert stats(esms) == {"sent": 1, "duplicates": 1, "answers": {"100": 1, "124": 1},
+                           "faults": {"error": 0, "timeout": 0}}
+
+
+@pytest.mark.parametrize(
+    ("changes", "code"),
+    [({"brandname": "KHAC"}, "104"), ({"phone": "0912345678"}, "108"), ({"request_id": ""}, "11"),
+     ({"message": ""}, "14")],
+)
+def test_esms_refusals_use_its_codes_where_it_has_them(esms: httpx.Client, changes: dict[str, Any], code: str) -> None:
+    answer = send(esms, sms(**changes))
+    assert answer["CodeResult"] == code and "SMSID" not in answer and answer["ErrorMessage"]
+    assert esms.get("/_admin/messages").json() == []
+
+
+def test_esms_answers_a_wrong_key_101_with_http_200(esms_url: str) -> None:
+    with httpx.Client(base_url=esms_url, timeout=5) as c:
+        response = c.post(SEND, json=sms(), headers={"Authorization": "Bearer sai-khoa"})
+        assert response.status_code == 200 and response.json()["CodeResult"] == "101"
+        assert API_KEY not in response.text and c.get("/_admin/messages").json() == []
+
+
+def test_timeout_rate_takes_the_sms_then_hangs_past_the_clients_read_timeout(client: httpx.Client) -> None:
+    # given a gateway that hangs after taking a send
+    client.post("/_admin/faults", json={"timeout_rate": 1, "hang_seconds": 2}).raise_for_status()
+    # when a client with a short read timeout sends
+    with pytest.raises(httpx.ReadTimeout):
+        client.post(SEND, json=sms(), timeout=httpx.Timeout(5, read=0.3))
+    # then the SMS went all the same, and its repeat (the gateway well again) is the duplicate
+    client.delete("/_admin/faults")
+    [recorded] = client.get("/_admin/messages").json()
+    assert send(client, sms()) == {"code": "00", "message": "OK", "sms_id": recorded["sms_id"], "duplicate": True}
+    assert stats(client)["faults"] == {"error": 0, "timeout": 1}

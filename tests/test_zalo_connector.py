@@ -1,4 +1,5 @@
-"""Zalo and SMS: the adapter's tables (phones, templates, quiet hours) and the connectors' answer tables."""
+"""Zalo: the adapter's tables (phones, templates, quiet hours) and the connector's answer table (SMS's is in
+``tests/test_sms_connector.py``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from adapters.zalo import MappingError, QuietHours, message_for, normalise_phone
 from config.zalo_templates import load_templates
 from connectors.base import AuthExpired, DeliveryError, Permanent, Retryable, build_http_client
 from connectors.credentials import TokenPair, TokenPairStore
-from connectors.sms import SmsConnector
 from connectors.zalo import ANSWERS, QuotaSpent, Unreachable, ZaloConnector, classify_zns
 from sandbox.workload import generate_day
 from schemas.events import Event, event_json, parse_event
@@ -226,28 +226,3 @@ def test_the_pair_is_renewed_ahead_of_expiry() -> None:
     pairs.put("zalo:test", TokenPair("A1", "R1", time.time() + 60))  # within the hour ahead
     conn.send("84912345678", "300001", {"a": "b"}, "t1")
     assert refresh.call_count == 1
-
-
-SMS_TABLE: list[tuple[httpx.Response, type[DeliveryError] | None]] = [
-    (httpx.Response(200, json={"code": "00", "sms_id": "s1"}), None),
-    (httpx.Response(200, json={"code": "12", "message": "brandname"}), Permanent),
-    (httpx.Response(200, json={"code": "13"}), Permanent),
-    (httpx.Response(200, json={"code": "14"}), Permanent),
-    (httpx.Response(200, json={"code": "77"}), Permanent),
-    (httpx.Response(401, json={"code": "401"}), Permanent),
-    (httpx.Response(503), Retryable),
-    (httpx.Response(429), Retryable),
-]
-
-
-@pytest.mark.parametrize(("answer", "expected"), SMS_TABLE)
-@respx.mock
-def test_sms_answer_table_row(answer: httpx.Response, expected: type[DeliveryError] | None) -> None:
-    respx.post("http://sms.test/send").mock(return_value=answer)
-    conn = SmsConnector(url="http://sms.test/send", api_key=SecretStr("k"), brandname="UBND",
-                        client=build_http_client(1, 5))
-    if expected is None:
-        assert conn.send("84912345678", "Ho so", "ev:sms").sms_id == "s1"
-    else:
-        with pytest.raises(expected):
-            conn.send("84912345678", "Ho so", "ev:sms")

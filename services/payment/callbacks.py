@@ -18,10 +18,15 @@ only one that takes the scheme, or the one the path names.
   the platform must stop sending it), -1 for a bad checksum, another partner's callback, a body that is not a
   callback, or no such destination — and nothing changes.
 - ``vnpay``: a VNPAY-style gateway's IPN, ``GET`` with ``vnp_*`` query parameters (``POST`` form fields are read
-  too), HMAC-SHA512 over the sorted parameters with ``vnpay_secret`` (``MOTCUA_PAYMENT_VNPAY_SECRET``),
-  ``vnp_TmnCode`` the destination's ``vnpay_tmn_code``. Always HTTP 200 with ``{"RspCode", "Message"}``: ``00``
-  recorded, ``02`` already confirmed (a repeat), ``01`` no such bill (stored), ``04`` the amount differs
-  (quarantined), ``97`` bad signature, ``99`` not an IPN.
+  too), HMAC-SHA512 over the sorted parameters with ``vnpay_secret`` (``MOTCUA_PAYMENT_VNPAY_SECRET``), encoded
+  as VNPAY's published samples encode them (``schemas.payment.vnpay_hash_data``), ``vnp_TmnCode`` the
+  destination's ``vnpay_tmn_code``. Paid only when both ``vnp_ResponseCode`` and ``vnp_TransactionStatus`` are
+  ``00``. Always HTTP 200 with ``{"RspCode", "Message"}``: ``00`` recorded, ``02`` already confirmed (a repeat),
+  ``01`` no such bill (stored), ``04`` the amount differs (quarantined), ``97`` bad signature, ``99`` not an IPN.
+  An IPN that does not say paid (either code other than ``00``, or missing) is recorded as not paid and
+  answered ``00``, as VNPAY's sample IPN confirms a failed payment: it is a notification taken, not one to send
+  again. No ``fee.paid`` comes of it and the bill stays issued, so the query of bills left unanswered and the
+  reconciliation still find a payment that was made.
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ async def platform_payment(request: Request, name: str | None) -> JSONResponse:
     return JSONResponse(pay.platform_reply(True, "recorded"))
 
 
+# the reply to each verdict; "not_paid" is taken (00), as VNPAY's sample IPN answers a failed payment
 VNPAY_CODES = {"paid": "00", "repeat": "02", "second_payment": "02", "not_paid": "00", "unknown_bill": "01",
                "amount_mismatch": "04"}
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import SecretStr
+from pydantic import SecretStr, model_validator
 
 from adapters.zalo import MappingError, normalise_phone
 from adapters.zalo import fill as fill_text
-from config.options import HttpUrl, Secret, ServiceOptions
+from config.options import HttpUrl, Secret, ServiceOptions, Words
 from config.routing import Destination
 from config.zalo_templates import load_templates
 from connectors.base import ConnectorResult, Permanent, build_http_client
@@ -19,10 +19,24 @@ from services.base import Context, Deliverer
 
 
 class SmsOptions(ServiceOptions):
+    """A brandname gateway. ``success_codes`` and ``duplicate_codes`` are the codes this gateway answers for a sent
+    SMS and for a repeated request id (a repeat of a send that went through: delivered), beyond the answer table's
+    (``connectors/sms.py``: ``00`` and eSMS's ``100``; eSMS's ``124``), so a gateway of the family that numbers its
+    answers otherwise is configured, not coded."""
+
     url: HttpUrl
     api_key: Annotated[SecretStr, Secret("MOTCUA_SMS_API_KEY")]  # the relay's key at the gateway
     brandname: str = "UBND"
     templates_file: str | None = None
+    success_codes: Words = []
+    duplicate_codes: Words = []
+
+    @model_validator(mode="after")
+    def _codes_apart(self) -> SmsOptions:
+        both = sorted(set(self.success_codes) & set(self.duplicate_codes))
+        if both:
+            raise ValueError(f"codes both in success_codes and duplicate_codes: {', '.join(both)}")
+        return self
 
 
 class SmsDeliverer(Deliverer[SmsOptions]):
@@ -33,7 +47,8 @@ class SmsDeliverer(Deliverer[SmsOptions]):
         self.templates = load_templates(options.templates_file)
         self.connector = SmsConnector(url=options.url, api_key=options.api_key, brandname=options.brandname,
                                       client=build_http_client(destination.timeouts.connect,
-                                                               destination.timeouts.read, 16))
+                                                               destination.timeouts.read, 16),
+                                      success_codes=options.success_codes, duplicate_codes=options.duplicate_codes)
 
     def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
         spec = self.templates.templates.get(event.type)
