@@ -65,7 +65,7 @@ _LT = f"{{{tx.NAMESPACE}}}"
 _LISTS = frozenset({"Document", "Update"})
 BLOCK = 1 << 20
 
-COMMUNE, DISTRICT, PROVINCE = "000.31.12.H22", "000.00.12.H22", "000.00.00.H22"
+COMMUNE, DISTRICT, PROVINCE = "000.31.12.H49", "000.00.12.H49", "000.00.00.H49"
 
 
 class UnitConfig(BaseModel):

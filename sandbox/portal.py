@@ -105,10 +105,10 @@ FIELD_NAMES = {
     "G09-KHAC": "Lĩnh vực khác",
 }
 AGENCIES = (
-    ("000.00.12.H22", "UBND thành phố Hạ Long", "2"),
-    ("000.00.16.H22", "Sở Tài nguyên và Môi trường tỉnh Quảng Ninh", "1"),
-    ("000.00.18.H22", "Sở Tư pháp tỉnh Quảng Ninh", "1"),
-    ("000.00.20.H22", "Sở Xây dựng tỉnh Quảng Ninh", "1"),
+    ("000.00.12.H49", "UBND thành phố Hạ Long", "2"),
+    ("000.00.16.H49", "Sở Tài nguyên và Môi trường tỉnh Quảng Ninh", "1"),
+    ("000.00.18.H49", "Sở Tư pháp tỉnh Quảng Ninh", "1"),
+    ("000.00.20.H49", "Sở Xây dựng tỉnh Quảng Ninh", "1"),
 )
 _EXTRA_FILES = ("Bản chụp căn cước công dân", "Giấy ủy quyền", "Ảnh chụp giấy tờ liên quan", "Bản khai bổ sung")
 
@@ -508,7 +508,7 @@ def create_app(
 
 
 def online_dossiers(
-    count: int, *, unit_code: str = "000.00.12.H22", day: date | None = None, seed: int = 0, start: int = 9001
+    count: int, *, unit_code: str = "000.00.12.H49", day: date | None = None, seed: int = 0, start: int = 9001
 ) -> list[dict[str, Any]]:
     """Online dossiers citizens and businesses submitted to ``unit_code`` on ``day`` (without ThuTu).
 

@@ -86,57 +86,57 @@ class Procedure:
 _CIVIL = ((JUSTICE, "Chuyên viên"), (JUSTICE, "Trưởng phòng"))
 PROCEDURES: tuple[Procedure, ...] = (
     Procedure(
-        "2.000815.000.00.00.H22", "Chứng thực bản sao từ bản chính giấy tờ, văn bản", 30, 0,
+        "2.000815.000.00.00.H49", "Chứng thực bản sao từ bản chính giấy tờ, văn bản", 30, 0,
         ((JUSTICE, "Chuyên viên"),), "Bản sao chứng thực", ("Bản chính giấy tờ", "Bản sao cần chứng thực"),
         fee=(("PCT-BS", "Phí chứng thực bản sao", 2000),), per_page_fee=True,
     ),
     Procedure(
-        "2.000884.000.00.00.H22", "Chứng thực chữ ký trong các giấy tờ, văn bản", 8, 0,
+        "2.000884.000.00.00.H49", "Chứng thực chữ ký trong các giấy tờ, văn bản", 8, 0,
         ((JUSTICE, "Chuyên viên"),), "Giấy tờ, văn bản đã chứng thực chữ ký", ("Giấy tờ, văn bản cần chứng thực",),
         fee=(("PCT-CK", "Phí chứng thực chữ ký", 10000),), business_share=0.15,
     ),
     Procedure(
-        "1.001193.000.00.00.H22", "Đăng ký khai sinh", 12, 1, _CIVIL, "Giấy khai sinh (bản chính)",
+        "1.001193.000.00.00.H49", "Đăng ký khai sinh", 12, 1, _CIVIL, "Giấy khai sinh (bản chính)",
         ("Tờ khai đăng ký khai sinh", "Giấy chứng sinh"),
         supplement_items=("Giấy chứng sinh", "Bản sao Giấy chứng nhận kết hôn của cha mẹ"),
     ),
     Procedure(
-        "1.000894.000.00.00.H22", "Đăng ký kết hôn", 6, 5, _CIVIL, "Giấy chứng nhận kết hôn",
+        "1.000894.000.00.00.H49", "Đăng ký kết hôn", 6, 5, _CIVIL, "Giấy chứng nhận kết hôn",
         ("Tờ khai đăng ký kết hôn", "Giấy xác nhận tình trạng hôn nhân"),
         supplement_items=("Giấy xác nhận tình trạng hôn nhân",),
     ),
     Procedure(
-        "1.000893.000.00.00.H22", "Đăng ký kết hôn có yếu tố nước ngoài", 1, 10, (*_CIVIL, LEADERSHIP),
+        "1.000893.000.00.00.H49", "Đăng ký kết hôn có yếu tố nước ngoài", 1, 10, (*_CIVIL, LEADERSHIP),
         "Giấy chứng nhận kết hôn", ("Tờ khai đăng ký kết hôn", "Hộ chiếu của bên nước ngoài (bản sao)"),
         fee=(("LP-KHNN", "Lệ phí đăng ký kết hôn có yếu tố nước ngoài", 1000000),),
-        transfer_to="000.00.18.H22", transfer_rate=0.8,
+        transfer_to="000.00.18.H49", transfer_rate=0.8,
         supplement_items=("Giấy khám sức khỏe", "Bản dịch hộ chiếu có chứng thực"),
     ),
     Procedure(
-        "1.000656.000.00.00.H22", "Đăng ký khai tử", 3, 1, _CIVIL, "Trích lục khai tử",
+        "1.000656.000.00.00.H49", "Đăng ký khai tử", 3, 1, _CIVIL, "Trích lục khai tử",
         ("Tờ khai đăng ký khai tử", "Giấy báo tử"),
     ),
     Procedure(
-        "2.000635.000.00.00.H22", "Cấp bản sao trích lục hộ tịch", 6, 1, ((JUSTICE, "Chuyên viên"),),
+        "2.000635.000.00.00.H49", "Cấp bản sao trích lục hộ tịch", 6, 1, ((JUSTICE, "Chuyên viên"),),
         "Bản sao trích lục hộ tịch", ("Tờ khai cấp bản sao trích lục hộ tịch",),
         fee=(("PTL", "Phí cấp bản sao trích lục hộ tịch", 8000),),
     ),
     Procedure(
-        "1.004873.000.00.00.H22", "Cấp Giấy xác nhận tình trạng hôn nhân", 5, 3, _CIVIL,
+        "1.004873.000.00.00.H49", "Cấp Giấy xác nhận tình trạng hôn nhân", 5, 3, _CIVIL,
         "Giấy xác nhận tình trạng hôn nhân", ("Tờ khai cấp Giấy xác nhận tình trạng hôn nhân",),
     ),
     Procedure(
-        "1.004194.000.00.00.H22", "Xác nhận thông tin về cư trú", 5, 1, ((POLICE, "Cán bộ tiếp nhận"),),
+        "1.004194.000.00.00.H49", "Xác nhận thông tin về cư trú", 5, 1, ((POLICE, "Cán bộ tiếp nhận"),),
         "Giấy xác nhận thông tin về cư trú", ("Tờ khai thay đổi thông tin cư trú",),
     ),
     Procedure(
-        "2.000720.000.00.00.H22", "Đăng ký thành lập hộ kinh doanh", 6, 3,
+        "2.000720.000.00.00.H49", "Đăng ký thành lập hộ kinh doanh", 6, 3,
         ((FINANCE, "Chuyên viên"), (FINANCE, "Trưởng phòng")), "Giấy chứng nhận đăng ký hộ kinh doanh",
         ("Giấy đề nghị đăng ký hộ kinh doanh", "Bản sao biên bản họp thành viên hộ gia đình"),
         fee=(("LP-HKD", "Lệ phí đăng ký hộ kinh doanh", 100000),),
     ),
     Procedure(
-        "1.004227.000.00.00.H22",
+        "1.004227.000.00.00.H49",
         "Đăng ký, cấp Giấy chứng nhận quyền sử dụng đất, quyền sở hữu nhà ở và tài sản khác gắn liền với đất lần đầu",
         6, 30, ((LAND_OFFICE, "Viên chức"), (ENVIRONMENT, "Chuyên viên"), (ENVIRONMENT, "Trưởng phòng"), LEADERSHIP),
         "Giấy chứng nhận quyền sử dụng đất", ("Đơn đăng ký đất đai", "Giấy tờ về quyền sử dụng đất", "Sơ đồ thửa đất"),
@@ -144,21 +144,21 @@ PROCEDURES: tuple[Procedure, ...] = (
             ("LP-GCN", "Lệ phí cấp Giấy chứng nhận", 100000),
             ("PTD-GCN", "Phí thẩm định hồ sơ cấp Giấy chứng nhận", 500000),
         ),
-        business_share=0.1, transfer_to="000.00.16.H22", transfer_rate=0.25,
+        business_share=0.1, transfer_to="000.00.16.H49", transfer_rate=0.25,
         supplement_items=("Trích đo địa chính thửa đất", "Giấy tờ chứng minh nguồn gốc sử dụng đất"),
     ),
     Procedure(
-        "1.003003.000.00.00.H22", "Đăng ký biến động quyền sử dụng đất do chuyển nhượng, tặng cho", 5, 10,
+        "1.003003.000.00.00.H49", "Đăng ký biến động quyền sử dụng đất do chuyển nhượng, tặng cho", 5, 10,
         ((LAND_OFFICE, "Viên chức"), (LAND_OFFICE, "Giám đốc chi nhánh")), "Giấy chứng nhận đã cập nhật biến động",
         ("Đơn đăng ký biến động", "Hợp đồng chuyển nhượng đã công chứng", "Giấy chứng nhận bản gốc"),
         fee=(("LP-BD", "Lệ phí chỉnh lý biến động", 50000), ("PTD-BD", "Phí thẩm định hồ sơ", 300000)),
     ),
     Procedure(
-        "1.009994.000.00.00.H22", "Cấp giấy phép xây dựng nhà ở riêng lẻ", 4, 15,
+        "1.009994.000.00.00.H49", "Cấp giấy phép xây dựng nhà ở riêng lẻ", 4, 15,
         ((URBAN, "Chuyên viên"), (URBAN, "Trưởng phòng"), LEADERSHIP), "Giấy phép xây dựng",
         ("Đơn đề nghị cấp giấy phép xây dựng", "Bản vẽ thiết kế", "Giấy tờ về quyền sử dụng đất"),
         fee=(("LP-GPXD", "Lệ phí cấp giấy phép xây dựng", 75000),), business_share=0.2,
-        transfer_to="000.00.20.H22", transfer_rate=0.2,
+        transfer_to="000.00.20.H49", transfer_rate=0.2,
         supplement_items=("Bản vẽ mặt bằng móng", "Cam kết bảo đảm an toàn công trình liền kề"),
     ),
     Procedure(
@@ -502,7 +502,7 @@ def _start_offset(rng: random.Random) -> int:
 
 
 def generate_day(
-    dossiers: int = 400, *, day: date | None = None, unit_code: str = "000.00.12.H22", seed: int = 0
+    dossiers: int = 400, *, day: date | None = None, unit_code: str = "000.00.12.H49", seed: int = 0
 ) -> list[dict[str, Any]]:
     """Every event a district desk emits in one working day, as canonical JSON dicts sorted by ``occurred_at``.
 

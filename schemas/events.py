@@ -36,11 +36,11 @@ from pydantic import (
 
 from schemas.privacy import PersonalStr
 
-# Electronic identifier codes (Decision 20/2020/QĐ-TTg): 000.00.01.H22, G01.123.45.67 ...
+# Electronic identifier codes (Decision 20/2020/QĐ-TTg): 000.00.01.H49, G01.123.45.67 ...
 DEFAULT_UNIT_PATTERN = r"^[A-Z0-9]{2,4}(\.[A-Z0-9]{2,4}){2,4}$"
-# Unit-prefixed dossier code: 000.00.12.H22-240315-0042
+# Unit-prefixed dossier code: 000.00.12.H49-240315-0042
 DEFAULT_DOSSIER_PATTERN = r"^[A-Za-z0-9.]{3,40}-\d{6}-\d{1,7}$"
-# Procedure codes: 1.001234.000.00.00.H22 or 2.002492
+# Procedure codes: 1.001234.000.00.00.H49 or 2.002492
 DEFAULT_PROCEDURE_PATTERN = r"^\d\.\d{5,6}(\.[A-Z0-9]{1,4}){0,4}$"
 
 

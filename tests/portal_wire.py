@@ -11,7 +11,7 @@ from sandbox.workload import PROCEDURES
 from schemas.portal import AUTH_PATH, INTEGRATION_PATH
 
 USER, PASSWORD, DSTCODE = "lgsp-halong", "mat-khau-thu-nghiem", "DVCQG"
-UNIT = "000.00.12.H22"
+UNIT = "000.00.12.H49"
 AGENCY = "UBND thành phố Hạ Long"
 LOGIN, SERVICE = AUTH_PATH, INTEGRATION_PATH
 APPLICANT, PHONE = "Nguyễn Thị Hương Giang", "0912 345 678"

@@ -38,7 +38,7 @@ def _workload(n: int) -> list[dict]:
     out: list[dict] = []
     seed = 100
     while len(out) < n:
-        day = generate_day(400, seed=seed, unit_code=f"000.00.{seed % 90 + 10}.H22")
+        day = generate_day(400, seed=seed, unit_code=f"000.00.{seed % 90 + 10}.H49")
         out.extend(day)
         seed += 1
     return out[:n]

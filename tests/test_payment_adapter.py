@@ -35,7 +35,7 @@ ALLOWED = set(BillInfo.model_fields)
 
 
 def test_the_bank_s_bill_code_is_the_fee_id_when_it_names_the_dossier_and_always_the_same() -> None:
-    code = "000.00.12.H22-261120-0042"
+    code = "000.00.12.H49-261120-0042"
     assert bill_code(code, f"{code}-LP") == f"{code}-LP"
     assert bill_code(code, "LP-1") == f"{code}-LP-1"
     long = bill_code(code, "PHI THAM DINH / 2026 / " + "x" * 40)
@@ -46,19 +46,19 @@ def test_the_bank_s_bill_code_is_the_fee_id_when_it_names_the_dossier_and_always
 
 def test_the_platform_s_transaction_id_fits_20_characters_and_is_the_same_on_every_attempt() -> None:
     # M15: the platform may cut a longer id; the dossier code alone is 25 characters
-    dossier = "000.00.12.H22-261120-0042"
+    dossier = "000.00.12.H49-261120-0042"
     first = transaction_id(dossier, f"{dossier}-LP")
     assert len(first) == TRANSACTION_ID_MAX and first.isalnum() and first == transaction_id(dossier, f"{dossier}-LP")
     assert bill_code_of("platform", dossier, f"{dossier}-LP") == first
 
 
 def test_two_fees_whose_ids_would_collide_if_cut_get_two_transaction_ids() -> None:
-    dossier = "000.00.12.H22-261120-0042"
+    dossier = "000.00.12.H49-261120-0042"
     fees = (f"{dossier}-LP", f"{dossier}-PHI", f"{dossier}-LP-2")
     assert len({f"{dossier}-{fee}"[:TRANSACTION_ID_MAX] for fee in fees}) == 1  # what cutting would do
     assert len({transaction_id(dossier, fee) for fee in fees}) == 3
     # nor do two dossiers that share the fee id's text meet
-    assert transaction_id("000.00.12.H22-261120-0042", "LP") != transaction_id("000.00.12.H22-261120-0043", "LP")
+    assert transaction_id("000.00.12.H49-261120-0042", "LP") != transaction_id("000.00.12.H49-261120-0043", "LP")
 
 
 def test_a_platform_bill_is_the_platform_s_bill_info_of_the_fee() -> None:
@@ -86,12 +86,12 @@ def test_a_platform_bill_is_the_platform_s_bill_info_of_the_fee() -> None:
 
 
 def test_the_destination_s_codes_fill_the_bill_and_a_procedure_without_a_name_shows_its_code() -> None:
-    mapping = PaymentMapping.from_options({**OPTIONS, "service_type": "5", "agency_code": "000.00.00.H22",
+    mapping = PaymentMapping.from_options({**OPTIONS, "service_type": "5", "agency_code": "000.00.00.H49",
                                            "agency_name": "Sở Tư pháp", "service_code_suffix": "-DVC",
                                            "fee_type": 1})
     info = platform_bill(ASSESSED, mapping).bill_info
     assert (info.MaDichVu, info.MaDonVi, info.TenDonVi, info.MaCoQuanQD) == (
-        "5", "000.00.00.H22", "Sở Tư pháp", "000.00.00.H22")
+        "5", "000.00.00.H49", "Sở Tư pháp", "000.00.00.H49")
     assert info.MaDVC == ASSESSED.procedure_code + "-DVC" and info.TenTTHC == ASSESSED.procedure_code
     assert {x.LoaiPhiLePhi for x in info.PhiLePhi} == {1}
 

@@ -45,7 +45,7 @@ from tasks.runtime import get_runtime, reset_runtime
 from tests.harness import RelayProcess, become_relay, drain, new_secret, relay_env, wait_for, worker_and_beat
 from tests.servers import run_asgi
 
-UNIT = "000.00.12.H22"
+UNIT = "000.00.12.H49"
 USER, PASSWORD = "relay-h22", "mat-khau-thu-nghiem"
 FAST_RETRY = '{ schedule = ["0.2s", "0.5s", "1s"], repeat_every = "2s", deadline = "1h", max_attempts = 200 }'
 
@@ -526,7 +526,7 @@ def test_a_unit_without_an_agency_name_is_a_dead_letter_until_named(portal_confi
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # given a unit directory that does not know the dossier's unit
     units = portal_config["tmp"] / "units.csv"
-    units.write_text("code,level,name,parent\n000.00.00.H22,province,Trung tâm PVHCC tỉnh Quảng Ninh,\n",
+    units.write_text("code,level,name,parent\n000.00.00.H49,province,Trung tâm PVHCC tỉnh Quảng Ninh,\n",
                      encoding="utf-8")
     routing = portal_routing(portal_config["tmp"] / "units.toml", portal_config["portal"], portal_config["onestop"],
                              extra=f'units_file = "{units}"')

@@ -13,7 +13,7 @@ from services.portal.deliver import PortalOptions
 from tests.harness import ROOT
 
 TODAYS_FILE = ROOT / "tests" / "fixtures" / "relay-2026-11.toml"
-UNIT = "000.00.12.H22"
+UNIT = "000.00.12.H49"
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +43,7 @@ def test_todays_portal_table_reads_with_the_contracts_defaults() -> None:
 def test_agency_names_come_before_the_unit_directory() -> None:
     options = resolve(portal(agency_names={UNIT: "Ủy ban nhân dân thành phố Hạ Long"}), PortalOptions)
     assert options.mapping().agency(UNIT) == "Ủy ban nhân dân thành phố Hạ Long"
-    assert options.mapping().agency("000.00.16.H22") == "Sở Tài nguyên và Môi trường tỉnh Quảng Ninh"
+    assert options.mapping().agency("000.00.16.H49") == "Sở Tài nguyên và Môi trường tỉnh Quảng Ninh"
 
 
 @pytest.mark.parametrize(("options", "named"), [

@@ -159,7 +159,7 @@ MORDER_FIELDS = ["CustomerCode", "OrderNumber", "CODAmount", "SenderProvince", "
 
 
 def test_order_numbers_are_the_dossier_code_and_the_purpose_and_parse_back() -> None:
-    code = "000.00.12.H22-261120-0042"
+    code = "000.00.12.H49-261120-0042"
     assert order_number(code, "pickup", MAPPING) == f"{code}-TN"
     assert order_number(code, "delivery", MAPPING) == f"{code}-KQ"
     assert parse_order_number(f"{code}-KQ", MAPPING) == (code, "delivery")

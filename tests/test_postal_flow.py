@@ -351,7 +351,7 @@ def test_v11_every_status_of_our_orders_is_one_event_and_a_foreign_record_none(p
                    timeout=5).raise_for_status()
     httpx.post(f"{postal}/_admin/foreign", json={"OrderNumber": number, "CustomerCode": "HCC-KHAC"},
                timeout=5).raise_for_status()
-    httpx.post(f"{postal}/_admin/foreign", json={"OrderNumber": "000.00.99.H22-261120-0009-KQ",
+    httpx.post(f"{postal}/_admin/foreign", json={"OrderNumber": "000.00.99.H49-261120-0009-KQ",
                                                  "CustomerCode": CUSTOMER}, timeout=5).raise_for_status()
     # when the tracking list is read twice
     deliverer = get_runtime().deliverer_of(PostalDeliverer, "postal")
@@ -371,7 +371,7 @@ def test_the_callback_refuses_what_it_cannot_trust_and_reports_orders_that_are_n
     url = f"{postal_config['api']}/v1/callbacks/postal"
     secret = postal_config["env"]["MOTCUA_POSTAL_CALLBACK_SECRET"]
     record = {"_id": {"$oid": "6560a1b2c3d4e5f6a7b8c9d0"}, "CustomerCode": CUSTOMER,
-              "OrderNumber": "000.00.99.H22-261120-0001-KQ", "EventTime": 1763607600000, "POSID": "200000",
+              "OrderNumber": "000.00.99.H49-261120-0001-KQ", "EventTime": 1763607600000, "POSID": "200000",
               "ItemCode": "EB1VN", "StatusCode": 4, "StatusMessage": "Phát thành công", "Notes": None}
 
     def push(body: dict[str, Any], key: str = secret) -> httpx.Response:

@@ -85,10 +85,10 @@ def test_origins_and_exclude_origins() -> None:
 
 
 def test_units() -> None:
-    route = Route(events=["*"], destination="d", units=["000.00.12.H22"])
+    route = Route(events=["*"], destination="d", units=["000.00.12.H49"])
 
-    assert route.matches(event(unit_code="000.00.12.H22"))
-    assert not route.matches(event(unit_code="000.00.13.H22"))
+    assert route.matches(event(unit_code="000.00.12.H49"))
+    assert not route.matches(event(unit_code="000.00.13.H49"))
 
 
 def test_destinations_for_lists_each_destination_once_in_config_order(tmp_path: Path) -> None:
@@ -235,10 +235,10 @@ def test_default_file_sends_a_payment_callback_to_the_onestop_and_the_warehouse(
 def test_default_file_sends_each_hop_to_the_exchange_and_results_back_down_only_when_they_must(
     default_routing: RoutingConfig,
 ) -> None:
-    request = {**DAY[0], "type": "transfer.requested", "data": {"target_unit": "000.00.00.H22"}}
+    request = {**DAY[0], "type": "transfer.requested", "data": {"target_unit": "000.00.00.H49"}}
     assert default_routing.destinations_for(request) == ["lgsp", "warehouse"]
     answer = {**request, "origin": "transfer", "type": "transfer.result",
-              "data": {"target_unit": "000.00.00.H22", "outcome": "approved", "transfer_id": "x:a:b"}}
+              "data": {"target_unit": "000.00.00.H49", "outcome": "approved", "transfer_id": "x:a:b"}}
     assert default_routing.destinations_for(answer) == ["onestop", "warehouse"]
     back = {**answer, "data": {**answer["data"], "return_to": "x:c:a"}}
     assert default_routing.destinations_for(back) == ["lgsp", "onestop", "warehouse"]

@@ -44,7 +44,7 @@ from tests.portal_wire import (
 )
 from tests.servers import SignedPushReceiver, run_asgi
 
-OTHER_UNIT = "000.00.13.H22"
+OTHER_UNIT = "000.00.13.H49"
 PUSH_SECRET = "whsec_" + base64.b64encode(b"portal-push-sandbox-test-secret!").decode()
 
 
@@ -202,9 +202,9 @@ def test_missing_required_field_is_named(client: httpx.Client) -> None:
 
 def test_procedure_must_be_in_the_national_catalogue(client: httpx.Client) -> None:
     sid = session(client)
-    answer = sync(client, sid, [record(f"{UNIT}-240315-0005", MaTTHC="1.999999.000.00.00.H22")])
+    answer = sync(client, sid, [record(f"{UNIT}-240315-0005", MaTTHC="1.999999.000.00.00.H49")])
     assert answer["error_code"] == 3
-    assert answer["message"] == "Mã TTHC 1.999999.000.00.00.H22 không có trong CSDL TTHC quốc gia"
+    assert answer["message"] == "Mã TTHC 1.999999.000.00.00.H49 không có trong CSDL TTHC quốc gia"
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from schemas import transfer as tx
 from schemas.events import event_json, parse_event
 from schemas.vietnam import VN_TZ
 
-COMMUNE, DISTRICT, PROVINCE, JUSTICE = "000.31.12.H22", "000.00.12.H22", "000.00.00.H22", "000.00.18.H22"
+COMMUNE, DISTRICT, PROVINCE, JUSTICE = "000.31.12.H49", "000.00.12.H49", "000.00.00.H49", "000.00.18.H49"
 DIRECTORY = load_directory()
 DOCUMENT = {"name": "To khai.pdf", "url": "http://127.0.0.1:1/files/a", "sha256": "a" * 64, "size": 1234}
 
@@ -32,9 +32,9 @@ def test_the_bundled_directory_routes_a_commune_to_the_province_through_its_dist
     assert DIRECTORY.path(COMMUNE, PROVINCE) == [COMMUNE, DISTRICT, PROVINCE]
     assert DIRECTORY.path(PROVINCE, COMMUNE) == [PROVINCE, DISTRICT, COMMUNE]
     assert DIRECTORY.path(DISTRICT, JUSTICE) == [DISTRICT, PROVINCE, JUSTICE]
-    assert DIRECTORY.path("000.32.12.H22", COMMUNE) == ["000.32.12.H22", DISTRICT, COMMUNE]
-    with pytest.raises(DirectoryError, match=r"unit 000\.99\.99\.H22 is not in the unit directory"):
-        DIRECTORY.path(COMMUNE, "000.99.99.H22")
+    assert DIRECTORY.path("000.32.12.H49", COMMUNE) == ["000.32.12.H49", DISTRICT, COMMUNE]
+    with pytest.raises(DirectoryError, match=r"unit 000\.99\.99\.H49 is not in the unit directory"):
+        DIRECTORY.path(COMMUNE, "000.99.99.H49")
     with pytest.raises(DirectoryError, match="to itself"):
         DIRECTORY.path(COMMUNE, COMMUNE)
 
@@ -68,7 +68,7 @@ def test_a_document_without_its_checksum_or_a_target_outside_the_directory_canno
     with pytest.raises(TransferError, match="has no SHA-256 and size"):
         hop_request(request(documents=[{"name": "scan.pdf", "url": "http://x/scan"}]), DIRECTORY)
     with pytest.raises(TransferError, match="not in the unit directory"):
-        hop_request(request(target="000.77.77.H22"), DIRECTORY)
+        hop_request(request(target="000.77.77.H49"), DIRECTORY)
 
 
 def update(status: str, transfer_id: str, **fields: Any) -> tx.Update:
@@ -102,7 +102,7 @@ def test_an_intermediate_units_acceptance_makes_the_next_hop_and_a_later_result_
 
 
 def test_the_chain_lists_hops_in_the_order_they_were_sent_with_their_answers() -> None:
-    code = "000.31.12.H22-261120-0001"
+    code = "000.31.12.H49-261120-0001"
     hop1, hop2 = f"{code}:{COMMUNE}:{DISTRICT}", f"{code}:{DISTRICT}:{PROVINCE}"
     at = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 

@@ -102,7 +102,7 @@ def test_each_answer_of_the_exchange_maps_to_its_class(
     c = connector(exchange, "not-the-password" if call == "wrong password" else PASSWORD)
     with pytest.raises(error) as caught:
         if call == "unknown unit":
-            c.send(hop(to="000.99.99.H22").model_copy(update={"finalUnit": "000.99.99.H22"}))
+            c.send(hop(to="000.99.99.H49").model_copy(update={"finalUnit": "000.99.99.H49"}))
         elif call == "conflict":
             c.send(hop())
             c.send(hop(reason="khác"))

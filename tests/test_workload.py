@@ -79,10 +79,10 @@ def test_events_are_in_working_hours_of_the_day_sorted_and_unique(days: dict[int
 
 
 def test_dossier_codes_carry_unit_and_date() -> None:
-    events = generate_day(5, day=DAY, unit_code="000.00.07.H22", seed=1)
+    events = generate_day(5, day=DAY, unit_code="000.00.07.H49", seed=1)
     codes = sorted({e["dossier_code"] for e in events})
-    assert codes == [f"000.00.07.H22-240315-{n:04d}" for n in range(1, 6)]
-    assert {e["unit_code"] for e in events} == {"000.00.07.H22"}
+    assert codes == [f"000.00.07.H49-240315-{n:04d}" for n in range(1, 6)]
+    assert {e["unit_code"] for e in events} == {"000.00.07.H49"}
 
 
 def test_the_mix_looks_like_a_district_desk(days: dict[int, list[dict[str, Any]]]) -> None:
@@ -100,7 +100,7 @@ def test_the_mix_looks_like_a_district_desk(days: dict[int, list[dict[str, Any]]
     assert 0.02 <= mean_transfer_share <= 0.045
     certification_and_civil = {p.code for p in PROCEDURES if p.code.split(".")[1] in {"000815", "000884", "001193"}}
     top = Counter(e["procedure_code"] for e in days[0] if e["sequence"] == 1).most_common(3)
-    assert {code for code, _ in top} <= certification_and_civil | {"2.000635.000.00.00.H22"}
+    assert {code for code, _ in top} <= certification_and_civil | {"2.000635.000.00.00.H49"}
 
 
 def test_lifecycle_order_within_a_dossier(days: dict[int, list[dict[str, Any]]]) -> None:
@@ -118,7 +118,7 @@ def test_lifecycle_order_within_a_dossier(days: dict[int, list[dict[str, Any]]])
             assert types[types.index("dossier.supplement_requested") + 1] == "dossier.processing"
         if "transfer.requested" in types:
             target = dossier_events[types.index("transfer.requested")]["data"]["target_unit"]
-            assert target.endswith(".H22") and types[-1] == "transfer.requested"
+            assert target.endswith(".H49") and types[-1] == "transfer.requested"
         terminal = types[-1]
         assert terminal in {"dossier.returned", "dossier.refused", "dossier.withdrawn", "transfer.requested"}
 
