@@ -1,8 +1,8 @@
 """Canonical transfer events ⇄ the LGSP exchange's hops (pure: no I/O).
 
 Out: a ``transfer.requested`` from unit A for target T is the first hop of A's path to T in the unit
-directory (:meth:`config.units.Directory.path`): commune → district, or commune → district → province in
-two hops. Each hop has its own id (:func:`schemas.transfer.transfer_id`: dossier, from, to), the
+directory (:meth:`config.units.Directory.path`): commune → department, department → ministry or commune →
+commune in one hop, commune → department → an office under it in two. Each hop has its own id (:func:`schemas.transfer.transfer_id`: dossier, from, to), the
 idempotency key at the exchange.
 
 Back: a unit's answer to a hop becomes one event of origin ``transfer`` (id ``transfer:<hop>:<status>``):

@@ -36,19 +36,19 @@ from sqlalchemy import func, select
 
 from bench.stack import Stack, parse, phase_arguments, relay_stack, run_phases
 from bench.support import percentile, tree_hwm_mb, tree_rss_mb
-from sandbox.lgsp import DISTRICT, document_sha256, transfer_day
+from sandbox.lgsp import DEPARTMENT, document_sha256, transfer_day
 from sandbox.workload import send_events_sync
 from store.tables import deliveries, events
 
 USER, PASSWORD = "bench-lienthong", "bench-exchange-password"
 SIMULATORS = (
     "import os, uvicorn\n"
-    "from sandbox.lgsp import create_app, document_app, UnitConfig, COMMUNE, DISTRICT, PROVINCE\n"
+    "from sandbox.lgsp import create_app, document_app, UnitConfig, COMMUNE, DEPARTMENT, OFFICE\n"
     "from sandbox.onestop import create_app as onestop\n"
     "e = os.environ\n"
     "if e['BENCH_WHICH'] == 'exchange':\n"
     "    units = {c: UnitConfig(name=c, accept_seconds=0.5, process_seconds=1.0, refuse_rate=0.05)"
-    " for c in (COMMUNE, DISTRICT, PROVINCE)}\n"
+    " for c in (COMMUNE, DEPARTMENT, OFFICE)}\n"
     "    app = create_app(username=e['MOTCUA_TRANSFER_USERNAME'], password=e['MOTCUA_TRANSFER_PASSWORD'],"
     " units=units, seed=7)\n"
     "elif e['BENCH_WHICH'] == 'documents':\n"
@@ -92,7 +92,7 @@ def run_phase(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, A
         half = len(day) // 2
         report = send_events_sync(f"{urls['api']}/v1/events", intake_secret, day[:half], batch_size=25)
         time.sleep(2)
-        httpx.post(f"{urls['exchange']}/_admin/units/{DISTRICT}/down", json={"seconds": args.outage}, timeout=5)
+        httpx.post(f"{urls['exchange']}/_admin/units/{DEPARTMENT}/down", json={"seconds": args.outage}, timeout=5)
         report2 = send_events_sync(f"{urls['api']}/v1/events", intake_secret, day[half:], batch_size=25)
         if report.accepted + report2.accepted != len(day):
             raise RuntimeError(f"the intake took {report.accepted + report2.accepted} of {len(day)} events")
@@ -131,8 +131,8 @@ def _figures(name: str, day: list[dict[str, Any]], urls: dict[str, str], engine:
     refused = {code for code, rows in words.items() if any(r["type"] == "transfer.refused" for r in rows)}
     megabytes = counters.get("document_bytes", 0) / 1e6
     return {
-        "phase": name, "transfers": len(requested), "two_hop": sum(1 for e in day if e["unit_code"] != DISTRICT
-                                                                   and e["data"]["target_unit"] != DISTRICT),
+        "phase": name, "transfers": len(requested), "two_hop": sum(1 for e in day if e["unit_code"] != DEPARTMENT
+                                                                   and e["data"]["target_unit"] != DEPARTMENT),
         "hops": sum(stats["transfers"].values()), "documents": counters.get("documents_stored", 0),
         "megabytes": round(megabytes, 1), "seconds": round(seconds, 1),
         "round_trip_p50_s": round(percentile(round_trip, 50) or 0, 1),
@@ -153,7 +153,7 @@ def _big(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     print(f"  big: hashing the {args.big_mb} MB scan for its event…", flush=True)
     big["data"]["documents"] = [{"name": name, "url": f"{urls['documents']}/files/{name}?size={size}",
                                  "sha256": document_sha256(name, size), "size": size}]
-    big["unit_code"], big["data"]["target_unit"] = COMMUNE, DISTRICT
+    big["unit_code"], big["data"]["target_unit"] = COMMUNE, DEPARTMENT
     big["dossier_code"] = f"{COMMUNE}-261121-0001"  # not the small one's: another hop
 
     def hop_delivered(count: int) -> bool:

@@ -1,10 +1,11 @@
-"""Simulator of the provincial LGSP's inter-level exchange, with the one-stop systems of three levels behind it.
+"""Simulator of the provincial LGSP's inter-level exchange, with the one-stop systems of the units behind it.
 
 The contract is :mod:`schemas.transfer`; this module adds what it leaves to the units. SOAP 1.1 at
 ``/soap/lienthong`` (WSDL at ``?wsdl``, its address set to the URL asked), documents by HTTP at
 ``/documents/{transferId}/{index}`` (streamed to disk and hashed as they come; never held in memory).
 
-The units (``units``: code → :class:`UnitConfig`; by default a commune, its district and the province)
+The units (``units``: code → :class:`UnitConfig`; by default :data:`DEFAULT_UNITS`: two wards, two departments,
+an office under one of them and a ministry)
 answer on their own: a dossier sent to a unit is accepted after ``accept_seconds`` or refused (at
 ``refuse_rate``, seeded, with a reason); a unit that is the chain's end (``finalUnit``) then decides after
 ``process_seconds`` (``rejected`` at ``reject_rate``) and the result carries one result document; an
@@ -65,7 +66,12 @@ _LT = f"{{{tx.NAMESPACE}}}"
 _LISTS = frozenset({"Document", "Update"})
 BLOCK = 1 << 20
 
-COMMUNE, DISTRICT, PROVINCE = "000.31.12.H49", "000.00.12.H49", "000.00.00.H49"
+# Units of the bundled directory (config/units.csv) the tests, the demo and the bench use: a ward's desk and a
+# neighbouring ward, the department of agriculture and environment and its land registration office (two hops
+# from a ward), the department of justice and its ministry.
+COMMUNE, NEIGHBOUR = "000.21.00.H49", "000.17.00.H49"  # UBND phường Hồng Gai, UBND phường Bãi Cháy
+DEPARTMENT, OFFICE = "000.00.07.H49", "000.01.07.H49"  # Sở Nông nghiệp và Môi trường, Văn phòng Đăng ký đất đai
+JUSTICE, MINISTRY = "000.00.04.H49", "000.00.00.G02"  # Sở Tư pháp, Bộ Tư pháp
 
 
 class UnitConfig(BaseModel):
@@ -80,8 +86,11 @@ class UnitConfig(BaseModel):
 
 DEFAULT_UNITS = {
     COMMUNE: UnitConfig(name="UBND phường Hồng Gai"),
-    DISTRICT: UnitConfig(name="UBND thành phố Hạ Long"),
-    PROVINCE: UnitConfig(name="Trung tâm Phục vụ hành chính công tỉnh Quảng Ninh"),
+    NEIGHBOUR: UnitConfig(name="UBND phường Bãi Cháy"),
+    DEPARTMENT: UnitConfig(name="Sở Nông nghiệp và Môi trường tỉnh Quảng Ninh"),
+    OFFICE: UnitConfig(name="Văn phòng Đăng ký đất đai tỉnh Quảng Ninh"),
+    JUSTICE: UnitConfig(name="Sở Tư pháp tỉnh Quảng Ninh"),
+    MINISTRY: UnitConfig(name="Bộ Tư pháp"),
 }
 
 
@@ -495,15 +504,17 @@ def create_app(*, username: str, password: str, units: dict[str, UnitConfig] | N
 
 def transfer_day(transfers: int, documents_url: str, *, two_hop_share: float = 0.2, seed: int = 0,
                  max_document: int = 4_000_000) -> list[dict[str, Any]]:
-    """``transfers`` ``transfer.requested`` events of generated dossiers: a ``two_hop_share`` commune → province
-    (through the district), the rest half commune → district, half district → province; one to three scanned
-    documents each (50 KB to ``max_document``), served by :func:`document_app` at ``documents_url``."""
+    """``transfers`` ``transfer.requested`` events of generated dossiers on the two-level tree: a ``two_hop_share``
+    ward → land registration office (through its department), the rest in turn ward → department, department →
+    ministry and ward → ward; one to three scanned documents each (50 KB to ``max_document``), served by
+    :func:`document_app` at ``documents_url``."""
     from sandbox.workload import generate_day
 
     rng = random.Random(seed)
     sample = next(e for e in generate_day(40, seed=seed) if e["type"] == "dossier.received")
     two_hops = round(transfers * two_hop_share)
-    plan = [(COMMUNE, PROVINCE)] * two_hops + [(COMMUNE, DISTRICT), (DISTRICT, PROVINCE)] * transfers
+    plan = ([(COMMUNE, OFFICE)] * two_hops
+            + [(COMMUNE, DEPARTMENT), (JUSTICE, MINISTRY), (COMMUNE, NEIGHBOUR)] * transfers)
     out = []
     for n, (origin, target) in enumerate(plan[:transfers]):
         documents = []

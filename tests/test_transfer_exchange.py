@@ -13,13 +13,13 @@ from pydantic import SecretStr
 
 from connectors.base import Permanent, Retryable, build_http_client
 from connectors.transfer import ExchangeConnector
-from sandbox.lgsp import COMMUNE, DISTRICT, PROVINCE, UnitConfig, document_app, document_sha256
+from sandbox.lgsp import COMMUNE, DEPARTMENT, OFFICE, UnitConfig, document_app, document_sha256
 from sandbox.lgsp import create_app as exchange_app
 from schemas import transfer as tx
 from tests.servers import run_asgi
 
 USER, PASSWORD = "lienthong-test", "mat-khau-truc-test"
-UNITS = {code: UnitConfig(name=code, accept_seconds=0.1, process_seconds=0.1) for code in (COMMUNE, DISTRICT, PROVINCE)}
+UNITS = {code: UnitConfig(name=code, accept_seconds=0.1, process_seconds=0.1) for code in (COMMUNE, DEPARTMENT, OFFICE)}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def connector(url: str, password: str = PASSWORD) -> ExchangeConnector:
                              client=build_http_client(2, 5), connect_timeout=2, read_timeout=5)
 
 
-def hop(code: str = "HS-1", to: str = DISTRICT, documents: list[tx.DocumentRef] | None = None,
+def hop(code: str = "HS-1", to: str = DEPARTMENT, documents: list[tx.DocumentRef] | None = None,
         **extra: Any) -> tx.TransferRequest:
     return tx.TransferRequest(transferId=tx.transfer_id(code, COMMUNE, to), fromUnit=COMMUNE, toUnit=to,
                               finalUnit=to, dossierCode=code, procedureCode="1.000894", documents=documents or [],
@@ -65,7 +65,7 @@ def test_a_hop_with_its_document_is_sent_once_answered_and_listed_in_order(
     assert c.send(request) is False  # a repeat is harmless
     held = c.get(request.transferId)
     assert held is not None and (held.transferId, held.fromUnit, held.toUnit) == (request.transferId, COMMUNE,
-                                                                                    DISTRICT)
+                                                                                    DEPARTMENT)
     assert held.status in ("SENT", "ACCEPTED", "RESULT")
     assert c.get("HS-404:a:b") is None
     deadline = time.monotonic() + 5
@@ -94,7 +94,7 @@ def test_each_answer_of_the_exchange_maps_to_its_class(
     exchange: str, setup: str, call: str, error: type[Exception], words: str,
 ) -> None:
     if setup == "down":
-        httpx.post(f"{exchange}/_admin/units/{DISTRICT}/down", json={"seconds": 30}, timeout=5)
+        httpx.post(f"{exchange}/_admin/units/{DEPARTMENT}/down", json={"seconds": 30}, timeout=5)
     elif setup == "busy":
         httpx.post(f"{exchange}/_admin/faults", json={"busy_rate": 1}, timeout=5)
     elif setup == "503":

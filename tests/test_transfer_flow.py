@@ -27,7 +27,17 @@ import redis
 from sqlalchemy import select
 
 from bench.support import routing_file
-from sandbox.lgsp import COMMUNE, DISTRICT, PROVINCE, UnitConfig, document_app, document_sha256
+from sandbox.lgsp import (
+    COMMUNE,
+    DEPARTMENT,
+    JUSTICE,
+    MINISTRY,
+    NEIGHBOUR,
+    OFFICE,
+    UnitConfig,
+    document_app,
+    document_sha256,
+)
 from sandbox.lgsp import create_app as exchange_app
 from sandbox.onestop import create_app as onestop_app
 from sandbox.workload import generate_day
@@ -49,8 +59,10 @@ FAST_RETRY = {"schedule": ["0.2s", "0.5s", "1s"], "repeat_every": "1s", "deadlin
 
 
 def units(**changes: dict[str, Any]) -> dict[str, UnitConfig]:
-    base = {COMMUNE: {"name": "UBND phường Hồng Gai"}, DISTRICT: {"name": "UBND thành phố Hạ Long"},
-            PROVINCE: {"name": "Trung tâm Phục vụ hành chính công tỉnh"}}
+    base = {COMMUNE: {"name": "UBND phường Hồng Gai"}, NEIGHBOUR: {"name": "UBND phường Bãi Cháy"},
+            DEPARTMENT: {"name": "Sở Nông nghiệp và Môi trường tỉnh Quảng Ninh"},
+            OFFICE: {"name": "Văn phòng Đăng ký đất đai tỉnh Quảng Ninh"},
+            JUSTICE: {"name": "Sở Tư pháp tỉnh Quảng Ninh"}, MINISTRY: {"name": "Bộ Tư pháp"}}
     return {code: UnitConfig(**{"accept_seconds": 0.2, "process_seconds": 0.3, **base[code], **changes.get(code, {})})
             for code in base}
 
@@ -130,20 +142,20 @@ def kinds(got: list[dict[str, Any]]) -> list[tuple[str, str | None, str | None]]
 def test_a_two_hop_transfer_streams_its_document_once_and_the_result_comes_back_the_same_way(
     stack: dict[str, Any],
 ) -> None:
-    # given a commune's dossier for the province, with a 2 MB scan at the origin
-    event = requested(stack, PROVINCE)
+    # given a ward's dossier for the land registration office (under its department), with a 2 MB scan
+    event = requested(stack, OFFICE)
     dossier = event["dossier_code"]
     ingest([event])
     # when the relay sends it, polls the exchange and delivers what comes back, until the result is home
     got = settle(stack, dossier, lambda got: any(e["type"] == "transfer.result" and not e["data"].get("return_to")
                                                  for e in got))
-    hop1, hop2 = (tx.transfer_id(dossier, COMMUNE, DISTRICT), tx.transfer_id(dossier, DISTRICT, PROVINCE))
-    # then the one-stop software heard every step in order: the district took it, passed it on, the province
-    # took it and decided, and the decision came back down to the commune once
+    hop1, hop2 = (tx.transfer_id(dossier, COMMUNE, DEPARTMENT), tx.transfer_id(dossier, DEPARTMENT, OFFICE))
+    # then the one-stop software heard every step in order: the department took it, passed it on, its office
+    # took it and decided, and the decision came back down to the ward once
     assert kinds(got) == [
-        ("transfer.accepted", COMMUNE, DISTRICT), ("transfer.requested", None, PROVINCE),
-        ("transfer.accepted", DISTRICT, PROVINCE), ("transfer.result", DISTRICT, PROVINCE),
-        ("transfer.result", COMMUNE, DISTRICT)]
+        ("transfer.accepted", COMMUNE, DEPARTMENT), ("transfer.requested", None, OFFICE),
+        ("transfer.accepted", DEPARTMENT, OFFICE), ("transfer.result", DEPARTMENT, OFFICE),
+        ("transfer.result", COMMUNE, DEPARTMENT)]
     assert [e["data"]["transfer_id"] for e in got if e["type"] != "transfer.requested"] == [hop1, hop2, hop2, hop1]
     assert got[3]["data"]["return_to"] == hop1 and got[4]["data"]["outcome"] == "approved"
     assert got[4]["data"]["documents"][0]["name"].startswith("ket-qua-")
@@ -166,14 +178,14 @@ def test_a_two_hop_transfer_streams_its_document_once_and_the_result_comes_back_
     chain = shown.stdout[shown.stdout.index("Transfer chain"):]
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in chain.splitlines() if line.count("│") > 5]
     assert [(r[0], r[1], r[3], r[5], r[7]) for r in rows] == [
-        ("1", f"{COMMUNE} → {DISTRICT}", "accepted", "approved", "yes"),
-        ("2", f"{DISTRICT} → {PROVINCE}", "accepted", "approved", "—")]
+        ("1", f"{COMMUNE} → {DEPARTMENT}", "accepted", "approved", "yes"),
+        ("2", f"{DEPARTMENT} → {OFFICE}", "accepted", "approved", "—")]
 
 
 def test_a_document_whose_bytes_do_not_match_its_checksum_is_refused_and_the_reason_says_so(
     stack: dict[str, Any],
 ) -> None:
-    event = requested(stack, DISTRICT, size=300_000, sha256="0" * 64)
+    event = requested(stack, DEPARTMENT, size=300_000, sha256="0" * 64)
     ingest([event])
     drain(later)
     [dead] = dead_letters(get_runtime().engine, DeadLetterFilter(destination="lgsp"))
@@ -184,29 +196,29 @@ def test_a_document_whose_bytes_do_not_match_its_checksum_is_refused_and_the_rea
     assert stats.get("documents_stored", 0) == 0 and stats["documents_refused"] == 1
 
 
-@pytest.mark.units(**{DISTRICT: {"refuse_rate": 1.0}})
+@pytest.mark.units(**{DEPARTMENT: {"refuse_rate": 1.0}})
 def test_a_refusal_reaches_the_origin_once_and_goes_no_further(stack: dict[str, Any]) -> None:
-    event = requested(stack, PROVINCE, size=100_000)
+    event = requested(stack, OFFICE, size=100_000)
     ingest([event])
     got = settle(stack, event["dossier_code"], lambda got: any(e["type"] == "transfer.refused" for e in got))
-    assert kinds(got) == [("transfer.refused", COMMUNE, DISTRICT)]
+    assert kinds(got) == [("transfer.refused", COMMUNE, DEPARTMENT)]
     assert got[0]["data"]["reason"] == "Hồ sơ chưa đủ thành phần theo quy định"
     assert len(httpx.get(f"{stack['exchange']}/_admin/transfers", timeout=5).json()) == 1
 
 
 def test_a_hop_to_a_unit_that_is_down_waits_and_goes_once_it_is_up(stack: dict[str, Any]) -> None:
     # given the district's system is down
-    httpx.post(f"{stack['exchange']}/_admin/units/{DISTRICT}/down", json={"seconds": 600}, timeout=5)
-    event = requested(stack, DISTRICT, size=100_000)
+    httpx.post(f"{stack['exchange']}/_admin/units/{DEPARTMENT}/down", json={"seconds": 600}, timeout=5)
+    event = requested(stack, DEPARTMENT, size=100_000)
     ingest([event])
     with get_runtime().engine.connect() as conn:
         [delivery_id] = conn.execute(select(deliveries.c.id)).scalars().all()
     run_delivery(delivery_id, "lgsp", clock=lambda: datetime.now(UTC))
     # when it comes back and the delivery is retried
-    httpx.post(f"{stack['exchange']}/_admin/units/{DISTRICT}/up", timeout=5)
+    httpx.post(f"{stack['exchange']}/_admin/units/{DEPARTMENT}/up", timeout=5)
     got = settle(stack, event["dossier_code"], lambda got: any(e["type"] == "transfer.result" for e in got))
     # then the hop went once, on the second attempt (its document already there), and the answers came back
-    assert kinds(got) == [("transfer.accepted", COMMUNE, DISTRICT), ("transfer.result", COMMUNE, DISTRICT)]
+    assert kinds(got) == [("transfer.accepted", COMMUNE, DEPARTMENT), ("transfer.result", COMMUNE, DEPARTMENT)]
     with get_runtime().engine.connect() as conn:
         tried = conn.execute(select(attempts.c.outcome, attempts.c.error).order_by(attempts.c.id)).all()
     assert tried[0].outcome == "retryable" and "UNIT_UNAVAILABLE" in tried[0].error
@@ -266,12 +278,12 @@ def test_a_200_mb_document_crosses_with_the_worker_growing_by_less_than_50_mb(
 
     with relay_processes(stack, tmp_path, monkeypatch, "transfer-200mb", beat=False) as worker:
         # given a worker warmed up by a first, small transfer (imports, the WSDL loaded, pools open)
-        send([requested(stack, DISTRICT, size=1_000_000)])
+        send([requested(stack, DEPARTMENT, size=1_000_000)])
         wait_for(lambda: delivered("lgsp") == 1, 60, what="the warm-up transfer")
         assert worker.proc is not None
         before = tree_rss_mb(worker.proc.pid)
         # when a dossier with a 200 MB scan goes to the district
-        big = requested(stack, DISTRICT, size=200_000_000)
+        big = requested(stack, DEPARTMENT, size=200_000_000)
         send([big])
         wait_for(lambda: delivered("lgsp") == 2, 180, interval=0.5, what="the 200 MB transfer")
         peak = tree_hwm_mb(worker.proc.pid)
@@ -283,21 +295,24 @@ def test_a_200_mb_document_crosses_with_the_worker_growing_by_less_than_50_mb(
 
 
 @pytest.mark.slow
-@pytest.mark.units(**{DISTRICT: {"refuse_rate": 0.1}, PROVINCE: {"refuse_rate": 0.1, "reject_rate": 0.1}})
-def test_a_hundred_transfers_twenty_of_them_two_hops_survive_the_district_going_down(
+@pytest.mark.units(**{DEPARTMENT: {"refuse_rate": 0.1}, OFFICE: {"refuse_rate": 0.1, "reject_rate": 0.1},
+                      MINISTRY: {"refuse_rate": 0.1}, NEIGHBOUR: {"refuse_rate": 0.1}})
+def test_a_hundred_transfers_on_the_two_level_tree_survive_a_department_going_down(
     stack: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from adapters.transfer import chain
     from schemas.events import parse_stored
 
-    # given 40 commune → district, 40 district → province and 20 commune → district → province transfers
-    plan = [(COMMUNE, DISTRICT)] * 40 + [(DISTRICT, PROVINCE)] * 40 + [(COMMUNE, PROVINCE)] * 20
+    # given 40 ward → department, 20 department → ministry, 20 ward → ward (received outside the applicant's
+    # residence) and 20 ward → the department's land registration office (two hops) transfers
+    plan = ([(COMMUNE, DEPARTMENT)] * 40 + [(JUSTICE, MINISTRY)] * 20 + [(COMMUNE, NEIGHBOUR)] * 20
+            + [(COMMUNE, OFFICE)] * 20)
     day = [requested(stack, target, origin=origin, size=50_000 + 1000 * n) for n, (origin, target) in enumerate(plan)]
     with relay_processes(stack, tmp_path, monkeypatch, "transfer-100", beat=True):
-        # when they are sent, and the district's system goes down for 8 s a moment later
+        # when they are sent, and the department's system goes down for 8 s a moment later
         send(day[:50])
         time.sleep(1.5)
-        httpx.post(f"{stack['exchange']}/_admin/units/{DISTRICT}/down", json={"seconds": 8}, timeout=5)
+        httpx.post(f"{stack['exchange']}/_admin/units/{DEPARTMENT}/down", json={"seconds": 8}, timeout=5)
         send(day[50:])
 
         # then every transfer ends: refused somewhere, or its result back at the origin
@@ -317,6 +332,9 @@ def test_a_hundred_transfers_twenty_of_them_two_hops_survive_the_district_going_
         code = event["dossier_code"]
         assert (homes[code], refused[code]) in ((1, 0), (0, 1)), (code, homes[code], refused[code])
     assert 0 < sum(refused.values()) < 40 and sum(homes.values()) + sum(refused.values()) == 100
+    # and no hop went through a district: every hop is one of the paths that exist now
+    hops = {(t["fromUnit"], t["toUnit"]) for t in httpx.get(f"{stack['exchange']}/_admin/transfers", timeout=10).json()}
+    assert hops <= {(COMMUNE, DEPARTMENT), (JUSTICE, MINISTRY), (COMMUNE, NEIGHBOUR), (DEPARTMENT, OFFICE)}, hops
     # and every two-hop chain that was accepted all the way shows both hops in order, the result carried back
     two_hops = [e["dossier_code"] for e in day[80:] if homes[e["dossier_code"]]]
     assert two_hops
@@ -328,7 +346,7 @@ def test_a_hundred_transfers_twenty_of_them_two_hops_survive_the_district_going_
                    if e.type in ("transfer.accepted", "transfer.result")]
         hops = chain(sent, answers)
         assert [(h.from_unit, h.to_unit, h.answer, h.returned) for h in hops] == [
-            (COMMUNE, DISTRICT, "accepted", True), (DISTRICT, PROVINCE, "accepted", False)]
+            (COMMUNE, DEPARTMENT, "accepted", True), (DEPARTMENT, OFFICE, "accepted", False)]
         assert hops[0].sent_at < hops[1].sent_at and hops[1].result_at <= hops[0].result_at  # type: ignore[operator]
     assert dead_letters(get_runtime().engine, DeadLetterFilter()) == []
 

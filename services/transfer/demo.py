@@ -1,7 +1,9 @@
 """The demo's inter-level transfers: the LGSP exchange simulator with every unit of the directory behind it.
 
-The desk's day asks the province's departments to decide some dossiers (``transfer.requested``): the district →
-the provincial centre → the department, two hops each. The day's documents carry no address, so the demo serves
+The day asks other units to decide some dossiers (``transfer.requested``), on the paths that exist since 1 July
+2025: the ward's desk sends land and construction dossiers to the department that decides them and a birth
+registered outside the applicant's ward to that ward, the provincial centre's department of justice sends
+naturalisations to the ministry; one hop each. The day's documents carry no address, so the demo serves
 them (``sandbox.lgsp.document_app``) and gives each its URL and real SHA-256 before the day is played. The units
 accept after a second and decide two seconds later; the relay's poll of the exchange runs every 3 s.
 """
@@ -32,7 +34,7 @@ def configure(stage: Stage, names: list[str]) -> TransferPlay:
     units_file = first.options.get("units_file")
     directory = load_directory(str(units_file) if units_file else None)
     units = {code: UnitConfig(name=unit.name, accept_seconds=1.0, process_seconds=2.0)
-             for code, unit in directory.units.items()}
+             for code, unit in directory.handling().items()}
     url = stage.serve(exchange_app(username=str(first.options.get("username")), password=password, units=units),
                       EXCHANGE_PORT)
     for name in names:
@@ -65,7 +67,7 @@ class TransferPlay(DemoPlay):
                 documents += 1
                 size += document["size"]
         transfers = sum(1 for e in events if e["type"] == "transfer.requested")
-        return [f"transfers: {transfers} dossiers to the province's departments (two hops each), {documents} "
+        return [f"transfers: {transfers} dossiers to the province's departments and other wards, {documents} "
                 f"documents, {size / 1e6:.1f} MB streamed from the one-stop software to the exchange"]
 
     def settled(self, stage: Stage) -> bool:

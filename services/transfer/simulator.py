@@ -15,5 +15,5 @@ def exchange(configured: list[Configured]) -> Any:
     options = configured[0].options
     assert isinstance(options, TransferOptions)
     units = {code: UnitConfig(name=unit.name, accept_seconds=5, process_seconds=30)
-             for code, unit in load_directory(options.units_file).units.items()}
+             for code, unit in load_directory(options.units_file).handling().items()}
     return create_app(username=options.username, password=options.password.get_secret_value(), units=units)
