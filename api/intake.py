@@ -14,7 +14,9 @@ code   when
 401    missing, bad or stale Standard Webhooks signature
 409    an ``event_id`` already stored with different content (nothing of the batch is stored)
 413    the body is over the size limit, or the batch has more than 500 events
-422    validation failed; every field error of every event is listed
+422    validation failed; every field error of every event is listed (a unit code closed with no successor
+       among them, named: ``closed_unit_code``; one with a successor is stored under it, the code sent kept
+       in ``unit_code_sent``)
 =====  ==========================================================================
 """
 
@@ -32,7 +34,16 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from config.settings import Settings
-from schemas.events import DEFAULT_CODE_PATTERNS, MAX_BATCH, CodePatterns, Event, event_json, parse_event
+from config.units import ClosedCode, Directory, load_directory
+from schemas.events import (
+    DEFAULT_CODE_PATTERNS,
+    MAX_BATCH,
+    CodePatterns,
+    Event,
+    TransferRequested,
+    event_json,
+    parse_event,
+)
 from schemas.webhook import SignatureError, verify
 from services.http import read_limited
 from store.intake import IngestConflict, ingest_and_route
@@ -93,20 +104,56 @@ def _error(status: int, error: str, **extra: Any) -> JSONResponse:
 
 
 def validation_errors(
-    raw_events: list[Any], patterns: CodePatterns = DEFAULT_CODE_PATTERNS
+    raw_events: list[Any], patterns: CodePatterns = DEFAULT_CODE_PATTERNS, directory: Directory | None = None
 ) -> tuple[list[Event], list[FieldError]]:
-    """Validate every event (its codes against ``patterns``); collect every field error, never echoing inputs."""
+    """Validate every event (its codes against ``patterns``, its units against ``directory``); collect every field
+    error, never echoing inputs (a unit code is not personal data: a refusal names it)."""
     valid: list[Event] = []
     errors: list[FieldError] = []
     for index, raw in enumerate(raw_events):
         try:
-            valid.append(parse_event(raw, patterns))
+            event = parse_event(raw, patterns)
         except ValidationError as exc:
             errors.extend(
                 FieldError(index=index, loc=list(err["loc"]), msg=err["msg"], type=err["type"])
                 for err in exc.errors(include_url=False, include_input=False)
             )
+            continue
+        if directory is None:
+            valid.append(event)
+            continue
+        try:
+            valid.append(resolve_units(event, directory))
+        except ClosedUnit as exc:
+            errors.append(FieldError(index=index, loc=exc.loc, msg=str(exc), type="closed_unit_code"))
     return valid, errors
+
+
+class ClosedUnit(ValueError):
+    def __init__(self, loc: list[str | int], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def resolve_units(event: Event, directory: Directory) -> Event:
+    """The event with its unit codes as the directory answers them today: a closed code becomes its successor
+    (``unit_code_sent`` keeps what was sent), one closed with no successor is :class:`ClosedUnit`."""
+    try:
+        unit = directory.resolve(event.unit_code)
+    except ClosedCode as exc:
+        raise ClosedUnit(["unit_code"], str(exc)) from None
+    update: dict[str, Any] = {}
+    if unit.renamed:
+        update = {"unit_code": unit.code, "unit_code_sent": event.unit_code}
+        log.info("intake.closed_unit_code", sent=event.unit_code, successor=unit.code, event_id=event.event_id)
+    if isinstance(event, TransferRequested):
+        try:
+            target = directory.resolve(event.data.target_unit)
+        except ClosedCode as exc:
+            raise ClosedUnit(["data", "target_unit"], str(exc)) from None
+        if target.renamed:
+            update["data"] = event.data.model_copy(update={"target_unit": target.code})
+    return event.model_copy(update=update) if update else event
 
 
 @router.post(
@@ -145,7 +192,8 @@ async def intake(request: Request, background: BackgroundTasks) -> Any:
         return _error(422, "empty batch", errors=[])
     if len(raw_events) > MAX_BATCH:
         return _error(413, "batch too large", detail=f"at most {MAX_BATCH} events per request")
-    valid, errors = validation_errors(raw_events, settings.code_patterns)
+    valid, errors = validation_errors(raw_events, settings.code_patterns, load_directory(
+        str(settings.units_file) if settings.units_file else None))
     if errors:
         return _error(422, "validation failed", errors=errors)
     payloads = [event_json(e) for e in valid]

@@ -346,7 +346,9 @@ def trace(dossier_code: Annotated[str, typer.Argument(help="the dossier code")])
         table.add_column(col, overflow="fold")
     rows: list[tuple[datetime, str, str, str, str]] = []
     for e in evs:
-        rows.append((e.received_at, f"event {e.type}", str(e.sequence), "", f"{e.event_id} from {e.origin}"))
+        sent = json.loads(e.payload).get("unit_code_sent")
+        unit = f"; unit {e.unit_code}, sent as the closed code {sent}" if sent else ""
+        rows.append((e.received_at, f"event {e.type}", str(e.sequence), "", f"{e.event_id} from {e.origin}{unit}"))
     deliveries = {d.id: d for d in dels}
     for a in atts:
         d = deliveries[a.delivery_id]

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
         True, description="workers send task events (Flower, `celery events`); off saves a little Redis traffic"
     )
 
+    # the unit directory the intake resolves closed unit codes with (config/units.csv by default)
+    units_file: Path | None = Field(
+        None, description="the unit directory: a closed code is resolved to its successor, or refused if it has none")
+
     # code shapes (a province's own formats)
     unit_code_pattern: str | None = None
     dossier_code_pattern: str | None = None

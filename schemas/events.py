@@ -38,7 +38,7 @@ from schemas.privacy import PersonalStr
 
 # Electronic identifier codes (Decision 20/2020/QĐ-TTg): 000.00.01.H49, G01.123.45.67 ...
 DEFAULT_UNIT_PATTERN = r"^[A-Z0-9]{2,4}(\.[A-Z0-9]{2,4}){2,4}$"
-# Unit-prefixed dossier code: 000.00.12.H49-240315-0042
+# Unit-prefixed dossier code: 000.21.00.H49-240315-0042
 DEFAULT_DOSSIER_PATTERN = r"^[A-Za-z0-9.]{3,40}-\d{6}-\d{1,7}$"
 # Procedure codes: 1.001234.000.00.00.H49 or 2.002492
 DEFAULT_PROCEDURE_PATTERN = r"^\d\.\d{5,6}(\.[A-Z0-9]{1,4}){0,4}$"
@@ -138,6 +138,11 @@ class EventBase(Model):
     origin: str = Field(
         "onestop", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._\-]+$",
         description="the system that produced the event (an identifier: it keys routing and ordering streams)",
+    )
+    unit_code_sent: str | None = Field(
+        None, max_length=60,
+        description="set by the relay: the closed code the sender used, which it resolved to unit_code "
+                    "(its successor in the unit directory)",
     )
 
     @field_validator("unit_code")

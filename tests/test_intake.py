@@ -520,3 +520,49 @@ def test_an_event_read_back_from_the_ledger_is_not_held_to_todays_code_shapes() 
     assert event_json(parse_stored(stored)) == stored
     with pytest.raises(ValidationError, match="sequence"):
         parse_stored({**stored, "sequence": 0})
+
+
+# --------------------------------------------------------------------------- closed unit codes
+
+
+def test_an_event_naming_a_closed_code_is_delivered_under_its_successor_and_the_trace_shows_both(
+    intake: Intake, relay_config: RelayConfig,
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.harness import drain
+
+    # given an event from a one-stop system that still sends phường Hồng Gai's code of before 1 July 2025
+    event = {**fresh(DAY[0]), "unit_code": "000.31.12.H22"}
+    # when it comes in
+    response = intake.post([event])
+    # then it is stored under the ward's code now, the code it came with kept beside it
+    assert response.status_code == 202, response.text
+    stored = intake.stored([event["event_id"]])[event["event_id"]]
+    assert (stored["unit_code"], stored["unit_code_sent"]) == ("000.21.00.H49", "000.31.12.H22")
+    # and its subscribers receive it under the successor
+    drain()
+    rows = httpx.get(f"{relay_config.sandbox.url}/_admin/received", params={"subscriber": "warehouse", "full": True},
+                     timeout=10).json()
+    [got] = [r["event"] for r in rows if r["event"]["event_id"] == event["event_id"]]
+    assert got["unit_code"] == "000.21.00.H49" and got["unit_code_sent"] == "000.31.12.H22"
+    # and `motcua-relay trace` shows both
+    shown = subprocess.run([sys.executable, "-m", "cli.main", "trace", event["dossier_code"]], capture_output=True,
+                           text=True, env={**relay_config.env, "COLUMNS": "250"}, timeout=60)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "unit 000.21.00.H49, sent as the closed code 000.31.12.H22" in shown.stdout
+
+
+def test_an_event_naming_a_code_closed_with_no_successor_is_refused_422_naming_it(intake: Intake) -> None:
+    # the former city of Hạ Long: the district level was abolished, nothing answers for its code
+    district = {**fresh(DAY[0]), "unit_code": "000.00.12.H22"}
+    transfer = next(e for e in generate_day(400, day=date(2024, 3, 15), seed=11) if e["type"] == "transfer.requested")
+    closed_target = {**fresh(transfer), "data": {**transfer["data"], "target_unit": "000.00.12.H22"}}
+    response = intake.post([fresh(DAY[1]), district, closed_target])
+    assert response.status_code == 422
+    errors = response.json()["errors"]
+    assert [(e["index"], e["loc"], e["type"]) for e in errors] == [
+        (1, ["unit_code"], "closed_unit_code"), (2, ["data", "target_unit"], "closed_unit_code")]
+    assert all("000.00.12.H22" in e["msg"] and "no successor" in e["msg"] for e in errors)
+    assert intake.count() == 0
