@@ -47,7 +47,7 @@ INSERT INTO events (id, event_id, type, origin, unit_code, dossier_code, procedu
                     received_at, content_hash, payload, routed_at, enqueued_at)
 SELECT n, 'bench-' || n,
        (ARRAY['dossier.received', 'dossier.processing', 'dossier.completed', 'dossier.returned'])[1 + n % 4],
-       'onestop', '000.00.12.H49', '000.00.12.H49-2611' || lpad((n / 5 % 50000)::text, 6, '0'),
+       'onestop', '000.21.00.H49', '000.21.00.H49-2611' || lpad((n / 5 % 50000)::text, 6, '0'),
        '1.000894.000.00.00.H49',
        1 + n % 5, t, t, md5(n::text) || md5(n::text),
        '{"applicant": {"name": "Nguyễn Văn An", "phone": "0912345678", "id_number": "001099012345"}, "data": {}}',

@@ -1,12 +1,13 @@
 """``motcua-relay demo``: the whole relay on one machine, with no configuration at all.
 
-It starts the simulators (faults injected), the intake API, a worker and the sweeper; plays a
-district desk's working day through the signed intake; follows every delivery in the ledger until
-it is final; and ends with a summary and the simulators' own count of effects. Each service of the
-routing file plays its own part (``services/<kind>/demo.py``: its simulator and faults, what it
-sends back by itself, its figures and its verdict in the summary): the post sends its statuses by
-callback and tracking list, citizens pay their bills at the payment simulator, which calls back,
-sometimes not, sometimes twice, and the day's payments are reconciled at the end.
+It starts the simulators (faults injected), the intake API, a worker and the sweeper; plays the
+working day of a ward's desk and of the provincial centre through the signed intake; follows every
+delivery in the ledger until it is final; and ends with a summary and the simulators' own count of
+effects. Each service of the routing file plays its own part (``services/<kind>/demo.py``: its
+simulator and faults, what it sends back by itself, its figures and its verdict in the summary):
+the post sends its statuses by callback and tracking list, citizens pay their bills at the payment
+simulator, which calls back, sometimes not, sometimes twice, and the day's payments are reconciled
+at the end.
 
 Each default gives way to its ``MOTCUA_*`` variable: fresh ``whsec_`` secrets; a fresh SQLite
 ledger ``./var/demo-<timestamp>.db``; Redis db 3 on 127.0.0.1:6379 (flushed) when it answers,
@@ -478,12 +479,15 @@ def _sweeper(stop: threading.Event, interval: float, rt: Runtime, jobs: list[tup
 
 
 def _day(dossiers: int, rng: random.Random, postal_statuses: bool, payments: bool) -> list[dict[str, Any]]:
-    """The desk's day, plus payments (origin ``payment``) and postal statuses (origin ``postal``) coming back
-    when no payment or postal simulator makes real ones."""
-    from sandbox.workload import generate_day
+    """The day of a ward's desk and of the provincial centre (a fifth as many dossiers), plus payments (origin
+    ``payment``) and postal statuses (origin ``postal``) coming back when no payment or postal simulator makes
+    real ones."""
+    from sandbox.workload import centre_day, generate_day
     from schemas.events import event_json, parse_event
 
-    events = generate_day(dossiers, seed=rng.randrange(2**31))
+    seed = rng.randrange(2**31)
+    events = sorted(generate_day(dossiers, seed=seed) + centre_day(max(1, dossiers // 5), seed=seed + 1),
+                    key=lambda e: (e["occurred_at"], e["dossier_code"], e["sequence"]))
     by_dossier: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for e in events:
         by_dossier[e["dossier_code"]].setdefault(e["type"], e)

@@ -97,25 +97,29 @@ _JSON = "application/json"
 # Field (lĩnh vực) of a procedure, from the department that handles it first.
 _FIELD_CODES = {
     wl.JUSTICE: "G09-TP", wl.LAND_OFFICE: "G09-TN", wl.ENVIRONMENT: "G09-TN", wl.URBAN: "G09-XD", wl.FINANCE: "G09-KH",
-    wl.ECONOMY: "G09-CT", wl.POLICE: "G09-CA",
+    wl.ECONOMY: "G09-CT", wl.POLICE: "G09-CA", wl.BUSINESS_OFFICE: "G09-KH", wl.BUILDING: "G09-XD",
+    wl.LAND_AUTHORITY: "G09-TN", wl.JUSTICE_SERVICE: "G09-TP",
 }
 FIELD_NAMES = {
     "G09-TP": "Hộ tịch, chứng thực", "G09-TN": "Đất đai, môi trường", "G09-XD": "Xây dựng, quy hoạch",
     "G09-KH": "Đầu tư, tài chính", "G09-CT": "Công thương", "G09-CA": "Đăng ký, quản lý cư trú",
     "G09-KHAC": "Lĩnh vực khác",
 }
-AGENCIES = (
-    ("000.00.12.H49", "UBND thành phố Hạ Long", "2"),
-    ("000.00.16.H49", "Sở Tài nguyên và Môi trường tỉnh Quảng Ninh", "1"),
-    ("000.00.18.H49", "Sở Tư pháp tỉnh Quảng Ninh", "1"),
-    ("000.00.20.H49", "Sở Xây dựng tỉnh Quảng Ninh", "1"),
+AGENCIES = (  # CAPDONVI 1: the province's; 3: the commune's (the district's 2 is no more)
+    ("000.21.00.H49", "UBND phường Hồng Gai", "3"),
+    ("000.00.01.H49", "Trung tâm Phục vụ hành chính công tỉnh Quảng Ninh", "1"),
+    ("000.00.07.H49", "Sở Nông nghiệp và Môi trường tỉnh Quảng Ninh", "1"),
+    ("000.00.04.H49", "Sở Tư pháp tỉnh Quảng Ninh", "1"),
+    ("000.00.08.H49", "Sở Xây dựng tỉnh Quảng Ninh", "1"),
 )
 _EXTRA_FILES = ("Bản chụp căn cước công dân", "Giấy ủy quyền", "Ảnh chụp giấy tờ liên quan", "Bản khai bổ sung")
 
 
 def default_catalogue() -> dict[str, tuple[str, str]]:
-    """Every procedure of :data:`sandbox.workload.PROCEDURES`: MaTTHC → (TenTTHC, MaLinhVuc)."""
-    return {p.code: (p.name, _FIELD_CODES.get(p.route[0][0], "G09-KHAC")) for p in wl.PROCEDURES}
+    """Every procedure of the workload, a ward's and the provincial centre's (:data:`sandbox.workload.PROCEDURES`,
+    :data:`~sandbox.workload.CENTRE_PROCEDURES`): MaTTHC → (TenTTHC, MaLinhVuc)."""
+    return {p.code: (p.name, _FIELD_CODES.get(p.route[0][0], "G09-KHAC"))
+            for p in (*wl.PROCEDURES, *wl.CENTRE_PROCEDURES)}
 
 
 class FaultConfig(BaseFaults):
@@ -508,7 +512,7 @@ def create_app(
 
 
 def online_dossiers(
-    count: int, *, unit_code: str = "000.00.12.H49", day: date | None = None, seed: int = 0, start: int = 9001
+    count: int, *, unit_code: str = "000.21.00.H49", day: date | None = None, seed: int = 0, start: int = 9001
 ) -> list[dict[str, Any]]:
     """Online dossiers citizens and businesses submitted to ``unit_code`` on ``day`` (without ThuTu).
 
@@ -536,7 +540,6 @@ def online_dossiers(
             "SoGiayToChuHoSo": applicant["id_number"],
             "DiaChi": address["street"],
             "PhuongXa": address["ward"],
-            "QuanHuyen": address["district"],
             "TinhThanh": address["province"],
             "DongYNhanZalo": bool(applicant.get("zalo_consent", False)),
             "DanhSachTepDinhKem": [
@@ -544,6 +547,8 @@ def online_dossiers(
                 for name in files
             ],
         }
+        if address.get("district"):  # an address of before 1 July 2025; two levels since
+            dossier["QuanHuyen"] = address["district"]
         for field, key in (("SoDienThoai", "phone"), ("Email", "email")):
             if applicant.get(key):
                 dossier[field] = applicant[key]

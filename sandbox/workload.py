@@ -1,13 +1,23 @@
-"""Realistic traffic: a working day of a district reception desk, and a sender to the relay's intake.
+"""Realistic traffic: a working day of a ward's reception desk and of the provincial centre, and a sender to the
+relay's intake.
 
-Shape of the day (DOMAIN.md): about 400 dossiers, 4–10 events each; about 85 % involve the
-postal service (some collected from home before they are received, most results returned by
-post); fees assessed and paid in cash at the desk or left to be collected on delivery; a few
-supplements, refusals, withdrawals and inter-level transfers to provincial departments.
+Government as it is since 1 July 2025 (two levels: province and commune). :func:`generate_day` plays a ward's
+desk (the "Bộ phận một cửa" of UBND phường Hồng Gai, Quảng Ninh): civil status (foreign-element cases included,
+Decree 120/2025/NĐ-CP), certification, residence, household businesses, and the dossiers it receives for the
+province (land, construction), transferred to the department that decides them; a birth registered outside the
+applicant's ward goes to that ward. :func:`centre_day` plays the provincial public-administration centre:
+enterprise registration, construction and land for organisations, and naturalisation, which its department of
+justice sends on to the ministry.
+
+Shape of a desk's day (DOMAIN.md; the figures of the seeds are from before 2025 and stay the scale references: a
+desk of about 400 dossiers a day, 82,934 of 97,630 a year involving the post, a provincial centre's 28,230
+dossiers in 8 months): 4–10 events each; about 85 % involve the postal service (some collected from home before
+they are received, most results returned by post); fees assessed and paid in cash at the desk or left to be
+collected on delivery; a few supplements, refusals, withdrawals and transfers.
 
 Time is compressed: a dossier's whole life is played within the day's working hours
 (07:30–11:30, 13:30–17:00 Asia/Ho_Chi_Minh), while due dates are the real ones, counted in
-working days from reception. Addresses are in Hạ Long, Quảng Ninh, whatever ``unit_code`` says.
+working days from reception. Addresses have two levels (a ward and the province), whatever ``unit_code`` says.
 Everything is drawn from one seeded :class:`random.Random`, so a seed gives the same day again.
 
 Every generated event is passed through :func:`schemas.events.parse_event` and
@@ -53,15 +63,30 @@ FEE_PAID_AT_DESK_SHARE = 0.75
 LATE_SHARE = 0.01
 MAX_EVENTS = 10
 
+# The units (config/units.csv): the ward whose desk the day plays, the ward next door, the provincial centre,
+# the departments its dossiers go to, and the ministry.
+WARD_DESK, NEIGHBOUR_WARD = "000.21.00.H49", "000.17.00.H49"  # UBND phường Hồng Gai, UBND phường Bãi Cháy
+CENTRE = "000.00.01.H49"  # Trung tâm Phục vụ hành chính công tỉnh Quảng Ninh
+AGRICULTURE_ENVIRONMENT, CONSTRUCTION_DEPT, JUSTICE_DEPT = "000.00.07.H49", "000.00.08.H49", "000.00.04.H49"
+JUSTICE_MINISTRY = "000.00.00.G02"  # Bộ Tư pháp
+
 DESK = "Bộ phận tiếp nhận và trả kết quả"
-LEADERSHIP = ("Lãnh đạo UBND thành phố", "Phó Chủ tịch UBND thành phố")
-JUSTICE = "Phòng Tư pháp"
-LAND_OFFICE = "Chi nhánh Văn phòng đăng ký đất đai"
-ENVIRONMENT = "Phòng Tài nguyên và Môi trường"
-FINANCE = "Phòng Tài chính - Kế hoạch"
-URBAN = "Phòng Quản lý đô thị"
-ECONOMY = "Phòng Kinh tế"
-POLICE = "Công an thành phố"
+# A ward's People's Committee (Decree 150/2025/NĐ-CP): its office and its two divisions, and the ward police.
+LEADERSHIP = ("Lãnh đạo UBND phường", "Phó Chủ tịch UBND phường")
+JUSTICE = "Văn phòng HĐND và UBND phường"  # civil status and certification
+LAND_OFFICE = "Chi nhánh Văn phòng Đăng ký đất đai"
+# its economic division, by the officers' fields (each field is a lĩnh vực at the portal)
+ENVIRONMENT = "Phòng Kinh tế, Hạ tầng và Đô thị (đất đai, môi trường)"
+FINANCE = "Phòng Kinh tế, Hạ tầng và Đô thị (tài chính, kế hoạch)"
+URBAN = "Phòng Kinh tế, Hạ tầng và Đô thị (xây dựng, đô thị)"
+ECONOMY = "Phòng Kinh tế, Hạ tầng và Đô thị (công thương)"
+POLICE = "Công an phường"
+# The provincial centre's departments.
+BUSINESS_OFFICE = "Phòng Đăng ký kinh doanh, Sở Tài chính"
+BUILDING = "Sở Xây dựng"
+LAND_AUTHORITY = "Văn phòng Đăng ký đất đai tỉnh"
+JUSTICE_SERVICE = "Sở Tư pháp"
+PROVINCE_LEADERSHIP = ("Lãnh đạo Sở", "Giám đốc Sở")
 
 
 @dataclass(frozen=True)
@@ -80,6 +105,7 @@ class Procedure:
     business_share: float = 0.0
     transfer_to: str | None = None
     transfer_rate: float = 0.0
+    transfer_reason: str = "Thủ tục liên thông, thuộc thẩm quyền quyết định của cấp tỉnh"
     supplement_items: tuple[str, ...] = ("Bản sao giấy tờ tùy thân của người nộp hồ sơ",)
 
 
@@ -99,6 +125,8 @@ PROCEDURES: tuple[Procedure, ...] = (
         "1.001193.000.00.00.H49", "Đăng ký khai sinh", 12, 1, _CIVIL, "Giấy khai sinh (bản chính)",
         ("Tờ khai đăng ký khai sinh", "Giấy chứng sinh"),
         supplement_items=("Giấy chứng sinh", "Bản sao Giấy chứng nhận kết hôn của cha mẹ"),
+        transfer_to=NEIGHBOUR_WARD, transfer_rate=0.05,
+        transfer_reason="Hồ sơ tiếp nhận ngoài nơi cư trú của người yêu cầu, chuyển UBND nơi cư trú giải quyết",
     ),
     Procedure(
         "1.000894.000.00.00.H49", "Đăng ký kết hôn", 6, 5, _CIVIL, "Giấy chứng nhận kết hôn",
@@ -108,8 +136,7 @@ PROCEDURES: tuple[Procedure, ...] = (
     Procedure(
         "1.000893.000.00.00.H49", "Đăng ký kết hôn có yếu tố nước ngoài", 1, 10, (*_CIVIL, LEADERSHIP),
         "Giấy chứng nhận kết hôn", ("Tờ khai đăng ký kết hôn", "Hộ chiếu của bên nước ngoài (bản sao)"),
-        fee=(("LP-KHNN", "Lệ phí đăng ký kết hôn có yếu tố nước ngoài", 1000000),),
-        transfer_to="000.00.18.H49", transfer_rate=0.8,
+        fee=(("LP-KHNN", "Lệ phí đăng ký kết hôn có yếu tố nước ngoài", 1000000),),  # the ward's since 07/2025
         supplement_items=("Giấy khám sức khỏe", "Bản dịch hộ chiếu có chứng thực"),
     ),
     Procedure(
@@ -144,7 +171,7 @@ PROCEDURES: tuple[Procedure, ...] = (
             ("LP-GCN", "Lệ phí cấp Giấy chứng nhận", 100000),
             ("PTD-GCN", "Phí thẩm định hồ sơ cấp Giấy chứng nhận", 500000),
         ),
-        business_share=0.1, transfer_to="000.00.16.H49", transfer_rate=0.25,
+        business_share=0.1, transfer_to=AGRICULTURE_ENVIRONMENT, transfer_rate=0.25,
         supplement_items=("Trích đo địa chính thửa đất", "Giấy tờ chứng minh nguồn gốc sử dụng đất"),
     ),
     Procedure(
@@ -158,7 +185,7 @@ PROCEDURES: tuple[Procedure, ...] = (
         ((URBAN, "Chuyên viên"), (URBAN, "Trưởng phòng"), LEADERSHIP), "Giấy phép xây dựng",
         ("Đơn đề nghị cấp giấy phép xây dựng", "Bản vẽ thiết kế", "Giấy tờ về quyền sử dụng đất"),
         fee=(("LP-GPXD", "Lệ phí cấp giấy phép xây dựng", 75000),), business_share=0.2,
-        transfer_to="000.00.20.H49", transfer_rate=0.2,
+        transfer_to=CONSTRUCTION_DEPT, transfer_rate=0.2,
         supplement_items=("Bản vẽ mặt bằng móng", "Cam kết bảo đảm an toàn công trình liền kề"),
     ),
     Procedure(
@@ -166,6 +193,42 @@ PROCEDURES: tuple[Procedure, ...] = (
         ((ECONOMY, "Chuyên viên"), (ECONOMY, "Trưởng phòng")), "Giấy phép bán lẻ sản phẩm rượu",
         ("Đơn đề nghị cấp giấy phép", "Bản sao Giấy chứng nhận đăng ký kinh doanh"),
         fee=(("PTD-RUOU", "Phí thẩm định cấp giấy phép bán lẻ rượu", 1200000),), business_share=0.6,
+    ),
+)
+
+# The provincial centre's procedures (the province's since 1 July 2025), handled by its departments.
+CENTRE_PROCEDURES: tuple[Procedure, ...] = (
+    Procedure(
+        "2.001610.000.00.00.H49", "Đăng ký thành lập doanh nghiệp tư nhân", 20, 3,
+        ((BUSINESS_OFFICE, "Chuyên viên"), (BUSINESS_OFFICE, "Trưởng phòng")),
+        "Giấy chứng nhận đăng ký doanh nghiệp", ("Giấy đề nghị đăng ký doanh nghiệp", "Bản sao giấy tờ pháp lý"),
+        business_share=1.0,
+    ),
+    Procedure(
+        "1.009974.000.00.00.H49", "Cấp giấy phép xây dựng công trình", 6, 20,
+        ((BUILDING, "Chuyên viên"), (BUILDING, "Trưởng phòng"), PROVINCE_LEADERSHIP), "Giấy phép xây dựng",
+        ("Đơn đề nghị cấp giấy phép xây dựng", "Hồ sơ thiết kế xây dựng", "Giấy tờ về quyền sử dụng đất"),
+        fee=(("LP-GPXD-CT", "Lệ phí cấp giấy phép xây dựng công trình", 150000),), business_share=0.9,
+    ),
+    Procedure(
+        "1.004221.000.00.00.H49", "Đăng ký đất đai, cấp Giấy chứng nhận cho tổ chức", 4, 20,
+        ((LAND_AUTHORITY, "Viên chức"), (LAND_AUTHORITY, "Giám đốc"), PROVINCE_LEADERSHIP),
+        "Giấy chứng nhận quyền sử dụng đất", ("Đơn đăng ký đất đai", "Giấy tờ về quyền sử dụng đất"),
+        fee=(("LP-GCN-TC", "Lệ phí cấp Giấy chứng nhận cho tổ chức", 500000),), business_share=1.0,
+    ),
+    Procedure(
+        "2.000908.000.00.00.H49", "Cấp Phiếu lý lịch tư pháp cho công dân Việt Nam", 10, 10,
+        ((JUSTICE_SERVICE, "Chuyên viên"), (JUSTICE_SERVICE, "Trưởng phòng")), "Phiếu lý lịch tư pháp",
+        ("Tờ khai yêu cầu cấp Phiếu lý lịch tư pháp", "Bản chụp giấy tờ tùy thân"),
+        fee=(("PLLTP", "Phí cung cấp thông tin lý lịch tư pháp", 200000),),
+    ),
+    Procedure(
+        "1.001944.000.00.00.H49", "Nhập quốc tịch Việt Nam", 1, 115,
+        ((JUSTICE_SERVICE, "Chuyên viên"), (JUSTICE_SERVICE, "Trưởng phòng"), PROVINCE_LEADERSHIP),
+        "Quyết định cho nhập quốc tịch Việt Nam", ("Đơn xin nhập quốc tịch Việt Nam", "Bản khai lý lịch"),
+        fee=(("LP-NQT", "Lệ phí nhập quốc tịch Việt Nam", 3000000),),
+        transfer_to=JUSTICE_MINISTRY, transfer_rate=1.0,
+        transfer_reason="Hồ sơ thuộc thẩm quyền trình Chủ tịch nước, chuyển Bộ Tư pháp",
     ),
 )
 
@@ -188,15 +251,15 @@ BUSINESS_NAMES = (
     "Công ty TNHH Một thành viên Than Hòn Gai Dịch vụ", "Công ty Cổ phần Đầu tư Bãi Cháy",
     "Doanh nghiệp tư nhân Minh Phát", "Công ty TNHH Thực phẩm Cao Xanh", "Hợp tác xã Nông nghiệp Hà Khẩu",
 )
+# The wards of what was the city of Hạ Long, as they are since 1 July 2025 (Resolution 1679/NQ-UBTVQH15).
 WARDS = (
-    "Phường Hồng Hải", "Phường Bãi Cháy", "Phường Hà Khẩu", "Phường Cao Xanh", "Phường Hồng Gai", "Phường Giếng Đáy",
-    "Phường Hà Tu", "Phường Hùng Thắng", "Phường Trần Hưng Đạo", "Phường Yết Kiêu", "Phường Hà Lầm", "Phường Cao Thắng",
+    "Phường Hồng Gai", "Phường Bãi Cháy", "Phường Hà Tu", "Phường Hà Lầm", "Phường Cao Xanh", "Phường Việt Hưng",
+    "Phường Tuần Châu", "Phường Hạ Long", "Phường Hoành Bồ",
 )
 STREETS = (
     "Lê Thánh Tông", "Nguyễn Văn Cừ", "Trần Hưng Đạo", "Cao Thắng", "Hạ Long", "Giếng Đồn", "Kênh Liêm", "Bến Đoan",
     "Lê Lợi", "Trần Quốc Nghiễn", "Nguyễn Văn Linh", "Vũ Văn Hiếu", "Anh Đào", "Hoàng Quốc Việt",
 )
-DISTRICT = "Thành phố Hạ Long"
 PROVINCE = "Tỉnh Quảng Ninh"
 # Citizen ID province codes: mostly Quảng Ninh (022), some neighbours who moved here.
 ID_PROVINCES = (("022", 80), ("001", 5), ("031", 4), ("030", 3), ("024", 3), ("034", 3), ("036", 2))
@@ -258,7 +321,7 @@ def _address(rng: random.Random) -> dict[str, str]:
         street = f"Số {rng.randint(1, 250)}, đường {rng.choice(STREETS)}"
     else:
         street = f"Tổ {rng.randint(1, 60)}, khu {rng.randint(1, 12)}"
-    return {"street": street, "ward": rng.choice(WARDS), "district": DISTRICT, "province": PROVINCE}
+    return {"street": street, "ward": rng.choice(WARDS), "province": PROVINCE}
 
 
 def _citizen(rng: random.Random) -> dict[str, Any]:
@@ -441,7 +504,7 @@ def _plan(d: _Dossier, seq: int, officials: list[str]) -> None:
     if transfer:
         target = proc.transfer_to or ""
         d.add("transfer.requested", d.gap(600, 3600), lambda at: {
-            "target_unit": target, "reason": "Thủ tục liên thông, thuộc thẩm quyền quyết định của cấp tỉnh",
+            "target_unit": target, "reason": proc.transfer_reason,
             "documents": documents(proc.documents),
         })
         return
@@ -502,16 +565,29 @@ def _start_offset(rng: random.Random) -> int:
 
 
 def generate_day(
-    dossiers: int = 400, *, day: date | None = None, unit_code: str = "000.00.12.H49", seed: int = 0
+    dossiers: int = 400, *, day: date | None = None, unit_code: str = WARD_DESK, seed: int = 0
 ) -> list[dict[str, Any]]:
-    """Every event a district desk emits in one working day, as canonical JSON dicts sorted by ``occurred_at``.
+    """Every event a ward's desk emits in one working day, as canonical JSON dicts sorted by ``occurred_at``.
 
     ``day`` defaults to today in Vietnam; pass it for a result that depends on ``seed`` only.
     """
+    return _day(PROCEDURES, dossiers, day, unit_code, seed)
+
+
+def centre_day(
+    dossiers: int = 100, *, day: date | None = None, unit_code: str = CENTRE, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Every event the provincial public-administration centre's desk emits in one working day (its procedures
+    are the province's: :data:`CENTRE_PROCEDURES`), sorted by ``occurred_at``."""
+    return _day(CENTRE_PROCEDURES, dossiers, day, unit_code, seed)
+
+
+def _day(procedures: tuple[Procedure, ...], dossiers: int, day: date | None, unit_code: str,
+         seed: int) -> list[dict[str, Any]]:
     day = day or vn_today()
     rng = random.Random(seed)
     officials = [_citizen(rng)["name"] for _ in range(25)]
-    weighted = tuple((p, p.weight) for p in PROCEDURES)
+    weighted = tuple((p, p.weight) for p in procedures)
     events: list[dict[str, Any]] = []
     for seq in range(1, dossiers + 1):
         procedure: Procedure = _weighted(rng, weighted)

@@ -124,7 +124,7 @@ def is_success(value: Any) -> bool:
 
 
 def looks_like_unit_code(value: str) -> bool:
-    """Whether a ``DonViXuLy`` is an electronic identifier code (``000.00.12.H49``) rather than a name (P17)."""
+    """Whether a ``DonViXuLy`` is an electronic identifier code (``000.21.00.H49``) rather than a name (P17)."""
     return bool(_UNIT_CODE.match(value.strip()))
 
 

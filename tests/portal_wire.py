@@ -11,8 +11,8 @@ from sandbox.workload import PROCEDURES
 from schemas.portal import AUTH_PATH, INTEGRATION_PATH
 
 USER, PASSWORD, DSTCODE = "lgsp-halong", "mat-khau-thu-nghiem", "DVCQG"
-UNIT = "000.00.12.H49"
-AGENCY = "UBND thành phố Hạ Long"
+UNIT = "000.21.00.H49"
+AGENCY = "UBND phường Hồng Gai"
 LOGIN, SERVICE = AUTH_PATH, INTEGRATION_PATH
 APPLICANT, PHONE = "Nguyễn Thị Hương Giang", "0912 345 678"
 BIRTH = PROCEDURES[2]  # Đăng ký khai sinh

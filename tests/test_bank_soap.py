@@ -66,10 +66,10 @@ def connect(base_url: str) -> Iterator[Connect]:
         connector.close()
 
 
-def bill(code: str = "000.00.12.H49-240315-0001-LP", amount: int = 50_000, **overrides: Any) -> BillRequest:
+def bill(code: str = "000.21.00.H49-240315-0001-LP", amount: int = 50_000, **overrides: Any) -> BillRequest:
     fields: dict[str, Any] = {
         "billCode": code, "amount": amount, "payerName": "Nguyễn Thị Hương Giang",
-        "description": "Lệ phí cấp giấy chứng nhận đăng ký hộ kinh doanh", "dossierCode": "000.00.12.H49-240315-0001",
+        "description": "Lệ phí cấp giấy chứng nhận đăng ký hộ kinh doanh", "dossierCode": "000.21.00.H49-240315-0001",
         "unitCode": "1057842", "dueDate": DAY + timedelta(days=7),
     }
     return BillRequest(**(fields | overrides))

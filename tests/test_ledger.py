@@ -24,7 +24,7 @@ from store.tables import attempts, deliveries, events
 T0 = datetime(2024, 3, 15, 1, 0, tzinfo=UTC)
 LEASE = 120.0
 GAP = 60.0
-DOSSIER = "000.00.12.H49-240315-0001"
+DOSSIER = "000.21.00.H49-240315-0001"
 WAREHOUSE = DestinationRules("warehouse", ordered=True, deadline_seconds=3600, max_attempts=5)
 ONESTOP = DestinationRules("onestop", ordered=False, deadline_seconds=7200, max_attempts=5)
 RULES = {"warehouse": WAREHOUSE, "onestop": ONESTOP}
@@ -39,7 +39,7 @@ def make_event(sequence: int = 1, *, dossier: str = DOSSIER, event_id: str | Non
     return event_json(parse_event({
         "event_id": event_id or f"ev-{uuid.uuid4().hex}",
         "type": "dossier.suspended",
-        "unit_code": "000.00.12.H49",
+        "unit_code": "000.21.00.H49",
         "dossier_code": dossier,
         "procedure_code": "1.001234.000.00.00.H49",
         "sequence": sequence,
@@ -423,9 +423,9 @@ def test_the_missing_sequence_arriving_wakes_the_waiter_even_when_routed_elsewhe
 
 def test_other_dossiers_and_destinations_are_independent_streams(engine: Engine) -> None:
     routed(engine, 1)
-    other_dossier = routed(engine, 2, dossier="000.00.12.H49-240315-0002")
-    routed(engine, 1, dossier="000.00.12.H49-240315-0003")
-    deliver(engine, routed(engine, 1, dossier="000.00.12.H49-240315-0002"), at(1))
+    other_dossier = routed(engine, 2, dossier="000.21.00.H49-240315-0002")
+    routed(engine, 1, dossier="000.21.00.H49-240315-0003")
+    deliver(engine, routed(engine, 1, dossier="000.21.00.H49-240315-0002"), at(1))
 
     assert isinstance(claim(engine, other_dossier, at(2)), Claimed)
 
@@ -482,7 +482,7 @@ def test_sweep_rescues_expired_leases(engine: Engine) -> None:
 
 def test_sweep_respects_the_batch_size(engine: Engine) -> None:
     for _ in range(5):
-        stored(engine, make_event(dossier=f"000.00.12.H49-240315-{uuid.uuid4().int % 10_000:04d}"))
+        stored(engine, make_event(dossier=f"000.21.00.H49-240315-{uuid.uuid4().int % 10_000:04d}"))
 
     assert len(sweep(engine, at(60), 60, 3).events_to_route) == 3
     assert len(sweep(engine, at(61), 60, 3).events_to_route) == 2
@@ -502,11 +502,11 @@ def _dead(engine: Engine, *, dossier: str, destination: str, when: datetime, rea
 def dead(engine: Engine) -> dict[str, int]:
     day1, day2 = T0, T0 + timedelta(days=1)
     return {
-        "a": _dead(engine, dossier="000.00.12.H49-240315-0001", destination="warehouse", when=day1,
+        "a": _dead(engine, dossier="000.21.00.H49-240315-0001", destination="warehouse", when=day1,
                    reason="rejected: HTTP 422 rejected"),
-        "b": _dead(engine, dossier="000.00.12.H49-240315-0002", destination="onestop", when=day1,
+        "b": _dead(engine, dossier="000.21.00.H49-240315-0002", destination="onestop", when=day1,
                    reason="rejected: HTTP 401 rejected"),
-        "c": _dead(engine, dossier="000.00.12.H49-240316-0003", destination="warehouse", when=day2,
+        "c": _dead(engine, dossier="000.21.00.H49-240316-0003", destination="warehouse", when=day2,
                    reason="deadline passed after 9 attempts: HTTP 503"),
     }
 
@@ -514,7 +514,7 @@ def dead(engine: Engine) -> dict[str, int]:
 @pytest.mark.parametrize(("flt", "expected"), [
     (DeadLetterFilter(), {"a", "b", "c"}),
     (DeadLetterFilter(destination="warehouse"), {"a", "c"}),
-    (DeadLetterFilter(dossier_code="000.00.12.H49-240315-0002"), {"b"}),
+    (DeadLetterFilter(dossier_code="000.21.00.H49-240315-0002"), {"b"}),
     (DeadLetterFilter(since=T0 + timedelta(hours=12)), {"c"}),
     (DeadLetterFilter(until=T0 + timedelta(hours=12)), {"a", "b"}),
     (DeadLetterFilter(reason="HTTP 401"), {"b"}),
@@ -528,7 +528,7 @@ def test_dead_letters_filter(engine: Engine, dead: dict[str, int], flt: DeadLett
 
 
 def test_dead_letters_lists_only_dead_deliveries(engine: Engine, dead: dict[str, int]) -> None:
-    routed(engine, 1, dossier="000.00.12.H49-240315-0009")
+    routed(engine, 1, dossier="000.21.00.H49-240315-0009")
 
     assert len(dead_letters(engine, DeadLetterFilter())) == 3
 
@@ -562,7 +562,7 @@ def status(code: str, minute: int, *, dossier: str = DOSSIER) -> dict[str, Any]:
         "event_id": f"postal:{dossier}-KQ:{code}:2024031509{minute:02d}00",
         "type": "postal.status",
         "origin": "postal",
-        "unit_code": "000.00.12.H49",
+        "unit_code": "000.21.00.H49",
         "dossier_code": dossier,
         "procedure_code": "1.001234.000.00.00.H49",
         "sequence": 1,
@@ -608,7 +608,7 @@ def test_a_status_older_than_the_stream_s_newest_is_kept_but_sent_nowhere(engine
 
 
 def test_numbering_follows_each_dossier_s_own_stream(engine: Engine) -> None:
-    other = "000.00.12.H49-240315-0002"
+    other = "000.21.00.H49-240315-0002"
     intake.ingest_numbered(engine, [status("200", 1), status("200", 1, dossier=other), status("300", 2)], T0,
                            to("onestop"), RULES)
     assert stream(engine) == [(1, "200"), (2, "300")] and stream(engine, other) == [(1, "200")]

@@ -62,9 +62,9 @@ def test_a_variable_named_by_key_env_overrides_the_file_when_set_and_not_empty(m
 
 
 def test_values_are_typed_from_the_file_and_from_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MOTCUA_TEST_D_URL", "000.00.12.H49, 000.00.13.H49")
+    monkeypatch.setenv("MOTCUA_TEST_D_URL", "000.21.00.H49, 000.00.13.H49")
     got = resolve(dest(url="http://x", pull_units_env="MOTCUA_TEST_D_URL", every="2m"), Example)
-    assert got.pull_units == ["000.00.12.H49", "000.00.13.H49"]
+    assert got.pull_units == ["000.21.00.H49", "000.00.13.H49"]
     assert got.every == 120
     assert resolve(dest(url="http://x", pull_units=["a"]), Example).pull_units == ["a"]
 

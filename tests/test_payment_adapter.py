@@ -26,7 +26,7 @@ from schemas.events import event_json, parse_event
 from schemas.payment import TRANSACTION_ID_MAX, BillInfo
 
 OPTIONS: dict[str, Any] = {"provider": "platform", "beneficiary_account": "3511.0.1053561",
-                           "beneficiary_name": "UBND thành phố Hạ Long", "beneficiary_bank": "KBNN Quảng Ninh",
+                           "beneficiary_name": "UBND phường Hồng Gai", "beneficiary_bank": "KBNN Quảng Ninh",
                            "return_url": "https://motcua.halong.gov.vn/thanh-toan"}
 MAPPING = PaymentMapping.from_options(OPTIONS)
 ASSESSED = next(parse_event(e) for e in generate_day(200, day=date(2026, 11, 20), seed=3)
@@ -35,7 +35,7 @@ ALLOWED = set(BillInfo.model_fields)
 
 
 def test_the_bank_s_bill_code_is_the_fee_id_when_it_names_the_dossier_and_always_the_same() -> None:
-    code = "000.00.12.H49-261120-0042"
+    code = "000.21.00.H49-261120-0042"
     assert bill_code(code, f"{code}-LP") == f"{code}-LP"
     assert bill_code(code, "LP-1") == f"{code}-LP-1"
     long = bill_code(code, "PHI THAM DINH / 2026 / " + "x" * 40)
@@ -46,19 +46,19 @@ def test_the_bank_s_bill_code_is_the_fee_id_when_it_names_the_dossier_and_always
 
 def test_the_platform_s_transaction_id_fits_20_characters_and_is_the_same_on_every_attempt() -> None:
     # M15: the platform may cut a longer id; the dossier code alone is 25 characters
-    dossier = "000.00.12.H49-261120-0042"
+    dossier = "000.21.00.H49-261120-0042"
     first = transaction_id(dossier, f"{dossier}-LP")
     assert len(first) == TRANSACTION_ID_MAX and first.isalnum() and first == transaction_id(dossier, f"{dossier}-LP")
     assert bill_code_of("platform", dossier, f"{dossier}-LP") == first
 
 
 def test_two_fees_whose_ids_would_collide_if_cut_get_two_transaction_ids() -> None:
-    dossier = "000.00.12.H49-261120-0042"
+    dossier = "000.21.00.H49-261120-0042"
     fees = (f"{dossier}-LP", f"{dossier}-PHI", f"{dossier}-LP-2")
     assert len({f"{dossier}-{fee}"[:TRANSACTION_ID_MAX] for fee in fees}) == 1  # what cutting would do
     assert len({transaction_id(dossier, fee) for fee in fees}) == 3
     # nor do two dossiers that share the fee id's text meet
-    assert transaction_id("000.00.12.H49-261120-0042", "LP") != transaction_id("000.00.12.H49-261120-0043", "LP")
+    assert transaction_id("000.21.00.H49-261120-0042", "LP") != transaction_id("000.21.00.H49-261120-0043", "LP")
 
 
 def test_a_platform_bill_is_the_platform_s_bill_info_of_the_fee() -> None:
@@ -78,8 +78,8 @@ def test_a_platform_bill_is_the_platform_s_bill_info_of_the_fee() -> None:
     assert info.total == bill.amount and all(isinstance(x.SoTien, str) for x in info.DSKhoanNop)
     # whom the money goes to, for what service, from which unit
     assert (info.TKThuHuong, info.MaNHThuHuong, info.TenTKThuHuong) == (
-        "3511.0.1053561", "KBNN Quảng Ninh", "UBND thành phố Hạ Long")
-    assert (info.MaDichVu, info.MaDonVi, info.TenDonVi) == ("2", ASSESSED.unit_code, "UBND thành phố Hạ Long")
+        "3511.0.1053561", "KBNN Quảng Ninh", "UBND phường Hồng Gai")
+    assert (info.MaDichVu, info.MaDonVi, info.TenDonVi) == ("2", ASSESSED.unit_code, "UBND phường Hồng Gai")
     assert (info.MaTTHC, info.MaDVC, info.TenTTHC, info.TenDVC) == (
         ASSESSED.procedure_code, ASSESSED.procedure_code, "Chứng thực bản sao", "Chứng thực bản sao")
     assert ASSESSED.dossier_code in info.NoiDungThanhToan and bill.description == info.NoiDungThanhToan

@@ -48,7 +48,7 @@ from tests.payment_stack import (
 from tests.servers import run_asgi
 
 MAPPING = PaymentMapping(provider="platform", beneficiary_account="3511.0.1054321.00000",
-                         beneficiary_name="Ủy ban nhân dân thành phố Hạ Long", beneficiary_bank="KBNN",
+                         beneficiary_name="Ủy ban nhân dân phường Hồng Gai", beneficiary_bank="KBNN",
                          return_url="https://dichvucong.quangninh.gov.vn/thanh-toan/ket-qua")
 FEE = parse_event(fee_day(1, day=date(2026, 11, 20), seed=9)[0])
 assert isinstance(FEE, FeeAssessed)

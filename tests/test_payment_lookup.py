@@ -112,7 +112,7 @@ def test_an_unknown_dossier_or_no_dossier_is_minus_1_and_a_known_one_without_a_f
     reception, _ = dossier_events()
     ingest([reception])  # the relay knows the dossier, which has no fee
     assert look_up(platform, {"MaHoSo": reception["dossier_code"]}).json() == {"error_code": 0, "message": []}
-    for body in ({"MaHoSo": "000.00.12.H49-261120-9999"}, {}, {"mahoso": reception["dossier_code"]}, ["x"]):
+    for body in ({"MaHoSo": "000.21.00.H49-261120-9999"}, {}, {"mahoso": reception["dossier_code"]}, ["x"]):
         answer = look_up(platform, body)
         assert (answer.status_code, answer.json()) == (200, {"error_code": -1, "message": []}), body
 
@@ -137,5 +137,5 @@ def test_a_destination_without_a_lookup_password_answers_no_one(
     upgrade(url)
     with relay(url, redis_url, tmp_path, monkeypatch, "platform",
                lookup_password_env="MOTCUA_TEST_NO_SUCH_VARIABLE") as urls:
-        answer = look_up(urls, {"MaHoSo": "000.00.12.H49-261120-0001"})
+        answer = look_up(urls, {"MaHoSo": "000.21.00.H49-261120-0001"})
     assert answer.status_code == 401 and answer.json()["error_code"] == -1

@@ -15,7 +15,7 @@ from tests.harness import ROOT
 TODAYS_FILE = ROOT / "tests" / "fixtures" / "relay-2026-11.toml"
 PLATFORM = {"provider": "platform", "url": "http://127.0.0.1:8706", "client_id": "UBND-HALONG",
             "return_url": "https://dichvucong.quangninh.gov.vn/thanh-toan/ket-qua",
-            "beneficiary_account": "3511.0.1054321.00000", "beneficiary_name": "UBND thành phố Hạ Long",
+            "beneficiary_account": "3511.0.1054321.00000", "beneficiary_name": "UBND phường Hồng Gai",
             "beneficiary_bank": "KBNN"}
 
 

@@ -37,7 +37,7 @@ TXN = "6f1c2a9b0d4e8f7a3b21"
 BILL = BillInfo.model_validate({
     "MaDichVu": "2", "TKThuHuong": "3511.0.1054321.00000", "MaNHThuHuong": "KBNN", "TenTKThuHuong": "UBND Hạ Long",
     "PhiLePhi": [{"LoaiPhiLePhi": 2, "MaPhiLePhi": "LP-KHNN", "TenPhiLePhi": "Lệ phí", "SoTien": 1250000}],
-    "MaDonVi": "000.00.12.H49", "TenDonVi": "UBND Hạ Long", "MaHoSo": "000.00.12.H49-261120-0042",
+    "MaDonVi": "000.21.00.H49", "TenDonVi": "UBND Hạ Long", "MaHoSo": "000.21.00.H49-261120-0042",
     "MaTTHC": "1.000893.000.00.00.H49", "TenTTHC": "Đăng ký kết hôn", "MaDVC": "1.000893.000.00.00.H49",
     "TenDVC": "Đăng ký kết hôn", "NoiDungThanhToan": "Lệ phí", "HoTenNguoiNop": "Lê Văn Tám",
     "DSKhoanNop": [{"NoiDung": "Lệ phí", "SoTien": "1250000"}]})
@@ -121,9 +121,9 @@ def test_the_platform_reply_is_0_once_recorded_and_minus_1_when_refused() -> Non
 
 
 VNP_PARAMS = {
-    "vnp_Amount": "125000000", "vnp_BankCode": "NCB", "vnp_OrderInfo": "Le phi ho so 000.00.12.H49-261120-0042",
+    "vnp_Amount": "125000000", "vnp_BankCode": "NCB", "vnp_OrderInfo": "Le phi ho so 000.21.00.H49-261120-0042",
     "vnp_ResponseCode": "00", "vnp_TmnCode": "HALONG01", "vnp_TransactionNo": "14123456",
-    "vnp_TxnRef": "000.00.12.H49-261120-0042-LP", "vnp_PayDate": "20261120103005", "vnp_TransactionStatus": "00",
+    "vnp_TxnRef": "000.21.00.H49-261120-0042-LP", "vnp_PayDate": "20261120103005", "vnp_TransactionStatus": "00",
 }
 
 
@@ -172,12 +172,12 @@ def test_the_hash_string_is_the_one_of_vnpays_integration_guide() -> None:
 VNP_SPECIAL = {
     "vnp_Amount": "125000000", "vnp_BankCode": "NCB", "vnp_OrderInfo": "Thanh toan ho so (le phi) ~*!",
     "vnp_PayDate": "20261120103005", "vnp_ResponseCode": "00", "vnp_TmnCode": "HALONG01",
-    "vnp_TransactionNo": "14123456", "vnp_TransactionStatus": "00", "vnp_TxnRef": "000.00.12.H49-261120-0042-LP",
+    "vnp_TransactionNo": "14123456", "vnp_TransactionStatus": "00", "vnp_TxnRef": "000.21.00.H49-261120-0042-LP",
 }
 VNP_SPECIAL_HASH_DATA = (
     "vnp_Amount=125000000&vnp_BankCode=NCB&vnp_OrderInfo=Thanh+toan+ho+so+%28le+phi%29+%7E%2A%21"
     "&vnp_PayDate=20261120103005&vnp_ResponseCode=00&vnp_TmnCode=HALONG01&vnp_TransactionNo=14123456"
-    "&vnp_TransactionStatus=00&vnp_TxnRef=000.00.12.H49-261120-0042-LP"
+    "&vnp_TransactionStatus=00&vnp_TxnRef=000.21.00.H49-261120-0042-LP"
 )
 
 

@@ -32,7 +32,7 @@ from schemas.portal import DossierRecord, OnlineDossier, ProgressEntry, progress
 
 DAY = date(2026, 11, 20)
 EVENTS = [parse_event(e) for e in generate_day(60, day=DAY, seed=11)]  # as a claim hands them on
-UNIT, AGENCY = "000.00.12.H49", "UBND thành phố Hạ Long"
+UNIT, AGENCY = "000.21.00.H49", "UBND phường Hồng Gai"
 MAPPING = PortalMapping(agency_names={UNIT: AGENCY})
 
 
@@ -230,7 +230,7 @@ def test_the_agency_name_comes_from_the_mapping_and_a_code_is_no_name() -> None:
     event = first("dossier.received")
     with pytest.raises(MappingError, match=f"unit {UNIT}.*agency_names"):
         dossier_record(event, [], PortalMapping())
-    for bad in ("000.00.12.H49", " "):
+    for bad in ("000.21.00.H49", " "):
         with pytest.raises(ValueError, match="agency_names"):
             PortalMapping(agency_names={UNIT: bad})
 
@@ -262,7 +262,7 @@ def test_an_entrys_key_is_dossier_status_and_time() -> None:
 
 
 ONLINE = {
-    "ThuTu": 7, "MaHoSo": "000.00.12.H49-261120-9001", "MaDonVi": "000.00.12.H49", "MaTTHC": "1.001234",
+    "ThuTu": 7, "MaHoSo": "000.21.00.H49-261120-9001", "MaDonVi": "000.21.00.H49", "MaTTHC": "1.001234",
     "TenTTHC": "Đăng ký khai sinh", "NgayNopHoSo": "20261120091500", "ChuHoSo": "Nguyễn Thị Hoa",
     "LoaiDoiTuong": "1", "SoGiayToChuHoSo": "022190000123", "SoDienThoai": "0912345678",
     "DiaChi": "12 Lê Thánh Tông", "PhuongXa": "Hồng Gai", "QuanHuyen": "Hạ Long", "TinhThanh": "Quảng Ninh",
@@ -276,7 +276,7 @@ def test_online_dossier_becomes_a_deterministic_submitted_event() -> None:
     model = online_event(OnlineDossier.model_validate(ONLINE), mapping)
     assert model == online_event(OnlineDossier.model_validate(ONLINE | {"ThuTu": 99}), mapping)
     event = event_json(model)  # as the ledger stores it
-    assert event["event_id"] == "portal:000.00.12.H49-261120-9001:submitted"
+    assert event["event_id"] == "portal:000.21.00.H49-261120-9001:submitted"
     assert (event["type"], event["origin"], event["sequence"]) == ("dossier.submitted", "portal", 1)
     assert event["procedure_code"] == "1.001234.000.00.00.H49"
     assert event["occurred_at"] == "2026-11-20T09:15:00+07:00"

@@ -30,7 +30,7 @@ from schemas.portal import AUTH_PATH, ERROR_CODES, INTEGRATION_PATH, PortalAnswe
 BASE = "http://portal.test"
 LOGIN = f"{BASE}{AUTH_PATH}"
 SERVICE = f"{BASE}{INTEGRATION_PATH}"
-UNIT = "000.00.12.H49"
+UNIT = "000.21.00.H49"
 
 
 def connector(tokens: TokenCache | None = None, *, read: float = 5.0, name: str = "portal:test",

@@ -409,7 +409,7 @@ def test_p17_donvixuly_is_the_agencys_name_a_code_is_taken_and_flagged(client: h
     with pytest.raises(MappingError, match="agency_names"):
         dossier_record(event, earlier, PortalMapping())
     with pytest.raises(ValueError, match="not a code"):
-        PortalMapping(agency_names={UNIT: "000.00.12.H49"})
+        PortalMapping(agency_names={UNIT: "000.21.00.H49"})
 
 
 def test_p18_progress_entries_are_the_nine_fields_for_a_synced_dossier_each_taken_once(

@@ -45,7 +45,7 @@ from tasks.runtime import get_runtime, reset_runtime
 from tests.harness import RelayProcess, become_relay, drain, new_secret, relay_env, wait_for, worker_and_beat
 from tests.servers import run_asgi
 
-UNIT = "000.00.12.H49"
+UNIT = "000.21.00.H49"
 USER, PASSWORD = "relay-h22", "mat-khau-thu-nghiem"
 FAST_RETRY = '{ schedule = ["0.2s", "0.5s", "1s"], repeat_every = "2s", deadline = "1h", max_attempts = 200 }'
 
@@ -540,9 +540,9 @@ def test_a_unit_without_an_agency_name_is_a_dead_letter_until_named(portal_confi
     # then nothing reached the portal; named in agency_names, it is delivered with the name
     assert portal_stats(portal_config["portal"])["calls"] == {}
     named = portal_routing(portal_config["tmp"] / "named.toml", portal_config["portal"], portal_config["onestop"],
-                           extra=f'units_file = "{units}"\nagency_names = {{ "{UNIT}" = "UBND TP Hạ Long" }}')
+                           extra=f'units_file = "{units}"\nagency_names = {{ "{UNIT}" = "UBND phường Hồng Gai" }}')
     monkeypatch.setenv("MOTCUA_ROUTING_FILE", str(named))
     reset_runtime()
     get_runtime().deliverer_of(PortalDeliverer, "portal").deliver(first, "k6")
     view = httpx.get(f"{portal_config['portal']}/_admin/dossiers/{code}", timeout=5).json()
-    assert view["DonViXuLy"] == "UBND TP Hạ Long"
+    assert view["DonViXuLy"] == "UBND phường Hồng Gai"

@@ -13,7 +13,7 @@ from services.portal.deliver import PortalOptions
 from tests.harness import ROOT
 
 TODAYS_FILE = ROOT / "tests" / "fixtures" / "relay-2026-11.toml"
-UNIT = "000.00.12.H49"
+UNIT = "000.21.00.H49"
 
 
 @pytest.fixture(autouse=True)
@@ -37,13 +37,13 @@ def test_todays_portal_table_reads_with_the_contracts_defaults() -> None:
                                                                                      "resend")
     assert options.agency_names == {} and options.units_file is None and options.catalogue_ttl == 6 * 3600
     # and the agency names come from the unit directory the exchange reads
-    assert options.mapping().agency(UNIT) == "UBND thành phố Hạ Long"
+    assert options.mapping().agency(UNIT) == "UBND phường Hồng Gai"
 
 
 def test_agency_names_come_before_the_unit_directory() -> None:
-    options = resolve(portal(agency_names={UNIT: "Ủy ban nhân dân thành phố Hạ Long"}), PortalOptions)
-    assert options.mapping().agency(UNIT) == "Ủy ban nhân dân thành phố Hạ Long"
-    assert options.mapping().agency("000.00.16.H49") == "Sở Tài nguyên và Môi trường tỉnh Quảng Ninh"
+    options = resolve(portal(agency_names={UNIT: "Ủy ban nhân dân phường Hồng Gai"}), PortalOptions)
+    assert options.mapping().agency(UNIT) == "Ủy ban nhân dân phường Hồng Gai"
+    assert options.mapping().agency("000.00.07.H49") == "Sở Nông nghiệp và Môi trường tỉnh Quảng Ninh"
 
 
 @pytest.mark.parametrize(("options", "named"), [

@@ -30,7 +30,7 @@ from schemas.postal import TrackingRecord
 UNITS = load_admin_units()
 OPTIONS: dict[str, Any] = {
     "customer_code": "HCC-QNI-HALONG",
-    "agency": {"name": "Bộ phận một cửa TP Hạ Long", "phone": "02033835588", "address": "Số 1 đường 25/4",
+    "agency": {"name": "Bộ phận một cửa phường Hồng Gai", "phone": "02033835588", "address": "Số 1 đường 25/4",
                "province": "Quảng Ninh", "district": "Hạ Long"},
 }
 MAPPING = PostalMapping.from_options(OPTIONS)
@@ -159,7 +159,7 @@ MORDER_FIELDS = ["CustomerCode", "OrderNumber", "CODAmount", "SenderProvince", "
 
 
 def test_order_numbers_are_the_dossier_code_and_the_purpose_and_parse_back() -> None:
-    code = "000.00.12.H49-261120-0042"
+    code = "000.21.00.H49-261120-0042"
     assert order_number(code, "pickup", MAPPING) == f"{code}-TN"
     assert order_number(code, "delivery", MAPPING) == f"{code}-KQ"
     assert parse_order_number(f"{code}-KQ", MAPPING) == (code, "delivery")

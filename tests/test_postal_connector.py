@@ -27,7 +27,7 @@ from schemas.postal import (
 BASE = "http://post.test"
 TOKEN = f"{BASE}{TOKEN_PATH}"
 ORDERS = f"{BASE}{ORDER_PATH}"
-NUMBER = "000.00.12.H49-261120-0042-KQ"
+NUMBER = "000.21.00.H49-261120-0042-KQ"
 
 
 def connector(answers: dict[int, Meaning] | None = None) -> PostalConnector:

@@ -20,8 +20,8 @@ HANDLER = "Trần Văn Hùng"
 EVENT = parse_event({
     "event_id": "ev-privacy-1",
     "type": "dossier.processing",
-    "unit_code": "000.00.12.H49",
-    "dossier_code": "000.00.12.H49-240315-0042",
+    "unit_code": "000.21.00.H49",
+    "dossier_code": "000.21.00.H49-240315-0042",
     "procedure_code": "1.001234.000.00.00.H49",
     "sequence": 3,
     "occurred_at": "2024-03-15T09:00:00+07:00",
@@ -52,7 +52,7 @@ def test_masked_dump_masks_every_personal_field() -> None:
 def test_masked_dump_keeps_what_is_not_personal() -> None:
     dumped = masked_dump(EVENT)
 
-    assert dumped["dossier_code"] == "000.00.12.H49-240315-0042"
+    assert dumped["dossier_code"] == "000.21.00.H49-240315-0042"
     assert dumped["applicant"]["address"]["ward"] == "Phường Hồng Gai"
     assert dumped["data"]["step"]["department"] == "Phòng Tư pháp"
     assert dumped["occurred_at"].startswith("2024-03-15T09:00:00")
@@ -94,7 +94,7 @@ def test_mask_text_masks_known_names() -> None:
 
 
 def test_mask_text_leaves_ordinary_text_and_codes_alone() -> None:
-    text = "dossier 000.00.12.H49-240315-0042 received at 2024-03-15 09:00, fee 150000 VND"
+    text = "dossier 000.21.00.H49-240315-0042 received at 2024-03-15 09:00, fee 150000 VND"
 
     assert mask_text(text) == text
 
@@ -110,7 +110,7 @@ def test_log_processor_masks_sensitive_keys_and_personal_text() -> None:
         "access_token": "eyJhbGciOiJIUzI1NiJ9.payload.sig",
         "reason": f"subscriber said: unknown citizen {ID_NUMBER}, call {PHONE}",
         "attempt": 3,
-        "dossier_code": "000.00.12.H49-240315-0042",
+        "dossier_code": "000.21.00.H49-240315-0042",
     }
 
     out = _mask_personal(None, "info", dict(record))
@@ -122,7 +122,7 @@ def test_log_processor_masks_sensitive_keys_and_personal_text() -> None:
     assert out["phone"] == mask_value(PHONE)
     assert out["reason"].startswith("subscriber said: unknown citizen ")
     assert (out["event"], out["attempt"], out["dossier_code"]) == (
-        "delivery.attempt_failed", 3, "000.00.12.H49-240315-0042")
+        "delivery.attempt_failed", 3, "000.21.00.H49-240315-0042")
 
 
 def test_log_processor_leaves_none_values() -> None:

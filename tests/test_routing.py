@@ -85,9 +85,9 @@ def test_origins_and_exclude_origins() -> None:
 
 
 def test_units() -> None:
-    route = Route(events=["*"], destination="d", units=["000.00.12.H49"])
+    route = Route(events=["*"], destination="d", units=["000.21.00.H49"])
 
-    assert route.matches(event(unit_code="000.00.12.H49"))
+    assert route.matches(event(unit_code="000.21.00.H49"))
     assert not route.matches(event(unit_code="000.00.13.H49"))
 
 

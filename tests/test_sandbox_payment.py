@@ -23,7 +23,7 @@ from tests.harness import wait_for
 from tests.servers import run_asgi
 
 CLIENT, REQUEST_KEY, CALLBACK_KEY = "UBND-HALONG", "khoa-yeu-cau", "khoa-goi-lai"
-MAPPING = PaymentMapping(provider="platform", beneficiary_account="7111", beneficiary_name="UBND thành phố Hạ Long",
+MAPPING = PaymentMapping(provider="platform", beneficiary_account="7111", beneficiary_name="UBND phường Hồng Gai",
                          beneficiary_bank="KBNN", return_url="https://motcua.example/ket-qua")
 FEE = parse_event(fee_day(1, day=date(2026, 11, 20), seed=6)[0])
 assert isinstance(FEE, FeeAssessed)

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from sandbox.portal import create_app, default_catalogue, online_dossiers
-from sandbox.workload import PROCEDURES
+from sandbox.workload import CENTRE_PROCEDURES, PROCEDURES
 from schemas.portal import OnlineCallback, OnlineDossier
 from schemas.vietnam import VN_TZ
 from tests.portal_wire import (
@@ -473,13 +473,13 @@ def test_catalogue_services_answer_upper_case_rows(client: httpx.Client) -> None
     sid = session(client)
     procedures = call(client, sid, "LayDanhSachTTHC")
     assert procedures["error_code"] == 0
-    assert {p["MATTHC"] for p in procedures["result"]} == {p.code for p in PROCEDURES}
+    assert {p["MATTHC"] for p in procedures["result"]} == {p.code for p in (*PROCEDURES, *CENTRE_PROCEDURES)}
     assert {"MATTHC": BIRTH.code, "TENTTHC": BIRTH.name} in procedures["result"]
     details = call(client, sid, "LayThuTuc", maTTHC=BIRTH.code)
     assert [d["MATTHC"] for d in details["result"]] == [BIRTH.code]
     agencies = call(client, sid, "LayDanhMucCoQuan")
     assert agencies["error_code"] == 0
-    assert {"MADONVI": UNIT, "TENDONVI": "UBND thành phố Hạ Long", "CAPDONVI": "2"} in agencies["result"]
+    assert {"MADONVI": UNIT, "TENDONVI": "UBND phường Hồng Gai", "CAPDONVI": "3"} in agencies["result"]
     fields = call(client, sid, "LayDanhMucLinhVuc")["result"]
     assert {"MALINHVUC": "G09-TP", "TENLINHVUC": "Hộ tịch, chứng thực", "MANGANH": "G09"} in fields
     assert call(client, sid, "LayDanhMucCoQuan", madonvicha=UNIT)["error_code"] == 3

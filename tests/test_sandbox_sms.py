@@ -17,8 +17,8 @@ from tests.servers import run_asgi
 API_KEY, BRANDNAME = "sms-api-key-thu-nghiem", "UBND-HALONG"
 SEND = SEND_PATH
 PHONE = "84912345678"
-TEXT = "UBND TP Ha Long: ho so 000.00.12.H49-240315-0001 cua ong/ba da co ket qua. Vui long den nhan."
-VIETNAMESE = "UBND TP Hạ Long: hồ sơ 000.00.12.H49-240315-0001 của Nguyễn Thị Hương Giang đã có kết quả."
+TEXT = "UBND TP Ha Long: ho so 000.21.00.H49-240315-0001 cua ong/ba da co ket qua. Vui long den nhan."
+VIETNAMESE = "UBND phường Hồng Gai: hồ sơ 000.21.00.H49-240315-0001 của Nguyễn Thị Hương Giang đã có kết quả."
 
 
 @pytest.fixture(scope="module")

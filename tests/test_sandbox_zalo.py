@@ -23,7 +23,7 @@ from tests.servers import run_asgi
 APP_ID, APP_SECRET, OA_KEY = "4318927364512345678", "zalo-app-secret-thu-nghiem", "oa-secret-key-thu-nghiem"
 REFRESH, ZNS = OAUTH_PATH, ZNS_PATH
 CITIZEN, PHONE, OTHER_PHONE = "Nguyễn Thị Hương Giang", "84912345678", "84987654321"
-DOSSIER = "000.00.12.H49-240315-0001"
+DOSSIER = "000.21.00.H49-240315-0001"
 STATS_KEYS = {
     "sent", "duplicate_tracking", "refresh", "refresh_token_reuse", "token_expired", "answers", "faults", "webhooks",
     "quota",

@@ -13,7 +13,7 @@ import httpx
 from services.base import DemoPlay, Measure, Stage
 from services.portal.deliver import PortalOptions
 
-DEMO_UNIT = "000.00.12.H49"  # the workload generator's district
+DEMO_UNIT = "000.21.00.H49"  # the workload generator's ward (UBND phường Hồng Gai)
 PORT = 8702
 
 
