@@ -89,7 +89,7 @@ destination = "zalo"
 def zalo_stack(db_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                request: pytest.FixtureRequest) -> Iterator[ZaloStack]:
     quiet = getattr(request, "param", "none")
-    with run_asgi(zalo_app(app_id=APP_ID, app_secret=APP_SECRET, oa_secret_key=OA_KEY)) as zalo, \
+    with run_asgi(zalo_app(app_id=APP_ID, app_secret=APP_SECRET, oa_secret_key=OA_KEY, start_at=NOON)) as zalo, \
             run_asgi(sms_app(api_key=SMS_KEY)) as sms:
         redis.Redis.from_url(redis_url).flushdb()
         env = relay_env(db_url, redis_url, new_secret(), {}, routing(tmp_path / "routing.toml", zalo, sms, quiet),
