@@ -32,8 +32,14 @@ QUOTA_SPENT = -144
 NO_ZALO_ACCOUNT = -118
 CANNOT_RECEIVE = -119
 REFUSES_OA = -141
-# OAuth v4 refresh errors
+OUT_OF_BALANCE = -115
+TEMPLATE_NOT_APPROVED = -131
+AT_NIGHT = -133
+TEMPLATE_DISABLED = -146
+TEMPLATE_QUOTA_SPENT = -147
+# OAuth v4 refresh errors (also answered without a number: then error_name says which)
 REFRESH_TOKEN_INVALID = -14014
+APP_REFUSED = frozenset({-14002, -14004})
 
 # {path}, {path:format}, {path:format|fallback when the field is absent}
 PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_.]*)(?::([a-z_]+))?(?:\|([^}]*))?\}")
@@ -76,7 +82,8 @@ class ZnsAnswer(_Zalo):
 
 
 class TokenAnswer(_Zalo):
-    """The refresh answer: a new pair, or ``error`` (negative) with ``error_name`` / ``error_reason``."""
+    """The refresh answer: a new pair, or a refusal: ``error_name`` / ``error_reason`` / ``error_description``,
+    with a negative ``error`` or without any (both shapes come as HTTP 200)."""
 
     access_token: str | None = None
     refresh_token: str | None = None
@@ -84,6 +91,7 @@ class TokenAnswer(_Zalo):
     error: int = 0
     error_name: str | None = None
     error_reason: str | None = None
+    error_description: str | None = None
 
     @field_validator("expires_in", mode="before")
     @classmethod

@@ -16,12 +16,21 @@ from adapters.zalo import MappingError, QuietHours, message_for, normalise_phone
 from config.zalo_templates import load_templates
 from connectors.base import AuthExpired, DeliveryError, Permanent, Retryable, build_http_client
 from connectors.credentials import TokenPair, TokenPairStore
+from connectors.pauses import WHOLE
 from connectors.sms import SmsConnector
-from connectors.zalo import ANSWERS, QuotaSpent, Unreachable, ZaloConnector, classify_zns
+from connectors.zalo import (
+    ANSWERS,
+    AccountPaused,
+    QuotaSpent,
+    Unreachable,
+    ZaloConnector,
+    classify_refresh,
+    classify_zns,
+)
 from sandbox.workload import generate_day
 from schemas.events import Event, event_json, parse_event
 from schemas.vietnam import VN_TZ
-from schemas.zalo import OAUTH_PATH, ZNS_PATH, ZnsAnswer
+from schemas.zalo import OAUTH_PATH, ZNS_PATH, TokenAnswer, ZnsAnswer
 
 TEMPLATES = load_templates()
 DAY = generate_day(120, day=date(2026, 11, 20), seed=31)
@@ -153,10 +162,11 @@ def test_quiet_hours(local: str, until: str | None) -> None:
 # (ZNS error, class)
 ZNS_TABLE: list[tuple[int, type[DeliveryError] | None]] = [
     (0, None), (-124, AuthExpired), (-32, Retryable), (-100, Retryable), (-144, QuotaSpent), (-133, Retryable),
+    (-115, AccountPaused), (-131, AccountPaused), (-146, AccountPaused), (-147, AccountPaused),
     (-118, Unreachable), (-119, Unreachable), (-110, Unreachable), (-114, Unreachable), (-141, Unreachable),
-    (-139, Unreachable), (-101, Permanent), (-104, Permanent), (-105, Permanent), (-135, Permanent),
-    (-108, Permanent), (-109, Permanent), (-111, Permanent), (-112, Permanent), (-131, Permanent),
-    (-999, Permanent), (-1, Permanent),
+    (-139, Unreachable), (-101, Permanent), (-104, Permanent), (-105, Permanent), (-117, Permanent),
+    (-135, Permanent), (-108, Permanent), (-109, Permanent), (-111, Permanent), (-112, Permanent),
+    (-116, Permanent), (-132, Permanent), (-999, Permanent), (-1, Permanent),
 ]
 
 
@@ -172,6 +182,49 @@ def test_zns_answer_table_row(code: int, expected: type[DeliveryError] | None) -
         assert "unknown code" in error.reason
     if expected is QuotaSpent:
         assert error.retry_after is not None and 0 < error.retry_after <= 86400
+
+
+# an account-level answer: (condition, paused scope, ends at Vietnam's next midnight)
+PAUSE_TABLE = [(-115, "balance", WHOLE, False), (-144, "oa_daily_quota", WHOLE, True),
+               (-131, "template_not_approved", "300003", False), (-146, "template_disabled", "300003", False),
+               (-147, "template_daily_quota", "300003", True)]
+
+
+@pytest.mark.parametrize(("code", "condition", "scope", "daily"), PAUSE_TABLE, ids=[str(r[0]) for r in PAUSE_TABLE])
+def test_an_account_level_answer_pauses_the_destination_or_the_template(
+    code: int, condition: str, scope: str, daily: bool
+) -> None:
+    late_evening = datetime(2026, 11, 20, 23, 0, tzinfo=VN_TZ).timestamp()
+    error = classify_zns(ZnsAnswer(error=code, message="Lý do"), 200, "300003", now=late_evening)
+    assert isinstance(error, AccountPaused) and not isinstance(error, Permanent | Retryable)
+    assert (error.condition, error.scope, error.sent, error.outcome) == (condition, scope, True, "paused")
+    if daily:  # at 23:00 Vietnam time: one hour to go
+        assert (error.retry_after, error.until) == (3600.0, late_evening + 3600)
+    else:  # until a probe goes through
+        assert error.retry_after is None and error.until is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "condition"),
+    [
+        ({"error": -14014, "error_name": "Invalid refresh token"}, "token_refused"),
+        ({"error_name": "Invalid refresh token", "error_reason": "refresh_token is invalid or expired",
+          "error_description": "Refresh token không hợp lệ hoặc đã hết hạn"}, "token_refused"),
+        ({"error_name": "Invalid parameter", "error_reason": "Invalid refresh token"}, "token_refused"),
+        ({"error": -14002, "error_name": "Invalid app id"}, "app_refused"),
+        ({"error_name": "Invalid secret key", "error_reason": "secret_key is invalid"}, "app_refused"),
+        ({"error": -14001, "error_name": "Invalid parameter"}, None),
+        ({"error_name": "Internal error"}, None),
+    ],
+)
+def test_a_refused_refresh_is_classified_with_or_without_its_number(answer: dict[str, Any],
+                                                                      condition: str | None) -> None:
+    error = classify_refresh(TokenAnswer.model_validate(answer))
+    if condition is None:  # not a verdict on the pair: tried again later, as any weather
+        assert type(error) is Retryable
+        return
+    assert isinstance(error, AccountPaused) and error.condition == condition
+    assert ("motcua-relay zalo set-token" in error.reason) == (condition == "token_refused")
 
 
 ZNS = "http://zalo.test"
@@ -211,9 +264,10 @@ def test_a_token_refused_twice_is_auth_expired_and_a_refused_refresh_waits_for_t
     with pytest.raises(AuthExpired):
         zalo()[0].send("84912345678", "300001", {"a": "b"}, "t1")
     respx.post(f"{ZNS}{OAUTH_PATH}").mock(return_value=httpx.Response(
-        200, json={"error": -14014, "error_name": "Invalid refresh token"}))
-    with pytest.raises(Retryable, match="set-token"):
+        200, json={"error_name": "Invalid refresh token", "error_reason": "refresh_token is invalid or expired"}))
+    with pytest.raises(AccountPaused, match="set-token") as refused:
         zalo()[0].send("84912345678", "300001", {"a": "b"}, "t1")
+    assert refused.value.condition == "token_refused"
 
 
 @respx.mock

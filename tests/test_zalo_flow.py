@@ -229,12 +229,16 @@ def test_a_spent_quota_waits_for_the_next_day_and_the_rest_wait_without_attempts
     rt = get_runtime()
     with rt.engine.connect() as conn:
         ids = dict(conn.execute(select(deliveries.c.idempotency_key, deliveries.c.id)).all())
-    assert run_delivery(ids[f"{first['event_id']}:zalo"], "zalo", clock=lambda: now) == "retrying"
+    # the one that met the spent quota does not spend an attempt either (its answer is kept for the audit)
+    assert run_delivery(ids[f"{first['event_id']}:zalo"], "zalo", clock=lambda: now) == "paused"
     assert run_delivery(ids[f"{second['event_id']}:zalo"], "zalo", clock=lambda: now) == "deferred"
     with rt.engine.connect() as conn:
         rows = {r.id: r for r in conn.execute(select(deliveries))}
+        outcomes = conn.execute(select(attempts.c.outcome)).scalars().all()
     tomorrow = datetime.combine(now.astimezone(VN_TZ).date() + timedelta(days=1), datetime.min.time(), VN_TZ)
-    assert rows[ids[f"{first['event_id']}:zalo"]].next_attempt_at >= tomorrow - timedelta(minutes=1)
+    met = rows[ids[f"{first['event_id']}:zalo"]]
+    assert met.next_attempt_at >= tomorrow - timedelta(minutes=1)
+    assert (met.status, met.budget_used, outcomes) == ("pending", 0, ["paused"])
     assert rows[ids[f"{second['event_id']}:zalo"]].attempts == 0
     assert "quota" in rows[ids[f"{second['event_id']}:zalo"]].last_error
 
