@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ import respx
 from pydantic import SecretStr
 
 from adapters.payment import PaymentMapping, bill_created_event
-from adapters.zalo import MappingError, QuietHours, message_for, normalise_phone, tracking_id
+from adapters.zalo import MappingError, QuietHours, message_for, normalise_phone, render, tracking_id
 from config.zalo_templates import load_templates
 from connectors.base import AuthExpired, DeliveryError, Permanent, Retryable, build_http_client
 from connectors.credentials import TokenPair, TokenPairStore
@@ -30,7 +31,7 @@ from connectors.zalo import (
 from sandbox.workload import generate_day
 from schemas.events import Event, event_json, parse_event
 from schemas.vietnam import VN_TZ
-from schemas.zalo import OAUTH_PATH, ZNS_PATH, TokenAnswer, ZnsAnswer
+from schemas.zalo import OAUTH_PATH, ZNS_PATH, TemplateSpec, TokenAnswer, ZnsAnswer
 
 TEMPLATES = load_templates()
 DAY = generate_day(120, day=date(2026, 11, 20), seed=31)
@@ -122,6 +123,70 @@ def test_a_fallback_fills_an_absent_field_and_long_names_are_shortened() -> None
     company = "Công ty TNHH Xây dựng và Thương mại Hạ Long"
     long_name = changed(event, applicant={**event_json(event)["applicant"], "name": company})
     assert message_for(long_name, TEMPLATES).data["ten_cong_dan"] == "Xây dựng và Thương mại Hạ Long"
+
+
+def spec(**data_and_types: tuple[str, str | None]) -> TemplateSpec:
+    """A one-off template: parameter → (its text, its declared type or None)."""
+    return TemplateSpec(template_id="399999", data={k: v[0] for k, v in data_and_types.items()},
+                        types={k: v[1] for k, v in data_and_types.items() if v[1]})
+
+
+@pytest.mark.parametrize(
+    ("template", "fields", "refusal"),
+    [
+        (spec(ten=("{applicant.name}", "customer_name")), {"name": "Nguyễn Thị Hương Giang Phạm Văn Đồng"},
+         "parameter ten (customer_name, at most 30 characters) is 36 characters long"),
+        (spec(ma=("{data.reason}", "code")), {"reason": "HS 0001"}, "parameter ma is not of type code (a code without spaces)"),
+        (spec(ly_do=("{data.reason}", "product_name")), {"reason": "Xem tại https://dvc.gov.vn/p/9"},
+         "parameter ly_do (product_name) holds a link"),
+        (spec(ly_do=("{data.reason}", None)), {"reason": "Tra cứu tại dichvucong.gov.vn"},
+         "parameter ly_do (text) holds a link"),
+        (spec(tien=("{data.reason}", "amount")), {"reason": "một triệu đồng"}, "parameter tien is not of type amount"),
+        (spec(han=("{data.reason}", "time")), {"reason": "thứ Hai tuần sau"}, "parameter han is not of type time"),
+        (spec(link=("{data.reason}", "url")), {"reason": "dvc.gov.vn/p/9"}, "parameter link is not of type url"),
+        (spec(sdt=("{data.reason}", "phone_number")), {"reason": "0912 345 678 9012"},
+         "parameter sdt (phone_number, at most 15 characters)"),
+    ],
+)
+def test_a_parameter_outside_its_type_stops_the_message_naming_never_the_value(
+    template: TemplateSpec, fields: dict[str, str], refusal: str
+) -> None:
+    base = changed(consenting("dossier.received"), type="dossier.refused", data={"reason": "Hồ sơ thiếu giấy tờ"})
+    applicant = {**event_json(base)["applicant"], **({"name": fields["name"]} if "name" in fields else {})}
+    event = changed(base, applicant=applicant, data={"reason": fields.get("reason", "Hồ sơ thiếu giấy tờ")})
+    with pytest.raises(MappingError) as refused:
+        render(template, event, {})
+    assert f"template 399999: {refusal}" in str(refused.value)
+    for value in fields.values():
+        assert value not in str(refused.value)
+
+
+def test_a_link_is_taken_in_a_url_parameter_and_a_time_in_zalos_formats() -> None:
+    event = changed(consenting("dossier.received"), type="dossier.refused", data={"reason": "https://dvc.gov.vn/p/9"})
+    assert render(spec(link=("{data.reason}", "url")), event, {}) == {"link": "https://dvc.gov.vn/p/9"}
+    due = consenting("dossier.received")
+    assert render(spec(han=("{data.due_at:datetime}", None)), due, {})["han"].count("/") == 2
+
+
+def test_the_types_are_checked_when_the_file_is_read() -> None:
+    with pytest.raises(ValueError, match="unknown ZNS type 'string'"):
+        spec(ma=("{dossier_code}", "string"))
+    with pytest.raises(ValueError, match="not a parameter of the template"):
+        TemplateSpec(template_id="1", data={"a": "{dossier_code}"}, types={"b": "code"})
+
+
+def test_a_templates_file_without_types_keeps_working_with_the_types_inferred() -> None:
+    # given a province's file from before the types (the bundled file as it was)
+    old = load_templates(str(Path(__file__).parent / "fixtures" / "zalo-2026-11.toml"))
+    # then each parameter is inferred, its max_length the cap, and every event fills the same data as before
+    received = old.templates["dossier.received"]
+    assert [received.param_type(n) for n in received.data] == [("text", 30), ("text", 200), ("text", 200),
+                                                               ("time", 20)]
+    fee = old.templates["fee.bill_created"]
+    assert (fee.param_type("so_tien"), fee.param_type("link_thanh_toan")) == (("amount", 20), ("url", 200))
+    for kind in ("dossier.received", "dossier.supplement_requested", "dossier.completed"):
+        event = consenting(kind)
+        assert message_for(event, old).data == message_for(event, TEMPLATES).data
 
 
 def test_consent_and_phone_are_required() -> None:
