@@ -136,7 +136,8 @@ def spec(**data_and_types: tuple[str, str | None]) -> TemplateSpec:
     [
         (spec(ten=("{applicant.name}", "customer_name")), {"name": "Nguyễn Thị Hương Giang Phạm Văn Đồng"},
          "parameter ten (customer_name, at most 30 characters) is 36 characters long"),
-        (spec(ma=("{data.reason}", "code")), {"reason": "HS 0001"}, "parameter ma is not of type code (a code without spaces)"),
+        (spec(ma=("{data.reason}", "code")), {"reason": "HS 0001"},
+         "parameter ma is not of type code (a code without spaces)"),
         (spec(ly_do=("{data.reason}", "product_name")), {"reason": "Xem tại https://dvc.gov.vn/p/9"},
          "parameter ly_do (product_name) holds a link"),
         (spec(ly_do=("{data.reason}", None)), {"reason": "Tra cứu tại dichvucong.gov.vn"},
