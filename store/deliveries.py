@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, Row, func, select, update
+from sqlalchemy import Connection, Engine, Row, func, or_, select, update
 
 from schemas.events import Event, parse_stored_json
 from schemas.privacy import error_fields
@@ -304,15 +304,15 @@ def release(engine: Engine, claimed: Claimed, outcome: Outcome, now: datetime, *
 
 def wake(engine: Engine, destination: str, reason_like: str, now: datetime) -> list[ToEnqueue]:
     """The waiting deliveries of ``destination`` whose reason matches ``reason_like`` (SQL ``LIKE``), made due now
-    and marked queued, to enqueue: what a pause held, once it is lifted."""
+    and marked queued, to enqueue: what a pause held, once it is lifted (those already queued stay as they are)."""
     with engine.begin() as conn:
         ids = conn.execute(
             update(deliveries)
             .where(
                 deliveries.c.destination == destination,
                 deliveries.c.status.in_((Status.PENDING, Status.RETRYING)),
-                deliveries.c.next_attempt_at > now,
                 deliveries.c.last_error.like(reason_like),
+                or_(deliveries.c.next_attempt_at > now, deliveries.c.enqueued_at.is_(None)),  # not queued already
             )
             .values(next_attempt_at=now, enqueued_at=now, updated_at=now)
             .returning(deliveries.c.id)

@@ -161,7 +161,8 @@ class ZaloDeliverer(Deliverer[ZaloOptions]):
         """Record the condition for every worker; the error to end this attempt with (it does not count), waiting
         until the condition's end or the next probe."""
         pause, new = self.pauses.pause(self.name, Pause(exc.condition, exc.reason, time.time(), exc.until, exc.scope))
-        if new:
+        if new:  # this delivery was the probe: the next one tries a probe interval from now
+            self.pauses.probe(self.name, pause.scope, self.options.pause_probe_every)
             log.error("zalo.paused", destination=self.name, condition=pause.condition, scope=pause.scope,
                       reason=pause.reason, hint=CONDITIONS.get(pause.condition))
         wait = (pause.until - time.time()) if pause.until is not None else self.options.pause_probe_every
