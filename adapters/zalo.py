@@ -5,7 +5,9 @@
   be a Vietnamese mobile number is a :class:`MappingError` (dead letter, with the reason).
 - :func:`render`: the template data of ``config/zalo.toml`` (read by :mod:`config.zalo_templates`)
   filled from the event (its JSON form, which the templates' dotted paths name), every parameter
-  checked (present, not empty, within its length) before anything is sent.
+  checked before anything is sent: present, not empty, within its ZNS type's cap (or a tighter
+  ``max_length``), of its type's form, and without a link unless it is a button's ``url``. A refusal
+  names the template, the parameter, its type and cap, never the value (it may be personal data).
 - :func:`tracking_id`: derived from the event and the template, so a repeated send is
   recognisable (by the relay's receipts and at Zalo).
 - :func:`quiet_until`: when a message may go, given the quiet hours (default 21:00–07:00).
@@ -23,7 +25,7 @@ from typing import Any
 from config.routing import lookup_path
 from schemas.events import Event, event_json
 from schemas.vietnam import VN_TZ, vnd
-from schemas.zalo import PLACEHOLDER, TemplateConfig, TemplateSpec
+from schemas.zalo import LINK, PARAM_TYPES, PLACEHOLDER, TemplateConfig, TemplateSpec
 
 MOBILE = re.compile(r"^84(3|5|7|8|9)\d{8}$")
 # Mobile prefixes renumbered in 2018 (11 digits → 10): old → new, after the leading 0.
@@ -106,14 +108,20 @@ def _render(spec: TemplateSpec, values: Mapping[str, Any], labels: Mapping[str, 
     out: dict[str, str] = {}
     for name, text in spec.data.items():
         value = _fill(text, values, labels).strip()
+        where = f"template {spec.template_id}: parameter {name}"
         if not value:
-            raise MappingError(f"template {spec.template_id}: parameter {name} is empty for this event")
-        limit = spec.max_length.get(name)
-        if limit is not None and len(value) > limit:
-            if name in spec.shorten:
-                value = value[-limit:].lstrip()
-            else:
-                raise MappingError(f"template {spec.template_id}: parameter {name} is over {limit} characters")
+            raise MappingError(f"{where} is empty for this event")
+        kind, cap = spec.param_type(name)
+        if len(value) > cap:
+            if name not in spec.shorten:
+                raise MappingError(f"{where} ({kind}, at most {cap} characters) is {len(value)} characters long")
+            value = value[-cap:].lstrip()
+        if kind != "url" and LINK.search(value):
+            raise MappingError(f"{where} ({kind}) holds a link: a link goes only in a button's url parameter "
+                               "(template review refuses one in text)")
+        form = PARAM_TYPES[kind].form
+        if form is not None and not form.fullmatch(value):
+            raise MappingError(f"{where} is not of type {kind} ({PARAM_TYPES[kind].looks})")
         out[name] = value
     return out
 

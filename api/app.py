@@ -56,7 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RelayCollector(runtime.metrics, lambda: queries.open_backlog(runtime.engine, datetime.now(UTC)),
                        dead=lambda: queries.dead_counts(runtime.engine),
                        breakers=lambda: {name: bool(runtime.protection.state(name)["open"])
-                                         for name in runtime.routing.destinations})
+                                         for name in runtime.routing.destinations},
+                       paused=lambda: runtime.pauses.counts(runtime.routing.destinations))
     )
 
     @app.middleware("http")

@@ -51,13 +51,16 @@ from store.db import get_engine, upgrade
 from store.tables import FINAL_STATUSES, deliveries, events
 
 APP_ID, APP_SECRET, OA_KEY, SMS_KEY = "4301520984", "bench-app-secret", "bench-oa-key", "bench-sms-key"
+# the Zalo simulator's rules (the night refusal, the day of its quotas) read a morning of the bench's day
 SIMULATORS = (
     "import os, uvicorn\n"
+    "from datetime import datetime\n"
     "from sandbox.zalo import create_app as zalo\n"
     "from sandbox.sms import create_app as sms\n"
+    "from schemas.vietnam import VN_TZ\n"
     "app = zalo(app_id=os.environ['MOTCUA_ZALO_APP_ID'], app_secret=os.environ['MOTCUA_ZALO_APP_SECRET'],"
-    " oa_secret_key=os.environ['MOTCUA_ZALO_OA_SECRET_KEY']) if os.environ['BENCH_WHICH'] == 'zalo'"
-    " else sms(api_key=os.environ['MOTCUA_SMS_API_KEY'])\n"
+    " oa_secret_key=os.environ['MOTCUA_ZALO_OA_SECRET_KEY'], start_at=datetime(2026, 11, 20, 9, tzinfo=VN_TZ))"
+    " if os.environ['BENCH_WHICH'] == 'zalo' else sms(api_key=os.environ['MOTCUA_SMS_API_KEY'])\n"
     "uvicorn.run(app, host='127.0.0.1', port=int(os.environ['BENCH_PORT']), access_log=False, log_level='warning')\n"
 )
 

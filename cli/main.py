@@ -27,7 +27,7 @@ app = typer.Typer(help="motcua-relay: reliable delivery of one-stop-shop dossier
 events_app = typer.Typer(help="Canonical events: samples for integrators.", no_args_is_help=True)
 db_app = typer.Typer(help="The ledger's schema.", no_args_is_help=True)
 report_app = typer.Typer(help="Reports read from the ledger: tables, exportable as CSV.", no_args_is_help=True)
-zalo_app = typer.Typer(help="The Zalo Official Account's tokens.", no_args_is_help=True)
+zalo_app = typer.Typer(help="The Zalo Official Account: its tokens and its pauses.", no_args_is_help=True)
 app.add_typer(zalo_app, name="zalo")
 postal_app = typer.Typer(help="The postal service: statuses read from its tracking list.", no_args_is_help=True)
 app.add_typer(postal_app, name="postal")
@@ -614,7 +614,8 @@ def zalo_set_token(
     refresh token and stores the new pair.
     """
     from connectors.credentials import TokenPairStore
-    from services.zalo.deliver import set_token
+    from connectors.pauses import PauseStore
+    from services.zalo.deliver import resume, set_token
     from tasks.runtime import get_runtime
 
     _setup()
@@ -625,27 +626,83 @@ def zalo_set_token(
     where = "Redis" if rt.redis is not None else "this process only (memory mode: it is lost at exit)"
     console.print(f"[green]token pair stored for {name} in {where}; the access token expires in "
                   f"{expires_in / 3600:.1f} h and is renewed ahead of that[/]")
+    pauses = PauseStore(rt.redis, rt.settings.redis_prefix)
+    waiting = [scope for scope, p in pauses.get(name).items() if p.condition in TOKEN_PAUSES]
+    if waiting:  # the messages that waited for this pair go now
+        _, released = resume(rt, pauses, name, waiting, by="motcua-relay zalo set-token")
+        console.print(f"[green]{name} resumed: {released} waiting deliveries released[/]")
+
+
+TOKEN_PAUSES = ("token_refused", "token_missing")
+
+
+def _pause_line(pause: Any) -> str:
+    from connectors.zalo import CONDITIONS
+
+    scope = "" if pause.scope == "*" else f" (template {pause.scope})"
+    until = f", until {_vn(datetime.fromtimestamp(pause.until, UTC))}" if pause.until is not None else ""
+    return (f"paused: {pause.condition}{scope} since {_vn(datetime.fromtimestamp(pause.since, UTC))} (VN){until} — "
+            f"{pause.reason}; {CONDITIONS.get(pause.condition, '')}")
+
+
+@zalo_app.command("resume")
+def zalo_resume(
+    destination: Annotated[str | None, typer.Option(help="the Zalo destination (when there are several)")] = None,
+    template: Annotated[list[str] | None, typer.Option(help="lift only this template's pause (repeatable)")] = None,
+) -> None:
+    """Lift a pause now (the ZNS account was topped up, the template re-enabled) and send what it held.
+
+    The deliveries go at once, spending no attempt; if the condition has not cleared the first of them pauses the
+    destination again. Without --template every pause of the destination ends. A pause also ends by itself:
+    within pause_probe_every seconds of the condition clearing, or at its end (a daily limit: 00:00).
+    """
+    from connectors.pauses import PauseStore
+    from services.zalo.deliver import resume
+    from tasks.runtime import get_runtime
+
+    _setup()
+    name = _zalo_destination(destination)
+    rt = get_runtime()
+    pauses = PauseStore(rt.redis, rt.settings.redis_prefix)
+    with _reading_ledger(rt.engine):
+        ended, released = resume(rt, pauses, name, template or None, by="motcua-relay zalo resume")
+    if not ended:
+        console.print(f"{name} is not paused" + (f" for template {', '.join(template)}" if template else ""))
+        return
+    for pause in ended:
+        console.print(f"[green]resumed {name}[/]: was {_pause_line(pause)}")
+    console.print(f"[green]{released} waiting deliveries released[/]")
 
 
 @zalo_app.command("status")
 def zalo_status(destination: Annotated[str | None, typer.Option()] = None) -> None:
-    """When the stored access token expires (the tokens themselves are never shown)."""
+    """Whether the destination is paused (why, since when), and when the stored access token expires (the tokens
+    themselves are never shown). Exit 1 without a token pair, 3 while paused."""
     import time
 
     from connectors.credentials import TokenPairStore
+    from connectors.pauses import PauseStore
     from services.zalo.deliver import pair_name
     from tasks.runtime import get_runtime
 
     _setup()
     name = _zalo_destination(destination)
     rt = get_runtime()
+    pauses = PauseStore(rt.redis, rt.settings.redis_prefix).get(name)
+    for pause in pauses.values():
+        console.print(f"[yellow]{name}: {_pause_line(pause)}[/]")
+    if pauses:
+        console.print("deliveries wait without spending attempts; `motcua-relay zalo resume` sends them now")
     pair = TokenPairStore(rt.redis, rt.settings.redis_prefix).get(pair_name(name))
     if pair is None:
         console.print(f"[red]no token pair for {name}: run `motcua-relay zalo set-token`[/]")
         raise typer.Exit(1)
     left = pair.expires_at - time.time()
-    console.print(f"{name}: access token {'expired' if left <= 0 else f'valid for {left / 3600:.1f} h'}, "
-                  f"renewed automatically; refresh token …{pair.refresh_token[-4:]}")
+    console.print(f"{name}: {'paused' if pauses else 'not paused'}; access token "
+                  f"{'expired' if left <= 0 else f'valid for {left / 3600:.1f} h'}, renewed automatically; refresh "
+                  f"token …{pair.refresh_token[-4:]}")
+    if pauses:
+        raise typer.Exit(3)
 
 
 @app.command()

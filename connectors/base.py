@@ -6,8 +6,11 @@ The error classes decide what happens to a delivery::
     ├── Retryable                 timeouts, connection errors, 408/425/429/5xx, documented transient codes
     ├── Permanent                 validation and business rejections: dead-letter at once
     ├── AuthExpired               the credential expired: refresh it once, then retry
-    └── Rerouted                  this channel cannot reach the recipient: a delivery to ``destination``
-                                  (a fallback such as SMS) replaces this one
+    ├── Rerouted                  this channel cannot reach the recipient: a delivery to ``destination``
+    │                             (a fallback such as SMS) replaces this one
+    └── Paused                    not this message's fault: the destination cannot take any message now (its
+                                  account's balance is spent, a template is disabled): wait, spend no attempt,
+                                  never dead-letter
 
 Every connector maps its service's answers to these in one table, and
 :func:`map_transport_errors` translates the transport's own exceptions, so that no
@@ -74,6 +77,23 @@ class Rerouted(DeliveryError):
     def __init__(self, reason: str, *, destination: str, **kwargs: Any) -> None:
         super().__init__(reason, **kwargs)
         self.destination = destination
+
+
+class Paused(DeliveryError):
+    """The destination cannot take any message now, whatever the message (an account out of balance, a template
+    disabled): the delivery waits ``retry_after`` seconds and the attempt does not count against its budget.
+
+    ``condition`` names the cause for operators and metrics (``"balance"``). ``sent`` is False when the deliverer
+    held the delivery without calling the service (another delivery already met the condition): the engine then
+    records no attempt at all; when True the attempt row is kept, for the audit, with the service's answer.
+    """
+
+    outcome = "paused"
+
+    def __init__(self, reason: str, *, condition: str, sent: bool = True, **kwargs: Any) -> None:
+        super().__init__(reason, **kwargs)
+        self.condition = condition
+        self.sent = sent
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,6 +189,17 @@ class Background:
         """One try; whether it was answered 2xx."""
         return (await self._send(url, body, headers)) is not None
 
+    async def post_status(self, url: str, body: bytes, headers: dict[str, str], within: float) -> int | None:
+        """One try that must be answered within ``within`` seconds in all (as a service that gives a webhook so
+        long counts it); the HTTP status, or ``None`` for no answer in time or no connection."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout, trust_env=False)
+        try:
+            response = await asyncio.wait_for(self._client.post(url, content=body, headers=headers), within)
+        except (TimeoutError, httpx.HTTPError):
+            return None
+        return response.status_code
+
     async def post_for_json(self, url: str, body: bytes, headers: dict[str, str]) -> Any:
         """One try; the JSON of a 2xx answer, else ``None``."""
         response = await self._send(url, body, headers)

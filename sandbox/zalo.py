@@ -1,41 +1,54 @@
 """Simulator of Zalo's Official Account APIs: OAuth v4 token refresh, ZNS template messages, signed webhooks.
 
-The real paths (DOMAIN.md "Zalo"), all served on one loopback base URL:
+The real paths (DOMAIN.md "Zalo", CONTRACTS.md "Zalo"), all served on one loopback base URL:
 
 - ``POST /v4/oa/access_token`` (oauth.zaloapp.com), form ``app_id``, ``grant_type=refresh_token``,
   ``refresh_token``, header ``secret_key`` → ``{"access_token", "refresh_token", "expires_in": "90000"}``
   (a string as Zalo sends it, whole seconds rounded up). The refresh token presented is spent (single-use;
   reuse is refused and counted as ``refresh_token_reuse``); the previous access token lives on until its
-  expiry. Refusals are HTTP 200 ``{"error", "error_name", "error_reason", "error_description"}``::
+  expiry. Refusals are HTTP 200 with ``error_name``, ``error_reason`` and ``error_description``; like the real
+  endpoint, a refused refresh token (unknown, expired or already spent) comes **without a numeric** ``error``,
+  the others with one::
 
       -14001  grant_type is not refresh_token, or refresh_token missing
       -14002  wrong app_id                   -14004  wrong secret_key
-      -14014  refresh token unknown, expired or already spent
+      (none)  refresh token unknown, expired or already spent ("Invalid refresh token")
 
 - ``POST /message/template`` (business.openapi.zalo.me), header ``access_token``, JSON
   ``{"phone", "template_id", "template_data", "tracking_id"}`` → ``{"error": 0, "message": "Success",
   "data": {"msg_id", "sent_time": "<epoch ms>", "quota": {"dailyQuota", "remainingQuota"}}}``, else HTTP 200
   ``{"error", "message"}`` with the first failing check, in this order::
 
-      -122  body is not a JSON object         -124  access token missing, unknown or expired
-      -108  phone not ^84[35789]\\d{8}$        -109  template_id unknown (ids are strings)
-      -111  template_data missing or empty    -112  a parameter missing, empty, not a string or number,
-       -32  rate limit (rate_per_second)            or not in the template (named, never its value)
-      -144  daily quota spent                 -118  phone has no Zalo account
-      -141  user refuses ZNS from this OA     -100  unknown error (injected, before all checks)
+      -122  body is not a JSON object          -124  access token missing, unknown or expired
+      -108  phone not ^84[35789]\\d{8}$         -109  template_id unknown (ids are strings)
+      -131  template not approved (pending     -146  template disabled (poor sending quality)
+            review or rejected)
+      -111  template_data missing or empty     -112  a parameter missing, empty, not a string or number, not
+                                                     in the template, over its type's cap, not of its type,
+                                                     or a link outside a button (url) parameter: named with
+                                                     its type and cap, never its value
+       -32  rate limit (rate_per_second)       -133  22:00–06:00 Vietnam time, for a template not allowed at night
+      -144  the OA's daily quota spent         -147  the template's daily limit reached
+      -115  the ZNS account's balance spent    -118  phone has no Zalo account
+      -141  user refuses ZNS from this OA      -100  unknown error (injected, before all checks)
 
+  Each template parameter has a ZNS type (:data:`PARAM_TYPES`: its cap in characters and its form); a link is
+  refused in any parameter but a ``url`` one (a button's link), as template review refuses it.
   Phones ending in ``000`` have no Zalo and phones ending in ``999`` refuse; ``POST /_admin/phones
   {"no_zalo": [...], "refusing": [...]}`` names more (each list given replaces its set). Like Zalo, a
-  repeated ``tracking_id`` is accepted and only counted (``duplicate_tracking``). The daily quota counts
-  successful sends of the current day in Vietnam (UTC+7).
+  repeated ``tracking_id`` is accepted and only counted (``duplicate_tracking``). The daily quotas count
+  successful sends of the current day in Vietnam (UTC+7), on the simulator's clock.
 
-Default templates (:data:`DEFAULT_TEMPLATES`, every parameter required): 300001 dossier received,
-300002 supplement requested, 300003 fee to pay, 300004 result ready, 300005 refused, 300006 returned.
+Default templates (:data:`DEFAULT_TEMPLATES`, every parameter required, typed): 300001 dossier received,
+300002 supplement requested, 300003 fee to pay (its link a button's), 300004 result ready, 300005 refused,
+300006 returned.
 
-With ``POST /_admin/webhook {"url", "seen": false}`` each successful send is followed, in the background
-and with one try (counted ``ok`` or ``failed``), by a ``user_received_message`` event (and with ``seen``
-a ``user_seen_message`` one) posted to ``url`` and signed ``X-ZEvent-Signature: mac=<hex>``, see
-:func:`schemas.zalo.zevent_signature`.
+With ``POST /_admin/webhook {"url", "seen": false, "retry_scale": 1, "timeout_seconds": 2}`` each successful
+send is followed, in the background, by a ``user_received_message`` event (and with ``seen`` a
+``user_seen_message`` one) posted to ``url`` and signed ``X-ZEvent-Signature: mac=<hex>``, see
+:func:`schemas.zalo.zevent_signature`. As Zalo does, an event not answered HTTP 200 within 2 s is posted again
+after 30 s, 5 min, 15 min, 30 min and 1 h (:data:`WEBHOOK_RETRIES`, times ``retry_scale``; counted
+``retries``); after the last one fails the webhook is disabled (``disabled``) until it is set again.
 
 Faults (``GET|POST|DELETE /_admin/faults``, :class:`FaultConfig`, seeded): ``error_rate`` answers HTTP
 ``error_status`` (plain text) before anything, ``latency_ms`` (+ ``latency_jitter_ms``) delays, both on
@@ -45,13 +58,18 @@ both endpoints; ``unknown_error_rate`` answers ``-100`` before anything (ZNS onl
 Admin: ``POST /_admin/tokens`` (a fresh pair, as when the OA admin authorises the app),
 ``POST /_admin/expire`` (every access token issued so far expires now), ``GET /_admin/messages
 ?tracking_id=&phone=``, ``GET /_admin/stats``, ``POST /_admin/quota {"daily", "used"}``,
-``GET|POST /_admin/phones``, ``POST|DELETE /_admin/webhook``, ``POST /_admin/reset`` (messages,
-counters, faults, phone sets, webhook and tokens). State lives in memory on the app's event loop.
-Nothing is logged per request, so no personal data can reach a log.
+``GET|POST /_admin/balance {"messages": N | null}`` (how many more sends the account can pay for; null:
+unlimited), ``GET /_admin/templates``, ``POST /_admin/templates/{id} {"status": "ENABLE" | "DISABLE" |
+"PENDING_REVIEW" | "REJECT", "daily_quota", "used", "night"}``, ``POST|DELETE /_admin/clock {"at": iso}``
+(the clock its rules read runs on from ``at``), ``GET|POST /_admin/phones``, ``POST|DELETE /_admin/webhook``,
+``POST /_admin/reset`` (messages, counters, faults, phone sets, balance, template states, clock, webhook and
+tokens). State lives in memory on the app's event loop. Nothing is logged per request, so no personal data can
+reach a log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -61,10 +79,12 @@ import secrets
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
 from types import MappingProxyType
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
 import httpx
@@ -83,35 +103,69 @@ from sandbox.faults import (
     latency_and_error,
     locations,
 )
-from schemas.vietnam import vn_today
+from schemas.vietnam import VN_TZ
 from schemas.zalo import OAUTH_PATH, ZNS_PATH, zevent_signature
 
 SIGNATURE_HEADER = "X-ZEvent-Signature"
 REFRESH_TTL_SECONDS = 90 * 86400
 WEBHOOK_TIMEOUT = httpx.Timeout(10.0, connect=3.0, pool=60.0)
+WEBHOOK_ANSWER_WITHIN = 2.0  # seconds Zalo waits for the webhook's 200
+WEBHOOK_RETRIES = (30.0, 300.0, 900.0, 1800.0, 3600.0)  # then the webhook is disabled
+NIGHT = (22, 6)  # hours, Vietnam time: some templates are refused then (-133)
 PHONE_PATTERN = r"^84[35789][0-9]{8}$"
 _PHONE = re.compile(PHONE_PATTERN)
 _JSON = "application/json"
 
-DEFAULT_TEMPLATES: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "300001": ("ten_cong_dan", "ma_ho_so", "ten_thu_tuc", "ngay_hen_tra"),
-    "300002": ("ten_cong_dan", "ma_ho_so", "noi_dung_bo_sung", "han_bo_sung"),
-    "300003": ("ten_cong_dan", "ma_ho_so", "so_tien", "link_thanh_toan"),
-    "300004": ("ten_cong_dan", "ma_ho_so", "hinh_thuc_nhan"),
-    "300005": ("ten_cong_dan", "ma_ho_so", "ly_do"),
-    "300006": ("ten_cong_dan", "ma_ho_so"),
+# The ZNS parameter types, as Zalo checks a send against the template it approved: the cap in characters, and the
+# form (a pattern the whole value must match; None: any text). Kept here, apart from the relay's own table
+# (schemas/zalo.py), so that the relay's validation is checked by an independent reading of the rules.
+PARAM_TYPES: Mapping[str, tuple[int, re.Pattern[str] | None]] = MappingProxyType({
+    "customer_name": (30, None),
+    "phone_number": (15, re.compile(r"\+?[0-9][0-9 .]*")),
+    "address": (200, None),
+    "code": (30, re.compile(r"\S+")),
+    "custom_label": (30, None),
+    "transaction_status": (30, None),
+    "contact": (50, None),
+    "salutation": (5, None),
+    "product_name": (200, None),
+    "amount": (20, re.compile(r"[0-9][0-9.,  ]*(?:[  ]?(?:đ|₫|VND|VNĐ|vnđ))?")),
+    "time": (20, re.compile(r"(?:[0-2][0-9]:[0-5][0-9](?::[0-5][0-9])? ?)?(?:[0-3][0-9]/[01][0-9]/[0-9]{4})?")),
+    "otp": (10, re.compile(r"[0-9A-Za-z]{4,10}")),
+    "url": (200, re.compile(r"https?://\S+")),
+    "currency": (12, re.compile(r"[0-9]+")),
+    "transfer_note": (90, re.compile(r"[0-9A-Za-z ]+")),
+})
+_LINK = re.compile(r"(?i)(?:https?://|www\.)|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:vn|com|net|org|gov|edu|info|io|me|ly)"
+                   r"(?:/|\b)")
+
+DEFAULT_TEMPLATES: Mapping[str, Mapping[str, str]] = MappingProxyType({
+    template_id: MappingProxyType(params) for template_id, params in {
+        "300001": {"ten_cong_dan": "customer_name", "ma_ho_so": "code", "ten_thu_tuc": "product_name",
+                   "ngay_hen_tra": "time"},
+        "300002": {"ten_cong_dan": "customer_name", "ma_ho_so": "code", "noi_dung_bo_sung": "product_name",
+                   "han_bo_sung": "product_name"},
+        "300003": {"ten_cong_dan": "customer_name", "ma_ho_so": "code", "so_tien": "amount",
+                   "link_thanh_toan": "url"},
+        "300004": {"ten_cong_dan": "customer_name", "ma_ho_so": "code", "hinh_thuc_nhan": "product_name"},
+        "300005": {"ten_cong_dan": "customer_name", "ma_ho_so": "code", "ly_do": "product_name"},
+        "300006": {"ten_cong_dan": "customer_name", "ma_ho_so": "code"},
+    }.items()
 })
 
 RATE_LIMITED, UNKNOWN_ERROR, BAD_PHONE, BAD_TEMPLATE, EMPTY_DATA, BAD_DATA = -32, -100, -108, -109, -111, -112
-NO_ZALO, BAD_BODY, BAD_TOKEN, REFUSES_ZNS, QUOTA_SPENT = -118, -122, -124, -141, -144
-BAD_GRANT, BAD_APP_ID, BAD_SECRET, BAD_REFRESH_TOKEN = -14001, -14002, -14004, -14014
+OUT_OF_BALANCE, NO_ZALO, BAD_BODY, BAD_TOKEN, NOT_APPROVED, AT_NIGHT = -115, -118, -122, -124, -131, -133
+REFUSES_ZNS, QUOTA_SPENT, TEMPLATE_DISABLED, TEMPLATE_QUOTA_SPENT = -141, -144, -146, -147
+BAD_GRANT, BAD_APP_ID, BAD_SECRET = -14001, -14002, -14004
+BAD_REFRESH_TOKEN = "refresh_token"  # answered without a number, as Zalo does
 
-_OAUTH_ERRORS = {
+_OAUTH_ERRORS: Mapping[int | str, tuple[str, str]] = {
     BAD_GRANT: ("Invalid parameter", "grant_type must be refresh_token and refresh_token is required"),
     BAD_APP_ID: ("Invalid app id", "app_id is invalid"),
     BAD_SECRET: ("Invalid secret key", "secret_key is invalid"),
     BAD_REFRESH_TOKEN: ("Invalid refresh token", "refresh_token is invalid or expired"),
 }
+TemplateStatus = Literal["ENABLE", "DISABLE", "PENDING_REVIEW", "REJECT"]
 
 
 class FaultConfig(BaseFaults):
@@ -122,12 +176,15 @@ class FaultConfig(BaseFaults):
 
 
 class WebhookConfig(BaseModel):
-    """Where the simulator posts its signed events, and whether a ``user_seen_message`` follows each receipt."""
+    """Where the simulator posts its signed events, whether a ``user_seen_message`` follows each receipt, and how
+    its retries are scaled (1: Zalo's 30 s … 1 h; tests make them short) and how long it waits for the 200."""
 
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(pattern=r"^https?://[^\s/]+")
     seen: bool = False
+    retry_scale: float = Field(1.0, ge=0, le=1)
+    timeout_seconds: float = Field(WEBHOOK_ANSWER_WITHIN, gt=0, le=30)
 
 
 _Phone = Annotated[str, Field(pattern=PHONE_PATTERN)]
@@ -147,6 +204,40 @@ class QuotaConfig(BaseModel):
 
     daily: int | None = Field(None, ge=0)
     used: int | None = Field(None, ge=0)
+
+
+class BalanceConfig(BaseModel):
+    """How many more sends the ZNS account can pay for; ``None``: as many as it likes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: int | None = Field(..., ge=0)
+
+
+class TemplateChange(BaseModel):
+    """A template's state at Zalo: approved or not, its daily limit and what it used today, allowed at night."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: TemplateStatus | None = None
+    daily_quota: int | None = Field(None, ge=0)  # null: no daily limit of its own
+    used: int | None = Field(None, ge=0)
+    night: bool | None = None
+
+
+class ClockConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: datetime
+
+
+@dataclass
+class TemplateState:
+    params: Mapping[str, str]
+    status: TemplateStatus = "ENABLE"
+    daily_quota: int | None = None
+    used: int = 0
+    night: bool = False
 
 
 _ActiveFaults = ActiveFaults[FaultConfig]
@@ -175,9 +266,10 @@ def _zns(code: int, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": code, "message": message, **extra}
 
 
-def _oautherror_response(code: int, description: str) -> dict[str, Any]:
+def _oauth_error(code: int | str, description: str) -> dict[str, Any]:
     name, reason = _OAUTH_ERRORS[code]
-    return {"error": code, "error_name": name, "error_reason": reason, "error_description": description}
+    numbered = {"error": code} if isinstance(code, int) else {}
+    return {**numbered, "error_name": name, "error_reason": reason, "error_description": description}
 
 
 def _epoch_ms() -> str:
@@ -190,34 +282,56 @@ def _filled(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _data_problems(params: Sequence[str], data: Mapping[str, Any]) -> str | None:
+def _type_problem(kind: str, value: Any) -> str | None:
+    """What is wrong with one filled value for its ZNS type, in Zalo's words (never the value itself)."""
+    cap, form = PARAM_TYPES[kind]
+    text = value if isinstance(value, str) else format(value, "g")
+    if len(text) > cap:
+        return f"dài {len(text)} ký tự, vượt giới hạn {cap} ký tự của kiểu {kind}"
+    if kind != "url" and _LINK.search(text):
+        return "chứa liên kết: liên kết chỉ được đặt trong nút (tham số kiểu url)"
+    if form is not None and not form.fullmatch(text.strip()):
+        return f"sai định dạng kiểu {kind}"
+    return None
+
+
+def _data_problems(params: Mapping[str, str], data: Mapping[str, Any]) -> str | None:
     """What is wrong with ``template_data``, naming parameters only: their values are personal data."""
     missing = [p for p in params if data.get(p) is None or (isinstance(data[p], str) and not data[p].strip())]
     wrong = [p for p in params if p not in missing and not _filled(data[p])]
     extra = [key for key in data if key not in params]
+    typed = [f"tham số {p} ({params[p]}) {problem}" for p in params if p not in missing and p not in wrong
+             if (problem := _type_problem(params[p], data[p]))]
     parts = ["thiếu tham số " + ", ".join(missing)] if missing else []
     parts += ["sai giá trị tham số " + ", ".join(wrong)] if wrong else []
     parts += ["tham số không có trong template: " + ", ".join(extra)] if extra else []
+    parts += typed
     return "Dữ liệu template không hợp lệ: " + "; ".join(parts) if parts else None
 
 
 class ZaloState:
-    """Tokens, recorded messages, phone rules, quota, counters, faults and webhook target of one OA."""
+    """Tokens, recorded messages, phone rules, quotas, balance, templates, clock, counters, faults and webhook
+    target of one OA."""
 
     def __init__(
-        self, *, app_id: str, app_secret: str, oa_secret_key: str, templates: Mapping[str, Sequence[str]],
-        access_ttl_seconds: float, daily_quota: int, rate_per_second: float | None,
+        self, *, app_id: str, app_secret: str, oa_secret_key: str, templates: Mapping[str, Mapping[str, str]],
+        access_ttl_seconds: float, daily_quota: int, rate_per_second: float | None, start_at: datetime | None,
     ) -> None:
         for template_id, params in templates.items():
-            if isinstance(params, str):
-                raise TypeError(f"parameters of template {template_id!r} must be a sequence of names, not a string")
+            if not isinstance(params, Mapping):
+                raise TypeError(f"parameters of template {template_id!r} must map each name to its ZNS type")
+            unknown = sorted(set(params.values()) - set(PARAM_TYPES))
+            if unknown:
+                raise ValueError(f"template {template_id!r}: unknown parameter types {unknown} "
+                                 f"(known: {', '.join(PARAM_TYPES)})")
         self.app_id = app_id
         self.app_secret = app_secret
         self.oa_secret_key = oa_secret_key
-        self.templates = {str(k): tuple(v) for k, v in templates.items()}
+        self.template_params = {str(k): dict(v) for k, v in templates.items()}
         self.default_ttl = access_ttl_seconds
         self.default_quota = daily_quota
         self.rate_per_second = rate_per_second
+        self.default_offset = 0.0 if start_at is None else start_at.timestamp() - time.time()
         self.generation = 0
         self.background = Background(WEBHOOK_TIMEOUT)
         self.reset()
@@ -225,6 +339,7 @@ class ZaloState:
     def reset(self) -> None:
         """Forget everything; events still in flight no longer count."""
         self.generation += 1
+        self.offset = self.default_offset
         self.access: dict[str, float] = {}
         self.refresh_tokens: dict[str, float] = {}
         self.spent: set[str] = set()
@@ -233,13 +348,33 @@ class ZaloState:
         self.no_zalo: set[str] = set()
         self.refusing: set[str] = set()
         self.daily_quota = self.default_quota
-        self.quota_day = vn_today()
+        self.quota_day = self.today()
         self.quota_used = 0
+        self.balance: int | None = None
+        self.templates = {tid: TemplateState(params) for tid, params in self.template_params.items()}
         self.bucket = _Bucket(self.rate_per_second) if self.rate_per_second else None
         self.faults: _ActiveFaults | None = None
         self.webhook: WebhookConfig | None = None
+        self.webhook_disabled = False
         self.counters: Counter[str] = Counter()
         self.answers: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ the clock its rules read (night, the day)
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def local(self) -> datetime:
+        return datetime.fromtimestamp(self.now(), VN_TZ)
+
+    def today(self) -> date:
+        return self.local().date()
+
+    def at_night(self) -> bool:
+        hour = self.local().hour
+        return hour >= NIGHT[0] or hour < NIGHT[1]
+
+    # ------------------------------------------------------------------ admin views
 
     def stats(self) -> dict[str, Any]:
         c = self.counters
@@ -249,14 +384,18 @@ class ZaloState:
             "refresh_token_reuse": c["refresh_token_reuse"], "token_expired": c["token_expired"],
             "answers": dict(self.answers),
             "faults": {"error": c["fault_error"], "unknown_error": c["fault_unknown_error"]},
-            "webhooks": {"ok": c["webhook_ok"], "failed": c["webhook_failed"]},
+            "webhooks": {"ok": c["webhook_ok"], "failed": c["webhook_failed"], "retries": c["webhook_retries"],
+                         "disabled": self.webhook_disabled},
             "quota": self.quota(),
+            "balance": self.balance,
         }
 
     def quota(self) -> dict[str, int]:
-        today = vn_today()
+        today = self.today()
         if today != self.quota_day:
             self.quota_day, self.quota_used = today, 0
+            for template in self.templates.values():
+                template.used = 0
         return {"daily": self.daily_quota, "used": self.quota_used}
 
     def set_quota(self, config: QuotaConfig) -> None:
@@ -266,8 +405,30 @@ class ZaloState:
         if config.used is not None:
             self.quota_used = config.used
 
+    def template_views(self) -> dict[str, dict[str, Any]]:
+        self.quota()
+        return {tid: {"params": dict(t.params), "status": t.status, "daily_quota": t.daily_quota, "used": t.used,
+                      "night": t.night} for tid, t in self.templates.items()}
+
+    def change_template(self, template_id: str, change: TemplateChange) -> bool:
+        template = self.templates.get(template_id)
+        if template is None:
+            return False
+        self.quota()
+        if change.status is not None:
+            template.status = change.status
+        if "daily_quota" in change.model_fields_set:
+            template.daily_quota = change.daily_quota
+        if change.used is not None:
+            template.used = change.used
+        if change.night is not None:
+            template.night = change.night
+        return True
+
     def phones(self) -> dict[str, list[str]]:
         return {"no_zalo": sorted(self.no_zalo), "refusing": sorted(self.refusing)}
+
+    # ------------------------------------------------------------------ OAuth
 
     def issue(self) -> dict[str, Any]:
         """A new (access, refresh) pair in Zalo's answer shape."""
@@ -288,25 +449,27 @@ class ZaloState:
 
     def refresh(self, secret_key: str | None, form: Mapping[str, str]) -> dict[str, Any]:
         answer = self._refresh(secret_key, form)
-        self.counters["refresh_refused" if "error" in answer else "refresh_ok"] += 1
+        self.counters["refresh_refused" if "error_name" in answer else "refresh_ok"] += 1
         return answer
 
     def _refresh(self, secret_key: str | None, form: Mapping[str, str]) -> dict[str, Any]:
         if not hmac.compare_digest(form.get("app_id", "").encode(), self.app_id.encode()):
-            return _oautherror_response(BAD_APP_ID, "Ứng dụng không tồn tại")
+            return _oauth_error(BAD_APP_ID, "Ứng dụng không tồn tại")
         if not hmac.compare_digest((secret_key or "").encode(), self.app_secret.encode()):
-            return _oautherror_response(BAD_SECRET, "Khóa bí mật của ứng dụng không đúng")
+            return _oauth_error(BAD_SECRET, "Khóa bí mật của ứng dụng không đúng")
         token = form.get("refresh_token", "")
         if form.get("grant_type") != "refresh_token" or not token:
-            return _oautherror_response(BAD_GRANT, "Tham số không hợp lệ")
+            return _oauth_error(BAD_GRANT, "Tham số không hợp lệ")
         if token in self.spent:
             self.counters["refresh_token_reuse"] += 1
-            return _oautherror_response(BAD_REFRESH_TOKEN, "Refresh token không hợp lệ hoặc đã hết hạn")
+            return _oauth_error(BAD_REFRESH_TOKEN, "Refresh token không hợp lệ hoặc đã hết hạn")
         until = self.refresh_tokens.pop(token, None)
         if until is None or until <= time.monotonic():
-            return _oautherror_response(BAD_REFRESH_TOKEN, "Refresh token không hợp lệ hoặc đã hết hạn")
+            return _oauth_error(BAD_REFRESH_TOKEN, "Refresh token không hợp lệ hoặc đã hết hạn")
         self.spent.add(token)
         return self.issue()
+
+    # ------------------------------------------------------------------ ZNS
 
     def send(self, token: str | None, body: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """One ZNS send: the answer, and the recorded message when it was sent."""
@@ -322,22 +485,32 @@ class ZaloState:
         if not isinstance(phone, str) or not _PHONE.match(phone):
             return _zns(BAD_PHONE, "Số điện thoại không hợp lệ"), None
         template_id = body.get("template_id")
-        params = self.templates.get(template_id) if isinstance(template_id, str) else None
-        if params is None:
+        template = self.templates.get(template_id) if isinstance(template_id, str) else None
+        if template is None:
             return _zns(BAD_TEMPLATE, "ID của template không hợp lệ"), None
+        if template.status in ("PENDING_REVIEW", "REJECT"):
+            return _zns(NOT_APPROVED, "Mẫu ZNS chưa được phê duyệt"), None
+        if template.status == "DISABLE":
+            return _zns(TEMPLATE_DISABLED, "Mẫu ZNS này đã bị vô hiệu hóa do chất lượng gửi tin kém"), None
         data = body.get("template_data")
         if data is None or data == {}:
             return _zns(EMPTY_DATA, "Dữ liệu template rỗng"), None
         if not isinstance(data, dict):
             return _zns(BAD_DATA, "Dữ liệu template không hợp lệ: template_data phải là đối tượng JSON"), None
-        problem = _data_problems(params, data)
+        problem = _data_problems(template.params, data)
         if problem:
             return _zns(BAD_DATA, problem), None
         if self.bucket is not None and not self.bucket.take():
             return _zns(RATE_LIMITED, "vượt quá giới hạn request"), None
+        if not template.night and self.at_night():
+            return _zns(AT_NIGHT, "Mẫu ZNS này không được phép gửi vào ban đêm (từ 22h-6h)"), None
         quota = self.quota()
         if quota["used"] >= quota["daily"]:
             return _zns(QUOTA_SPENT, "Vượt quá giới hạn số tin ZNS được gửi trong ngày của OA"), None
+        if template.daily_quota is not None and template.used >= template.daily_quota:
+            return _zns(TEMPLATE_QUOTA_SPENT, "Mẫu ZNS đã vượt giới hạn gửi tin trong ngày"), None
+        if self.balance is not None and self.balance <= 0:
+            return _zns(OUT_OF_BALANCE, "Tài khoản ZNS không đủ số dư"), None
         refusal = self.refusal(phone)
         if refusal is not None:
             return refusal, None
@@ -348,6 +521,9 @@ class ZaloState:
                 self.counters["duplicate_tracking"] += 1
             self.tracking_ids.add(tracking_id)
         self.quota_used += 1
+        template.used += 1
+        if self.balance is not None:
+            self.balance -= 1
         self.counters["sent"] += 1
         message = {
             "msg_id": uuid.uuid4().hex, "phone": phone, "template_id": template_id, "template_data": data,
@@ -372,8 +548,10 @@ class ZaloState:
         digest = hmac.new(self.oa_secret_key.encode(), phone.encode(), hashlib.sha256).hexdigest()
         return str(int(digest[:15], 16))
 
+    # ------------------------------------------------------------------ webhook
+
     def start_events(self, message: dict[str, Any]) -> None:
-        """Post the receipt (and seen) events in the background, if a webhook is configured."""
+        """Post the receipt (and seen) events in the background, if a webhook is configured and enabled."""
         if self.webhook is None:
             return
         self.background.spawn(self._post_events(self.webhook, message, self.generation))
@@ -394,10 +572,26 @@ class ZaloState:
                 "content-type": _JSON,
                 SIGNATURE_HEADER: zevent_signature(self.app_id, body, timestamp, self.oa_secret_key),
             }
-            ok = await self.background.post(target.url, body, headers)
-            if generation == self.generation:
-                self.counters["webhook_ok" if ok else "webhook_failed"] += 1
+            ok = await self._post_with_retries(target, body, headers, generation)
+            if generation != self.generation:
+                return
+            self.counters["webhook_ok" if ok else "webhook_failed"] += 1
 
+    async def _post_with_retries(self, target: WebhookConfig, body: bytes, headers: dict[str, str],
+                                 generation: int) -> bool:
+        """Zalo's delivery of one event: 200 within the time allowed, else again on the schedule; after the last
+        retry fails, the webhook is disabled."""
+        for delay in (0.0, *WEBHOOK_RETRIES):
+            if delay:
+                await asyncio.sleep(delay * target.retry_scale)
+                if generation != self.generation or self.webhook is not target:
+                    return False  # reset, replaced or disabled meanwhile
+                self.counters["webhook_retries"] += 1
+            if await self.background.post_status(target.url, body, headers, target.timeout_seconds) == 200:
+                return True
+        if self.webhook is target and generation == self.generation:
+            self.webhook, self.webhook_disabled = None, True
+        return False
 
 
 def create_app(
@@ -405,17 +599,20 @@ def create_app(
     app_id: str,
     app_secret: str,
     oa_secret_key: str,
-    templates: Mapping[str, Sequence[str]] | None = None,
+    templates: Mapping[str, Mapping[str, str]] | None = None,
     access_ttl_seconds: float = 90000,
     daily_quota: int = 100000,
     rate_per_second: float | None = None,
+    start_at: datetime | None = None,
 ) -> FastAPI:
-    """Build the Zalo simulator; ``templates`` (template_id → its required parameters) defaults to
-    :data:`DEFAULT_TEMPLATES`, ``rate_per_second`` None means no rate limit."""
+    """Build the Zalo simulator; ``templates`` (template_id → each parameter's ZNS type) defaults to
+    :data:`DEFAULT_TEMPLATES`, ``rate_per_second`` None means no rate limit, ``start_at`` sets the clock its rules
+    read (the night rule, the day the quotas count) running from that moment, so that the demo and the tests play
+    a working day whatever the hour; the times it answers (``sent_time``, events' ``timestamp``) stay real."""
     state = ZaloState(
         app_id=app_id, app_secret=app_secret, oa_secret_key=oa_secret_key,
         templates=DEFAULT_TEMPLATES if templates is None else templates, access_ttl_seconds=access_ttl_seconds,
-        daily_quota=daily_quota, rate_per_second=rate_per_second,
+        daily_quota=daily_quota, rate_per_second=rate_per_second, start_at=start_at,
     )
 
     @asynccontextmanager
@@ -478,6 +675,37 @@ def create_app(
         state.set_quota(config)
         return state.quota()
 
+    @app.get("/_admin/balance")
+    async def get_balance() -> dict[str, int | None]:
+        return {"messages": state.balance}
+
+    @app.post("/_admin/balance")
+    async def set_balance(config: BalanceConfig) -> dict[str, int | None]:
+        state.balance = config.messages
+        return {"messages": state.balance}
+
+    @app.get("/_admin/templates")
+    async def get_templates() -> dict[str, dict[str, Any]]:
+        return state.template_views()
+
+    @app.post("/_admin/templates/{template_id}")
+    async def change_template(template_id: str, change: TemplateChange) -> Response:
+        if not state.change_template(template_id, change):
+            return error_response(404, "no such template")
+        return JSONResponse(state.template_views()[template_id])
+
+    @app.post("/_admin/clock")
+    async def set_clock(config: ClockConfig) -> Response:
+        if config.at.tzinfo is None:
+            return error_response(422, "give the time with its offset (+07:00)")
+        state.offset = config.at.timestamp() - time.time()
+        return JSONResponse({"now": state.local().isoformat()})
+
+    @app.delete("/_admin/clock")
+    async def clear_clock() -> dict[str, str]:
+        state.offset = state.default_offset
+        return {"now": state.local().isoformat()}
+
     @app.get("/_admin/phones")
     async def get_phones() -> dict[str, list[str]]:
         return state.phones()
@@ -500,6 +728,7 @@ def create_app(
             state.webhook = WebhookConfig.model_validate(await json_body(request))
         except ValidationError as exc:
             return error_response(422, "invalid webhook configuration: " + locations(exc))
+        state.webhook_disabled = False
         return JSONResponse(state.webhook.model_dump())
 
     @app.delete("/_admin/webhook")
@@ -511,3 +740,4 @@ def create_app(
 
     add_state_routes(app, state)
     return app
+

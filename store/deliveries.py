@@ -1,10 +1,12 @@
-"""Deliveries: one attempt at a time, claimed, finished, deferred or rerouted, each in one short transaction.
+"""Deliveries: one attempt at a time, claimed, finished, released, deferred or rerouted, each in one short
+transaction.
 
 The delivery engine (``tasks/``) decides; this module records atomically. A claim takes a
 lease and starts an attempt row, or says why not (ordering, not due, already done), and hands
 on the stored event parsed once into its model; the attempt's end writes the outcome and hands
-the stream on to its successor. All times are passed in by the caller, so tests can run the
-engine on a controlled clock.
+the stream on to its successor, or, when the attempt does not count (the destination is paused),
+releases the delivery with its budget as it was. All times are passed in by the caller, so tests
+can run the engine on a controlled clock.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, Row, func, select, update
+from sqlalchemy import Connection, Engine, Row, func, or_, select, update
 
 from schemas.events import Event, parse_stored_json
 from schemas.privacy import error_fields
@@ -256,6 +258,66 @@ def finish(
         position = Position(claimed.dossier_code, claimed.destination, claimed.stream, claimed.sequence)
         lock_streams(conn, engine, [stream_key(*position[:3])])
         return _successor(conn, position, now)
+
+
+def release(engine: Engine, claimed: Claimed, outcome: Outcome, now: datetime, *, record: bool) -> bool:
+    """End an attempt that does not count: the destination could take no message (paused), which is not this
+    delivery's fault. The delivery waits until ``outcome.next_attempt_at`` with the attempt budget it had before
+    the claim, so a pause never brings it closer to a dead letter.
+
+    With ``record`` (the service was called and answered the condition) the attempt row stays, with its outcome,
+    for the audit; without (the deliverer held it and sent nothing) the row is removed, as if never claimed.
+    False when the lease was lost meanwhile (the delivery is another attempt's now).
+    """
+    with engine.begin() as conn:
+        number = claimed.attempt_number if record else claimed.attempt_number - 1
+        result = conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.id == claimed.delivery_id,
+                deliveries.c.status == Status.IN_FLIGHT,
+                deliveries.c.attempts == claimed.attempt_number,
+            )
+            .values(
+                status=Status.RETRYING if claimed.budget_used > 1 else Status.PENDING,
+                attempts=number,
+                budget_used=claimed.budget_used - 1,
+                lease_until=None,
+                next_attempt_at=outcome.next_attempt_at,
+                enqueued_at=None,
+                last_error=outcome.error,
+                updated_at=now,
+                **({"last_status_code": outcome.status_code} if record else {}),
+            )
+        )
+        if record:
+            conn.execute(
+                update(attempts)
+                .where(attempts.c.id == claimed.attempt_id)
+                .values(duration_ms=outcome.duration_ms, outcome=outcome.attempt_outcome,
+                        status_code=outcome.status_code, error=outcome.error, response_excerpt=outcome.excerpt)
+            )
+        elif result.rowcount:
+            conn.execute(attempts.delete().where(attempts.c.id == claimed.attempt_id))
+    return bool(result.rowcount)
+
+
+def wake(engine: Engine, destination: str, reason_like: str, now: datetime) -> list[ToEnqueue]:
+    """The waiting deliveries of ``destination`` whose reason matches ``reason_like`` (SQL ``LIKE``), made due now
+    and marked queued, to enqueue: what a pause held, once it is lifted (those already queued stay as they are)."""
+    with engine.begin() as conn:
+        ids = conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.destination == destination,
+                deliveries.c.status.in_((Status.PENDING, Status.RETRYING)),
+                deliveries.c.last_error.like(reason_like),
+                or_(deliveries.c.next_attempt_at > now, deliveries.c.enqueued_at.is_(None)),  # not queued already
+            )
+            .values(next_attempt_at=now, enqueued_at=now, updated_at=now)
+            .returning(deliveries.c.id)
+        ).scalars().all()
+    return [ToEnqueue(i, destination) for i in sorted(ids)]
 
 
 def _successor(conn: Connection, d: Position, now: datetime) -> list[ToEnqueue]:

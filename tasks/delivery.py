@@ -21,6 +21,7 @@ from connectors.base import (
     AuthExpired,
     ConnectorResult,
     DeliveryError,
+    Paused,
     Permanent,
     Rerouted,
     Retryable,
@@ -191,6 +192,13 @@ def run_delivery(
         external_ref=result.external_ref if result else None,
         next_attempt_at=decision.next_attempt_at,
     )
+    if isinstance(error, Paused):  # the destination takes no message now: this attempt does not count
+        deliveries.release(rt.engine, claimed, outcome, finished_at, record=error.sent)
+        if error.sent:
+            rt.metrics.record(destination, outcome.attempt_outcome, duration)
+            bound.info("delivery.paused", condition=error.condition, reason=decision.reason,
+                       next_attempt_at=str(decision.next_attempt_at))
+        return "paused"
     successors = deliveries.finish(rt.engine, claimed, outcome, rules, finished_at)
     if isinstance(error, Permanent | Rerouted):  # the service answered: its health is not in question
         rt.metrics.record(destination, outcome.attempt_outcome, duration)

@@ -2,7 +2,8 @@
 
 Workers may run on several machines, so per-process prometheus counters would show only
 one worker's share. Each attempt adds to Redis hashes (one pipeline, a few microseconds);
-the API's collector turns them, plus the ledger's backlog, into Prometheus families.
+the API's collector turns them, plus the ledger's backlog, the breakers and the destinations'
+pauses (``connectors.pauses``), into Prometheus families.
 """
 
 from __future__ import annotations
@@ -69,11 +70,13 @@ class RelayCollector(Collector):
 
     def __init__(self, metrics: DeliveryMetrics, backlog: Callable[[], dict[str, tuple[int, float]]],
                  dead: Callable[[], dict[str, int]] | None = None,
-                 breakers: Callable[[], dict[str, bool]] | None = None) -> None:
+                 breakers: Callable[[], dict[str, bool]] | None = None,
+                 paused: Callable[[], dict[tuple[str, str], int]] | None = None) -> None:
         self._metrics = metrics
         self._backlog = backlog
         self._dead = dead or dict
         self._breakers = breakers or dict
+        self._paused = paused or dict
 
     def collect(self) -> Iterator[Any]:
         outcomes_family = CounterMetricFamily(
@@ -119,3 +122,14 @@ class RelayCollector(Collector):
         for destination, is_open in sorted(self._breakers().items()):
             breaker.add_metric([destination], 1.0 if is_open else 0.0)
         yield breaker
+        paused = GaugeMetricFamily(
+            "motcua_destination_paused", "1 while the destination is paused by an account-level condition (a "
+            "balance spent, a template disabled: deliveries wait, no attempt spent); for a template's condition, "
+            "the number of templates paused; absent when not paused", labels=["destination", "condition"])
+        try:
+            pauses = self._paused()
+        except redis.RedisError:
+            pauses = {}
+        for (destination, condition), count in sorted(pauses.items()):
+            paused.add_metric([destination, condition], float(count))
+        yield paused

@@ -3,6 +3,8 @@
 Backoff is exponential by the destination's schedule (each entry caps the wait after
 that attempt), with full jitter, never below :data:`MIN_DELAY`; a ``Retry-After`` from
 the service is a floor. A delivery gives up when its attempt budget or deadline is spent.
+A paused destination (:class:`~connectors.base.Paused`) is neither: the delivery waits as
+long as the deliverer says, the attempt is not ``spent`` and no budget or deadline ends it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from config.routing import RetryPolicy
-from connectors.base import DeliveryError, Permanent, Rerouted
+from connectors.base import DeliveryError, Paused, Permanent, Rerouted
 from store.tables import Status
 
 MIN_DELAY = 1.0
+PAUSED_WAIT = 60.0  # a Paused without retry_after (deliverers give one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +26,7 @@ class Decision:
     status: Status
     next_attempt_at: datetime | None = None
     reason: str | None = None
+    spent: bool = True  # False: the attempt does not count (a paused destination)
 
 
 def backoff_cap(attempt: int, policy: RetryPolicy) -> float:
@@ -53,6 +57,10 @@ def decide(
         return Decision(Status.SUPERSEDED, reason=f"{error.reason}; sent by {error.destination} instead")
     if isinstance(error, Permanent):
         return Decision(Status.DEAD, reason=f"rejected: {error.reason}")
+    if isinstance(error, Paused):  # not this message's fault: a day's notifications never die of it
+        wait = max(MIN_DELAY, PAUSED_WAIT if error.retry_after is None else error.retry_after)
+        return Decision(Status.RETRYING, next_attempt_at=now + timedelta(seconds=wait),
+                        reason=f"paused: {error.reason}", spent=False)
     if budget_used >= policy.max_attempts:
         return Decision(Status.DEAD, reason=f"gave up after {budget_used} attempts: {error.reason}")
     delay = backoff_delay(budget_used, policy, rng or random.Random())

@@ -2,7 +2,8 @@
 
 A :class:`Runtime` is the services' :class:`~services.base.Context` (the ledger engine, Redis, the routing, the
 registry of services and their deliverers, the way to queue deliveries) plus what only the delivery engine uses:
-the circuit breakers and rate limits, the metrics, and the locks of the beat jobs.
+the circuit breakers and rate limits, the metrics, the destinations' pauses (read for the metrics; the deliverers
+keep them) and the locks of the beat jobs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import structlog
 
 from config.routing import RoutingConfig, get_routing
 from config.settings import get_settings
+from connectors.pauses import PauseStore
 from services.base import Context
 from services.registry import get_registry
 from store.db import get_engine
@@ -34,6 +36,7 @@ log = structlog.get_logger(__name__)
 class Runtime(Context):
     protection: Protection
     metrics: DeliveryMetrics
+    pauses: PauseStore
 
     def each_destination(
         self, job: str, timeout: float, names: Iterable[str], step: Callable[[str], dict[str, Any]], *,
@@ -118,6 +121,7 @@ def build_runtime(enqueue: Callable[[Sequence[ToEnqueue]], None] | None = None) 
         settings=settings, routing=routing, engine=get_engine(settings.database_url), redis=client,
         rules=rules_for(routing), registry=get_registry(), enqueue=enqueue or partial(enqueue_deliveries, routing),
         protection=Protection(client, settings.redis_prefix), metrics=DeliveryMetrics(client, settings.redis_prefix),
+        pauses=PauseStore(client, settings.redis_prefix),
     )
 
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from connectors.base import AuthExpired, ConnectorResult
+from connectors.base import AuthExpired, ConnectorResult, Paused
 from sandbox.workload import generate_day
 from schemas.events import Event, parse_event
 from services.base import Deliverer
@@ -284,6 +284,73 @@ def test_backoff_without_retry_after_stays_within_the_first_step(relay_config: R
 
     cap = timedelta(seconds=rt.destination(WAREHOUSE).retry.schedule[0])
     assert all(T0 < row(rt, did).next_attempt_at <= T0 + cap for did in ids)
+
+
+class _PausedAccount(Deliverer[Any]):
+    """A service whose account cannot take any message: it answers the condition (``sent``), or the deliverer
+    holds the message without calling (not ``sent``)."""
+
+    def __init__(self, sent: bool) -> None:
+        self.sent = sent
+        self.calls = 0
+
+    def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
+        self.calls += 1
+        raise Paused("ZNS balance spent", condition="balance", sent=self.sent, status_code=200, retry_after=45,
+                     excerpt='{"error": -115}')
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("sent", [True, False], ids=["answered", "held"])
+def test_a_paused_destination_releases_the_delivery_without_spending_its_budget(
+    relay_config: RelayConfig, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sent: bool
+) -> None:
+    # given a delivery on its last attempt of the budget (two allowed, one spent) and a paused destination
+    rt = reconfigure(monkeypatch, relay_config, tmp_path,
+                     retry='{ schedule = ["1s"], repeat_every = "1s", deadline = "1h", max_attempts = 2 }')
+    did = new_delivery(rt, index=first_index_of_sequence_one())
+    set_faults(relay_config, error_rate=1)
+    assert run_delivery(did, WAREHOUSE, clock=clock_at(T0)) == "retrying"
+    clear_faults(relay_config)
+    monkeypatch.setitem(rt._deliverers, WAREHOUSE, _PausedAccount(sent))
+    # when it meets the pause three times, long after its deadline's budget would allow
+    later = T0 + timedelta(seconds=5)
+    for n in range(3):
+        assert run_delivery(did, WAREHOUSE, clock=clock_at(later + timedelta(seconds=60 * n))) == "paused"
+    # then it waits as the deliverer said, its budget untouched, never dead
+    d = row(rt, did)
+    assert (d.status, d.budget_used) == ("retrying", 1)
+    assert d.next_attempt_at == later + timedelta(seconds=120 + 45)
+    assert d.last_error == "paused: ZNS balance spent"
+    rows = attempt_rows(rt, did)
+    if sent:  # the answers are kept for the audit, counted apart from the budget
+        assert [a.outcome for a in rows] == ["retryable", "paused", "paused", "paused"] and d.attempts == 4
+        assert rows[-1].status_code == 200 and "-115" in rows[-1].response_excerpt
+    else:  # nothing was sent: nothing recorded, as if never claimed
+        assert [a.outcome for a in rows] == ["retryable"] and d.attempts == 1
+    # and once the destination takes messages again it is delivered on the attempt it had left
+    rt._deliverers.pop(WAREHOUSE)
+    assert run_delivery(did, WAREHOUSE, clock=clock_at(d.next_attempt_at)) == "delivered"
+    assert row(rt, did).budget_used == 2
+
+
+def test_waking_makes_due_only_the_deliveries_a_pause_held(relay_config: RelayConfig) -> None:
+    from store.deliveries import defer, wake
+
+    rt = get_runtime()
+    held, other = (new_delivery(rt, index=i) for i in first_of_each_dossier(2))
+    later = T0 + timedelta(hours=1)
+    defer(rt.engine, held, later, "paused: ZNS balance spent", T0)
+    defer(rt.engine, other, later, "quiet hours (21:00–07:00)", T0)
+
+    woken = wake(rt.engine, WAREHOUSE, "paused: %", T0)
+
+    assert [w.delivery_id for w in woken] == [held]
+    assert (row(rt, held).next_attempt_at, row(rt, held).enqueued_at) == (T0, T0)
+    assert row(rt, other).next_attempt_at == later
+    assert wake(rt.engine, WAREHOUSE, "paused: %", T0) == []
 
 
 class _ExpiringCredential(Deliverer[Any]):

@@ -63,8 +63,30 @@ def test_the_metrics_show_dead_letters_and_an_open_breaker(relay_config: RelayCo
     used = set(re.findall(r"\b(motcua_[a-z_]+)", rules))
     families = set(re.findall(r"^# TYPE (motcua_[a-z_]+) ", text, re.MULTILINE))  # a counter's samples add _total
     assert used and all(any(name.startswith(family) for family in families) for name in used), (used, families)
-    assert {"MotcuaOldestDeliveryTooOld", "MotcuaDeadLettersGrowing", "MotcuaBreakerOpen"} <= set(
-        re.findall(r"alert: (\w+)", rules))
+    assert {"MotcuaOldestDeliveryTooOld", "MotcuaDeadLettersGrowing", "MotcuaBreakerOpen",
+            "MotcuaDestinationPaused"} <= set(re.findall(r"alert: (\w+)", rules))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_metrics_show_a_paused_destination_while_it_is_paused(relay_config: RelayConfig) -> None:
+    import time
+
+    from connectors.pauses import Pause
+
+    rt = get_runtime()
+    rt.pauses.pause("warehouse", Pause("balance", "out of balance", time.time()))
+    rt.pauses.pause("warehouse", Pause("template_disabled", "-146", time.time(), scope="300003"))
+    rt.pauses.pause("onestop", Pause("template_disabled", "-146", time.time(), until=time.time() - 1))  # ended
+    pattern = r'^motcua_destination_paused{{condition="{1}",destination="{0}"}} ([0-9.]+)$'
+    with run_asgi(create_app()) as api:
+        during = httpx.get(f"{api}/metrics", timeout=10).text
+        rt.pauses.lift("warehouse")
+        after = httpx.get(f"{api}/metrics", timeout=10).text
+    assert re.search(pattern.format("warehouse", "balance"), during, re.MULTILINE).group(1) == "1.0"
+    assert re.search(pattern.format("warehouse", "template_disabled"), during, re.MULTILINE).group(1) == "1.0"
+    assert 'destination="onestop"' not in "".join(re.findall(r"^motcua_destination_paused.*$", during, re.MULTILINE))
+    assert re.findall(r"^motcua_destination_paused{.*$", after, re.MULTILINE) == []
+    assert "# TYPE motcua_destination_paused gauge" in after
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

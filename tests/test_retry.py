@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from config.routing import RetryPolicy
-from connectors.base import AuthExpired, DeliveryError, Permanent, Rerouted, Retryable
+from connectors.base import AuthExpired, DeliveryError, Paused, Permanent, Rerouted, Retryable
 from store.tables import Status
-from tasks.retry import MIN_DELAY, Decision, backoff_cap, backoff_delay, decide
+from tasks.retry import MIN_DELAY, PAUSED_WAIT, Decision, backoff_cap, backoff_delay, decide
 
 NOW = datetime(2024, 3, 15, 1, 0, tzinfo=UTC)
 FAR = NOW + timedelta(days=30)
@@ -147,3 +147,25 @@ def test_rerouted_is_final_and_names_the_fallback() -> None:
                       now=NOW, deadline_at=NOW + timedelta(hours=1))
     assert (decision.status, decision.next_attempt_at) == (Status.SUPERSEDED, None)
     assert decision.reason == "no Zalo account; sent by sms instead"
+
+
+@pytest.mark.parametrize(("budget_used", "deadline_at"), [(1, FAR), (POLICY.max_attempts, FAR),
+                                                          (50, NOW - timedelta(hours=1))])
+def test_paused_waits_as_told_spends_nothing_and_never_dies(budget_used: int, deadline_at: datetime) -> None:
+    # a pause outlives the budget and the deadline: a day's notifications never die of an unpaid invoice
+    decision = run(Paused("ZNS balance spent", condition="balance", retry_after=30), budget_used,
+                   deadline_at=deadline_at)
+
+    assert (decision.status, decision.spent) == (Status.RETRYING, False)
+    assert decision.next_attempt_at == NOW + timedelta(seconds=30)
+    assert decision.reason == "paused: ZNS balance spent"
+
+
+def test_paused_without_a_wait_comes_back_after_the_default() -> None:
+    decision = run(Paused("template disabled", condition="template_disabled"))
+
+    assert decision.next_attempt_at == NOW + timedelta(seconds=PAUSED_WAIT) and not decision.spent
+
+
+def test_every_other_outcome_is_spent() -> None:
+    assert all(run(error).spent for error in (None, Retryable("x"), Permanent("x"), AuthExpired("x")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,15 +14,24 @@ import respx
 from pydantic import SecretStr
 
 from adapters.payment import PaymentMapping, bill_created_event
-from adapters.zalo import MappingError, QuietHours, message_for, normalise_phone, tracking_id
+from adapters.zalo import MappingError, QuietHours, message_for, normalise_phone, render, tracking_id
 from config.zalo_templates import load_templates
 from connectors.base import AuthExpired, DeliveryError, Permanent, Retryable, build_http_client
 from connectors.credentials import TokenPair, TokenPairStore
-from connectors.zalo import ANSWERS, QuotaSpent, Unreachable, ZaloConnector, classify_zns
+from connectors.pauses import WHOLE
+from connectors.zalo import (
+    ANSWERS,
+    AccountPaused,
+    QuotaSpent,
+    Unreachable,
+    ZaloConnector,
+    classify_refresh,
+    classify_zns,
+)
 from sandbox.workload import generate_day
 from schemas.events import Event, event_json, parse_event
 from schemas.vietnam import VN_TZ
-from schemas.zalo import OAUTH_PATH, ZNS_PATH, ZnsAnswer
+from schemas.zalo import OAUTH_PATH, ZNS_PATH, TemplateSpec, TokenAnswer, ZnsAnswer
 
 TEMPLATES = load_templates()
 DAY = generate_day(120, day=date(2026, 11, 20), seed=31)
@@ -115,6 +125,71 @@ def test_a_fallback_fills_an_absent_field_and_long_names_are_shortened() -> None
     assert message_for(long_name, TEMPLATES).data["ten_cong_dan"] == "Xây dựng và Thương mại Hạ Long"
 
 
+def spec(**data_and_types: tuple[str, str | None]) -> TemplateSpec:
+    """A one-off template: parameter → (its text, its declared type or None)."""
+    return TemplateSpec(template_id="399999", data={k: v[0] for k, v in data_and_types.items()},
+                        types={k: v[1] for k, v in data_and_types.items() if v[1]})
+
+
+@pytest.mark.parametrize(
+    ("template", "fields", "refusal"),
+    [
+        (spec(ten=("{applicant.name}", "customer_name")), {"name": "Nguyễn Thị Hương Giang Phạm Văn Đồng"},
+         "parameter ten (customer_name, at most 30 characters) is 36 characters long"),
+        (spec(ma=("{data.reason}", "code")), {"reason": "HS 0001"},
+         "parameter ma is not of type code (a code without spaces)"),
+        (spec(ly_do=("{data.reason}", "product_name")), {"reason": "Xem tại https://dvc.gov.vn/p/9"},
+         "parameter ly_do (product_name) holds a link"),
+        (spec(ly_do=("{data.reason}", None)), {"reason": "Tra cứu tại dichvucong.gov.vn"},
+         "parameter ly_do (text) holds a link"),
+        (spec(tien=("{data.reason}", "amount")), {"reason": "một triệu đồng"}, "parameter tien is not of type amount"),
+        (spec(han=("{data.reason}", "time")), {"reason": "thứ Hai tuần sau"}, "parameter han is not of type time"),
+        (spec(link=("{data.reason}", "url")), {"reason": "dvc.gov.vn/p/9"}, "parameter link is not of type url"),
+        (spec(sdt=("{data.reason}", "phone_number")), {"reason": "0912 345 678 9012"},
+         "parameter sdt (phone_number, at most 15 characters)"),
+    ],
+)
+def test_a_parameter_outside_its_type_stops_the_message_naming_never_the_value(
+    template: TemplateSpec, fields: dict[str, str], refusal: str
+) -> None:
+    base = changed(consenting("dossier.received"), type="dossier.refused", data={"reason": "Hồ sơ thiếu giấy tờ"})
+    applicant = {**event_json(base)["applicant"], **({"name": fields["name"]} if "name" in fields else {})}
+    event = changed(base, applicant=applicant, data={"reason": fields.get("reason", "Hồ sơ thiếu giấy tờ")})
+    with pytest.raises(MappingError) as refused:
+        render(template, event, {})
+    assert f"template 399999: {refusal}" in str(refused.value)
+    for value in fields.values():
+        assert value not in str(refused.value)
+
+
+def test_a_link_is_taken_in_a_url_parameter_and_a_time_in_zalos_formats() -> None:
+    event = changed(consenting("dossier.received"), type="dossier.refused", data={"reason": "https://dvc.gov.vn/p/9"})
+    assert render(spec(link=("{data.reason}", "url")), event, {}) == {"link": "https://dvc.gov.vn/p/9"}
+    due = consenting("dossier.received")
+    assert render(spec(han=("{data.due_at:datetime}", None)), due, {})["han"].count("/") == 2
+
+
+def test_the_types_are_checked_when_the_file_is_read() -> None:
+    with pytest.raises(ValueError, match="unknown ZNS type 'string'"):
+        spec(ma=("{dossier_code}", "string"))
+    with pytest.raises(ValueError, match="not a parameter of the template"):
+        TemplateSpec(template_id="1", data={"a": "{dossier_code}"}, types={"b": "code"})
+
+
+def test_a_templates_file_without_types_keeps_working_with_the_types_inferred() -> None:
+    # given a province's file from before the types (the bundled file as it was)
+    old = load_templates(str(Path(__file__).parent / "fixtures" / "zalo-2026-11.toml"))
+    # then each parameter is inferred, its max_length the cap, and every event fills the same data as before
+    received = old.templates["dossier.received"]
+    assert [received.param_type(n) for n in received.data] == [("text", 30), ("text", 200), ("text", 200),
+                                                               ("time", 20)]
+    fee = old.templates["fee.bill_created"]
+    assert (fee.param_type("so_tien"), fee.param_type("link_thanh_toan")) == (("amount", 20), ("url", 200))
+    for kind in ("dossier.received", "dossier.supplement_requested", "dossier.completed"):
+        event = consenting(kind)
+        assert message_for(event, old).data == message_for(event, TEMPLATES).data
+
+
 def test_consent_and_phone_are_required() -> None:
     event = consenting("dossier.received")
     with pytest.raises(MappingError, match="consented"):
@@ -153,10 +228,11 @@ def test_quiet_hours(local: str, until: str | None) -> None:
 # (ZNS error, class)
 ZNS_TABLE: list[tuple[int, type[DeliveryError] | None]] = [
     (0, None), (-124, AuthExpired), (-32, Retryable), (-100, Retryable), (-144, QuotaSpent), (-133, Retryable),
+    (-115, AccountPaused), (-131, AccountPaused), (-146, AccountPaused), (-147, AccountPaused),
     (-118, Unreachable), (-119, Unreachable), (-110, Unreachable), (-114, Unreachable), (-141, Unreachable),
-    (-139, Unreachable), (-101, Permanent), (-104, Permanent), (-105, Permanent), (-135, Permanent),
-    (-108, Permanent), (-109, Permanent), (-111, Permanent), (-112, Permanent), (-131, Permanent),
-    (-999, Permanent), (-1, Permanent),
+    (-139, Unreachable), (-101, Permanent), (-104, Permanent), (-105, Permanent), (-117, Permanent),
+    (-135, Permanent), (-108, Permanent), (-109, Permanent), (-111, Permanent), (-112, Permanent),
+    (-116, Permanent), (-132, Permanent), (-999, Permanent), (-1, Permanent),
 ]
 
 
@@ -172,6 +248,49 @@ def test_zns_answer_table_row(code: int, expected: type[DeliveryError] | None) -
         assert "unknown code" in error.reason
     if expected is QuotaSpent:
         assert error.retry_after is not None and 0 < error.retry_after <= 86400
+
+
+# an account-level answer: (condition, paused scope, ends at Vietnam's next midnight)
+PAUSE_TABLE = [(-115, "balance", WHOLE, False), (-144, "oa_daily_quota", WHOLE, True),
+               (-131, "template_not_approved", "300003", False), (-146, "template_disabled", "300003", False),
+               (-147, "template_daily_quota", "300003", True)]
+
+
+@pytest.mark.parametrize(("code", "condition", "scope", "daily"), PAUSE_TABLE, ids=[str(r[0]) for r in PAUSE_TABLE])
+def test_an_account_level_answer_pauses_the_destination_or_the_template(
+    code: int, condition: str, scope: str, daily: bool
+) -> None:
+    late_evening = datetime(2026, 11, 20, 23, 0, tzinfo=VN_TZ).timestamp()
+    error = classify_zns(ZnsAnswer(error=code, message="Lý do"), 200, "300003", now=late_evening)
+    assert isinstance(error, AccountPaused) and not isinstance(error, Permanent | Retryable)
+    assert (error.condition, error.scope, error.sent, error.outcome) == (condition, scope, True, "paused")
+    if daily:  # at 23:00 Vietnam time: one hour to go
+        assert (error.retry_after, error.until) == (3600.0, late_evening + 3600)
+    else:  # until a probe goes through
+        assert error.retry_after is None and error.until is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "condition"),
+    [
+        ({"error": -14014, "error_name": "Invalid refresh token"}, "token_refused"),
+        ({"error_name": "Invalid refresh token", "error_reason": "refresh_token is invalid or expired",
+          "error_description": "Refresh token không hợp lệ hoặc đã hết hạn"}, "token_refused"),
+        ({"error_name": "Invalid parameter", "error_reason": "Invalid refresh token"}, "token_refused"),
+        ({"error": -14002, "error_name": "Invalid app id"}, "app_refused"),
+        ({"error_name": "Invalid secret key", "error_reason": "secret_key is invalid"}, "app_refused"),
+        ({"error": -14001, "error_name": "Invalid parameter"}, None),
+        ({"error_name": "Internal error"}, None),
+    ],
+)
+def test_a_refused_refresh_is_classified_with_or_without_its_number(answer: dict[str, Any],
+                                                                      condition: str | None) -> None:
+    error = classify_refresh(TokenAnswer.model_validate(answer))
+    if condition is None:  # not a verdict on the pair: tried again later, as any weather
+        assert type(error) is Retryable
+        return
+    assert isinstance(error, AccountPaused) and error.condition == condition
+    assert ("motcua-relay zalo set-token" in error.reason) == (condition == "token_refused")
 
 
 ZNS = "http://zalo.test"
@@ -211,9 +330,10 @@ def test_a_token_refused_twice_is_auth_expired_and_a_refused_refresh_waits_for_t
     with pytest.raises(AuthExpired):
         zalo()[0].send("84912345678", "300001", {"a": "b"}, "t1")
     respx.post(f"{ZNS}{OAUTH_PATH}").mock(return_value=httpx.Response(
-        200, json={"error": -14014, "error_name": "Invalid refresh token"}))
-    with pytest.raises(Retryable, match="set-token"):
+        200, json={"error_name": "Invalid refresh token", "error_reason": "refresh_token is invalid or expired"}))
+    with pytest.raises(AccountPaused, match="set-token") as refused:
         zalo()[0].send("84912345678", "300001", {"a": "b"}, "t1")
+    assert refused.value.condition == "token_refused"
 
 
 @respx.mock

@@ -1,7 +1,9 @@
 """Zalo Official Account notifications (ZNS template messages) to citizens who consented.
 
 Out (``kind = "zalo"``): one template message per lifecycle event (:mod:`services.zalo.deliver`), held during
-quiet hours and while the daily quota is spent, rerouted to the SMS fallback for a phone without Zalo.
+quiet hours and while an account-level condition pauses the destination or its template (the ZNS balance spent, a
+daily quota, a template disabled: no attempt spent, ``motcua-relay zalo resume``), rerouted to the SMS fallback
+for a phone without Zalo.
 
 In: ``POST /v1/callbacks/zalo``, the OA's signed webhook, records receipts (:mod:`services.zalo.callbacks`).
 """

@@ -6,13 +6,20 @@ Zalo documents it; the destination's ``app_id`` and ``oa_secret_key``, by defaul
 mark the message with that ``tracking_id`` received or seen in the ledger's receipts; other events are
 acknowledged and ignored. A bad signature is 401 and changes nothing; a repeated event is harmless.
 200 ``{"status": "recorded" | "already recorded" | "ignored"}``; 404 when there is no such Zalo destination.
+
+Zalo waits 2 s for the 200, then posts the event again (after 30 s, 5 min, 15 min, 30 min, 1 h) and at last
+disables the webhook. So the answer never waits longer than :data:`ANSWER_WITHIN` for the ledger: a write still
+running then goes on in the background and the answer is 503, so that Zalo's retry finds it recorded (or records
+it, if the write failed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
@@ -28,6 +35,14 @@ from store import receipts
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
 RECEIPT_EVENTS = {"user_received_message": "received", "user_seen_message": "seen"}
+ANSWER_WITHIN = 1.5  # seconds: Zalo counts an answer after 2 s as none
+_writing: set[asyncio.Future[Any]] = set()  # ledger writes that outlived their answer
+
+
+def _written_late(write: asyncio.Future[Any]) -> None:
+    _writing.discard(write)
+    if not write.cancelled() and write.exception() is not None:
+        log.warning("callback.zalo.late_write_failed", error=str(write.exception()), hint="Zalo posts the event again")
 
 
 @callback(router, "/zalo", "Zalo Official Account webhook events (signed X-ZEvent-Signature)")
@@ -61,5 +76,13 @@ async def zalo_callback(request: Request, name: str | None) -> JSONResponse:
         return JSONResponse({"status": "ignored"})
     msg_id = event.message.msg_id or (event.message.msg_ids[0] if event.message.msg_ids else None)
     at = datetime.fromtimestamp(int(event.timestamp) / 1000, UTC) if event.timestamp.isdigit() else datetime.now(UTC)
-    first = await run_in_threadpool(receipts.record, ctx.engine, tracking, "zalo", kind, at, msg_id)  # type: ignore[arg-type]
+    write = asyncio.ensure_future(run_in_threadpool(receipts.record, ctx.engine, tracking, "zalo", kind, at,  # type: ignore[arg-type]
+                                                    msg_id))
+    try:
+        first = await asyncio.wait_for(asyncio.shield(write), ANSWER_WITHIN)
+    except TimeoutError:
+        _writing.add(write)
+        write.add_done_callback(_written_late)
+        log.warning("callback.zalo.ledger_slow", within=ANSWER_WITHIN, hint="Zalo posts the event again")
+        return JSONResponse({"error": "not recorded in time; post again"}, status_code=503)
     return JSONResponse({"status": "recorded" if first else "already recorded"})

@@ -2,42 +2,51 @@
 
 The message (``config/zalo.toml``) is sent with a ``tracking_id`` derived from the event and template; before a
 repeated send, the receipts the Official Account's webhook brought are checked, and a message Zalo reported
-received is not sent again. Outside office hours (``quiet_hours``, default 21:00–07:00 Vietnam time) and while
-the daily quota is spent, deliveries wait without spending attempts. A phone without Zalo (or a citizen who
-refuses ZNS) gets an SMS instead: a delivery of its own to the ``fallback`` destination, and this one ends
-``superseded`` saying so.
+received is not sent again. Outside office hours (``quiet_hours``, default 21:00–07:00 Vietnam time) deliveries
+wait without spending attempts. A phone without Zalo (or a citizen who refuses ZNS) gets an SMS instead: a
+delivery of its own to the ``fallback`` destination, and this one ends ``superseded`` saying so.
+
+Account-level conditions (``connectors.zalo.AccountPaused``: the ZNS balance spent, the OA's or a template's daily
+limit, a template disabled or not approved, the refresh token refused) pause the destination, or the template,
+in Redis for every worker (``connectors.pauses``): its deliveries wait without spending attempts and are never
+dead-lettered. A condition with a known end (a daily limit: 00:00) ends by itself; for the others one delivery
+is let through every ``pause_probe_every`` seconds: when it goes through the pause is lifted and what it held is
+released at once (:func:`resume`, also what ``motcua-relay zalo resume`` does). Held deliveries come back at
+least every ``pause_recheck_every`` seconds in any case.
 """
 
 from __future__ import annotations
 
-import contextlib
+import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-import redis
 import structlog
 from pydantic import SecretStr, field_validator
 
 from adapters.zalo import MappingError, QuietHours, message_for, next_midnight
-from config.options import HttpUrl, Secret, ServiceOptions
+from config.options import Duration, HttpUrl, Secret, ServiceOptions
 from config.routing import Destination
 from config.zalo_templates import load_templates
 from connectors.base import ConnectorResult, Permanent, Rerouted, build_http_client
 from connectors.credentials import TokenPair, TokenPairStore
-from connectors.zalo import QuotaSpent, Unreachable, ZaloConnector
+from connectors.pauses import WHOLE, Pause, PauseStore
+from connectors.zalo import CONDITIONS, AccountPaused, Unreachable, ZaloConnector
 from schemas.events import Event
 from services.base import Context, Deliverer
-from store import receipts
+from store import deliveries, receipts
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_ZNS_URL = "http://127.0.0.1:8703"
 DEFAULT_QUIET_HOURS = "21:00-07:00"
+HELD = "paused: "  # how the reason of every delivery a pause holds begins (what resume looks for)
 
 
 class ZaloOptions(ServiceOptions):
-    """A Zalo Official Account: the app that sends for it, its templates, when it may send, its SMS fallback."""
+    """A Zalo Official Account: the app that sends for it, its templates, when it may send, its SMS fallback,
+    and how a pause is probed."""
 
     url: HttpUrl = DEFAULT_ZNS_URL
     oauth_url: HttpUrl | None = None
@@ -49,11 +58,20 @@ class ZaloOptions(ServiceOptions):
     quiet_hours: str = DEFAULT_QUIET_HOURS
     fallback: str | None = None
     renew_ahead_seconds: float = 3600.0
+    pause_probe_every: Duration = 60.0  # while paused, one message tries this often
+    pause_recheck_every: Duration = 900.0  # held messages come back at least this often (a probe releases them)
 
     @field_validator("quiet_hours")
     @classmethod
     def _quiet(cls, value: str) -> str:
         QuietHours.parse(value)
+        return value
+
+    @field_validator("pause_probe_every", "pause_recheck_every")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be more than 0 seconds")
         return value
 
 
@@ -65,9 +83,8 @@ class ZaloDeliverer(Deliverer[ZaloOptions]):
         self.templates = load_templates(options.templates_file)
         self.quiet = QuietHours.parse(options.quiet_hours)
         self.fallback = options.fallback
-        self._redis = context.redis
-        self._quota_key = f"{context.settings.redis_prefix}:zalo:{destination.name}:quota_spent_until"
-        self._quota_until = 0.0  # without Redis, this process's knowledge
+        self.pauses = PauseStore(context.redis, context.settings.redis_prefix)
+        self._seen = threading.local()  # the pauses not_before read, for the deliver() that follows in this thread
         self.connector = ZaloConnector(
             zns_url=options.url, oauth_url=options.oauth_url or options.url,
             app_id=options.app_id.get_secret_value(), app_secret=options.app_secret,
@@ -80,31 +97,26 @@ class ZaloDeliverer(Deliverer[ZaloOptions]):
     # ------------------------------------------------------------------ when
 
     def not_before(self, now: datetime) -> tuple[datetime, str] | None:
-        """Quiet hours, or a spent daily quota: when the delivery may go, and why it waits."""
+        """Quiet hours, or a pause of the whole destination: when the delivery may go, and why it waits."""
         if self.quiet is not None and (until := self.quiet.until(now)) is not None:
             return until, f"quiet hours ({self.quiet.start:%H:%M}–{self.quiet.end:%H:%M}): sent at {until:%H:%M}"
-        spent_until = self._spent_until()
-        if spent_until > now.timestamp():
-            return (datetime.fromtimestamp(spent_until, UTC),
-                    "Zalo daily quota spent: waiting for the next day's quota (00:00)")
-        return None
+        pauses = self.pauses.get(self.name, now.timestamp())
+        self._seen.pauses = pauses
+        whole = pauses.get(WHOLE)
+        return self._hold(whole, now) if whole is not None else None
 
-    def _spent_until(self) -> float:
-        if self._redis is None:
-            return self._quota_until
-        try:
-            value = self._redis.get(self._quota_key)
-        except redis.RedisError:
-            return self._quota_until
-        return float(value) if value else 0.0
-
-    def _quota_spent(self, now: datetime) -> None:
-        until = next_midnight(now).timestamp()
-        self._quota_until = until
-        log.warning("zalo.quota_spent", destination=self.name, until=datetime.fromtimestamp(until, UTC).isoformat())
-        if self._redis is not None:
-            with contextlib.suppress(redis.RedisError):  # this process still knows it
-                self._redis.set(self._quota_key, str(until), exat=int(until) + 60)
+    def _hold(self, pause: Pause, now: datetime) -> tuple[datetime, str] | None:
+        """How long a delivery waits for ``pause``, and why; ``None`` when it is the one that probes now."""
+        since = datetime.fromtimestamp(pause.since, UTC)
+        what = (f"{HELD}{_scope(pause)}{pause.reason} (since {since:%Y-%m-%d %H:%M} UTC); "
+                f"{CONDITIONS.get(pause.condition, '')}")
+        if pause.until is not None:
+            until = datetime.fromtimestamp(pause.until, UTC)
+            return until, f"{what}; sent from {until:%Y-%m-%d %H:%M} UTC"
+        if self.pauses.probe(self.name, pause.scope, self.options.pause_probe_every):
+            return None
+        return (now + timedelta(seconds=self.options.pause_recheck_every),
+                f"{what}; one message tries every {self.options.pause_probe_every:g} s, or `motcua-relay zalo resume`")
 
     # ------------------------------------------------------------------ send
 
@@ -117,23 +129,70 @@ class ZaloDeliverer(Deliverer[ZaloOptions]):
         if already is not None:  # an earlier attempt's send arrived (its answer was lost)
             return ConnectorResult(status_code=200, external_ref=already.msg_id,
                                    excerpt=f"already received by the citizen (tracking_id {message.tracking_id})")
+        pauses = getattr(self._seen, "pauses", None)
+        self._seen.pauses = None
+        if pauses is None:
+            pauses = self.pauses.get(self.name)
+        template = pauses.get(message.template_id)
+        now = datetime.now(UTC)
+        if template is not None and (held := self._hold(template, now)) is not None:
+            raise AccountPaused(held[1].removeprefix(HELD), condition=template.condition, scope=template.scope,
+                                sent=False, retry_after=max(1.0, (held[0] - now).total_seconds()))
         try:
             sent = self.connector.send(message.phone, message.template_id, message.data, message.tracking_id)
-        except QuotaSpent:
-            self._quota_spent(datetime.now(UTC))
-            raise
+        except AccountPaused as exc:
+            raise self._paused(exc) from None
         except Unreachable as exc:
             if self.fallback and message.sms:
                 raise Rerouted(exc.reason, destination=self.fallback, status_code=exc.status_code,
                                excerpt=exc.excerpt) from exc
             raise
+        # a message went through: the account pays and the template is enabled again
+        ended = [scope for scope in (WHOLE, message.template_id) if scope in pauses]
+        if ended:
+            resume(self.context, self.pauses, self.name, ended, by="a message went through")
         if sent.remaining_quota == 0:
-            self._quota_spent(datetime.now(UTC))
+            self._paused(AccountPaused("Zalo answered remainingQuota 0: the OA's daily quota is spent",
+                                       condition="oa_daily_quota", until=next_midnight(now).timestamp()))
         return ConnectorResult(status_code=200, external_ref=sent.msg_id,
                                excerpt=f"tracking_id {message.tracking_id}; {sent.excerpt or ''}")
 
+    def _paused(self, exc: AccountPaused) -> AccountPaused:
+        """Record the condition for every worker; the error to end this attempt with (it does not count), waiting
+        until the condition's end or the next probe."""
+        pause, new = self.pauses.pause(self.name, Pause(exc.condition, exc.reason, time.time(), exc.until, exc.scope))
+        if new:  # this delivery was the probe: the next one tries a probe interval from now
+            self.pauses.probe(self.name, pause.scope, self.options.pause_probe_every)
+            log.error("zalo.paused", destination=self.name, condition=pause.condition, scope=pause.scope,
+                      reason=pause.reason, hint=CONDITIONS.get(pause.condition))
+        wait = (pause.until - time.time()) if pause.until is not None else self.options.pause_probe_every
+        exc.retry_after = max(1.0, wait)
+        exc.reason = f"{_scope(pause)}{exc.reason}; {CONDITIONS.get(pause.condition, '')}"
+        exc.args = (exc.reason,)
+        return exc
+
     def close(self) -> None:
         self.connector.close()
+
+
+def _scope(pause: Pause) -> str:
+    return "" if pause.scope == WHOLE else f"template {pause.scope}: "
+
+
+def resume(context: Context, pauses: PauseStore, destination: str, scopes: list[str] | None = None, *,
+           by: str) -> tuple[list[Pause], int]:
+    """Lift the destination's pauses (those of ``scopes``, or all) and queue at once what they held; the pauses
+    this call ended and how many deliveries it released. Of several workers resuming at once, one releases."""
+    ended = pauses.lift(destination, scopes)
+    released = 0
+    for pause in ended:
+        like = f"{HELD}%" if pause.scope == WHOLE else f"{HELD}template {pause.scope}:%"
+        woken = deliveries.wake(context.engine, destination, like, datetime.now(UTC))
+        context.enqueue(woken)
+        released += len(woken)
+        log.warning("zalo.resumed", destination=destination, condition=pause.condition, scope=pause.scope, by=by,
+                    paused_seconds=round(time.time() - pause.since), released=len(woken))
+    return ended, released
 
 
 def pair_name(destination: str) -> str:

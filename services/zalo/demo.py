@@ -4,11 +4,13 @@ signed webhook bringing receipts back, and the count of receipts at the end."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import httpx
 
 from connectors.credentials import TokenPairStore
+from schemas.vietnam import VN_TZ
 from services.base import DemoPlay, Measure, Stage
 from services.zalo.deliver import ZaloOptions, set_token
 from store import receipts
@@ -23,8 +25,10 @@ def configure(stage: Stage, names: list[str]) -> ZaloPlay:
     destinations = [stage.routing.destinations[name] for name in names]
     held = [stage.secrets(d, ZaloOptions, {"app_id": "4301520984", "app_secret": uuid.uuid4().hex,
                                            "oa_secret_key": uuid.uuid4().hex}) for d in destinations]
+    # the day is played whatever the hour: the simulator's rules (ZNS refuses some sends at night) read a morning
+    morning = datetime.now(VN_TZ).replace(hour=9, minute=0, second=0, microsecond=0)
     url = stage.serve(create_app(app_id=held[0]["app_id"], app_secret=held[0]["app_secret"],
-                                 oa_secret_key=held[0]["oa_secret_key"]), PORT)
+                                 oa_secret_key=held[0]["oa_secret_key"], start_at=morning), PORT)
     for d in destinations:
         stage.point(d, "url", "MOTCUA_ZALO_ZNS_URL", url)
         stage.point(d, "oauth_url", "MOTCUA_ZALO_OAUTH_URL", url)
