@@ -2,8 +2,8 @@
 
 Out: a ``transfer.requested`` from unit A for target T is the first hop of A's path to T in the unit
 directory (:meth:`config.units.Directory.path`): commune → department, department → ministry or commune →
-commune in one hop, commune → department → an office under it in two. Each hop has its own id (:func:`schemas.transfer.transfer_id`: dossier, from, to), the
-idempotency key at the exchange.
+commune in one hop, commune → department → an office under it in two. Each hop has its own id
+(:func:`schemas.transfer.transfer_id`: dossier, from, to), the idempotency key at the exchange.
 
 Back: a unit's answer to a hop becomes one event of origin ``transfer`` (id ``transfer:<hop>:<status>``):
 ``transfer.accepted``, ``transfer.refused`` or ``transfer.result``, built on the request's envelope. An
