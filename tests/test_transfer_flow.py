@@ -305,8 +305,9 @@ def test_a_hundred_transfers_on_the_two_level_tree_survive_a_department_going_do
 
     # given 40 ward → department, 20 department → ministry, 20 ward → ward (received outside the applicant's
     # residence) and 20 ward → the department's land registration office (two hops) transfers
-    plan = ([(COMMUNE, DEPARTMENT)] * 40 + [(JUSTICE, MINISTRY)] * 20 + [(COMMUNE, NEIGHBOUR)] * 20
-            + [(COMMUNE, OFFICE)] * 20)
+    kinds_of = ([(COMMUNE, DEPARTMENT)] * 40 + [(JUSTICE, MINISTRY)] * 20 + [(COMMUNE, NEIGHBOUR)] * 20
+                + [(COMMUNE, OFFICE)] * 20)
+    plan = [kinds_of[i] for i in sorted(range(100), key=lambda i: (i * 37) % 100)]  # the kinds spread over the day
     day = [requested(stack, target, origin=origin, size=50_000 + 1000 * n) for n, (origin, target) in enumerate(plan)]
     with relay_processes(stack, tmp_path, monkeypatch, "transfer-100", beat=True):
         # when they are sent, and the department's system goes down for 8 s a moment later
@@ -325,7 +326,7 @@ def test_a_hundred_transfers_on_the_two_level_tree_survive_a_department_going_do
         wait_for(ended, 150, interval=1.0, what="every transfer's last word at the origin")
         got = received_all(stack)
     stats = httpx.get(f"{stack['exchange']}/_admin/stats", timeout=5).json()
-    assert stats["counters"]["unit_unavailable"] > 0, stats  # the downtime was felt
+    assert stats["counters"].get("unit_unavailable", 0) > 0, stats  # the downtime was felt
     homes = Counter(e["dossier_code"] for e in got if e["type"] == "transfer.result" and not e["data"].get("return_to"))
     refused = Counter(e["dossier_code"] for e in got if e["type"] == "transfer.refused")
     for event in day:
@@ -336,7 +337,7 @@ def test_a_hundred_transfers_on_the_two_level_tree_survive_a_department_going_do
     hops = {(t["fromUnit"], t["toUnit"]) for t in httpx.get(f"{stack['exchange']}/_admin/transfers", timeout=10).json()}
     assert hops <= {(COMMUNE, DEPARTMENT), (JUSTICE, MINISTRY), (COMMUNE, NEIGHBOUR), (DEPARTMENT, OFFICE)}, hops
     # and every two-hop chain that was accepted all the way shows both hops in order, the result carried back
-    two_hops = [e["dossier_code"] for e in day[80:] if homes[e["dossier_code"]]]
+    two_hops = [e["dossier_code"] for e in day if e["data"]["target_unit"] == OFFICE and homes[e["dossier_code"]]]
     assert two_hops
     for code in two_hops:
         evs, dels, _ = queries.dossier_trace(get_runtime().engine, code)

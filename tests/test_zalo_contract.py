@@ -150,7 +150,7 @@ def test_what_the_adapter_fills_from_every_lifecycle_event_is_accepted(zalo: Zal
     ("300006", {"ten_cong_dan": "Nguyễn Thị Hương Giang Phạm Văn Đồng", "ma_ho_so": "000.21.00.H49-240315-0001"},
      "ten_cong_dan (customer_name) dài 36 ký tự, vượt giới hạn 30 ký tự"),
     # an untyped, uncapped code over the code type's 30
-    ("300006", {"ten_cong_dan": "Trần Văn An", "ma_ho_so": "000.21.00.H49.UBND.HONGGAI-240315-0001"},
+    ("300006", {"ten_cong_dan": "Trần Văn An", "ma_ho_so": "000.21.00.H49.UBND.HALONG-240315-0001"},
      "ma_ho_so (code) dài 37 ký tự, vượt giới hạn 30 ký tự"),
     # a link in a text parameter: template review allows one only in a button
     ("300005", {"ten_cong_dan": "Trần Văn An", "ma_ho_so": "000.21.00.H49-240315-0001",
@@ -173,7 +173,7 @@ def test_the_simulator_refuses_the_relays_old_dialect_with_the_reason(
     (lambda: with_data(of_type("dossier.refused"), reason="Xem hướng dẫn tại https://dichvucong.gov.vn/huong-dan"),
      "template 300005: parameter ly_do (product_name) holds a link"),
     (lambda: parse_event(event_json(of_type("dossier.returned"))
-                         | {"dossier_code": "000.21.00.H49.UBND.HONGGAI-240315-1"}),
+                         | {"dossier_code": "000.21.00.H49.UBND.HALONG-240315-1"}),
      "template 300006: parameter ma_ho_so (code, at most 30 characters) is 34 characters long"),
 ])
 def test_the_adapter_refuses_the_same_before_any_call(zalo: Zalo, event: Any, refusal: str) -> None:

@@ -454,7 +454,7 @@ def test_our_webhook_answers_within_two_seconds_and_zalos_retry_records_the_rece
 def three_hundred() -> list[dict[str, Any]]:
     """Whole dossiers of a day, 300 Zalo notifications among their events."""
     by_dossier: dict[str, list[dict[str, Any]]] = {}
-    for e in generate_day(140, day=date(2026, 11, 20), seed=1):
+    for e in generate_day(200, day=date(2026, 11, 20), seed=1):
         by_dossier.setdefault(e["dossier_code"], []).append(e)
     chosen: list[dict[str, Any]] = []
     count = 0
