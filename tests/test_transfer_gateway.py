@@ -32,7 +32,7 @@ from config.routing import Destination
 from connectors.base import AuthExpired, DeliveryError, Permanent, Retryable, build_http_client
 from connectors.credentials import TokenCache
 from connectors.transfer import ExchangeConnector, GatewayToken
-from sandbox.lgsp import COMMUNE, DISTRICT, PROVINCE, UnitConfig, document_app, document_sha256
+from sandbox.lgsp import UnitConfig, document_app, document_sha256
 from sandbox.lgsp import create_app as exchange_app
 from schemas import transfer as tx
 from services.transfer.deliver import TransferOptions
@@ -41,7 +41,8 @@ from tests.servers import run_asgi
 
 USER, PASSWORD = "lienthong-test", "mat-khau-truc-test"
 KEY, SECRET = "relay-halong-app", "bi-mat-cong-lgsp-0042"
-UNITS = {code: UnitConfig(name=code, accept_seconds=0.1, process_seconds=0.1) for code in (COMMUNE, DISTRICT, PROVINCE)}
+ORIGIN, TARGET = "000.21.00.H49", "000.00.07.H49"  # the units do not matter here: any two the exchange serves
+UNITS = {code: UnitConfig(name=code, accept_seconds=0.1, process_seconds=0.1) for code in (ORIGIN, TARGET)}
 
 
 class Recorder:
@@ -116,8 +117,8 @@ def ref(name: str, size: int) -> tx.DocumentRef:
 
 
 def hop(code: str, documents: list[tx.DocumentRef]) -> tx.TransferRequest:
-    return tx.TransferRequest(transferId=tx.transfer_id(code, COMMUNE, DISTRICT), fromUnit=COMMUNE, toUnit=DISTRICT,
-                              finalUnit=DISTRICT, dossierCode=code, procedureCode="1.000894", documents=documents)
+    return tx.TransferRequest(transferId=tx.transfer_id(code, ORIGIN, TARGET), fromUnit=ORIGIN, toUnit=TARGET,
+                              finalUnit=TARGET, dossierCode=code, procedureCode="1.000894", documents=documents)
 
 
 # ------------------------------------------------------------------------------------ against the simulator
@@ -148,8 +149,8 @@ def test_the_token_is_asked_for_as_lgsp_rest_client_does_and_every_call_carries_
     # and every other call carried it as a Bearer: the WSDL's, the document's and each envelope's
     rest = [e for e in calls if e["path"] != tx.TOKEN_PATH]
     assert [(e["method"], e["path"]) for e in rest] == [
-        ("HEAD", f"{tx.DOCUMENTS_PATH}/HS-G1:{COMMUNE}:{DISTRICT}/0"),
-        ("PUT", f"{tx.DOCUMENTS_PATH}/HS-G1:{COMMUNE}:{DISTRICT}/0"),
+        ("HEAD", f"{tx.DOCUMENTS_PATH}/HS-G1:{ORIGIN}:{TARGET}/0"),
+        ("PUT", f"{tx.DOCUMENTS_PATH}/HS-G1:{ORIGIN}:{TARGET}/0"),
         ("GET", tx.ENDPOINT_PATH), ("POST", tx.ENDPOINT_PATH), ("POST", tx.ENDPOINT_PATH),
         ("POST", tx.ENDPOINT_PATH)]
     bearers = {e["authorization"] for e in rest}
