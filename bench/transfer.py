@@ -1,22 +1,23 @@
 """The transfer benchmark: a day of inter-level transfers through the LGSP exchange, and one 200 MB scan.
 
 Every process real and separate: the exchange simulator (a commune, its district and the province behind
-it), the origin's document server and the one-stop simulator (under uvicorn), ``motcua-relay api``, ``worker``
-and ``beat`` (the sweeper and the exchange's poll, every second). Two phases, each on a fresh ledger and a
-flushed Redis db:
+it, the LGSP's gateway in front: every call carries its OAuth2 token), the origin's document server and the
+one-stop simulator (under uvicorn), ``motcua-relay api``, ``worker`` and ``beat`` (the sweeper and the exchange's
+poll, every second). Two phases, each on a fresh ledger and a flushed Redis db:
 
   day     ``--transfers`` (default 100) sent signed to the intake, 20 % commune → province (two hops through the
           district), the rest commune → district and district → province; one to three scans each (50 KB to
           4 MB); the units accept after 0.5 s and decide 1 s later, refusing 5 %; the district's system goes
-          down for ``--outage`` seconds (default 10) two seconds in
+          down for ``--outage`` seconds (default 10) two seconds in; with ``--token-expire-rate`` the gateway
+          drops that share of the calls' tokens (each then renewed and the call repeated)
   big     one dossier with a ``--big-mb`` (default 200) MB scan, commune → district: the worker's memory is
           read before (at rest, after a small transfer) and at its peak
 
 Per phase: transfers, hops at the exchange, documents and MB streamed (and MB/s while streaming), seconds
 from the first intake request to every transfer's last word at the origin, the round trip per transfer
 (request → result or refusal back at the one-stop software, p50/p99), results home exactly once,
-refusals, hops that met the outage (``UNIT_UNAVAILABLE``), dead letters, the worker's peak RSS and, for
-``big``, its growth over its resting size.
+refusals, hops that met the outage (``UNIT_UNAVAILABLE``), tokens issued and calls the gateway refused, dead
+letters, the worker's peak RSS and, for ``big``, its growth over its resting size.
 
 Routing: ``bench/routing/transfer.toml``. Run, from the repository root:
 ``.venv/bin/python -m bench.transfer [--transfers 100] [--json bench/results/transfer.json]``.
@@ -41,6 +42,7 @@ from sandbox.workload import send_events_sync
 from store.tables import deliveries, events
 
 USER, PASSWORD = "bench-lienthong", "bench-exchange-password"
+CONSUMER_KEY, CONSUMER_SECRET = "bench-relay", "bench-consumer-secret"
 SIMULATORS = (
     "import os, uvicorn\n"
     "from sandbox.lgsp import create_app, document_app, UnitConfig, COMMUNE, DEPARTMENT, OFFICE\n"
@@ -50,7 +52,8 @@ SIMULATORS = (
     "    units = {c: UnitConfig(name=c, accept_seconds=0.5, process_seconds=1.0, refuse_rate=0.05)"
     " for c in (COMMUNE, DEPARTMENT, OFFICE)}\n"
     "    app = create_app(username=e['MOTCUA_TRANSFER_USERNAME'], password=e['MOTCUA_TRANSFER_PASSWORD'],"
-    " units=units, seed=7)\n"
+    " units=units, seed=7, consumer_key=e['MOTCUA_TRANSFER_CONSUMER_KEY'],"
+    " consumer_secret=e['MOTCUA_TRANSFER_CONSUMER_SECRET'])\n"
     "elif e['BENCH_WHICH'] == 'documents':\n"
     "    app = document_app()\n"
     "else:\n"
@@ -81,6 +84,7 @@ def run_phase(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, A
     with relay_stack(name, workdir, database_url=args.database_url, redis_url=args.redis, redis_db=args.redis_db,
                      simulators=("exchange", "documents", "onestop"), code=SIMULATORS, routing="transfer",
                      addresses=addresses, MOTCUA_TRANSFER_USERNAME=USER, MOTCUA_TRANSFER_PASSWORD=PASSWORD,
+                     MOTCUA_TRANSFER_CONSUMER_KEY=CONSUMER_KEY, MOTCUA_TRANSFER_CONSUMER_SECRET=CONSUMER_SECRET,
                      MOTCUA_TRANSFER_POLL_INTERVAL_SECONDS="1", MOTCUA_POSTAL_POLL_INTERVAL_SECONDS="3600",
                      MOTCUA_PAYMENT_QUERY_INTERVAL_SECONDS="3600",
                      MOTCUA_WORKER_CONCURRENCY=str(args.concurrency)) as stack:
@@ -88,6 +92,9 @@ def run_phase(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, A
         if name == "big":
             return _big(args, stack)
         day = transfer_day(args.transfers, urls["documents"], seed=2026)
+        if args.token_expire_rate:
+            httpx.post(f"{urls['exchange']}/_admin/faults", json={"expire_rate": args.token_expire_rate, "seed": 3},
+                       timeout=5).raise_for_status()
         started = time.monotonic()
         half = len(day) // 2
         report = send_events_sync(f"{urls['api']}/v1/events", intake_secret, day[:half], batch_size=25)
@@ -139,7 +146,8 @@ def _figures(name: str, day: list[dict[str, Any]], urls: dict[str, str], engine:
         "round_trip_p99_s": round(percentile(round_trip, 99) or 0, 1),
         "results_home_once": sum(1 for code in requested if homes[code] == 1 and code not in refused),
         "refused": len(refused), "ended_twice": sum(1 for rows in words.values() if len(rows) > 1),
-        "outage_refusals": counters.get("unit_unavailable", 0), "dead": dead, "worker_peak_rss_mb": round(peak, 1),
+        "outage_refusals": counters.get("unit_unavailable", 0), "tokens_issued": counters.get("tokens_issued", 0),
+        "gateway_refused": counters.get("gateway_refused", 0), "dead": dead, "worker_peak_rss_mb": round(peak, 1),
     }
 
 
@@ -211,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outage", type=float, default=10.0, help="seconds the district's system is down")
     parser.add_argument("--big-mb", type=int, default=200, help="the big scan's size in MB")
     parser.add_argument("--concurrency", type=int, default=16, help="worker threads")
+    parser.add_argument("--token-expire-rate", type=float, default=0.0,
+                        help="day: the share of calls whose token the gateway drops (renewed, the call repeated)")
     phase_arguments(parser, redis_db=4, phases="day,big", timeout=600)
     args = parse(parser, argv)
     results = run_phases(args, "transfer", lambda phase, workdir: run_phase(phase, args, workdir))

@@ -122,10 +122,17 @@ def worker(
 
 def _refuse_unusable_destinations() -> None:
     """A destination whose options or secrets cannot be used stops the process at start, naming what to set,
-    instead of a dead letter at its first delivery."""
+    instead of a dead letter at its first delivery; one that can be used but lacks what its service will ask for
+    is warned about."""
+    import structlog
+
     from tasks.runtime import get_runtime
 
-    problems = get_runtime().problems()
+    runtime = get_runtime()
+    for notice in runtime.notices():
+        console.print(f"[yellow]warning: {notice}[/]")
+        structlog.get_logger("cli").warning("destination.notice", notice=notice)
+    problems = runtime.problems()
     for problem in problems:
         console.print(f"[red]{problem}[/]")
     if problems:

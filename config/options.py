@@ -61,6 +61,11 @@ class ServiceOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def notices(self) -> list[str]:
+        """What works but will not serve the destination as its service expects (a credential left unset that
+        the service will ask for): said when a worker starts, a line each, never refused."""
+        return []
+
 
 @dataclass(frozen=True)
 class Secret:

@@ -15,7 +15,8 @@ or an answer not XML                     3xx do not; a 200 that is not XML retri
 HTTP 500 without a Fault   Retryable     zeep's "Unknown fault" (no ``faultcode``): the server's weather
 answer not the contract's  Retryable     XML that zeep cannot read, a DOCTYPE, another shape
 timeout, connection        Retryable
-the WSDL cannot be loaded  Retryable     nothing is kept: the next call loads it again
+the WSDL cannot be loaded  Retryable     nothing is kept: the next call loads it again; its HTTP
+                                         status is kept (a gateway's 401 is the caller's to judge)
 request refused by zeep    Permanent     our data does not fit the WSDL (nothing was sent)
 =========================  ============  ==========================================================
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -79,19 +80,41 @@ class DeadlineTransport(zeep.Transport):
     """zeep's transport for operations: timeouts cut to the attempt's deadline on each call, redirects not
     followed, an answer SOAP 1.1 does not give (a status other than 200 or 500 for a fault, a body that is not
     XML) stopped as :class:`NotSoap`, and nothing logged (zeep's DEBUG log of the envelope would show the
-    password and the payer)."""
+    password and the payer). The headers of :meth:`extra_headers` (a gateway's token) go with this thread's
+    requests, the WSDL's included."""
 
     def __init__(self, session: requests.Session, timeouts: httpx.Timeout) -> None:
         super().__init__(session=session, timeout=_timeout_pair(timeouts), operation_timeout=_timeout_pair(timeouts))
         self.session.headers["User-Agent"] = USER_AGENT
         self.timeouts = timeouts
+        self._call = threading.local()
+
+    @contextmanager
+    def extra_headers(self, headers: Mapping[str, str] | None) -> Iterator[None]:
+        """``headers`` on every request this thread makes inside (the transport is shared by the threads)."""
+        previous = getattr(self._call, "headers", None)
+        self._call.headers = dict(headers or {})
+        try:
+            yield
+        finally:
+            self._call.headers = previous
+
+    def _extra(self) -> dict[str, str]:
+        return getattr(self._call, "headers", None) or {}
 
     def post(self, address: str, message: bytes | str, headers: dict[str, str]) -> requests.Response:
-        response = self.session.post(address, data=message, headers=headers, allow_redirects=False,
-                                     timeout=_timeout_pair(call_timeout(self.timeouts)))
+        response = self.session.post(address, data=message, headers={**headers, **self._extra()},
+                                     allow_redirects=False, timeout=_timeout_pair(call_timeout(self.timeouts)))
         if response.status_code not in (200, 500) or not _is_xml(response):
             raise NotSoap(response)
         return response
+
+    def _load_remote_data(self, url: str) -> bytes:
+        """zeep's WSDL and XSD loading, with this thread's extra headers and without its DEBUG log."""
+        response = self.session.get(url, headers=self._extra(), timeout=self.load_timeout)
+        with closing(response):
+            response.raise_for_status()
+            return bytes(response.content)
 
 
 def fault_code(fault: Fault) -> str | None:
@@ -203,15 +226,18 @@ class SoapService:
                     client = zeep.Client(self.wsdl_url, transport=self._transport, wsse=token, settings=SETTINGS)
                     client.service  # noqa: B018 (binds the service now: a WSDL without one fails here)
                 except (requests.RequestException, zeep.exceptions.Error, etree.Error, ValueError) as exc:
-                    raise Retryable(f"{self.name} WSDL: cannot be loaded ({type(exc).__name__})",
-                                    excerpt=excerpt(str(exc))) from exc
+                    status = getattr(getattr(exc, "response", None), "status_code", None)  # a gateway's 401
+                    raise Retryable(f"{self.name} WSDL: cannot be loaded ("
+                                    + (f"HTTP {status}" if status else type(exc).__name__) + ")",
+                                    status_code=status, excerpt=excerpt(str(exc))) from exc
                 self._client = client
             return self._client.service
 
-    def call(self, operation: str, **fields: Any) -> dict[str, Any]:
-        """The operation's result as a dict (``Retryable`` when there is none)."""
+    def call(self, operation: str, /, headers: Mapping[str, str] | None = None, **fields: Any) -> dict[str, Any]:
+        """The operation's result as a dict (``Retryable`` when there is none); ``headers`` go with this call's
+        HTTP requests (a gateway's ``Authorization``), the WSDL's when it is loaded now."""
         what = f"{self.name} {operation}"
-        with map_soap_errors(what, self.table):
+        with map_soap_errors(what, self.table), self._transport.extra_headers(headers):
             result = serialize_object(getattr(self._service(), operation)(**fields), dict)
         if not isinstance(result, dict):
             raise Retryable(f"{what}: the answer has no result", excerpt=excerpt(str(result)))

@@ -13,10 +13,18 @@ intermediate unit accepts and waits for the result to come back from above (``Re
 that is down (``POST /_admin/units/{code}/down {"seconds"}``) makes ``SendDossier`` to it the fault
 ``UNIT_UNAVAILABLE`` and answers nothing until it is up again.
 
+In front of it, when the app is made with a ``consumer_key``, the LGSP's API gateway (:class:`Gateway`,
+``schemas/transfer.py`` has its contract): ``POST /token`` gives an OAuth2 client-credentials token for the
+key and secret (in the form, or as HTTP Basic) living ``token_ttl`` seconds, and every other call but
+``/_admin`` must carry a live one as ``Authorization: Bearer`` or is answered 401 before the exchange sees it;
+the gateway then calls the exchange with the account's Basic. Without a ``consumer_key`` the exchange is
+reached directly, as before there was a gateway.
+
 Faults (``GET|POST|DELETE /_admin/faults``, seeded): ``error_rate`` answers HTTP ``error_status`` before
 anything, ``latency_ms`` delays; ``busy_rate`` answers ``SYSTEM_BUSY``; ``timeout_rate`` applies a
-``SendDossier`` and then hangs ``hang_seconds``. Admin: ``GET /_admin/transfers``, ``GET /_admin/stats``,
-``POST /_admin/reset``. State lives in memory on the app's event loop (documents in a temporary folder).
+``SendDossier`` and then hangs ``hang_seconds``; ``expire_rate`` makes the gateway drop the token of a call and
+refuse it. Admin: ``GET /_admin/transfers``, ``GET /_admin/stats``, ``POST /_admin/reset``. State lives in
+memory on the app's event loop (documents in a temporary folder).
 
 The origin's documents: :func:`document_app` serves ``GET /files/{name}?size=N`` — N bytes made from the
 name, always the same (:func:`document_sha256` gives their digest without serving them), streamed.
@@ -31,6 +39,7 @@ import hmac
 import itertools
 import os
 import random
+import secrets
 import shutil
 import tempfile
 import time
@@ -41,11 +50,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sandbox import soap
 from sandbox.faults import (
@@ -98,6 +110,7 @@ class FaultConfig(BaseFaults):
     busy_rate: float = Field(0.0, ge=0, le=1)
     timeout_rate: float = Field(0.0, ge=0, le=1)
     hang_seconds: float = Field(5.0, ge=0, le=600)
+    expire_rate: float = Field(0.0, ge=0, le=1)
 
 
 class DownRequest(BaseModel):
@@ -400,9 +413,138 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+# ---- the gateway in front ---------------------------------------------------------------------
+
+MAX_TOKEN_BODY = 10_000
+MISSING_CREDENTIALS = {"fault": {"code": 900902, "message": "Missing Credentials",
+                                 "description": "Make sure your API invocation call has a header: "
+                                                "'Authorization: Bearer ACCESS_TOKEN'"}}
+INVALID_CREDENTIALS = {"fault": {"code": 900901, "message": "Invalid Credentials",
+                                 "description": "Invalid Credentials. Make sure you have provided the correct "
+                                                "security credentials"}}
+
+
+def oauth_error(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": error, "error_description": description}, status_code=status, headers=headers)
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    scheme, _, encoded = (header or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return "", ""
+    return user, password
+
+
+class Gateway:
+    """The API manager in front of the exchange: OAuth2 client-credentials tokens for one consumer key, and the
+    check every call passes (its counters are the exchange's: ``tokens_issued``, ``tokens_refused``,
+    ``tokens_expired``, ``gateway_refused``, ``fault_expire``)."""
+
+    def __init__(self, state: ExchangeState, *, consumer_key: str, consumer_secret: str, token_ttl: float) -> None:
+        self.state = state
+        self.consumer_key, self.consumer_secret = consumer_key, consumer_secret
+        self.token_ttl = token_ttl
+        self.tokens: dict[str, float] = {}  # token → when it dies (monotonic)
+        self.backend = "Basic " + base64.b64encode(f"{state.username}:{state.password}".encode()).decode()
+
+    def issue(self, authorization: str | None, content_type: str, body: bytes) -> Response:
+        """``POST /token`` (RFC 6749 §4.4): the client authenticated by Basic or by the form, not both."""
+        media = content_type.split(";")[0].strip().lower()
+        if media != "application/x-www-form-urlencoded":
+            return oauth_error(400, "invalid_request", "the token request is a form (application/x-www-form-"
+                                                       f"urlencoded), not {media or 'an empty body'}")
+        if len(body) > MAX_TOKEN_BODY:
+            return oauth_error(400, "invalid_request", "the body is too large for a token request")
+        try:
+            form = parse_qs(body.decode("ascii"), strict_parsing=bool(body), keep_blank_values=True)
+        except (UnicodeDecodeError, ValueError):
+            return oauth_error(400, "invalid_request", "the body is not a form")
+        if any(len(values) > 1 for values in form.values()):
+            return oauth_error(400, "invalid_request", "a parameter is repeated")
+        field = {name: values[0] for name, values in form.items()}
+        grant = field.get("grant_type", "")
+        if grant != "client_credentials":
+            return oauth_error(400, "unsupported_grant_type" if grant else "invalid_request",
+                               f"grant_type {grant} is not supported" if grant else "grant_type is missing")
+        in_header = _basic_credentials(authorization)
+        if in_header is not None and "client_secret" in field:
+            return oauth_error(400, "invalid_request", "more than one client authentication method")
+        key, secret = in_header or (field.get("client_id", ""), field.get("client_secret", ""))
+        if not (soap.same(key, self.consumer_key) and soap.same(secret, self.consumer_secret)):
+            self.state.counters["tokens_refused"] += 1
+            challenge = {"WWW-Authenticate": 'Basic realm="LGSP"'} if in_header is not None else None
+            return oauth_error(401, "invalid_client", "Client Authentication failed.", challenge)
+        now = time.monotonic()
+        if len(self.tokens) > 10_000:
+            self.tokens = {token: until for token, until in self.tokens.items() if until > now}
+        token = secrets.token_hex(16)
+        self.tokens[token] = now + self.token_ttl
+        self.state.counters["tokens_issued"] += 1
+        return JSONResponse({"access_token": token, "scope": "default", "token_type": "Bearer",
+                             "expires_in": max(1, round(self.token_ttl))},
+                            headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    def refusal(self, header: str | None) -> Response | None:
+        """HTTP 401 unless ``header`` is ``Bearer`` and a live token (which ``expire_rate`` may drop)."""
+        scheme, _, token = (header or "").partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        if not token:
+            return self._refuse(MISSING_CREDENTIALS, 'Bearer realm="LGSP"')
+        until = self.tokens.get(token)
+        if until is not None and until <= time.monotonic():
+            del self.tokens[token]
+            self.state.counters["tokens_expired"] += 1
+            until = None
+        faults = self.state.faults
+        if until is not None and faults is not None and faults.draw(faults.config.expire_rate):
+            del self.tokens[token]
+            self.state.counters["fault_expire"] += 1
+            until = None
+        if until is None:
+            return self._refuse(INVALID_CREDENTIALS, 'Bearer realm="LGSP", error="invalid_token"')
+        return None
+
+    def _refuse(self, fault: dict[str, Any], challenge: str) -> Response:
+        self.state.counters["gateway_refused"] += 1
+        return JSONResponse(fault, status_code=401, headers={"WWW-Authenticate": challenge})
+
+
+class GatewayMiddleware:
+    """Every request but ``/token`` and ``/_admin`` passes :meth:`Gateway.refusal`; a refused one's body is read
+    and dropped (as a proxy does, so the client reads the 401 rather than a reset mid-upload), a passed one goes
+    on with the account's Basic in place of the token."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path == tx.TOKEN_PATH or path.startswith("/_admin/"):
+            await self.app(scope, receive, send)
+            return
+        refused = self.gateway.refusal(Headers(scope=scope).get("authorization"))
+        if refused is not None:
+            while (message := await receive())["type"] == "http.request" and message.get("more_body"):
+                pass
+            await refused(scope, receive, send)
+            return
+        headers = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
+        headers.append((b"authorization", self.gateway.backend.encode()))
+        await self.app({**scope, "headers": headers}, receive, send)
+
+
 def create_app(*, username: str, password: str, units: dict[str, UnitConfig] | None = None,
-               seed: int | None = None, tick_seconds: float = 0.1) -> FastAPI:
-    """The exchange for one integration account, with the units behind it (default :data:`DEFAULT_UNITS`)."""
+               seed: int | None = None, tick_seconds: float = 0.1, consumer_key: str | None = None,
+               consumer_secret: str | None = None, token_ttl: float = 3600.0) -> FastAPI:
+    """The exchange for one integration account, with the units behind it (default :data:`DEFAULT_UNITS`), and
+    the gateway in front of it for ``consumer_key`` and ``consumer_secret`` when they are given."""
+    if (consumer_key is None) != (consumer_secret is None):
+        raise ValueError("the gateway needs both a consumer_key and a consumer_secret (or neither)")
     state = ExchangeState(username=username, password=password,
                           units=dict(DEFAULT_UNITS if units is None else units), seed=seed)
 
@@ -494,6 +636,17 @@ def create_app(*, username: str, password: str, units: dict[str, UnitConfig] | N
         return [t.view() for t in state.transfers.values()]
 
 
+
+    if consumer_key is not None and consumer_secret is not None:
+        gateway = Gateway(state, consumer_key=consumer_key, consumer_secret=consumer_secret, token_ttl=token_ttl)
+        app.state.gateway = gateway
+
+        @app.post(tx.TOKEN_PATH)
+        async def token(request: Request) -> Response:
+            return gateway.issue(request.headers.get("authorization"), request.headers.get("content-type", ""),
+                                 await request.body())
+
+        app.add_middleware(GatewayMiddleware, gateway=gateway)
 
     add_fault_routes(app, state, FaultConfig)
     add_state_routes(app, state)

@@ -41,6 +41,19 @@ whole in memory on both sides): ``PUT {base}/documents/{transferId}/{index}`` st
 it stores and answers ``201`` when it matches, ``422`` (``{"code": "DOCUMENT_INVALID"}``) when not, keeping
 nothing. ``HEAD`` the same URL answers ``200`` with ``X-Content-SHA256`` once stored, so a repeated
 transfer uploads nothing twice.
+
+**The LGSP's gateway.** A province's LGSP puts an API manager in front of its services, and what it asks is
+known from OpenCPS's ``LGSPRestClient`` (``getToken``, the header of its later calls): an OAuth2 client-credentials
+token at ``{base}``:data:`TOKEN_PATH` — a form (``application/x-www-form-urlencoded``) ``grant_type=
+client_credentials&client_id=<consumer key>&client_secret=<consumer secret>``, answered ``{access_token,
+token_type, expires_in, scope}`` (:class:`GatewayToken`) — and ``Authorization: Bearer <access_token>`` on every
+call behind it. A call without a live token is refused ``401`` by the gateway, before the exchange sees it
+(``{"fault": {"code": 900901, "message": "Invalid Credentials"}}``, an API manager's words); a refused token
+request is an OAuth2 error (:class:`TokenRefusal`: ``400 invalid_request`` / ``unsupported_grant_type``,
+``401 invalid_client``). One request has one ``Authorization`` header: behind the gateway a document call carries
+the token in place of the account's Basic, and the gateway authenticates to the exchange with the account it
+holds for the consumer key (an API manager's endpoint security). The envelope's UsernameToken is the exchange's
+own and stays.
 """
 
 from __future__ import annotations
@@ -73,6 +86,9 @@ STATUSES = (SENT, ACCEPTED, REFUSED, RESULT)
 Status = Literal["SENT", "ACCEPTED", "REFUSED", "RESULT"]
 Outcome = Literal["approved", "rejected"]
 UPDATE_STATUSES = (ACCEPTED, REFUSED, RESULT)
+
+TOKEN_PATH = "/token"  # noqa: S105 (a path)
+TOKEN_SECONDS = 3600  # a token's lifetime when the gateway's answer gives none (an API manager's default)
 
 
 class DocumentRef(Wire):
@@ -125,6 +141,22 @@ class UpdatePage(Wire):
     updates: list[Update]
     lastId: int
     hasMore: bool
+
+
+class GatewayToken(Wire):
+    """The gateway's token answer, the fields ``LGSPRestClient`` reads into its ``Mtoken``."""
+
+    access_token: str = Field(min_length=1)
+    token_type: str = "Bearer"  # noqa: S105 (a kind of token)
+    expires_in: int = Field(TOKEN_SECONDS, ge=0)
+    scope: str | None = None
+
+
+class TokenRefusal(Wire):
+    """An OAuth2 error answer of the token endpoint (RFC 6749 §5.2)."""
+
+    error: str
+    error_description: str | None = None
 
 
 def transfer_id(dossier_code: str, from_unit: str, to_unit: str) -> str:

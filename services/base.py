@@ -353,6 +353,18 @@ class Context:
                 found.append(str(exc))
         return found
 
+    def notices(self) -> list[str]:
+        """What the usable destinations' options say is missing though they work (:meth:`ServiceOptions.notices`),
+        a line each, naming the destination."""
+        found: list[str] = []
+        for name in self.routing.destinations:
+            try:
+                options = self.options(name)
+            except ValueError:  # a problem, said by problems()
+                continue
+            found += [f"destination {name}: {notice}" for notice in options.notices()]
+        return found
+
     # ------------------------------------------------------------------ deliverers
 
     def deliverer(self, name: str) -> Deliverer[Any]:

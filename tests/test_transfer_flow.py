@@ -1,8 +1,8 @@
 """Inter-level transfer end to end: hops to the LGSP exchange, documents streamed with checksums, answers back.
 
 Real everything: the exchange simulator (SOAP via zeep from its WSDL, documents over HTTP, units that accept,
-refuse, decide, go down), the origin's document server, the one-stop simulator, Redis, the ledger;
-in-process deliveries and polls, one at a time.
+refuse, decide, go down; the LGSP's gateway in front, its OAuth2 token on every call), the origin's document
+server, the one-stop simulator, Redis, the ledger; in-process deliveries and polls, one at a time.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from tests.harness import RelayProcess, become_relay, drain, new_secret, relay_e
 from tests.servers import run_asgi
 
 USER, PASSWORD = "lienthong-halong", "mat-khau-truc"
+CONSUMER_KEY, CONSUMER_SECRET = "relay-halong", "bi-mat-cong-lgsp"
 DOSSIERS = itertools.count(1)
 FAST_RETRY = {"schedule": ["0.2s", "0.5s", "1s"], "repeat_every": "1s", "deadline": "1h", "max_attempts": 200}
 
@@ -76,7 +77,8 @@ def stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch,
     database_url = f"sqlite:///{tmp_path}/relay.db"
     upgrade(database_url)
     onestop_secret = new_secret()
-    exchange = exchange_app(username=USER, password=PASSWORD, units=behind, seed=5, tick_seconds=0.05)
+    exchange = exchange_app(username=USER, password=PASSWORD, units=behind, seed=5, tick_seconds=0.05,
+                            consumer_key=CONSUMER_KEY, consumer_secret=CONSUMER_SECRET)
     with run_asgi(exchange) as exchange_url, run_asgi(document_app()) as documents_url, \
             run_asgi(onestop_app({"onestop": onestop_secret})) as onestop_url:
         path = routing_file("transfer", tmp_path / "routing.toml",
@@ -86,7 +88,9 @@ def stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch,
         env = relay_env(database_url, redis_url, new_secret(), {"onestop": onestop_secret}, path,
                         MOTCUA_TRANSFER_URL=exchange_url,
                         MOTCUA_ONESTOP_WEBHOOK_URL=f"{onestop_url}/subscribers/onestop/events",
-                        MOTCUA_TRANSFER_USERNAME=USER, MOTCUA_TRANSFER_PASSWORD=PASSWORD, MOTCUA_REDIS_PREFIX=prefix)
+                        MOTCUA_TRANSFER_USERNAME=USER, MOTCUA_TRANSFER_PASSWORD=PASSWORD,
+                        MOTCUA_TRANSFER_CONSUMER_KEY=CONSUMER_KEY, MOTCUA_TRANSFER_CONSUMER_SECRET=CONSUMER_SECRET,
+                        MOTCUA_REDIS_PREFIX=prefix)
         become_relay(monkeypatch, env)
         try:
             yield {"exchange": exchange_url, "documents": documents_url, "onestop": onestop_url, "env": env}

@@ -8,7 +8,7 @@ again; a later hop's come from the hop before, on the exchange); then the dossie
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError
 
@@ -17,23 +17,47 @@ from config.options import HttpUrl, Secret, ServiceOptions
 from config.routing import Destination
 from config.units import load_directory
 from connectors.base import ConnectorResult, Permanent, build_http_client
-from connectors.transfer import ExchangeConnector
+from connectors.credentials import TokenCache
+from connectors.transfer import ExchangeConnector, GatewayToken, TokenAuth
 from schemas import transfer as tx
 from schemas.events import Event, TransferRequested, TransferResult
 from schemas.privacy import error_fields
 from services.base import Context, Deliverer
 
 POLL_PAGE = 200
+TOKEN_READ_SECONDS = 30.0  # a token endpoint answers at once; the destination's read timeout is for 200 MB scans
+
+
+def _has_key(values: Any) -> bool:
+    return bool(values.get("consumer_key"))
 
 
 class TransferOptions(ServiceOptions):
-    """The exchange: its URL, the relay's integration account, the unit directory hops are planned on."""
+    """The exchange: its URL, the relay's integration account, the unit directory hops are planned on, and the
+    consumer key the LGSP's gateway in front of it gives its OAuth2 token for (``token_url``: default ``url`` +
+    ``/token``). The key is optional, so that a table written before the gateway still loads, and the workers warn
+    at start until it is set (:meth:`notices`); once it is, its secret is required."""
 
     url: HttpUrl
     username: str
     password: Annotated[SecretStr, Secret("MOTCUA_TRANSFER_PASSWORD")]
+    token_url: HttpUrl | None = None
+    consumer_key: str | None = None
+    consumer_secret: Annotated[SecretStr | None, Secret("MOTCUA_TRANSFER_CONSUMER_SECRET", required=_has_key)] = None
+    token_auth: TokenAuth = "client_secret_post"  # noqa: S105 (OpenCPS sends the key and secret in the form)
     units_file: str | None = None
     poll_page: int = Field(POLL_PAGE, ge=1, le=1000)
+
+    def endpoint(self) -> str:
+        """Where the gateway's token is asked for."""
+        return self.token_url or self.url.rstrip("/") + tx.TOKEN_PATH
+
+    def notices(self) -> list[str]:
+        if self.consumer_key:
+            return []
+        unused = " (its consumer_secret is set, but unused without the key)" if self.consumer_secret else ""
+        return [f"no consumer_key{unused}: calls go to the exchange without the OAuth2 token a province's LGSP "
+                "gateway requires, and it refuses them (HTTP 401) until consumer_key and consumer_secret are set"]
 
 
 class TransferDeliverer(Deliverer[TransferOptions]):
@@ -43,10 +67,18 @@ class TransferDeliverer(Deliverer[TransferOptions]):
         super().__init__(destination, options, context)
         self.directory = load_directory(options.units_file)
         timeouts = destination.timeouts
+        gateway = None
+        if options.consumer_key and options.consumer_secret is not None:
+            gateway = GatewayToken(
+                token_url=options.endpoint(), consumer_key=options.consumer_key,
+                consumer_secret=options.consumer_secret, auth=options.token_auth,
+                client=build_http_client(timeouts.connect, min(timeouts.read, TOKEN_READ_SECONDS), 4),
+                tokens=TokenCache(context.redis, context.settings.redis_prefix),
+                credential_name=f"transfer:{destination.name}")
         self.connector = ExchangeConnector(
             base_url=options.url, username=options.username, password=options.password,
             client=build_http_client(timeouts.connect, timeouts.read, context.settings.worker_concurrency),
-            connect_timeout=timeouts.connect, read_timeout=timeouts.read)
+            connect_timeout=timeouts.connect, read_timeout=timeouts.read, gateway=gateway)
 
     def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
         if isinstance(event, TransferRequested):

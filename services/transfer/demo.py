@@ -5,7 +5,8 @@ The day asks other units to decide some dossiers (``transfer.requested``), on th
 registered outside the applicant's ward to that ward, the provincial centre's department of justice sends
 naturalisations to the ministry; one hop each. The day's documents carry no address, so the demo serves
 them (``sandbox.lgsp.document_app``) and gives each its URL and real SHA-256 before the day is played. The units
-accept after a second and decide two seconds later; the relay's poll of the exchange runs every 3 s.
+accept after a second and decide two seconds later; the relay's poll of the exchange runs every 3 s. The LGSP's
+gateway stands in front of the exchange when the routing names a consumer key (the shipped one does).
 """
 
 from __future__ import annotations
@@ -31,14 +32,21 @@ def configure(stage: Stage, names: list[str]) -> TransferPlay:
     routing = stage.routing
     first = routing.destinations[names[0]]
     password = stage.secrets(first, TransferOptions, {"password": uuid.uuid4().hex})["password"]
+    key = first.options.get("consumer_key")
+    secret = None
+    if key:
+        secret = stage.secrets(first, TransferOptions, {"consumer_secret": uuid.uuid4().hex})["consumer_secret"]
     units_file = first.options.get("units_file")
     directory = load_directory(str(units_file) if units_file else None)
     units = {code: UnitConfig(name=unit.name, accept_seconds=1.0, process_seconds=2.0)
              for code, unit in directory.handling().items()}
-    url = stage.serve(exchange_app(username=str(first.options.get("username")), password=password, units=units),
+    url = stage.serve(exchange_app(username=str(first.options.get("username")), password=password, units=units,
+                                   consumer_key=str(key) if key else None, consumer_secret=secret),
                       EXCHANGE_PORT)
     for name in names:
         stage.point(routing.destinations[name], "url", "MOTCUA_TRANSFER_URL", url)
+        if key:  # the key the simulator's gateway knows, whatever a variable says
+            stage.point(routing.destinations[name], "consumer_key", "MOTCUA_TRANSFER_CONSUMER_KEY", str(key))
     return TransferPlay(names, url, stage.serve(document_app(), 0))
 
 
@@ -96,7 +104,8 @@ class TransferPlay(DemoPlay):
                         "refused": len(refused & wanted), "results_twice": sum(1 for d in wanted if home[d] > 1),
                         "hops": sum(stats["transfers"].values()),
                         "documents": stats["counters"].get("documents_stored", 0),
-                        "megabytes": round(stats["counters"].get("document_bytes", 0) / 1e6, 1)}
+                        "megabytes": round(stats["counters"].get("document_bytes", 0) / 1e6, 1),
+                        "tokens": stats["counters"].get("tokens_issued", 0)}
         # a day without transfers has no row for the exchange
         views = {name: self._provider_stats() for name in self.names} if wanted else {}
         return Measure(views, "transfers", self.figures)
@@ -116,4 +125,5 @@ class TransferPlay(DemoPlay):
         good = f["results_home_once"] + f["refused"] == f["transfers"] and not f["results_twice"]
         return (("[green]" if good else "[red]") + f"transfers: {f['results_home_once']} / {f['transfers']} results "
                 f"back at the origin once, {f['refused']} refused; {f['hops']} hops through the LGSP exchange, "
-                f"{f['documents']} documents ({f['megabytes']} MB) streamed with their checksums[/]", good)
+                f"{f['documents']} documents ({f['megabytes']} MB) streamed with their checksums, "
+                f"{f['tokens']} token{'' if f['tokens'] == 1 else 's'} from its gateway[/]", good)

@@ -1,5 +1,5 @@
 """The LGSP exchange's simulator, with every unit of the directory behind it (they accept after 5 s, decide 30 s
-later)."""
+later), and the gateway in front of it for the destination's consumer key when it has one."""
 
 from __future__ import annotations
 
@@ -16,4 +16,6 @@ def exchange(configured: list[Configured]) -> Any:
     assert isinstance(options, TransferOptions)
     units = {code: UnitConfig(name=unit.name, accept_seconds=5, process_seconds=30)
              for code, unit in load_directory(options.units_file).handling().items()}
-    return create_app(username=options.username, password=options.password.get_secret_value(), units=units)
+    secret = options.consumer_secret.get_secret_value() if options.consumer_secret is not None else None
+    return create_app(username=options.username, password=options.password.get_secret_value(), units=units,
+                      consumer_key=options.consumer_key if secret is not None else None, consumer_secret=secret)
