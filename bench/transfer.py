@@ -1,16 +1,17 @@
 """The transfer benchmark: a day of inter-level transfers through the LGSP exchange, and one 200 MB scan.
 
-Every process real and separate: the exchange simulator (a commune, its district and the province behind
-it, the LGSP's gateway in front: every call carries its OAuth2 token), the origin's document server and the
-one-stop simulator (under uvicorn), ``motcua-relay api``, ``worker`` and ``beat`` (the sweeper and the exchange's
-poll, every second). Two phases, each on a fresh ledger and a flushed Redis db:
+Every process real and separate: the exchange simulator (two wards, two departments, an office under one of
+them and a ministry behind it, the LGSP's gateway in front: every call carries its OAuth2 token), the origin's
+document server and the one-stop simulator (under uvicorn), ``motcua-relay api``, ``worker`` and ``beat`` (the
+sweeper and the exchange's poll, every second). Two phases, each on a fresh ledger and a flushed Redis db:
 
-  day     ``--transfers`` (default 100) sent signed to the intake, 20 % commune → province (two hops through the
-          district), the rest commune → district and district → province; one to three scans each (50 KB to
-          4 MB); the units accept after 0.5 s and decide 1 s later, refusing 5 %; the district's system goes
-          down for ``--outage`` seconds (default 10) two seconds in; with ``--token-expire-rate`` the gateway
+  day     ``--transfers`` (default 100) sent signed to the intake on the two-level tree, 20 % ward → the land
+          registration office (two hops through its department), the rest in turn ward → department,
+          department → ministry and ward → ward; one to three scans each (50 KB to 4 MB); the units accept
+          after 0.5 s and decide 1 s later, refusing 5 %; the department's system goes down for ``--outage``
+          seconds (default 10) two seconds in; with ``--token-expire-rate`` the gateway
           drops that share of the calls' tokens (each then renewed and the call repeated)
-  big     one dossier with a ``--big-mb`` (default 200) MB scan, commune → district: the worker's memory is
+  big     one dossier with a ``--big-mb`` (default 200) MB scan, ward → department: the worker's memory is
           read before (at rest, after a small transfer) and at its peak
 
 Per phase: transfers, hops at the exchange, documents and MB streamed (and MB/s while streaming), seconds
@@ -37,7 +38,7 @@ from sqlalchemy import func, select
 
 from bench.stack import Stack, parse, phase_arguments, relay_stack, run_phases
 from bench.support import percentile, tree_hwm_mb, tree_rss_mb
-from sandbox.lgsp import DEPARTMENT, document_sha256, transfer_day
+from sandbox.lgsp import DEPARTMENT, OFFICE, document_sha256, transfer_day
 from sandbox.workload import send_events_sync
 from store.tables import deliveries, events
 
@@ -45,12 +46,12 @@ USER, PASSWORD = "bench-lienthong", "bench-exchange-password"
 CONSUMER_KEY, CONSUMER_SECRET = "bench-relay", "bench-consumer-secret"
 SIMULATORS = (
     "import os, uvicorn\n"
-    "from sandbox.lgsp import create_app, document_app, UnitConfig, COMMUNE, DEPARTMENT, OFFICE\n"
+    "from sandbox.lgsp import create_app, document_app, UnitConfig, DEFAULT_UNITS\n"
     "from sandbox.onestop import create_app as onestop\n"
     "e = os.environ\n"
     "if e['BENCH_WHICH'] == 'exchange':\n"
-    "    units = {c: UnitConfig(name=c, accept_seconds=0.5, process_seconds=1.0, refuse_rate=0.05)"
-    " for c in (COMMUNE, DEPARTMENT, OFFICE)}\n"
+    "    units = {c: UnitConfig(name=u.name, accept_seconds=0.5, process_seconds=1.0, refuse_rate=0.05)"
+    " for c, u in DEFAULT_UNITS.items()}\n"
     "    app = create_app(username=e['MOTCUA_TRANSFER_USERNAME'], password=e['MOTCUA_TRANSFER_PASSWORD'],"
     " units=units, seed=7, consumer_key=e['MOTCUA_TRANSFER_CONSUMER_KEY'],"
     " consumer_secret=e['MOTCUA_TRANSFER_CONSUMER_SECRET'])\n"
@@ -138,8 +139,8 @@ def _figures(name: str, day: list[dict[str, Any]], urls: dict[str, str], engine:
     refused = {code for code, rows in words.items() if any(r["type"] == "transfer.refused" for r in rows)}
     megabytes = counters.get("document_bytes", 0) / 1e6
     return {
-        "phase": name, "transfers": len(requested), "two_hop": sum(1 for e in day if e["unit_code"] != DEPARTMENT
-                                                                   and e["data"]["target_unit"] != DEPARTMENT),
+        "phase": name, "transfers": len(requested), "two_hop": sum(1 for e in day
+                                                                   if e["data"]["target_unit"] == OFFICE),
         "hops": sum(stats["transfers"].values()), "documents": counters.get("documents_stored", 0),
         "megabytes": round(megabytes, 1), "seconds": round(seconds, 1),
         "round_trip_p50_s": round(percentile(round_trip, 50) or 0, 1),
