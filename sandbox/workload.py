@@ -4,10 +4,10 @@ relay's intake.
 Government as it is since 1 July 2025 (two levels: province and commune). :func:`generate_day` plays a ward's
 desk (the "Bộ phận một cửa" of UBND phường Hồng Gai, Quảng Ninh): civil status (foreign-element cases included,
 Decree 120/2025/NĐ-CP), certification, residence, household businesses, and the dossiers it receives for the
-province (land, construction), transferred to the department that decides them; a birth registered outside the
-applicant's ward goes to that ward. :func:`centre_day` plays the provincial public-administration centre:
-enterprise registration, construction and land for organisations, and naturalisation, which its department of
-justice sends on to the ministry.
+province (land, construction), transferred to the department that decides them, whose result comes back to the
+desk to be returned; a birth registered outside the applicant's ward goes to that ward, which takes it over.
+:func:`centre_day` plays the provincial public-administration centre: enterprise registration, construction and
+land for organisations, and naturalisation, which its department of justice sends on to the ministry.
 
 Shape of a desk's day (DOMAIN.md; the figures of the seeds are from before 2025 and stay the scale references: a
 desk of about 400 dossiers a day, 82,934 of 97,630 a year involving the post, a provincial centre's 28,230
@@ -106,6 +106,9 @@ class Procedure:
     transfer_to: str | None = None
     transfer_rate: float = 0.0
     transfer_reason: str = "Thủ tục liên thông, thuộc thẩm quyền quyết định của cấp tỉnh"
+    # the unit a dossier is transferred to decides it and its result comes back to this desk, which returns it
+    # (False: the other unit takes the dossier over, as a ward does a birth registered outside its residents)
+    result_back: bool = True
     supplement_items: tuple[str, ...] = ("Bản sao giấy tờ tùy thân của người nộp hồ sơ",)
 
 
@@ -125,7 +128,7 @@ PROCEDURES: tuple[Procedure, ...] = (
         "1.001193.000.00.00.H49", "Đăng ký khai sinh", 12, 1, _CIVIL, "Giấy khai sinh (bản chính)",
         ("Tờ khai đăng ký khai sinh", "Giấy chứng sinh"),
         supplement_items=("Giấy chứng sinh", "Bản sao Giấy chứng nhận kết hôn của cha mẹ"),
-        transfer_to=NEIGHBOUR_WARD, transfer_rate=0.05,
+        transfer_to=NEIGHBOUR_WARD, transfer_rate=0.05, result_back=False,
         transfer_reason="Hồ sơ tiếp nhận ngoài nơi cư trú của người yêu cầu, chuyển UBND nơi cư trú giải quyết",
     ),
     Procedure(
@@ -171,7 +174,7 @@ PROCEDURES: tuple[Procedure, ...] = (
             ("LP-GCN", "Lệ phí cấp Giấy chứng nhận", 100000),
             ("PTD-GCN", "Phí thẩm định hồ sơ cấp Giấy chứng nhận", 500000),
         ),
-        business_share=0.1, transfer_to=AGRICULTURE_ENVIRONMENT, transfer_rate=0.25,
+        business_share=0.1, transfer_to=AGRICULTURE_ENVIRONMENT, transfer_rate=1.0,
         supplement_items=("Trích đo địa chính thửa đất", "Giấy tờ chứng minh nguồn gốc sử dụng đất"),
     ),
     Procedure(
@@ -185,7 +188,7 @@ PROCEDURES: tuple[Procedure, ...] = (
         ((URBAN, "Chuyên viên"), (URBAN, "Trưởng phòng"), LEADERSHIP), "Giấy phép xây dựng",
         ("Đơn đề nghị cấp giấy phép xây dựng", "Bản vẽ thiết kế", "Giấy tờ về quyền sử dụng đất"),
         fee=(("LP-GPXD", "Lệ phí cấp giấy phép xây dựng", 75000),), business_share=0.2,
-        transfer_to=CONSTRUCTION_DEPT, transfer_rate=0.2,
+        transfer_to=CONSTRUCTION_DEPT, transfer_rate=1.0,
         supplement_items=("Bản vẽ mặt bằng móng", "Cam kết bảo đảm an toàn công trình liền kề"),
     ),
     Procedure(
@@ -480,7 +483,8 @@ def _plan(d: _Dossier, seq: int, officials: list[str]) -> None:
         d.add("dossier.withdrawn", d.gap(1800, 7200), lambda at: {"reason": rng.choice(WITHDRAWAL_REASONS)})
         return
 
-    tail = 1 if transfer else 2 + (1 if by_post else 0)
+    handed_over = transfer and not proc.result_back
+    tail = (1 if transfer else 0) + (0 if handed_over else 2 + (1 if by_post else 0))
     if transfer and len(route) < 2:
         route.append(route[-1])
     budget = MAX_EVENTS - len(d.steps) - tail
@@ -507,7 +511,8 @@ def _plan(d: _Dossier, seq: int, officials: list[str]) -> None:
             "target_unit": target, "reason": proc.transfer_reason,
             "documents": documents(proc.documents),
         })
-        return
+        if handed_over:
+            return
 
     pickup_method = "post" if by_post else ("online" if online and rng.random() < 0.3 else "desk")
     late = rng.random() < LATE_SHARE
