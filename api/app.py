@@ -21,6 +21,7 @@ from api.console.app import router as console_router
 from api.intake import router as intake_router
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
+from config.units import load_directory
 from schemas.events import EVENT_ADAPTER
 from store import queries
 from store.db import ping
@@ -35,6 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_format, settings.log_level)
     if not settings.intake_secrets():
         log.warning("intake.no_secret", hint="set MOTCUA_INTAKE_SECRET: every intake request will be refused")
+    # the unit directory the intake resolves closed codes with: a broken one stops the API now, not at an event
+    load_directory(str(settings.units_file) if settings.units_file else None)
     app = FastAPI(
         title="motcua-relay",
         version="0.1.0",

@@ -566,3 +566,12 @@ def test_an_event_naming_a_code_closed_with_no_successor_is_refused_422_naming_i
         (1, ["unit_code"], "closed_unit_code"), (2, ["data", "target_unit"], "closed_unit_code")]
     assert all("000.00.12.H22" in e["msg"] and "no successor" in e["msg"] for e in errors)
     assert intake.count() == 0
+
+
+def test_an_api_with_a_unit_directory_it_cannot_read_does_not_start(tmp_path: Any) -> None:
+    from api.app import create_app
+    from config.settings import Settings
+    from config.units import DirectoryError
+
+    with pytest.raises(DirectoryError, match=r"units\.csv"):
+        create_app(Settings(units_file=tmp_path / "units.csv"))
