@@ -420,7 +420,7 @@ def postal_stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
     redis.Redis.from_url(broker).flushdb()
     onestop_secret, intake_secret, callback_secret = new_secret(), new_secret(), new_secret()
     postal = postal_app(consumer_key=KEY, consumer_secret=SECRET, customer_codes=[CUSTOMER], step_seconds=0.3,
-                        collect_after_seconds=15, fail_rate=0.15, seed=21)
+                        collect_after_seconds=25, fail_rate=0.15, seed=21)
     with run_asgi(postal) as postal_url, run_asgi(onestop_app({"onestop": onestop_secret})) as onestop_url:
         routing = postal_routing(tmp_path / "routing.toml")
         env = relay_env(
