@@ -128,16 +128,3 @@ def client(base_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=base_url, timeout=5.0) as c:
         c.post("/_admin/reset").raise_for_status()
         yield c
-
-
-# The files that take longest (measured, `pytest --durations`), started first: pytest-xdist's loadfile hands a
-# file to whichever process is free, so a long one started last would run alone at the end.
-LONGEST_FIRST = (
-    "test_portal_flow.py", "test_crash.py", "test_payment_flow.py", "test_postal_flow.py", "test_zalo_flow.py",
-    "test_demo.py", "test_transfer_flow.py", "test_packaging.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: a file keeps its order
