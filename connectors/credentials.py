@@ -11,6 +11,7 @@ expire renew it once. Without Redis (``memory://``) the cache and lock are this 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import threading
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 import redis
 import structlog
+from pydantic import SecretStr
 
 log = structlog.get_logger(__name__)
 
@@ -224,3 +226,8 @@ class TokenPairStore:
             self.put(name, pair)
             log.info("credentials.pair_rotated", name=name)
             return pair
+
+
+def basic(user: str, secret: SecretStr) -> str:
+    """An HTTP Basic ``Authorization`` value (an OAuth2 client's, an integration account's)."""
+    return "Basic " + base64.b64encode(f"{user}:{secret.get_secret_value()}".encode()).decode("ascii")

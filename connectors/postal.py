@@ -28,7 +28,6 @@ other HTTP, transport      (base table)  408/425/429/5xx, timeouts and resets re
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,16 +44,16 @@ from connectors.base import (
     excerpt,
     map_transport_errors,
 )
-from connectors.credentials import TokenCache, call_renewing
+from connectors.credentials import TokenCache, basic, call_renewing
 from schemas.postal import (
     DEFAULT_ANSWERS,
     Meaning,
-    OAuthError,
     PostalOrder,
     PostalResult,
     TokenAnswer,
     TrackingPage,
 )
+from schemas.wire import OAuthError
 
 ANSWERS: dict[Meaning, type[DeliveryError] | None] = {
     "done": None,
@@ -102,11 +101,6 @@ def classify(what: str, result: PostalResult, status_code: int,
         raise error_class(reason + HINTS.get(meaning, ""), status_code=status_code,
                           excerpt=excerpt(result.model_dump_json()))
     return Answered(meaning, result, status_code)
-
-
-def basic(key: str, secret: SecretStr) -> str:
-    raw = f"{key}:{secret.get_secret_value()}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
 class PostalConnector:

@@ -41,7 +41,6 @@ call 401, without a token   Permanent     the gateway wants one (or, for a docum
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, TypeVar
@@ -60,7 +59,7 @@ from connectors.base import (
     excerpt,
     map_transport_errors,
 )
-from connectors.credentials import TokenCache, call_renewing
+from connectors.credentials import TokenCache, basic, call_renewing
 from connectors.soap import FaultTable, SoapService
 from schemas import transfer as tx
 
@@ -91,10 +90,6 @@ NO_TOKEN_HINT = f" (the LGSP's gateway refuses calls without its OAuth2 token: {
 NO_TOKEN_DOCUMENT_HINT = (" (the exchange refused the username and password, or the LGSP's gateway wants its OAuth2 "
                           f"token: {SET_KEYS})")
 _T = TypeVar("_T")
-
-
-def basic(user: str, secret: SecretStr) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{secret.get_secret_value()}".encode()).decode("ascii")
 
 
 class GatewayToken:

@@ -8,7 +8,7 @@ defaults under ``url``, the first two as OpenCPS's comments give them (``https:/
 - Token (V1, V2): ``POST {token_url}`` with ``Authorization: Basic base64(key ":" secret)`` and the form
   ``grant_type=client_credentials`` → :class:`TokenAnswer` ``{access_token, token_type, expires_in}``. An OAuth2
   gateway refuses a bad client with 401 ``{"error": "invalid_client"}`` and another grant or a JSON body with
-  400 ``{"error": "unsupported_grant_type"}`` (:class:`OAuthError`). Later calls carry
+  400 ``{"error": "unsupported_grant_type"}`` (:class:`schemas.wire.OAuthError`). Later calls carry
   ``Authorization: <token_type> <access_token>``; a token the gateway no longer takes is HTTP 401.
 - Order (V3–V6): ``POST {order_url}`` JSON :class:`PostalOrder` (exactly MOrder's 17 PascalCase fields, every
   one present as Gson's ``serializeNulls`` writes them, provinces and districts integers, ``CODAmount`` a
@@ -172,13 +172,6 @@ class TokenAnswer(Wire):
     @property
     def authorization(self) -> str:
         return f"{self.token_type} {self.access_token}"
-
-
-class OAuthError(Wire):
-    """What an OAuth2 token endpoint answers a refused request with (RFC 6749 §5.2)."""
-
-    error: str
-    error_description: str | None = None
 
 
 class ObjectIdRef(Wire):

@@ -63,7 +63,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.wire import Wire
+from schemas.wire import OAuthError, Wire
 
 NAMESPACE = "urn:motcua:lgsp:lienthong:v1"
 SERVICE_NAME = "InterLevelExchange"
@@ -152,11 +152,7 @@ class GatewayToken(Wire):
     scope: str | None = None
 
 
-class TokenRefusal(Wire):
-    """An OAuth2 error answer of the token endpoint (RFC 6749 §5.2)."""
-
-    error: str
-    error_description: str | None = None
+TokenRefusal = OAuthError  # an OAuth2 error answer of the token endpoint (RFC 6749 §5.2)
 
 
 def transfer_id(dossier_code: str, from_unit: str, to_unit: str) -> str:

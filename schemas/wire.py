@@ -8,3 +8,10 @@ from pydantic import BaseModel, ConfigDict
 
 class Wire(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True, str_strip_whitespace=True)
+
+
+class OAuthError(Wire):
+    """What an OAuth2 token endpoint answers a refused request with (RFC 6749 §5.2)."""
+
+    error: str
+    error_description: str | None = None
