@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     requeue_after_seconds: float = 60.0
     sweep_interval_seconds: float = 2.0
     sweep_batch: int = 2000
+    delivery_batch: int = Field(
+        100, ge=1, le=1000,
+        description="deliveries of one destination a worker claims, attempts at once and records together")
+    drain_seconds: float = Field(
+        10.0, gt=0, description="how long one drain of a destination goes on before it hands over to a new task")
     ordering_gap_wait_seconds: float = 60.0
     visibility_timeout_seconds: int = 3600
     worker_stall_seconds: float = Field(

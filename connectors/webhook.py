@@ -20,10 +20,20 @@ timeout, reset, refused   Retryable     weather
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+
+import aiohttp
 import httpx
 
+from connectors import aio
 from connectors.base import (
     ConnectorResult,
+    DeliveryError,
+    Permanent,
+    Retryable,
     build_http_client,
     call_timeout,
     classify_http_status,
@@ -35,16 +45,18 @@ from connectors.base import (
 class WebhookConnector:
     """Posts to one subscriber URL."""
 
-    def __init__(self, url: str, client: httpx.Client) -> None:
+    def __init__(self, url: str, client: httpx.Client, pool: int = 100) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"webhook URL must be http(s): {url!r}")
         self.url = url
         self._client = client
+        self._pool = pool
+        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_options(cls, url: str, connect: float, read: float, pool: int) -> WebhookConnector:
         """A connector with its own HTTP client (``pool`` connections, the timeouts in seconds)."""
-        return cls(url, build_http_client(connect, read, pool))
+        return cls(url, build_http_client(connect, read, pool), pool)
 
     def post(self, body: bytes, headers: dict[str, str]) -> ConnectorResult:
         """Post ``body`` with ``headers``: the answer as a result, or the ``DeliveryError`` of the table above."""
@@ -60,8 +72,72 @@ class WebhookConnector:
             excerpt=excerpt(response.text),
         )
 
+    def post_many(
+        self, requests: Sequence[tuple[bytes, dict[str, str]]], deadline: float
+    ) -> list[tuple[ConnectorResult | DeliveryError, float]]:
+        """Post every ``(body, headers)`` at once, on the connector loop, each ending by ``deadline`` seconds from
+        now: its result or its ``DeliveryError`` (the same table as :meth:`post`), and how long it took (ms)."""
+        return aio.run(self._post_all(requests, deadline))
+
+    async def _post_all(
+        self, requests: Sequence[tuple[bytes, dict[str, str]]], deadline: float
+    ) -> list[tuple[ConnectorResult | DeliveryError, float]]:
+        if self._session is None:  # made on the loop it is used on
+            self._session = build_session(self._pool)
+        session = self._session
+        configured = self._client.timeout
+        timeout = aiohttp.ClientTimeout(total=deadline, sock_connect=min(configured.connect or deadline, deadline),
+                                        sock_read=min(configured.read or deadline, deadline))
+
+        async def one(body: bytes, headers: dict[str, str]) -> tuple[ConnectorResult | DeliveryError, float]:
+            started = time.perf_counter()
+            try:
+                async with session.post(self.url, data=body, headers=headers, timeout=timeout,
+                                        allow_redirects=False) as answer:
+                    content = await answer.read()
+                    response = httpx.Response(answer.status, headers=list(answer.headers.items()), content=content)
+            except DeliveryError as exc:
+                return exc, (time.perf_counter() - started) * 1000.0
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                return _transport_error(exc), (time.perf_counter() - started) * 1000.0
+            took = (time.perf_counter() - started) * 1000.0
+            error = classify_http_status(response)
+            if error is not None:
+                return error, took
+            return ConnectorResult(status_code=response.status_code, external_ref=_receipt_id(response),
+                                   excerpt=excerpt(response.text)), took
+
+        outcomes = await asyncio.gather(*(one(b, h) for b, h in requests), return_exceptions=True)
+        return [o if isinstance(o, tuple) else (Permanent(f"internal error: {type(o).__name__}: {o}"), 0.0)
+                for o in outcomes]
+
     def close(self) -> None:
         self._client.close()
+        if self._session is not None:
+            session, self._session = self._session, None
+            with contextlib.suppress(Exception):  # the loop may be gone with the process
+                aio.run(session.close(), timeout=5)
+
+
+def build_session(pool: int) -> aiohttp.ClientSession:
+    """The batch path's client: aiohttp, whose pool costs a few microseconds a request where httpx's async pool
+    spends most of a batch's CPU in connection bookkeeping (measured: ``bench/README.md``; encode/httpx#3215)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=pool, limit_per_host=pool),
+        headers={"User-Agent": "motcua-relay/0.1"},
+        auto_decompress=True,
+    )
+
+
+def _transport_error(exc: BaseException) -> DeliveryError:
+    """aiohttp's exceptions as the same classes :func:`connectors.base.map_transport_errors` gives httpx's."""
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return Retryable(f"timeout ({type(exc).__name__})")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return Permanent(f"bad destination URL: {exc}")
+    if isinstance(exc, aiohttp.ClientConnectionError):
+        return Retryable(f"connection failed ({type(exc).__name__}: {exc})")
+    return Retryable(f"HTTP transport error ({type(exc).__name__}: {exc})")
 
 
 def _receipt_id(response: httpx.Response) -> str | None:

@@ -35,7 +35,7 @@ from sqlalchemy import Engine
 from config.options import OptionsError, ServiceOptions, resolve
 from config.routing import Destination, RoutingConfig
 from config.settings import Settings
-from connectors.base import ConnectorResult
+from connectors.base import ConnectorResult, DeliveryError
 from schemas.events import Event, EventBase, event_json
 from store import intake
 from store.streams import DestinationRules, ToEnqueue
@@ -72,6 +72,14 @@ class Deliverer(Generic[OptionsT]):
     def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
         """One attempt at sending ``event``, carrying ``idempotency_key`` (or looking up first)."""
         raise NotImplementedError
+
+    def deliver_batch(
+        self, items: Sequence[tuple[Event, str]], deadline: float
+    ) -> list[tuple[ConnectorResult | DeliveryError, float]] | None:
+        """A batch's attempts at once, each ``(event, idempotency_key)`` ending within ``deadline`` seconds: for
+        each, its result or ``DeliveryError`` and its duration in ms. ``None`` (the default): the service's calls
+        do not batch, and the engine runs :meth:`deliver` for each on its attempt threads."""
+        return None
 
     def not_before(self, now: datetime) -> tuple[datetime, str] | None:
         """When the next delivery may go and why it waits (quiet hours, a spent daily quota), or ``None``: the

@@ -12,12 +12,14 @@ can run the engine on a controlled clock.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, Row, func, or_, select, update
+from sqlalchemy import Connection, Engine, Row, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from schemas.events import Event, parse_stored_json
 from schemas.privacy import error_fields
@@ -30,6 +32,7 @@ from store.streams import (
     lock_streams,
     next_open,
     stream_key,
+    try_lock_streams,
 )
 from store.tables import FINAL_STATUSES, OPEN_STATUSES, Status, attempts, deliveries, events
 
@@ -71,6 +74,14 @@ class NotClaimed:
     until: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What a claim of several deliveries took (``claimed``) and why the others were not taken (``refused``)."""
+
+    claimed: list[Claimed]
+    refused: dict[int, NotClaimed]
+
+
 def claim(
     engine: Engine,
     delivery_id: int,
@@ -80,56 +91,175 @@ def claim(
     gap_wait_seconds: float,
 ) -> Claimed | NotClaimed:
     """Take a delivery for one attempt, or say why not (ordering, not due, already done)."""
+    with engine.connect() as conn:
+        destination = conn.execute(select(deliveries.c.destination).where(deliveries.c.id == delivery_id)).scalar()
+    if destination is None:
+        return NotClaimed("skip", "no such delivery")
+    batch = claim_many(engine, destination, rules, now, lease_seconds, gap_wait_seconds, ids=[delivery_id])
+    return batch.claimed[0] if batch.claimed else batch.refused.get(delivery_id, NotClaimed("skip", "no such delivery"))
+
+
+def claim_many(
+    engine: Engine,
+    destination: str,
+    rules: DestinationRules,
+    now: datetime,
+    lease_seconds: float,
+    gap_wait_seconds: float,
+    *,
+    ids: Sequence[int] | None = None,
+    limit: int = 100,
+    exclude: Collection[int] = (),
+) -> Batch:
+    """Take deliveries of ``destination`` for one attempt each, in one transaction.
+
+    With ``ids``, those deliveries: each gets its claim, or the reason it has none (not due, already done,
+    waiting for an earlier sequence, superseded, out of attempts). Without, up to ``limit`` of the
+    destination's due deliveries, oldest first: those behind an open earlier sequence of their stream are no
+    candidates, nor those in ``exclude`` (what the caller already saw waiting); on PostgreSQL, rows another
+    worker holds are skipped (``FOR UPDATE SKIP LOCKED``), and so are ordered streams whose lock another
+    transaction holds (the intake or a finish deciding on them this moment).
+
+    One lock order everywhere: a stream's advisory lock before any row lock.
+    """
+    postgres = engine.dialect.name == "postgresql"
     with engine.begin() as conn:
-        d = conn.execute(
-            select(deliveries, events.c.event_id, events.c.payload, events.c.received_at, events.c.origin)
-            .join(events, events.c.id == deliveries.c.event_pk)
-            .where(deliveries.c.id == delivery_id)
-        ).one_or_none()
-        if d is None:
-            return NotClaimed("skip", "no such delivery")
+        wanted = select(deliveries.c.id, deliveries.c.dossier_code, deliveries.c.stream)
+        if ids is None:
+            wanted = wanted.where(deliveries.c.destination == destination, _due(now))
+            if rules.ordered:
+                wanted = wanted.where(~_behind_open())
+            if exclude:
+                wanted = wanted.where(deliveries.c.id.notin_(list(exclude)))
+            wanted = wanted.order_by(deliveries.c.id).limit(limit)
+        else:
+            wanted = wanted.where(deliveries.c.id.in_(list(ids)), deliveries.c.destination == destination)
+        candidates = conn.execute(wanted).all()
+        if rules.ordered and postgres and candidates:
+            keys = {stream_key(c.dossier_code, destination, c.stream) for c in candidates}
+            if ids is None:  # a drain leaves to others the streams they decide on now
+                held = try_lock_streams(conn, keys)
+                candidates = [c for c in candidates if stream_key(c.dossier_code, destination, c.stream) in held]
+            else:
+                lock_streams(conn, engine, keys)
+        if not candidates:
+            return Batch([], {})
+        query = _claim_query(rules.ordered).where(deliveries.c.id.in_([c.id for c in candidates]))
+        if postgres:
+            query = query.with_for_update(of=deliveries, skip_locked=ids is None)
+        rows = conn.execute(query.order_by(deliveries.c.id)).all()
+        chosen, refused = _decide(conn, rows, rules, now, gap_wait_seconds)
+        if not chosen:
+            return Batch([], refused)
+        lease_until = now + timedelta(seconds=lease_seconds)
+        conn.execute(_TAKE, [
+            {"b_id": d.id, "b_attempts": d.attempts + 1, "b_budget": d.budget_used + 1, "b_lease": lease_until,
+             "b_now": now} for d in chosen
+        ])
+        attempt_ids = conn.execute(
+            attempts.insert().returning(attempts.c.id, sort_by_parameter_order=True),
+            [{"delivery_id": d.id, "number": d.attempts + 1, "started_at": now} for d in chosen],
+        ).scalars().all()
+    # Parsed once, here, outside the transaction (it holds the streams' locks): the deliverer and the
+    # excerpt's masking share the model.
+    claimed: list[Claimed] = []
+    for d, attempt_id in zip(chosen, attempt_ids, strict=True):
+        event, unreadable = _parsed(d.payload)
+        claimed.append(Claimed(
+            delivery_id=d.id, destination=d.destination, attempt_id=attempt_id, attempt_number=d.attempts + 1,
+            idempotency_key=d.idempotency_key, event_id=d.event_id, event=event, received_at=d.received_at,
+            deadline_at=d.deadline_at, budget_used=d.budget_used + 1, dossier_code=d.dossier_code,
+            stream=d.stream, sequence=d.sequence, unreadable=unreadable,
+        ))
+    return Batch(claimed, refused)
+
+
+_TAKE = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"))
+    .values(status=Status.IN_FLIGHT, attempts=bindparam("b_attempts"), budget_used=bindparam("b_budget"),
+            lease_until=bindparam("b_lease"), updated_at=bindparam("b_now"))
+)
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    """Due now: open and not waiting for a later time, or in flight with its lease expired (its worker died)."""
+    return or_(
+        and_(deliveries.c.status.in_((Status.PENDING, Status.RETRYING)),
+             or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now + timedelta(seconds=1))),
+        and_(deliveries.c.status == Status.IN_FLIGHT, deliveries.c.lease_until <= now),
+    )
+
+
+def _same_stream(other: Any) -> ColumnElement[bool]:
+    return and_(other.c.dossier_code == deliveries.c.dossier_code, other.c.destination == deliveries.c.destination,
+                other.c.stream == deliveries.c.stream)
+
+
+def _behind_open() -> ColumnElement[bool]:
+    """An earlier sequence of the same stream is still open: this one must wait for it.
+
+    A scalar subquery (``LIMIT 1``), not ``EXISTS``: PostgreSQL may turn an ``EXISTS`` into an anti-join
+    over the destination's index, which a table without statistics yet (a new ledger) makes quadratic
+    (measured: 978 ms for 3,000 open deliveries); the subquery always walks the stream's own index.
+    """
+    earlier = deliveries.alias("earlier")
+    return (
+        select(earlier.c.id)
+        .where(_same_stream(earlier), earlier.c.sequence < deliveries.c.sequence, earlier.c.status.in_(OPEN_STATUSES))
+        .limit(1)
+        .scalar_subquery()
+        .is_not(None)
+    )
+
+
+def _claim_query(ordered: bool) -> Select[Any]:
+    """The deliveries with their events and, for an ordered destination, where each stands in its stream."""
+    columns: list[Any] = [deliveries, events.c.event_id, events.c.payload, events.c.received_at, events.c.origin]
+    if ordered:
+        other = deliveries.alias("other")
+        seq = other.c.sequence
+        columns += [
+            select(func.max(seq)).where(_same_stream(other), seq > deliveries.c.sequence,
+                                        other.c.status.in_((Status.IN_FLIGHT, Status.DELIVERED)))
+            .scalar_subquery().label("newer_sent"),
+            select(func.count()).select_from(other).where(_same_stream(other), seq < deliveries.c.sequence,
+                                                          other.c.status.in_(OPEN_STATUSES))
+            .scalar_subquery().label("older_open"),
+            select(func.max(seq)).where(_same_stream(other), seq < deliveries.c.sequence)
+            .scalar_subquery().label("previous"),
+        ]
+    return select(*columns).join(events, events.c.id == deliveries.c.event_pk)
+
+
+def _decide(
+    conn: Connection, rows: Sequence[Row[Any]], rules: DestinationRules, now: datetime, gap_wait_seconds: float
+) -> tuple[list[Row[Any]], dict[int, NotClaimed]]:
+    """Which rows may be attempted now; the others' reasons (superseded, waiting, dead written here)."""
+    chosen: list[Row[Any]] = []
+    refused: dict[int, NotClaimed] = {}
+    for d in rows:
         lost = d.status == Status.IN_FLIGHT and d.lease_until is not None and d.lease_until <= now
         if d.status not in (Status.PENDING, Status.RETRYING) and not lost:
-            return NotClaimed("skip", f"delivery is {d.status}")
+            refused[d.id] = NotClaimed("skip", f"delivery is {d.status}")
+            continue
         if d.next_attempt_at is not None and d.next_attempt_at > now + timedelta(seconds=1):
-            return NotClaimed("skip", "not due yet", d.next_attempt_at)
+            refused[d.id] = NotClaimed("skip", "not due yet", d.next_attempt_at)
+            continue
         if lost:
-            close_lost_attempt(conn, delivery_id, d.attempts)
+            close_lost_attempt(conn, d.id, d.attempts)
         if rules.ordered:
-            lock_streams(conn, engine, [stream_key(d.dossier_code, d.destination, d.stream)])
             verdict = _ordering_verdict(conn, d, now, gap_wait_seconds)
             if verdict is not None:
-                return verdict
+                refused[d.id] = verdict
+                continue
         if d.budget_used >= rules.max_attempts:
             reason = f"gave up: {d.budget_used} attempts started without an answer (worker lost each time)"
-            _set(conn, delivery_id, now, status=Status.DEAD, last_error=reason, lease_until=None)
-            return NotClaimed("dead", reason)
-        number = d.attempts + 1
-        _set(conn, delivery_id, now, status=Status.IN_FLIGHT, attempts=number, budget_used=d.budget_used + 1,
-             lease_until=now + timedelta(seconds=lease_seconds))
-        attempt_id = conn.execute(
-            attempts.insert().returning(attempts.c.id),
-            {"delivery_id": delivery_id, "number": number, "started_at": now},
-        ).scalar_one()
-    # Parsed once, here, outside the transaction (it holds the stream's lock): the deliverer and the
-    # excerpt's masking share this model.
-    event, unreadable = _parsed(d.payload)
-    return Claimed(
-        delivery_id=delivery_id,
-        destination=d.destination,
-        attempt_id=attempt_id,
-        attempt_number=number,
-        idempotency_key=d.idempotency_key,
-        event_id=d.event_id,
-        event=event,
-        received_at=d.received_at,
-        deadline_at=d.deadline_at,
-        budget_used=d.budget_used + 1,
-        dossier_code=d.dossier_code,
-        stream=d.stream,
-        sequence=d.sequence,
-        unreadable=unreadable,
-    )
+            _set(conn, d.id, now, status=Status.DEAD, last_error=reason, lease_until=None)
+            refused[d.id] = NotClaimed("dead", reason)
+            continue
+        chosen.append(d)
+    return chosen, refused
 
 
 def _parsed(text: str) -> tuple[Event | None, str | None]:
@@ -147,19 +277,8 @@ def _parsed(text: str) -> tuple[Event | None, str | None]:
 
 
 def _ordering_verdict(conn: Connection, d: Row[Any], now: datetime, gap_wait_seconds: float) -> NotClaimed | None:
-    """Superseded, waiting, or ``None`` (may go): one aggregate over the stream's deliveries."""
-    seq = deliveries.c.sequence
-    newer_sent, older_open, previous = conn.execute(
-        select(
-            func.max(seq).filter(seq > d.sequence, deliveries.c.status.in_((Status.IN_FLIGHT, Status.DELIVERED))),
-            func.count().filter(seq < d.sequence, deliveries.c.status.in_(OPEN_STATUSES)),
-            func.max(seq).filter(seq < d.sequence),
-        ).where(
-            deliveries.c.dossier_code == d.dossier_code,
-            deliveries.c.destination == d.destination,
-            deliveries.c.stream == d.stream,
-        )
-    ).one()
+    """Superseded, waiting, or ``None`` (may go), from where the claim query found the row in its stream."""
+    newer_sent, older_open, previous = d.newer_sent, d.older_open, d.previous
     if newer_sent is not None:
         reason = f"superseded: sequence {newer_sent} already sent to {d.destination}"
         _set(conn, d.id, now, status=Status.SUPERSEDED, last_error=reason, lease_until=None)
@@ -218,46 +337,71 @@ def finish(
     engine: Engine, claimed: Claimed, outcome: Outcome, rules: DestinationRules, now: datetime
 ) -> list[ToEnqueue]:
     """Record an attempt's end; return the successor to enqueue when the delivery is final."""
+    final = outcome.status in FINAL_STATUSES and rules.ordered
+    position = Position(claimed.dossier_code, claimed.destination, claimed.stream, claimed.sequence)
     with engine.begin() as conn:
-        conn.execute(
-            update(attempts)
-            .where(attempts.c.id == claimed.attempt_id)
-            .values(
-                duration_ms=outcome.duration_ms,
-                outcome=outcome.attempt_outcome,
-                status_code=outcome.status_code,
-                error=outcome.error,
-                response_excerpt=outcome.excerpt,
-                external_ref=outcome.external_ref,
-            )
-        )
-        values: dict[str, Any] = {
-            "status": outcome.status,
-            "updated_at": now,
-            "lease_until": None,
-            "last_status_code": outcome.status_code,
-            "last_error": outcome.error,
-            "next_attempt_at": outcome.next_attempt_at,
-            "enqueued_at": None,
-        }
-        if outcome.external_ref:
-            values["external_ref"] = outcome.external_ref
-        if outcome.status == Status.DELIVERED:
-            values["delivered_at"] = now
-        result = conn.execute(
-            update(deliveries)
-            .where(
-                deliveries.c.id == claimed.delivery_id,
-                deliveries.c.status == Status.IN_FLIGHT,
-                deliveries.c.attempts == claimed.attempt_number,
-            )
-            .values(**values)
-        )
-        if result.rowcount == 0 or outcome.status not in FINAL_STATUSES or not rules.ordered:
+        if final:  # the stream's lock first, as everywhere (then the row's, by the update)
+            lock_streams(conn, engine, [stream_key(*position[:3])])
+        if not _record(conn, [(claimed, outcome)], now) or not final:
             return []
-        position = Position(claimed.dossier_code, claimed.destination, claimed.stream, claimed.sequence)
-        lock_streams(conn, engine, [stream_key(*position[:3])])
         return _successor(conn, position, now)
+
+
+def finish_many(
+    engine: Engine, done: Sequence[tuple[Claimed, Outcome]], rules: DestinationRules, now: datetime
+) -> None:
+    """Record the ends of a batch's attempts in one transaction (prepared statements, executed many).
+
+    The successors of final deliveries are not looked for here: the next claim of the destination finds
+    them. Under the streams' locks, so that an intake adding a later sequence meanwhile either sees its
+    predecessor final (and queues it) or is seen by the next claim.
+    """
+    if not done:
+        return
+    with engine.begin() as conn:
+        if rules.ordered:
+            lock_streams(conn, engine, [
+                stream_key(c.dossier_code, c.destination, c.stream) for c, o in done if o.status in FINAL_STATUSES
+            ])
+        _record(conn, done, now)
+
+
+_RECORD_ATTEMPT = (
+    update(attempts)
+    .where(attempts.c.id == bindparam("b_attempt"))
+    .values(duration_ms=bindparam("b_duration"), outcome=bindparam("b_outcome"),
+            status_code=bindparam("b_code"), error=bindparam("b_error"),
+            response_excerpt=bindparam("b_excerpt"), external_ref=bindparam("b_ref"))
+)
+# the attempt's end counts only while the delivery is still this attempt's (its lease not lost meanwhile)
+_RECORD_DELIVERY = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"), deliveries.c.status == Status.IN_FLIGHT,
+           deliveries.c.attempts == bindparam("b_number"))
+    .values(status=bindparam("b_status"), updated_at=bindparam("b_now"), lease_until=None,
+            last_status_code=bindparam("b_code"), last_error=bindparam("b_error"),
+            next_attempt_at=bindparam("b_next"), enqueued_at=None,
+            external_ref=func.coalesce(bindparam("b_ref", type_=deliveries.c.external_ref.type),
+                                       deliveries.c.external_ref),
+            delivered_at=func.coalesce(bindparam("b_delivered", type_=deliveries.c.delivered_at.type),
+                                       deliveries.c.delivered_at))
+)
+
+
+def _record(conn: Connection, done: Sequence[tuple[Claimed, Outcome]], now: datetime) -> int:
+    """Write the attempts' ends and their deliveries' new states; the number of deliveries still theirs."""
+    conn.execute(_RECORD_ATTEMPT, [
+        {"b_attempt": c.attempt_id, "b_duration": o.duration_ms, "b_outcome": o.attempt_outcome,
+         "b_code": o.status_code, "b_error": o.error, "b_excerpt": o.excerpt, "b_ref": o.external_ref}
+        for c, o in done
+    ])
+    result = conn.execute(_RECORD_DELIVERY, [
+        {"b_id": c.delivery_id, "b_number": c.attempt_number, "b_status": o.status, "b_now": now,
+         "b_code": o.status_code, "b_error": o.error, "b_next": o.next_attempt_at, "b_ref": o.external_ref or None,
+         "b_delivered": now if o.status == Status.DELIVERED else None}
+        for c, o in done
+    ])
+    return int(result.rowcount or 0)
 
 
 def release(engine: Engine, claimed: Claimed, outcome: Outcome, now: datetime, *, record: bool) -> bool:
@@ -363,6 +507,35 @@ def reroute(
             select(deliveries.c.id).where(deliveries.c.event_pk == event_pk, deliveries.c.destination == destination)
         ).scalar_one()
     return new_id, ready
+
+
+def defer_many(
+    engine: Engine, destination: str, ids: Sequence[int] | None, until: Callable[[], datetime], reason: str,
+    now: datetime, limit: int = 2000,
+) -> list[int]:
+    """Postpone deliveries of ``destination`` without spending an attempt: ``ids``, or (``None``) up to ``limit`` of
+    its due ones; ``until`` gives each its time (a breaker spreads them). The ids postponed."""
+    with engine.begin() as conn:
+        query = select(deliveries.c.id).where(deliveries.c.destination == destination,
+                                              deliveries.c.status.in_((Status.PENDING, Status.RETRYING)))
+        if ids is None:
+            query = query.where(_due(now)).order_by(deliveries.c.id).limit(limit)
+        else:
+            query = query.where(deliveries.c.id.in_(list(ids)))
+        if engine.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=ids is None)
+        found = conn.execute(query).scalars().all()
+        if found:
+            conn.execute(_DEFER, [{"b_id": i, "b_until": until(), "b_reason": reason, "b_now": now} for i in found])
+    return list(found)
+
+
+_DEFER = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"), deliveries.c.status.in_((Status.PENDING, Status.RETRYING)))
+    .values(next_attempt_at=bindparam("b_until"), enqueued_at=None, last_error=bindparam("b_reason"),
+            updated_at=bindparam("b_now"))
+)
 
 
 def defer(engine: Engine, delivery_id: int, until: datetime, reason: str, now: datetime) -> None:

@@ -72,6 +72,17 @@ def lock_streams(conn: Connection, engine: Engine, keys: Iterable[str]) -> None:
         )
 
 
+def try_lock_streams(conn: Connection, keys: Iterable[str]) -> set[str]:
+    """Take the locks of the streams no other transaction holds (PostgreSQL); the keys taken."""
+    ordered = sorted(set(keys))
+    if not ordered:
+        return set()
+    return set(conn.execute(
+        text("SELECT k FROM unnest(CAST(:keys AS text[])) AS k WHERE pg_try_advisory_xact_lock(hashtext(k))"),
+        {"keys": ordered},
+    ).scalars())
+
+
 def stream_key(dossier: str, destination: str, stream: str) -> str:
     """The name :func:`lock_streams` locks for one ordered stream."""
     return f"{dossier}|{destination}|{stream}"

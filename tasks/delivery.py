@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,12 +32,12 @@ from schemas.events import Event
 from schemas.privacy import mask_text, personal_values
 from services.base import Deliverer
 from store import deliveries, intake
-from store.deliveries import Claimed, NotClaimed, Outcome
+from store.deliveries import Claimed, Outcome
 from store.streams import ToEnqueue
 from store.sweep import sweep as sweep_ledger
-from store.tables import Status
+from store.tables import FINAL_STATUSES, Status
 from tasks.app import app
-from tasks.queue import enqueue_later, enqueue_routes
+from tasks.queue import enqueue_routes
 from tasks.retry import decide
 from tasks.runtime import Runtime, get_runtime
 
@@ -65,32 +65,60 @@ def route(event_pk: int) -> int:
 # --------------------------------------------------------------------------- deliver
 
 
-# A task goes on with the next delivery of the same stream (same destination, so the same
-# queue) instead of a broker round trip per delivery, for at most this long.
-CHAIN_SECONDS = 10.0
 # An attempt's calls must end well within its lease, or the sweeper starts a second attempt beside it.
 LEASE_SHARE = 0.8
+# Rate limited: the drain rings again for when the next permit is there, at most this far ahead.
+RATE_WAIT_MAX = 5.0
+
+
+@app.task(name="relay.drain")
+def drain(destination: str) -> int:
+    """Answer a destination's doorbell: claim its due deliveries in batches, attempt, record; the number attempted."""
+    rt = get_runtime()
+    if destination not in rt.routing.destinations:  # renamed in the routing file since the doorbell rang
+        log.warning("drain.unknown_destination", destination=destination)
+        return 0
+    rt.doorbells.answer(destination)  # before the first claim: what is committed after this rings again
+    return run_drain(destination, runtime=rt)
+
+
+def run_drain(destination: str, clock: Clock | None = None, runtime: Runtime | None = None) -> int:
+    """Batches of ``destination`` until none is due, or for ``drain_seconds`` (then a new task goes on).
+
+    Each full batch rings the doorbell once more (a no-op while a ring waits), so that another worker thread or
+    process claims the next batch beside this one: the destination's work spreads over the workers while there is
+    more than a batch of it, and comes back to one drain when there is not.
+    """
+    rt = runtime or get_runtime()
+    started = time.monotonic()
+    waiting: set[int] = set()  # seen waiting (an earlier event not routed yet): not claimed again by this drain
+    attempted = 0
+    while True:
+        report = run_batch(destination, clock=clock or utcnow, runtime=rt, exclude=waiting)
+        attempted += report.attempted
+        waiting.update(i for i, state in report.states.items() if state == "waiting")
+        if report.retry_in is not None:  # no send permit now
+            rt.doorbells.ring([destination], countdown=min(report.retry_in, RATE_WAIT_MAX))
+            break
+        if not report.states:
+            break
+        if report.full:
+            rt.doorbells.ring([destination])
+        if time.monotonic() - started > rt.settings.drain_seconds:
+            rt.doorbells.ring([destination])
+            break
+    return attempted
 
 
 @app.task(name="relay.deliver")
 def deliver(delivery_id: int, destination: str) -> str:
-    """Deliver, then go on with the stream's next delivery while the chain budget lasts.
-
-    The successor is marked queued in the ledger before the task goes on with it, so if
-    this worker dies mid-chain the sweeper queues it again.
-    """
-    started = time.monotonic()
+    """One delivery by id (what a relay before the batched engine queued): attempted, then the destination's
+    doorbell rung for whatever else is due."""
     rt = get_runtime()
-    follow: list[ToEnqueue] = []
-    state = run_delivery(delivery_id, destination, follow_up=follow)
-    while follow:
-        if time.monotonic() - started > CHAIN_SECONDS:
-            rt.enqueue(follow)
-            break
-        item = follow.pop(0)
-        rt.enqueue(follow)
-        follow = []
-        state = run_delivery(item.delivery_id, item.destination, follow_up=follow)
+    if destination not in rt.routing.destinations:
+        return "skip"
+    state = run_delivery(delivery_id, destination, runtime=rt)
+    rt.doorbells.ring([destination])
     return state
 
 
@@ -99,60 +127,178 @@ def run_delivery(
     destination: str,
     clock: Clock = utcnow,
     runtime: Runtime | None = None,
-    follow_up: list[ToEnqueue] | None = None,
 ) -> str:
-    """One attempt at one delivery; returns what happened (for logs and tests).
+    """One attempt at one delivery, through the batch path; what happened (for logs and tests).
 
-    Deliveries that may go next (the stream's successor) are queued, or appended to
-    ``follow_up`` when the caller will run them itself.
+    When the delivery ends final, the destination's doorbell rings: its stream's successor may go.
     """
     rt = runtime or get_runtime()
+    report = run_batch(destination, ids=[delivery_id], clock=clock, runtime=rt)
+    state = report.states.get(delivery_id, "skip")
+    if state in FINAL_STATUSES:
+        rt.enqueue([ToEnqueue(delivery_id, destination)])
+    return state
 
-    def hand_on(items: list[ToEnqueue]) -> None:
-        if follow_up is not None:
-            follow_up.extend(items)
-        else:
-            rt.enqueue(items)
 
+@dataclass(slots=True)
+class BatchReport:
+    """What one batch did: each delivery's state (``delivered``, ``retrying``, ``dead``, ``paused``,
+    ``deferred``, ``rate_limited``, or why it was not claimed: ``skip``, ``waiting``, ``superseded``)."""
+
+    states: dict[int, str] = field(default_factory=dict)
+    attempted: int = 0
+    full: bool = False  # as many candidates as the batch could take: more may be due
+    retry_in: float | None = None  # no send permit: seconds until the next
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempted:
+    claimed: Claimed
+    result: ConnectorResult | None
+    error: DeliveryError | None
+    duration_ms: float
+
+
+def run_batch(
+    destination: str,
+    *,
+    ids: Sequence[int] | None = None,
+    clock: Clock = utcnow,
+    runtime: Runtime | None = None,
+    exclude: Collection[int] = (),
+) -> BatchReport:
+    """One batch of ``destination``: ``ids``, or up to ``delivery_batch`` of its due deliveries.
+
+    Held (quiet hours, a spent quota) or breaker open: the deliveries are deferred without spending an attempt.
+    Otherwise one claim transaction, the attempts at once (the deliverer's own batch call, or threads), one
+    transaction recording every end, and one Redis round trip for the breaker, the rate limit and the metrics.
+    """
+    rt = runtime or get_runtime()
     dest = rt.destination(destination)
     rules = rt.rules[destination]
-    bound = log.bind(delivery_id=delivery_id, destination=destination)
+    bound = log.bind(destination=destination)
     now = clock()
+    report = BatchReport()
 
-    try:
-        deliverer: Deliverer[Any] | None = rt.deliverer(destination)
-        held = deliverer.not_before(now) if deliverer is not None else None
-    except OptionsError as exc:  # unusable options (an engine run in-process, without the start-up check)
-        bound.error("delivery.destination_unusable", error=str(exc))
-        deliverer, held = None, None
-    except Exception:  # a configuration error: the attempt below records it in the ledger
-        bound.exception("delivery.deliverer_unavailable")
-        deliverer, held = None, None
+    deliverer, held = _deliverer_and_hold(rt, destination, now, bound)
     if held is not None:  # quiet hours, a spent daily quota: wait without spending an attempt
         until, why = held
-        deliveries.defer(rt.engine, delivery_id, until, why, now)
-        return "deferred"
+        report.states = dict.fromkeys(deliveries.defer_many(rt.engine, destination, ids, lambda: until, why, now),
+                                      "deferred")
+        return report
 
-    open_until, wait = rt.protection.before_attempt(destination, dest.rate_limit)
+    want = len(ids) if ids is not None else rt.settings.delivery_batch
+    open_until, permits, wait = rt.protection.before_batch(destination, dest.rate_limit, want)
     if open_until is not None:
-        spread = _rng.uniform(0, dest.breaker.open_for / 2)
-        until = datetime.fromtimestamp(open_until, UTC) + timedelta(seconds=spread)
-        deliveries.defer(rt.engine, delivery_id, until, f"circuit open for {destination}", now)
-        return "deferred"
-    if wait > 0:
-        enqueue_later(rt.routing, ToEnqueue(delivery_id, destination), min(wait, 5.0))
-        return "rate_limited"
+        reopen = datetime.fromtimestamp(open_until, UTC)
+        spread = dest.breaker.open_for / 2
+        deferred = deliveries.defer_many(
+            rt.engine, destination, ids, lambda: reopen + timedelta(seconds=_rng.uniform(0, spread)),
+            f"circuit open for {destination}", now,
+        )
+        report.states = dict.fromkeys(deferred, "deferred")
+        return report
+    if permits == 0:
+        if ids is None:
+            report.retry_in = wait
+        else:
+            rt.doorbells.ring([destination], countdown=min(wait, RATE_WAIT_MAX))
+            report.states = dict.fromkeys(ids, "rate_limited")
+        return report
 
-    claimed = deliveries.claim(
-        rt.engine, delivery_id, rules, now, rt.settings.delivery_lease_seconds, rt.settings.ordering_gap_wait_seconds
+    batch = deliveries.claim_many(
+        rt.engine, destination, rules, now, rt.settings.delivery_lease_seconds,
+        rt.settings.ordering_gap_wait_seconds, ids=ids, limit=permits, exclude=exclude,
     )
-    if isinstance(claimed, NotClaimed):
-        if claimed.state in (Status.SUPERSEDED, Status.DEAD):
-            bound.info("delivery.final_without_attempt", state=claimed.state, reason=claimed.reason)
-            hand_on(deliveries.kick_successor(rt.engine, delivery_id, now))
-        return claimed.state
+    report.full = ids is None and len(batch.claimed) + len(batch.refused) >= permits
+    for delivery_id, refused in batch.refused.items():
+        report.states[delivery_id] = refused.state
+        if refused.state in (Status.SUPERSEDED, Status.DEAD):
+            bound.info("delivery.final_without_attempt", delivery_id=delivery_id, state=refused.state,
+                       reason=refused.reason)
+    unused = permits - len(batch.claimed) if dest.rate_limit.per_second else 0
+    if not batch.claimed:
+        if unused:
+            rt.protection.after_batch(destination, 0, 0, dest.breaker, limit=dest.rate_limit, unused_permits=unused)
+        return report
 
-    bound = bound.bind(event_id=claimed.event_id, attempt=claimed.attempt_number)
+    done = _attempt_all(rt, deliverer, destination, batch.claimed)
+    report.attempted = len(done)
+    finished_at = clock()
+    to_finish: list[tuple[Claimed, Outcome]] = []
+    counted: list[tuple[str, float | None]] = []
+    succeeded = failed = 0
+    for one in done:
+        claimed, error = one.claimed, one.error
+        at = bound.bind(delivery_id=claimed.delivery_id, event_id=claimed.event_id, attempt=claimed.attempt_number)
+        outcome, decision_status = _outcome(rt, destination, one, finished_at)
+        if isinstance(error, Paused):  # the destination takes no message now: this attempt does not count
+            deliveries.release(rt.engine, claimed, outcome, finished_at, record=error.sent)
+            if error.sent:
+                counted.append((outcome.attempt_outcome, one.duration_ms))
+                at.info("delivery.paused", condition=error.condition, reason=outcome.error,
+                        next_attempt_at=str(outcome.next_attempt_at))
+            report.states[claimed.delivery_id] = "paused"
+            continue
+        to_finish.append((claimed, outcome))
+        counted.append((outcome.attempt_outcome, one.duration_ms))
+        if error is None:
+            succeeded += 1
+        elif not isinstance(error, Permanent | Rerouted):  # the service answered: its health is not in question
+            failed += 1
+        if decision_status != Status.DELIVERED:
+            at.info("delivery.attempt_failed", status=decision_status, reason=outcome.error,
+                    next_attempt_at=str(outcome.next_attempt_at))
+        report.states[claimed.delivery_id] = decision_status
+    deliveries.finish_many(rt.engine, to_finish, rules, finished_at)
+    rt.protection.after_batch(
+        destination, succeeded, failed, dest.breaker, limit=dest.rate_limit, unused_permits=unused,
+        extra=lambda pipe: rt.metrics.add_many(pipe, destination, counted),
+    )
+    return report
+
+
+def _deliverer_and_hold(
+    rt: Runtime, destination: str, now: datetime, bound: Any
+) -> tuple[Deliverer[Any] | None, tuple[datetime, str] | None]:
+    """The destination's deliverer (``None`` when it cannot be built: each attempt then records why) and
+    whether it holds every delivery until a later time."""
+    try:
+        deliverer: Deliverer[Any] | None = rt.deliverer(destination)
+        return deliverer, deliverer.not_before(now) if deliverer is not None else None
+    except OptionsError as exc:  # unusable options (an engine run in-process, without the start-up check)
+        bound.error("delivery.destination_unusable", error=str(exc))
+    except Exception:  # a configuration error: the attempt records it in the ledger
+        bound.exception("delivery.deliverer_unavailable")
+    return None, None
+
+
+def _attempt_all(
+    rt: Runtime, deliverer: Deliverer[Any] | None, destination: str, claimed: list[Claimed]
+) -> list[_Attempted]:
+    """Every claimed delivery attempted at once: by the deliverer's own batch call when it has one, else on the
+    runtime's attempt threads (each attempt with its own deadline); a batch of one in this thread."""
+    if len(claimed) == 1:
+        return [_attempt_one(rt, deliverer, destination, claimed[0])]
+    readable = [c for c in claimed if c.event is not None]
+    batched = None
+    if deliverer is not None and readable:
+        try:
+            batched = deliverer.deliver_batch([(c.event, c.idempotency_key) for c in readable if c.event],
+                                              rt.settings.delivery_lease_seconds * LEASE_SHARE)
+        except Exception:  # a bug in the batch path: each attempt on its own, as if it had none
+            log.exception("delivery.batch_failed", destination=destination)
+    if batched is None:
+        pool = rt.attempt_pool()
+        return list(pool.map(lambda c: _attempt_one(rt, deliverer, destination, c), claimed))
+    done = [
+        _Attempted(c, None, answer, took) if isinstance(answer, DeliveryError) else _Attempted(c, answer, None, took)
+        for c, (answer, took) in zip(readable, batched, strict=True)
+    ]
+    return done + [_attempt_one(rt, deliverer, destination, c) for c in claimed if c.event is None]
+
+
+def _attempt_one(rt: Runtime, deliverer: Deliverer[Any] | None, destination: str, claimed: Claimed) -> _Attempted:
     watch = Stopwatch()
     error: DeliveryError | None = None
     result = None
@@ -169,49 +315,35 @@ def run_delivery(
     except OptionsError as exc:  # the destination's configuration: an operator fixes it, then replays
         error = Permanent(str(exc))
     except Exception as exc:  # a bug in an adapter or connector: visible, replayable once fixed
-        bound.exception("delivery.internal_error")
+        log.exception("delivery.internal_error", delivery_id=claimed.delivery_id, destination=destination)
         error = Permanent(f"internal error: {type(exc).__name__}: {exc}")
-    duration = watch.ms
-    finished_at = clock()
+    return _Attempted(claimed, result, error, watch.ms)
+
+
+def _outcome(rt: Runtime, destination: str, one: _Attempted, finished_at: datetime) -> tuple[Outcome, Status]:
+    """What the attempt's end makes of the delivery (a fallback delivery created first when it was rerouted)."""
+    claimed, error, result = one.claimed, one.error, one.result
     decision = decide(
-        error, budget_used=claimed.budget_used, policy=dest.retry, now=finished_at,
+        error, budget_used=claimed.budget_used, policy=rt.destination(destination).retry, now=finished_at,
         deadline_at=claimed.deadline_at, rng=_rng,
     )
     if isinstance(error, Rerouted):  # create the fallback delivery the decision names
-        fallback_id, ready = deliveries.reroute(rt.engine, delivery_id, error.destination, rt.rules, finished_at)
-        hand_on(ready)
+        fallback_id, ready = deliveries.reroute(rt.engine, claimed.delivery_id, error.destination, rt.rules,
+                                                finished_at)
+        rt.enqueue(ready)
         made = f" (delivery {fallback_id})" if fallback_id else " (delivery already made)"
         decision = replace(decision, reason=f"{decision.reason}{made}")
     outcome = Outcome(
         status=decision.status,
         attempt_outcome="delivered" if error is None else error.outcome,
-        duration_ms=round(duration, 3),
+        duration_ms=round(one.duration_ms, 3),
         status_code=result.status_code if result else (error.status_code if error else None),
         error=decision.reason,
         excerpt=_masked_excerpt(claimed, result.excerpt if result else (error.excerpt if error else None)),
         external_ref=result.external_ref if result else None,
         next_attempt_at=decision.next_attempt_at,
     )
-    if isinstance(error, Paused):  # the destination takes no message now: this attempt does not count
-        deliveries.release(rt.engine, claimed, outcome, finished_at, record=error.sent)
-        if error.sent:
-            rt.metrics.record(destination, outcome.attempt_outcome, duration)
-            bound.info("delivery.paused", condition=error.condition, reason=decision.reason,
-                       next_attempt_at=str(decision.next_attempt_at))
-        return "paused"
-    successors = deliveries.finish(rt.engine, claimed, outcome, rules, finished_at)
-    if isinstance(error, Permanent | Rerouted):  # the service answered: its health is not in question
-        rt.metrics.record(destination, outcome.attempt_outcome, duration)
-    else:
-        rt.protection.after_attempt(
-            destination, error is not None, dest.breaker,
-            lambda pipe: rt.metrics.add_to(pipe, destination, outcome.attempt_outcome, duration),
-        )
-    if decision.status != Status.DELIVERED:
-        bound.info("delivery.attempt_failed", status=decision.status,
-                   reason=decision.reason, next_attempt_at=str(decision.next_attempt_at))
-    hand_on(successors)
-    return decision.status
+    return outcome, decision.status
 
 
 def attempt_with_auth_refresh(deliverer: Deliverer[Any], event: Event, key: str) -> ConnectorResult:

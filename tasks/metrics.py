@@ -47,6 +47,24 @@ class DeliveryMetrics:
             pipe.hincrby(self._durations, f"{destination}|{bucket}", 1)
             pipe.hincrbyfloat(self._durations, f"{destination}|sum", duration_ms / 1000.0)
 
+    def add_many(self, pipe: Any, destination: str, attempts: list[tuple[str, float | None]]) -> None:
+        """Queue a batch's attempts (outcome, duration in ms), summed first: one command per counter touched."""
+        counts: dict[str, int] = {}
+        buckets: dict[str, int] = {}
+        seconds = 0.0
+        for outcome, duration_ms in attempts:
+            counts[outcome] = counts.get(outcome, 0) + 1
+            if duration_ms is not None:
+                bucket = str(next((b for b in DURATION_BUCKETS_MS if duration_ms <= b), "inf"))
+                buckets[bucket] = buckets.get(bucket, 0) + 1
+                seconds += duration_ms / 1000.0
+        for outcome, n in counts.items():
+            pipe.hincrby(self._outcomes, f"{destination}|{outcome}", n)
+        for bucket, n in buckets.items():
+            pipe.hincrby(self._durations, f"{destination}|{bucket}", n)
+        if buckets:
+            pipe.hincrbyfloat(self._durations, f"{destination}|sum", seconds)
+
     def read(self) -> tuple[dict[tuple[str, str], int], dict[str, dict[str, float]]]:
         if self._redis is None:
             return {}, {}

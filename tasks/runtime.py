@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from functools import partial
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -27,7 +27,7 @@ from store.db import get_engine
 from store.streams import DestinationRules, ToEnqueue
 from tasks.metrics import DeliveryMetrics
 from tasks.protection import Protection
-from tasks.queue import enqueue_deliveries
+from tasks.queue import Doorbells
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +37,23 @@ class Runtime(Context):
     protection: Protection
     metrics: DeliveryMetrics
     pauses: PauseStore
+    doorbells: Doorbells
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+
+    def attempt_pool(self) -> ThreadPoolExecutor:
+        """Threads for the attempts of a batch whose deliverer sends one call at a time (SOAP, several calls)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max(2, self.settings.worker_concurrency),
+                                                thread_name_prefix="attempt")
+            return self._pool
+
+    def close(self) -> None:
+        super().close()
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def each_destination(
         self, job: str, timeout: float, names: Iterable[str], step: Callable[[str], dict[str, Any]], *,
@@ -117,11 +134,12 @@ def build_runtime(enqueue: Callable[[Sequence[ToEnqueue]], None] | None = None) 
     settings = get_settings()
     routing = get_routing(str(settings.routing_file))
     client = redis_client(settings.redis_url)
+    doorbells = Doorbells(client, settings.redis_prefix, routing)
     return Runtime(
         settings=settings, routing=routing, engine=get_engine(settings.database_url), redis=client,
-        rules=rules_for(routing), registry=get_registry(), enqueue=enqueue or partial(enqueue_deliveries, routing),
+        rules=rules_for(routing), registry=get_registry(), enqueue=enqueue or doorbells.enqueue,
         protection=Protection(client, settings.redis_prefix), metrics=DeliveryMetrics(client, settings.redis_prefix),
-        pauses=PauseStore(client, settings.redis_prefix),
+        pauses=PauseStore(client, settings.redis_prefix), doorbells=doorbells,
     )
 
 

@@ -7,6 +7,7 @@ import copy
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -143,12 +144,11 @@ def test_a_single_event_object_is_accepted(intake: Intake) -> None:
     assert set(intake.stored([event["event_id"]])) == {event["event_id"]}
 
 
-def test_deliveries_are_created_with_the_event_and_the_heads_queued(intake: Intake, redis_url: str) -> None:
+def test_deliveries_are_created_with_the_event_and_one_doorbell_rings(intake: Intake, redis_url: str) -> None:
     # given four events of the working day (a dossier may have several of them)
     broker = redis.Redis.from_url(redis_url)
     before = broker.llen(DELIVER_QUEUE)
     batch = [fresh(e) for e in DAY[:4]]
-    dossiers = {e["dossier_code"] for e in batch}
     # when
     response = intake.post(batch)
     # then every event has its warehouse delivery in the same commit ...
@@ -161,9 +161,14 @@ def test_deliveries_are_created_with_the_event_and_the_heads_queued(intake: Inta
         ).all()
     assert sorted(r.event_id for r in rows) == sorted(e["event_id"] for e in batch)
     assert {r.destination for r in rows} == {"warehouse"}
-    # ... and the first delivery of each dossier is queued (the others wait for their predecessor)
-    wait_for(lambda: broker.llen(DELIVER_QUEUE) >= before + len(dossiers), 10, 0.05, "deliver tasks in Redis")
-    assert broker.llen(DELIVER_QUEUE) == before + len(dossiers)
+    # ... and the warehouse's doorbell rings once: one message for the destination, not one per delivery
+    wait_for(lambda: broker.llen(DELIVER_QUEUE) >= before + 1, 10, 0.05, "a doorbell in Redis")
+    message = json.loads(broker.lindex(DELIVER_QUEUE, 0) or b"{}")
+    assert (message["headers"]["task"], message["headers"]["argsrepr"]) == ("relay.drain", "('warehouse',)")
+    # a second batch while no worker has answered rings no more
+    assert intake.post([fresh(e) for e in DAY[4:8]]).status_code == 202
+    time.sleep(0.5)
+    assert broker.llen(DELIVER_QUEUE) == before + 1
 
 
 def test_batch_of_500_is_accepted_and_501_is_too_large(intake: Intake) -> None:

@@ -10,6 +10,8 @@ import pytest
 
 from sandbox.workload import generate_day
 from store import intake
+from tasks.app import app
+from tasks.queue import DRAIN_TASK
 from tasks.runtime import get_runtime
 from tasks.watchdog import EXIT_STALLED, stalled
 from tests.conftest import RelayConfig
@@ -36,13 +38,15 @@ def test_a_worker_with_work_waiting_and_nothing_moving_exits_for_a_restart(
     httpx.post(f"{relay_config.sandbox.url}/_admin/faults", json={"latency_ms": 8000}).raise_for_status()
     rt = get_runtime()
     firsts = list({e["dossier_code"]: e for e in reversed(generate_day(20, seed=5))}.values())[:10]
-    _, ready = intake.ingest_and_route(rt.engine, firsts, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    intake.ingest_and_route(rt.engine, firsts, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
     env = {**relay_config.env, "MOTCUA_WORKER_STALL_SECONDS": "3"}
     worker = RelayProcess(["worker", "--concurrency", "1", "--queues", "deliver.warehouse"], env,
                           tmp_path / "worker.log").start()
     try:
-        # when ten deliveries are queued: the worker takes a few, the others wait in Redis
-        rt.enqueue(ready)
+        # when the warehouse's doorbell is rung ten times (a ring per intake batch, its flag answered each
+        # time): the first drain takes the deliveries, the worker prefetches a few doorbells, the others wait
+        for _ in range(10):
+            app.send_task(DRAIN_TASK, ("warehouse",), queue="deliver.warehouse")
         # then, nothing having moved for 3 s while work waits, the worker exits with EX_TEMPFAIL
         assert worker.proc is not None
         assert worker.proc.wait(40) == EXIT_STALLED

@@ -346,3 +346,66 @@ def test_unlisted_statuses_follow_the_generic_table() -> None:
         assert type(error) is expected, code
         assert error.excerpt is not None
         assert len(error.excerpt) <= 1001
+
+
+# --------------------------------------------------------------------------- the batch path
+
+
+BATCH_ROWS = ["/status/200", "/status/204", "/status/429?retry_after=120", "/status/503", "/status/401",
+              "/status/404", "/status/422", "/drop", "/slow"]
+
+
+def _summary(answer: ConnectorResult | DeliveryError) -> tuple[Any, ...]:
+    if isinstance(answer, DeliveryError):
+        return (type(answer).__name__, answer.status_code, answer.retry_after, "timeout" in answer.reason)
+    return ("delivered", answer.status_code, answer.external_ref)
+
+
+def test_the_batch_path_answers_every_row_as_one_post_does(base_url: str) -> None:
+    # given the table's rows, each once through post() (httpx) ...
+    singles = []
+    for path in BATCH_ROWS:
+        try:
+            singles.append(_summary(send(f"{base_url}{path}", read=0.5)))
+        except DeliveryError as exc:
+            singles.append(_summary(exc))
+    # ... and all at once through post_many() (the engine's batch path, aiohttp on the connector loop)
+    body = webhook_body(MODEL)
+    batched = []
+    for path in BATCH_ROWS:
+        c = WebhookConnector(f"{base_url}{path}", build_http_client(connect=2.0, read=0.5, max_connections=4))
+        try:
+            [(answer, took)] = c.post_many([(body, webhook_headers(MODEL, KEY, SECRET, body))], deadline=10)
+        finally:
+            c.close()
+        assert took >= 0
+        batched.append(_summary(answer))
+    # then each row is classified alike: class, status, Retry-After, timeout
+    assert batched == singles
+
+
+def test_the_batch_path_sends_many_at_once_each_signed(server: tuple[str, FastAPI]) -> None:
+    url, app = server
+    app.state.seen.clear()
+    models = [parse_event(e) for e in sample(20, seed=9)[:20]]
+    c = WebhookConnector(f"{url}/verify", build_http_client(connect=2.0, read=5.0, max_connections=8), pool=8)
+    try:
+        requests = []
+        for model in models:
+            body = webhook_body(model)
+            requests.append((body, webhook_headers(model, f"{model.event_id}:warehouse", SECRET, body)))
+        answers = c.post_many(requests, deadline=10)
+    finally:
+        c.close()
+    assert [type(a).__name__ for a, _ in answers] == ["ConnectorResult"] * 20
+    assert sorted(s["body"]["event_id"] for s in app.state.seen) == sorted(m.event_id for m in models)
+
+
+def test_the_batch_path_refused_connection_is_retryable() -> None:
+    c = WebhookConnector(f"http://127.0.0.1:{free_port()}/events", build_http_client(2.0, 1.0, 2))
+    try:
+        [(answer, _)] = c.post_many([(b"{}", {"Content-Type": "application/json"})], deadline=5)
+    finally:
+        c.close()
+    assert isinstance(answer, Retryable)
+    assert "connection failed" in answer.reason

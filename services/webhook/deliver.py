@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from pydantic import SecretStr
@@ -9,7 +10,7 @@ from pydantic import SecretStr
 from adapters.webhook import webhook_body, webhook_headers
 from config.options import HttpUrl, Secret, ServiceOptions
 from config.routing import Destination
-from connectors.base import ConnectorResult, build_http_client
+from connectors.base import ConnectorResult, DeliveryError, build_http_client
 from connectors.webhook import WebhookConnector
 from schemas.events import Event
 from services.base import Context, Deliverer
@@ -28,11 +29,21 @@ class WebhookDeliverer(Deliverer[WebhookOptions]):
         timeouts = destination.timeouts
         self._secret = options.secret.get_secret_value()
         self._connector = WebhookConnector(
-            options.url, build_http_client(timeouts.connect, timeouts.read, context.settings.worker_concurrency))
+            options.url, build_http_client(timeouts.connect, timeouts.read, context.settings.worker_concurrency),
+            max(context.settings.worker_concurrency, context.settings.delivery_batch))
 
     def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
         body = webhook_body(event)
         return self._connector.post(body, webhook_headers(event, idempotency_key, self._secret, body))
+
+    def deliver_batch(
+        self, items: Sequence[tuple[Event, str]], deadline: float
+    ) -> list[tuple[ConnectorResult | DeliveryError, float]]:
+        requests = []
+        for event, key in items:
+            body = webhook_body(event)
+            requests.append((body, webhook_headers(event, key, self._secret, body)))
+        return self._connector.post_many(requests, deadline)
 
     def close(self) -> None:
         self._connector.close()
