@@ -119,6 +119,16 @@ class WebhookConnector:
                 aio.run(session.close(), timeout=5)
 
 
+# Concurrent drains of a slow destination each hold a batch's calls open: their connections are what limits the
+# rate (a pool of 128 at 200 ms a call carries 640 calls a second), so the pool holds a few batches.
+DRAINS_IN_FLIGHT = 4
+
+
+def batch_connections(concurrency: int, batch: int) -> int:
+    """Connections the batch path may open to one subscriber, per worker process."""
+    return max(concurrency, batch * DRAINS_IN_FLIGHT)
+
+
 def build_session(pool: int) -> aiohttp.ClientSession:
     """The batch path's client: aiohttp, whose pool costs a few microseconds a request where httpx's async pool
     spends most of a batch's CPU in connection bookkeeping (measured: ``bench/README.md``; encode/httpx#3215)."""

@@ -124,42 +124,55 @@ def claim_many(
     """
     postgres = engine.dialect.name == "postgresql"
     with engine.begin() as conn:
-        wanted = select(deliveries.c.id, deliveries.c.dossier_code, deliveries.c.stream)
         if ids is None:
-            wanted = wanted.where(deliveries.c.destination == destination, _due(now))
+            due = [deliveries.c.destination == destination, _due(now)]
             if rules.ordered:
-                wanted = wanted.where(~_behind_open())
+                due.append(~_behind_open())
             if exclude:
-                wanted = wanted.where(deliveries.c.id.notin_(list(exclude)))
-            wanted = wanted.order_by(deliveries.c.id).limit(limit)
+                due.append(deliveries.c.id.notin_(list(exclude)))
         else:
-            wanted = wanted.where(deliveries.c.id.in_(list(ids)), deliveries.c.destination == destination)
-        candidates = conn.execute(wanted).all()
-        if rules.ordered and postgres and candidates:
-            keys = {stream_key(c.dossier_code, destination, c.stream) for c in candidates}
-            if ids is None:  # a drain leaves to others the streams they decide on now
-                held = try_lock_streams(conn, keys)
-                candidates = [c for c in candidates if stream_key(c.dossier_code, destination, c.stream) in held]
-            else:
-                lock_streams(conn, engine, keys)
-        if not candidates:
-            return Batch([], {})
-        query = _claim_query(rules.ordered).where(deliveries.c.id.in_([c.id for c in candidates]))
-        if postgres:
-            query = query.with_for_update(of=deliveries, skip_locked=ids is None)
-        rows = conn.execute(query.order_by(deliveries.c.id)).all()
+            due = [deliveries.c.id.in_(list(ids)), deliveries.c.destination == destination]
+        if postgres:  # the streams' locks first (tried, for a drain), then the rows'
+            wanted = select(deliveries.c.id, deliveries.c.dossier_code, deliveries.c.stream).where(*due)
+            candidates = conn.execute(wanted.order_by(deliveries.c.id).limit(limit) if ids is None else wanted).all()
+            if rules.ordered and candidates:
+                keys = {stream_key(c.dossier_code, destination, c.stream) for c in candidates}
+                if ids is None:  # a drain leaves to others the streams they decide on now
+                    held = try_lock_streams(conn, keys)
+                    candidates = [c for c in candidates if stream_key(c.dossier_code, destination, c.stream) in held]
+                else:
+                    lock_streams(conn, engine, keys)
+            if not candidates:
+                return Batch([], {})
+            query = (_claim_query(rules.ordered).where(deliveries.c.id.in_([c.id for c in candidates]))
+                     .with_for_update(of=deliveries, skip_locked=ids is None).order_by(deliveries.c.id))
+        else:  # SQLite: BEGIN IMMEDIATE holds every writer off, so one query chooses and reads
+            query = _claim_query(rules.ordered).where(*due).order_by(deliveries.c.id)
+            if ids is None:
+                query = query.limit(limit)
+        rows = conn.execute(query).all()
         chosen, refused = _decide(conn, rows, rules, now, gap_wait_seconds)
         if not chosen:
             return Batch([], refused)
-        lease_until = now + timedelta(seconds=lease_seconds)
-        conn.execute(_TAKE, [
-            {"b_id": d.id, "b_attempts": d.attempts + 1, "b_budget": d.budget_used + 1, "b_lease": lease_until,
-             "b_now": now} for d in chosen
-        ])
-        attempt_ids = conn.execute(
-            attempts.insert().returning(attempts.c.id, sort_by_parameter_order=True),
-            [{"delivery_id": d.id, "number": d.attempts + 1, "started_at": now} for d in chosen],
-        ).scalars().all()
+        taken = [d.id for d in chosen]
+        conn.execute(
+            update(deliveries).where(deliveries.c.id.in_(taken))
+            .values(status=Status.IN_FLIGHT, attempts=deliveries.c.attempts + 1,
+                    budget_used=deliveries.c.budget_used + 1, lease_until=now + timedelta(seconds=lease_seconds),
+                    updated_at=now)
+        )
+        # made from the rows just updated, then read back: an INSERT … RETURNING that keeps the rows' order is
+        # one statement per row on SQLite; (delivery, number) names an attempt
+        started = bindparam("started", now, type_=attempts.c.started_at.type)
+        conn.execute(attempts.insert().from_select(
+            ["delivery_id", "number", "started_at"],
+            select(deliveries.c.id, deliveries.c.attempts, started).where(deliveries.c.id.in_(taken)),
+        ))
+        numbered = {(r.delivery_id, r.number): r.id for r in conn.execute(
+            select(attempts.c.id, attempts.c.delivery_id, attempts.c.number)
+            .where(attempts.c.delivery_id.in_(taken), attempts.c.started_at == now)
+        )}
+        attempt_ids = [numbered[(d.id, d.attempts + 1)] for d in chosen]
     # Parsed once, here, outside the transaction (it holds the streams' locks): the deliverer and the
     # excerpt's masking share the model.
     claimed: list[Claimed] = []
@@ -172,14 +185,6 @@ def claim_many(
             stream=d.stream, sequence=d.sequence, unreadable=unreadable,
         ))
     return Batch(claimed, refused)
-
-
-_TAKE = (
-    update(deliveries)
-    .where(deliveries.c.id == bindparam("b_id"))
-    .values(status=Status.IN_FLIGHT, attempts=bindparam("b_attempts"), budget_used=bindparam("b_budget"),
-            lease_until=bindparam("b_lease"), updated_at=bindparam("b_now"))
-)
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
@@ -215,7 +220,12 @@ def _behind_open() -> ColumnElement[bool]:
 
 def _claim_query(ordered: bool) -> Select[Any]:
     """The deliveries with their events and, for an ordered destination, where each stands in its stream."""
-    columns: list[Any] = [deliveries, events.c.event_id, events.c.payload, events.c.received_at, events.c.origin]
+    d = deliveries.c
+    columns: list[Any] = [
+        d.id, d.destination, d.dossier_code, d.stream, d.sequence, d.status, d.attempts, d.budget_used,
+        d.next_attempt_at, d.lease_until, d.deadline_at, d.idempotency_key,
+        events.c.event_id, events.c.payload, events.c.received_at, events.c.origin,
+    ]
     if ordered:
         other = deliveries.alias("other")
         seq = other.c.sequence

@@ -85,9 +85,9 @@ def drain(destination: str) -> int:
 def run_drain(destination: str, clock: Clock | None = None, runtime: Runtime | None = None) -> int:
     """Batches of ``destination`` until none is due, or for ``drain_seconds`` (then a new task goes on).
 
-    Each full batch rings the doorbell once more (a no-op while a ring waits), so that another worker thread or
-    process claims the next batch beside this one: the destination's work spreads over the workers while there is
-    more than a batch of it, and comes back to one drain when there is not.
+    A full claim rings the doorbell once more as soon as it is made (a no-op while a ring waits), so that another
+    worker thread or process claims the next batch while this one's calls are in flight: a slow destination's
+    work spreads over as many drains as it has batches due, and comes back to one drain when it has less.
     """
     rt = runtime or get_runtime()
     started = time.monotonic()
@@ -102,8 +102,6 @@ def run_drain(destination: str, clock: Clock | None = None, runtime: Runtime | N
             break
         if not report.states:
             break
-        if report.full:
-            rt.doorbells.ring([destination])
         if time.monotonic() - started > rt.settings.drain_seconds:
             rt.doorbells.ring([destination])
             break
@@ -211,6 +209,8 @@ def run_batch(
         rt.settings.ordering_gap_wait_seconds, ids=ids, limit=permits, exclude=exclude,
     )
     report.full = ids is None and len(batch.claimed) + len(batch.refused) >= permits
+    if report.full:  # more may be due: another worker claims the next batch while this one's calls run
+        rt.doorbells.ring([destination])
     for delivery_id, refused in batch.refused.items():
         report.states[delivery_id] = refused.state
         if refused.state in (Status.SUPERSEDED, Status.DEAD):

@@ -11,7 +11,7 @@ from adapters.webhook import webhook_body, webhook_headers
 from config.options import HttpUrl, Secret, ServiceOptions
 from config.routing import Destination
 from connectors.base import ConnectorResult, DeliveryError, build_http_client
-from connectors.webhook import WebhookConnector
+from connectors.webhook import WebhookConnector, batch_connections
 from schemas.events import Event
 from services.base import Context, Deliverer
 
@@ -30,7 +30,7 @@ class WebhookDeliverer(Deliverer[WebhookOptions]):
         self._secret = options.secret.get_secret_value()
         self._connector = WebhookConnector(
             options.url, build_http_client(timeouts.connect, timeouts.read, context.settings.worker_concurrency),
-            max(context.settings.worker_concurrency, context.settings.delivery_batch))
+            batch_connections(context.settings.worker_concurrency, context.settings.delivery_batch))
 
     def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
         body = webhook_body(event)
