@@ -1,6 +1,6 @@
 """Throughput benchmark of the relay against a raw Celery baseline, in one run, on one Redis.
 
-Three phases, every process real and separate (see ``bench/README.md``)::
+Five phases, every process real and separate (see ``bench/README.md``)::
 
   baseline  a no-op Celery task (one Redis INCR) on its own app configured with the relay's
             own ``config.celery.celery_config``; N tasks sent by this process, consumed by
@@ -11,6 +11,10 @@ Three phases, every process real and separate (see ``bench/README.md``)::
             the last ``delivered_at`` in the ledger; p50/p99 intake→delivered; the worker's peak RSS
   slow      the same with 200 ms added to every simulator answer (``POST /_admin/faults``),
             with a larger worker concurrency
+  paced     the relay again, events sent at a fixed rate (half the measured maximum) for 60 s:
+            p50/p99 intake→delivered at a rate the relay sustains
+  peer      the same kind of events through a plain Celery task per event that POSTs with httpx
+            and retries with ``autoretry_for`` (no ledger): what the ledger's guarantees cost
 
 Run, from the repository root: ``.venv/bin/python -m bench.relay [--json bench/results/relay.json]``.
 """

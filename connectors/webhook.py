@@ -136,6 +136,7 @@ def build_session(pool: int) -> aiohttp.ClientSession:
         connector=aiohttp.TCPConnector(limit=pool, limit_per_host=pool),
         headers={"User-Agent": "motcua-relay/0.1"},
         auto_decompress=True,
+        trust_env=True,  # HTTP(S)_PROXY and NO_PROXY as httpx reads them for the single path
     )
 
 
