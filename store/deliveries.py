@@ -482,18 +482,6 @@ def _successor(conn: Connection, d: Position, now: datetime) -> list[ToEnqueue]:
     return [ToEnqueue(nxt.id, nxt.destination)]
 
 
-def kick_successor(engine: Engine, delivery_id: int, now: datetime) -> list[ToEnqueue]:
-    """The next open delivery of the same (dossier, destination, stream), to enqueue now."""
-    with engine.begin() as conn:
-        row = conn.execute(
-            select(deliveries.c.dossier_code, deliveries.c.destination, deliveries.c.stream, deliveries.c.sequence)
-            .where(deliveries.c.id == delivery_id)
-        ).one()
-        position = Position(*row)
-        lock_streams(conn, engine, [stream_key(*position[:3])])
-        return _successor(conn, position, now)
-
-
 def reroute(
     engine: Engine, delivery_id: int, destination: str, rules: dict[str, DestinationRules], now: datetime
 ) -> tuple[int | None, list[ToEnqueue]]:
@@ -551,8 +539,4 @@ _DEFER = (
 def defer(engine: Engine, delivery_id: int, until: datetime, reason: str, now: datetime) -> None:
     """Postpone a delivery without spending an attempt (breaker open, quota spent)."""
     with engine.begin() as conn:
-        conn.execute(
-            update(deliveries)
-            .where(deliveries.c.id == delivery_id, deliveries.c.status.in_((Status.PENDING, Status.RETRYING)))
-            .values(next_attempt_at=until, enqueued_at=None, last_error=reason, updated_at=now)
-        )
+        conn.execute(_DEFER, {"b_id": delivery_id, "b_until": until, "b_reason": reason, "b_now": now})

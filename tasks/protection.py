@@ -88,46 +88,33 @@ class Protection:
         return ":".join((self._prefix, *parts))
 
     def before_attempt(self, destination: str, limit: RateLimit) -> tuple[float | None, float]:
-        """``(open_until or None, seconds to wait for a send permit)``."""
+        """``(open_until or None, seconds to wait for a send permit)``: :meth:`before_batch` for one."""
+        open_until, _, wait = self.before_batch(destination, limit, 1)
+        return open_until, wait
+
+    def before_batch(self, destination: str, limit: RateLimit, want: int) -> tuple[float | None, int, float]:
+        """``(open_until or None, permits taken (at most want), seconds until a permit when none was)``: one
+        Redis round trip for a whole batch (every permit is there without a rate limit)."""
         open_key = self._key("breaker", destination, "open_until")
         rate_key = self._key("rate", destination)
         if self._redis is None:
             with self._lock:
-                return _still_open(self._memory.get(open_key)), self._memory_permit(rate_key, limit)
+                taken, wait = self._memory_take(rate_key, limit, want) if limit.per_second else (want, 0.0)
+                return _still_open(self._memory.get(open_key)), taken, wait
         try:
             pipe = self._redis.pipeline(transaction=False)
             pipe.get(open_key)
             if limit.per_second:
                 assert self._take is not None
-                self._take(keys=[rate_key], args=[*_bucket_args(limit), time.time(), 1], client=pipe)
+                self._take(keys=[rate_key], args=[*_bucket_args(limit), time.time(), want], client=pipe)
             results = pipe.execute()
         except redis.RedisError as exc:
             log.warning("protection.redis_unavailable", error=str(exc))
-            return None, 0.0
-        return _still_open(results[0]), float(results[1][1]) if len(results) > 1 else 0.0
-
-    def before_batch(self, destination: str, limit: RateLimit, want: int) -> tuple[float | None, int, float]:
-        """``(open_until or None, permits taken (at most want), seconds until a permit when none was)``: one
-        Redis round trip for a whole batch."""
-        if not limit.per_second:
-            open_until, _ = self.before_attempt(destination, limit)
-            return open_until, want, 0.0
-        open_key = self._key("breaker", destination, "open_until")
-        rate_key = self._key("rate", destination)
-        if self._redis is None:
-            with self._lock:
-                taken, wait = self._memory_take(rate_key, limit, want)
-                return _still_open(self._memory.get(open_key)), taken, wait
-        try:
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.get(open_key)
-            assert self._take is not None
-            self._take(keys=[rate_key], args=[*_bucket_args(limit), time.time(), want], client=pipe)
-            opened, (taken, wait) = pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("protection.redis_unavailable", error=str(exc))
             return None, want, 0.0
-        return _still_open(opened), int(taken), float(wait)
+        if len(results) == 1:
+            return _still_open(results[0]), want, 0.0
+        taken, wait = results[1]
+        return _still_open(results[0]), int(taken), float(wait)
 
     def _memory_take(self, key: str, limit: RateLimit, want: int) -> tuple[int, float]:
         rate, burst = _bucket_args(limit)
@@ -137,19 +124,6 @@ class Protection:
         taken = min(want, int(tokens))
         self._memory[key] = (tokens - taken, now)
         return (taken, 0.0) if taken else (0, (1 - tokens) / rate)
-
-    def _memory_permit(self, key: str, limit: RateLimit) -> float:
-        if not limit.per_second:
-            return 0.0
-        rate, burst = _bucket_args(limit)
-        now = time.monotonic()
-        tokens, ts = self._memory.get(key, (burst, now))
-        tokens = min(burst, tokens + (now - ts) * rate)
-        if tokens >= 1:
-            self._memory[key] = (tokens - 1, now)
-            return 0.0
-        self._memory[key] = (tokens, now)
-        return (1 - tokens) / rate
 
     def after_attempt(
         self, destination: str, failed: bool, policy: BreakerPolicy, extra: Callable[[Any], None] | None = None
