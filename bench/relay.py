@@ -77,13 +77,18 @@ baseline_app = Celery("motcua_bench_baseline")
 _counter_client: redis.Redis | None = None
 
 
-def configure_baseline(settings: Settings | None = None) -> Celery:
-    """Give the baseline app exactly the relay worker's Celery settings (from the environment by default)."""
+def _like_the_relay(app: Celery, task: str, queue: str, settings: Settings | None) -> Celery:
+    """Give a comparison app exactly the relay worker's Celery settings (from the environment by default), its
+    one task routed to ``queue`` and no beat."""
     settings = settings or Settings()
-    baseline_app.conf.update(celery_config(settings, load_routing(settings.routing_file)))
-    baseline_app.conf.task_routes = {"bench.noop": {"queue": BASELINE_QUEUE}}
-    baseline_app.conf.beat_schedule = {}
-    return baseline_app
+    app.conf.update(celery_config(settings, load_routing(settings.routing_file)))
+    app.conf.task_routes = {task: {"queue": queue}}
+    app.conf.beat_schedule = {}
+    return app
+
+
+def configure_baseline(settings: Settings | None = None) -> Celery:
+    return _like_the_relay(baseline_app, "bench.noop", BASELINE_QUEUE, settings)
 
 
 def _counter() -> redis.Redis:
@@ -114,11 +119,7 @@ _peer_lock = threading.Lock()
 
 def configure_peer(settings: Settings | None = None) -> Celery:
     """The peer gets the relay worker's Celery settings too: only what the task does differs."""
-    settings = settings or Settings()
-    peer_app.conf.update(celery_config(settings, load_routing(settings.routing_file)))
-    peer_app.conf.task_routes = {"bench.peer": {"queue": PEER_QUEUE}}
-    peer_app.conf.beat_schedule = {}
-    return peer_app
+    return _like_the_relay(peer_app, "bench.peer", PEER_QUEUE, settings)
 
 
 def _peer() -> dict[str, Any]:
