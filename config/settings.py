@@ -38,7 +38,12 @@ class Settings(BaseSettings):
 
     # delivery engine
     worker_concurrency: int = 64
-    delivery_lease_seconds: float = 120.0
+    delivery_lease_seconds: float = Field(
+        15.0, ge=3,
+        description="a claimed delivery's lease, renewed while its attempt runs: a dead worker's work is due again "
+                    "this long after it died")
+    attempt_deadline_seconds: float = Field(
+        90.0, gt=0, description="every call of one attempt ends within this (a hung call is cut, and retried)")
     requeue_after_seconds: float = 60.0
     sweep_interval_seconds: float = 2.0
     sweep_batch: int = 2000

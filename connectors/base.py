@@ -166,8 +166,8 @@ _attempt_deadline: ContextVar[float | None] = ContextVar("attempt_deadline", def
 def attempt_deadline(seconds: float | None) -> Iterator[None]:
     """Every call made inside ends within ``seconds`` from now (``None``: no limit).
 
-    An attempt that makes several calls (look up, update, append) must not outlive its
-    lease, after which the sweeper would start a second attempt beside it.
+    An attempt that makes several calls (look up, update, append) must end within its
+    deadline: its lease is renewed only that long, after which the sweeper starts a second attempt.
     """
     token = _attempt_deadline.set(time.monotonic() + seconds if seconds else None)
     try:
@@ -183,7 +183,7 @@ def call_timeout(configured: httpx.Timeout) -> httpx.Timeout:
         return configured
     left = deadline - time.monotonic()
     if left < 1.0:
-        raise Retryable("the attempt ran out of time before its next call (its lease would expire)")
+        raise Retryable("the attempt ran out of time before its next call (MOTCUA_ATTEMPT_DEADLINE_SECONDS)")
 
     def cut(value: float | None) -> float:
         return left if value is None else min(value, left)

@@ -414,6 +414,28 @@ def _record(conn: Connection, done: Sequence[tuple[Claimed, Outcome]], now: date
     return int(result.rowcount or 0)
 
 
+# a lease is renewed only while the delivery is still that attempt's
+_RENEW_LEASE = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"), deliveries.c.status == Status.IN_FLIGHT,
+           deliveries.c.attempts == bindparam("b_number"))
+    .values(lease_until=bindparam("b_until"))
+)
+
+
+def renew_leases(engine: Engine, held: Sequence[tuple[int, int]], until: datetime) -> int:
+    """Extend the leases of attempts still running, ``(delivery_id, attempt_number)`` each, to ``until``; the
+    number still theirs. Row locks only, taken in id order (no stream lock: a renewal changes no order), so it
+    cannot deadlock with a claim or a finish, which take their stream locks before any row."""
+    if not held:
+        return 0
+    with engine.begin() as conn:
+        result = conn.execute(_RENEW_LEASE, [
+            {"b_id": delivery_id, "b_number": number, "b_until": until} for delivery_id, number in sorted(held)
+        ])
+    return int(result.rowcount or 0)
+
+
 def release(engine: Engine, claimed: Claimed, outcome: Outcome, now: datetime, *, record: bool) -> bool:
     """End an attempt that does not count: the destination could take no message (paused), which is not this
     delivery's fault. The delivery waits until ``outcome.next_attempt_at`` with the attempt budget it had before

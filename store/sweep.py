@@ -1,15 +1,19 @@
 """The outbox sweep: work that is due but not queued (unrouted events, due retries, lost leases).
 
 Enqueueing after the commit can fail (a crash, the broker down); the sweeper finds what was
-missed, marks it queued and returns it for the beat task to enqueue again.
+missed, marks it queued and returns it for the beat task to enqueue again. It also names every
+destination that has work due now, for the beat task to ring: a doorbell whose drain was lost (its
+message prefetched by a worker that died, or emptied with the broker) is rung again as soon as its
+flag lapses, not a requeue period later.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, exists, or_, select, update
 
 from store.deliveries import close_lost_attempt
 from store.streams import ToEnqueue
@@ -21,10 +25,14 @@ class SweepResult:
     events_to_route: list[int]
     deliveries_to_enqueue: list[ToEnqueue]
     leases_expired: int
+    destinations_due: list[str] = field(default_factory=list)
 
 
-def sweep(engine: Engine, now: datetime, requeue_after: float, batch: int) -> SweepResult:
-    """Find work that is due but not queued: unrouted events, due retries, lost leases."""
+def sweep(
+    engine: Engine, now: datetime, requeue_after: float, batch: int, destinations: Sequence[str] = ()
+) -> SweepResult:
+    """Find work that is due but not queued: unrouted events, due retries, lost leases; and which of
+    ``destinations`` have deliveries due now."""
     stale = now - timedelta(seconds=requeue_after)
     with engine.begin() as conn:
         lost = conn.execute(
@@ -61,4 +69,8 @@ def sweep(engine: Engine, now: datetime, requeue_after: float, batch: int) -> Sw
             conn.execute(
                 update(deliveries).where(deliveries.c.id.in_([d.id for d in due])).values(enqueued_at=now)
             )
-    return SweepResult(unrouted, [ToEnqueue(d.id, d.destination) for d in due], len(lost))
+        busy = [name for name in destinations if conn.execute(select(exists().where(
+            deliveries.c.destination == name, deliveries.c.status.in_((Status.PENDING, Status.RETRYING)),
+            or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
+        ))).scalar()]
+    return SweepResult(unrouted, [ToEnqueue(d.id, d.destination) for d in due], len(lost), busy)

@@ -65,8 +65,6 @@ def route(event_pk: int) -> int:
 # --------------------------------------------------------------------------- deliver
 
 
-# An attempt's calls must end well within its lease, or the sweeper starts a second attempt beside it.
-LEASE_SHARE = 0.8
 # Rate limited: the drain rings again for when the next permit is there, at most this far ahead.
 RATE_WAIT_MAX = 5.0
 
@@ -222,7 +220,8 @@ def run_batch(
             rt.protection.after_batch(destination, 0, 0, dest.breaker, limit=dest.rate_limit, unused_permits=unused)
         return report
 
-    done = _attempt_all(rt, deliverer, destination, batch.claimed)
+    with rt.leases.hold(batch.claimed, clock):  # renewed while the calls run: a dead worker's lapse in a lease
+        done = _attempt_all(rt, deliverer, destination, batch.claimed)
     report.attempted = len(done)
     finished_at = clock()
     to_finish: list[tuple[Claimed, Outcome]] = []
@@ -285,7 +284,7 @@ def _attempt_all(
     if deliverer is not None and readable:
         try:
             batched = deliverer.deliver_batch([(c.event, c.idempotency_key) for c in readable if c.event],
-                                              rt.settings.delivery_lease_seconds * LEASE_SHARE)
+                                              rt.settings.attempt_deadline_seconds)
         except Exception:  # a bug in the batch path: each attempt on its own, as if it had none
             log.exception("delivery.batch_failed", destination=destination)
     if batched is None:
@@ -305,7 +304,7 @@ def _attempt_one(rt: Runtime, deliverer: Deliverer[Any] | None, destination: str
     try:
         if claimed.event is None:  # no deliverer can send it: an operator looks, and replays once it parses
             raise Permanent(claimed.unreadable or "the stored event does not parse")
-        with attempt_deadline(rt.settings.delivery_lease_seconds * LEASE_SHARE):
+        with attempt_deadline(rt.settings.attempt_deadline_seconds):
             result = attempt_with_auth_refresh(deliverer or rt.deliverer(destination), claimed.event,
                                                claimed.idempotency_key)
     except DeliveryError as exc:
@@ -382,10 +381,12 @@ def sweep() -> dict[str, Any]:
 
 def run_sweep(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:
     result = sweep_ledger(
-        rt.engine, now or utcnow(), rt.settings.requeue_after_seconds, rt.settings.sweep_batch
+        rt.engine, now or utcnow(), rt.settings.requeue_after_seconds, rt.settings.sweep_batch,
+        list(rt.routing.destinations),
     )
     enqueue_routes(result.events_to_route)
     rt.enqueue(result.deliveries_to_enqueue)
+    rt.doorbells.ring(result.destinations_due)  # a no-op where a drain is on its way
     summary = {
         "routed": len(result.events_to_route),
         "enqueued": len(result.deliveries_to_enqueue),

@@ -64,9 +64,9 @@ class Doorbells:
 
     def ring(self, destinations: Iterable[str], *, countdown: float | None = None) -> None:
         """Send a drain for each destination whose doorbell is not already ringing (``countdown``: in that many
-        seconds, a rate limit's wait; such a ring is not deduplicated)."""
+        seconds, a rate limit's wait; the doorbell rings that much longer)."""
         for destination in destinations:
-            if countdown is None and not self._first_ring(destination):
+            if not self._first_ring(destination, DOORBELL_SECONDS + (countdown or 0.0)):
                 continue
             try:
                 app.send_task(DRAIN_TASK, (destination,), queue=self._routing.destinations[destination].queue,
@@ -76,16 +76,16 @@ class Doorbells:
                 self.answer(destination)
                 return
 
-    def _first_ring(self, destination: str) -> bool:
+    def _first_ring(self, destination: str, seconds: float) -> bool:
         if self._redis is None:
             with self._lock:
                 now = time.monotonic()
                 if self._memory.get(destination, 0.0) > now:
                     return False
-                self._memory[destination] = now + DOORBELL_SECONDS
+                self._memory[destination] = now + seconds
                 return True
         try:
-            return bool(self._redis.set(self._key(destination), "1", nx=True, ex=DOORBELL_SECONDS))
+            return bool(self._redis.set(self._key(destination), "1", nx=True, px=int(seconds * 1000)))
         except redis.RedisError as exc:  # ring anyway: a drain too many finds nothing, one too few loses time
             log.warning("doorbell.redis_unavailable", error=str(exc))
             return True

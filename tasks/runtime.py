@@ -25,6 +25,7 @@ from services.base import Context
 from services.registry import get_registry
 from store.db import get_engine
 from store.streams import DestinationRules, ToEnqueue
+from tasks.leases import LeaseKeeper
 from tasks.metrics import DeliveryMetrics
 from tasks.protection import Protection
 from tasks.queue import Doorbells
@@ -38,6 +39,7 @@ class Runtime(Context):
     metrics: DeliveryMetrics
     pauses: PauseStore
     doorbells: Doorbells
+    leases: LeaseKeeper
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
 
     def attempt_pool(self) -> ThreadPoolExecutor:
@@ -50,6 +52,7 @@ class Runtime(Context):
 
     def close(self) -> None:
         super().close()
+        self.leases.close()
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
@@ -135,11 +138,14 @@ def build_runtime(enqueue: Callable[[Sequence[ToEnqueue]], None] | None = None) 
     routing = get_routing(str(settings.routing_file))
     client = redis_client(settings.redis_url)
     doorbells = Doorbells(client, settings.redis_prefix, routing)
+    engine = get_engine(settings.database_url)
     return Runtime(
-        settings=settings, routing=routing, engine=get_engine(settings.database_url), redis=client,
+        settings=settings, routing=routing, engine=engine, redis=client,
         rules=rules_for(routing), registry=get_registry(), enqueue=enqueue or doorbells.enqueue,
         protection=Protection(client, settings.redis_prefix), metrics=DeliveryMetrics(client, settings.redis_prefix),
         pauses=PauseStore(client, settings.redis_prefix), doorbells=doorbells,
+        leases=LeaseKeeper(engine, settings.delivery_lease_seconds,
+                           settings.attempt_deadline_seconds + settings.delivery_lease_seconds),
     )
 
 

@@ -95,6 +95,7 @@ class RelayProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self.exit_codes: list[int] = []  # of the exits it made on its own (not the test's kills)
         self._supervising = supervise
         self._lock = threading.Lock()
         if supervise:
@@ -106,6 +107,7 @@ class RelayProcess:
             time.sleep(0.5)
             with self._lock:
                 if self.proc is not None and self.proc.poll() is not None:
+                    self.exit_codes.append(self.proc.returncode)
                     self.restarts += 1
                     self.start()
 

@@ -4,6 +4,7 @@ breaker and rate limit counted per batch — on both ledgers, with real Redis, a
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -19,8 +20,10 @@ from sandbox.workload import generate_day
 from store import deliveries as claims
 from store import intake
 from store.deliveries import Claimed, Outcome
+from store.sweep import sweep
 from store.tables import Status, attempts, deliveries
-from tasks.delivery import run_drain
+from tasks.delivery import run_drain, run_sweep
+from tasks.leases import LeaseKeeper
 from tasks.protection import Protection
 from tasks.queue import DRAIN_TASK, Doorbells
 from tasks.runtime import get_runtime
@@ -177,6 +180,26 @@ def test_a_doorbell_rings_once_until_a_drain_answers_it(relay_config: RelayConfi
     broker.delete(queue)
 
 
+def test_the_sweeper_rings_a_destination_with_due_work_once_a_lost_ring_lapses(relay_config: RelayConfig) -> None:
+    # given due deliveries whose doorbell rang, its drain lost with a worker that died (the flag still set)
+    rt = get_runtime()
+    assert rt.redis is not None
+    queue = rt.routing.destinations["warehouse"].queue
+    intake.ingest_and_route(rt.engine, [make_event(1)], datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    rt.redis.delete(queue)
+    rt.redis.set(f"{rt.settings.redis_prefix}:doorbell:warehouse", "1", px=300)
+    # when the sweeper runs while the flag is set, and again once it lapsed
+    run_sweep(rt)
+    rang_while_set = rt.redis.llen(queue)
+    time.sleep(0.4)
+    summary = run_sweep(rt)
+    # then the first sweep left the ring to the drain it stands for, and the second rang the warehouse
+    assert rang_while_set == 0
+    assert rt.redis.llen(queue) == 1 and DRAIN_TASK.encode() in rt.redis.lindex(queue, 0)
+    assert summary["enqueued"] == 0  # not one message per delivery: the delivery itself was queued recently
+    rt.redis.delete(queue)
+
+
 # --------------------------------------------------------------------------- a drain end to end
 
 
@@ -205,3 +228,37 @@ def test_one_drain_delivers_a_day_in_order_once_each(relay_config: RelayConfig) 
         seen.setdefault(effect["dossier_code"], []).append(effect["sequence"])
     assert all(s == sorted(s) for s in seen.values())
     assert max(len(s) for s in seen.values()) > 1
+
+
+# --------------------------------------------------------------------------- leases
+
+
+def test_a_held_lease_is_renewed_and_a_dropped_one_lapses_for_the_sweeper(engine: Engine) -> None:
+    stream_of_each(engine, 1)
+    lease = 1.5
+    batch = claims.claim_many(engine, "warehouse", WAREHOUSE, datetime.now(UTC), lease, GAP, limit=3)
+    kept, dropped, hung = batch.claimed
+    worker = LeaseKeeper(engine, lease, give_up_after=60)
+    stuck = LeaseKeeper(engine, lease, give_up_after=1.2)  # its attempt outlives its deadline and a lease
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    try:
+        with worker.hold([kept], clock), stuck.hold([hung], clock):
+            # when twice the lease passes while ``kept`` and ``hung`` run (``dropped``: its worker died at the claim)
+            time.sleep(2 * lease)
+            result = sweep(engine, clock(), 60, 100)
+            with engine.connect() as conn:
+                rows = conn.execute(select(deliveries.c.id, deliveries.c.status).where(
+                    deliveries.c.id.in_([kept.delivery_id, dropped.delivery_id, hung.delivery_id])))
+                states = {row.id: row.status for row in rows}
+    finally:
+        worker.close()
+        stuck.close()
+    # then only the dead worker's delivery and the one past its deadline were rescued
+    assert result.leases_expired == 2
+    assert states == {kept.delivery_id: Status.IN_FLIGHT, dropped.delivery_id: Status.RETRYING,
+                      hung.delivery_id: Status.RETRYING}
+    # and the renewed attempt still ends as its own
+    claims.finish_many(engine, [delivered(kept)], WAREHOUSE, clock())
+    with engine.connect() as conn:
+        assert conn.execute(select(deliveries.c.status).where(deliveries.c.id == kept.delivery_id)).scalar() \
+            == Status.DELIVERED

@@ -3,7 +3,9 @@
 Real everything: a private ``redis-server`` (restarted mid-run), ``motcua-relay worker``
 and ``motcua-relay beat`` subprocesses (the worker SIGKILLed three times mid-delivery),
 the intake over HTTP, a PostgreSQL or SQLite ledger, and the sandbox one-stop as the subscriber,
-optionally failing 30 % of calls with 5xx or timeouts.
+answering in 200 ms (so that a kill finds attempts in flight), optionally failing 30 % of calls with
+5xx or timeouts. The engine runs on its default lease and requeue settings: what a kill orphans is
+attempted again within 30 s of the fault, and no worker ever exits with status 0.
 """
 
 from __future__ import annotations
@@ -12,18 +14,20 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 
 from api.app import create_app
 from sandbox.onestop import create_app as onestop_app
 from sandbox.workload import generate_day, send_events_sync
 from store.db import get_engine, upgrade
 from store.queries import status_counts
-from store.tables import deliveries, events
+from store.tables import Status, attempts, deliveries, events
 from tests.conftest import _fresh_pg
 from tests.harness import RedisServer, RelayProcess, become_relay, new_secret, relay_env, wait_for, write_routing
 from tests.servers import run_asgi
@@ -31,6 +35,7 @@ from tests.servers import run_asgi
 pytestmark = pytest.mark.slow
 
 EVENTS = 1000
+RECOVERY = timedelta(seconds=30)  # what a fault orphans is attempted again (and, without failing calls, final) by then
 FAST_RETRY = '{ schedule = ["1s", "2s", "3s"], repeat_every = "3s", deadline = "1h", max_attempts = 500 }'
 
 
@@ -55,6 +60,8 @@ class Stack:
     intake_secret: str
     database_url: str
     done: threading.Event = field(default_factory=threading.Event)
+    # each fault's time and the deliveries in flight just before it
+    faults: list[tuple[datetime, set[int]]] = field(default_factory=list)
 
     def delivered(self) -> int:
         return status_counts(get_engine(self.database_url)).get("warehouse", {}).get("delivered", 0)
@@ -74,11 +81,11 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
     secrets = {"warehouse": new_secret()}
     intake_secret = new_secret()
     with run_asgi(onestop_app(secrets)) as sandbox_url:
+        httpx.post(f"{sandbox_url}/_admin/faults", json={"latency_ms": 200}).raise_for_status()
         routing = write_routing(tmp_path / "routing.toml", sandbox_url, names=("warehouse",), retry=FAST_RETRY,
                                 breaker='{ failure_threshold = 200, open_for = "2s" }', read_timeout=2.0)
         env = relay_env(
             database_url, redis_server.url, intake_secret, secrets, routing,
-            MOTCUA_DELIVERY_LEASE_SECONDS="8", MOTCUA_REQUEUE_AFTER_SECONDS="4",
             MOTCUA_SWEEP_INTERVAL_SECONDS="1", MOTCUA_WORKER_CONCURRENCY="32",
             MOTCUA_ORDERING_GAP_WAIT_SECONDS="5", MOTCUA_REDIS_PREFIX="crash", MOTCUA_WORKER_STALL_SECONDS="15",
         )
@@ -116,6 +123,7 @@ def _play_with_crashes(stack: Stack, events_: list[dict]) -> None:
     # SIGKILL the worker three times while deliveries are in flight, and restart Redis once.
     for threshold, action in ((100, "kill"), (300, "kill"), (500, "redis"), (700, "kill")):
         wait_for(lambda t=threshold: stack.delivered() >= t, 180, 0.1, f"{threshold} deliveries")
+        stack.faults.append((datetime.now(UTC), _in_flight(get_engine(stack.database_url))))
         if action == "kill":
             stack.worker.kill()
             stack.worker.start()
@@ -123,6 +131,34 @@ def _play_with_crashes(stack: Stack, events_: list[dict]) -> None:
             stack.redis.restart()
     sender.join(240)
     assert sent.get("accepted") == len(events_), f"the intake did not take every event: {sent}"
+
+
+def _in_flight(engine: Engine) -> set[int]:
+    with engine.connect() as conn:
+        return set(conn.execute(select(deliveries.c.id).where(deliveries.c.status == Status.IN_FLIGHT)).scalars())
+
+
+def _assert_recovered_within(stack: Stack, limit: timedelta, *, final: bool) -> None:
+    """Every delivery in flight at a fault attempted again (or ended) within ``limit`` of it; with ``final``,
+    delivered by then. Also, no worker exited with status 0 (a supervisor restarting on failure would not
+    have brought it back)."""
+    engine = get_engine(stack.database_url)
+    slow: list[str] = []
+    with engine.connect() as conn:
+        for at, orphans in stack.faults:
+            for delivery_id in sorted(orphans):
+                delivered_at = conn.execute(
+                    select(deliveries.c.delivered_at).where(deliveries.c.id == delivery_id)).scalar_one()
+                next_start = conn.execute(
+                    select(func.min(attempts.c.started_at)).where(attempts.c.delivery_id == delivery_id,
+                                                                  attempts.c.started_at > at)).scalar()
+                ended = delivered_at if final or next_start is None else min(delivered_at, next_start)
+                ended = ended if ended.tzinfo else ended.replace(tzinfo=UTC)  # SQLite keeps naive UTC
+                if ended - at > limit:
+                    slow.append(f"delivery {delivery_id}: {(ended - at).total_seconds():.1f} s after the fault")
+    assert sum(len(o) for _, o in stack.faults) > 0, "no fault found an attempt in flight: the test proves nothing"
+    assert not slow, f"{len(slow)} orphans waited longer than {limit}: {slow[:5]}"
+    assert 0 not in stack.worker.exit_codes, f"a worker exited with status 0: {stack.worker.exit_codes}"
 
 
 def _progress(stack: Stack) -> None:
@@ -164,13 +200,16 @@ def test_sigkill_and_redis_restart_lose_nothing(stack: Stack) -> None:
     _play_with_crashes(stack, events_)
     # then every delivery is delivered, each effect happened exactly once, and no ledger row is lost
     _assert_nothing_lost_nothing_twice(stack, events_)
+    # ... and what each fault left in flight was delivered within 30 s of it
+    _assert_recovered_within(stack, RECOVERY, final=True)
 
 
 @pytest.mark.parametrize("stack", ["postgresql"], indirect=True)  # the production ledger; keeps the suite short
 def test_crashes_with_30_percent_failing_calls(stack: Stack) -> None:
     # given a subscriber that fails 30 % of calls: 20 % with 5xx, 10 % by hanging past the read timeout
-    httpx.post(f"{stack.sandbox_url}/_admin/faults",
-               json={"error_rate": 0.2, "timeout_rate": 0.1, "hang_seconds": 3, "seed": 7}).raise_for_status()
+    httpx.post(f"{stack.sandbox_url}/_admin/faults", json={
+        "error_rate": 0.2, "timeout_rate": 0.1, "hang_seconds": 3, "seed": 7, "latency_ms": 200,
+    }).raise_for_status()
     events_ = _workload(EVENTS)
     # when the day is played with the same crashes
     _play_with_crashes(stack, events_)
@@ -178,3 +217,4 @@ def test_crashes_with_30_percent_failing_calls(stack: Stack) -> None:
     _assert_nothing_lost_nothing_twice(stack, events_)
     stats = httpx.get(f"{stack.sandbox_url}/_admin/stats").json()["warehouse"]
     assert stats["faults"]["error"] > 0 and stats["faults"]["timeout"] > 0
+    _assert_recovered_within(stack, RECOVERY, final=False)  # retried within 30 s; its retries may fail again
