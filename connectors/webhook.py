@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import urllib.request
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -85,6 +87,7 @@ class WebhookConnector:
         if self._session is None:  # made on the loop it is used on
             self._session = build_session(self._pool)
         session = self._session
+        proxy = env_proxy(self.url)
         configured = self._client.timeout
         timeout = aiohttp.ClientTimeout(total=deadline, sock_connect=min(configured.connect or deadline, deadline),
                                         sock_read=min(configured.read or deadline, deadline))
@@ -92,7 +95,7 @@ class WebhookConnector:
         async def one(body: bytes, headers: dict[str, str]) -> tuple[ConnectorResult | DeliveryError, float]:
             started = time.perf_counter()
             try:
-                async with session.post(self.url, data=body, headers=headers, timeout=timeout,
+                async with session.post(self.url, data=body, headers=headers, timeout=timeout, proxy=proxy,
                                         allow_redirects=False) as answer:
                     content = await answer.read()
                     response = httpx.Response(answer.status, headers=list(answer.headers.items()), content=content)
@@ -136,8 +139,18 @@ def build_session(pool: int) -> aiohttp.ClientSession:
         connector=aiohttp.TCPConnector(limit=pool, limit_per_host=pool),
         headers={"User-Agent": "motcua-relay/0.1"},
         auto_decompress=True,
-        trust_env=True,  # HTTP(S)_PROXY and NO_PROXY as httpx reads them for the single path
+        trust_env=False,  # the proxy is read once (env_proxy): aiohttp's own reading parses ~/.netrc per request
     )
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy that HTTP(S)_PROXY, ALL_PROXY and NO_PROXY name for ``url``, as httpx reads them for the single
+    path; ``None`` for a direct connection."""
+    target = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    if not proxies or urllib.request.proxy_bypass_environment(target.hostname or "", proxies):  # type: ignore[attr-defined]  # not in typeshed
+        return None
+    return proxies.get(target.scheme) or proxies.get("all")
 
 
 def _transport_error(exc: BaseException) -> DeliveryError:

@@ -409,3 +409,20 @@ def test_the_batch_path_refused_connection_is_retryable() -> None:
         c.close()
     assert isinstance(answer, Retryable)
     assert "connection failed" in answer.reason
+
+
+def test_the_batch_path_reads_the_proxy_variables_as_the_single_path_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.webhook import env_proxy
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
+                 "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert env_proxy("http://10.0.0.5/hook") is None
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.setenv("NO_PROXY", "lgsp.local,127.0.0.2")
+    assert env_proxy("http://10.0.0.5/hook") == "http://127.0.0.1:3128"
+    assert env_proxy("https://10.0.0.5/hook") is None  # no HTTPS_PROXY
+    assert env_proxy("http://api.lgsp.local/hook") is None
+    assert env_proxy("http://127.0.0.2:8000/hook") is None
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:3129")
+    assert env_proxy("https://10.0.0.5/hook") == "http://127.0.0.1:3129"
