@@ -11,6 +11,7 @@ can run the engine on a controlled clock.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, Row, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Engine, Integer, Row, Select, all_, and_, any_, bindparam, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
 from schemas.events import Event, parse_stored_json
@@ -123,18 +125,12 @@ def claim_many(
     One lock order everywhere: a stream's advisory lock before any row lock.
     """
     postgres = engine.dialect.name == "postgresql"
+    q = _claim_statements(engine.dialect.name, rules.ordered)
+    params: dict[str, Any] = {"dest": destination, "now": now, "due_by": now + timedelta(seconds=1),
+                              "limit": limit, "exclude": list(exclude), "ids": list(ids or ())}
     with engine.begin() as conn:
-        if ids is None:
-            due = [deliveries.c.destination == destination, _due(now)]
-            if rules.ordered:
-                due.append(~_behind_open())
-            if exclude:
-                due.append(deliveries.c.id.notin_(list(exclude)))
-        else:
-            due = [deliveries.c.id.in_(list(ids)), deliveries.c.destination == destination]
         if postgres:  # the streams' locks first (tried, for a drain), then the rows'
-            wanted = select(deliveries.c.id, deliveries.c.dossier_code, deliveries.c.stream).where(*due)
-            candidates = conn.execute(wanted.order_by(deliveries.c.id).limit(limit) if ids is None else wanted).all()
+            candidates = conn.execute(q.drain_candidates if ids is None else q.candidates, params).all()
             if rules.ordered and candidates:
                 keys = {stream_key(c.dossier_code, destination, c.stream) for c in candidates}
                 if ids is None:  # a drain leaves to others the streams they decide on now
@@ -144,34 +140,19 @@ def claim_many(
                     lock_streams(conn, engine, keys)
             if not candidates:
                 return Batch([], {})
-            query = (_claim_query(rules.ordered).where(deliveries.c.id.in_([c.id for c in candidates]))
-                     .with_for_update(of=deliveries, skip_locked=ids is None).order_by(deliveries.c.id))
+            params["ids"] = [c.id for c in candidates]
+            rows = conn.execute(q.rows_skip_locked if ids is None else q.rows, params).all()
         else:  # SQLite: BEGIN IMMEDIATE holds every writer off, so one query chooses and reads
-            query = _claim_query(rules.ordered).where(*due).order_by(deliveries.c.id)
-            if ids is None:
-                query = query.limit(limit)
-        rows = conn.execute(query).all()
+            rows = conn.execute(q.drain_rows if ids is None else q.rows, params).all()
         chosen, refused = _decide(conn, rows, rules, now, gap_wait_seconds)
         if not chosen:
             return Batch([], refused)
-        taken = [d.id for d in chosen]
-        conn.execute(
-            update(deliveries).where(deliveries.c.id.in_(taken))
-            .values(status=Status.IN_FLIGHT, attempts=deliveries.c.attempts + 1,
-                    budget_used=deliveries.c.budget_used + 1, lease_until=now + timedelta(seconds=lease_seconds),
-                    updated_at=now)
-        )
+        taken = {"ids": [d.id for d in chosen], "now": now, "lease_until": now + timedelta(seconds=lease_seconds)}
+        conn.execute(q.take, taken)
         # made from the rows just updated, then read back: an INSERT … RETURNING that keeps the rows' order is
         # one statement per row on SQLite; (delivery, number) names an attempt
-        started = bindparam("started", now, type_=attempts.c.started_at.type)
-        conn.execute(attempts.insert().from_select(
-            ["delivery_id", "number", "started_at"],
-            select(deliveries.c.id, deliveries.c.attempts, started).where(deliveries.c.id.in_(taken)),
-        ))
-        numbered = {(r.delivery_id, r.number): r.id for r in conn.execute(
-            select(attempts.c.id, attempts.c.delivery_id, attempts.c.number)
-            .where(attempts.c.delivery_id.in_(taken), attempts.c.started_at == now)
-        )}
+        conn.execute(q.start_attempts, taken)
+        numbered = {(r.delivery_id, r.number): r.id for r in conn.execute(q.started_attempts, taken)}
         attempt_ids = [numbered[(d.id, d.attempts + 1)] for d in chosen]
     # Parsed once, here, outside the transaction (it holds the streams' locks): the deliverer and the
     # excerpt's masking share the model.
@@ -187,12 +168,66 @@ def claim_many(
     return Batch(claimed, refused)
 
 
-def _due(now: datetime) -> ColumnElement[bool]:
-    """Due now: open and not waiting for a later time, or in flight with its lease expired (its worker died)."""
+@dataclass(frozen=True, slots=True)
+class _ClaimStatements:
+    """The statements of a claim, built once per dialect and kind of destination, so that SQLAlchemy finds them
+    compiled and psycopg prepares them: their text never changes (PostgreSQL takes the ids as one array)."""
+
+    drain_candidates: Select[Any]  # PostgreSQL: due deliveries of a destination, their streams to lock
+    candidates: Select[Any]  # PostgreSQL: the same for given ids
+    rows_skip_locked: Select[Any]  # PostgreSQL: the candidates' rows, locked, skipping what others hold
+    drain_rows: Select[Any]  # SQLite: due deliveries with their events, in one query
+    rows: Select[Any]  # given ids with their events (locked, on PostgreSQL)
+    take: Any
+    start_attempts: Any
+    started_attempts: Select[Any]
+
+
+@functools.cache
+def _claim_statements(dialect: str, ordered: bool) -> _ClaimStatements:
+    def among(column: Any, name: str, *, negate: bool = False) -> ColumnElement[bool]:
+        if dialect == "postgresql":
+            array = bindparam(name, type_=ARRAY(column.type))
+            return column != all_(array) if negate else column == any_(array)
+        listed: Any = bindparam(name, expanding=True)
+        return column.not_in(listed) if negate else column.in_(listed)
+
+    d = deliveries.c
+    due = [d.destination == bindparam("dest"), _due()]
+    if ordered:
+        due.append(~_behind_open())
+    drain = [*due, among(d.id, "exclude", negate=True)]
+    given = [among(d.id, "ids"), d.destination == bindparam("dest")]
+    limit = bindparam("limit", type_=Integer)
+    wanted = select(d.id, d.dossier_code, d.stream)
+    rows = _claim_query(ordered).where(among(d.id, "ids")).order_by(d.id)
+    now = bindparam("now", type_=deliveries.c.updated_at.type)
+    return _ClaimStatements(
+        drain_candidates=wanted.where(*drain).order_by(d.id).limit(limit),
+        candidates=wanted.where(*given),
+        rows_skip_locked=rows.with_for_update(of=deliveries, skip_locked=True),
+        drain_rows=_claim_query(ordered).where(*drain).order_by(d.id).limit(limit),
+        rows=(rows.with_for_update(of=deliveries) if dialect == "postgresql"
+              else _claim_query(ordered).where(*given).order_by(d.id)),
+        take=update(deliveries).where(among(d.id, "ids")).values(
+            status=Status.IN_FLIGHT, attempts=d.attempts + 1, budget_used=d.budget_used + 1,
+            lease_until=bindparam("lease_until", type_=deliveries.c.lease_until.type), updated_at=now),
+        start_attempts=attempts.insert().from_select(
+            ["delivery_id", "number", "started_at"],
+            select(d.id, d.attempts, bindparam("now", type_=attempts.c.started_at.type)).where(among(d.id, "ids")),
+        ),
+        started_attempts=select(attempts.c.id, attempts.c.delivery_id, attempts.c.number).where(
+            among(attempts.c.delivery_id, "ids"), attempts.c.started_at == bindparam("now")),
+    )
+
+
+def _due() -> ColumnElement[bool]:
+    """Due by ``:due_by``: open and not waiting for a later time, or in flight with its lease expired at ``:now``
+    (its worker died)."""
     return or_(
         and_(deliveries.c.status.in_((Status.PENDING, Status.RETRYING)),
-             or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now + timedelta(seconds=1))),
-        and_(deliveries.c.status == Status.IN_FLIGHT, deliveries.c.lease_until <= now),
+             or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= bindparam("due_by"))),
+        and_(deliveries.c.status == Status.IN_FLIGHT, deliveries.c.lease_until <= bindparam("now")),
     )
 
 
@@ -539,12 +574,12 @@ def defer_many(
         query = select(deliveries.c.id).where(deliveries.c.destination == destination,
                                               deliveries.c.status.in_((Status.PENDING, Status.RETRYING)))
         if ids is None:
-            query = query.where(_due(now)).order_by(deliveries.c.id).limit(limit)
+            query = query.where(_due()).order_by(deliveries.c.id).limit(limit)
         else:
             query = query.where(deliveries.c.id.in_(list(ids)))
         if engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=ids is None)
-        found = conn.execute(query).scalars().all()
+        found = conn.execute(query, {"now": now, "due_by": now + timedelta(seconds=1)}).scalars().all()
         if found:
             conn.execute(_DEFER, [{"b_id": i, "b_until": until(), "b_reason": reason, "b_now": now} for i in found])
     return list(found)
