@@ -161,7 +161,8 @@ def _refuse_unusable_destinations() -> None:
 
 @app.command()
 def beat(loglevel: Annotated[str, typer.Option()] = "WARNING") -> None:
-    """Run the scheduler (exactly one per deployment): the sweeper and periodic jobs."""
+    """Run the scheduler: the sweeper and periodic jobs. Run one or more: the holder of a lease in Redis sends,
+    the others stand by and take over when it goes (``tasks/beat.py``)."""
     _setup()
     schedule = get_settings().beat_schedule_file
     schedule.parent.mkdir(parents=True, exist_ok=True)
