@@ -70,7 +70,6 @@ def test_a_broker_restarted_empty_under_load_never_leaves_a_worker_exited_0(
         routing = write_routing(tmp_path / "routing.toml", sandbox_url, names=("warehouse",), retry=FAST_RETRY,
                                 read_timeout=2.0)
         env = relay_env(database_url, broker.url, new_secret(), secrets, routing,
-                        MOTCUA_DELIVERY_LEASE_SECONDS="8", MOTCUA_REQUEUE_AFTER_SECONDS="4",
                         MOTCUA_SWEEP_INTERVAL_SECONDS="1", MOTCUA_WORKER_CONCURRENCY="16",
                         MOTCUA_DELIVERY_BATCH="10", MOTCUA_ORDERING_GAP_WAIT_SECONDS="5",
                         MOTCUA_REDIS_PREFIX="restart", MOTCUA_WORKER_STALL_SECONDS="15")
