@@ -93,7 +93,6 @@ def worker(
 
     from config.celery import worker_queues
     from store.db import upgrade
-    from tasks.app import app as celery_app
     from tasks.runtime import get_runtime
 
     _setup()
@@ -108,7 +107,7 @@ def worker(
     ]
     all_queues = queues or ",".join(worker_queues(get_runtime().routing))
     try:
-        celery_app.worker_main([
+        _run_celery([
             "worker", "-P", "threads", "-c", str(concurrency or settings.worker_concurrency), "-Q", all_queues,
             "--without-gossip", "--without-mingle", "--without-heartbeat", "-O", "fair", "-l", loglevel,
             "-n", f"relay-{os.getpid()}@%h",
@@ -118,6 +117,26 @@ def worker(
             sibling.terminate()
         for sibling in siblings:
             sibling.wait(30)
+
+
+def _run_celery(argv: list[str]) -> None:
+    """Run a Celery command in this process, and exit with its status.
+
+    Celery's ``app.start`` (and ``worker_main``) drops the status its command line returns: through them, a
+    worker that Celery stopped on an "Unrecoverable error" (a broker restarted under load) exited 0, and a
+    supervisor that restarts only on failure left it stopped. Its failure exits 75, as a stalled worker does
+    (``tasks/watchdog.py``).
+    """
+    import structlog
+    from celery.bin.celery import celery as celery_command
+
+    from tasks.watchdog import exit_status
+
+    status = exit_status(celery_command.main(["-A", "tasks.app", *argv], prog_name="celery", standalone_mode=False))
+    if status:
+        structlog.get_logger("cli").error("celery.stopped", command=argv[0], status=status,
+                                          action="exit for a restart")
+        raise typer.Exit(status)
 
 
 def _refuse_unusable_destinations() -> None:
@@ -142,13 +161,12 @@ def _refuse_unusable_destinations() -> None:
 
 @app.command()
 def beat(loglevel: Annotated[str, typer.Option()] = "WARNING") -> None:
-    """Run the scheduler (exactly one per deployment): the sweeper and periodic jobs."""
-    from tasks.app import app as celery_app
-
+    """Run the scheduler: the sweeper and periodic jobs. Run one or more: the holder of a lease in Redis sends,
+    the others stand by and take over when it goes (``tasks/beat.py``)."""
     _setup()
     schedule = get_settings().beat_schedule_file
     schedule.parent.mkdir(parents=True, exist_ok=True)
-    celery_app.start(["beat", "-s", str(schedule), "-l", loglevel])
+    _run_celery(["beat", "-s", str(schedule), "-l", loglevel])
 
 
 def _sandbox_command() -> None:

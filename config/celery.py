@@ -51,6 +51,8 @@ def celery_config(settings: Settings, routing: RoutingConfig, *, schedule: Mappi
         "accept_content": ["json"],
         "timezone": VN_TZ.key,
         "enable_utc": True,
+        # any number of beats: only the holder of a lease in Redis sends (tasks/beat.py)
+        "beat_scheduler": "tasks.beat:LeaderScheduler",
         "beat_schedule": {
             "sweep": every("relay.sweep", settings.sweep_interval_seconds, expires=settings.sweep_interval_seconds * 3),
             **(schedule or {}),

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     intake_max_body_bytes: int = 5 * 1024 * 1024
     routing_file: Path = DEFAULT_ROUTING_FILE
     beat_schedule_file: Path = Path("var/celerybeat-schedule")
+    beat_lease_seconds: float = Field(
+        20.0, gt=0, description="the beats' leader lease: renewed every third of it, taken by a standby when it lapses")
     reports_dir: Path = Field(Path("var/reports"), description="where the reconciliation writes its CSV and xlsx")
 
     # delivery engine

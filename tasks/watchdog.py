@@ -1,12 +1,17 @@
 """A worker that stopped consuming exits, so that its supervisor starts a fresh one.
 
 Celery's Redis consumer can die on a broker connection reset without the process exiting
-(celery#8030, celery#10205; seen here on a Redis restart: kombu's ``restore_unacked``
-raised in ``on_connection_error_after_connected``). The ledger loses nothing, but the
-worker would sit idle forever. This thread watches for work waiting in the worker's
-queues while no task has started or finished for ``MOTCUA_WORKER_STALL_SECONDS``, and
-then exits the process with status 75 (EX_TEMPFAIL): run workers under a supervisor that
-restarts them (systemd ``Restart=always``, Kubernetes, supervisord).
+(celery#8030, celery#10205). The ledger loses nothing, but the worker would sit idle
+forever. This thread watches for work waiting in the worker's queues while no task has
+started or finished for ``MOTCUA_WORKER_STALL_SECONDS``, and then exits the process with
+status 75 (EX_TEMPFAIL): run workers under a supervisor that restarts them (systemd
+``Restart=always``, Kubernetes, supervisord).
+
+When the consumer's error reaches Celery instead (a Redis restarted empty under load:
+kombu's ``restore_unacked`` raises ``'NoneType' object has no attribute 'hostname'`` in
+``on_connection_error_after_connected``, and Celery logs "Unrecoverable error"), Celery
+stops the worker with its ``EX_FAILURE``; :func:`exit_status` makes that 75 too, so that a
+supervisor restarting only on failure restarts it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 import redis
 import structlog
+from celery.platforms import EX_FAILURE
 from celery.signals import task_postrun, task_prerun, worker_ready
 
 log = structlog.get_logger(__name__)
@@ -30,6 +36,13 @@ _last_activity = time.monotonic()
 def _activity(**_: Any) -> None:
     global _last_activity
     _last_activity = time.monotonic()
+
+
+def exit_status(celery_status: int | None) -> int:
+    """The process's exit status for the status a Celery command ended with (``None`` or 0: asked to stop)."""
+    if celery_status == EX_FAILURE:
+        return EXIT_STALLED  # stopped on an error, or a cold shutdown: a fresh process is what it needs
+    return celery_status or 0
 
 
 def stalled(queued: int, idle_seconds: float, stall_seconds: float) -> bool:

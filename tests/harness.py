@@ -89,7 +89,8 @@ def _pings(client: redis.Redis) -> bool:
 class RelayProcess:
     """``motcua-relay <command>`` as a subprocess with the test's environment."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, *, supervise: bool = False) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, *, supervise: bool = False,
+                 on_failure_only: bool = False) -> None:
         self.args = args
         self.env = env
         self.log_path = log_path
@@ -97,17 +98,22 @@ class RelayProcess:
         self.restarts = 0
         self.exit_codes: list[int] = []  # of the exits it made on its own (not the test's kills)
         self._supervising = supervise
+        self._on_failure_only = on_failure_only
         self._lock = threading.Lock()
         if supervise:
             threading.Thread(target=self._supervise, daemon=True).start()
 
     def _supervise(self) -> None:
-        """Restart the process when it exits on its own, as systemd's Restart=always would."""
+        """Restart the process when it exits on its own, as systemd's Restart=always would (``on_failure_only``:
+        as Restart=on-failure would, leaving a process that exited 0 stopped)."""
         while self._supervising:
             time.sleep(0.5)
             with self._lock:
                 if self.proc is not None and self.proc.poll() is not None:
                     self.exit_codes.append(self.proc.returncode)
+                    if self.proc.returncode == 0 and self._on_failure_only:
+                        self.proc = None
+                        continue
                     self.restarts += 1
                     self.start()
 

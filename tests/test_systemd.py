@@ -1,0 +1,91 @@
+"""The systemd units in ``deploy/systemd/``: what a supervisor of the relay needs is there, and systemd reads them
+without a complaint (``systemd-analyze verify``, where it is installed)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config.routing import get_routing
+from config.settings import DEFAULT_ROUTING_FILE, Settings
+from tests.harness import ROOT
+
+UNITS = ROOT / "deploy" / "systemd"
+SHIPPED_BINARY = "/opt/motcua-relay/bin/motcua-relay"
+NAMES = ["motcua-relay-api.service", "motcua-relay-worker@.service", "motcua-relay-beat.service"]
+
+
+def directives(path: Path) -> dict[str, list[str]]:
+    """Every ``Key=value`` of a unit file (a key may repeat: ``EnvironmentFile``)."""
+    found: dict[str, list[str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if "=" in line and not line.startswith(("#", ";", "[")):
+            key, value = line.split("=", 1)
+            found.setdefault(key.strip(), []).append(value.strip())
+    return found
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("key", "expected"), [
+    ("Restart", "always"),
+    ("User", "motcua-relay"),
+    ("NoNewPrivileges", "yes"),
+    ("ProtectSystem", "strict"),
+    ("ProtectHome", "yes"),
+    ("PrivateTmp", "yes"),
+    ("ReadWritePaths", "/var/lib/motcua-relay"),
+    ("WorkingDirectory", "/var/lib/motcua-relay"),
+    ("KillSignal", "SIGTERM"),  # Celery's warm shutdown, uvicorn's graceful one
+])
+def test_each_unit_restarts_runs_as_its_user_and_is_hardened(name: str, key: str, expected: str) -> None:
+    assert directives(UNITS / name).get(key) == [expected]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_unit_reads_the_settings_file_and_waits_before_a_restart(name: str) -> None:
+    unit = directives(UNITS / name)
+    assert "/etc/motcua-relay/relay.env" in unit["EnvironmentFile"]
+    assert 0 < int(unit["RestartSec"][0]) <= 30
+    assert unit["ExecStart"][0].startswith(f"{SHIPPED_BINARY} ")
+
+
+def test_a_stopping_worker_has_time_to_finish_the_drain_in_flight() -> None:
+    # a warm shutdown waits for the tasks in flight: a drain goes on MOTCUA_DRAIN_SECONDS, and its last batch
+    # ends within the attempt's deadline, or sooner, the shipped routing file's slowest timeouts
+    settings = Settings()
+    routing = get_routing(str(DEFAULT_ROUTING_FILE))
+    slowest = max(d.timeouts.connect + d.timeouts.read for d in routing.destinations.values())
+    stop = int(directives(UNITS / "motcua-relay-worker@.service")["TimeoutStopSec"][0])
+    assert stop > settings.drain_seconds + min(slowest, settings.attempt_deadline_seconds)
+
+
+def _installed_binary() -> Path | None:
+    beside = Path(sys.executable).parent / "motcua-relay"
+    if beside.exists():
+        return beside
+    found = shutil.which("motcua-relay")
+    return Path(found) if found else None
+
+
+def test_systemd_reads_the_units_without_a_complaint(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed here (it comes with systemd)")
+    binary = _installed_binary()
+    if binary is None:
+        pytest.skip("no motcua-relay command installed beside this Python for ExecStart to name")
+    # given the units, with ExecStart naming the command this test runs beside (verify checks that it exists)
+    for name in NAMES:
+        text = (UNITS / name).read_text(encoding="utf-8").replace(SHIPPED_BINARY, str(binary))
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    paths = [str(tmp_path / n) for n in ("motcua-relay-api.service", "motcua-relay-beat.service",
+                                          "motcua-relay-worker@1.service")]
+    # when systemd reads them
+    result = subprocess.run([analyze, "verify", *paths], capture_output=True, text=True, timeout=60, check=False)
+    # then it says nothing about them (it prints a misspelled setting and goes on, exit status 0)
+    about_ours = [line for line in (result.stdout + result.stderr).splitlines() if "motcua-relay" in line]
+    assert result.returncode == 0 and about_ours == [], result.stdout + result.stderr
