@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.redis_url import parse_sentinel
 from schemas.events import CodePatterns
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +23,8 @@ DEFAULT_ROUTING_FILE = Path(__file__).resolve().parent / "relay.toml"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MOTCUA_", env_file=".env", extra="ignore")
+    # a value refused is not echoed: a URL carries its password
+    model_config = SettingsConfigDict(env_prefix="MOTCUA_", env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     database_url: str = "sqlite:///./var/relay.db"
     broker_url: str = "redis://127.0.0.1:6379/0"
@@ -81,6 +83,12 @@ class Settings(BaseSettings):
     def _driver(cls, value: str) -> str:
         if value.startswith("postgresql://") or value.startswith("postgres://"):
             return "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    @field_validator("broker_url", "redis_url")
+    @classmethod
+    def _sentinel(cls, value: str) -> str:
+        parse_sentinel(value)  # a sentinel URL that cannot be used stops the relay at start-up, saying why
         return value
 
     @field_validator("unit_code_pattern", "dossier_code_pattern", "procedure_code_pattern")
