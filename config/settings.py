@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -82,8 +83,8 @@ class Settings(BaseSettings):
     @classmethod
     def _driver(cls, value: str) -> str:
         if value.startswith("postgresql://") or value.startswith("postgres://"):
-            return "postgresql+psycopg://" + value.split("://", 1)[1]
-        return value
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        return one_host_per_parameter(value) if value.startswith("postgresql") else value
 
     @field_validator("broker_url", "redis_url")
     @classmethod
@@ -115,6 +116,26 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def one_host_per_parameter(url: str) -> str:
+    """A PostgreSQL URL naming several hosts in the one spelling SQLAlchemy hands to psycopg whole:
+    ``?host=H1:P1&host=H2:P2``. libpq's ``postgresql://U@H1:P1,H2:P2/DB`` (which SQLAlchemy cannot read) and
+    ``?host=H1:P1,H2:P2`` (whose ports it would leave in the host names) are rewritten to it; any other URL,
+    ``?host=H1,H2&port=P1,P2`` included, is returned as it is."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    named = [value for key, value in query if key == "host"]
+    if "," in hosts:
+        listed, netloc = hosts.split(","), userinfo + at
+    elif len(named) == 1 and "," in named[0] and ":" in named[0] and all(key != "port" for key, _ in query):
+        listed, netloc = named[0].split(","), parts.netloc
+    else:
+        return url
+    rest = [(key, value) for key, value in query if key != "host"]
+    hosts_query = [("host", host.strip()) for host in listed if host.strip()]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(hosts_query + rest, safe=":,/")))
 
 
 @lru_cache(maxsize=1)
