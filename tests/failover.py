@@ -59,8 +59,8 @@ class Stack:
 def relay_stack(name: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, *, database_url: str,
                 redis_url: str) -> Iterator[Stack]:
     """The relay on ``database_url`` and ``redis_url`` (its broker and its own state), one webhook destination
-    (``warehouse``) on the sandbox one-stop; the worker's and beat's logs are ``<name>-*.log`` under
-    ``$MOTCUA_TEST_ARTIFACTS`` (else ``workdir``)."""
+    (``warehouse``) on the sandbox one-stop, the engine's default leases and requeue delay; the worker's and
+    beat's logs are ``<name>-*.log`` under ``$MOTCUA_TEST_ARTIFACTS`` (else ``workdir``)."""
     from tasks.runtime import reset_runtime
 
     secrets = {"warehouse": new_secret()}
@@ -72,9 +72,8 @@ def relay_stack(name: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, *, da
                                 breaker='{ failure_threshold = 200, open_for = "2s" }', read_timeout=2.0)
         env = relay_env(
             database_url, redis_url, intake_secret, secrets, routing,
-            MOTCUA_DELIVERY_LEASE_SECONDS="8", MOTCUA_REQUEUE_AFTER_SECONDS="4", MOTCUA_SWEEP_INTERVAL_SECONDS="1",
-            MOTCUA_WORKER_CONCURRENCY="16", MOTCUA_DELIVERY_BATCH="50", MOTCUA_ORDERING_GAP_WAIT_SECONDS="5",
-            MOTCUA_REDIS_PREFIX=name, MOTCUA_WORKER_STALL_SECONDS="10",
+            MOTCUA_SWEEP_INTERVAL_SECONDS="1", MOTCUA_WORKER_CONCURRENCY="16", MOTCUA_DELIVERY_BATCH="50",
+            MOTCUA_ORDERING_GAP_WAIT_SECONDS="5", MOTCUA_REDIS_PREFIX=name, MOTCUA_WORKER_STALL_SECONDS="10",
         )
         become_relay(monkeypatch, env)
         # supervised like systemd's Restart=always: a worker whose consumer died exits (tasks/watchdog.py)
