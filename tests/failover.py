@@ -47,6 +47,11 @@ class Stack:
     worker: RelayProcess
     beat: RelayProcess
 
+    def readiness(self) -> dict[str, Any]:
+        """The API's ``/readyz`` answer: its status code and checks (the ledger, Redis)."""
+        answer = httpx.get(self.intake_url.replace("/v1/events", "/readyz"), timeout=10)
+        return {"status": answer.status_code, **answer.json()["checks"]}
+
     def delivered(self) -> int:
         """The distinct events the subscriber has applied (0 while it cannot be read)."""
         try:

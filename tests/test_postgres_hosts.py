@@ -186,6 +186,8 @@ def test_a_primary_switch_under_load_loses_nothing_and_delivers_nothing_twice(
             sender.join(120)
             # then every event accepted is in the new primary's ledger, delivered, and applied once
             stats = assert_each_effect_once(stack, events_)
+            assert {k: v for k, v in stack.readiness().items() if k != "workers"} == {
+                "status": 200, "database": "ok", "redis": "ok"}
             engine = get_engine(url)
             wait_for(lambda: status_counts(engine) == {"warehouse": {"delivered": len(events_)}}, 30, 0.5,
                      "the ledger to record every delivery")

@@ -343,6 +343,8 @@ def test_failovers_under_load_lose_nothing_and_deliver_nothing_twice(
         # then every event is delivered, each effect happened once, and the ledger agrees
         stats = assert_each_effect_once(stack, events)
         assert stack.worker.restarts == 0, "a failover stopped the worker"
+        assert {k: v for k, v in stack.readiness().items() if k != "workers"} == {
+            "status": 200, "database": "ok", "redis": "ok"}
         wait_for(lambda: status_counts(get_engine(database_url)) == {"warehouse": {"delivered": len(events)}}, 30,
                  0.5, "the ledger to record every delivery")
     print(f"sentinel failover: resumed {graceful} s after SENTINEL FAILOVER, {killed} s after the master's death; "
