@@ -43,13 +43,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import typer
-from kombu.utils.url import maybe_sanitize_url
 from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from config.options import ServiceOptions, option_variable, secret_variable
+from config.redis_url import masked as masked_url
 from config.routing import Destination
 
 if TYPE_CHECKING:
@@ -309,7 +309,7 @@ class Demo:
         rows = deliveries_since(self.rt.engine, self.since)  # what the plays' measures made (a recovered fee.paid)
         summary = _summary(rows, stats)
         summary["repeated"] = repeated
-        summary |= {"broker": {"mode": self.mode, "url": maybe_sanitize_url(os.environ["MOTCUA_BROKER_URL"])},
+        summary |= {"broker": {"mode": self.mode, "url": masked_url(os.environ["MOTCUA_BROKER_URL"])},
                     "database": self.database, "dossiers": self.dossiers, "events": len(self.events),
                     "intake": {"accepted": self.accepted, "refused": refused},
                     "elapsed_seconds": round(time.monotonic() - self.started, 1), "timed_out": timed_out, **figures}
@@ -383,7 +383,7 @@ def _choose_broker(console: Console) -> str:
     env = os.environ
     if env.get("MOTCUA_BROKER_URL"):
         env.setdefault("MOTCUA_REDIS_URL", env["MOTCUA_BROKER_URL"])
-        console.print(f"broker: [bold]{maybe_sanitize_url(env['MOTCUA_BROKER_URL'])}[/] (MOTCUA_BROKER_URL)")
+        console.print(f"broker: [bold]{masked_url(env['MOTCUA_BROKER_URL'])}[/] (MOTCUA_BROKER_URL)")
         return "memory" if env["MOTCUA_BROKER_URL"].startswith("memory://") else "redis"
     probe = env.get("MOTCUA_DEMO_REDIS_PROBE", "127.0.0.1:6379")
     url = f"redis://{probe}/{env.get('MOTCUA_DEMO_REDIS_DB', '3')}"
@@ -452,7 +452,7 @@ def _pong(celery_app: Any) -> bool:
     try:
         return bool(celery_app.control.ping(timeout=0.5))
     except Exception as exc:  # kombu's OperationalError and friends: the broker does not answer
-        url = maybe_sanitize_url(os.environ["MOTCUA_BROKER_URL"])
+        url = masked_url(os.environ["MOTCUA_BROKER_URL"])
         raise DemoError(f"the broker {url} does not answer ({type(exc).__name__}: {exc})") from exc
 
 

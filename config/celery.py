@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from config.redis_url import celery_broker
 from config.routing import RoutingConfig
 from config.settings import Settings
 from schemas.vietnam import VN_TZ
@@ -20,8 +21,9 @@ def celery_config(settings: Settings, routing: RoutingConfig, *, schedule: Mappi
     longest_task = max(
         (d.timeouts.connect + d.timeouts.read) * 2 + 30 for d in routing.destinations.values()
     ) if routing.destinations else 120
+    broker_url, broker_options = celery_broker(settings.broker_url)
     return {
-        "broker_url": settings.broker_url,
+        "broker_url": broker_url,
         "result_backend": None,
         "task_ignore_result": True,
         "task_acks_late": True,
@@ -41,6 +43,7 @@ def celery_config(settings: Settings, routing: RoutingConfig, *, schedule: Mappi
         },
         "broker_transport_options": {
             "visibility_timeout": max(settings.visibility_timeout_seconds, longest_task * 2),
+            **broker_options,  # a sentinel broker's master_name, timeouts and the sentinels' password
         },
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,

@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.redis_url import parse_sentinel
 from schemas.events import CodePatterns
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +24,8 @@ DEFAULT_ROUTING_FILE = Path(__file__).resolve().parent / "relay.toml"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MOTCUA_", env_file=".env", extra="ignore")
+    # a value refused is not echoed: a URL carries its password
+    model_config = SettingsConfigDict(env_prefix="MOTCUA_", env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     database_url: str = "sqlite:///./var/relay.db"
     broker_url: str = "redis://127.0.0.1:6379/0"
@@ -80,7 +83,13 @@ class Settings(BaseSettings):
     @classmethod
     def _driver(cls, value: str) -> str:
         if value.startswith("postgresql://") or value.startswith("postgres://"):
-            return "postgresql+psycopg://" + value.split("://", 1)[1]
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        return one_host_per_parameter(value) if value.startswith("postgresql") else value
+
+    @field_validator("broker_url", "redis_url")
+    @classmethod
+    def _sentinel(cls, value: str) -> str:
+        parse_sentinel(value)  # a sentinel URL that cannot be used stops the relay at start-up, saying why
         return value
 
     @field_validator("unit_code_pattern", "dossier_code_pattern", "procedure_code_pattern")
@@ -107,6 +116,26 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def one_host_per_parameter(url: str) -> str:
+    """A PostgreSQL URL naming several hosts in the one spelling SQLAlchemy hands to psycopg whole:
+    ``?host=H1:P1&host=H2:P2``. libpq's ``postgresql://U@H1:P1,H2:P2/DB`` (which SQLAlchemy cannot read) and
+    ``?host=H1:P1,H2:P2`` (whose ports it would leave in the host names) are rewritten to it; any other URL,
+    ``?host=H1,H2&port=P1,P2`` included, is returned as it is."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    named = [value for key, value in query if key == "host"]
+    if "," in hosts:
+        listed, netloc = hosts.split(","), userinfo + at
+    elif len(named) == 1 and "," in named[0] and ":" in named[0] and all(key != "port" for key, _ in query):
+        listed, netloc = named[0].split(","), parts.netloc
+    else:
+        return url
+    rest = [(key, value) for key, value in query if key != "host"]
+    hosts_query = [("host", host.strip()) for host in listed if host.strip()]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(hosts_query + rest, safe=":,/")))
 
 
 @lru_cache(maxsize=1)

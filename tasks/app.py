@@ -9,6 +9,7 @@ from config.celery import celery_config
 from config.routing import get_routing
 from config.settings import get_settings
 from services.registry import get_registry
+from tasks.broker import use_for_sentinel_urls
 from tasks.schedule import service_routes, service_schedule
 
 # the services' jobs are tasks that tasks.jobs makes from the registry: no service is named here
@@ -42,4 +43,5 @@ def _forget_broker_pools() -> None:
         amqp._producer_pool = None
 
 
+use_for_sentinel_urls()
 configure_app()

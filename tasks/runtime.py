@@ -18,6 +18,7 @@ from typing import Any
 import redis
 import structlog
 
+from config.redis_url import connect
 from config.routing import RoutingConfig, get_routing
 from config.settings import get_settings
 from connectors.pauses import PauseStore
@@ -113,10 +114,11 @@ _runtime_lock = threading.Lock()
 
 
 def redis_client(url: str) -> redis.Redis | None:
-    """A Redis client, or ``None`` for the in-memory mode (``memory://``)."""
+    """A Redis client (of a server, or of the master a ``sentinel://`` URL's sentinels name), or ``None`` for the
+    in-memory mode (``memory://``)."""
     if url.startswith("memory://"):
         return None
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30)
+    return connect(url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30)
 
 
 def rules_for(routing: RoutingConfig) -> dict[str, DestinationRules]:

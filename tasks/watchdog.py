@@ -52,13 +52,14 @@ def stalled(queued: int, idle_seconds: float, stall_seconds: float) -> bool:
 
 @worker_ready.connect
 def _start(sender: Any = None, **_: Any) -> None:
+    from config.redis_url import connect, is_redis
     from config.settings import get_settings
 
     settings = get_settings()
-    if settings.worker_stall_seconds <= 0 or not settings.broker_url.startswith("redis"):
+    if settings.worker_stall_seconds <= 0 or not is_redis(settings.broker_url):
         return
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender is not None else []
-    client = redis.Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=3)
+    client = connect(settings.broker_url, socket_timeout=5, socket_connect_timeout=3)
     thread = threading.Thread(
         target=_watch, args=(client, queues, settings.worker_stall_seconds), name="stall-watchdog", daemon=True
     )
