@@ -585,9 +585,10 @@ def defer_many(
     return list(found)
 
 
-_DEFER = (
+_DEFER = (  # executed many: no IN list (SQLAlchemy expands one per execution, which executemany refuses)
     update(deliveries)
-    .where(deliveries.c.id == bindparam("b_id"), deliveries.c.status.in_((Status.PENDING, Status.RETRYING)))
+    .where(deliveries.c.id == bindparam("b_id"),
+           or_(deliveries.c.status == Status.PENDING, deliveries.c.status == Status.RETRYING))
     .values(next_attempt_at=bindparam("b_until"), enqueued_at=None, last_error=bindparam("b_reason"),
             updated_at=bindparam("b_now"))
 )
