@@ -15,14 +15,33 @@ _SENSITIVE_KEYS = {
     "phone", "id_number", "name", "full_name", "email", "street", "address", "applicant",
     "secret", "password", "token", "access_token", "refresh_token", "authorization", "session",
 }
+# Identifiers that are not personal data, kept as they are whatever they look like (an event id may be all digits).
+_IDENTIFIER_KEYS = {
+    "event_id", "event_ids", "event_pk", "delivery_id", "attempt_id", "idempotency_key", "dossier_code",
+    "unit_code", "procedure_code", "receipt_no", "fee_id", "bill_code", "transaction_id", "transfer_ids",
+    "order_number", "order_numbers", "external_ref", "sha256", "timestamp", "level", "logger",
+}
+
+
+def _masked(key: str, value: Any) -> Any:
+    """A log value with what is personal masked: by its key first (and its parents' keys), then free text
+    by pattern (:func:`~schemas.privacy.mask_text`), into dicts and lists."""
+    if value is None or key in _IDENTIFIER_KEYS:
+        return value
+    if key in _SENSITIVE_KEYS:
+        return "***" if isinstance(value, dict | list | tuple) else mask_value(str(value))
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {k: _masked(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(key, v) for v in value]
+    return value
 
 
 def _mask_personal(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event_dict.items()):
-        if key in _SENSITIVE_KEYS and value is not None:
-            event_dict[key] = mask_value(str(value)) if not isinstance(value, dict) else "***"
-        elif isinstance(value, str) and key not in ("event", "timestamp", "level", "logger"):
-            event_dict[key] = mask_text(value)
+        event_dict[key] = _masked(key, value)
     return event_dict
 
 
@@ -39,8 +58,8 @@ def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _mask_personal,
         structlog.processors.format_exc_info,
+        _mask_personal,  # after the traceback is text: an exception's message may quote a citizen
         renderer,
     ]
     structlog.configure(

@@ -18,7 +18,15 @@ timeout, connection        Retryable
 the WSDL cannot be loaded  Retryable     nothing is kept: the next call loads it again; its HTTP
                                          status is kept (a gateway's 401 is the caller's to judge)
 request refused by zeep    Permanent     our data does not fit the WSDL (nothing was sent)
+a URL off the WSDL's host  Permanent     :class:`ForeignURL`: the service's documents are not what the
+                                         destination's configuration says (nothing was fetched)
 =========================  ============  ==========================================================
+
+The transport fetches nothing but ``http``/``https`` on the configured WSDL's host and port
+(:class:`OriginSession`): a WSDL or schema ``import``/``include`` of a ``file://`` path, a local path, another
+host or port, a redirect there, or a ``soap:address`` elsewhere is refused before any I/O. zeep's own
+``forbid_external`` is off: it refuses every imported document over HTTP, the service's own included, and
+follows ``file://`` ones; DTDs and entities stay forbidden.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import requests
@@ -49,7 +58,7 @@ from zeep.wsse.username import UsernameToken
 
 from connectors.base import DeliveryError, Permanent, Retryable, call_timeout, classify_http_status, excerpt
 
-SETTINGS = zeep.Settings(strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=True,
+SETTINGS = zeep.Settings(strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=False,
                          xml_huge_tree=False)
 USER_AGENT = "motcua-relay/0.1"
 POOL_SIZE = 100
@@ -64,6 +73,46 @@ class NotSoap(TransportError):
         super().__init__(f"HTTP {response.status_code}, not a SOAP answer", status_code=response.status_code,
                          content=response.content)
         self.headers = dict(response.headers)
+
+
+class ForeignURL(Exception):
+    """A URL the service's documents or answers lead to that is not ``http(s)`` on the WSDL's host and port."""
+
+    def __init__(self, url: str, origin: str) -> None:
+        super().__init__(f"refused {url[:200]!r}: only http(s) on {origin}, the WSDL's host, is fetched")
+        self.url = url
+
+
+def origin_of(url: str) -> tuple[str, int] | None:
+    """``(host, port)`` of an ``http(s)`` URL, read as requests' adapter reads it to connect, else ``None``."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+class OriginSession(requests.Session):
+    """requests' session for one service: every request it sends, each hop of a redirect included, goes to
+    ``http(s)`` on the host and port of ``url``, or :class:`ForeignURL` is raised before anything is sent."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        origin = origin_of(url)
+        if origin is None:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        self.origin = origin
+
+    def check(self, url: str) -> None:
+        if origin_of(url) != self.origin:
+            raise ForeignURL(url, "{}:{}".format(*self.origin))
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        self.check(request.url or "")
+        return super().send(request, **kwargs)
 
 
 def _timeout_pair(timeout: httpx.Timeout) -> tuple[float | None, float | None]:
@@ -81,10 +130,13 @@ class DeadlineTransport(zeep.Transport):
     followed, an answer SOAP 1.1 does not give (a status other than 200 or 500 for a fault, a body that is not
     XML) stopped as :class:`NotSoap`, and nothing logged (zeep's DEBUG log of the envelope would show the
     password and the payer). The headers of :meth:`extra_headers` (a gateway's token) go with this thread's
-    requests, the WSDL's included."""
+    requests, the WSDL's included. Nothing is loaded but what ``session`` lets through (zeep's ``file://``
+    adapter is taken off it, and its reading of local paths is never reached)."""
 
-    def __init__(self, session: requests.Session, timeouts: httpx.Timeout) -> None:
+    def __init__(self, session: OriginSession, timeouts: httpx.Timeout) -> None:
         super().__init__(session=session, timeout=_timeout_pair(timeouts), operation_timeout=_timeout_pair(timeouts))
+        self.session.adapters.pop("file://", None)
+        self.origin_session = session
         self.session.headers["User-Agent"] = USER_AGENT
         self.timeouts = timeouts
         self._call = threading.local()
@@ -108,6 +160,10 @@ class DeadlineTransport(zeep.Transport):
         if response.status_code not in (200, 500) or not _is_xml(response):
             raise NotSoap(response)
         return response
+
+    def load(self, url: str) -> bytes:
+        self.origin_session.check(url)
+        return bytes(super().load(url))
 
     def _load_remote_data(self, url: str) -> bytes:
         """zeep's WSDL and XSD loading, with this thread's extra headers and without its DEBUG log."""
@@ -170,6 +226,8 @@ def map_soap_errors(what: str, table: FaultTable) -> Iterator[None]:
         yield
     except Fault as exc:
         raise classify_fault(what, exc, table) from exc
+    except ForeignURL as exc:
+        raise Permanent(f"{what}: {exc}", excerpt=exc.url) from exc
     except TransportError as exc:
         raise classify_transport(what, exc) from exc
     except requests.Timeout as exc:
@@ -206,7 +264,7 @@ class SoapService:
         self.name, self.wsdl_url, self.table = name, wsdl_url, table
         self.result_codes = result_codes or {}
         self._username, self._password = username, password
-        self._session = requests.Session()
+        self._session = OriginSession(wsdl_url)
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=POOL_SIZE)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
@@ -225,6 +283,9 @@ class SoapService:
                 try:
                     client = zeep.Client(self.wsdl_url, transport=self._transport, wsse=token, settings=SETTINGS)
                     client.service  # noqa: B018 (binds the service now: a WSDL without one fails here)
+                except ForeignURL as exc:
+                    raise Permanent(f"{self.name} WSDL: {exc} (check the destination's URL and the service's WSDL)",
+                                    excerpt=exc.url) from exc
                 except (requests.RequestException, zeep.exceptions.Error, etree.Error, ValueError) as exc:
                     status = getattr(getattr(exc, "response", None), "status_code", None)  # a gateway's 401
                     raise Retryable(f"{self.name} WSDL: cannot be loaded ("

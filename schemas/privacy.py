@@ -5,6 +5,12 @@ holds a citizen's name, ID number, phone, e-mail or street address. Logs and sto
 response excerpts never show such a value in clear: :func:`masked_dump` masks the
 marked fields of a model, and :func:`mask_text` masks free text (a response body)
 by pattern and by the exact values the caller knows to be personal.
+
+Masking never cuts into an identifier: in free text an ID number (CCCD, 12 digits; CMND, 9) or a phone is
+one only where it stands alone, not inside a run of ``[A-Za-z0-9._:-]`` (the characters of event ids, UUIDs,
+dossier codes, bill and receipt numbers, hashes and timestamps; a run may end with a sentence's full stop),
+and a known value only as a whole word. Where a record says what a value is (a field's marker, a log key),
+that decides, not its look.
 """
 
 from __future__ import annotations
@@ -27,9 +33,13 @@ class _Personal:
 PERSONAL = _Personal()
 PersonalStr = Annotated[str, PERSONAL]
 
+# Alone: not preceded by an identifier's character, not followed by more of the identifier (punctuation that ends
+# a sentence may follow).
+_ALONE_BEFORE = r"(?<![A-Za-z0-9._:\-])"
+_ALONE_AFTER = r"(?![._:\-]*[A-Za-z0-9])"
 # Vietnamese citizen ID (12 digits, older cards 9), phones in national or international form.
-_PHONE_RE = re.compile(r"(?<!\d)(?:\+?84|0)(?:[\s.\-]?\d){8,10}(?!\d)")
-_ID_RE = re.compile(r"(?<!\d)(?:\d{12}|\d{9})(?!\d)")
+_PHONE_RE = re.compile(rf"{_ALONE_BEFORE}(?:\+?84|0)(?:[\s.\-]?\d){{8,10}}{_ALONE_AFTER}")
+_ID_RE = re.compile(rf"{_ALONE_BEFORE}(?:\d{{12}}|\d{{9}}){_ALONE_AFTER}")
 _EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
@@ -131,12 +141,27 @@ def _nested_models(model: type[BaseModel], field: str) -> tuple[type[BaseModel],
 
 
 def mask_text(text: str, known: Iterable[str] = ()) -> str:
-    """Mask personal data in free text: the known values first, then by pattern."""
-    for value in sorted({k for k in known if k and len(k) >= 3}, key=len, reverse=True):
-        text = text.replace(value, mask_value(value))
+    """Mask personal data in free text: the known values first (each where it is a whole word), then by
+    pattern (where it stands alone, never inside an identifier)."""
+    values = sorted({k for k in known if k and len(k) >= 3}, key=len, reverse=True)
+    if values:
+        whole = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, values)) + r")(?!\w)")
+        text = whole.sub(lambda m: mask_value(m.group(0)), text)
     text = _EMAIL_RE.sub(lambda m: mask_value(m.group(0)), text)
-    text = _PHONE_RE.sub(lambda m: mask_value(m.group(0)), text)
+    text = _PHONE_RE.sub(_masked_unless_dossier_code, text)
     return _ID_RE.sub(lambda m: mask_value(m.group(0)), text)
+
+
+def _masked_unless_dossier_code(match: re.Match[str]) -> str:
+    """A phone written with dashes, or a short dossier code (``000-240315-12``): the code's shape decides."""
+    return match.group(0) if _dossier_shape().fullmatch(match.group(0)) else mask_value(match.group(0))
+
+
+@lru_cache(maxsize=1)
+def _dossier_shape() -> re.Pattern[str]:
+    from schemas.events import DEFAULT_DOSSIER_PATTERN  # the events' module imports this one
+
+    return re.compile(DEFAULT_DOSSIER_PATTERN)
 
 
 def error_fields(exc: ValidationError, root: str = "") -> list[str]:

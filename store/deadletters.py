@@ -84,8 +84,9 @@ def replay(
     engine: Engine, flt: DeadLetterFilter, deadlines: dict[str, float], now: datetime
 ) -> list[ToEnqueue]:
     """Give matching dead letters a fresh attempt budget and deadline; nothing is deleted."""
-    with engine.begin() as conn:
-        rows = conn.execute(select(deliveries.c.id, deliveries.c.destination).where(*flt.where())).all()
+    with engine.begin() as conn:  # no stream lock: the claim decides the order (rows in id order, as everywhere)
+        rows = conn.execute(select(deliveries.c.id, deliveries.c.destination).where(*flt.where())
+                            .order_by(deliveries.c.id)).all()
         for row in rows:
             conn.execute(
                 update(deliveries)

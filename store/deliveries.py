@@ -30,9 +30,11 @@ from store.streams import (
     Position,
     ToEnqueue,
     delivery_row,
+    in_id_order,
     insert_deliveries,
     lock_streams,
     next_open,
+    routed_keys,
     stream_key,
     try_lock_streams,
 )
@@ -403,6 +405,7 @@ def finish_many(
     """
     if not done:
         return
+    done = sorted(done, key=lambda end: end[0].delivery_id)  # rows in id order, as everywhere
     with engine.begin() as conn:
         if rules.ordered:
             lock_streams(conn, engine, [
@@ -434,16 +437,17 @@ _RECORD_DELIVERY = (
 
 
 def _record(conn: Connection, done: Sequence[tuple[Claimed, Outcome]], now: datetime) -> int:
-    """Write the attempts' ends and their deliveries' new states; the number of deliveries still theirs."""
-    conn.execute(_RECORD_ATTEMPT, [
-        {"b_attempt": c.attempt_id, "b_duration": o.duration_ms, "b_outcome": o.attempt_outcome,
-         "b_code": o.status_code, "b_error": o.error, "b_excerpt": o.excerpt, "b_ref": o.external_ref}
-        for c, o in done
-    ])
+    """Write their deliveries' new states, then the attempts' ends (rows before their attempts, as everywhere);
+    the number of deliveries still theirs."""
     result = conn.execute(_RECORD_DELIVERY, [
         {"b_id": c.delivery_id, "b_number": c.attempt_number, "b_status": o.status, "b_now": now,
          "b_code": o.status_code, "b_error": o.error, "b_next": o.next_attempt_at, "b_ref": o.external_ref or None,
          "b_delivered": now if o.status == Status.DELIVERED else None}
+        for c, o in done
+    ])
+    conn.execute(_RECORD_ATTEMPT, [
+        {"b_attempt": c.attempt_id, "b_duration": o.duration_ms, "b_outcome": o.attempt_outcome,
+         "b_code": o.status_code, "b_error": o.error, "b_excerpt": o.excerpt, "b_ref": o.external_ref}
         for c, o in done
     ])
     return int(result.rowcount or 0)
@@ -519,12 +523,12 @@ def wake(engine: Engine, destination: str, reason_like: str, now: datetime) -> l
     with engine.begin() as conn:
         ids = conn.execute(
             update(deliveries)
-            .where(
+            .where(in_id_order(and_(
                 deliveries.c.destination == destination,
                 deliveries.c.status.in_((Status.PENDING, Status.RETRYING)),
                 deliveries.c.last_error.like(reason_like),
                 or_(deliveries.c.next_attempt_at > now, deliveries.c.enqueued_at.is_(None)),  # not queued already
-            )
+            )))
             .values(next_attempt_at=now, enqueued_at=now, updated_at=now)
             .returning(deliveries.c.id)
         ).scalars().all()
@@ -547,16 +551,18 @@ def reroute(
     Returns its id (``None`` when it already existed) and whether it may go now.
     """
     with engine.begin() as conn:
-        event_pk, payload = conn.execute(
+        event_pk, text_form = conn.execute(
             select(events.c.id, events.c.payload).join(deliveries, deliveries.c.event_pk == events.c.id)
             .where(deliveries.c.id == delivery_id)
         ).one()
+        payload = json.loads(text_form)
+        lock_streams(conn, engine, routed_keys([(payload, [destination])], rules))  # before "made yet?"
         existing = conn.execute(
             select(deliveries.c.id).where(deliveries.c.event_pk == event_pk, deliveries.c.destination == destination)
         ).scalar_one_or_none()
         if existing is not None:
             return None, []
-        row = delivery_row(event_pk, json.loads(payload), destination, rules[destination], now)
+        row = delivery_row(event_pk, payload, destination, rules[destination], now)
         ready = insert_deliveries(conn, engine, [row], rules, now)
         new_id = conn.execute(
             select(deliveries.c.id).where(deliveries.c.event_pk == event_pk, deliveries.c.destination == destination)
@@ -576,7 +582,7 @@ def defer_many(
         if ids is None:
             query = query.where(_due()).order_by(deliveries.c.id).limit(limit)
         else:
-            query = query.where(deliveries.c.id.in_(list(ids)))
+            query = query.where(deliveries.c.id.in_(list(ids))).order_by(deliveries.c.id)
         if engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=ids is None)
         found = conn.execute(query, {"now": now, "due_by": now + timedelta(seconds=1)}).scalars().all()
@@ -585,9 +591,10 @@ def defer_many(
     return list(found)
 
 
-_DEFER = (
+_DEFER = (  # executed many: no IN list (SQLAlchemy expands one per execution, which executemany refuses)
     update(deliveries)
-    .where(deliveries.c.id == bindparam("b_id"), deliveries.c.status.in_((Status.PENDING, Status.RETRYING)))
+    .where(deliveries.c.id == bindparam("b_id"),
+           or_(deliveries.c.status == Status.PENDING, deliveries.c.status == Status.RETRYING))
     .values(next_attempt_at=bindparam("b_until"), enqueued_at=None, last_error=bindparam("b_reason"),
             updated_at=bindparam("b_now"))
 )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, and_, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from schemas.events import canonical_json
@@ -24,8 +24,10 @@ from store.streams import (
     ToEnqueue,
     delivery_row,
     has_open_predecessor,
+    in_id_order,
     insert_deliveries,
     lock_streams,
+    routed_keys,
     stream_key,
 )
 from store.tables import Status, deliveries, events
@@ -118,14 +120,18 @@ def _ingest_once(
         inserted: dict[str, int] = {}
         chosen: list[ToEnqueue] = []
         if new_rows:
+            names = {r["event_id"]: choose(by_id[r["event_id"]][0]) for r in new_rows} if choose is not None else {}
+            streams = {(r["dossier_code"], r["origin"]) for r in new_rows}
+            if choose is not None:  # the streams this transaction decides on, locked before any row is written
+                lock_streams(conn, engine, routed_keys(((by_id[eid][0], to) for eid, to in names.items()), rules))
             result = conn.execute(events.insert().returning(events.c.id, events.c.event_id), new_rows)
             inserted = {row.event_id: row.id for row in result}
-            _wake_gap_waiters(conn, {(r["dossier_code"], r["origin"]) for r in new_rows}, now)
+            _wake_gap_waiters(conn, streams, now)
             if choose is not None:
                 planned = [
                     delivery_row(inserted[eid], by_id[eid][0], name, rules[name], now)
                     for eid in inserted
-                    for name in choose(by_id[eid][0])
+                    for name in names[eid]
                 ]
                 chosen = insert_deliveries(conn, engine, planned, rules, now)
     out = [Ingested(eid, row.id, True) for eid, row in existing.items()]
@@ -187,8 +193,11 @@ def ingest_numbered(
     for payload in payloads:
         by_id.setdefault(payload["event_id"], payload)
     streams = sorted({(p["dossier_code"], p.get("origin", "onestop")) for p in by_id.values()})
+    names = {eid: choose(p) for eid, p in by_id.items()}  # routing does not depend on the number
     with engine.begin() as conn:
-        lock_streams(conn, engine, (f"{dossier}|numbered|{origin}" for dossier, origin in streams))
+        # the numbering's locks and the routed streams' (a superset: duplicates and late ones included), at once
+        lock_streams(conn, engine, {f"{dossier}|numbered|{origin}" for dossier, origin in streams}
+                     | routed_keys(((by_id[eid], to) for eid, to in names.items()), rules))
         existing = set(conn.execute(select(events.c.event_id).where(events.c.event_id.in_(list(by_id)))).scalars())
         tops: dict[tuple[str, str], tuple[int, datetime | None]] = {}
         for dossier, origin in streams:
@@ -219,7 +228,7 @@ def ingest_numbered(
             result = conn.execute(events.insert().returning(events.c.id, events.c.event_id), rows)
             pks = {row.event_id: row.id for row in result}
             planned = [delivery_row(pks[p["event_id"]], p, name, rules[name], now)
-                       for p in routed for name in choose(p)]
+                       for p in routed for name in names[p["event_id"]]]
             ready = insert_deliveries(conn, engine, planned, rules, now)
     return Numbered(stored=[r["event_id"] for r in rows], duplicates=sorted(existing),
                     late=[p["event_id"] for p in late], ready=ready)
@@ -235,8 +244,8 @@ def _wake_gap_waiters(conn: Connection, streams: set[tuple[str, str]], now: date
     d = deliveries.c
     conn.execute(
         update(deliveries)
-        .where(tuple_(d.dossier_code, d.stream).in_(sorted(streams)), d.status == Status.PENDING,
-               d.next_attempt_at > now, d.enqueued_at.is_(None))
+        .where(in_id_order(and_(tuple_(d.dossier_code, d.stream).in_(sorted(streams)), d.status == Status.PENDING,
+                                d.next_attempt_at > now, d.enqueued_at.is_(None))))
         .values(next_attempt_at=now)
     )
 
@@ -255,15 +264,16 @@ def route_event(
     completion enqueues it.
     """
     with engine.begin() as conn:
-        row = conn.execute(
-            select(events.c.payload, events.c.routed_at, events.c.dossier_code, events.c.origin,
-                   events.c.sequence, events.c.event_id).where(events.c.id == event_pk)
-        ).one_or_none()
+        row = conn.execute(select(events.c.payload).where(events.c.id == event_pk)).one_or_none()
         if row is None:
             return []
-        if row.routed_at is None:
-            payload = json.loads(row.payload)
-            new = [delivery_row(event_pk, payload, name, rules[name], now) for name in choose(payload)]
+        payload = json.loads(row.payload)
+        names = choose(payload)
+        made = set(conn.execute(select(deliveries.c.destination).where(deliveries.c.event_pk == event_pk)).scalars())
+        locked = routed_keys([(payload, {*names, *made} & rules.keys())], rules)
+        lock_streams(conn, engine, locked)  # before any row is written; routed_at read again under them
+        if conn.execute(select(events.c.routed_at).where(events.c.id == event_pk)).scalar() is None:
+            new = [delivery_row(event_pk, payload, name, rules[name], now) for name in names]
             if new:
                 conn.execute(deliveries.insert(), new)
             conn.execute(update(events).where(events.c.id == event_pk).values(routed_at=now))
@@ -273,21 +283,21 @@ def route_event(
                 deliveries.c.event_pk == event_pk,
                 deliveries.c.status.in_((Status.PENDING, Status.RETRYING)),
                 or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
-            )
+            ).order_by(deliveries.c.id)
         ).all()
-        lock_streams(conn, engine, (stream_key(d.dossier_code, d.destination, d.stream) for d in open_rows
-                                     if rules.get(d.destination) and rules[d.destination].ordered))
         chosen: list[ToEnqueue] = []
         for d in open_rows:
             rule = rules.get(d.destination)
-            if rule and rule.ordered and has_open_predecessor(conn, d.dossier_code, d.destination, d.stream,
-                                                               d.sequence):
+            if rule and rule.ordered and (
+                stream_key(d.dossier_code, d.destination, d.stream) not in locked  # a reroute's, made meanwhile
+                or has_open_predecessor(conn, d.dossier_code, d.destination, d.stream, d.sequence)
+            ):
                 continue
             chosen.append(ToEnqueue(d.id, d.destination))
         if open_rows:
             conn.execute(
                 update(deliveries)
-                .where(deliveries.c.id.in_([d.id for d in open_rows]))
+                .where(in_id_order(deliveries.c.id.in_([d.id for d in open_rows])))
                 .values(enqueued_at=now)
             )
         return chosen

@@ -3,6 +3,23 @@
 A destination that wants a dossier's events in order gets them one at a time, in ``sequence``
 order, per stream (the events' origin). This module builds and inserts delivery rows, finds the
 heads of their streams, and answers "is an earlier one still open?" and "which one goes next?".
+
+**One lock order in the ledger** (PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serialises every writer):
+
+1. A transaction that decides who goes next in ordered streams (the intake adding deliveries, a route, a reroute,
+   a claim, a final finish) takes those streams' advisory locks first: all of them in one :func:`lock_streams`
+   call (or :func:`try_lock_streams`, which never waits), sorted by lock number, before it locks, inserts or
+   updates any row, the events' included. Keys it learns only from rows are read first without a lock
+   (:func:`routed_keys`, a select); rows of other streams it may touch afterwards are locked after, never before.
+2. A transaction that decides nothing of the kind (a deferral, a release, a replay, a wake-up, a lease renewal,
+   the sweep) takes no stream lock at all.
+3. Rows: ``deliveries`` in ``id`` order (``FOR UPDATE … ORDER BY id``, statements executed many over sorted ids),
+   then their ``attempts``. The sweep skips what another transaction holds (``SKIP LOCKED``): it never waits.
+
+So no transaction ever waits for a stream's lock while holding a row another waits for under that lock (the
+deadlock "waits for ExclusiveLock on advisory lock … blocked by process B; B waits for ShareLock on
+transaction"), and two transactions' row locks never cross. ``tests/test_lock_order.py`` checks each transaction
+against the rule and runs them all at once.
 """
 
 from __future__ import annotations
@@ -13,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Row, exists, func, select, text
+from sqlalchemy.sql.elements import ColumnElement
 
 from store.tables import OPEN_STATUSES, Status, deliveries
 
@@ -58,17 +76,20 @@ def delivery_row(
 
 
 def lock_streams(conn: Connection, engine: Engine, keys: Iterable[str]) -> None:
-    """Serialise, per (dossier, destination, stream), deciding who goes next (PostgreSQL).
+    """Serialise, per (dossier, destination, stream), deciding who goes next (PostgreSQL): the transaction's
+    first locks, as the module's lock order says, in the order of their numbers (two keys that hash alike are
+    one lock, taken once).
 
     Without it, a new sequence N+1 committed while N finishes can be missed by both:
     N+1 sees N still open and waits, N's completion does not yet see N+1.
     SQLite's ``BEGIN IMMEDIATE`` already serialises every writer.
     """
-    ordered = sorted(set(keys))
-    if ordered and engine.dialect.name == "postgresql":
+    wanted = sorted(set(keys))
+    if wanted and engine.dialect.name == "postgresql":
         conn.execute(
-            text("SELECT count(pg_advisory_xact_lock(hashtext(k))) FROM unnest(CAST(:keys AS text[])) AS k"),
-            {"keys": ordered},
+            text("SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtext(k) AS h"
+                 " FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h) AS numbers"),
+            {"keys": wanted},
         )
 
 
@@ -88,13 +109,33 @@ def stream_key(dossier: str, destination: str, stream: str) -> str:
     return f"{dossier}|{destination}|{stream}"
 
 
+def routed_keys(routes: Iterable[tuple[dict[str, Any], Iterable[str]]], rules: dict[str, DestinationRules]) -> set[str]:
+    """The ordered streams that deliveries of canonical events (each with the names of its destinations) join,
+    as :func:`delivery_row` makes them: what to lock before writing them."""
+    return {stream_key(payload["dossier_code"], name, payload.get("origin", "onestop"))
+            for payload, names in routes for name in names if rules[name].ordered}
+
+
+def in_id_order(where: ColumnElement[bool]) -> ColumnElement[bool]:
+    """``deliveries.id IN (…)`` of the rows ``where`` finds, locked first in ``id`` order: a multi-row update
+    of deliveries that crosses no other transaction's row locks."""
+    return deliveries.c.id.in_(
+        select(deliveries.c.id).where(where).order_by(deliveries.c.id).with_for_update()
+    )
+
+
 def insert_deliveries(
     conn: Connection, engine: Engine, planned: list[dict[str, Any]], rules: dict[str, DestinationRules],
     now: datetime,
 ) -> list[ToEnqueue]:
-    """Insert delivery rows; return those that may go now (heads of their ordered streams)."""
+    """Insert delivery rows; return those that may go now (heads of their ordered streams).
+
+    Their streams are locked before the rows are written; a caller that wrote rows before locked them already.
+    """
     if not planned:
         return []
+    lock_streams(conn, engine, (stream_key(p["dossier_code"], p["destination"], p["stream"]) for p in planned
+                                if rules[p["destination"]].ordered))
     rows = conn.execute(
         deliveries.insert().returning(
             deliveries.c.id, deliveries.c.destination, deliveries.c.dossier_code, deliveries.c.stream,
@@ -103,7 +144,6 @@ def insert_deliveries(
         planned,
     ).all()
     ordered = [r for r in rows if rules[r.destination].ordered]
-    lock_streams(conn, engine, (stream_key(r.dossier_code, r.destination, r.stream) for r in ordered))
     heads: dict[tuple[str, str, str], int] = {}
     if ordered:
         for dossier, destination, stream, first in conn.execute(

@@ -35,25 +35,27 @@ def sweep(
     ``destinations`` have deliveries due now."""
     stale = now - timedelta(seconds=requeue_after)
     with engine.begin() as conn:
+        # rows another transaction holds are skipped (the next sweep sees them): the sweep never waits, so it
+        # takes no part in a deadlock; it takes no stream lock, and a delivery's row before its attempt's
         lost = conn.execute(
             select(deliveries.c.id, deliveries.c.attempts).where(
                 deliveries.c.status == Status.IN_FLIGHT, deliveries.c.lease_until <= now
-            ).limit(batch)
+            ).order_by(deliveries.c.id).limit(batch).with_for_update(skip_locked=True)
         ).all()
         for row in lost:
-            close_lost_attempt(conn, row.id, row.attempts)
             conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id == row.id, deliveries.c.status == Status.IN_FLIGHT)
                 .values(status=Status.RETRYING, next_attempt_at=now, enqueued_at=None, lease_until=None,
                         updated_at=now, last_error="worker lost during the attempt (lease expired)")
             )
+            close_lost_attempt(conn, row.id, row.attempts)
         unrouted = list(
             conn.execute(
                 select(events.c.id).where(
                     events.c.routed_at.is_(None),
                     or_(events.c.enqueued_at.is_(None), events.c.enqueued_at <= stale),
-                ).order_by(events.c.id).limit(batch)
+                ).order_by(events.c.id).limit(batch).with_for_update(skip_locked=True)
             ).scalars()
         )
         if unrouted:
@@ -63,7 +65,7 @@ def sweep(
                 deliveries.c.status.in_((Status.PENDING, Status.RETRYING)),
                 or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
                 or_(deliveries.c.enqueued_at.is_(None), deliveries.c.enqueued_at <= stale),
-            ).order_by(deliveries.c.dossier_code, deliveries.c.sequence).limit(batch)
+            ).order_by(deliveries.c.dossier_code, deliveries.c.sequence).limit(batch).with_for_update(skip_locked=True)
         ).all()
         if due:
             conn.execute(

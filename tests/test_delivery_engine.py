@@ -93,7 +93,8 @@ def first_index_of_sequence_one() -> int:
 def test_delivery_to_a_healthy_subscriber(relay_config: RelayConfig) -> None:
     # given: an event whose id holds a phone-like number, which the subscriber echoes back
     rt = get_runtime()
-    did = new_delivery(rt, index=first_index_of_sequence_one(), event_id=f"ev-{uuid.uuid4().hex[:8]}-0912345678")
+    event_id = f"ev-{uuid.uuid4().hex[:8]}-0912345678"
+    did = new_delivery(rt, index=first_index_of_sequence_one(), event_id=event_id)
     # when
     status = run_delivery(did, WAREHOUSE, clock=clock_at(T0))
     # then
@@ -107,7 +108,7 @@ def test_delivery_to_a_healthy_subscriber(relay_config: RelayConfig) -> None:
     assert attempt.external_ref == d.external_ref
     assert attempt.external_ref.startswith("rcpt-")
     assert attempt.external_ref in attempt.response_excerpt
-    assert "0912345678" not in attempt.response_excerpt
+    assert event_id in attempt.response_excerpt  # an identifier, kept whole: masking never cuts into one
     assert sandbox_stats(relay_config)["distinct"] == 1
 
 

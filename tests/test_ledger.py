@@ -463,6 +463,20 @@ def test_sweep_finds_due_retries_only_when_due(engine: Engine) -> None:
     assert sweep(engine, at(301), 60, 100).deliveries_to_enqueue == []
 
 
+def test_several_deliveries_are_deferred_at_once(engine: Engine) -> None:
+    # given: two due deliveries and one in flight
+    first, second, busy = (routed(engine, 1, dossier=f"000.21.00.H49-240315-000{n}") for n in (1, 2, 3))
+    claimed(engine, busy, at(1))
+    # when: the breaker is open
+    deferred = claims.defer_many(engine, "warehouse", None, lambda: at(60), "circuit open for warehouse", at(2))
+    # then: the two wait, the one in flight is left alone
+    assert sorted(deferred) == [first, second]
+    assert [delivery(engine, i)["next_attempt_at"] for i in (first, second)] == [at(60), at(60)]
+    assert claims.defer_many(engine, "warehouse", [first, second, busy], lambda: at(90), "quota", at(3)) == [
+        first, second]
+    assert delivery(engine, busy)["status"] == "in_flight"
+
+
 def test_sweep_rescues_expired_leases(engine: Engine) -> None:
     # given: a worker took the delivery and died
     did = routed(engine, 1)
