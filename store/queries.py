@@ -146,11 +146,11 @@ def event_payloads(engine: Engine, dossier_codes: Iterable[str], types: Iterable
                     .where(*clauses).order_by(events.c.id))]
 
 
-def event_count(engine: Engine, event_type: str, since: datetime) -> int:
-    """How many events of ``event_type`` the ledger received since ``since``."""
+def event_ids(engine: Engine, event_type: str, since: datetime) -> set[str]:
+    """The ids of the events of ``event_type`` the ledger received since ``since``."""
     with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).where(events.c.type == event_type,
-                                                           events.c.received_at >= since)).scalar_one())
+        return set(conn.execute(select(events.c.event_id).where(events.c.type == event_type,
+                                                                events.c.received_at >= since)).scalars())
 
 
 def unrouted_count(engine: Engine, since: datetime) -> int:
