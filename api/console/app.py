@@ -17,6 +17,7 @@ Labels in Vietnamese, English with ``?lang=en`` (kept in a cookie). Accounts and
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -40,6 +41,8 @@ log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/console", include_in_schema=False)
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                         autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+STYLE = (Path(__file__).parent / "static" / "console.css").read_bytes()
+STYLE_VERSION = hashlib.sha256(STYLE).hexdigest()[:12]
 PAGE = 50
 
 LABELS: dict[str, dict[str, str]] = {
@@ -110,7 +113,7 @@ def _render(request: Request, name: str, status: int = 200, **context: Any) -> H
     lang = _lang(request)
     html = TEMPLATES.get_template(name).render(
         t=lambda key: LABELS.get(key, {}).get(lang, key), lang=lang, vn=_vn, age=_age, money=vnd,
-        path=request.url.path, **context)
+        path=request.url.path, style_version=STYLE_VERSION, **context)
     response = HTMLResponse(html, status_code=status)
     if request.query_params.get("lang") in ("vi", "en"):
         response.set_cookie("motcua_lang", lang, max_age=365 * 86400, samesite="strict", httponly=True)
@@ -156,6 +159,11 @@ def _who(request: Request) -> tuple[ConsoleAuth, str, str] | Response:
         target = quote(str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""), safe="")
         return RedirectResponse(f"/console/login?next={target}", status_code=303)
     return auth, name, cookie
+
+
+@router.get("/static/console.css", include_in_schema=False)
+async def style() -> Response:
+    return Response(STYLE, media_type="text/css", headers={"Cache-Control": "public, max-age=86400"})
 
 
 @router.get("/login", response_class=HTMLResponse)
