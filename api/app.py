@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY as PROCESS_REGISTRY
 from starlette.concurrency import run_in_threadpool
 
 from api.console.app import router as console_router
+from api.headers import SecurityHeaders
 from api.intake import router as intake_router
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Reliable relay of one-stop-shop dossier events to the services they must reach.",
     )
+    app.add_middleware(SecurityHeaders)
     runtime = get_runtime()
     app.state.settings = settings
     app.state.context = runtime  # what the services' callback routers work with (services.http.context)

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     dossier_code_pattern: str | None = None
     procedure_code_pattern: str | None = None
 
+    # the operator console's log-in lock-out (its accounts and secret: MOTCUA_CONSOLE_OPERATORS, _SECRET)
+    console_lockout_account: int = Field(5, ge=1, description="failed log-ins of one account that lock it out")
+    console_lockout_address: int = Field(20, ge=1, description="failed log-ins from one address that lock it out")
+    console_lockout_seconds: float = Field(
+        900.0, gt=0, description="failed log-ins closer than this add up; a lock-out lasts this long after the last")
+
     log_format: str = Field("auto", description="auto | json | console")
     log_level: str = "INFO"
 

@@ -105,6 +105,7 @@ def test_the_wheel_holds_the_data_files_and_no_tests(build: Build) -> None:
         return {p.name for p in (ROOT / folder).iterdir() if p.name.endswith(suffixes)}
 
     assert in_wheel("api/console/templates", ".html") == in_repo("api/console/templates", ".html") != set()
+    assert "api/console/static/console.css" in names  # read when the console is imported
     assert "store/migrations/env.py" in names and "store/migrations/script.py.mako" in names
     assert in_wheel("store/migrations/versions", ".py") == in_repo("store/migrations/versions", ".py") != set()
     assert {"config/relay.toml", "config/zalo.toml", "config/units.csv", "config/admin_units.csv"} <= names

@@ -12,35 +12,52 @@ not arrive?" here instead of in the logs:
   dossier, never the values);
 - ``/console/reports`` — the day's reconciliation lines and the portal sync report.
 
-Labels in Vietnamese, English with ``?lang=en`` (kept in a cookie). Accounts and sessions: :mod:`api.console.auth`.
+Labels in Vietnamese, English with ``?lang=en`` (kept in a cookie). Accounts and sessions: :mod:`api.console.auth`;
+lock-outs and open sessions: :mod:`api.console.state`; the headers of every answer: :mod:`api.headers`.
+
+Whatever a query parameter, form field or path holds, the answer is a page: what the ledger or a parser cannot
+take (a NUL, which PostgreSQL refuses even in a query; a time without its zone; a day out of the calendar's range;
+an id out of range; too long) is a 400 naming the field, never repeating its value.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
 import structlog
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import AfterValidator, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from api.console.auth import COOKIE, SESSION_SECONDS, ConsoleAuth
+from api.console.state import ConsoleState, LockOut, StateUnavailable
 from schemas.privacy import mask_value
-from schemas.vietnam import VN_TZ, vnd
+from schemas.vietnam import VN_TZ, day_bounds, vnd
 from store import deadletters, overview, payments, queries
 from store.reports import portal_sync_report
 from tasks.runtime import get_runtime
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/console", include_in_schema=False)
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                         autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+STYLE = (Path(__file__).parent / "static" / "console.css").read_bytes()
+STYLE_VERSION = hashlib.sha256(STYLE).hexdigest()[:12]
 PAGE = 50
+MAX_BODY = 64 * 1024  # the console's forms are a few fields
+MAX_IDS = 500  # dead letters replayed by id in one form (a page shows PAGE)
 
 LABELS: dict[str, dict[str, str]] = {
     "overview": {"vi": "Tổng quan", "en": "Overview"},
@@ -53,6 +70,20 @@ LABELS: dict[str, dict[str, str]] = {
     "username": {"vi": "Tài khoản", "en": "Account"},
     "password": {"vi": "Mật khẩu", "en": "Password"},
     "bad_login": {"vi": "Sai tài khoản hoặc mật khẩu", "en": "Wrong account or password"},
+    "locked": {"vi": "Tạm khóa đăng nhập vì sai quá nhiều lần. Thử lại sau {minutes} phút.",
+               "en": "Log-in locked after too many failures. Try again in {minutes} min."},
+    "unavailable": {"vi": "Không đọc được trạng thái phiên làm việc (Redis không trả lời): thử lại sau ít phút",
+                    "en": "The sessions' state cannot be read (Redis does not answer): try again in a few minutes"},
+    "invalid": {"vi": "Yêu cầu không hợp lệ", "en": "Invalid request"},
+    "invalid_fields": {"vi": "Không đọc được giá trị của: {fields} (sai định dạng, quá dài hoặc có ký tự lạ).",
+                       "en": "These values cannot be read: {fields} (wrong format, too long or a stray character)."},
+    "back": {"vi": "Về trang tổng quan", "en": "Back to the overview"},
+    "dossier_code": {"vi": "Mã hồ sơ", "en": "Dossier code"},
+    "ids": {"vi": "Lượt gửi đã chọn", "en": "Chosen deliveries"},
+    "scope": {"vi": "Phạm vi gửi lại", "en": "Replay scope"},
+    "form_token": {"vi": "Mã biểu mẫu", "en": "Form token"},
+    "next": {"vi": "Trang cần mở", "en": "Page to open"},
+    "form": {"vi": "Nội dung biểu mẫu", "en": "The form"},
     "destination": {"vi": "Đích nhận", "en": "Destination"},
     "last_hour": {"vi": "1 giờ qua", "en": "Last hour"},
     "last_day": {"vi": "24 giờ qua", "en": "Last 24 hours"},
@@ -106,12 +137,17 @@ def _lang(request: Request) -> str:
     return wanted if wanted in ("vi", "en") else "vi"
 
 
-def _render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+def _t(request: Request, key: str) -> str:
+    return LABELS.get(key, {}).get(_lang(request), key)
+
+
+def _render(request: Request, name: str, status: int = 200, headers: dict[str, str] | None = None,
+            **context: Any) -> HTMLResponse:
     lang = _lang(request)
     html = TEMPLATES.get_template(name).render(
         t=lambda key: LABELS.get(key, {}).get(lang, key), lang=lang, vn=_vn, age=_age, money=vnd,
-        path=request.url.path, **context)
-    response = HTMLResponse(html, status_code=status)
+        path=request.url.path, style_version=STYLE_VERSION, **context)
+    response = HTMLResponse(html, status_code=status, headers=headers)
     if request.query_params.get("lang") in ("vi", "en"):
         response.set_cookie("motcua_lang", lang, max_age=365 * 86400, samesite="strict", httponly=True)
     return response
@@ -137,6 +173,68 @@ class Closed(Exception):
     pass
 
 
+class Invalid(Exception):
+    """Console input the ledger or a parser cannot take: a 400 page naming the fields, never their values."""
+
+    def __init__(self, *fields: str) -> None:
+        super().__init__(", ".join(fields))
+        self.fields = fields
+
+
+# a parameter's label where it is not the parameter's own name
+_FIELD_LABELS = {"before": "more", "code": "dossier_code", "csrf": "form_token", "q": "search"}
+
+
+def _invalid(request: Request, fields: Iterable[str]) -> Response:
+    names = ", ".join(dict.fromkeys(_t(request, _FIELD_LABELS.get(field, field)) for field in fields))
+    log.info("console.invalid_input", path=request.url.path, fields=names)
+    return _render(request, "invalid.html", status=400, operator=None,
+                   message=_t(request, "invalid_fields").format(fields=names))
+
+
+def _field(location: tuple[Any, ...]) -> str:
+    """The parameter a validation error is about: ``("query", "day")`` → ``day``, ``("body", "ids", 3)`` → ``ids``."""
+    return str(location[1] if len(location) > 1 else location[0])
+
+
+class _ConsoleRoute(APIRoute):
+    """A console route: input that does not validate, or that a page finds it cannot use (:class:`Invalid`), is
+    the 400 page in the operator's language; Redis not answering is a 503 page saying so."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return _invalid(request, (_field(tuple(error["loc"])) for error in exc.errors()))
+            except HTTPException as exc:
+                if exc.status_code != 400:  # a body that is no form: the parser's refusal
+                    raise
+                return _invalid(request, ["form"])
+            except Invalid as exc:
+                return _invalid(request, exc.fields)
+            except StateUnavailable as exc:
+                log.error("console.state_unavailable", error=str(exc))
+                return _render(request, "closed.html", status=503, reason="unavailable")
+
+        return guarded
+
+
+router = APIRouter(prefix="/console", include_in_schema=False, route_class=_ConsoleRoute, max_body_size=MAX_BODY)
+
+
+def _storable(value: str) -> str:
+    if "\x00" in value:  # PostgreSQL refuses NUL in text, even in a query's parameter
+        raise ValueError("NUL character")
+    return value
+
+
+Text = Annotated[str, StringConstraints(max_length=200), AfterValidator(_storable)]
+RowId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
 def _auth() -> ConsoleAuth:
     auth = ConsoleAuth.from_env()
     if auth is None:
@@ -144,49 +242,97 @@ def _auth() -> ConsoleAuth:
     return auth
 
 
-def _who(request: Request) -> tuple[ConsoleAuth, str, str] | Response:
-    """The console's auth, the operator and the session cookie; or the answer sending them to log in."""
+def _state() -> ConsoleState:
+    rt = get_runtime()
+    settings = rt.settings
+    lockout = LockOut(settings.console_lockout_account, settings.console_lockout_address,
+                      settings.console_lockout_seconds)
+    return ConsoleState(rt.redis, settings.redis_prefix, lockout)
+
+
+async def _who(request: Request) -> tuple[ConsoleAuth, str, str] | Response:
+    """The console's auth, the operator and the session cookie; or the answer sending them to log in (a cookie
+    that is not ours, has expired, or whose session was closed by logging out)."""
     try:
         auth = _auth()
     except Closed:
         return _render(request, "closed.html", status=503)
     cookie = request.cookies.get(COOKIE)
-    name = auth.operator(cookie)
-    if name is None or cookie is None:
+    session = auth.read(cookie)
+    if session is None or cookie is None or not await run_in_threadpool(_state().is_open, session):
         target = quote(str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""), safe="")
         return RedirectResponse(f"/console/login?next={target}", status_code=303)
-    return auth, name, cookie
+    return auth, session.operator, cookie
+
+
+def _next(target: str) -> str:
+    return target if target.startswith("/console") else "/console/"
+
+
+@router.get("/static/console.css", include_in_schema=False)
+async def style() -> Response:
+    return Response(STYLE, media_type="text/css", headers={"Cache-Control": "public, max-age=86400"})
 
 
 @router.get("/login", response_class=HTMLResponse)
-async def login_page(request: Request, next: str = "/console/") -> Response:  # the form field's name
+async def login_page(request: Request, next: Annotated[str, Query(max_length=2000)] = "/console/") -> Response:
     try:
         _auth()
     except Closed:
         return _render(request, "closed.html", status=503)
-    return _render(request, "login.html", next=next if next.startswith("/console") else "/console/", error=False)
+    return _render(request, "login.html", next=_next(next), error="")
 
 
 @router.post("/login")
-async def login(request: Request, username: str = Form(...), password: str = Form(...),
-                next: str = Form("/console/")) -> Response:
+async def login(request: Request, username: Annotated[str, Form(max_length=100)],
+                password: Annotated[str, Form(max_length=1024)],
+                next: Annotated[str, Form(max_length=2000)] = "/console/") -> Response:
+    """Log in, unless the account or the address is locked out (429, the password not even checked)."""
     try:
         auth = _auth()
     except Closed:
         return _render(request, "closed.html", status=503)
-    ok = await run_in_threadpool(auth.login, username, password)
-    if not ok:
-        log.info("console.login_refused", operator=username[:40])
-        return _render(request, "login.html", status=401, next=next, error=True)
-    _audit("console.login", operator=username)
-    response = RedirectResponse(next if next.startswith("/console") else "/console/", status_code=303)
-    response.set_cookie(COOKIE, auth.session(username), max_age=SESSION_SECONDS, httponly=True, samesite="strict",
+    state, address = _state(), request.client.host if request.client else "-"
+    admitted = await run_in_threadpool(state.admit, username, address)
+    if admitted.wait:
+        log.warning("console.login_throttled", operator=username[:40], address=address,
+                    retry_after=math.ceil(admitted.wait))
+        message = _t(request, "locked").format(minutes=math.ceil(admitted.wait / 60))
+        return _render(request, "login.html", status=429, headers={"Retry-After": str(math.ceil(admitted.wait))},
+                       next=_next(next), error=message)
+    if not await run_in_threadpool(auth.login, username, password):
+        log.warning("console.login_refused", operator=username[:40], address=address)
+        limits = state.lockout
+        if admitted.account_count == limits.account or admitted.address_count == limits.address:
+            log.warning("console.login_locked", operator=username[:40], address=address,
+                        account_failures=admitted.account_count, address_failures=admitted.address_count,
+                        seconds=limits.window)
+        return _render(request, "login.html", status=401, next=_next(next), error=_t(request, "bad_login"))
+    cookie, session = auth.session(username)
+
+    def open_session() -> None:
+        state.succeeded(username, address)
+        state.open_session(session)
+        earlier = auth.read(request.cookies.get(COOKIE))
+        if earlier is not None:
+            state.close_session(earlier)
+
+    await run_in_threadpool(open_session)
+    _audit("console.login", operator=username, address=address)
+    response = RedirectResponse(_next(next), status_code=303)
+    response.set_cookie(COOKIE, cookie, max_age=SESSION_SECONDS, httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", path="/console")
     return response
 
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
+    """Close the session in the state (its cookie, kept or copied, no longer opens anything) and drop the cookie."""
+    auth = ConsoleAuth.from_env()
+    session = auth.read(request.cookies.get(COOKIE)) if auth is not None else None
+    if session is not None:
+        await run_in_threadpool(_state().close_session, session)
+        _audit("console.logout", operator=session.operator)
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(COOKIE, path="/console")
     return response
@@ -194,7 +340,7 @@ async def logout(request: Request) -> Response:
 
 @router.get("/", response_class=HTMLResponse)
 async def overview_page(request: Request) -> Response:
-    who = _who(request)
+    who = await _who(request)
     if isinstance(who, Response):
         return who
     rt = get_runtime()
@@ -225,22 +371,21 @@ def _chart(hours: list[tuple[datetime, int, int]], width: int = 720, height: int
             "delivered": sum(d for _, d, _ in hours), "failed": sum(f for _, _, f in hours)}
 
 
-def _filter(request: Request, ids: tuple[int, ...] = ()) -> deadletters.DeadLetterFilter:
-    params = request.query_params
-    return deadletters.DeadLetterFilter(destination=params.get("destination") or None,
-                                        dossier_code=params.get("dossier") or None,
-                                        reason=params.get("reason") or None, ids=ids)
+def _filter(destination: str, dossier: str, reason: str, ids: tuple[int, ...] = ()) -> deadletters.DeadLetterFilter:
+    return deadletters.DeadLetterFilter(destination=destination or None, dossier_code=dossier or None,
+                                        reason=reason or None, ids=ids)
 
 
 @router.get("/deadletters", response_class=HTMLResponse)
-async def deadletters_page(request: Request) -> Response:
-    who = _who(request)
+async def deadletters_page(request: Request, destination: Text = "", dossier: Text = "", reason: Text = "",
+                           before: Text = "", replayed: Text = "") -> Response:
+    who = await _who(request)
     if isinstance(who, Response):
         return who
     rt = get_runtime()
-    flt = _filter(request)
-    before = _cursor(request.query_params.get("before", ""))
-    rows = await run_in_threadpool(deadletters.dead_letters, rt.engine, flt, PAGE + 1, before)
+    flt = _filter(destination, dossier, reason)
+    before_row = _cursor(before)
+    rows = await run_in_threadpool(deadletters.dead_letters, rt.engine, flt, PAGE + 1, before_row)
     more, rows = len(rows) > PAGE, rows[:PAGE]
     excerpts = await run_in_threadpool(deadletters.last_answers, rt.engine, [r.id for r in rows])
     params = {k: v for k, v in request.query_params.items() if k in ("destination", "dossier", "reason") and v}
@@ -250,22 +395,29 @@ async def deadletters_page(request: Request) -> Response:
         next_page = f"/console/deadletters?{urlencode({**params, 'before': keyset})}"
     return _render(request, "deadletters.html", operator=who[1], csrf=who[0].csrf_token(who[2]), rows=rows,
                    excerpts=excerpts, destinations=sorted(rt.routing.destinations), flt=flt,
-                   query=urlencode(params), replayed=request.query_params.get("replayed"), next_page=next_page)
+                   query=urlencode(params), replayed=replayed if replayed.isdigit() else None, next_page=next_page)
 
 
 def _cursor(value: str) -> tuple[datetime, int] | None:
-    """The keyset of the next page: ``<updated_at ISO>|<id>`` of the last row shown."""
+    """The keyset of the next page: ``<updated_at ISO>|<id>`` of the last row shown (with its time zone)."""
+    if not value:
+        return None
     moment, _, row_id = value.partition("|")
     try:
-        return datetime.fromisoformat(moment), int(row_id)
-    except ValueError:
-        return None
+        when, number = datetime.fromisoformat(moment), int(row_id)
+        if when.tzinfo is None or not 1 <= number < 2**63:
+            raise ValueError(value)
+        return when.astimezone(UTC), number
+    except (ValueError, OverflowError):
+        raise Invalid("before") from None
 
 
 @router.post("/deadletters/replay")
-async def replay(request: Request, csrf: str = Form(...), ids: list[int] = Form(default_factory=list),
-                 scope: str = Form("one")) -> Response:
-    who = _who(request)
+async def replay(request: Request, csrf: Annotated[str, Form(max_length=64)],
+                 ids: Annotated[list[RowId], Form(default_factory=list, max_length=MAX_IDS)],
+                 scope: Annotated[Literal["one", "all"], Form()] = "one", destination: Text = "", dossier: Text = "",
+                 reason: Text = "") -> Response:
+    who = await _who(request)
     if isinstance(who, Response):
         return who
     auth, operator, cookie = who
@@ -273,7 +425,7 @@ async def replay(request: Request, csrf: str = Form(...), ids: list[int] = Form(
         return Response("invalid form token", status_code=403)
     if scope != "all" and not ids:
         return RedirectResponse(f"/console/deadletters?{request.url.query}", status_code=303)
-    flt = _filter(request, () if scope == "all" else tuple(ids))
+    flt = _filter(destination, dossier, reason, () if scope == "all" else tuple(ids))
     rt = get_runtime()
 
     def run() -> int:
@@ -290,19 +442,25 @@ async def replay(request: Request, csrf: str = Form(...), ids: list[int] = Form(
 
 
 @router.get("/search")
-async def search(request: Request, q: str = "") -> Response:
+async def search(request: Request, q: Text = "") -> Response:
+    who = await _who(request)
+    if isinstance(who, Response):
+        return who
     code = q.strip()
     return RedirectResponse(f"/console/dossiers/{quote(code, safe='')}" if code else "/console/", status_code=303)
 
 
+DossierCode = Annotated[str, PathParam(max_length=200), AfterValidator(_storable)]
+
+
 @router.get("/dossiers/{code}", response_class=HTMLResponse)
-async def dossier_page(request: Request, code: str) -> Response:
+async def dossier_page(request: Request, code: DossierCode) -> Response:
     return await _dossier(request, code, reveal=False)
 
 
 @router.post("/dossiers/{code}/reveal", response_class=HTMLResponse)
-async def dossier_reveal(request: Request, code: str, csrf: str = Form(...)) -> Response:
-    who = _who(request)
+async def dossier_reveal(request: Request, code: DossierCode, csrf: Annotated[str, Form(max_length=64)]) -> Response:
+    who = await _who(request)
     if isinstance(who, Response):
         return who
     if not who[0].csrf_ok(who[2], csrf):
@@ -312,7 +470,7 @@ async def dossier_reveal(request: Request, code: str, csrf: str = Form(...)) -> 
 
 
 async def _dossier(request: Request, code: str, reveal: bool) -> Response:
-    who = _who(request)
+    who = await _who(request)
     if isinstance(who, Response):
         return who
     evs, dels, atts = await run_in_threadpool(queries.dossier_trace, get_runtime().engine, code)
@@ -336,22 +494,29 @@ async def _dossier(request: Request, code: str, reveal: bool) -> Response:
 
 
 @router.get("/reports", response_class=HTMLResponse)
-async def reports_page(request: Request) -> Response:
-    who = _who(request)
+async def reports_page(request: Request, day: Text = "") -> Response:
+    who = await _who(request)
     if isinstance(who, Response):
         return who
     rt = get_runtime()
-    try:
-        day = date.fromisoformat(request.query_params.get("day", ""))
-    except ValueError:
-        day = (datetime.now(VN_TZ) - timedelta(days=1)).date()
+    shown = _day(day) if day else (datetime.now(VN_TZ) - timedelta(days=1)).date()
     payers = [n for n, d in rt.routing.destinations.items() if d.kind == "payment"]
     portals = [n for n, d in rt.routing.destinations.items() if d.kind == "portal"]
 
     def read() -> tuple[dict[str, list[Any]], list[Any]]:
-        lines = {name: payments.stored_lines(rt.engine, name, day.isoformat()) for name in payers}
-        return lines, (portal_sync_report(rt.engine, portals, day) if portals else [])
+        lines = {name: payments.stored_lines(rt.engine, name, shown.isoformat()) for name in payers}
+        return lines, (portal_sync_report(rt.engine, portals, shown) if portals else [])
 
     lines, sync = await run_in_threadpool(read)
-    return _render(request, "reports.html", operator=who[1], csrf=who[0].csrf_token(who[2]), day=day, lines=lines,
+    return _render(request, "reports.html", operator=who[1], csrf=who[0].csrf_token(who[2]), day=shown, lines=lines,
                    sync=sync)
+
+
+def _day(value: str) -> date:
+    """A calendar day ``YYYY-MM-DD`` whose Vietnam day has UTC bounds (not the calendar's first or last)."""
+    try:
+        day = date.fromisoformat(value)
+        day_bounds(day)
+    except (ValueError, OverflowError):
+        raise Invalid("day") from None
+    return day
