@@ -36,7 +36,7 @@ def context(request: Request) -> Context:
 async def read_limited(request: Request, limit: int) -> bytes | None:
     """The request body, or ``None`` when it is over ``limit`` bytes (declared or streamed)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         return None
     chunks: list[bytes] = []
     size = 0

@@ -283,3 +283,12 @@ def test_every_answer_carries_the_request_id_a_refusal_too(edges: Edges) -> None
     ok, empty = edges.api.send([given, refused])
     assert ok.headers["x-request-id"] == "req-edges-1"
     assert empty.status_code == 422 and len(empty.headers["x-request-id"]) == 16
+
+
+def test_a_content_length_in_other_digits_is_no_declared_length(edges: Edges) -> None:
+    """``"²".isdigit()`` is true and ``int("²")`` fails: the body's limit is then counted as it streams."""
+    body = body_of(edges.event(0))
+    signed = edges.signed("/v1/events", body)
+    headers = [(k, v) for k, v in signed.headers.raw if k.lower() != b"content-length"] + [(b"content-length", b"\xb2")]
+    [answer] = edges.api.send([httpx.Request("POST", signed.url, headers=headers, content=body)])
+    assert answer.status_code == 202, answer.text
