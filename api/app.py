@@ -1,21 +1,30 @@
 """The ASGI application: intake, the services' callbacks, health, metrics, the console.
 
 ``uvicorn api.app:create_app --factory``.
+
+Answers every route shares: 503 with ``Retry-After`` (:data:`RETRY_AFTER_SECONDS`) and ``{"error", "detail"}``
+when the ledger or Redis does not answer (:data:`UNAVAILABLE`: the request changed nothing, the sender tries
+again); 422 ``{"error", "detail"}`` for a request FastAPI itself refuses (a path or form parameter), listing
+each field without the value sent, which FastAPI's own answer echoes.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
+import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import REGISTRY as PROCESS_REGISTRY
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.console.app import router as console_router
 from api.headers import SecurityHeaders
@@ -23,13 +32,23 @@ from api.intake import router as intake_router
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from config.units import load_directory
-from schemas.events import EVENT_ADAPTER
+from schemas.events import event_schema
 from store import queries
 from store.db import ping
 from tasks.metrics import RelayCollector
 from tasks.runtime import get_runtime
 
 log = structlog.get_logger(__name__)
+
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,  # the database is down, restarting, locked, or the connection broke
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,  # no connection free in the pool in time
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
+"""What a request meets when the ledger or Redis does not answer: weather, answered 503, not a bug's 500."""
+RETRY_AFTER_SECONDS = 5
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -65,16 +84,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        paused=lambda: runtime.pauses.counts(runtime.routing.destinations))
     )
 
-    @app.middleware("http")
-    async def bind_request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        try:
-            response = await call_next(request)
-        finally:
-            structlog.contextvars.unbind_contextvars("request_id")
-        response.headers["x-request-id"] = request_id
-        return response
+    app.add_exception_handler(RequestValidationError, _refused)  # type: ignore[arg-type]
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, _unavailable)
+
+    app.add_middleware(RequestId)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -112,8 +126,52 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         found = await run_in_threadpool(_workers)
         return JSONResponse(found, status_code=200 if found.get("answering") else 503)
 
-    _add_event_schema(app)
+    _add_event_schema(app, settings)
     return app
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """503 for a ledger or Redis that does not answer, logged by the error's class and the driver's reason (never
+    the statement, whose parameters hold what the request sent)."""
+    what = "Redis" if isinstance(exc, redis.RedisError) else "the ledger"
+    cause = getattr(exc, "orig", None) or exc
+    log.warning("api.unavailable", path=request.url.path, unavailable=what, error=type(cause).__name__,
+                reason=str(cause).strip().split("\n", 1)[0][:200], retry_after=RETRY_AFTER_SECONDS)
+    return JSONResponse({"error": "service unavailable",
+                         "detail": f"{what} does not answer; nothing was stored: try again in {RETRY_AFTER_SECONDS} s"},
+                        status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+async def _refused(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 without the ``input`` (and ``ctx``) it echoes by default: each field and what is wrong."""
+    fields = [{"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+              for err in exc.errors()]
+    return JSONResponse({"error": "validation failed", "detail": fields}, status_code=422)
+
+
+class RequestId:
+    """Binds each request's ``x-request-id`` (the caller's, or a new one) to the logs and answers it back: plain ASGI,
+    not ``@app.middleware``, whose task and streams per request cost more than most answers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex[:16]
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["x-request-id"] = request_id
+            await send(message)
+
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
 
 
 def _workers() -> dict[str, Any]:
@@ -129,18 +187,19 @@ def _workers() -> dict[str, Any]:
     return {"answering": len(names), "names": names}
 
 
-def _add_event_schema(app: FastAPI) -> None:
-    """Publish the canonical event union under ``components.schemas.Event`` in /openapi.json."""
+def _add_event_schema(app: FastAPI, settings: Settings) -> None:
+    """Publish the canonical event union under ``components.schemas.Event`` in /openapi.json, with the code
+    patterns this process checks (the settings')."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = original()
-        event_schema = EVENT_ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
+        event = event_schema(settings.code_patterns, ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(event_schema.pop("$defs", {}))
-        components["Event"] = event_schema
+        components.update(event.pop("$defs", {}))
+        components["Event"] = event
         app.openapi_schema = schema
         return schema
 

@@ -16,13 +16,15 @@ code   when
 413    the body is over the size limit, or the batch has more than 500 events
 422    validation failed; every field error of every event is listed (a unit code closed with no successor
        among them, named: ``closed_unit_code``; one with a successor is stored under it, the code sent kept
-       in ``unit_code_sent``)
+       in ``unit_code_sent``; text with a NUL or a lone surrogate, which no ledger stores: ``unstorable_text``)
+503    the ledger does not answer (``Retry-After``; nothing of the batch is stored): :mod:`api.app`
 =====  ==========================================================================
+
+Field errors name the field and never echo what was sent (it may be a citizen's name or number).
 """
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +39,7 @@ from config.settings import Settings
 from config.units import ClosedCode, Directory, load_directory
 from schemas.events import (
     DEFAULT_CODE_PATTERNS,
+    EVENT_TYPES,
     MAX_BATCH,
     CodePatterns,
     Event,
@@ -45,7 +48,8 @@ from schemas.events import (
     parse_event,
 )
 from schemas.webhook import SignatureError, verify
-from services.http import read_limited
+from schemas.wire import unstorable
+from services.http import read_json, read_limited
 from store.intake import IngestConflict, ingest_and_route
 from tasks.runtime import get_runtime
 
@@ -87,7 +91,8 @@ _REQUEST_SCHEMA = {
             "schema": {
                 "oneOf": [
                     {"$ref": "#/components/schemas/Event"},
-                    {"type": "array", "items": {"$ref": "#/components/schemas/Event"}, "maxItems": MAX_BATCH},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/Event"}, "minItems": 1,
+                     "maxItems": MAX_BATCH},
                 ]
             }
         }
@@ -111,13 +116,20 @@ def validation_errors(
     valid: list[Event] = []
     errors: list[FieldError] = []
     for index, raw in enumerate(raw_events):
+        tag = (raw["type"],) if isinstance(raw, dict) and raw.get("type") in EVENT_TYPES else ()  # as pydantic's
+        unusable = {(*tag, *loc) for loc in unstorable(raw)}
+        errors.extend(FieldError(index=index, loc=list(loc), msg="text with a NUL or a lone surrogate",
+                                 type="unstorable_text") for loc in sorted(unusable, key=str))
         try:
             event = parse_event(raw, patterns)
         except ValidationError as exc:
-            errors.extend(
+            errors.extend(  # each field said once; a key that is no text is named by its object, above
                 FieldError(index=index, loc=list(err["loc"]), msg=err["msg"], type=err["type"])
                 for err in exc.errors(include_url=False, include_input=False)
+                if err["loc"] not in unusable and not unstorable(list(err["loc"]))
             )
+            continue
+        if unusable:
             continue
         if directory is None:
             valid.append(event)
@@ -163,7 +175,7 @@ def resolve_units(event: Event, directory: Directory) -> Event:
     responses={
         200: {"model": IntakeAccepted, "description": "all duplicates"},
         400: {"model": IntakeError}, 401: {"model": IntakeError}, 409: {"model": IntakeError},
-        413: {"model": IntakeError}, 422: {"model": IntakeError},
+        413: {"model": IntakeError}, 422: {"model": IntakeError}, 503: {"model": IntakeError},
     },
     openapi_extra={"requestBody": _REQUEST_SCHEMA},
     summary="Submit dossier events (signed)",
@@ -179,8 +191,8 @@ async def intake(request: Request, background: BackgroundTasks) -> Any:
         log.info("intake.bad_signature", reason=str(exc))
         return _error(401, "invalid signature", detail=str(exc))
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
+        data = read_json(body)
+    except ValueError as exc:
         return _error(400, "malformed JSON", detail=str(exc))
     if isinstance(data, dict):
         raw_events: list[Any] = [data]

@@ -12,7 +12,12 @@ little differently, so :func:`parse_event` checks them against the :class:`CodeP
 given (the settings' ``code_patterns``; the national shapes by default), carried to the validators
 in pydantic's validation context. Codes are checked once, where they enter the relay: an event
 read back from the ledger, or built on one's envelope, is parsed with :func:`parse_stored`, which
-does not check them again (they may have come in under patterns since changed).
+does not check them again (they may have come in under patterns since changed), nor the years of its times.
+
+Every time is :data:`Time`: tz-aware, in the years of :mod:`schemas.vietnam` as written. Text holds no NUL
+and no lone surrogate (no ledger column stores them): the intake refuses those before validating
+(:func:`schemas.wire.unstorable`). :func:`event_schema` is the JSON schema of all this, the codes' patterns
+included, so that an event made from it is taken.
 """
 
 from __future__ import annotations
@@ -21,27 +26,32 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar, overload
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     TypeAdapter,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from schemas.privacy import PersonalStr
+from schemas.vietnam import FIRST_YEAR, LAST_YEAR, in_years
 
 # Electronic identifier codes (Decision 20/2020/QĐ-TTg): 000.00.01.H49, G01.123.45.67 ...
 DEFAULT_UNIT_PATTERN = r"^[A-Z0-9]{2,4}(\.[A-Z0-9]{2,4}){2,4}$"
-# Unit-prefixed dossier code: 000.21.00.H49-240315-0042
-DEFAULT_DOSSIER_PATTERN = r"^[A-Za-z0-9.]{3,40}-\d{6}-\d{1,7}$"
+# Unit-prefixed dossier code: 000.21.00.H49-240315-0042 (ASCII digits: Python's \d takes Arabic-Indic ones too)
+DEFAULT_DOSSIER_PATTERN = r"^[A-Za-z0-9.]{3,40}-[0-9]{6}-[0-9]{1,7}$"
 # Procedure codes: 1.001234.000.00.00.H49 or 2.002492
-DEFAULT_PROCEDURE_PATTERN = r"^\d\.\d{5,6}(\.[A-Z0-9]{1,4}){0,4}$"
+DEFAULT_PROCEDURE_PATTERN = r"^[0-9]\.[0-9]{5,6}(\.[A-Z0-9]{1,4}){0,4}$"
 
 
 @dataclass(frozen=True)
@@ -79,8 +89,26 @@ def _check_code(kind: str, value: str, info: ValidationInfo) -> str:
     return value
 
 
+def _in_years(value: datetime, info: ValidationInfo) -> datetime:
+    if in_years(value) or (info.context or {}).get(_CODES_CHECKED):
+        return value
+    raise PydanticCustomError("datetime_years", "a time in the years {first} to {last}",
+                              {"first": FIRST_YEAR, "last": LAST_YEAR})
+
+
+# RFC 3339 in the years FIRST_YEAR–LAST_YEAR: what the document promises (pydantic reads more forms: Unix seconds,
+# a space for the T); the validator holds every form to the years.
+TIME_PATTERN = (r"^(19[0-9]{2}|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]"
+                r":[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+Time = Annotated[AwareDatetime, AfterValidator(_in_years),
+                 WithJsonSchema({"type": "string", "format": "date-time", "pattern": TIME_PATTERN})]
+"""A time zone-aware time in the years of :mod:`schemas.vietnam` (checked where the event enters the relay)."""
 EventId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:\-]+$")]
-Money = Annotated[Decimal, Field(ge=0, max_digits=15, decimal_places=0)]
+MONEY_DIGITS = 15
+Money = Annotated[Decimal, Field(ge=0, max_digits=MONEY_DIGITS, decimal_places=0), WithJsonSchema({"anyOf": [
+    {"type": "integer", "minimum": 0, "maximum": 10**MONEY_DIGITS - 1},
+    {"type": "string", "pattern": f"^[0-9]{{1,{MONEY_DIGITS}}}$"}]})]
+"""Whole đồng, a JSON number or its digits."""
 ShortText = Annotated[str, Field(max_length=2000)]
 
 
@@ -115,7 +143,7 @@ class Document(Model):
     name: str = Field(max_length=300)
     url: str | None = Field(None, max_length=2000)
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
-    size: int | None = Field(None, ge=0)
+    size: int | None = Field(None, ge=0, le=2**63 - 1)  # the exchange's xsd:long
 
 
 class ProcessingStep(Model):
@@ -123,8 +151,8 @@ class ProcessingStep(Model):
     handler: PersonalStr | None = Field(None, max_length=200)
     title: str | None = Field(None, max_length=200)
     note: ShortText | None = None
-    started_at: AwareDatetime | None = None
-    due_at: AwareDatetime | None = None
+    started_at: Time | None = None
+    due_at: Time | None = None
 
 
 class EventBase(Model):
@@ -133,7 +161,7 @@ class EventBase(Model):
     dossier_code: str = Field(max_length=80)
     procedure_code: str = Field(max_length=60)
     sequence: int = Field(ge=1, le=1_000_000)
-    occurred_at: AwareDatetime
+    occurred_at: Time
     applicant: Applicant
     origin: str = Field(
         "onestop", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._\-]+$",
@@ -171,7 +199,7 @@ class SubmittedData(Model):
 
 class ReceivedData(Model):
     receipt_no: str = Field(max_length=60)
-    due_at: AwareDatetime
+    due_at: Time
     procedure_name: str | None = Field(None, max_length=500)
     return_by_post: bool = False
 
@@ -187,7 +215,7 @@ class ProcessingData(Model):
 class SupplementData(Model):
     reason: ShortText
     items: list[str] = Field(default_factory=list, max_length=50)
-    due_at: AwareDatetime | None = None
+    due_at: Time | None = None
 
 
 class FeeRequestData(Model):
@@ -203,7 +231,7 @@ class CompletedData(Model):
 
 
 class ReturnedData(Model):
-    returned_at: AwareDatetime
+    returned_at: Time
     method: Literal["desk", "post", "online"] = "desk"
 
 
@@ -263,7 +291,7 @@ class FeeAssessedData(Model):
     fee_id: str = Field(max_length=60)
     amount: Money
     lines: list[FeeLine] = Field(min_length=1, max_length=50)
-    due_at: AwareDatetime | None = None
+    due_at: Time | None = None
 
 
 class FeePaidData(Model):
@@ -271,7 +299,7 @@ class FeePaidData(Model):
     amount: Money
     provider: str = Field(max_length=40)
     transaction_id: str = Field(max_length=100)
-    paid_at: AwareDatetime
+    paid_at: Time
 
 
 class FeeBillCreatedData(Model):
@@ -280,7 +308,7 @@ class FeeBillCreatedData(Model):
     provider: str = Field(max_length=40)
     bill_code: str = Field(max_length=60)
     payment_url: str = Field(max_length=2000)
-    due_at: AwareDatetime | None = None
+    due_at: Time | None = None
 
 
 class FeeRefundedData(Model):
@@ -464,6 +492,38 @@ def parse_stored_json(text: str | bytes) -> Event:
     """:func:`parse_stored` of the ledger's text itself, read and validated in one pass (no intermediate dict, about
     a third faster): what a claim does before every attempt."""
     return EVENT_ADAPTER.validate_json(text, context={_CODES_CHECKED: True})
+
+
+# What text the document lets through: no NUL (the intake refuses it), and, where a field needs a value, more than
+# the whitespace the models strip (Unicode's White_Space, which pydantic's str_strip_whitespace trims).
+NO_NUL = r"^[^\x00]*$"
+NOT_BLANK = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+
+
+def event_schema(patterns: CodePatterns = DEFAULT_CODE_PATTERNS,
+                 ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+    """The JSON schema of :data:`Event` as :func:`parse_event` takes it under ``patterns``: the codes' shapes (which
+    pydantic's schema cannot know: they are checked by validators, against the settings' patterns), the years of
+    every time, and text without NUL that is not blank where a value is required."""
+    schema = EVENT_ADAPTER.json_schema(ref_template=ref_template)
+    events = {cls.__name__ for cls in EVENT_CLASSES.values()}
+    for name, model in schema.get("$defs", {}).items():
+        for kind in ("unit_code", "dossier_code", "procedure_code") if name in events else ():
+            pattern = getattr(patterns, kind).pattern
+            model["properties"][kind]["pattern"] = pattern if pattern.startswith("^") else f"^(?:{pattern})"
+    _text_rules(schema)
+    return schema
+
+
+def _text_rules(node: Any) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _text_rules(item)
+    elif isinstance(node, dict):
+        if node.get("type") == "string" and not {"pattern", "enum", "const", "format"} & node.keys():
+            node["pattern"] = NOT_BLANK if node.get("minLength", 0) >= 1 else NO_NUL
+        for value in node.values():
+            _text_rules(value)
 
 
 def event_json(event: BaseModel) -> dict[str, Any]:

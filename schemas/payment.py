@@ -62,10 +62,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import quote_plus
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic_core import PydanticCustomError
 
 from schemas.privacy import PersonalStr
-from schemas.vietnam import VN_TZ
+from schemas.vietnam import FIRST_YEAR, LAST_YEAR, VN_TZ, in_years
 from schemas.wire import Wire
 
 # ---- the national payment platform -------------------------------------------------
@@ -118,6 +119,23 @@ def parse_time(text: str) -> datetime:
     return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=VN_TZ)
 
 
+def _provider_time(text: str) -> str:
+    """``text`` when it is a ``yyyyMMddHHmmss`` of ASCII digits (strptime reads Arabic-Indic ones too) that is a real
+    time in the years a time may have (:mod:`schemas.vietnam`), or empty."""
+    if text:
+        try:
+            if not (len(text) == 14 and text.isascii() and text.isdigit() and in_years(parse_time(text))):
+                raise ValueError
+        except ValueError:
+            raise PydanticCustomError("provider_time", "yyyyMMddHHmmss, a time in the years {first} to {last}",
+                                      {"first": FIRST_YEAR, "last": LAST_YEAR}) from None
+    return text
+
+
+ProviderTime = Annotated[str, AfterValidator(_provider_time)]
+"""A ``yyyyMMddHHmmss`` (Vietnam time) a provider sends, or ``""``."""
+
+
 # đồng as the platform writes them in a request: the digits of a whole number (String.valueOf(long))
 Digits = Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,14})$")]
 Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -135,8 +153,9 @@ def _text(value: Any) -> Any:
     return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
+LONG_MAX = 2**63 - 1  # OpenCPS's amounts are Java longs (M4), and so are the ledger's (BIGINT)
 # what the platform sends us: numbers or their digits, read as int, written back as digits
-Amount = Annotated[int, BeforeValidator(_whole), Field(ge=0), PlainSerializer(str, return_type=str)]
+Amount = Annotated[int, BeforeValidator(_whole), Field(ge=0, le=LONG_MAX), PlainSerializer(str, return_type=str)]
 Status = Annotated[int, BeforeValidator(_whole)]
 Code = Annotated[str, BeforeValidator(_text)]
 
@@ -272,8 +291,8 @@ class PlatformCallback(Wire):
     platform adds are kept, not refused (what it sends us is its business)."""
 
     client_id: str
-    transaction_id: str = Field(min_length=1)
-    transaction_code: str = ""
+    transaction_id: str = Field(min_length=1, max_length=60)  # ours (M15: 20 at most); the ledger keeps 60
+    transaction_code: str = Field("", max_length=60)
     trans_amount: Amount
     payment_fee: Amount | None = None
     command: str
@@ -457,12 +476,12 @@ class VnpayIpn(Wire):
     and recorded as a payment that was not made); ``vnp_PayDate`` is Vietnam time."""
 
     vnp_TmnCode: str = Field(max_length=20)
-    vnp_TxnRef: str = Field(min_length=1, max_length=100)
-    vnp_Amount: int = Field(ge=0)
+    vnp_TxnRef: str = Field(min_length=1, max_length=60)  # our bill's code: VNPAY allows 100, the ledger keeps 60
+    vnp_Amount: int = Field(ge=0, le=LONG_MAX)
     vnp_ResponseCode: str = Field(max_length=4)
     vnp_TransactionStatus: str = Field("", max_length=4)
     vnp_TransactionNo: str = Field("", max_length=30)
-    vnp_PayDate: str = Field("", pattern=r"^(\d{14})?$")
+    vnp_PayDate: ProviderTime = ""
     vnp_SecureHash: str = Field(max_length=256)
 
     @property

@@ -93,7 +93,7 @@ _UNIT_CODE = re.compile(DEFAULT_UNIT_PATTERN)
 def _portal_date(value: str) -> str:
     if value:
         try:
-            if len(value) != 14:
+            if len(value) != 14 or not (value.isascii() and value.isdigit()):  # strptime reads Arabic-Indic digits
                 raise ValueError
             datetime.strptime(value, PORTAL_FORMAT)
         except ValueError:
@@ -370,12 +370,12 @@ class OnlineDossier(_Read):
     """A dossier a citizen submitted on the national portal, as ``LayHoSoTrucTuyen`` returns it and the portal's
     push callback carries it. Not in OpenCPS: the simulator defines it."""
 
-    ThuTu: int = Field(ge=1, description="the portal's increasing position: the pull cursor")
+    ThuTu: int = Field(ge=1, le=2**63 - 1, description="the portal's increasing position (a long): the pull cursor")
     MaHoSo: str = Field(min_length=1, max_length=80)
     MaDonVi: str = Field(min_length=1, max_length=60, description="the receiving unit's code")
     MaTTHC: str = Field(min_length=1, max_length=60)
     TenTTHC: str | None = None
-    NgayNopHoSo: Annotated[str, Field(pattern=r"^\d{14}$")]
+    NgayNopHoSo: Moment
     ChuHoSo: PersonalStr = Field(min_length=1, max_length=200)
     LoaiDoiTuong: Literal["1", "2"] = "1"
     SoGiayToChuHoSo: PersonalStr | None = None

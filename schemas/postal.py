@@ -46,6 +46,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
 
 from schemas.privacy import PersonalStr
+from schemas.vietnam import LAST_EPOCH_MS
 from schemas.wire import Wire
 
 # Where each call is by default, under the destination's url.
@@ -179,15 +180,16 @@ class ObjectIdRef(Wire):
 
 
 class TrackingRecord(Wire):
-    """MRhDoc: one status of one order. ``EventTime`` is milliseconds since the epoch."""
+    """MRhDoc: one status of one order. ``EventTime`` is milliseconds since the epoch (a Java Long, read up to the
+    last year a time may have, :data:`schemas.vietnam.LAST_YEAR`); ``StatusCode`` a Java Integer."""
 
     id: ObjectIdRef = Field(alias="_id")
     CustomerCode: str | None = Field(None, max_length=40)
     OrderNumber: str = Field(max_length=60)
-    EventTime: int = Field(ge=0)
+    EventTime: int = Field(ge=0, le=LAST_EPOCH_MS)
     POSID: str | None = Field(None, max_length=20)
     ItemCode: str | None = Field(None, max_length=40)
-    StatusCode: int
+    StatusCode: int = Field(ge=-(2**31), le=2**31 - 1)
     StatusMessage: str | None = Field(None, max_length=500)
     Notes: str | None = Field(None, max_length=500)
 

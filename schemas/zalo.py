@@ -17,9 +17,14 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from schemas.vietnam import LAST_EPOCH_MS, LAST_YEAR
+from schemas.wire import storable
 
 # Where the calls are, under the ZNS base URL (business.openapi.zalo.me) and the OAuth one (oauth.zaloapp.com).
 ZNS_PATH = "/message/template"
@@ -153,13 +158,26 @@ class TokenAnswer(_Zalo):
 
 
 class ZaloEventMessage(_Zalo):
-    msg_id: str | None = None
-    msg_ids: list[str] = Field(default_factory=list)
-    tracking_id: str | None = None
+    """The message an event is about: its ids as Zalo gave them, and the ``tracking_id`` we sent it with (at most
+    48 characters; the receipts keep 64, Zalo's message ids 100)."""
+
+    msg_id: str | None = Field(None, max_length=100)
+    msg_ids: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list)
+    tracking_id: str | None = Field(None, max_length=64)
+
+
+def event_timestamp(data: Any) -> str:
+    """An event's ``timestamp`` as the signature covers it: Zalo's string (a number read as its digits), else ``""``
+    (also for text with a NUL or a lone surrogate: no sender signed that)."""
+    value = data.get("timestamp") if isinstance(data, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) and storable(value) else ""
 
 
 class ZaloEvent(_Zalo):
-    """A webhook event the OA receives (``user_received_message``, ``user_seen_message`` …)."""
+    """A webhook event the OA receives (``user_received_message``, ``user_seen_message`` …). ``timestamp`` is
+    milliseconds since the epoch in ASCII digits (Zalo sends a string; a number is read as its digits)."""
 
     app_id: str
     event_name: str
@@ -168,8 +186,20 @@ class ZaloEvent(_Zalo):
 
     @field_validator("timestamp", mode="before")
     @classmethod
-    def _text(cls, value: Any) -> str:
-        return str(value)
+    def _text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _milliseconds(cls, value: str) -> str:
+        if not (value.isascii() and value.isdigit() and int(value) <= LAST_EPOCH_MS):
+            raise PydanticCustomError("zalo_timestamp", "milliseconds since the epoch in ASCII digits, before the "
+                                      "year {end}", {"end": LAST_YEAR + 1})
+        return value
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromtimestamp(int(self.timestamp) / 1000, UTC)
 
 
 class TemplateSpec(BaseModel):

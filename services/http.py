@@ -20,6 +20,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from config.options import OptionsError, ServiceOptions
 from schemas.privacy import error_fields
 from schemas.webhook import SignatureError, verify
+from schemas.wire import unstorable
 from services.base import Context
 
 log = structlog.get_logger(__name__)
@@ -35,7 +36,7 @@ def context(request: Request) -> Context:
 async def read_limited(request: Request, limit: int) -> bytes | None:
     """The request body, or ``None`` when it is over ``limit`` bytes (declared or streamed)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         return None
     chunks: list[bytes] = []
     size = 0
@@ -45,6 +46,28 @@ async def read_limited(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def read_json(body: bytes) -> Any:
+    """The JSON a body holds; ``ValueError`` when it holds none (not UTF-8, not JSON, or nested deeper than the
+    parser goes)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+
+
+def validated(model: type[M], data: Any, root: str = "body") -> M | list[str]:
+    """``data`` as ``model``, or the dotted paths of what refuses it (``root`` for the whole of it): text the ledger
+    cannot store (:func:`schemas.wire.unstorable`: a callback carrying one is refused, never stored in part), else
+    the model's field errors — never the values, which may be personal."""
+    fields = [".".join(str(part) for part in path) or root for path in unstorable(data)]
+    if fields:
+        return fields
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        return error_fields(exc, root)
 
 
 Handler = Callable[[Request, str | None], Awaitable[JSONResponse]]
@@ -135,7 +158,9 @@ async def receive_signed(request: Request, name: str | None, pushes: Pushes,
         log.info(f"callback.{pushes.kind}.bad_signature", reason=str(exc))
         return pushes.answer(401, pushes.unsigned, f"invalid signature: {exc}")
     try:
-        return dest, model.model_validate(json.loads(body))
-    except (ValueError, ValidationError) as exc:
-        fields = error_fields(exc) if isinstance(exc, ValidationError) else []
-        return pushes.answer(400, pushes.invalid, f"not {pushes.what}", fields=fields[:20])
+        pushed = validated(model, read_json(body))
+    except ValueError:
+        pushed = []
+    if isinstance(pushed, list):
+        return pushes.answer(400, pushes.invalid, f"not {pushes.what}", fields=pushed[:20])
+    return dest, pushed

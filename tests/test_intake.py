@@ -29,6 +29,7 @@ from schemas.events import DEFAULT_CODE_PATTERNS, CodePatterns, event_json, pars
 from store.tables import deliveries
 from store.tables import events as events_table
 from tests.conftest import RelayConfig
+from tests.edges import paths
 from tests.harness import new_secret, wait_for
 from tests.servers import run_asgi
 
@@ -373,29 +374,18 @@ _json_values = st.recursive(
 )
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix] if prefix else []
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            out += _paths(inner, (*prefix, key))
-    elif isinstance(value, list):
-        for index, inner in enumerate(value):
-            out += _paths(inner, (*prefix, index))
-    return out
-
-
 @st.composite
 def _mutated_event(draw: st.DrawFn) -> dict[str, Any]:
     event = copy.deepcopy(draw(st.sampled_from(_POOL)))
     if draw(st.booleans()):
         event["event_id"] = draw(st.sampled_from(["ev-", "ev2-"])) + draw(st.text("abc0123", min_size=1, max_size=4))
     kind = draw(st.sampled_from(["none", "remove", "wrong_type", "bad_code", "huge", "text"]))
-    paths = _paths(event)
+    places = paths(event)
     if kind == "remove":
-        path = draw(st.sampled_from(paths))
+        path = draw(st.sampled_from(places))
         _parent(event, path).pop(path[-1])
     elif kind == "wrong_type":
-        path = draw(st.sampled_from(paths))
+        path = draw(st.sampled_from(places))
         _parent(event, path)[path[-1]] = draw(_json_values)
     elif kind == "bad_code":
         field = draw(st.sampled_from(["unit_code", "dossier_code", "procedure_code", "type", "event_id"]))

@@ -16,34 +16,36 @@ only one that takes the scheme, or the one the path names.
   ``fee.paid``'s ``paid_at``, the bill's and the callback's row). The reply is always HTTP 200 with
   ``{"return_code", "return_msg"}``: 0 once recorded (any verdict, a repeat or a bill we never issued included:
   the platform must stop sending it), -1 for a bad checksum, another partner's callback, a body that is not a
-  callback, or no such destination — and nothing changes.
+  callback (``return_msg`` names its fields: an amount over a long, an id over the ledger's 60 characters, text
+  with a NUL), or no such destination — and nothing changes.
 - ``vnpay``: a VNPAY-style gateway's IPN, ``GET`` with ``vnp_*`` query parameters (``POST`` form fields are read
   too), HMAC-SHA512 over the sorted parameters with ``vnpay_secret`` (``MOTCUA_PAYMENT_VNPAY_SECRET``), encoded
   as VNPAY's published samples encode them (``schemas.payment.vnpay_hash_data``), ``vnp_TmnCode`` the
   destination's ``vnpay_tmn_code``. Paid only when both ``vnp_ResponseCode`` and ``vnp_TransactionStatus`` are
   ``00``. Always HTTP 200 with ``{"RspCode", "Message"}``: ``00`` recorded, ``02`` already confirmed (a repeat),
-  ``01`` no such bill (stored), ``04`` the amount differs (quarantined), ``97`` bad signature, ``99`` not an IPN.
+  ``01`` no such bill (stored), ``04`` the amount differs (quarantined), ``97`` bad signature, ``99`` not an IPN
+  (``fields`` names what: a ``vnp_PayDate`` that is not ``yyyyMMddHHmmss`` in ASCII digits and in the years
+  1900–2999, a ``vnp_TxnRef`` over 60 characters, text with a NUL).
   An IPN that does not say paid (either code other than ``00``, or missing) is recorded as not paid and
   answered ``00``, as VNPAY's sample IPN confirms a failed payment: it is a notification taken, not one to send
   again. No ``fee.paid`` comes of it and the bill stays issued, so the query of bills left unanswered and the
   reconciliation still find a payment that was made.
+
+Either answers 503 instead when the ledger does not answer (:mod:`api.app`): nothing was recorded.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from schemas import payment as pay
-from schemas.privacy import error_fields
-from services.http import callback, context, find, keys, read_limited
+from services.http import callback, context, find, keys, read_json, read_limited, validated
 from services.payment import lookup
 from services.payment.deliver import Book, PaymentOptions
 from services.payment.inbound import receive_callback
@@ -75,10 +77,11 @@ async def platform_payment(request: Request, name: str | None) -> JSONResponse:
     if body is None:
         return _refused("body too large")
     try:
-        callback = pay.PlatformCallback.model_validate(json.loads(body))
-    except (ValueError, ValidationError) as exc:
-        fields = error_fields(exc, root="body") if isinstance(exc, ValidationError) else ["body"]
-        return _refused("not a payment callback: " + ", ".join(fields[:20]))
+        callback = validated(pay.PlatformCallback, read_json(body))
+    except ValueError:
+        callback = ["body"]
+    if isinstance(callback, list):
+        return _refused("not a payment callback: " + ", ".join(callback[:20]))
     options = ctx.options_of(PaymentOptions, dest)
     secrets = keys(options.callback_key)
     signed = any(pay.checksum_matches(callback.check_sum, pay.callback_checksum(key, callback)) for key in secrets)
@@ -117,14 +120,13 @@ async def vnpay_ipn(request: Request, name: str | None) -> JSONResponse:
     if not any(pay.vnpay_verify(secret, params) for secret in secrets):
         log.info("callback.payment.bad_checksum", scheme="vnpay", configured=bool(secrets))
         return JSONResponse(pay.vnpay_reply("97"))
-    try:
-        ipn = pay.VnpayIpn.model_validate(params)
-    except ValidationError as exc:
-        return JSONResponse(pay.vnpay_reply("99") | {"fields": error_fields(exc)[:20]})
+    ipn = validated(pay.VnpayIpn, params)
+    if isinstance(ipn, list):
+        return JSONResponse(pay.vnpay_reply("99") | {"fields": ipn[:20]})
     if ipn.vnp_TmnCode != options.vnpay_tmn_code:
         log.warning("callback.payment.other_merchant", scheme="vnpay", tmn_code=ipn.vnp_TmnCode)
         return JSONResponse(pay.vnpay_reply("97"))
-    paid_at = pay.parse_time(ipn.vnp_PayDate) if ipn.vnp_PayDate else None
+    paid_at = pay.parse_time(ipn.vnp_PayDate) if ipn.vnp_PayDate else None  # a real time: the model checked it
     verdict = await run_in_threadpool(receive_callback, Book.of(ctx, dest), "vnpay", ipn.vnp_TxnRef,
                                       ipn.vnp_TransactionNo, ipn.amount, ipn.paid and paid_at is not None, paid_at)
     log.info("callback.payment.recorded", scheme="vnpay", bill_code=ipn.vnp_TxnRef, verdict=verdict)

@@ -7,7 +7,8 @@ As OpenCPS serves it (PayGateIntegrationApplication ``/kpdvcqg/dptracuuthanhtoan
 whose body is the JSON ``{"MaHoSo": "..."}`` (other fields ignored), with HTTP Basic credentials, answered HTTP 200
 with ``{"error_code", "message"}`` (:class:`schemas.payment.LookupAnswer`):
 
-- ``-1``, ``message`` ``[]``: no ``MaHoSo``, a body that is not JSON, or a dossier the relay never heard of;
+- ``-1``, ``message`` ``[]``: no ``MaHoSo``, a body that is not JSON (or holds a NUL or a lone surrogate, which
+  no dossier code has), or a dossier the relay never heard of;
 - ``0``, ``[]``: nothing to pay online — every bill of the dossier paid, or held for an operator because a
   payment of another amount came (OpenCPS answers 0 for a payment file confirmed or finished), or a dossier the
   ledger knows that has no bill;
@@ -26,20 +27,18 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 from datetime import UTC, datetime
 
 import structlog
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from adapters.payment import lookup_bill
 from schemas import payment as pay
 from schemas.events import FeeAssessed, parse_stored
 from services.base import Context
-from services.http import context, find, keys, read_limited
+from services.http import context, find, keys, read_json, read_limited, validated
 from services.payment.deliver import PaymentOptions, procedure_name
 from store import payments, queries
 from store.tables import BillState
@@ -101,10 +100,10 @@ async def payment_lookup(request: Request, name: str | None) -> JSONResponse:
         return _reply(UNKNOWN, 401, {"WWW-Authenticate": 'Basic realm="dptracuuthanhtoanhs"'})
     body = await read_limited(request, ctx.settings.intake_max_body_bytes)
     try:
-        asked = pay.LookupRequest.model_validate(json.loads(body or b""))
-    except (ValueError, ValidationError):
+        asked = validated(pay.LookupRequest, read_json(body or b""))
+    except ValueError:
         return _reply(UNKNOWN)
-    if not asked.MaHoSo:
+    if isinstance(asked, list) or not asked.MaHoSo:
         return _reply(UNKNOWN)
     answer = await run_in_threadpool(lookup, ctx, dest, asked.MaHoSo, datetime.now(UTC))
     log.info("lookup.payment.answered", destination=dest, error_code=answer.error_code)

@@ -13,7 +13,11 @@ code   when
 401    missing, bad or stale signature, or no secret configured (``error_code`` "01")
 404    no such portal destination
 413    the body is over the intake's size limit
+503    the ledger does not answer (``Retry-After``; nothing stored): :mod:`api.app`
 =====  ===================================================================================
+
+A refusal names the fields (``fields``), never their values; text the ledger cannot store (a NUL, a lone
+surrogate) refuses the whole push.
 """
 
 from __future__ import annotations

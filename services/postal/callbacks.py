@@ -7,8 +7,10 @@ our orders becomes the ``postal.status`` event the tracking poller would make of
 polled, or pushed twice, is stored once. The answer is the gateway's MResult (``Status`` 200 once stored), with
 ``stored``, ``duplicates``, ``late`` (older than what the order's stream holds: kept, not sent), ``ignored``
 (statuses not forwarded, like "waiting for the postman") and ``unknown`` (order numbers that are not ours);
-400 for a body that is not a push; 401 for a missing, bad or stale signature; 403 for another customer code;
-404 for no such destination; 413 for a body over the size limit (each also as ``Status``).
+400 for a body that is not a push (``fields`` names what is wrong: an ``EventTime`` past the year 2999, a
+``StatusCode`` over an Integer, text with a NUL); 401 for a missing, bad or stale signature; 403 for another
+customer code; 404 for no such destination; 413 for a body over the size limit (each also as ``Status``); 503
+when the ledger does not answer (:mod:`api.app`).
 """
 
 from __future__ import annotations

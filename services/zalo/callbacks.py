@@ -4,7 +4,9 @@
 Zalo documents it; the destination's ``app_id`` and ``oa_secret_key``, by default ``MOTCUA_ZALO_APP_ID`` and
 ``MOTCUA_ZALO_OA_SECRET_KEY``), compared in constant time. ``user_received_message`` and ``user_seen_message``
 mark the message with that ``tracking_id`` received or seen in the ledger's receipts; other events are
-acknowledged and ignored. A bad signature is 401 and changes nothing; a repeated event is harmless.
+acknowledged and ignored. A bad signature (or another app's event) is 401 and changes nothing; a signed body that
+is not an event (no JSON, a ``timestamp`` that is not milliseconds in ASCII digits, ids longer than the ledger
+keeps, text with a NUL) is 400 ``{"error", "fields"}`` naming them; a repeated event is harmless.
 200 ``{"status": "recorded" | "already recorded" | "ignored"}``; 404 when there is no such Zalo destination.
 
 Zalo waits 2 s for the 200, then posts the event again (after 30 s, 5 min, 15 min, 30 min, 1 h) and at last
@@ -17,18 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from schemas.zalo import ZaloEvent, zevent_signature
-from services.http import callback, context, find, read_limited
+from schemas.zalo import ZaloEvent, event_timestamp, zevent_signature
+from services.http import callback, context, find, read_json, read_limited, validated
 from services.zalo.deliver import ZaloOptions
 from store import receipts
 
@@ -61,23 +60,28 @@ async def zalo_callback(request: Request, name: str | None) -> JSONResponse:
                                                          "oa_secret_key)")
         return JSONResponse({"error": "invalid signature"}, status_code=401)
     try:
-        event = ZaloEvent.model_validate(json.loads(body))
-    except (ValueError, ValidationError):
-        event = None
+        data = read_json(body)
+    except ValueError:
+        data = None
     given = request.headers.get("x-zevent-signature", "")
-    oa_key = options.oa_secret_key.get_secret_value()
-    expected = zevent_signature(app_id, body, event.timestamp if event else "", oa_key)
-    if event is None or event.app_id != app_id or not hmac.compare_digest(given.encode(), expected.encode()):
+    expected = zevent_signature(app_id, body, event_timestamp(data), options.oa_secret_key.get_secret_value())
+    if not hmac.compare_digest(given.encode(), expected.encode()):
         log.info("callback.zalo.bad_signature")
+        return JSONResponse({"error": "invalid signature"}, status_code=401)
+    event = validated(ZaloEvent, data)
+    if isinstance(event, list):
+        log.info("callback.zalo.not_an_event", fields=event[:20])
+        return JSONResponse({"error": "not a Zalo event", "fields": event[:20]}, status_code=400)
+    if event.app_id != app_id:
+        log.info("callback.zalo.bad_signature", reason="another app's event")
         return JSONResponse({"error": "invalid signature"}, status_code=401)
     kind = RECEIPT_EVENTS.get(event.event_name)
     tracking = event.message.tracking_id
     if kind is None or not tracking:
         return JSONResponse({"status": "ignored"})
     msg_id = event.message.msg_id or (event.message.msg_ids[0] if event.message.msg_ids else None)
-    at = datetime.fromtimestamp(int(event.timestamp) / 1000, UTC) if event.timestamp.isdigit() else datetime.now(UTC)
-    write = asyncio.ensure_future(run_in_threadpool(receipts.record, ctx.engine, tracking, "zalo", kind, at,  # type: ignore[arg-type]
-                                                    msg_id))
+    write = asyncio.ensure_future(run_in_threadpool(receipts.record, ctx.engine, tracking, "zalo", kind,  # type: ignore[arg-type]
+                                                    event.at, msg_id))
     try:
         first = await asyncio.wait_for(asyncio.shield(write), ANSWER_WITHIN)
     except TimeoutError:
