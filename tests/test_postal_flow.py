@@ -485,9 +485,12 @@ def test_a_postal_day_through_faults_creates_each_order_once_and_brings_each_sta
     assert set(orders) == numbers
     stats = httpx.get(f"{postal_stack.postal_url}/_admin/stats", timeout=10).json()
     assert stats["creates"]["accepted"] == len(numbers) and stats["creates"]["second_orders"] == 0, stats
-    assert stats["creates"]["refused"] == 0 and stats["creates"]["duplicates"] <= stats["faults"]["timeout"]
+    # (a create is repeated only after one of ours that got no answer: the post's injected hangs, or an answer
+    # later than our read timeout on a loaded machine)
+    timed_out = _timed_out_creates(postal_stack)
+    assert stats["creates"]["refused"] == 0 and stats["creates"]["duplicates"] <= len(timed_out), (stats, timed_out)
     assert sum(o["create_calls"] - 1 for o in orders.values()) == stats["creates"]["duplicates"]
-    ambiguous = _timed_out_orders(postal_stack)  # settled by a status of theirs pushed or polled, or by the repeat
+    ambiguous = set(timed_out)  # settled by a status of theirs pushed or polled, or by the repeat
     assert ambiguous and ambiguous <= set(orders), ambiguous
     assert {n for n, o in orders.items() if o["StatusCode"] == 7} == cancelled
     # and nothing is dead
@@ -503,15 +506,15 @@ def test_a_postal_day_through_faults_creates_each_order_once_and_brings_each_sta
     assert stats["pushes"]["lost"] > 0 and stats["pushes"]["duplicated"] > 0 and stats["faults"]["timeout"] > 0
 
 
-def _timed_out_orders(stack: PostalStack) -> set[str]:
-    """The orders whose create timed out at least once (the post may have taken it), from the ledger."""
+def _timed_out_creates(stack: PostalStack) -> list[str]:
+    """The order of each create attempt that timed out (the post may have taken it), from the ledger."""
     d, e = deliveries.c, events.c
     with get_engine(stack.database_url).connect() as conn:
         rows = conn.execute(select(e.dossier_code, e.type).select_from(attempts).join(deliveries)
                             .join(events, e.id == d.event_pk)
                             .where(d.destination == "postal", e.type.like("postal.%_requested"),
                                    attempts.c.error.like("%timeout%"))).all()
-    return {f"{r.dossier_code}-{'TN' if r.type == 'postal.pickup_requested' else 'KQ'}" for r in rows}
+    return [f"{r.dossier_code}-{'TN' if r.type == 'postal.pickup_requested' else 'KQ'}" for r in rows]
 
 
 def _recorded(stack: PostalStack) -> int:

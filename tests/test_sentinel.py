@@ -279,6 +279,9 @@ def test_the_relays_client_writes_to_whichever_server_the_sentinels_name(group: 
     # Redis's asynchronous replication allows; that moment is Redis's, not the client's)
     wait_for(lambda: group.server(first).info("replication")["role"] == "slave", 15, 0.1, "the old master demoted")
     _eventually(lambda: client.set("ha:key", "after a failover"))
+    # (and once the replica has it: replication is asynchronous, so a master killed before its replica read the
+    # write loses it, whatever the client; WAIT is how a writer that must not lose it makes sure)
+    assert _eventually(lambda: client.execute_command("WAIT", 1, 5000)) == 1
     survivor = group.kill_master()
     # then the same client goes on writing, each time to the new master, and nothing it wrote was lost
     assert _eventually(lambda: client.incr("ha:count")) == 1
