@@ -48,13 +48,27 @@ def _mask_personal(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
 # One list, changed in place by every configuration: a logger caches its processors on first use (cheaper), and
 # would otherwise keep the chain of the configuration it first met.
 _PROCESSORS: list[Any] = []
+# The level, read by the first processor rather than built into the logger's class for the same reason: a logger
+# first used under WARNING would drop its info lines for the life of the process, whatever came after.
+_THRESHOLD = [logging.INFO]
+_METHOD_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "msg": logging.INFO, "warning": logging.WARNING,
+                  "warn": logging.WARNING, "error": logging.ERROR, "exception": logging.ERROR,
+                  "critical": logging.CRITICAL, "fatal": logging.CRITICAL}
+
+
+def _at_level(_: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if _METHOD_LEVELS.get(method, logging.INFO) < _THRESHOLD[0]:
+        raise structlog.DropEvent
+    return event_dict
 
 
 def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
     """Configure structlog and the stdlib root logger (again, in a process that changes its settings)."""
     json_output = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
+    _THRESHOLD[0] = logging.getLevelName(level.upper())
     _PROCESSORS[:] = [
+        _at_level,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -64,7 +78,7 @@ def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
     ]
     structlog.configure(
         processors=_PROCESSORS,
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),  # the level is _at_level's
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
