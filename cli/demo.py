@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 VAR = Path("var")
 JOBS_EVERY = 3.0  # the services' beat jobs run this often in the demo
+QUIET_SECONDS = JOBS_EVERY + 0.5  # the day is over once the ledger stays final and unchanged this long
 DEMO_RETRY = 'retry = { schedule = ["1s", "2s", "4s", "8s"], repeat_every = "10s" }'
 log = logging.getLogger("motcua.demo")
 
@@ -265,6 +266,7 @@ class Demo:
         from store.tables import FINAL_STATUSES
 
         deadline = self.started + timeout
+        quiet_since, last_total = None, -1
         with Live(console=self.console, refresh_per_second=4) as live:
             while True:
                 # the services first: news they report after the counts are read would open deliveries unseen;
@@ -273,9 +275,17 @@ class Demo:
                 counts, unrouted = status_counts(self.rt.engine, self.since), unrouted_count(self.rt.engine, self.since)
                 live.update(_progress(counts, unrouted, time.monotonic() - self.started, self.sent, len(self.events)))
                 still_open = {d: {s: n for s, n in c.items() if s not in FINAL_STATUSES} for d, c in counts.items()}
+                total = sum(n for c in counts.values() for n in c.values())
                 if (counts and not any(still_open.values()) and not unrouted and not self.sender.is_alive()
                         and services_settled):
-                    break
+                    # and it stays so for longer than a poll of the post: a status it pushes after one already
+                    # polled is an event of its own, which would reach the one-stop software after the summary
+                    if quiet_since is None or total != last_total:
+                        quiet_since, last_total = time.monotonic(), total
+                    elif time.monotonic() - quiet_since >= QUIET_SECONDS:
+                        break
+                else:
+                    quiet_since = None
                 if time.monotonic() > deadline:
                     live.stop()
                     self.console.print(f"[red]timed out after {timeout:g} s: {len(self.events) - self.sent} events not "
