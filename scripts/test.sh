@@ -13,6 +13,7 @@ export MOTCUA_TEST_ARTIFACTS="$PWD/test-artifacts"
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy schemas config store connectors adapters services tasks api cli sandbox bench
 echo "== pytest"
-# two processes, a file's tests on one of them (tests/conftest.py gives each its own Redis database);
-# MOTCUA_TEST_PROCESSES=0 runs them in this process
-exec .venv/bin/pytest -q -n "${MOTCUA_TEST_PROCESSES:-2}" --dist loadfile "$@"
+# three processes on the two cores (the tests wait on workers, simulators and timers more than they compute), a
+# file's tests on one of them (tests/conftest.py gives each its own Redis database); MOTCUA_TEST_PROCESSES=0 runs
+# them in this process
+exec .venv/bin/pytest -q -n "${MOTCUA_TEST_PROCESSES:-3}" --dist loadfile "$@"

@@ -1,7 +1,7 @@
 """Shared fixtures: real PostgreSQL, real Redis, real sandbox servers, real workers.
 
-Isolation per run: Redis database ``MOTCUA_TEST_REDIS_DB`` (default 11, and 14 for the second
-pytest-xdist process) on the machine's Redis, flushed before and after; a PostgreSQL database of its
+Isolation per run: Redis database ``MOTCUA_TEST_REDIS_DB`` (default 11, and 14 and 15 for the second and third
+pytest-xdist processes) on the machine's Redis, flushed before and after; a PostgreSQL database of its
 own per process, created and dropped. The tests that start their own workers use a database each
 (their ``MOTCUA_TEST_*_REDIS_DB``), and pytest-xdist keeps a file's tests on one process.
 """
@@ -27,7 +27,7 @@ from tests.servers import run_asgi
 
 PG_ADMIN = os.environ.get("MOTCUA_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("MOTCUA_TEST_REDIS", "redis://127.0.0.1:6379")
-# pytest-xdist runs the files on two processes (scripts/test.sh): each has a database of its own
+# pytest-xdist runs the files on three processes (scripts/test.sh): each has a database of its own
 _XDIST_DB = {"gw0": "11", "gw1": "14", "gw2": "15"}
 REDIS_DB = int(os.environ.get("MOTCUA_TEST_REDIS_DB") or _XDIST_DB.get(os.environ.get("PYTEST_XDIST_WORKER", ""), "11"))
 
@@ -128,3 +128,5 @@ def client(base_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=base_url, timeout=5.0) as c:
         c.post("/_admin/reset").raise_for_status()
         yield c
+
+

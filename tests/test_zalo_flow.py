@@ -145,7 +145,7 @@ def counts() -> dict[str, dict[str, int]]:
 
 def test_a_day_with_the_token_expiring_three_times_under_20_concurrent_deliveries(zalo_stack: ZaloStack) -> None:
     # given a working day's notifications for the citizens who consented
-    day = generate_day(300, day=date(2026, 11, 20), seed=17)
+    day = generate_day(100, day=date(2026, 11, 20), seed=17)  # 239 notifications of 80 dossiers
     ingest(day)
     total = sum(counts()["zalo"].values())
     assert total > 100
