@@ -1,8 +1,8 @@
 """The console in a real browser: headless Chromium (Debian's, driven by Playwright through its executable path)
-logs in, finds a dead letter, replays it and sees it delivered by a real ``motcua-relay worker``, then logs out:
-going back, or bringing the old cookie back, shows the log-in page, not the data. Every page carries the security
-headers and the browser reports no Content-Security-Policy violation. Screenshots of each step are saved under
-``$MOTCUA_TEST_ARTIFACTS`` (``console-*.png``)."""
+sees a stranger guessing passwords locked out, logs in, finds a dead letter, replays it and sees it delivered by a
+real ``motcua-relay worker``, then logs out: going back, or bringing the old cookie back, shows the log-in page,
+not the data. Every page carries the security headers and the browser reports no Content-Security-Policy
+violation. Screenshots of each step are saved under ``$MOTCUA_TEST_ARTIFACTS`` (``console-*.png``)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,17 @@ def test_an_operator_logs_in_finds_a_dead_letter_replays_it_and_sees_it_delivere
             secured(page.goto(f"{api}/console/"))
             expect(page).to_have_url(f"{api}/console/login?next=%2Fconsole%2F")
             expect(page.locator("header")).to_have_css("background-color", "rgb(15, 76, 129)")  # the style sheet
+            # (a stranger guessing a password first: refused five times, then locked out, and the page says so)
+            for attempt in range(6):
+                page.fill("input[name=username]", "khach-la")
+                page.fill("input[name=password]", f"doan-mo-{attempt}")
+                with page.expect_response(re.compile(r".*/console/login$")) as answer:
+                    page.click("button[type=submit]")
+                secured(answer.value)
+                expect(page.locator("p.bad[role=alert]")).to_contain_text(
+                    "Tạm khóa đăng nhập" if attempt == 5 else "Sai tài khoản hoặc mật khẩu")
+            assert answer.value.status == 429 and int(answer.value.headers["retry-after"]) > 0
+            shot(page, "locked-out", tmp_path)
             page.fill("input[name=username]", OPERATOR)
             page.fill("input[name=password]", PASSWORD)
             page.click("button[type=submit]")
