@@ -58,7 +58,6 @@ if TYPE_CHECKING:
 
 VAR = Path("var")
 JOBS_EVERY = 3.0  # the services' beat jobs run this often in the demo
-QUIET_SECONDS = JOBS_EVERY + 0.5  # the day is over once the ledger stays final and unchanged this long
 DEMO_RETRY = 'retry = { schedule = ["1s", "2s", "4s", "8s"], repeat_every = "10s" }'
 log = logging.getLogger("motcua.demo")
 
@@ -224,6 +223,9 @@ class Demo:
     def play(self, dossiers: int, fault_rate: float) -> None:
         """Each service's input and faults, then the day's events sent in time order, signed, through the intake."""
         self.dossiers, self.fault_rate = dossiers, fault_rate
+        # the run counts from before the plays: what they start (an online dossier pushed by the portal) is the
+        # day's too, and the plays take longer than a second on a loaded machine
+        self.since = datetime.now(UTC) - timedelta(seconds=1)
         for play in self.plays:
             self._say(play.play(self))
         produced = set().union(*(play.produces for play in self.plays))
@@ -238,7 +240,7 @@ class Demo:
         played = f" ({inbound} from {faked}, played through the intake)" if inbound else ""
         self.console.print(f"the day: {len(self.events)} events of {dossiers} dossiers{played}, {rate:g} events/s, "
                            f"to {self.api}/v1/events")
-        self.since, self.started = datetime.now(UTC) - timedelta(seconds=1), time.monotonic()
+        self.started = time.monotonic()
         self.accepted = self.refused = self.sent = 0
         self.errors: list[str] = []
         self.sender = threading.Thread(target=self._send, args=(rate,), daemon=True)
@@ -266,7 +268,6 @@ class Demo:
         from store.tables import FINAL_STATUSES
 
         deadline = self.started + timeout
-        quiet_since, last_total = None, -1
         with Live(console=self.console, refresh_per_second=4) as live:
             while True:
                 # the services first: news they report after the counts are read would open deliveries unseen;
@@ -275,17 +276,9 @@ class Demo:
                 counts, unrouted = status_counts(self.rt.engine, self.since), unrouted_count(self.rt.engine, self.since)
                 live.update(_progress(counts, unrouted, time.monotonic() - self.started, self.sent, len(self.events)))
                 still_open = {d: {s: n for s, n in c.items() if s not in FINAL_STATUSES} for d, c in counts.items()}
-                total = sum(n for c in counts.values() for n in c.values())
                 if (counts and not any(still_open.values()) and not unrouted and not self.sender.is_alive()
                         and services_settled):
-                    # and it stays so for longer than a poll of the post: a status it pushes after one already
-                    # polled is an event of its own, which would reach the one-stop software after the summary
-                    if quiet_since is None or total != last_total:
-                        quiet_since, last_total = time.monotonic(), total
-                    elif time.monotonic() - quiet_since >= QUIET_SECONDS:
-                        break
-                else:
-                    quiet_since = None
+                    break
                 if time.monotonic() > deadline:
                     live.stop()
                     self.console.print(f"[red]timed out after {timeout:g} s: {len(self.events) - self.sent} events not "
