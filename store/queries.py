@@ -146,6 +146,19 @@ def event_payloads(engine: Engine, dossier_codes: Iterable[str], types: Iterable
                     .where(*clauses).order_by(events.c.id))]
 
 
+def event_texts(engine: Engine, dossier_codes: Iterable[str], types: Iterable[str],
+                origin: str | None = None) -> list[tuple[int, str]]:
+    """The row id and stored text of the events of these types of these dossiers (only from ``origin`` if given),
+    oldest first: for a reader that parses each once and remembers it by its id (a stored event never changes)."""
+    clauses: list[ColumnElement[bool]] = [events.c.dossier_code.in_(sorted(set(dossier_codes))),
+                                          events.c.type.in_(list(types))]
+    if origin is not None:
+        clauses.append(events.c.origin == origin)
+    with engine.connect() as conn:
+        return [(row.id, row.payload) for row in conn.execute(
+            select(events.c.id, events.c.payload).where(*clauses).order_by(events.c.id))]
+
+
 def event_ids(engine: Engine, event_type: str, since: datetime) -> set[str]:
     """The ids of the events of ``event_type`` the ledger received since ``since``."""
     with engine.connect() as conn:

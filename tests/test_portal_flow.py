@@ -32,7 +32,7 @@ from sandbox.onestop import create_app as onestop_app
 from sandbox.portal import create_app as portal_app
 from sandbox.portal import online_dossiers
 from sandbox.workload import PROCEDURES, generate_day, send_events_sync, shuffle_per_dossier
-from schemas.events import Event, parse_event
+from schemas.events import DossierEvent, Event, parse_event
 from services.portal.deliver import PortalDeliverer
 from services.portal.inbound import run_pull
 from services.portal.progress import TAKEN, UNANSWERED
@@ -546,3 +546,25 @@ def test_a_unit_without_an_agency_name_is_a_dead_letter_until_named(portal_confi
     get_runtime().deliverer_of(PortalDeliverer, "portal").deliver(first, "k6")
     view = httpx.get(f"{portal_config['portal']}/_admin/dossiers/{code}", timeout=5).json()
     assert view["DonViXuLy"] == "UBND phường Hồng Gai"
+
+
+def test_the_earlier_events_are_parsed_once_kept_within_bounds_and_the_same_as_read_afresh(
+    portal_config: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.portal import deliver as portal_deliver
+
+    # given a dossier's lifecycle in the ledger, and a deliverer that keeps at most three parsed events
+    events, code = a_mapped_dossier(portal_config)
+    lifecycle_events = ingest_dossier(events, code)
+    assert len(lifecycle_events) > 3
+    monkeypatch.setattr(portal_deliver, "PARSED_KEPT", 3)
+    deliverer = get_runtime().deliverer_of(PortalDeliverer, "portal")
+    last = lifecycle_events[-1]
+    assert isinstance(last, DossierEvent)
+    # when its earlier events are read twice
+    first, again = deliverer.earlier(last), deliverer.earlier(last)
+    # then both are the ledger's events as the intake stored them, in order; what was kept is not parsed again
+    # (the same objects), and no more than three are kept
+    assert [e.event_id for e in first] == [e.event_id for e in again] == [e.event_id for e in lifecycle_events]
+    assert first == again == lifecycle_events
+    assert sum(a is b for a, b in zip(first, again, strict=True)) == 3 and len(deliverer._parsed) == 3

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -28,7 +29,7 @@ from config.units import load_directory
 from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.credentials import TokenCache
 from connectors.portal import PortalConnector
-from schemas.events import DossierEvent, Event, parse_stored
+from schemas.events import DossierEvent, Event, parse_stored_json
 from schemas.portal import AUTH_PATH, INTEGRATION_PATH, ONLINE
 from services.base import Context, Deliverer
 from services.portal.progress import AmbiguousProgress, ProgressLedger, append_once
@@ -91,6 +92,9 @@ class PortalOptions(ServiceOptions):
         return PortalMapping.from_options(options | {"agency_names": directory | self.agency_names})
 
 
+PARSED_KEPT = 4096  # earlier events kept parsed: a few hundred dossiers in progress, some MB
+
+
 class PortalDeliverer(Deliverer[PortalOptions]):
     """Adapter + connector for one portal destination."""
 
@@ -108,6 +112,8 @@ class PortalDeliverer(Deliverer[PortalOptions]):
         self.progress = ProgressLedger(context.engine, destination.name)
         self._catalogue: dict[str, tuple[float, Procedure]] = {}
         self._catalogue_lock = threading.Lock()
+        self._parsed: OrderedDict[int, Event] = OrderedDict()  # the dossiers' earlier events, by ledger row id
+        self._parsed_lock = threading.Lock()
 
     def madonvi(self, unit_code: str) -> str:
         """The unit the calls for a dossier of ``unit_code`` are made as."""
@@ -138,9 +144,20 @@ class PortalDeliverer(Deliverer[PortalOptions]):
     def earlier(self, event: DossierEvent) -> list[Event]:
         """The dossier's lifecycle events in the ledger from the same system (the adapter keeps those before
         ``event``)."""
-        stored = queries.event_payloads(self.context.engine, [event.dossier_code], list(self.mapping.status_map),
-                                        origin=event.origin)
-        return [parse_stored(s.payload) for s in stored]
+        rows = queries.event_texts(self.context.engine, [event.dossier_code], list(self.mapping.status_map),
+                                   origin=event.origin)
+        # each stored event parsed once, not once per later event of its dossier (a stored event never changes):
+        # the parsing was a fifth of the portal worker's CPU
+        with self._parsed_lock:
+            known = {i: self._parsed[i] for i, _ in rows if i in self._parsed}
+        new = {i: parse_stored_json(text) for i, text in rows if i not in known}
+        with self._parsed_lock:
+            for i in known:
+                self._parsed.move_to_end(i)
+            self._parsed.update(new)
+            while len(self._parsed) > PARSED_KEPT:
+                self._parsed.popitem(last=False)
+        return [known[i] if i in known else new[i] for i, _ in rows]
 
     def procedure(self, unit: str, national_code: str) -> Procedure | None:
         """The national catalogue's name and field of a procedure (``LayThuTuc``), remembered for
