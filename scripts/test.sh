@@ -14,6 +14,6 @@ echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy schemas config store connectors adapters services tasks api cli sandbox bench
 echo "== pytest"
 # three processes on the two cores (the tests wait on workers, simulators and timers more than they compute), a
-# file's tests on one of them (tests/conftest.py gives each its own Redis database); MOTCUA_TEST_PROCESSES=0 runs
-# them in this process
-exec .venv/bin/pytest -q -n "${MOTCUA_TEST_PROCESSES:-3}" --dist loadfile "$@"
+# file's tests on one of them (tests/conftest.py gives each its own Redis database, and hands the long files of
+# few tests out first); MOTCUA_TEST_PROCESSES=0 runs them in this process
+exec .venv/bin/pytest -q -n "${MOTCUA_TEST_PROCESSES:-3}" --dist loadfile --no-loadscope-reorder "$@"

@@ -130,3 +130,31 @@ def client(base_url: str) -> Iterator[httpx.Client]:
         yield c
 
 
+
+
+# ------------------------------------------------------------------------ the order the files are handed out in
+# pytest-xdist hands each process one file at a time (--dist loadfile), by default those with the most tests first.
+# That left the long files of few tests (the crash tests: 160 s in three) to the end, where one process ran them
+# while the others had nothing left (CI: 600 s of pytest). These go first instead, one that computes beside one
+# that mostly waits, so that the processes end together on the many short files; the rest keep xdist's order.
+FIRST = [
+    "tests/test_crash.py", "tests/test_beat.py", "tests/test_console_fuzz.py", "tests/test_worker_restart.py",
+    "tests/test_demo.py", "tests/test_packaging.py", "tests/test_openapi.py", "tests/test_transfer_flow.py",
+    "tests/test_service_package.py", "tests/test_console_browser.py",
+]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # one process: the order is the files'
+    tests_in: dict[str, int] = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        tests_in[path] = tests_in.get(path, 0) + 1
+    rank = {path: i for i, path in enumerate(FIRST)}
+
+    def order(item: pytest.Item) -> tuple[int, int, str]:
+        path = item.nodeid.split("::", 1)[0]
+        return (rank.get(path, len(FIRST)), -tests_in[path], path)
+
+    items.sort(key=order)  # stable: a file's tests keep their order
