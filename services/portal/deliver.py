@@ -112,7 +112,7 @@ class PortalDeliverer(Deliverer[PortalOptions]):
         self.progress = ProgressLedger(context.engine, destination.name)
         self._catalogue: dict[str, tuple[float, Procedure]] = {}
         self._catalogue_lock = threading.Lock()
-        self._parsed: OrderedDict[int, Event] = OrderedDict()  # the dossiers' earlier events, by ledger row id
+        self._parsed: OrderedDict[tuple[int, str], Event] = OrderedDict()  # earlier events, by row id and text
         self._parsed_lock = threading.Lock()
 
     def madonvi(self, unit_code: str) -> str:
@@ -146,18 +146,18 @@ class PortalDeliverer(Deliverer[PortalOptions]):
         ``event``)."""
         rows = queries.event_texts(self.context.engine, [event.dossier_code], list(self.mapping.status_map),
                                    origin=event.origin)
-        # each stored event parsed once, not once per later event of its dossier (a stored event never changes):
-        # the parsing was a fifth of the portal worker's CPU
+        # each stored event parsed once, not once per later event of its dossier: the parsing was a fifth of the
+        # portal worker's CPU. Kept by row id and text, so a ledger restored under the workers is read afresh.
         with self._parsed_lock:
-            known = {i: self._parsed[i] for i, _ in rows if i in self._parsed}
-        new = {i: parse_stored_json(text) for i, text in rows if i not in known}
+            known = {row: self._parsed[row] for row in rows if row in self._parsed}
+        new = {row: parse_stored_json(row[1]) for row in rows if row not in known}
         with self._parsed_lock:
-            for i in known:
-                self._parsed.move_to_end(i)
+            for row in known:
+                self._parsed.move_to_end(row)
             self._parsed.update(new)
             while len(self._parsed) > PARSED_KEPT:
                 self._parsed.popitem(last=False)
-        return [known[i] if i in known else new[i] for i, _ in rows]
+        return [known[row] if row in known else new[row] for row in rows]
 
     def procedure(self, unit: str, national_code: str) -> Procedure | None:
         """The national catalogue's name and field of a procedure (``LayThuTuc``), remembered for
