@@ -130,8 +130,6 @@ def client(base_url: str) -> Iterator[httpx.Client]:
         yield c
 
 
-
-
 # ------------------------------------------------------------------------ the order the files are handed out in
 # pytest-xdist hands each process one file at a time (--dist loadfile), by default those with the most tests first.
 # That left the long files of few tests (the crash tests: 160 s in three) to the end, where one process ran them

@@ -21,7 +21,7 @@ from schemas.webhook import SignatureError, verify
 
 class _Server(uvicorn.Server):
     """uvicorn's server, whose loop wakes when :meth:`stop` is called instead of at its next 0.1 s tick: a test's
-    servers stop at once (the suite stops a few thousand)."""
+    servers stop at once (the suite stops hundreds of them)."""
 
     _loop: asyncio.AbstractEventLoop | None = None
     _wake: asyncio.Event | None = None
