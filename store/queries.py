@@ -132,31 +132,33 @@ def event_types(engine: Engine, dossier_code: str, types: Iterable[str]) -> set[
         ).scalars())
 
 
-def event_payloads(engine: Engine, dossier_codes: Iterable[str], types: Iterable[str],
-                   origin: str | None = None) -> list[StoredEvent]:
-    """The events of these types of these dossiers (only from ``origin`` if given), oldest first."""
+def _events_of(dossier_codes: Iterable[str], types: Iterable[str], origin: str | None) -> list[ColumnElement[bool]]:
+    """The ``where`` of the events of these types of these dossiers (only from ``origin`` if given)."""
     clauses: list[ColumnElement[bool]] = [events.c.dossier_code.in_(sorted(set(dossier_codes))),
                                           events.c.type.in_(list(types))]
     if origin is not None:
         clauses.append(events.c.origin == origin)
+    return clauses
+
+
+def event_payloads(engine: Engine, dossier_codes: Iterable[str], types: Iterable[str],
+                   origin: str | None = None) -> list[StoredEvent]:
+    """The events of these types of these dossiers (only from ``origin`` if given), oldest first."""
     with engine.connect() as conn:
         return [StoredEvent(row.dossier_code, row.type, row.unit_code, json.loads(row.payload))
                 for row in conn.execute(
                     select(events.c.dossier_code, events.c.type, events.c.unit_code, events.c.payload)
-                    .where(*clauses).order_by(events.c.id))]
+                    .where(*_events_of(dossier_codes, types, origin)).order_by(events.c.id))]
 
 
 def event_texts(engine: Engine, dossier_codes: Iterable[str], types: Iterable[str],
                 origin: str | None = None) -> list[tuple[int, str]]:
-    """The row id and stored text of the events of these types of these dossiers (only from ``origin`` if given),
-    oldest first: for a reader that parses each once and remembers it by its id (a stored event never changes)."""
-    clauses: list[ColumnElement[bool]] = [events.c.dossier_code.in_(sorted(set(dossier_codes))),
-                                          events.c.type.in_(list(types))]
-    if origin is not None:
-        clauses.append(events.c.origin == origin)
+    """The row id and stored text of the same events as :func:`event_payloads`, oldest first: for a reader that
+    parses each once and remembers it by both (a stored event never changes)."""
     with engine.connect() as conn:
         return [(row.id, row.payload) for row in conn.execute(
-            select(events.c.id, events.c.payload).where(*clauses).order_by(events.c.id))]
+            select(events.c.id, events.c.payload).where(*_events_of(dossier_codes, types, origin))
+            .order_by(events.c.id))]
 
 
 def event_ids(engine: Engine, event_type: str, since: datetime) -> set[str]:
