@@ -30,6 +30,7 @@ from schemas.events import (
     TransferRequested,
     TransferResult,
     parse_event,
+    parse_stored_json,
 )
 
 ORIGIN = "transfer"
@@ -127,9 +128,15 @@ class Hop:
     returned: bool = False
 
 
-def chain(sent: Mapping[str, datetime | None], answers: Iterable[TransferAnswer]) -> list[Hop]:
-    """The hops of a chain: ``sent`` maps each hop id the relay sent to when the exchange took it; ``answers``
-    are the chain's ``transfer.accepted`` / ``refused`` / ``result`` events. In the order they were sent."""
+def chain(sent: Mapping[str, datetime | None], answers: Iterable[TransferAnswer],
+          previous: Mapping[str, str | None] | None = None) -> list[Hop]:
+    """The hops of a chain: ``sent`` maps each hop id the relay sent to when its delivery was recorded;
+    ``answers`` are the chain's ``transfer.accepted`` / ``refused`` / ``result`` events; ``previous`` maps an
+    onward hop to the hop whose acceptance made it (its request's ``previous_transfer_id``).
+
+    In causal order: each hop right after the hop it follows, the first hops of independent chains by the time
+    they were sent. Times alone cannot order a chain: a first hop whose answer was lost to a timeout is
+    recorded when its retry succeeds, after the exchange took it, and after the next hop it made possible."""
     by_hop: dict[str, dict[str, Any]] = {}
     for event in answers:
         hop = by_hop.setdefault(str(event.data.transfer_id), {})
@@ -139,11 +146,45 @@ def chain(sent: Mapping[str, datetime | None], answers: Iterable[TransferAnswer]
                 by_hop.setdefault(event.data.return_to, {})["returned"] = True
         else:
             hop.update(answer=event.type.split(".")[1], answered_at=event.occurred_at, reason=event.data.reason)
-    hops = []
+    hops: dict[str, Hop] = {}
     for transfer_id, sent_at in sent.items():
         parts = parse_transfer_id(transfer_id)
-        if parts is None:
-            continue
-        hops.append(Hop(transfer_id, parts[1], parts[2], sent_at, **by_hop.get(transfer_id, {})))
+        if parts is not None:
+            hops[transfer_id] = Hop(transfer_id, parts[1], parts[2], sent_at, **by_hop.get(transfer_id, {}))
     far_past = datetime.min.replace(tzinfo=UTC)
-    return sorted(hops, key=lambda h: h.sent_at or far_past)
+    by_time = sorted(hops.values(), key=lambda h: h.sent_at or far_past)
+    before = {h: p for h, p in (previous or {}).items() if p in hops and h in hops and h != p}
+    after: dict[str, list[Hop]] = {}
+    for step in by_time:
+        if step.transfer_id in before:
+            after.setdefault(before[step.transfer_id], []).append(step)
+    ordered: list[Hop] = []
+    seen: set[str] = set()
+
+    def walk(step: Hop) -> None:
+        if step.transfer_id not in seen:
+            seen.add(step.transfer_id)
+            ordered.append(step)
+            for onward in after.get(step.transfer_id, []):
+                walk(onward)
+
+    for step in by_time:
+        if step.transfer_id not in before:
+            walk(step)
+    for step in by_time:  # a loop of predecessors (no real chain has one) still shows every hop
+        walk(step)
+    return ordered
+
+
+def traced_chain(events: Iterable[Any], deliveries: Iterable[Any]) -> list[Hop]:
+    """:func:`chain` of one dossier's ledger rows (``store.queries.dossier_trace``'s events and deliveries)."""
+    stored = {e.id: parse_stored_json(e.payload) for e in events
+              if e.type in ("transfer.requested", "transfer.accepted", "transfer.refused", "transfer.result")}
+    requests = {pk: event for pk, event in stored.items() if isinstance(event, TransferRequested)}
+    sent: dict[str, datetime | None] = {}
+    previous: dict[str, str | None] = {}
+    for d in deliveries:
+        if d.event_pk in requests and d.external_ref:
+            sent[d.external_ref] = d.delivered_at
+            previous[d.external_ref] = requests[d.event_pk].data.previous_transfer_id
+    return chain(sent, [e for e in stored.values() if isinstance(e, TransferAnswer)], previous)

@@ -410,21 +410,16 @@ def trace(dossier_code: Annotated[str, typer.Argument(help="the dossier code")])
 
 def _print_chain(evs: list[Any], dels: list[Any]) -> None:
     """The dossier's inter-level transfer, hop by hop, when it has one."""
-    from adapters.transfer import chain
-    from schemas.events import TransferAnswer, parse_stored
+    from adapters.transfer import traced_chain
 
-    requests = {e.id for e in evs if e.type == "transfer.requested"}
-    sent = {d.external_ref: d.delivered_at for d in dels if d.event_pk in requests and d.external_ref}
-    if not sent:
+    hops = traced_chain(evs, dels)
+    if not hops:
         return
-    stored = (parse_stored(json.loads(e.payload)) for e in evs
-              if e.type in ("transfer.accepted", "transfer.refused", "transfer.result"))
-    answers = [event for event in stored if isinstance(event, TransferAnswer)]
     table = Table(title="Transfer chain (liên thông)")
     for col in ("hop", "from → to", "sent (VN)", "answer", "answered (VN)", "result", "decided (VN)",
                 "result carried back"):
         table.add_column(col)
-    for n, hop in enumerate(chain(sent, answers), start=1):
+    for n, hop in enumerate(hops, start=1):
         answer = hop.answer or "waiting"
         if hop.reason:
             answer += f": {hop.reason}"

@@ -158,3 +158,20 @@ def test_the_chain_lists_hops_in_the_order_they_were_sent_with_their_answers() -
                   answer("transfer.result", hop1, 10, outcome="rejected")])
     assert [(h.from_unit, h.to_unit, h.answer, h.outcome, h.returned) for h in hops] == [
         (COMMUNE, DEPARTMENT, "accepted", "rejected", True), (DEPARTMENT, OFFICE, "accepted", "rejected", False)]
+
+
+def test_the_chain_follows_each_hop_with_the_hop_it_made_whenever_their_deliveries_were_recorded() -> None:
+    # a first hop whose answer was lost to a timeout is recorded when its retry succeeds: after the second hop,
+    # which the exchange's acceptance of the first had already made possible
+    code = "000.21.00.H49-261120-0002"
+    hop1, hop2 = f"{code}:{COMMUNE}:{DEPARTMENT}", f"{code}:{DEPARTMENT}:{OFFICE}"
+    other = f"000.21.00.H49-261120-0003:{COMMUNE}:{DEPARTMENT}"
+    at = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+    sent = {hop2: at.replace(minute=5), other: at.replace(minute=6), hop1: at.replace(minute=8)}
+    assert [h.transfer_id for h in chain(sent, [])] == [hop2, other, hop1]  # by time alone: out of order
+    hops = chain(sent, [], {hop1: None, hop2: hop1, other: None})
+    assert [h.transfer_id for h in hops] == [other, hop1, hop2]
+    # a predecessor the ledger does not hold, or a loop, still shows every hop once
+    assert [h.transfer_id for h in chain(sent, [], {hop2: "elsewhere", hop1: hop2, other: hop1})] == [hop2, hop1,
+                                                                                                       other]
+    assert sorted(h.transfer_id for h in chain(sent, [], {hop1: hop2, hop2: hop1})) == sorted(sent)
