@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 
@@ -29,8 +30,13 @@ WHOLE = "*"  # the scope of a pause of the whole destination
 
 # memory mode (and Redis out of reach): this process's pauses and probe slots, per hash key
 _local: dict[str, dict[str, Pause]] = {}
-_local_probes: dict[str, float] = {}
+_local_probes: dict[str, tuple[float, str]] = {}  # slot → (ends, token)
 _guard = threading.Lock()
+
+_GIVE_BACK_LUA = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
 
 
 @dataclass(frozen=True)
@@ -92,8 +98,27 @@ class PauseStore:
                 current = replace(current, until=pause.until)  # a daily limit met again after midnight
                 self._write(destination, current)
             return current, False
+        if not self._claim(destination, pause):  # another worker recorded it first: its pause is the one
+            current = self.get(destination).get(pause.scope)
+            if current is not None:
+                return current, False
         self._write(destination, pause)
         return pause, True
+
+    def _claim(self, destination: str, pause: Pause) -> bool:
+        """Whether ``pause`` is the first of its scope in Redis (several workers meeting a condition at once: one
+        records it, logs it and takes the first probe turn); without Redis, the first in this process."""
+        if self._redis is None:
+            with _guard:
+                mirror = _local.setdefault(self._key(destination), {})
+                if (held := mirror.get(pause.scope)) is not None and held.active():
+                    return False
+                mirror[pause.scope] = pause
+                return True
+        try:
+            return bool(self._redis.hsetnx(self._key(destination), pause.scope, pause.to_json()))
+        except redis.RedisError:
+            return True  # _write says so, and keeps this process's copy
 
     def _write(self, destination: str, pause: Pause) -> None:
         key = self._key(destination)
@@ -131,18 +156,36 @@ class PauseStore:
     def probe(self, destination: str, scope: str, every: float) -> bool:
         """Whether the caller may send one probe for a paused ``scope`` now: True for one caller per ``every``
         seconds across every worker."""
+        return self.take_turn(destination, scope, every) is not None
+
+    def take_turn(self, destination: str, scope: str, every: float) -> str | None:
+        """:meth:`probe`, with the turn's token when it is granted: :meth:`give_back` returns the turn to the
+        other callers (when the caller found nothing to probe with)."""
         slot = f"{self._key(destination)}:probe:{scope}"
+        token = uuid.uuid4().hex
         if self._redis is not None:
             try:
-                return bool(self._redis.set(slot, "1", nx=True, px=max(1, int(every * 1000))))
+                return token if self._redis.set(slot, token, nx=True, px=max(1, int(every * 1000))) else None
             except redis.RedisError as exc:
                 log.warning("pauses.redis_unavailable", destination=destination, error=str(exc))
         now = time.monotonic()
         with _guard:
-            if _local_probes.get(slot, 0.0) > now:
-                return False
-            _local_probes[slot] = now + every
-            return True
+            if _local_probes.get(slot, (0.0, ""))[0] > now:
+                return None
+            _local_probes[slot] = (now + every, token)
+            return token
+
+    def give_back(self, destination: str, scope: str, token: str) -> None:
+        """End the turn ``token`` before its time, unless it has ended and another caller's has begun."""
+        slot = f"{self._key(destination)}:probe:{scope}"
+        with _guard:
+            if _local_probes.get(slot, (0.0, ""))[1] == token:
+                del _local_probes[slot]
+        if self._redis is not None:
+            try:
+                self._redis.eval(_GIVE_BACK_LUA, 1, slot, token)
+            except redis.RedisError as exc:  # the turn ends by itself
+                log.warning("pauses.redis_unavailable", destination=destination, error=str(exc))
 
     def counts(self, destinations: Iterable[str]) -> dict[tuple[str, str], int]:
         """How many scopes are paused, per (destination, condition): what the metric shows."""

@@ -55,6 +55,31 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MOTCUA_", env_file=".env", extra="ignore")
 
 
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """The destination takes nothing now: its due deliveries wait until ``until`` without spending an attempt,
+    saying ``why``. With ``probe_at``, the first of them comes back then instead: the one that will find out
+    whether the hold has ended (a hold with no known end is probed now and then, and a probe needs a delivery
+    that is due)."""
+
+    until: datetime
+    why: str
+    probe_at: datetime | None = None
+
+    def times(self) -> Callable[[], datetime]:
+        """Each held delivery's time, in turn: ``probe_at`` for the first, ``until`` for the rest."""
+        first = [self.probe_at] if self.probe_at is not None else []
+        return lambda: first.pop() if first else self.until
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A hold that lets one delivery through now: the engine claims one, and calls ``give_back`` when it found
+    none to send, so that the next batch with one probes instead of waiting for the next turn."""
+
+    give_back: Callable[[], None]
+
+
 class Deliverer(Generic[OptionsT]):
     """Adapter + connector for one destination, built once per process from its options and the context.
 
@@ -81,9 +106,10 @@ class Deliverer(Generic[OptionsT]):
         do not batch, and the engine runs :meth:`deliver` for each on its attempt threads."""
         return None
 
-    def not_before(self, now: datetime) -> tuple[datetime, str] | None:
-        """When the next delivery may go and why it waits (quiet hours, a spent daily quota), or ``None``: the
-        engine defers it before claiming it, so no attempt is spent."""
+    def not_before(self, now: datetime) -> Hold | Probe | None:
+        """Whether the destination's deliveries may go now: ``None``; a :class:`Hold` (quiet hours, a spent daily
+        quota), which the engine applies before claiming, so no attempt is spent; or a :class:`Probe`, one
+        delivery let through a hold to find out whether it has ended."""
         return None
 
     def refresh_auth(self) -> bool:

@@ -570,9 +570,12 @@ def reroute(
     return new_id, ready
 
 
+DEFER_LIMIT = 2000  # deliveries postponed by one statement (a drain goes on while it postpones as many)
+
+
 def defer_many(
     engine: Engine, destination: str, ids: Sequence[int] | None, until: Callable[[], datetime], reason: str,
-    now: datetime, limit: int = 2000,
+    now: datetime, limit: int | None = None,
 ) -> list[int]:
     """Postpone deliveries of ``destination`` without spending an attempt: ``ids``, or (``None``) up to ``limit`` of
     its due ones; ``until`` gives each its time (a breaker spreads them). The ids postponed."""
@@ -580,7 +583,7 @@ def defer_many(
         query = select(deliveries.c.id).where(deliveries.c.destination == destination,
                                               deliveries.c.status.in_((Status.PENDING, Status.RETRYING)))
         if ids is None:
-            query = query.where(_due()).order_by(deliveries.c.id).limit(limit)
+            query = query.where(_due()).order_by(deliveries.c.id).limit(limit or DEFER_LIMIT)
         else:
             query = query.where(deliveries.c.id.in_(list(ids))).order_by(deliveries.c.id)
         if engine.dialect.name == "postgresql":

@@ -30,7 +30,7 @@ from connectors.base import (
 )
 from schemas.events import Event
 from schemas.privacy import mask_text, personal_values
-from services.base import Deliverer
+from services.base import Deliverer, Hold, Probe
 from store import deliveries, intake
 from store.deliveries import Claimed, Outcome
 from store.streams import ToEnqueue
@@ -98,7 +98,7 @@ def run_drain(destination: str, clock: Clock | None = None, runtime: Runtime | N
         if report.retry_in is not None:  # no send permit now
             rt.doorbells.ring([destination], countdown=min(report.retry_in, RATE_WAIT_MAX))
             break
-        if not report.states:
+        if not report.states or (report.held and not report.full):  # nothing more is due, or may go yet
             break
         if time.monotonic() - started > rt.settings.drain_seconds:
             rt.doorbells.ring([destination])
@@ -144,6 +144,7 @@ class BatchReport:
     states: dict[int, str] = field(default_factory=dict)
     attempted: int = 0
     full: bool = False  # as many candidates as the batch could take: more may be due
+    held: bool = False  # the destination takes nothing now (quiet hours, a pause): its due deliveries deferred
     retry_in: float | None = None  # no send permit: seconds until the next
 
 
@@ -165,7 +166,8 @@ def run_batch(
 ) -> BatchReport:
     """One batch of ``destination``: ``ids``, or up to ``delivery_batch`` of its due deliveries.
 
-    Held (quiet hours, a spent quota) or breaker open: the deliveries are deferred without spending an attempt.
+    Held (quiet hours, a spent quota) or breaker open: the deliveries are deferred without spending an attempt;
+    a hold that lets a probe through makes a batch of one.
     Otherwise one claim transaction, the attempts at once (the deliverer's own batch call, or threads), one
     transaction recording every end, and one Redis round trip for the breaker, the rate limit and the metrics.
     """
@@ -177,14 +179,20 @@ def run_batch(
     report = BatchReport()
 
     deliverer, held = _deliverer_and_hold(rt, destination, now, bound)
-    if held is not None:  # quiet hours, a spent daily quota: wait without spending an attempt
-        until, why = held
-        report.states = dict.fromkeys(deliveries.defer_many(rt.engine, destination, ids, lambda: until, why, now),
+    if isinstance(held, Hold):  # quiet hours, a spent daily quota: wait without spending an attempt
+        report.states = dict.fromkeys(deliveries.defer_many(rt.engine, destination, ids, held.times(), held.why, now),
                                       "deferred")
+        report.held = True
+        report.full = ids is None and len(report.states) >= deliveries.DEFER_LIMIT
         return report
+    probe = held  # a hold lets one delivery through to find out whether it has ended: a batch of one
+    if probe is not None and ids is not None:
+        ids = ids[:1]
 
-    want = len(ids) if ids is not None else rt.settings.delivery_batch
+    want = 1 if probe is not None else len(ids) if ids is not None else rt.settings.delivery_batch
     open_until, permits, wait = rt.protection.before_batch(destination, dest.rate_limit, want)
+    if probe is not None and (open_until is not None or permits == 0):
+        probe.give_back()  # this batch sends nothing: the turn is the next one's
     if open_until is not None:
         reopen = datetime.fromtimestamp(open_until, UTC)
         spread = dest.breaker.open_for / 2
@@ -206,7 +214,7 @@ def run_batch(
         rt.engine, destination, rules, now, rt.settings.delivery_lease_seconds,
         rt.settings.ordering_gap_wait_seconds, ids=ids, limit=permits, exclude=exclude,
     )
-    report.full = ids is None and len(batch.claimed) + len(batch.refused) >= permits
+    report.full = ids is None and probe is None and len(batch.claimed) + len(batch.refused) >= permits
     if report.full:  # more may be due: another worker claims the next batch while this one's calls run
         rt.doorbells.ring([destination])
     for delivery_id, refused in batch.refused.items():
@@ -216,6 +224,8 @@ def run_batch(
                        reason=refused.reason)
     unused = permits - len(batch.claimed) if dest.rate_limit.per_second else 0
     if not batch.claimed:
+        if probe is not None:  # nothing to probe with: the next batch that has a delivery probes
+            probe.give_back()
         if unused:
             rt.protection.after_batch(destination, 0, 0, dest.breaker, limit=dest.rate_limit, unused_permits=unused)
         return report
@@ -259,9 +269,9 @@ def run_batch(
 
 def _deliverer_and_hold(
     rt: Runtime, destination: str, now: datetime, bound: Any
-) -> tuple[Deliverer[Any] | None, tuple[datetime, str] | None]:
+) -> tuple[Deliverer[Any] | None, Hold | Probe | None]:
     """The destination's deliverer (``None`` when it cannot be built: each attempt then records why) and
-    whether it holds every delivery until a later time."""
+    whether it holds every delivery until a later time (:meth:`Deliverer.not_before`)."""
     try:
         deliverer: Deliverer[Any] | None = rt.deliverer(destination)
         return deliverer, deliverer.not_before(now) if deliverer is not None else None

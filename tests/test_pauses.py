@@ -40,6 +40,13 @@ def test_a_pause_is_kept_once_with_its_first_since_and_lifted_once(store: PauseS
     assert store.get("zalo") == {} and store.counts(["zalo"]) == {}
 
 
+def test_of_workers_meeting_a_condition_at_once_one_records_it(store: PauseStore) -> None:
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda n: store.pause("zalo", balance(since=1000.0 + n)), range(32)))
+    assert [new for _, new in results].count(True) == 1
+    assert len({pause for pause, _ in results}) == 1  # every one of them was told the same pause
+
+
 def test_template_pauses_are_counted_per_condition_and_lifted_by_scope(store: PauseStore) -> None:
     for template in ("300001", "300003"):
         store.pause("zalo", Pause("template_disabled", "-146", time.time(), scope=template))
@@ -71,6 +78,19 @@ def test_one_probe_per_interval_across_threads(store: PauseStore) -> None:
     assert store.probe("zalo", "300004", 1) and not store.probe("zalo", "300004", 1)
     time.sleep(1.1)
     assert store.probe("zalo", "300004", 1)
+
+
+def test_a_turn_given_back_is_free_at_once_but_never_one_that_another_caller_took_since(store: PauseStore) -> None:
+    token = store.take_turn("zalo", WHOLE, 30)
+    assert token is not None and store.take_turn("zalo", WHOLE, 30) is None
+    store.give_back("zalo", WHOLE, token)
+    again = store.take_turn("zalo", WHOLE, 30)
+    assert again is not None
+    # a caller giving back a turn that ended (and was taken by another) leaves the other's alone
+    store.give_back("zalo", WHOLE, token)
+    assert store.take_turn("zalo", WHOLE, 30) is None
+    store.give_back("zalo", WHOLE, again)
+    assert store.probe("zalo", WHOLE, 30)
 
 
 def test_a_redis_that_does_not_answer_leaves_this_process_its_own_pauses() -> None:

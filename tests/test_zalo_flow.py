@@ -367,6 +367,36 @@ def test_a_spent_balance_pauses_the_destination_probes_it_and_resumes_by_itself(
     assert (stats["sent"], stats["answers"].get("-115"), stats["duplicate_tracking"]) == (4, 2, 0), stats
 
 
+def test_while_paused_one_message_probes_per_turn_and_one_held_is_due_for_the_next(zalo_stack: ZaloStack) -> None:
+    from tasks.delivery import run_batch
+
+    # given the ZNS account out of balance: a first batch of six meets -115 and the destination pauses
+    httpx.post(f"{zalo_stack.zalo}/_admin/balance", json={"messages": 0}, timeout=5).raise_for_status()
+    ingest(distinct(6, seed=7), datetime.now(UTC))
+    assert list(run_batch("zalo").states.values()) == ["paused"] * 6
+    # when a batch comes while the probe's turn is taken, all six are held: the first until the next turn (so a
+    # probe has a message when it comes, whatever deferred the last probe's retry), the others a minute
+    report = run_batch("zalo")
+    assert list(report.states.values()) == ["deferred"] * 6 and report.held
+    waits = [(d.next_attempt_at - datetime.now(UTC)).total_seconds() for d in zalo_deliveries()]
+    assert waits[0] < 1.5 and all(55 < w < 61 for w in waits[1:]), waits
+    # and when the turn comes, one message, not a batch, probes (and meets -115 again)
+    time.sleep(1.1)
+    assert list(run_batch("zalo").states.values()) == ["paused"]
+    assert zalo_stack.stats()["answers"]["-115"] == 7
+    # when a batch has the turn but nothing to send (the delivery it was run for is not due), it gives it back:
+    # the probe's retry, due a second later, goes on the turn instead of being held for another
+    httpx.post(f"{zalo_stack.zalo}/_admin/balance", json={"messages": None}, timeout=5).raise_for_status()
+    time.sleep(1.1)
+    first, *held = [d.id for d in zalo_deliveries()]
+    assert run_batch("zalo", ids=[held[0]]).states == {held[0]: "skip"}
+    assert run_batch("zalo").states == {first: Status.DELIVERED}
+    # then the probe that went through released the rest at once, each sent once
+    assert sorted(run_batch("zalo").states.values()) == [Status.DELIVERED] * 5
+    assert [(d.status, d.budget_used) for d in zalo_deliveries()] == [(Status.DELIVERED, 1)] * 6
+    assert zalo_stack.stats()["duplicate_tracking"] == 0
+
+
 def test_a_disabled_template_pauses_only_its_messages_until_zalo_resume(zalo_stack: ZaloStack) -> None:
     # given Zalo disabled the "result ready" template
     httpx.post(f"{zalo_stack.zalo}/_admin/templates/300004", json={"status": "DISABLE"}, timeout=5)

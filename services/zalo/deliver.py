@@ -34,7 +34,7 @@ from connectors.credentials import TokenPair, TokenPairStore
 from connectors.pauses import WHOLE, Pause, PauseStore
 from connectors.zalo import CONDITIONS, AccountPaused, Unreachable, ZaloConnector
 from schemas.events import Event
-from services.base import Context, Deliverer
+from services.base import Context, Deliverer, Hold, Probe
 from store import deliveries, receipts
 
 log = structlog.get_logger(__name__)
@@ -96,27 +96,34 @@ class ZaloDeliverer(Deliverer[ZaloOptions]):
 
     # ------------------------------------------------------------------ when
 
-    def not_before(self, now: datetime) -> tuple[datetime, str] | None:
-        """Quiet hours, or a pause of the whole destination: when the delivery may go, and why it waits."""
+    def not_before(self, now: datetime) -> Hold | Probe | None:
+        """Quiet hours, or a pause of the whole destination: when the deliveries may go and why they wait, or
+        the probe that this batch may send."""
         if self.quiet is not None and (until := self.quiet.until(now)) is not None:
-            return until, f"quiet hours ({self.quiet.start:%H:%M}–{self.quiet.end:%H:%M}): sent at {until:%H:%M}"
+            return Hold(until, f"quiet hours ({self.quiet.start:%H:%M}–{self.quiet.end:%H:%M}): sent at {until:%H:%M}")
         pauses = self.pauses.get(self.name, now.timestamp())
         self._seen.pauses = pauses
         whole = pauses.get(WHOLE)
         return self._hold(whole, now) if whole is not None else None
 
-    def _hold(self, pause: Pause, now: datetime) -> tuple[datetime, str] | None:
-        """How long a delivery waits for ``pause``, and why; ``None`` when it is the one that probes now."""
+    def _hold(self, pause: Pause, now: datetime) -> Hold | Probe:
+        """How long deliveries wait for ``pause``, and why; or the probe that may go now.
+
+        Held for a pause with no known end, the first delivery held comes back at the next probe turn and the rest
+        at the recheck: whatever else happens (a probe's own retry deferred by a batch that came first, a turn
+        taken by a batch with nothing to send), a delivery is due when the turn comes."""
         since = datetime.fromtimestamp(pause.since, UTC)
         what = (f"{HELD}{_scope(pause)}{pause.reason} (since {since:%Y-%m-%d %H:%M} UTC); "
                 f"{CONDITIONS.get(pause.condition, '')}")
         if pause.until is not None:
             until = datetime.fromtimestamp(pause.until, UTC)
-            return until, f"{what}; sent from {until:%Y-%m-%d %H:%M} UTC"
-        if self.pauses.probe(self.name, pause.scope, self.options.pause_probe_every):
-            return None
-        return (now + timedelta(seconds=self.options.pause_recheck_every),
-                f"{what}; one message tries every {self.options.pause_probe_every:g} s, or `motcua-relay zalo resume`")
+            return Hold(until, f"{what}; sent from {until:%Y-%m-%d %H:%M} UTC")
+        every = self.options.pause_probe_every
+        if (token := self.pauses.take_turn(self.name, pause.scope, every)) is not None:
+            return Probe(give_back=lambda: self.pauses.give_back(self.name, pause.scope, token))
+        return Hold(now + timedelta(seconds=self.options.pause_recheck_every),
+                    f"{what}; one message tries every {every:g} s, or `motcua-relay zalo resume`",
+                    probe_at=now + timedelta(seconds=every))
 
     # ------------------------------------------------------------------ send
 
@@ -135,9 +142,9 @@ class ZaloDeliverer(Deliverer[ZaloOptions]):
             pauses = self.pauses.get(self.name)
         template = pauses.get(message.template_id)
         now = datetime.now(UTC)
-        if template is not None and (held := self._hold(template, now)) is not None:
-            raise AccountPaused(held[1].removeprefix(HELD), condition=template.condition, scope=template.scope,
-                                sent=False, retry_after=max(1.0, (held[0] - now).total_seconds()))
+        if template is not None and isinstance(held := self._hold(template, now), Hold):
+            raise AccountPaused(held.why.removeprefix(HELD), condition=template.condition, scope=template.scope,
+                                sent=False, retry_after=max(1.0, (held.until - now).total_seconds()))
         try:
             sent = self.connector.send(message.phone, message.template_id, message.data, message.tracking_id)
         except AccountPaused as exc:
