@@ -575,10 +575,10 @@ DEFER_LIMIT = 2000  # deliveries postponed by one statement (a drain goes on whi
 
 def defer_many(
     engine: Engine, destination: str, ids: Sequence[int] | None, until: Callable[[], datetime], reason: str,
-    now: datetime, limit: int | None = None,
+    now: datetime, limit: int | None = None, ahead: float = 1.0,
 ) -> list[int]:
     """Postpone deliveries of ``destination`` without spending an attempt: ``ids``, or (``None``) up to ``limit`` of
-    its due ones; ``until`` gives each its time (a breaker spreads them). The ids postponed."""
+    those due within ``ahead`` seconds; ``until`` gives each its time (a breaker spreads them). The ids postponed."""
     with engine.begin() as conn:
         query = select(deliveries.c.id).where(deliveries.c.destination == destination,
                                               deliveries.c.status.in_((Status.PENDING, Status.RETRYING)))
@@ -588,7 +588,7 @@ def defer_many(
             query = query.where(deliveries.c.id.in_(list(ids))).order_by(deliveries.c.id)
         if engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=ids is None)
-        found = conn.execute(query, {"now": now, "due_by": now + timedelta(seconds=1)}).scalars().all()
+        found = conn.execute(query, {"now": now, "due_by": now + timedelta(seconds=ahead)}).scalars().all()
         if found:
             conn.execute(_DEFER, [{"b_id": i, "b_until": until(), "b_reason": reason, "b_now": now} for i in found])
     return list(found)

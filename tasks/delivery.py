@@ -180,8 +180,9 @@ def run_batch(
 
     deliverer, held = _deliverer_and_hold(rt, destination, now, bound)
     if isinstance(held, Hold):  # quiet hours, a spent daily quota: wait without spending an attempt
-        report.states = dict.fromkeys(deliveries.defer_many(rt.engine, destination, ids, held.times(), held.why, now),
-                                      "deferred")
+        # only what is due now: a probe's retry, due a second after its turn began, is the next turn's probe
+        deferred = deliveries.defer_many(rt.engine, destination, ids, held.times(), held.why, now, ahead=0)
+        report.states = dict.fromkeys(deferred, "deferred")
         report.held = True
         report.full = ids is None and len(report.states) >= deliveries.DEFER_LIMIT
         return report
