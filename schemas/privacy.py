@@ -143,7 +143,8 @@ def _nested_models(model: type[BaseModel], field: str) -> tuple[type[BaseModel],
 def mask_text(text: str, known: Iterable[str] = ()) -> str:
     """Mask personal data in free text: the known values first (each where it is a whole word), then by
     pattern (where it stands alone, never inside an identifier)."""
-    values = sorted({k for k in known if k and len(k) >= 3}, key=len, reverse=True)
+    # only the values the text holds: a pattern of values is compiled per event (too many for re's cache)
+    values = sorted({k for k in known if len(k) >= 3 and k in text}, key=len, reverse=True)
     if values:
         whole = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, values)) + r")(?!\w)")
         text = whole.sub(lambda m: mask_value(m.group(0)), text)

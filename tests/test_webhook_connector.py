@@ -65,6 +65,14 @@ def subscriber_app() -> FastAPI:
             return JSONResponse({"status": "accepted", "receipt_id": f"rcpt-{code}"}, status_code=code)
         return JSONResponse({"error": f"answer {code}"}, status_code=code, headers=headers)
 
+    @app.post("/charset/{name}")
+    async def charset(name: str) -> Response:  # a 2xx body in a named charset (or text, not JSON, with "text")
+        if name == "text":
+            return Response("nhận hồ sơ: đã tiếp nhận", media_type="text/plain")
+        note = "đã tiếp nhận" if name.startswith("utf") else "reçu"  # what the charset can hold
+        body = f'{{"receipt_id": "biên-nhận-1", "note": "{note}"}}'.encode(name, errors="replace")
+        return Response(body, headers={"Content-Type": f"application/json; charset={name}"})
+
     @app.post("/slow")
     async def slow() -> Response:
         await asyncio.sleep(3)
@@ -352,13 +360,14 @@ def test_unlisted_statuses_follow_the_generic_table() -> None:
 
 
 BATCH_ROWS = ["/status/200", "/status/204", "/status/429?retry_after=120", "/status/503", "/status/401",
-              "/status/404", "/status/422", "/drop", "/slow"]
+              "/status/404", "/status/422", "/drop", "/slow", "/charset/utf-8", "/charset/utf-16",
+              "/charset/iso-8859-1", "/charset/text"]
 
 
 def _summary(answer: ConnectorResult | DeliveryError) -> tuple[Any, ...]:
     if isinstance(answer, DeliveryError):
         return (type(answer).__name__, answer.status_code, answer.retry_after, "timeout" in answer.reason)
-    return ("delivered", answer.status_code, answer.external_ref)
+    return ("delivered", answer.status_code, answer.external_ref, answer.excerpt)
 
 
 def test_the_batch_path_answers_every_row_as_one_post_does(base_url: str) -> None:
@@ -380,8 +389,15 @@ def test_the_batch_path_answers_every_row_as_one_post_does(base_url: str) -> Non
             c.close()
         assert took >= 0
         batched.append(_summary(answer))
-    # then each row is classified alike: class, status, Retry-After, timeout
+    # then each row is classified alike: class, status, Retry-After, timeout; a delivery's reference and excerpt
     assert batched == singles
+    assert batched[-4:] == [
+        ("delivered", 200, "biên-nhận-1", '{"receipt_id": "biên-nhận-1", "note": "đã tiếp nhận"}'),
+        ("delivered", 200, "biên-nhận-1", '{"receipt_id": "biên-nhận-1", "note": "đã tiếp nhận"}'),
+        # JSON is Unicode (RFC 8259): a Latin-1 body has no reference, on both paths, and its excerpt is as sent
+        ("delivered", 200, None, '{"receipt_id": "biên-nh?n-1", "note": "reçu"}'),
+        ("delivered", 200, None, "nhận hồ sơ: đã tiếp nhận"),
+    ]
 
 
 def test_the_batch_path_sends_many_at_once_each_signed(server: tuple[str, FastAPI]) -> None:
