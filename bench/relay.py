@@ -775,8 +775,7 @@ def _ordering_floor_s(engine: Any, since: datetime, started: float, hop_s: float
         return None
     ends: dict[tuple[str, str], float] = {}
     for code, stream, _, received_at in rows:
-        at = received_at.replace(tzinfo=received_at.tzinfo or UTC).timestamp() - started
-        ends[(code, stream)] = max(ends.get((code, stream), 0.0), at) + hop_s
+        ends[(code, stream)] = max(ends.get((code, stream), 0.0), received_at.timestamp() - started) + hop_s
     return max(ends.values())
 
 

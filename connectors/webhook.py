@@ -109,8 +109,9 @@ class WebhookConnector:
             except (TimeoutError, aiohttp.ClientError) as exc:
                 return _transport_error(exc), (time.perf_counter() - started) * 1000.0
             took = (time.perf_counter() - started) * 1000.0
-            if refused is not None:
-                return classify_http_status(refused) or Permanent(f"HTTP {status} rejected"), took
+            error = classify_http_status(refused) if refused is not None else None
+            if error is not None:
+                return error, took
             # delivered: read as httpx reads it on the single path (the charset named, else UTF-8), without the
             # cost of building its response
             return ConnectorResult(status_code=status, external_ref=_receipt_in(content_type, content),

@@ -165,9 +165,11 @@ _turns_lock = threading.Lock()  # not the engines' lock: an engine is made (and 
 
 def writer_turn(database: str | None) -> WriterTurn:
     """The turn of one SQLite file, shared by every engine of this process on it (so that a thread writing through
-    one engine within a transaction of another does not wait for itself)."""
+    one engine within a transaction of another does not wait for itself); an in-memory database's is its own."""
+    if not database or database == ":memory:":
+        return WriterTurn(None)
     with _turns_lock:
-        key = str(Path(database).resolve()) if database and database != ":memory:" else f":memory:{len(_turns)}"
+        key = str(Path(database).resolve())
         if key not in _turns:
             _turns[key] = WriterTurn(database)
         return _turns[key]
