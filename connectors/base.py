@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -104,6 +104,10 @@ class ConnectorResult:
     external_ref: str | None = None
     excerpt: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+
+
+# One attempt of a batch has ended: its index in the batch, its result or error, and how long it took (ms).
+AttemptEnded = Callable[[int, ConnectorResult | DeliveryError, float], None]
 
 
 def excerpt(text: str | bytes | None, limit: int = EXCERPT_LIMIT) -> str | None:

@@ -34,6 +34,7 @@ import httpx
 
 from connectors import aio
 from connectors.base import (
+    AttemptEnded,
     ConnectorResult,
     DeliveryError,
     Permanent,
@@ -77,14 +78,15 @@ class WebhookConnector:
         )
 
     def post_many(
-        self, requests: Sequence[tuple[bytes, dict[str, str]]], deadline: float
+        self, requests: Sequence[tuple[bytes, dict[str, str]]], deadline: float, on_end: AttemptEnded | None = None
     ) -> list[tuple[ConnectorResult | DeliveryError, float]]:
         """Post every ``(body, headers)`` at once, on the connector loop, each ending by ``deadline`` seconds from
-        now: its result or its ``DeliveryError`` (the same table as :meth:`post`), and how long it took (ms)."""
-        return aio.run(self._post_all(requests, deadline))
+        now: its result or its ``DeliveryError`` (the same table as :meth:`post`), and how long it took (ms).
+        ``on_end(index, outcome, ms)`` is called on the loop as each ends (it must not block)."""
+        return aio.run(self._post_all(requests, deadline, on_end))
 
     async def _post_all(
-        self, requests: Sequence[tuple[bytes, dict[str, str]]], deadline: float
+        self, requests: Sequence[tuple[bytes, dict[str, str]]], deadline: float, on_end: AttemptEnded | None
     ) -> list[tuple[ConnectorResult | DeliveryError, float]]:
         if self._session is None:  # made on the loop it is used on
             self._session = build_session(self._pool)
@@ -117,9 +119,18 @@ class WebhookConnector:
             return ConnectorResult(status_code=status, external_ref=_receipt_in(content_type, content),
                                    excerpt=excerpt(content.decode(_codec(charset), errors="replace"))), took
 
-        outcomes = await asyncio.gather(*(one(b, h) for b, h in requests), return_exceptions=True)
-        return [o if isinstance(o, tuple) else (Permanent(f"internal error: {type(o).__name__}: {o}"), 0.0)
-                for o in outcomes]
+        async def reported(index: int, body: bytes, headers: dict[str, str]) -> tuple[
+                ConnectorResult | DeliveryError, float]:
+            try:
+                ended = await one(body, headers)
+            except Exception as exc:  # a bug here: this attempt's, not the batch's
+                ended = Permanent(f"internal error: {type(exc).__name__}: {exc}"), 0.0
+            if on_end is not None:
+                with contextlib.suppress(Exception):  # the list returned still carries it
+                    on_end(index, *ended)
+            return ended
+
+        return list(await asyncio.gather(*(reported(i, b, h) for i, (b, h) in enumerate(requests))))
 
     def close(self) -> None:
         self._client.close()

@@ -35,7 +35,7 @@ from sqlalchemy import Engine
 from config.options import OptionsError, ServiceOptions, resolve
 from config.routing import Destination, RoutingConfig
 from config.settings import Settings
-from connectors.base import ConnectorResult, DeliveryError
+from connectors.base import AttemptEnded, ConnectorResult, DeliveryError
 from schemas.events import Event, EventBase, event_json
 from store import intake
 from store.streams import DestinationRules, ToEnqueue
@@ -99,11 +99,15 @@ class Deliverer(Generic[OptionsT]):
         raise NotImplementedError
 
     def deliver_batch(
-        self, items: Sequence[tuple[Event, str]], deadline: float
+        self, items: Sequence[tuple[Event, str]], deadline: float, on_end: AttemptEnded | None = None
     ) -> list[tuple[ConnectorResult | DeliveryError, float]] | None:
         """A batch's attempts at once, each ``(event, idempotency_key)`` ending within ``deadline`` seconds: for
         each, its result or ``DeliveryError`` and its duration in ms. ``None`` (the default): the service's calls
-        do not batch, and the engine runs :meth:`deliver` for each on its attempt threads."""
+        do not batch, and the engine runs :meth:`deliver` for each on its attempt threads.
+
+        ``on_end(index, result or error, ms)``, when given, is called (from any thread) as each attempt ends, so
+        that the engine records the batch in waves, as its calls return; an attempt it is not called for is taken
+        from the list returned."""
         return None
 
     def not_before(self, now: datetime) -> Hold | Probe | None:

@@ -6,9 +6,10 @@ Tasks take ids, never payloads: the ledger holds the truth. Every task may run t
 
 from __future__ import annotations
 
+import queue
 import random
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,7 +34,7 @@ from schemas.privacy import mask_text, personal_values
 from services.base import Deliverer, Hold, Probe
 from store import deliveries, intake
 from store.deliveries import Claimed, Outcome
-from store.streams import ToEnqueue
+from store.streams import DestinationRules, ToEnqueue
 from store.sweep import sweep as sweep_ledger
 from store.tables import FINAL_STATUSES, Status
 from tasks.app import app
@@ -168,8 +169,10 @@ def run_batch(
 
     Held (quiet hours, a spent quota) or breaker open: the deliveries are deferred without spending an attempt;
     a hold that lets a probe through makes a batch of one.
-    Otherwise one claim transaction, the attempts at once (the deliverer's own batch call, or threads), one
-    transaction recording every end, and one Redis round trip for the breaker, the rate limit and the metrics.
+    Otherwise one claim transaction, the attempts at once (the deliverer's own batch call, or threads), their ends
+    recorded in waves as they come (a transaction each, :data:`WAVE_SECONDS` apart at most: a stream's successor
+    waits for its predecessor, not for the batch's slowest call), and one Redis round trip for the breaker, the
+    rate limit and the metrics.
     """
     rt = runtime or get_runtime()
     dest = rt.destination(destination)
@@ -231,41 +234,62 @@ def run_batch(
             rt.protection.after_batch(destination, 0, 0, dest.breaker, limit=dest.rate_limit, unused_permits=unused)
         return report
 
+    tally = _Tally()
     with rt.leases.hold(batch.claimed, clock):  # renewed while the calls run: a dead worker's lapse in a lease
-        done = _attempt_all(rt, deliverer, destination, batch.claimed)
-    report.attempted = len(done)
-    finished_at = clock()
+        for wave, more in _attempt_waves(rt, deliverer, destination, batch.claimed):
+            finals = _record_wave(rt, destination, rules, wave, clock(), bound, report, tally)
+            if more and finals and rules.ordered:  # their streams' successors are due: another drain claims them now
+                rt.doorbells.ring([destination])
+    rt.protection.after_batch(
+        destination, tally.succeeded, tally.failed, dest.breaker, limit=dest.rate_limit, unused_permits=unused,
+        extra=lambda pipe: rt.metrics.add_many(pipe, destination, tally.counted),
+    )
+    return report
+
+
+@dataclass(slots=True)
+class _Tally:
+    """A batch's outcomes over its waves, for the breaker and the metrics (counted once per batch)."""
+
+    succeeded: int = 0
+    failed: int = 0
+    counted: list[tuple[str, float | None]] = field(default_factory=list)
+
+
+def _record_wave(
+    rt: Runtime, destination: str, rules: DestinationRules, wave: list[_Attempted], finished_at: datetime, bound: Any,
+    report: BatchReport, tally: _Tally,
+) -> int:
+    """Record the ends of a wave of a batch's attempts (one transaction, and a release for each paused one);
+    the number of deliveries it made final."""
+    report.attempted += len(wave)
     to_finish: list[tuple[Claimed, Outcome]] = []
-    counted: list[tuple[str, float | None]] = []
-    succeeded = failed = 0
-    for one in done:
+    finals = 0
+    for one in wave:
         claimed, error = one.claimed, one.error
         at = bound.bind(delivery_id=claimed.delivery_id, event_id=claimed.event_id, attempt=claimed.attempt_number)
         outcome, decision_status = _outcome(rt, destination, one, finished_at)
         if isinstance(error, Paused):  # the destination takes no message now: this attempt does not count
             deliveries.release(rt.engine, claimed, outcome, finished_at, record=error.sent)
             if error.sent:
-                counted.append((outcome.attempt_outcome, one.duration_ms))
+                tally.counted.append((outcome.attempt_outcome, one.duration_ms))
                 at.info("delivery.paused", condition=error.condition, reason=outcome.error,
                         next_attempt_at=str(outcome.next_attempt_at))
             report.states[claimed.delivery_id] = "paused"
             continue
         to_finish.append((claimed, outcome))
-        counted.append((outcome.attempt_outcome, one.duration_ms))
+        tally.counted.append((outcome.attempt_outcome, one.duration_ms))
         if error is None:
-            succeeded += 1
+            tally.succeeded += 1
         elif not isinstance(error, Permanent | Rerouted):  # the service answered: its health is not in question
-            failed += 1
+            tally.failed += 1
         if decision_status != Status.DELIVERED:
             at.info("delivery.attempt_failed", status=decision_status, reason=outcome.error,
                     next_attempt_at=str(outcome.next_attempt_at))
+        finals += decision_status in FINAL_STATUSES
         report.states[claimed.delivery_id] = decision_status
     deliveries.finish_many(rt.engine, to_finish, rules, finished_at)
-    rt.protection.after_batch(
-        destination, succeeded, failed, dest.breaker, limit=dest.rate_limit, unused_permits=unused,
-        extra=lambda pipe: rt.metrics.add_many(pipe, destination, counted),
-    )
-    return report
+    return finals
 
 
 def _deliverer_and_hold(
@@ -283,29 +307,105 @@ def _deliverer_and_hold(
     return None, None
 
 
-def _attempt_all(
+# A batch's ends are recorded in waves, as its calls return: a wave closes this long after its first end (or with
+# the batch's last), so that a stream's next delivery is claimable then, not when the batch's slowest call ends.
+WAVE_SECONDS = 0.025
+# An attempt that has not ended this long after its deadline (a deliverer that ignores it) is recorded as retryable.
+_DEADLINE_GRACE = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchCallEnded:
+    """The deliverer's batch call has returned its list of ends, or ``None`` (it does not batch these, or failed)."""
+
+    ends: list[tuple[ConnectorResult | DeliveryError, float]] | None
+
+
+def _attempt_waves(
     rt: Runtime, deliverer: Deliverer[Any] | None, destination: str, claimed: list[Claimed]
-) -> list[_Attempted]:
+) -> Iterator[tuple[list[_Attempted], bool]]:
     """Every claimed delivery attempted at once: by the deliverer's own batch call when it has one, else on the
-    runtime's attempt threads (each attempt with its own deadline); a batch of one in this thread."""
+    runtime's attempt threads (each attempt with its own deadline); a batch of one in this thread.
+
+    Yields the ends in waves as they come, each with whether attempts are still running.
+    """
     if len(claimed) == 1:
-        return [_attempt_one(rt, deliverer, destination, claimed[0])]
-    readable = [c for c in claimed if c.event is not None]
-    batched = None
-    if deliverer is not None and readable:
+        yield [_attempt_one(rt, deliverer, destination, claimed[0])], False
+        return
+    pool = rt.attempt_pool()
+    ends: queue.SimpleQueue[tuple[int, _Attempted] | _BatchCallEnded] = queue.SimpleQueue()
+    readable = [i for i, c in enumerate(claimed) if c.event is not None]
+    unreadable = [i for i, c in enumerate(claimed) if c.event is None]
+
+    def single(i: int) -> None:
+        ends.put((i, _attempt_one(rt, deliverer, destination, claimed[i])))
+
+    def ended(k: int, answer: ConnectorResult | DeliveryError, took: float) -> None:
+        ends.put((readable[k], _as_attempted(claimed[readable[k]], answer, took)))
+
+    def batch_call(batching: Deliverer[Any]) -> None:
+        answer = None  # these calls do not batch, or the batch path failed: each attempt not ended on its own
         try:
-            batched = deliverer.deliver_batch([(c.event, c.idempotency_key) for c in readable if c.event],
-                                              rt.settings.attempt_deadline_seconds)
-        except Exception:  # a bug in the batch path: each attempt on its own, as if it had none
+            items = [(c.event, c.idempotency_key) for c in (claimed[i] for i in readable) if c.event is not None]
+            answer = batching.deliver_batch(items, rt.settings.attempt_deadline_seconds, ended)
+        except Exception:  # a bug in the batch path
             log.exception("delivery.batch_failed", destination=destination)
-    if batched is None:
-        pool = rt.attempt_pool()
-        return list(pool.map(lambda c: _attempt_one(rt, deliverer, destination, c), claimed))
-    done = [
-        _Attempted(c, None, answer, took) if isinstance(answer, DeliveryError) else _Attempted(c, answer, None, took)
-        for c, (answer, took) in zip(readable, batched, strict=True)
-    ]
-    return done + [_attempt_one(rt, deliverer, destination, c) for c in claimed if c.event is None]
+        ends.put(_BatchCallEnded(answer))
+
+    batched = deliverer is not None and bool(readable) and _batches(deliverer)
+    if batched:
+        assert deliverer is not None
+        pool.submit(batch_call, deliverer)
+    for i in unreadable if batched else range(len(claimed)):
+        pool.submit(single, i)
+
+    done: dict[int, _Attempted] = {}
+    wave: list[_Attempted] = []
+    wave_closes = give_up = time.monotonic() + rt.settings.attempt_deadline_seconds + _DEADLINE_GRACE
+    while len(done) < len(claimed):
+        try:
+            item = ends.get(timeout=max(0.0, min(wave_closes, give_up) - time.monotonic()))
+        except queue.Empty:
+            if wave:  # the wave's time is up: recorded while the rest run on
+                yield wave, True
+                wave, wave_closes = [], give_up
+                continue
+            for i in range(len(claimed)):  # nothing ended in time: what is left is retried (the key guards it)
+                if i not in done:
+                    done[i] = _Attempted(claimed[i], None, Retryable("the attempt did not end by its deadline"),
+                                         rt.settings.attempt_deadline_seconds * 1000.0)
+                    wave.append(done[i])
+            break
+        if isinstance(item, _BatchCallEnded):
+            if item.ends is None:
+                for i in readable:
+                    if i not in done:
+                        pool.submit(single, i)
+            else:  # ends the deliverer did not report as they came
+                for k, (answer, took) in enumerate(item.ends):
+                    if readable[k] not in done:
+                        ends.put((readable[k], _as_attempted(claimed[readable[k]], answer, took)))
+            continue
+        i, one = item
+        if i in done:  # reported twice (as it ended, then in the list returned)
+            continue
+        done[i] = one
+        if not wave:
+            wave_closes = time.monotonic() + WAVE_SECONDS
+        wave.append(one)
+    if wave:
+        yield wave, False
+
+
+def _batches(deliverer: Deliverer[Any]) -> bool:
+    """Whether the deliverer has a batch call of its own (overrides :meth:`Deliverer.deliver_batch`)."""
+    return type(deliverer).deliver_batch is not Deliverer.deliver_batch
+
+
+def _as_attempted(claimed: Claimed, answer: ConnectorResult | DeliveryError, took: float) -> _Attempted:
+    if isinstance(answer, DeliveryError):
+        return _Attempted(claimed, None, answer, took)
+    return _Attempted(claimed, answer, None, took)
 
 
 def _attempt_one(rt: Runtime, deliverer: Deliverer[Any] | None, destination: str, claimed: Claimed) -> _Attempted:

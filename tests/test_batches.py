@@ -3,31 +3,40 @@ breaker and rate limit counted per batch — on both ledgers, with real Redis, a
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, ClassVar
 
 import httpx
 import pytest
 import redis
-from sqlalchemy import Engine, select
+from fastapi import FastAPI, Request
+from sqlalchemy import Engine, func, select
 
 from config.routing import BreakerPolicy, RateLimit, load_routing
+from connectors.base import AttemptEnded, ConnectorResult, DeliveryError
 from sandbox.workload import generate_day
+from schemas.events import Event
+from services.base import Deliverer
 from store import deliveries as claims
 from store import intake
 from store.deliveries import Claimed, Outcome
 from store.sweep import sweep
-from store.tables import Status, attempts, deliveries
-from tasks.delivery import run_drain, run_sweep
+from store.tables import Status, attempts, deliveries, events
+from tasks.delivery import run_batch, run_drain, run_sweep
 from tasks.leases import LeaseKeeper
 from tasks.protection import Protection
 from tasks.queue import DRAIN_TASK, Doorbells
-from tasks.runtime import get_runtime
+from tasks.runtime import get_runtime, reset_runtime
 from tests.conftest import RelayConfig
+from tests.harness import become_relay, new_secret, relay_env, wait_for, write_routing
+from tests.servers import run_asgi
 from tests.test_ledger import GAP, LEASE, RULES, T0, WAREHOUSE, at, make_event, to
 
 DOSSIERS = [f"000.21.00.H49-240315-{n:04d}" for n in range(1, 13)]
@@ -262,3 +271,130 @@ def test_a_held_lease_is_renewed_and_a_dropped_one_lapses_for_the_sweeper(engine
     with engine.connect() as conn:
         assert conn.execute(select(deliveries.c.status).where(deliveries.c.id == kept.delivery_id)).scalar() \
             == Status.DELIVERED
+
+
+# --------------------------------------------------------------------------- waves
+
+
+class HeldReceiver:
+    """A subscriber that answers at once, except for one dossier, whose requests it holds until released."""
+
+    def __init__(self, held_dossier: str) -> None:
+        self.held_dossier = held_dossier
+        self.release = threading.Event()
+        self.received: list[tuple[str, int]] = []
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/subscribers/{name}/events")
+        async def receive(name: str, request: Request) -> dict[str, str]:
+            body = await request.json()
+            if body["dossier_code"] == self.held_dossier:
+                while not self.release.is_set():
+                    await asyncio.sleep(0.01)
+            self.received.append((body["dossier_code"], body["sequence"]))
+            return {"receipt_id": f"{body['dossier_code']}/{body['sequence']}"}
+
+        return app
+
+
+def test_a_batch_records_its_ends_as_they_come_so_a_stream_goes_on_while_a_slow_call_runs(
+    db_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a subscriber that holds dossier B's answer, and dossier A's two events and B's first due for it
+    fast, slow = DOSSIERS[0], DOSSIERS[1]
+    receiver = HeldReceiver(slow)
+    with run_asgi(receiver.app()) as url:
+        routing = write_routing(tmp_path / "routing.toml", url, names=("warehouse",))
+        redis.Redis.from_url(redis_url).flushdb()
+        become_relay(monkeypatch, relay_env(db_url, redis_url, new_secret(), {"warehouse": new_secret()}, routing,
+                                            MOTCUA_REDIS_PREFIX=f"t{uuid.uuid4().hex[:6]}"))
+        rt = get_runtime()
+        try:
+            assert rt.redis is not None
+            queue = rt.routing.destinations["warehouse"].queue
+            due = [make_event(1, dossier=fast), make_event(1, dossier=slow), make_event(2, dossier=fast)]
+            intake.ingest_and_route(rt.engine, due, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+            with rt.engine.connect() as conn:
+                ids = {(d.dossier_code, d.sequence): d.id for d in conn.execute(select(deliveries))}
+            rt.redis.delete(queue)
+
+            def status(key: tuple[str, int]) -> str:
+                with rt.engine.connect() as conn:
+                    return str(conn.execute(select(deliveries.c.status).where(deliveries.c.id == ids[key])).scalar())
+
+            # when a batch takes both heads (A1 and B1) and B's call hangs
+            first = threading.Thread(target=run_batch, args=("warehouse",), kwargs={"runtime": rt})
+            first.start()
+            try:
+                # then A1 is recorded delivered while B1 is still in flight, and the doorbell rang for A2
+                wait_for(lambda: status((fast, 1)) == Status.DELIVERED, 5.0, 0.01, "A1 recorded while B1 runs")
+                assert status((slow, 1)) == Status.IN_FLIGHT
+                assert rt.redis.llen(queue) == 1 and DRAIN_TASK.encode() in rt.redis.lindex(queue, 0)
+                # and the next batch delivers A2 before B1 has ended
+                second = run_batch("warehouse", runtime=rt)
+                assert second.states == {ids[(fast, 2)]: Status.DELIVERED}
+                assert status((slow, 1)) == Status.IN_FLIGHT
+            finally:
+                receiver.release.set()
+                first.join(timeout=10)
+            # and B1 ends delivered too, each event received once
+            assert status((slow, 1)) == Status.DELIVERED
+            assert sorted(receiver.received) == sorted([(fast, 1), (fast, 2), (slow, 1)])
+            with rt.engine.connect() as conn:
+                assert conn.execute(select(func.count()).select_from(attempts)).scalar() == 3
+            rt.redis.delete(queue)
+        finally:
+            reset_runtime()
+
+
+class _EndsBeforeFailing(Deliverer[Any]):
+    """A batch call that reports the first half of its attempts as they end, then fails (a bug in it)."""
+
+    sent: ClassVar[list[str]] = []
+
+    def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
+        self.sent.append(event.event_id)
+        return ConnectorResult(status_code=200, external_ref="single")
+
+    def deliver_batch(self, items: Sequence[tuple[Event, str]], deadline: float,
+                      on_end: AttemptEnded | None = None) -> list[tuple[ConnectorResult | DeliveryError, float]]:
+        assert on_end is not None
+        for index, (event, _) in enumerate(items[: len(items) // 2]):
+            self.sent.append(event.event_id)
+            on_end(index, ConnectorResult(status_code=200, external_ref="batch"), 1.0)
+        raise RuntimeError("the batch path broke half-way")
+
+
+class _EndsOnlyInItsList(_EndsBeforeFailing):
+    """A batch call written before the engine reported ends as they come: it never calls ``on_end``."""
+
+    def deliver_batch(self, items: Sequence[tuple[Event, str]], deadline: float,
+                      on_end: AttemptEnded | None = None) -> list[tuple[ConnectorResult | DeliveryError, float]]:
+        self.sent.extend(event.event_id for event, _ in items)
+        return [(ConnectorResult(status_code=200, external_ref="list"), 1.0) for _ in items]
+
+
+@pytest.mark.parametrize("kind", [_EndsBeforeFailing, _EndsOnlyInItsList])
+def test_each_attempt_of_a_batch_is_sent_and_recorded_once_however_its_batch_call_reports(
+    kind: type[_EndsBeforeFailing], relay_config: RelayConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given ten dossiers' first events due, and a deliverer whose batch call fails half-way or reports only at the end
+    rt = get_runtime()
+    intake.ingest_and_route(rt.engine, [make_event(1, dossier=d) for d in DOSSIERS[:10]], datetime.now(UTC),
+                            rt.routing.destinations_for, rt.rules)
+    kind.sent = []
+    deliverer = kind(rt.routing.destinations["warehouse"], None, rt)
+    monkeypatch.setattr(rt, "deliverer", lambda name: deliverer)
+    # when one batch takes them
+    report = run_batch("warehouse", runtime=rt)
+    # then each was sent once (what the batch call reported is not sent again on its own) and recorded delivered
+    assert report.attempted == 10 and set(report.states.values()) == {Status.DELIVERED}
+    with rt.engine.connect() as conn:
+        rows = conn.execute(select(events.c.event_id, deliveries.c.external_ref)
+                            .join(events, events.c.id == deliveries.c.event_pk)
+                            .where(deliveries.c.destination == "warehouse")).all()
+    assert sorted(kind.sent) == sorted(r.event_id for r in rows)
+    refs = Counter(r.external_ref for r in rows)
+    assert refs == ({"batch": 5, "single": 5} if kind is _EndsBeforeFailing else {"list": 10})

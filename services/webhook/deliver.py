@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from adapters.webhook import webhook_body, webhook_headers
 from config.options import HttpUrl, Secret, ServiceOptions
 from config.routing import Destination
-from connectors.base import ConnectorResult, DeliveryError, build_http_client
+from connectors.base import AttemptEnded, ConnectorResult, DeliveryError, build_http_client
 from connectors.webhook import WebhookConnector, batch_connections
 from schemas.events import Event
 from services.base import Context, Deliverer
@@ -37,13 +37,13 @@ class WebhookDeliverer(Deliverer[WebhookOptions]):
         return self._connector.post(body, webhook_headers(event, idempotency_key, self._secret, body))
 
     def deliver_batch(
-        self, items: Sequence[tuple[Event, str]], deadline: float
+        self, items: Sequence[tuple[Event, str]], deadline: float, on_end: AttemptEnded | None = None
     ) -> list[tuple[ConnectorResult | DeliveryError, float]]:
         requests = []
         for event, key in items:
             body = webhook_body(event)
             requests.append((body, webhook_headers(event, key, self._secret, body)))
-        return self._connector.post_many(requests, deadline)
+        return self._connector.post_many(requests, deadline, on_end)
 
     def close(self) -> None:
         self._connector.close()
