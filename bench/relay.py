@@ -634,6 +634,7 @@ class Bench:
             "latency_ms_injected": latency_ms,
             "ordering_floor_s": _round(floor),
             "ordering_floor_per_s": _round(delivered / floor) if floor and delivered else None,
+            **_hops(self.read_engine, since),
             "paced_rate_per_s": pace,
             "worker_cpu_ms_per_delivery": round(1000 * cpu["worker"] / delivered, 3) if delivered else None,
         }
@@ -777,6 +778,41 @@ def _ordering_floor_s(engine: Any, since: datetime, started: float, hop_s: float
     for code, stream, _, received_at in rows:
         ends[(code, stream)] = max(ends.get((code, stream), 0.0), received_at.timestamp() - started) + hop_s
     return max(ends.values())
+
+
+def _hops(engine: Any, since: datetime) -> dict[str, float | None]:
+    """Where the time between two deliveries of one stream went besides the call, in ms (p50 and p99 of each):
+    ``claim`` from a delivery being due (its predecessor recorded, its event received) to the claim that took it
+    (the attempt's ``started_at``, the claim's own time); ``record`` from that claim to the attempt's end being
+    recorded (``delivered_at``), less the call's own duration: the claim's transaction, the wait for the calls to
+    start, and for the end to be recorded."""
+    from sqlalchemy import select
+
+    from store.tables import Status, attempts, deliveries, events
+
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(deliveries.c.dossier_code, deliveries.c.stream, attempts.c.started_at, attempts.c.duration_ms,
+                   deliveries.c.delivered_at, events.c.received_at)
+            .join(attempts, attempts.c.delivery_id == deliveries.c.id)
+            .join(events, events.c.id == deliveries.c.event_pk)
+            .where(deliveries.c.created_at >= since, deliveries.c.status == Status.DELIVERED,
+                   attempts.c.outcome == "delivered")
+            .order_by(deliveries.c.dossier_code, deliveries.c.stream, deliveries.c.sequence)
+        ).all()
+    record: list[float] = []
+    claim: list[float] = []
+    recorded: dict[tuple[str, str], float] = {}
+    for code, stream, started_at, duration_ms, delivered_at, received_at in rows:
+        start, done = started_at.timestamp(), delivered_at.timestamp()
+        record.append(1000 * (done - start) - (duration_ms or 0.0))
+        due = max(recorded.get((code, stream), 0.0), received_at.timestamp())
+        claim.append(max(0.0, 1000 * (start - due)))
+        recorded[(code, stream)] = done
+    return {
+        "hop_record_p50_ms": _round(percentile(record, 50)), "hop_record_p99_ms": _round(percentile(record, 99)),
+        "hop_claim_p50_ms": _round(percentile(claim, 50)), "hop_claim_p99_ms": _round(percentile(claim, 99)),
+    }
 
 
 def _busy_pct(before: tuple[float, float], after: tuple[float, float]) -> float:
@@ -946,6 +982,16 @@ def print_tables(console: Any, summary: dict[str, Any]) -> None:
         detail.add_row(names["peer"], fmt(q["worker_cpu_s"]), fmt(q.get("worker_cpu_ms_per_delivery")), "—", "—",
                        "—", "—", "—", "—", "—")
     console.print(detail)
+
+    hops = Table(title="One hop of a stream besides its call (ms): from being due to its claim, and from the claim "
+                       "to its end recorded, less the call")
+    for col in ("phase", "due → claimed p50", "p99", "claimed → recorded p50", "p99 "):
+        hops.add_column(col, justify="right" if col != "phase" else "left")
+    for key in ("relay", "slow", "paced"):
+        if (p := phases.get(key)) is not None:
+            hops.add_row(names[key], *(fmt(p.get(f"hop_{k}_ms")) for k in
+                                       ("claim_p50", "claim_p99", "record_p50", "record_p99")))
+    console.print(hops)
 
     targets = Table(title="Targets")
     for col in ("target", "measured", "verdict"):
