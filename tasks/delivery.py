@@ -310,7 +310,8 @@ def _deliverer_and_hold(
 # A batch's ends are recorded in waves, as its calls return: a wave closes this long after its first end (or with
 # the batch's last), so that a stream's next delivery is claimable then, not when the batch's slowest call ends.
 WAVE_SECONDS = 0.025
-# An attempt that has not ended this long after its deadline (a deliverer that ignores it) is recorded as retryable.
+# An attempt not ended this long after its deadline (at most the deadline again: a deliverer that ignores it) is
+# recorded as retryable, and the batch goes on.
 _DEADLINE_GRACE = 30.0
 
 
@@ -361,7 +362,8 @@ def _attempt_waves(
 
     done: dict[int, _Attempted] = {}
     wave: list[_Attempted] = []
-    wave_closes = give_up = time.monotonic() + rt.settings.attempt_deadline_seconds + _DEADLINE_GRACE
+    deadline = rt.settings.attempt_deadline_seconds
+    wave_closes = give_up = time.monotonic() + deadline + min(_DEADLINE_GRACE, deadline)
     while len(done) < len(claimed):
         try:
             item = ends.get(timeout=max(0.0, min(wave_closes, give_up) - time.monotonic()))
@@ -373,7 +375,7 @@ def _attempt_waves(
             for i in range(len(claimed)):  # nothing ended in time: what is left is retried (the key guards it)
                 if i not in done:
                     done[i] = _Attempted(claimed[i], None, Retryable("the attempt did not end by its deadline"),
-                                         rt.settings.attempt_deadline_seconds * 1000.0)
+                                         1000.0 * deadline)
                     wave.append(done[i])
             break
         if isinstance(item, _BatchCallEnded):

@@ -398,3 +398,31 @@ def test_each_attempt_of_a_batch_is_sent_and_recorded_once_however_its_batch_cal
     assert sorted(kind.sent) == sorted(r.event_id for r in rows)
     refs = Counter(r.external_ref for r in rows)
     assert refs == ({"batch": 5, "single": 5} if kind is _EndsBeforeFailing else {"list": 10})
+
+
+class _NeverEnds(_EndsBeforeFailing):
+    """A batch call that outlives its deadline and reports nothing (a deliverer that ignores the deadline)."""
+
+    def deliver_batch(self, items: Sequence[tuple[Event, str]], deadline: float,
+                      on_end: AttemptEnded | None = None) -> list[tuple[ConnectorResult | DeliveryError, float]]:
+        time.sleep(deadline * 6)
+        return [(ConnectorResult(status_code=200), 1.0) for _ in items]
+
+
+def test_a_batch_whose_calls_outlive_their_deadline_records_them_retryable_and_goes_on(
+    relay_config: RelayConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = get_runtime()
+    intake.ingest_and_route(rt.engine, [make_event(1, dossier=d) for d in DOSSIERS[:3]], datetime.now(UTC),
+                            rt.routing.destinations_for, rt.rules)
+    monkeypatch.setattr(rt.settings, "attempt_deadline_seconds", 0.3)
+    deliverer = _NeverEnds(rt.routing.destinations["warehouse"], None, rt)
+    monkeypatch.setattr(rt, "deliverer", lambda name: deliverer)
+    started = time.monotonic()
+    report = run_batch("warehouse", runtime=rt)
+    # then the batch gave up once the deadline and its grace had passed, and the attempts are due again
+    assert time.monotonic() - started < 1.5
+    assert report.attempted == 3 and set(report.states.values()) == {Status.RETRYING}
+    with rt.engine.connect() as conn:
+        errors = set(conn.execute(select(attempts.c.error)).scalars())
+    assert len(errors) == 1 and "did not end by its deadline" in next(iter(errors))
