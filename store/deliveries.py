@@ -38,7 +38,7 @@ from store.streams import (
     stream_key,
     try_lock_streams,
 )
-from store.tables import FINAL_STATUSES, OPEN_STATUSES, Status, attempts, deliveries, events
+from store.tables import FINAL_STATUSES, Status, attempts, deliveries, events, is_open
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,12 +225,13 @@ def _claim_statements(dialect: str, ordered: bool) -> _ClaimStatements:
 
 def _due() -> ColumnElement[bool]:
     """Due by ``:due_by``: open and not waiting for a later time, or in flight with its lease expired at ``:now``
-    (its worker died)."""
-    return or_(
+    (its worker died). Open said as the partial index ``ix_deliveries_open`` says it, so that a claim walks the
+    destination's open deliveries only, not every delivery it ever had."""
+    return and_(is_open(deliveries.c.status), or_(
         and_(deliveries.c.status.in_((Status.PENDING, Status.RETRYING)),
              or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= bindparam("due_by"))),
         and_(deliveries.c.status == Status.IN_FLIGHT, deliveries.c.lease_until <= bindparam("now")),
-    )
+    ))
 
 
 def _same_stream(other: Any) -> ColumnElement[bool]:
@@ -248,7 +249,7 @@ def _behind_open() -> ColumnElement[bool]:
     earlier = deliveries.alias("earlier")
     return (
         select(earlier.c.id)
-        .where(_same_stream(earlier), earlier.c.sequence < deliveries.c.sequence, earlier.c.status.in_(OPEN_STATUSES))
+        .where(_same_stream(earlier), earlier.c.sequence < deliveries.c.sequence, is_open(earlier.c.status))
         .limit(1)
         .scalar_subquery()
         .is_not(None)
@@ -271,7 +272,7 @@ def _claim_query(ordered: bool) -> Select[Any]:
                                         other.c.status.in_((Status.IN_FLIGHT, Status.DELIVERED)))
             .scalar_subquery().label("newer_sent"),
             select(func.count()).select_from(other).where(_same_stream(other), seq < deliveries.c.sequence,
-                                                          other.c.status.in_(OPEN_STATUSES))
+                                                          is_open(other.c.status))
             .scalar_subquery().label("older_open"),
             select(func.max(seq)).where(_same_stream(other), seq < deliveries.c.sequence)
             .scalar_subquery().label("previous"),

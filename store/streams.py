@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Engine, Row, exists, func, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
-from store.tables import OPEN_STATUSES, Status, deliveries
+from store.tables import Status, deliveries, is_open
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +151,7 @@ def insert_deliveries(
                    func.min(deliveries.c.sequence))
             .where(
                 deliveries.c.dossier_code.in_({r.dossier_code for r in ordered}),
-                deliveries.c.status.in_(OPEN_STATUSES),
+                is_open(deliveries.c.status),
             )
             .group_by(deliveries.c.dossier_code, deliveries.c.destination, deliveries.c.stream)
         ):
@@ -173,7 +173,7 @@ def has_open_predecessor(conn: Connection, dossier: str, destination: str, strea
                     deliveries.c.destination == destination,
                     deliveries.c.stream == stream,
                     deliveries.c.sequence < sequence,
-                    deliveries.c.status.in_(OPEN_STATUSES),
+                    is_open(deliveries.c.status),
                 )
             )
         ).scalar()

@@ -23,9 +23,11 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal_column,
     text,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
@@ -46,6 +48,9 @@ class Status(StrEnum):
 
 # Tuples, not sets: the order of an IN list and of a summary's columns stays the same from run to run.
 OPEN_STATUSES: tuple[Status, ...] = (Status.PENDING, Status.IN_FLIGHT, Status.RETRYING)
+# The partial index of open deliveries is used only by a query that says this, in these words (values written
+# in, not bound: neither SQLite nor PostgreSQL matches a partial index's condition with a parameter).
+OPEN_CONDITION = "status IN ({})".format(", ".join(f"'{s.value}'" for s in OPEN_STATUSES))
 FINAL_STATUSES: tuple[Status, ...] = (Status.DELIVERED, Status.SUPERSEDED, Status.DEAD)
 
 
@@ -120,7 +125,20 @@ deliveries = Table(
     Index("ix_deliveries_destination", "destination", "status", "updated_at"),
     Index("ix_deliveries_status_updated", "status", "updated_at"),
     Index("ix_deliveries_delivered", "delivered_at", "destination"),
+    # the open deliveries only (OPEN_CONDITION): a destination's in id order, what a claim walks; a stream's in
+    # sequence order, where it looks for an earlier one still open. However many are done.
+    Index("ix_deliveries_open", "destination", "id", sqlite_where=text(OPEN_CONDITION),
+          postgresql_where=text(OPEN_CONDITION)),
+    Index("ix_deliveries_open_order", "dossier_code", "destination", "stream", "sequence",
+          sqlite_where=text(OPEN_CONDITION), postgresql_where=text(OPEN_CONDITION)),
 )
+
+
+def is_open(status: Any) -> ColumnElement[bool]:
+    """``status`` (a deliveries table's, or an alias's) is open, in the words of :data:`OPEN_CONDITION`, so that
+    the partial indexes of open deliveries serve the query."""
+    condition: ColumnElement[bool] = status.in_([literal_column(f"'{s.value}'") for s in OPEN_STATUSES])
+    return condition
 
 attempts = Table(
     "attempts",

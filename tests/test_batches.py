@@ -18,6 +18,7 @@ import pytest
 import redis
 from fastapi import FastAPI, Request
 from sqlalchemy import Engine, func, select
+from sqlalchemy import event as sa_event
 
 from config.routing import BreakerPolicy, RateLimit, load_routing
 from connectors.base import AttemptEnded, ConnectorResult, DeliveryError
@@ -426,3 +427,41 @@ def test_a_batch_whose_calls_outlive_their_deadline_records_them_retryable_and_g
     with rt.engine.connect() as conn:
         errors = set(conn.execute(select(attempts.c.error)).scalars())
     assert len(errors) == 1 and "did not end by its deadline" in next(iter(errors))
+
+
+# --------------------------------------------------------------------------- the claim's indexes
+
+
+def test_a_claim_walks_the_open_deliveries_not_the_destinations_history(engine: Engine) -> None:
+    # given a destination with delivered history and a stream head due
+    stream_of_each(engine, 3)
+    first = claims.claim_many(engine, "warehouse", WAREHOUSE, at(1), LEASE, GAP, limit=100)
+    claims.finish_many(engine, [delivered(c) for c in first.claimed], WAREHOUSE, at(2))
+    # when a drain claims, its statements captured
+    seen: list[tuple[str, Any]] = []
+
+    def grab(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM deliveries" in statement:
+            seen.append((statement, parameters))
+
+    sa_event.listen(engine, "before_cursor_execute", grab)
+    try:
+        again = claims.claim_many(engine, "warehouse", WAREHOUSE, at(3), LEASE, GAP, limit=100)
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", grab)
+    assert len(again.claimed) == len(DOSSIERS)
+    statement, parameters = seen[0]  # the one that chooses (SQLite) or finds the candidates (PostgreSQL)
+    with engine.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        if engine.dialect.name == "sqlite":
+            cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+            plan = "\n".join(str(row[-1]) for row in cursor.fetchall())
+        else:
+            cursor.execute("SET enable_seqscan = off")  # a table this small is read whole whatever its indexes
+            cursor.execute("EXPLAIN " + statement, parameters)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        conn.rollback()
+    # then it walks the destination's open deliveries (SQLite, in id order) and each stream's open ones
+    if engine.dialect.name == "sqlite":
+        assert "USING INDEX ix_deliveries_open (destination=?)" in plan, plan
+    assert "ix_deliveries_open_order" in plan, plan
