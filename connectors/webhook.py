@@ -130,7 +130,10 @@ class WebhookConnector:
                     on_end(index, *ended)
             return ended
 
-        return list(await asyncio.gather(*(reported(i, b, h) for i, (b, h) in enumerate(requests))))
+        outcomes = await asyncio.gather(*(reported(i, b, h) for i, (b, h) in enumerate(requests)),
+                                        return_exceptions=True)  # a call cancelled: that attempt's end, not the batch's
+        return [o if isinstance(o, tuple) else (Retryable(f"the call was cut: {type(o).__name__}"), 0.0)
+                for o in outcomes]
 
     def close(self) -> None:
         self._client.close()
