@@ -201,10 +201,21 @@ class SentinelGroup:
     def failover(self) -> int:
         """A graceful failover (``SENTINEL FAILOVER``): the replica promoted, the master made its replica."""
         old = self.master_port()
-        self.sentinel(0).execute_command("SENTINEL", "FAILOVER", MASTER)
+        wait_for(self._asked_to_fail_over, 20, 0.1, "a sentinel to take the failover")
         wait_for(lambda: self._elected(old), 20, 0.05, "the sentinels to elect a new master")
         wait_for(lambda: self._replicating(old), 20, 0.05, "the former master to replicate the new one")
         return self.master_port()
+
+    def _asked_to_fail_over(self) -> bool:
+        """``SENTINEL FAILOVER`` taken; False while the sentinel still ends an earlier one (it answers ``INPROG``
+        until its failover's last step, after the servers have already switched)."""
+        try:
+            self.sentinel(0).execute_command("SENTINEL", "FAILOVER", MASTER)
+            return True
+        except redis.ResponseError as exc:
+            if str(exc).startswith("INPROG"):
+                return False
+            raise
 
     def _replicating(self, port: int) -> bool:
         try:
