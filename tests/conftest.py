@@ -105,6 +105,20 @@ class RelayConfig:
     sandbox: Sandbox
 
 
+def configure_relay(
+    db_url: str, redis_url: str, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> RelayConfig:
+    """This process configured as a relay (API side) whose webhook destinations, one per secret of ``sandbox``,
+    post to ``sandbox.url``; Redis flushed. The caller resets the runtime afterwards."""
+    redis.Redis.from_url(redis_url).flushdb()
+    intake_secret = new_secret()
+    routing = write_routing(tmp_path / "routing.toml", sandbox.url, names=tuple(sandbox.secrets))
+    env = relay_env(db_url, redis_url, intake_secret, sandbox.secrets, routing,
+                    MOTCUA_REDIS_PREFIX=f"t{uuid.uuid4().hex[:6]}")
+    become_relay(monkeypatch, env)
+    return RelayConfig(env, intake_secret, routing, sandbox)
+
+
 @pytest.fixture
 def relay_config(
     db_url: str, redis_url: str, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -112,13 +126,7 @@ def relay_config(
     """This process configured as a relay (API side) against the sandbox, on each engine."""
     from tasks.runtime import reset_runtime
 
-    redis.Redis.from_url(redis_url).flushdb()
-    intake_secret = new_secret()
-    routing = write_routing(tmp_path / "routing.toml", sandbox.url)
-    env = relay_env(db_url, redis_url, intake_secret, sandbox.secrets, routing,
-                    MOTCUA_REDIS_PREFIX=f"t{uuid.uuid4().hex[:6]}")
-    become_relay(monkeypatch, env)
-    yield RelayConfig(env, intake_secret, routing, sandbox)
+    yield configure_relay(db_url, redis_url, sandbox, tmp_path, monkeypatch)
     reset_runtime()
 
 

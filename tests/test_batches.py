@@ -35,8 +35,8 @@ from tasks.leases import LeaseKeeper
 from tasks.protection import Protection
 from tasks.queue import DRAIN_TASK, Doorbells
 from tasks.runtime import get_runtime, reset_runtime
-from tests.conftest import RelayConfig
-from tests.harness import become_relay, new_secret, relay_env, wait_for, write_routing
+from tests.conftest import RelayConfig, Sandbox, configure_relay
+from tests.harness import new_secret, wait_for
 from tests.servers import run_asgi
 from tests.test_ledger import GAP, LEASE, RULES, T0, WAREHOUSE, at, make_event, to
 
@@ -307,10 +307,7 @@ def test_a_batch_records_its_ends_as_they_come_so_a_stream_goes_on_while_a_slow_
     fast, slow = DOSSIERS[0], DOSSIERS[1]
     receiver = HeldReceiver(slow)
     with run_asgi(receiver.app()) as url:
-        routing = write_routing(tmp_path / "routing.toml", url, names=("warehouse",))
-        redis.Redis.from_url(redis_url).flushdb()
-        become_relay(monkeypatch, relay_env(db_url, redis_url, new_secret(), {"warehouse": new_secret()}, routing,
-                                            MOTCUA_REDIS_PREFIX=f"t{uuid.uuid4().hex[:6]}"))
+        configure_relay(db_url, redis_url, Sandbox(url, {"warehouse": new_secret()}), tmp_path, monkeypatch)
         rt = get_runtime()
         try:
             assert rt.redis is not None
