@@ -211,10 +211,23 @@ class Demo:
         interval = self.rt.settings.sweep_interval_seconds
         jobs = [(service, job) for service, job in self.rt.registry.jobs()
                 if job.every is not None and self.rt.names(service.kind)]
-        threading.Thread(target=_sweeper, args=(self.stop, interval, self.rt, jobs), daemon=True).start()
+        self._run_until_stop(_sweeper, self.stop, interval, self.rt, jobs)
         self.console.print(f"sweeper: a thread calling tasks.delivery.run_sweep every {interval:g} s"
                            + "".join(f" and {job.title}" for _, job in jobs)
                            + f" (what `motcua-relay beat` schedules in production); logs in {self.logs}/")
+
+    def _run_until_stop(self, target: Callable[..., None], *args: Any) -> threading.Thread:
+        """Run ``target`` in a thread that the demo's end stops and joins before anything it uses (servers,
+        processes, the log file) goes away: a sweep still running then would log to a closed file."""
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+
+        def join() -> None:
+            self.stop.set()
+            thread.join(30)
+
+        self.stack.callback(join)
+        return thread
 
     def _say(self, lines: list[str]) -> None:
         for line in lines:
@@ -243,8 +256,7 @@ class Demo:
         self.started = time.monotonic()
         self.accepted = self.refused = self.sent = 0
         self.errors: list[str] = []
-        self.sender = threading.Thread(target=self._send, args=(rate,), daemon=True)
-        self.sender.start()
+        self.sender = self._run_until_stop(self._send, rate)
 
     def _send(self, rate: float) -> None:
         """A compressed day: a batch every quarter second (the intake is idempotent, the sender retries)."""

@@ -208,12 +208,13 @@ class SentinelGroup:
 
     def _asked_to_fail_over(self) -> bool:
         """``SENTINEL FAILOVER`` taken; False while the sentinel still ends an earlier one (it answers ``INPROG``
-        until its failover's last step, after the servers have already switched)."""
+        until its failover's last step, after the servers have already switched) or has not yet read a fresh
+        INFO from the replica (``NOGOODSLAVE``: a replica restarted a moment ago is not yet a candidate)."""
         try:
             self.sentinel(0).execute_command("SENTINEL", "FAILOVER", MASTER)
             return True
         except redis.ResponseError as exc:
-            if str(exc).startswith("INPROG"):
+            if str(exc).startswith(("INPROG", "NOGOODSLAVE")):
                 return False
             raise
 
