@@ -8,19 +8,21 @@ from the destination's table in ``config/relay.toml`` (the format operators alre
 - a secret (a field marked :class:`Secret`) is never written in the file: it is read only from the variable
   that ``KEY_env`` names, else the field's default variable (``MOTCUA_PORTAL_PASSWORD``), and is a ``SecretStr``,
   so reprs and logs show it masked;
+- a variable is read from the environment, else the ``.env`` file, and a secret also from the file that its
+  ``VAR_FILE`` names (:mod:`config.environ`);
 - a key the model does not know, a bad value, a secret written in the file or a required secret whose variable is
   not set is a :class:`OptionsError` whose message names the destination and the option or the variable.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, SecretStr, ValidationError
 
+from config.environ import EnvironError, lookup, lookup_secret
 from config.routing import Destination, parse_duration
 
 Environ = Callable[[str], str | None]
@@ -102,12 +104,18 @@ def option_variable(destination: Destination, key: str, default: str | None = No
 
 
 def read_environ(name: str) -> str | None:
-    """A variable's value; an empty one counts as not set."""
-    return os.environ.get(name) or None
+    """A variable's value from the environment or ``.env`` (:mod:`config.environ`); an empty one counts as not
+    set."""
+    return lookup(name)
 
 
-def resolve(destination: Destination, model: type[OptionsT], environ: Environ = read_environ) -> OptionsT:
-    """The destination's options as ``model``, with the environment's overrides and secrets (see the module)."""
+def resolve(destination: Destination, model: type[OptionsT], environ: Environ | None = None) -> OptionsT:
+    """The destination's options as ``model``, with the environment's overrides and secrets (see the module).
+
+    Variables are read by :mod:`config.environ` (the environment, ``.env``, and ``NAME_FILE`` for a secret), or
+    by ``environ`` when one is given."""
+    plain: Environ = environ or lookup
+    secret: Environ = environ or lookup_secret
     raw = dict(destination.options)
     secrets = secret_fields(model)
     problems: list[str] = []
@@ -124,7 +132,7 @@ def resolve(destination: Destination, model: type[OptionsT], environ: Environ = 
         if not isinstance(variable, str) or not variable:
             problems.append(f"{key} must name an environment variable")
             continue
-        value = environ(variable)
+        value = plain(variable)
         if value is not None:
             values[base], sources[base] = value, variable
     for key in secrets:
@@ -136,7 +144,11 @@ def resolve(destination: Destination, model: type[OptionsT], environ: Environ = 
         values.setdefault(key, value)
     for key, marker in secrets.items():
         variable = secret_variable(destination, model, key)
-        value = environ(variable) if variable else None
+        try:
+            value = secret(variable) if variable else None
+        except EnvironError as exc:
+            problems.append(str(exc))
+            continue
         if value is not None:
             values[key] = SecretStr(value)
         elif marker.needed(values):

@@ -1,4 +1,5 @@
-"""Runtime settings: only from the environment (prefix ``MOTCUA_``) and an optional ``.env``.
+"""Runtime settings: only from the environment (prefix ``MOTCUA_``), an optional ``.env`` and, for a secret, the
+file its ``_FILE`` variable names (:mod:`config.environ`).
 
 These are the relay's own; each service declares its own variables (a beat job's interval, ...) in its package
 (``services.base.ServiceSettings``).
@@ -14,8 +15,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.environ import EnvSettings
 from config.redis_url import parse_sentinel
 from schemas.events import CodePatterns
 
@@ -23,9 +24,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ROUTING_FILE = Path(__file__).resolve().parent / "relay.toml"
 
 
-class Settings(BaseSettings):
-    # a value refused is not echoed: a URL carries its password
-    model_config = SettingsConfigDict(env_prefix="MOTCUA_", env_file=".env", extra="ignore", hide_input_in_errors=True)
+class Settings(EnvSettings):
 
     database_url: str = "sqlite:///./var/relay.db"
     broker_url: str = "redis://127.0.0.1:6379/0"
@@ -35,7 +34,9 @@ class Settings(BaseSettings):
         None, description="one or more whsec_ secrets, comma or space separated (several during rotation)"
     )
     intake_max_body_bytes: int = 5 * 1024 * 1024
-    routing_file: Path = DEFAULT_ROUTING_FILE
+    routing_file: Path = Field(
+        DEFAULT_ROUTING_FILE, description="the routing file: destinations and routes (default: config/relay.toml, "
+                                          "packaged with the relay)")
     beat_schedule_file: Path = Path("var/celerybeat-schedule")
     beat_lease_seconds: float = Field(
         20.0, gt=0, description="the beats' leader lease: renewed every third of it, taken by a standby when it lapses")

@@ -3,7 +3,8 @@
 A service is all the relay knows of one kind of external system::
 
     Service                       one per kind ("portal", "postal", ...), named SERVICE in its package
-    ├── deliverer                 a Deliverer subclass: adapter + connector for one destination of the kind
+    ├── deliverer                 a Deliverer subclass: adapter + connector for one destination of the kind,
+    │                             and its check for `motcua-relay doctor` (services/checks.py)
     ├── options                   a ServiceOptions model: what such a destination takes in config/relay.toml
     ├── settings                  a ServiceSettings model: its MOTCUA_* variables (a beat job's interval …)
     ├── jobs                      BeatJobs: what beat runs for every destination of the kind (polls, queries)
@@ -29,9 +30,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 import redis
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 
+from config.environ import EnvSettings
 from config.options import OptionsError, ServiceOptions, resolve
 from config.routing import Destination, RoutingConfig
 from config.settings import Settings
@@ -43,16 +44,17 @@ from store.streams import DestinationRules, ToEnqueue
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
+    from services.checks import Finding
+
 OptionsT = TypeVar("OptionsT", bound=ServiceOptions)
 ModelT = TypeVar("ModelT", bound=ServiceOptions)
 D = TypeVar("D", bound="Deliverer[Any]")
 Checked = TypeVar("Checked")
 
 
-class ServiceSettings(BaseSettings):
-    """A service's own ``MOTCUA_*`` variables (``.env`` is read too), subclassed by each service that has any."""
-
-    model_config = SettingsConfigDict(env_prefix="MOTCUA_", env_file=".env", extra="ignore")
+class ServiceSettings(EnvSettings):
+    """A service's own ``MOTCUA_*`` variables, read as the relay's own (:mod:`config.environ`), subclassed by each
+    service that has any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,13 @@ class Deliverer(Generic[OptionsT]):
         """Renew this destination's credential after ``AuthExpired``; False when it has none to renew (the error
         then stands). The engine calls it once and tries again."""
         return False
+
+    def check(self, timeout: float) -> Sequence[Finding] | None:
+        """What ``motcua-relay doctor`` reports of this destination: whether its service answers and takes the
+        relay's credentials (:mod:`services.checks`), each call ending within ``timeout`` seconds and changing
+        nothing there (no send; a log-in's session or a token dropped, never a single-use token spent). ``None``
+        (the default): the service declares no check, and doctor says so."""
+        return None
 
     def close(self) -> None:
         """Release pooled clients."""

@@ -1,8 +1,11 @@
 """Operator accounts and sessions for the console.
 
-Accounts come from the environment only: ``MOTCUA_CONSOLE_OPERATORS`` holds ``name:hash`` pairs separated by
-commas or spaces, each hash made by ``motcua-relay console hash-password`` (PBKDF2-HMAC-SHA256, a random salt,
-:data:`ITERATIONS` rounds). A log-in costs the same whether the name is an account or not: an unknown name is
+Accounts come from the configuration only (the environment, ``.env``, or the file ``*_FILE`` names:
+:mod:`config.environ`): ``MOTCUA_CONSOLE_OPERATORS`` holds ``name:hash`` pairs separated by commas or spaces, each
+hash made by ``motcua-relay console hash-password`` (PBKDF2-HMAC-SHA256, a random salt, :data:`ITERATIONS`
+rounds). A hash holds ``$`` signs, which a shell expands unless the value is in single quotes: an account whose
+hash is not in its form is logged once, by name, with how to write it (the log-in page says only that the name
+or the password is wrong). A log-in costs the same whether the name is an account or not: an unknown name is
 checked against a dummy hash as slow as the slowest account's, so the answer's time does not tell names apart.
 
 A session is a cookie ``name|expiry|session id|mac``, the MAC an HMAC-SHA256 with ``MOTCUA_CONSOLE_SECRET`` over
@@ -18,11 +21,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+
+import structlog
+
+from config.environ import EnvironError, lookup_secret
+
+log = structlog.get_logger(__name__)
 
 ITERATIONS = 240_000
 SESSION_SECONDS = 8 * 3600
@@ -44,6 +52,21 @@ def check_password(password: str, stored: str) -> bool:
     except (ValueError, TypeError):
         return False
     return _same(expected.hex(), digest)
+
+
+def malformed(operators: dict[str, str]) -> list[str]:
+    """The accounts whose hash is not ``pbkdf2_sha256$ROUNDS$SALT$DIGEST`` (a shell expanded its ``$``, or it was
+    cut), by name: no password can open them."""
+    return sorted(name for name, stored in operators.items()
+                  if not (stored.startswith("pbkdf2_sha256$") and _iterations(stored) > 0))
+
+
+@lru_cache(maxsize=4)
+def _warn_malformed(names: tuple[str, ...]) -> None:
+    """Logged once per process and set of accounts, not at every request."""
+    log.warning("console.account_malformed", accounts=list(names),
+                hint="its hash must read pbkdf2_sha256$ROUNDS$SALT$DIGEST, as `motcua-relay console hash-password` "
+                     "printed it: in a shell, quote it in single quotes, or write it in .env")
 
 
 def _iterations(stored: str) -> int:
@@ -81,11 +104,17 @@ class ConsoleAuth:
     @classmethod
     def from_env(cls) -> ConsoleAuth | None:
         """The console's accounts and secret, or ``None`` (closed) when either is missing."""
-        secret = os.environ.get("MOTCUA_CONSOLE_SECRET", "")
-        pairs = os.environ.get("MOTCUA_CONSOLE_OPERATORS", "").replace(",", " ").split()
+        try:
+            secret = lookup_secret("MOTCUA_CONSOLE_SECRET") or ""
+            pairs = (lookup_secret("MOTCUA_CONSOLE_OPERATORS") or "").replace(",", " ").split()
+        except EnvironError as exc:
+            log.error("console.configuration_unreadable", error=str(exc))
+            return None
         operators = dict(pair.split(":", 1) for pair in pairs if ":" in pair)
         if len(secret) < 16 or not operators:
             return None
+        if bad := malformed(operators):
+            _warn_malformed(tuple(bad))
         return cls(operators, secret.encode())
 
     def _stored(self, name: str) -> str | None:

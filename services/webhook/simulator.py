@@ -14,5 +14,6 @@ def onestop(configured: list[Configured]) -> Any:
     secrets = {c.destination.name: c.options.secret.get_secret_value() for c in configured
                if isinstance(c.options, WebhookOptions)}
     if not secrets:
-        raise NotReady("no subscriber secrets in the environment (see the secret_env of each webhook destination)")
+        raise NotReady("no subscriber secrets configured (set the variable that each webhook destination's "
+                       "secret_env names, in the environment or in .env)")
     return create_app(secrets)
