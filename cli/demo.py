@@ -10,8 +10,9 @@ simulator, which calls back, sometimes not, sometimes twice, and the day's payme
 at the end.
 
 Each default gives way to its ``MOTCUA_*`` variable: fresh ``whsec_`` secrets; a fresh SQLite
-ledger ``./var/demo-<timestamp>.db``; Redis db 3 on 127.0.0.1:6379 (flushed) when it answers,
-else Celery's in-process ``memory://`` broker and a worker thread; the embedded routing with
+ledger ``./var/demo-<timestamp>.db``; Redis db 3 on 127.0.0.1:6379 when it answers (flushed: without asking
+when it is empty or a demo used it last, else only when a person at the terminal says so or
+``MOTCUA_DEMO_FLUSH=yes``), else Celery's in-process ``memory://`` broker and a worker thread; the embedded routing with
 retries compressed to seconds. Logs go to ``./var/demo-logs/<timestamp>/``. Knobs for tests:
 ``MOTCUA_DEMO_REDIS_PROBE`` (host:port), ``MOTCUA_DEMO_REDIS_DB``, ``MOTCUA_DEMO_TIMEOUT`` (s),
 ``MOTCUA_DEMO_RATE`` (events sent per second: the day is played compressed, in time order),
@@ -392,6 +393,10 @@ def _demo_routing(path: Path) -> str:
     return str(path.resolve())
 
 
+# Set in the Redis database the demo used: the next demo flushes it without asking.
+DEMO_MARK = "motcua-relay:demo"
+
+
 def _choose_broker(console: Console) -> str:
     import redis
 
@@ -403,7 +408,16 @@ def _choose_broker(console: Console) -> str:
     probe = env.get("MOTCUA_DEMO_REDIS_PROBE", "127.0.0.1:6379")
     url = f"redis://{probe}/{env.get('MOTCUA_DEMO_REDIS_DB', '3')}"
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=2).flushdb()
+        client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=2)
+        keys = client.dbsize()
+        if keys and not client.exists(DEMO_MARK) and not _may_flush(console, url, keys):
+            env["MOTCUA_BROKER_URL"] = env["MOTCUA_REDIS_URL"] = "memory://"
+            console.print(f"[yellow]{url} holds {keys} keys the demo did not write: left as it is, and an "
+                          "in-process broker (memory://) used instead; MOTCUA_DEMO_REDIS_DB=N picks another "
+                          "database, MOTCUA_DEMO_FLUSH=yes flushes this one[/]")
+            return "memory"
+        client.flushdb()
+        client.set(DEMO_MARK, "this database was flushed for motcua-relay demo, and may be again")
     except redis.RedisError:
         env["MOTCUA_BROKER_URL"] = env["MOTCUA_REDIS_URL"] = "memory://"
         console.print(f"[yellow]no Redis on {probe}: using an in-process broker (memory://); for production use Redis")
@@ -412,6 +426,18 @@ def _choose_broker(console: Console) -> str:
     env.setdefault("MOTCUA_REDIS_URL", url)
     console.print(f"broker: [bold]{url}[/] (Redis answered; this database was flushed for the demo)")
     return "redis"
+
+
+def _may_flush(console: Console, url: str, keys: int) -> bool:
+    """Whether a Redis database holding keys the demo did not write may be flushed: ``MOTCUA_DEMO_FLUSH=yes``,
+    or a person at a terminal who says so; never without asking."""
+    said = os.environ.get("MOTCUA_DEMO_FLUSH", "").strip().lower()
+    if said in ("1", "yes", "true", "y"):
+        return True
+    if said or not sys.stdin.isatty():
+        return False
+    return bool(typer.confirm(f"{url} holds {keys} keys the demo did not write. Flush them for the demo?",
+                              default=False))
 
 
 def _log_to(stream: Any) -> None:

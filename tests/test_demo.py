@@ -100,3 +100,40 @@ def test_demo_without_redis_uses_the_in_process_broker(tmp_path: Path) -> None:
     assert f"no Redis on 127.0.0.1:{port}: using an in-process broker (memory://)" in stdout
     assert summary["broker"]["mode"] == "memory"
     check_summary(summary, tmp_path, stdout)
+
+
+def test_the_demo_flushes_a_redis_database_only_when_it_is_its_own_or_it_is_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rich.console import Console
+
+    from cli.demo import DEMO_MARK, _choose_broker
+
+    client = redis.Redis.from_url(f"{REDIS_BASE}/{DEMO_DB}")
+    client.flushdb()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MOTCUA_")}
+
+    def choose(**env: str) -> tuple[str, str, dict[str, str]]:
+        environ = {**base, "MOTCUA_DEMO_REDIS_PROBE": PROBE, "MOTCUA_DEMO_REDIS_DB": DEMO_DB, **env}
+        monkeypatch.setattr(os, "environ", environ)
+        console = Console(record=True, width=300)
+        mode = _choose_broker(console)
+        return mode, console.export_text(), environ
+
+    try:
+        # given a database holding someone's keys, and no terminal to ask at (the test's stdin is not a tty)
+        client.set("someone:else", "their data")
+        mode, said, environ = choose()
+        # then it is left as it is, and the demo runs on the in-process broker, saying why and how to choose
+        assert mode == "memory" and environ["MOTCUA_BROKER_URL"] == "memory://"
+        assert client.get("someone:else") == b"their data"
+        assert "holds 1 keys the demo did not write" in said and "MOTCUA_DEMO_FLUSH=yes" in said
+        # when told to, it flushes it and marks it the demo's
+        mode, said, _ = choose(MOTCUA_DEMO_FLUSH="yes")
+        assert mode == "redis" and client.get("someone:else") is None and client.exists(DEMO_MARK)
+        # and the next demo flushes its own database without asking
+        client.set("celery-task-meta-x", "the last demo's")
+        mode, said, _ = choose()
+        assert mode == "redis" and client.get("celery-task-meta-x") is None and "was flushed for the demo" in said
+    finally:
+        client.flushdb()
