@@ -28,6 +28,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -341,8 +342,8 @@ class Demo:
             json_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
         example = next((r for r in rows if r["attempts"] > 1), rows[0] if rows else {"dossier_code": "<code>"})
         self.console.print(f"\nNext, on this demo's ledger:\n  export MOTCUA_DATABASE_URL={self.database}\n"
-                           f"  motcua-relay trace {example['dossier_code']}   # a dossier's events and attempts\n"
-                           "  motcua-relay deadletters   # what gave up, and why")
+                           f"  {_command()} trace {example['dossier_code']}   # a dossier's events and attempts\n"
+                           f"  {_command()} deadletters   # what gave up, and why")
         return 0 if summary["open"] == 0 and summary["total"] > 0 and not refused and good else 1
 
     def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
@@ -391,6 +392,18 @@ def _demo_routing(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return str(path.resolve())
+
+
+def _command() -> str:
+    """How to call ``motcua-relay`` from here: its name when the PATH finds this one, else its path (the quick
+    start's ``.venv/bin/motcua-relay``, relative to the working directory when it is below it)."""
+    mine = Path(sys.executable).parent / "motcua-relay"
+    found = shutil.which("motcua-relay")
+    if found and Path(found).resolve() == mine.resolve():
+        return "motcua-relay"
+    with contextlib.suppress(ValueError):
+        return str(mine.absolute().relative_to(Path.cwd()))
+    return str(mine)
 
 
 # Set in the Redis database the demo used: the next demo flushes it without asking.

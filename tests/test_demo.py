@@ -137,3 +137,21 @@ def test_the_demo_flushes_a_redis_database_only_when_it_is_its_own_or_it_is_told
         assert mode == "redis" and client.get("celery-task-meta-x") is None and "was flushed for the demo" in said
     finally:
         client.flushdb()
+
+
+def test_the_demo_names_motcua_relay_as_it_can_be_called_from_here(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from cli.demo import _command
+
+    venv_bin = Path(sys.executable).parent
+    assert (venv_bin / "motcua-relay").exists()
+    # on the PATH (an activated venv): its name
+    monkeypatch.setenv("PATH", f"{venv_bin}{os.pathsep}/usr/bin")
+    assert _command() == "motcua-relay"
+    # not on it (the quick start): its path, relative to the working directory when below it
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.chdir(tmp_path)
+    assert _command() == str(venv_bin / "motcua-relay")
+    monkeypatch.chdir(venv_bin.parent.parent)
+    assert _command() == str((venv_bin / "motcua-relay").relative_to(venv_bin.parent.parent))
