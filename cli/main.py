@@ -6,6 +6,7 @@ Configuration comes only from the environment (and an optional ``.env``); see RE
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import json
 import os
@@ -21,7 +22,7 @@ from rich.table import Table
 
 from config.logging import configure_logging
 from config.settings import get_settings
-from schemas.vietnam import VN_TZ, day_bounds, vnd
+from schemas.vietnam import FIRST_YEAR, LAST_YEAR, VN_TZ, day_bounds, vnd
 
 app = typer.Typer(help="motcua-relay: reliable delivery of one-stop-shop dossier events.", no_args_is_help=True)
 events_app = typer.Typer(help="Canonical events: samples for integrators.", no_args_is_help=True)
@@ -36,7 +37,24 @@ app.add_typer(report_app, name="report")
 app.add_typer(db_app, name="db")
 console_app = typer.Typer(help="The operator console's accounts.", no_args_is_help=True)
 app.add_typer(console_app, name="console")
-console = Console()
+PIPE_WIDTH = 4000  # into a pipe or a file: wider than any table's rows, so that no column is folded or cut
+
+
+def _operator_console() -> Console:
+    """rich's console on a terminal, as wide as it is; into a pipe or a file, where rich would fold and cut tables
+    at 80 columns, as wide as ``COLUMNS`` says if it is set, else wide enough for every column of every row (a
+    script reads them; ``--json`` or ``--csv`` where a command has them)."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    try:
+        terminal = sys.stdout is not None and sys.stdout.isatty()
+    except ValueError:  # a closed stream
+        terminal = False
+    if terminal or columns.isdigit():
+        return Console()
+    return Console(width=PIPE_WIDTH)
+
+
+console = _operator_console()
 
 
 def _vn(dt: datetime | None) -> str:
@@ -48,6 +66,39 @@ def _vn(dt: datetime | None) -> str:
 def _setup() -> None:
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
+
+
+DAY = "YYYY-MM-DD"
+
+
+def _day_option(value: str) -> date:
+    """A day option's value (``--since``, ``--until``, ``--date``), read before anything else runs: a wrong one is
+    typer's one-line error naming the option (exit 2), not a traceback."""
+    try:
+        day = date.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected a day, {DAY}, not {value!r}") from None
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise typer.BadParameter(f"expected a day of {FIRST_YEAR}-{LAST_YEAR}, not {value!r}")
+    return day
+
+
+def _moment_option(value: str) -> datetime:
+    """A time option's value: ``2026-03-10T09:30`` in Vietnam time, or with its offset; not in the future."""
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected a time, {DAY}THH:MM, not {value!r}") from None
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise typer.BadParameter(f"expected a time of {FIRST_YEAR}-{LAST_YEAR}, not {value!r}")
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=VN_TZ)
+    if moment > datetime.now(UTC):
+        raise typer.BadParameter(f"expected a past time, not {value!r}")
+    return moment
+
+
+def _start_of(day: date | None) -> datetime | None:
+    return day_bounds(day)[0] if day is not None else None
 
 
 @db_app.command("upgrade")
@@ -63,8 +114,8 @@ def db_upgrade() -> None:
 @app.command()
 def api(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port")] = 8700,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port")] = 8700,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
 ) -> None:
     """Serve the intake, callbacks, health and metrics."""
     import uvicorn
@@ -79,10 +130,11 @@ def api(
 
 @app.command()
 def worker(
-    concurrency: Annotated[int | None, typer.Option(help="deliveries in flight (threads)")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="deliveries in flight (threads)")] = None,
     queues: Annotated[str | None, typer.Option(help="comma-separated queues (default: all)")] = None,
     loglevel: Annotated[str, typer.Option()] = "WARNING",
-    processes: Annotated[int, typer.Option(help="worker processes, one per core (each with its threads)")] = 1,
+    processes: Annotated[int, typer.Option(min=1, help="worker processes, one per core (each with its threads)")
+                         ] = 1,
 ) -> None:
     """Run a Celery worker: routing, deliveries and sweeps (thread pool: many slow calls per core).
 
@@ -177,7 +229,8 @@ def _sandbox_command() -> None:
     params = [inspect.Parameter("host", inspect.Parameter.KEYWORD_ONLY, default="127.0.0.1",
                                 annotation=Annotated[str, typer.Option(help="bind address")])]
     params += [inspect.Parameter(sim.option, inspect.Parameter.KEYWORD_ONLY, default=sim.port,
-                                 annotation=Annotated[int, typer.Option(help=f"the {sim.title} simulator's port")])
+                                 annotation=Annotated[int, typer.Option(min=0, max=65535,
+                                                                        help=f"the {sim.title} simulator's port")])
                for sim in simulators]
 
     def sandbox(**options: Any) -> None:
@@ -236,7 +289,9 @@ _sandbox_command()
 
 
 @app.command("services")
-def services_list() -> None:
+def services_list(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines (one per service) instead of a table")] = False,
+) -> None:
     """The services this installation knows (bundled, or installed as packages), and what each brings."""
     from services.registry import get_registry
     from tasks.runtime import get_runtime
@@ -245,10 +300,20 @@ def services_list() -> None:
     configured: dict[str, list[str]] = {}
     for name, dest in get_runtime().routing.destinations.items():
         configured.setdefault(dest.kind, []).append(name)
+    registry = get_registry()
+    if as_json:
+        for service in registry:
+            sys.stdout.write(json.dumps({
+                "kind": service.kind, "service": service.title, "from": registry.origins.get(service.kind, ""),
+                "destinations": configured.get(service.kind, []),
+                "beat_jobs": [{"task": job.task, "title": job.title} for job in service.jobs],
+                "callbacks": service.callbacks is not None,
+                "simulators": [{"title": sim.title, "port": sim.port} for sim in service.simulators],
+            }, ensure_ascii=False) + "\n")
+        return
     table = Table(title="Services")
     for column in ("kind", "service", "from", "destinations", "beat jobs", "callbacks", "simulators"):
         table.add_column(column, overflow="fold")
-    registry = get_registry()
     for service in registry:
         table.add_row(service.kind, service.title, registry.origins.get(service.kind, ""),
                       ", ".join(configured.get(service.kind, [])) or "—",
@@ -260,13 +325,23 @@ def services_list() -> None:
 
 @events_app.command("sample")
 def events_sample(
-    dossiers: Annotated[int, typer.Option(help="how many dossiers")] = 3,
-    seed: Annotated[int, typer.Option(help="random seed")] = 1,
+    dossiers: Annotated[int, typer.Option(min=1, max=9999, help="how many dossiers")] = 3,
+    seed: Annotated[int, typer.Option(help="random seed: its own dossier codes, the same events again")] = 1,
+    until: Annotated[datetime | None, typer.Option(
+        parser=_moment_option, metavar=f"{DAY}THH:MM",
+        help="the latest event time (Vietnam time unless an offset is given; default now)")] = None,
 ) -> None:
-    """Print generated events as JSON lines: one valid event per line, what an integrator sends."""
+    """Print generated events as JSON lines: one valid event per line, what an integrator sends.
+
+    A ward desk's day up to now (the day before while the desk has been open less than 20 minutes): no event is
+    stamped in the future. Each seed has dossier numbers of its own (…-10001 for seed 1, …-20001 for seed 2), so
+    samples of different seeds can go to one relay; a seed gives the same dossiers and event ids whenever it is
+    drawn, and the same events with the same --until. Sent again later, a seed's events have other times under
+    the same ids, which the intake refuses as conflicts: take another seed.
+    """
     from sandbox.workload import sample
 
-    for event in sample(dossiers, seed):
+    for event in sample(dossiers, seed, until=until):
         sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
 
 
@@ -284,20 +359,38 @@ def _reading_ledger(engine: Any) -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def _parse_day(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return day_bounds(date.fromisoformat(value))[0]
+def _known_destination(name: str | None) -> None:
+    """Exit 2 naming the choices unless the routing file has destination ``name`` (or none is named)."""
+    from tasks.runtime import get_runtime
+
+    known = list(get_runtime().routing.destinations)
+    if name is not None and name not in known:
+        console.print(f"[red]--destination: {name!r} is not a destination of the routing file; name one of "
+                      f"{', '.join(known) or 'none configured'}[/]")
+        raise typer.Exit(2)
+
+
+def _dead_letter_table(title: str, rows: list[Any]) -> Table:
+    table = Table(title=title, show_lines=False)
+    for col in ("id", "destination", "dossier", "seq", "event", "attempts", "replays", "when (VN)", "HTTP",
+                "reason"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(str(r.id), r.destination, r.dossier_code, str(r.sequence), r.type, str(r.attempts),
+                      str(r.replays), _vn(r.updated_at), str(r.last_status_code or ""), r.last_error or "")
+    return table
 
 
 @app.command()
 def deadletters(
     destination: Annotated[str | None, typer.Option(help="only this destination")] = None,
     dossier: Annotated[str | None, typer.Option(help="only this dossier code")] = None,
-    since: Annotated[str | None, typer.Option(help="from this day (YYYY-MM-DD, Vietnam time)")] = None,
-    until: Annotated[str | None, typer.Option(help="before this day (YYYY-MM-DD)")] = None,
+    since: Annotated[date | None, typer.Option(parser=_day_option, metavar=DAY,
+                                               help="from this day (YYYY-MM-DD, Vietnam time)")] = None,
+    until: Annotated[date | None, typer.Option(parser=_day_option, metavar=DAY,
+                                               help="before this day (YYYY-MM-DD)")] = None,
     reason: Annotated[str | None, typer.Option(help="reason contains this text")] = None,
-    limit: Annotated[int, typer.Option()] = 200,
+    limit: Annotated[int, typer.Option(min=1)] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
 ) -> None:
     """List dead letters: deliveries that gave up, with their reason."""
@@ -305,36 +398,40 @@ def deadletters(
     from tasks.runtime import get_runtime
 
     _setup()
-    flt = DeadLetterFilter(destination, dossier, _parse_day(since), _parse_day(until), reason)
-    engine = get_runtime().engine
-    with _reading_ledger(engine):
-        rows = dead_letters(engine, flt, limit)
+    flt = DeadLetterFilter(destination, dossier, _start_of(since), _start_of(until), reason)
+    rt = get_runtime()
+    with _reading_ledger(rt.engine):
+        rows = dead_letters(rt.engine, flt, limit)
     if as_json:
         for r in rows:
             sys.stdout.write(json.dumps({**r._asdict(), "updated_at": r.updated_at.isoformat()}) + "\n")
         return
-    table = Table(title=f"Dead letters ({len(rows)})", show_lines=False)
-    for col in ("id", "destination", "dossier", "seq", "event", "attempts", "replays", "when (VN)", "HTTP",
-                "reason"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(str(r.id), r.destination, r.dossier_code, str(r.sequence), r.type, str(r.attempts),
-                      str(r.replays), _vn(r.updated_at), str(r.last_status_code or ""), r.last_error or "")
-    console.print(table)
+    console.print(_dead_letter_table(f"Dead letters ({len(rows)})", rows))
+    if not rows and destination is not None and destination not in rt.routing.destinations:
+        console.print(f"[yellow]{destination!r} is not a destination of the routing file "
+                      f"({', '.join(rt.routing.destinations)})[/]")
 
 
 @app.command()
 def replay(
     delivery_id: Annotated[list[int] | None, typer.Argument(help="delivery ids (or use filters)")] = None,
-    destination: Annotated[str | None, typer.Option()] = None,
-    dossier: Annotated[str | None, typer.Option()] = None,
-    since: Annotated[str | None, typer.Option()] = None,
-    until: Annotated[str | None, typer.Option()] = None,
-    reason: Annotated[str | None, typer.Option()] = None,
+    destination: Annotated[str | None, typer.Option(help="only this destination")] = None,
+    dossier: Annotated[str | None, typer.Option(help="only this dossier code")] = None,
+    since: Annotated[date | None, typer.Option(parser=_day_option, metavar=DAY,
+                                               help="dead since this day (YYYY-MM-DD, Vietnam time)")] = None,
+    until: Annotated[date | None, typer.Option(parser=_day_option, metavar=DAY,
+                                               help="dead before this day (YYYY-MM-DD)")] = None,
+    reason: Annotated[str | None, typer.Option(help="reason contains this text")] = None,
     all_matching: Annotated[bool, typer.Option("--all", help="replay every dead letter matching the filters")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be replayed, and change nothing")
+                       ] = False,
 ) -> None:
-    """Re-queue dead letters with a fresh attempt budget. Nothing is deleted."""
-    from store.deadletters import DeadLetterFilter
+    """Re-queue dead letters with a fresh attempt budget. Nothing is deleted.
+
+    With --dry-run, the same ids and filters list the dead letters a replay would take, and how many; the
+    ledger and the queues are left as they are.
+    """
+    from store.deadletters import DeadLetterFilter, replayable
     from store.deadletters import replay as replay_dead_letters
     from tasks.runtime import get_runtime
 
@@ -343,17 +440,41 @@ def replay(
         console.print("[red]name delivery ids, or pass --all with filters[/]")
         raise typer.Exit(2)
     rt = get_runtime()
-    flt = DeadLetterFilter(destination, dossier, _parse_day(since), _parse_day(until), reason,
+    _known_destination(destination)
+    flt = DeadLetterFilter(destination, dossier, _start_of(since), _start_of(until), reason,
                            tuple(delivery_id or ()))
+    if dry_run:
+        with _reading_ledger(rt.engine):
+            rows = replayable(rt.engine, flt)
+        console.print(_dead_letter_table(f"Would replay ({len(rows)})", rows))
+        _not_dead(delivery_id, {r.id for r in rows})
+        console.print(f"dry run: {len(rows)} deliveries would be replayed; nothing was changed")
+        return
     deadlines = {name: d.retry.deadline for name, d in rt.routing.destinations.items()}
-    queued = replay_dead_letters(rt.engine, flt, deadlines, datetime.now(UTC))
+    with _reading_ledger(rt.engine):
+        queued = replay_dead_letters(rt.engine, flt, deadlines, datetime.now(UTC))
     rt.enqueue(queued)
     console.print(f"[green]replayed {len(queued)} deliveries[/]")
+    _not_dead(delivery_id, {q.delivery_id for q in queued})
+
+
+def _not_dead(named: list[int] | None, taken: set[int]) -> None:
+    """Say which of the ids an operator named a replay leaves alone (not dead letters, or not matching)."""
+    left = sorted(set(named or ()) - taken)
+    if left:
+        console.print(f"[yellow]not replayed (no dead letter matching the filters): "
+                      f"{', '.join(map(str, left))}[/]")
 
 
 @app.command()
-def trace(dossier_code: Annotated[str, typer.Argument(help="the dossier code")]) -> None:
+def trace(
+    dossier_code: Annotated[str, typer.Argument(help="the dossier code")],
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document (timeline, deliveries, transfer chain) "
+                                                         "instead of the tables")] = False,
+) -> None:
     """Every event, delivery and attempt of one dossier, as a timeline."""
+    from adapters.transfer import traced_chain
+    from store import receipts
     from store.queries import describe_attempt, dossier_trace
     from store.tables import Status
     from tasks.runtime import get_runtime
@@ -366,53 +487,64 @@ def trace(dossier_code: Annotated[str, typer.Argument(help="the dossier code")])
         console.print(f"[yellow]no events for {dossier_code}[/]")
         raise typer.Exit(1)
     by_event = {e.id: e for e in evs}
-    table = Table(title=f"Dossier {dossier_code}")
-    for col in ("time (VN)", "what", "seq", "destination", "detail"):
-        table.add_column(col, overflow="fold")
-    rows: list[tuple[datetime, str, str, str, str]] = []
+    rows: list[tuple[datetime, str, int, str, str]] = []
     for e in evs:
         sent = json.loads(e.payload).get("unit_code_sent")
         unit = f"; unit {e.unit_code}, sent as the closed code {sent}" if sent else ""
-        rows.append((e.received_at, f"event {e.type}", str(e.sequence), "", f"{e.event_id} from {e.origin}{unit}"))
+        rows.append((e.received_at, f"event {e.type}", e.sequence, "", f"{e.event_id} from {e.origin}{unit}"))
     deliveries = {d.id: d for d in dels}
     for a in atts:
         d = deliveries[a.delivery_id]
         detail = f"attempt {a.number}: {describe_attempt(a)}"
-        rows.append((a.started_at, "attempt", str(by_event[d.event_pk].sequence), a.destination, detail))
+        rows.append((a.started_at, "attempt", by_event[d.event_pk].sequence, a.destination, detail))
     for d in dels:
         if d.status in (Status.SUPERSEDED, Status.DEAD) or d.status in (Status.PENDING, Status.RETRYING):
             detail = d.status + (f": {d.last_error}" if d.last_error else "")
             if d.next_attempt_at and d.status in (Status.PENDING, Status.RETRYING):
                 detail += f", next try {_vn(d.next_attempt_at)}"
-            rows.append((d.updated_at, "delivery", str(d.sequence), d.destination, detail))
-    from store import receipts
-
+            rows.append((d.updated_at, "delivery", d.sequence, d.destination, detail))
     by_ref = {d.external_ref: d for d in dels if d.external_ref}
-    for receipt in receipts.for_messages(engine, list(by_ref)):
-        d = by_ref[receipt.msg_id]
-        for moment, word in ((receipt.received_at, "received"), (receipt.seen_at, "seen")):
-            if moment is not None:
-                rows.append((moment, "receipt", str(d.sequence), d.destination,
-                             f"{word} by the citizen ({receipt.channel}, message {receipt.msg_id})"))
+    with _reading_ledger(engine):
+        for receipt in receipts.for_messages(engine, list(by_ref)):
+            d = by_ref[receipt.msg_id]
+            for moment, word in ((receipt.received_at, "received"), (receipt.seen_at, "seen")):
+                if moment is not None:
+                    rows.append((moment, "receipt", d.sequence, d.destination,
+                                 f"{word} by the citizen ({receipt.channel}, message {receipt.msg_id})"))
     rows.sort(key=lambda r: r[0])
-    for when, what, seq, dest, detail in rows:
-        table.add_row(_vn(when), what, seq, dest, detail)
-    console.print(table)
-    summary = Table(title="Deliveries")
-    for col in ("destination", "seq", "status", "attempts", "delivered (VN)", "ref"):
-        summary.add_column(col)
-    for d in sorted(dels, key=lambda d: (d.destination, d.sequence)):
-        summary.add_row(d.destination, str(d.sequence), d.status, str(d.attempts), _vn(d.delivered_at),
-                        d.external_ref or "")
-    console.print(summary)
-    _print_chain(evs, dels)
-
-
-def _print_chain(evs: list[Any], dels: list[Any]) -> None:
-    """The dossier's inter-level transfer, hop by hop, when it has one."""
-    from adapters.transfer import traced_chain
-
+    summary = sorted(dels, key=lambda d: (d.destination, d.sequence))
     hops = traced_chain(evs, dels)
+    if as_json:
+        document = {
+            "dossier": dossier_code,
+            "timeline": [{"time": when.isoformat(), "what": what, "sequence": seq, "destination": dest or None,
+                          "detail": detail} for when, what, seq, dest, detail in rows],
+            "deliveries": [{"id": d.id, "destination": d.destination, "sequence": d.sequence, "status": d.status,
+                            "attempts": d.attempts, "delivered_at": d.delivered_at.isoformat() if d.delivered_at
+                            else None, "ref": d.external_ref} for d in summary],
+            "chain": [{key: value.isoformat() if isinstance(value, datetime) else value
+                       for key, value in dataclasses.asdict(hop).items()} for hop in hops],
+        }
+        sys.stdout.write(json.dumps(document, ensure_ascii=False) + "\n")
+        return
+    table = Table(title=f"Dossier {dossier_code}")
+    for col in ("time (VN)", "what", "seq", "destination", "detail"):
+        table.add_column(col, overflow="fold")
+    for when, what, seq, dest, detail in rows:
+        table.add_row(_vn(when), what, str(seq), dest, detail)
+    console.print(table)
+    deliveries_table = Table(title="Deliveries")
+    for col in ("destination", "seq", "status", "attempts", "delivered (VN)", "ref"):
+        deliveries_table.add_column(col)
+    for d in summary:
+        deliveries_table.add_row(d.destination, str(d.sequence), d.status, str(d.attempts), _vn(d.delivered_at),
+                                 d.external_ref or "")
+    console.print(deliveries_table)
+    _print_chain(hops)
+
+
+def _print_chain(hops: list[Any]) -> None:
+    """The dossier's inter-level transfer, hop by hop, when it has one."""
     if not hops:
         return
     table = Table(title="Transfer chain (liên thông)")
@@ -430,7 +562,8 @@ def _print_chain(evs: list[Any], dels: list[Any]) -> None:
 
 @report_app.command("portal")
 def report_portal(
-    day: Annotated[str, typer.Option("--date", help="the day (YYYY-MM-DD, Vietnam time) of the dossier events")],
+    day: Annotated[date, typer.Option("--date", parser=_day_option, metavar=DAY,
+                                      help="the day (YYYY-MM-DD, Vietnam time) of the dossier events")],
     destination: Annotated[list[str] | None, typer.Option(help="portal destinations (default: every one)")] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="also write the table as CSV here")] = None,
 ) -> None:
@@ -474,19 +607,20 @@ def report_portal(
                   "relay's receipt of the event" + (f"; CSV written to {csv_path}" if csv_path else ""))
 
 
-def _report_scope(kind: str, names: list[str] | None, day: str) -> tuple[list[str], date]:
+def _report_scope(kind: str, names: list[str] | None, day: date) -> tuple[list[str], date]:
     """The destinations of ``kind`` a report covers (given, else all) and its day; exit 2 saying what is wrong."""
     from tasks.runtime import get_runtime
 
-    names = names or [n for n, d in get_runtime().routing.destinations.items() if d.kind == kind]
-    if not names:
+    found = [n for n, d in get_runtime().routing.destinations.items() if d.kind == kind]
+    if not found:
         console.print(f"[red]no {kind} destination in the routing file[/]")
         raise typer.Exit(2)
-    try:
-        return names, date.fromisoformat(day)
-    except ValueError:
-        console.print(f"[red]--date must be YYYY-MM-DD, not {day!r}[/]")
-        raise typer.Exit(2) from None
+    unknown = [n for n in names or () if n not in found]
+    if unknown:
+        console.print(f"[red]--destination: {', '.join(map(repr, unknown))} not a {kind} destination of the routing "
+                      f"file; name one of {', '.join(found)}[/]")
+        raise typer.Exit(2)
+    return names or found, day
 
 
 def _destination_of(kind: str, label: str, name: str | None) -> str:
@@ -507,7 +641,10 @@ def _zalo_destination(name: str | None) -> str:
 
 
 @postal_app.command("poll")
-def postal_poll(destination: Annotated[str | None, typer.Option(help="the postal destination")] = None) -> None:
+def postal_poll(
+    destination: Annotated[str | None, typer.Option(help="the postal destination")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON line instead of the table")] = False,
+) -> None:
     """Read the post's tracking list now, from the ledger's cursor (what beat does every few minutes)."""
     from connectors.base import DeliveryError
     from services.postal.deliver import PostalDeliverer
@@ -523,11 +660,19 @@ def postal_poll(destination: Annotated[str | None, typer.Option(help="the postal
     except DeliveryError as exc:
         console.print(f"[red]{name}: the tracking list could not be read: {exc.reason}[/]")
         raise typer.Exit(1) from None
+    intake = polled.intake
+    if as_json:
+        sys.stdout.write(json.dumps({
+            "destination": name, "pages": polled.pages, "records": polled.records, "stored": intake.stored,
+            "already_stored": intake.duplicates, "late": intake.late, "not_news": intake.ignored,
+            "not_our_orders": len(intake.unknown), "unknown_orders": sorted(set(intake.unknown)),
+            "cursor": polled.cursor,
+        }, ensure_ascii=False) + "\n")
+        return
     table = Table(title=f"Tracking list of {name}")
     for column in ("pages", "records", "stored", "already stored", "late (kept, not sent)", "not news",
                    "not our orders", "cursor"):
         table.add_column(column, justify="right")
-    intake = polled.intake
     table.add_row(*(str(v) for v in (polled.pages, polled.records, intake.stored, intake.duplicates, intake.late,
                                      intake.ignored, len(intake.unknown), polled.cursor)))
     console.print(table)
@@ -537,8 +682,8 @@ def postal_poll(destination: Annotated[str | None, typer.Option(help="the postal
 
 @app.command()
 def reconcile(
-    day: Annotated[str | None, typer.Option("--date", help="the day (YYYY-MM-DD, Vietnam time); default yesterday")
-                   ] = None,
+    day: Annotated[date | None, typer.Option("--date", parser=_day_option, metavar=DAY,
+                                             help="the day (YYYY-MM-DD, Vietnam time); default yesterday")] = None,
     destination: Annotated[list[str] | None, typer.Option(help="payment destinations (default: every one)")] = None,
     out: Annotated[Path | None, typer.Option(help="where to write the CSV and xlsx (default MOTCUA_REPORTS_DIR)")
                    ] = None,
@@ -557,7 +702,7 @@ def reconcile(
 
     _setup()
     rt = get_runtime()
-    names, when = _report_scope("payment", destination, day or yesterday().isoformat())
+    names, when = _report_scope("payment", destination, day or yesterday())
     failed = anomalies = 0
     for name in names:
         try:
@@ -625,7 +770,7 @@ def zalo_set_token(
                                               help="the OA access token (prompted, hidden, if not given)")],
     refresh_token: Annotated[str, typer.Option(envvar="MOTCUA_ZALO_REFRESH_TOKEN", prompt=True, hide_input=True,
                                                help="its refresh token (single-use)")],
-    expires_in: Annotated[float, typer.Option(help="seconds the access token has left")] = 90000,
+    expires_in: Annotated[float, typer.Option(min=1, help="seconds the access token has left")] = 90000,
     destination: Annotated[str | None, typer.Option(help="the Zalo destination (when there are several)")] = None,
 ) -> None:
     """Store the Official Account's first token pair (or a new one after the refresh token was lost).
@@ -694,6 +839,49 @@ def zalo_resume(
     console.print(f"[green]{released} waiting deliveries released[/]")
 
 
+QUIET_HELD = "quiet hours"  # how the reason of a delivery quiet hours hold begins (ZaloDeliverer.not_before)
+
+
+@zalo_app.command("send-held")
+def zalo_send_held(
+    destination: Annotated[str | None, typer.Option(help="the Zalo destination (when there are several)")] = None,
+) -> None:
+    """Send now the messages quiet hours held, once the quiet hours are over: after they were shortened or turned
+    off (quiet_hours, MOTCUA_ZALO_QUIET_HOURS, and the workers restarted), what they held still waits for the old
+    end. The messages are made due and the destination's workers woken; no attempt is spent.
+
+    Refused while the destination's quiet hours are on (exit 1, nothing changed): no message goes to a citizen
+    then, and Zalo itself refuses some templates at night (-133, 22:00-06:00). Nothing overrides that here: to
+    send at night, change the quiet hours the workers read (the same setting this command reads). A pause
+    (`zalo status`) still holds what it holds; `zalo resume` lifts it.
+    """
+    from adapters.zalo import QuietHours
+    from config.options import OptionsError
+    from services.zalo.deliver import ZaloOptions
+    from store.deliveries import wake
+    from tasks.runtime import get_runtime
+
+    _setup()
+    name = _zalo_destination(destination)
+    rt = get_runtime()
+    try:
+        quiet = QuietHours.parse(rt.options_of(ZaloOptions, name).quiet_hours)
+    except OptionsError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    now = datetime.now(UTC)
+    if quiet is not None and (end := quiet.until(now)) is not None:
+        console.print(f"[red]{name}: quiet hours ({quiet.start:%H:%M}-{quiet.end:%H:%M} Vietnam time) until "
+                      f"{_vn(end)}: nothing sent; what they hold goes by itself then[/]")
+        raise typer.Exit(1)
+    with _reading_ledger(rt.engine):
+        released = wake(rt.engine, name, f"{QUIET_HELD}%", now)
+    rt.enqueue(released)
+    console.print(f"[green]{name}: {len(released)} messages held by quiet hours released[/]")
+    if released and rt.pauses.get(name):
+        console.print(f"[yellow]{name} is paused: they wait for the pause (`motcua-relay zalo status`)[/]")
+
+
 @zalo_app.command("status")
 def zalo_status(destination: Annotated[str | None, typer.Option()] = None) -> None:
     """Whether the destination is paused (why, since when), and when the stored access token expires (the tokens
@@ -727,10 +915,12 @@ def zalo_status(destination: Annotated[str | None, typer.Option()] = None) -> No
 
 @app.command()
 def demo(
-    dossiers: Annotated[int, typer.Option(help="dossiers in the simulated working day")] = 100,
+    dossiers: Annotated[int, typer.Option(min=1, help="dossiers in the simulated working day")] = 100,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the summary as JSON here")] = None,
-    faults: Annotated[float, typer.Option(help="share of simulator calls that fail (503s, connection resets)")] = 0.1,
-    timeout: Annotated[float | None, typer.Option(help="give up after this many seconds (default 300)")] = None,
+    faults: Annotated[float, typer.Option(min=0, max=1, help="share of simulator calls that fail (503s, connection "
+                                                             "resets)")] = 0.1,
+    timeout: Annotated[float | None, typer.Option(min=1, help="give up after this many seconds (default 300)")
+                       ] = None,
 ) -> None:
     """Start the simulators, the API and a worker, play a working day, and summarise."""
     from cli.demo import run_demo

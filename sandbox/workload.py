@@ -305,6 +305,16 @@ def _clock(day: date, offset: int) -> datetime:
     return base + AFTERNOON[0] + timedelta(seconds=offset - _MORNING_S)
 
 
+def worked_seconds(moment: datetime) -> int:
+    """The working seconds of ``moment``'s day (Vietnam time) that have passed at ``moment``."""
+    local = moment.astimezone(VN_TZ)
+    since_midnight = local - datetime.combine(local.date(), datetime.min.time(), VN_TZ)
+    passed = timedelta()
+    for start, end in (MORNING, AFTERNOON):
+        passed += min(max(since_midnight - start, timedelta()), end - start)
+    return int(passed.total_seconds())
+
+
 def _phone(rng: random.Random) -> str:
     prefix = rng.choice(MOBILE_PREFIXES)
     rest = f"{rng.randrange(10_000_000):07d}"
@@ -382,6 +392,7 @@ class _Dossier:
     code: str
     procedure: Procedure
     applicant: dict[str, Any]
+    span: int = WORKING_SECONDS  # the working seconds of the day its life is played in (scaled down to them)
     steps: list[_Step] = field(default_factory=list)
 
     def gap(self, low: int, high: int) -> int:
@@ -400,10 +411,13 @@ class _Dossier:
             scale = (room - len(gaps)) / sum(gaps)
             gaps = [0] + [max(1, int(g * scale)) for g in gaps[1:]]
         out = []
-        offset = start
+        offset, worked = start, -1
         for sequence, (step, gap) in enumerate(zip(self.steps, gaps, strict=True), start=1):
             offset += gap
-            at = _clock(self.day, offset)
+            # a shorter span: the day's offsets scaled down to it, a second apart at least, within it
+            worked = offset if self.span == WORKING_SECONDS else \
+                max(worked + 1, offset * (self.span - MAX_EVENTS) // WORKING_SECONDS)
+            at = _clock(self.day, worked)
             raw = {
                 "event_id": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
                 "type": step.type,
@@ -588,18 +602,20 @@ def centre_day(
 
 
 def _day(procedures: tuple[Procedure, ...], dossiers: int, day: date | None, unit_code: str,
-         seed: int) -> list[dict[str, Any]]:
+         seed: int, *, span: int = WORKING_SECONDS, first: int = 1) -> list[dict[str, Any]]:
+    """The day's events; ``span``: played in its first working seconds only; ``first``: the first dossier's number
+    (in its code and receipts). Neither changes what is drawn, only the times and numbers."""
     day = day or vn_today()
     rng = random.Random(seed)
     officials = [_citizen(rng)["name"] for _ in range(25)]
     weighted = tuple((p, p.weight) for p in procedures)
     events: list[dict[str, Any]] = []
-    for seq in range(1, dossiers + 1):
+    for number in range(first, first + dossiers):
         procedure: Procedure = _weighted(rng, weighted)
         applicant = _business(rng) if rng.random() < procedure.business_share else _citizen(rng)
-        code = f"{unit_code}-{day:%y%m%d}-{seq:04d}"
-        dossier = _Dossier(rng, day, unit_code, code, procedure, applicant)
-        _plan(dossier, seq, officials)
+        code = f"{unit_code}-{day:%y%m%d}-{number:04d}"
+        dossier = _Dossier(rng, day, unit_code, code, procedure, applicant, span)
+        _plan(dossier, number, officials)
         events.extend(dossier.events(_start_offset(rng)))
     events.sort(key=lambda e: (e["occurred_at"], e["dossier_code"], e["sequence"]))
     return events
@@ -615,9 +631,29 @@ def fee_day(bills: int, *, day: date | None = None, seed: int = 0) -> list[dict[
     return fees
 
 
-def sample(dossiers: int, seed: int) -> list[dict[str, Any]]:
-    """The events of ``dossiers`` dossiers of today's desk (for ``motcua-relay events sample``)."""
-    return generate_day(dossiers, seed=seed)
+SAMPLE_BLOCK = 10_000  # dossier numbers per seed: a day's sequence has four digits
+SAMPLE_SEEDS = 1000  # seeds that differ by a multiple of this share their numbers (a code's number has 7 digits)
+SAMPLE_MIN_SECONDS = 1200  # the desk's working time a sample of the day needs, or the day before is played
+
+
+def sample(dossiers: int, seed: int, *, until: datetime | None = None) -> list[dict[str, Any]]:
+    """The events of ``dossiers`` dossiers of the desk's day, none later than ``until`` (default now), for
+    ``motcua-relay events sample``.
+
+    The day is ``until``'s in Vietnam, played in its working time up to ``until`` (all of it once the desk has
+    closed); while the desk has been open less than :data:`SAMPLE_MIN_SECONDS`, the day before. Dossier numbers
+    are the seed's own (:data:`SAMPLE_BLOCK` numbers from ``seed % SAMPLE_SEEDS * SAMPLE_BLOCK + 1``: ``…-10001``
+    for seed 1), so the samples of different seeds share no dossier in one relay; a seed gives the same dossiers,
+    applicants and event ids whenever it is drawn, and the same events with the same ``until``.
+    """
+    if not 0 < dossiers < SAMPLE_BLOCK:
+        raise ValueError(f"a sample has 1 to {SAMPLE_BLOCK - 1} dossiers, not {dossiers}")
+    moment = (until or datetime.now(VN_TZ)).astimezone(VN_TZ)
+    day, span = moment.date(), worked_seconds(moment)
+    if span < SAMPLE_MIN_SECONDS:
+        day, span = day - timedelta(days=1), WORKING_SECONDS
+    return _day(PROCEDURES, dossiers, day, WARD_DESK, seed, span=span,
+                first=seed % SAMPLE_SEEDS * SAMPLE_BLOCK + 1)
 
 
 def shuffle_per_dossier(events: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:

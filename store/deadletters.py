@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Row, func, or_, select, update
+from sqlalchemy import ColumnElement, Engine, Row, Select, func, or_, select, update
 
 from store.streams import ToEnqueue
 from store.tables import Status, attempts, deliveries, events
@@ -51,19 +51,24 @@ def dead_letters(engine: Engine, flt: DeadLetterFilter, limit: int = 500,
         clauses.append(or_(deliveries.c.updated_at < moment,
                            (deliveries.c.updated_at == moment) & (deliveries.c.id < row_id)))
     with engine.connect() as conn:
-        return list(
-            conn.execute(
-                select(
-                    deliveries.c.id, deliveries.c.destination, deliveries.c.dossier_code, deliveries.c.sequence,
-                    deliveries.c.attempts, deliveries.c.replays, deliveries.c.updated_at,
-                    deliveries.c.last_status_code, deliveries.c.last_error, events.c.event_id, events.c.type,
-                )
-                .join(events, events.c.id == deliveries.c.event_pk)
-                .where(*clauses)
-                .order_by(deliveries.c.updated_at.desc(), deliveries.c.id.desc())
-                .limit(limit)
-            ).all()
-        )
+        return list(conn.execute(_listing().where(*clauses)
+                                 .order_by(deliveries.c.updated_at.desc(), deliveries.c.id.desc())
+                                 .limit(limit)).all())
+
+
+def replayable(engine: Engine, flt: DeadLetterFilter) -> list[Row[Any]]:
+    """Every dead letter :func:`replay` would take with ``flt`` (no limit), in the order it takes them, as
+    :func:`dead_letters` lists them; read only (``motcua-relay replay --dry-run``)."""
+    with engine.connect() as conn:
+        return list(conn.execute(_listing().where(*flt.where()).order_by(deliveries.c.id)).all())
+
+
+def _listing() -> Select[Any]:
+    return select(
+        deliveries.c.id, deliveries.c.destination, deliveries.c.dossier_code, deliveries.c.sequence,
+        deliveries.c.attempts, deliveries.c.replays, deliveries.c.updated_at,
+        deliveries.c.last_status_code, deliveries.c.last_error, events.c.event_id, events.c.type,
+    ).join(events, events.c.id == deliveries.c.event_pk)
 
 
 def last_answers(engine: Engine, delivery_ids: list[int]) -> dict[int, str]:
