@@ -1,6 +1,7 @@
 """``motcua-relay``: run the relay's processes and answer an operator's questions.
 
-Configuration comes only from the environment (and an optional ``.env``); see README.
+Configuration comes from the environment, an optional ``.env`` and, for secrets, ``*_FILE`` variables
+(:mod:`config.environ`); see README.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -745,6 +746,18 @@ def reconcile(
         raise typer.Exit(3)
 
 
+@app.command("env-example")
+def env_example(
+    routing_file: Annotated[Path | None, typer.Option(
+        help="the routing file whose destinations' variables to list (default: MOTCUA_ROUTING_FILE's)")] = None,
+) -> None:
+    """Print every variable the relay reads, commented, with its default: the start of a new ``.env``
+    (``motcua-relay env-example > .env``)."""
+    from cli.env_example import render
+
+    sys.stdout.write(render(routing_file or get_settings().routing_file))
+
+
 @console_app.command("hash-password")
 def console_hash_password(
     name: Annotated[str, typer.Argument(help="the operator's account name")],
@@ -761,7 +774,12 @@ def console_hash_password(
     if len(password) < 10:
         console.print("[red]use at least 10 characters[/]")
         raise typer.Exit(2)
-    print(f"{name}:{hash_password(password)}")
+    entry = f"{name}:{hash_password(password)}"
+    print(entry)
+    Console(stderr=True).print(
+        "In .env, as printed: MOTCUA_CONSOLE_OPERATORS=" + entry + "\nIn a shell, in single quotes (its $ signs "
+        "would be expanded): export MOTCUA_CONSOLE_OPERATORS='" + entry + "'\nSeveral accounts: separated by "
+        "commas or spaces.", highlight=False, markup=False, soft_wrap=True)
 
 
 @zalo_app.command("set-token")
@@ -929,7 +947,41 @@ def demo(
 
 
 def main() -> None:
-    app()
+    """The command line; a configuration that cannot be read is one line naming what is wrong (exit 2), not a
+    traceback: a setting of a wrong type, a secret set twice or unreadable, a routing file that does not parse."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from config.environ import EnvironError
+
+    try:
+        app()
+    except (EnvironError, tomllib.TOMLDecodeError) as exc:
+        _configuration_error(str(exc))
+    except ValidationError as exc:
+        if exc.title not in _CONFIGURATION_MODELS and not exc.title.endswith("Settings"):
+            raise
+        _configuration_error("; ".join(
+            f"{_variable(exc.title, err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)))
+
+
+# the models a configuration is read into (their errors are the operator's to fix, not the relay's bugs)
+_CONFIGURATION_MODELS = {"RoutingConfig", "Destination", "Route"}
+
+
+def _variable(model: str, loc: tuple[int | str, ...]) -> str:
+    """Where a configuration error is: a setting's variable (``MOTCUA_DELIVERY_BATCH``), or the routing file's
+    path to the value."""
+    where = ".".join(str(part) for part in loc)
+    if model.endswith("Settings") and len(loc) == 1:
+        return f"MOTCUA_{where}".upper()
+    return f"routing file: {where}" if where else "routing file"
+
+
+def _configuration_error(message: str) -> NoReturn:
+    Console(stderr=True).print(f"[red]configuration: {message}[/]", highlight=False, soft_wrap=True)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -178,3 +178,42 @@ def test_a_process_started_with_only_an_env_file_reads_it(tmp_path: Path) -> Non
                          timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "['whsec_only_in_file'] whsec_sub ['vanhanh01']"
+
+
+def relay_cli(workdir: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``motcua-relay ARGS`` in ``workdir`` with no MOTCUA_ variable exported (its .env is what it reads)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MOTCUA_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=60, input=stdin)
+
+
+def test_env_example_prints_the_repositorys_env_example(tmp_path: Path) -> None:
+    run = relay_cli(tmp_path, "env-example")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == (ROOT / ".env.example").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("dotenv", "said"), [
+    ("MOTCUA_DELIVERY_BATCH=many\n", "configuration: MOTCUA_DELIVERY_BATCH: Input should be a valid integer"),
+    ("MOTCUA_INTAKE_SECRET=whsec_a\nMOTCUA_INTAKE_SECRET_FILE=/etc/hostname\n",
+     "configuration: both MOTCUA_INTAKE_SECRET and MOTCUA_INTAKE_SECRET_FILE are set: keep one"),
+    ("MOTCUA_ROUTING_FILE=broken.toml\n", "configuration: "),
+])
+def test_a_configuration_that_cannot_be_read_is_one_line_not_a_traceback(
+    tmp_path: Path, dotenv: str, said: str
+) -> None:
+    write_env(tmp_path, f"MOTCUA_DATABASE_URL=sqlite:///{tmp_path}/relay.db\n" + dotenv)
+    (tmp_path / "broken.toml").write_text("[destinations.x\nkind = ", encoding="utf-8")
+    run = relay_cli(tmp_path, "deadletters")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert said in run.stderr and "Traceback" not in run.stdout + run.stderr
+    assert "whsec_a" not in run.stderr
+
+
+def test_hash_password_says_how_to_write_the_account(tmp_path: Path) -> None:
+    run = relay_cli(tmp_path, "console", "hash-password", "vanhanh01", "--password", "mật khẩu đủ dài")
+    assert run.returncode == 0, run.stderr
+    entry = run.stdout.strip()  # stdout is the entry alone, as before (scripts read it)
+    assert entry.startswith("vanhanh01:pbkdf2_sha256$")
+    assert f"export MOTCUA_CONSOLE_OPERATORS='{entry}'" in run.stderr
