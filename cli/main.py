@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.doctor import doctor
 from config.logging import configure_logging
 from config.settings import get_settings
 from schemas.vietnam import FIRST_YEAR, LAST_YEAR, VN_TZ, day_bounds, vnd
@@ -38,6 +39,7 @@ app.add_typer(report_app, name="report")
 app.add_typer(db_app, name="db")
 console_app = typer.Typer(help="The operator console's accounts.", no_args_is_help=True)
 app.add_typer(console_app, name="console")
+app.command("doctor")(doctor)
 PIPE_WIDTH = 4000  # into a pipe or a file: wider than any table's rows, so that no column is folded or cut
 
 

@@ -38,8 +38,12 @@ from schemas import payment as platform_wire
 from schemas.events import Event, FeeAssessed
 from schemas.privacy import error_fields
 from services.base import Context, Deliverer
+from services.checks import SKIPPED, Finding, reach, shown, then, wsdl
 from store import payments, queries
 
+# the transaction id doctor asks the platform about: no bill has it (a bill's is made from its dossier), at most
+# 20 characters (M15)
+PROBE_TRANSACTION = "MOTCUARELAYDOCTOR000"
 # the dossier's events that name its procedure, for the bill's TenTTHC and TenDVC
 NAMING_EVENTS = ("dossier.received", "dossier.submitted")
 
@@ -270,6 +274,28 @@ class PaymentDeliverer(Deliverer[PaymentOptions]):
                                platform_wire.parse_time(s.payment_time)) for s in self.settlements.settled(day)]
         assert self.bank is not None
         return [Settlement(s.billCode, s.transactionId, s.amount, s.paidAt) for s in self.bank.settled(day)]
+
+    def check(self, timeout: float) -> list[Finding]:
+        """The provider answers and takes the relay's account, without a bill. The platform has no log-in: a
+        detail-transaction (M11) of an id no bill has, signed with hash_key_1, is answered "not found" only to a
+        ``client_id`` and checksum it accepts. A bank's WSDL must declare the operations the connector calls; its
+        WS-Security password is not tried (banks lock a user after a few failed log-ins): the first bill does."""
+        reached = reach(self.options.url, timeout)
+        if self.platform is not None:
+            platform = self.platform
+
+            def detail() -> str:
+                held = platform.detail(PROBE_TRANSACTION)
+                said = "not found" if held is None else "a transaction"
+                return (f"a detail-transaction of an id no bill has was answered ({said}): client_id and request "
+                        "key (hash_key_1) accepted")
+
+            return [reached, then(reached, "account", platform.detail_url, timeout, detail)]
+        assert self.bank is not None
+        return [reached, wsdl(self.bank.wsdl_url, bank_wire.OPERATIONS, timeout),
+                Finding("account", shown(self.bank.wsdl_url), SKIPPED,
+                        f"the WS-Security password of {self.options.username} is tried by the first bill, not by "
+                        "doctor: a bank locks a user after a few failed log-ins")]
 
     def close(self) -> None:
         if self.platform is not None:

@@ -32,6 +32,7 @@ from connectors.portal import PortalConnector
 from schemas.events import DossierEvent, Event, parse_stored_json
 from schemas.portal import AUTH_PATH, INTEGRATION_PATH, ONLINE
 from services.base import Context, Deliverer
+from services.checks import Finding, reach, then
 from services.portal.progress import AmbiguousProgress, ProgressLedger, append_once
 from store import queries
 
@@ -175,6 +176,17 @@ class PortalDeliverer(Deliverer[PortalOptions]):
         with self._catalogue_lock:
             self._catalogue[national_code] = (now, found)
         return found
+
+    def check(self, timeout: float) -> list[Finding]:
+        """The adapter URL answers, and the portal grants the relay's account a session (P1, P2: the log-in with
+        the ``dstcode`` header), which is dropped: the workers' cached session is left as it is."""
+        reached = reach(self.options.url, timeout)
+
+        def log_in() -> str:
+            self.connector.login()
+            return f"the portal granted the account a session (dstcode {self.options.dstcode}), not kept"
+
+        return [reached, then(reached, "log-in", self.connector.auth_url, timeout, log_in)]
 
     def close(self) -> None:
         self.connector.close()

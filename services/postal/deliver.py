@@ -50,6 +50,7 @@ from schemas.events import DossierReturned, DossierWithdrawn, Event, PostalReque
 from schemas.postal import CANCEL_PATH, ORDER_PATH, TOKEN_PATH, TRACKING_PATH, PostalOrder
 from schemas.privacy import error_fields
 from services.base import Context, Deliverer
+from services.checks import Finding, reach, then
 from store import queries
 from store.marks import get_mark, mark_changed_at, set_mark
 
@@ -222,6 +223,17 @@ class PostalDeliverer(Deliverer[PostalOptions]):
             if number and (number not in latest or at >= latest[number][0]):
                 latest[number] = (at, str(data.get("status")))
         return {number: status for number, (_, status) in latest.items()}
+
+    def check(self, timeout: float) -> list[Finding]:
+        """The gateway answers, and grants a token for the consumer key and secret (V1, V2), which is dropped: the
+        workers' cached token is left as it is."""
+        reached = reach(self.options.url, timeout)
+
+        def token() -> str:
+            _, lifetime = self.connector.obtain_token()
+            return f"the gateway granted a token for the consumer key (for {lifetime:.0f} s), not kept"
+
+        return [reached, then(reached, "token", self.connector.token_url, timeout, token)]
 
     def close(self) -> None:
         self.connector.close()

@@ -16,6 +16,7 @@ from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.sms import SmsConnector
 from schemas.events import Event
 from services.base import Context, Deliverer
+from services.checks import Finding, reach
 
 
 class SmsOptions(ServiceOptions):
@@ -61,6 +62,11 @@ class SmsDeliverer(Deliverer[SmsOptions]):
         text = fill_text(spec.sms, event, self.templates.labels).strip()
         sent = self.connector.send(phone, text, idempotency_key)
         return ConnectorResult(status_code=200, external_ref=sent.sms_id, excerpt=sent.excerpt)
+
+    def check(self, timeout: float) -> list[Finding]:
+        """The gateway answers a ``HEAD`` of its send URL. Its API key has no call of its own to try it with: the
+        first SMS does (a refused key is a dead letter saying so)."""
+        return [reach(self.options.url, timeout)]
 
     def close(self) -> None:
         self.connector.close()

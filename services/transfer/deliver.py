@@ -23,8 +23,11 @@ from schemas import transfer as tx
 from schemas.events import Event, TransferRequested, TransferResult
 from schemas.privacy import error_fields
 from services.base import Context, Deliverer
+from services.checks import SKIPPED, Finding, reach, shown, then
 
 POLL_PAGE = 200
+# the transfer doctor looks up: no hop has it (a hop's id is made from its dossier and units)
+PROBE_TRANSFER = "motcua-relay-doctor"
 TOKEN_READ_SECONDS = 30.0  # a token endpoint answers at once; the destination's read timeout is for 200 MB scans
 
 
@@ -60,24 +63,40 @@ class TransferOptions(ServiceOptions):
                 "gateway requires, and it refuses them (HTTP 401) until consumer_key and consumer_secret are set"]
 
 
+def _token(gateway: GatewayToken, tokens: TokenCache, name: str) -> str:
+    """A token from the gateway, kept as ``name`` in ``tokens`` (doctor's own) for the call that follows."""
+    value, lifetime = gateway.obtain()
+    tokens.put(name, value, lifetime)
+    return f"the gateway granted a token for the consumer key (for {lifetime:.0f} s), not kept for the workers"
+
+
 class TransferDeliverer(Deliverer[TransferOptions]):
     """Adapter + connector for the exchange."""
 
     def __init__(self, destination: Destination, options: TransferOptions, context: Context) -> None:
         super().__init__(destination, options, context)
         self.directory = load_directory(options.units_file)
-        timeouts = destination.timeouts
+        _, self.connector = self._connectors(TokenCache(context.redis, context.settings.redis_prefix),
+                                             context.settings.worker_concurrency)
+
+    @property
+    def credential_name(self) -> str:
+        """Where the gateway's token is cached."""
+        return f"transfer:{self.name}"
+
+    def _connectors(self, tokens: TokenCache, connections: int) -> tuple[GatewayToken | None, ExchangeConnector]:
+        """The gateway's token (when the destination has a consumer key) and the exchange behind it."""
+        options, timeouts = self.options, self.destination.timeouts
         gateway = None
         if options.consumer_key and options.consumer_secret is not None:
             gateway = GatewayToken(
                 token_url=options.endpoint(), consumer_key=options.consumer_key,
                 consumer_secret=options.consumer_secret, auth=options.token_auth,
                 client=build_http_client(timeouts.connect, min(timeouts.read, TOKEN_READ_SECONDS), 4),
-                tokens=TokenCache(context.redis, context.settings.redis_prefix),
-                credential_name=f"transfer:{destination.name}")
-        self.connector = ExchangeConnector(
+                tokens=tokens, credential_name=self.credential_name)
+        return gateway, ExchangeConnector(
             base_url=options.url, username=options.username, password=options.password,
-            client=build_http_client(timeouts.connect, timeouts.read, context.settings.worker_concurrency),
+            client=build_http_client(timeouts.connect, timeouts.read, connections),
             connect_timeout=timeouts.connect, read_timeout=timeouts.read, gateway=gateway)
 
     def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
@@ -121,6 +140,35 @@ class TransferDeliverer(Deliverer[TransferOptions]):
             excerpt=f"hop {request.fromUnit} → {request.toUnit} (for {request.finalUnit}) "
                     f"{'sent' if created else 'already sent'}; {len(request.documents)} documents, "
                     f"{sent} bytes streamed")
+
+    def check(self, timeout: float) -> list[Finding]:
+        """The exchange answers; the LGSP's gateway grants a token for the consumer key; and the exchange takes the
+        integration account: a ``GetTransfer`` of an id no hop has (the WSDL loaded first, through the gateway) is
+        answered "not found" only to an account it accepts. Nothing is sent, and the token is doctor's own (kept in
+        this process only): the workers' cached one is left as it is."""
+        options = self.options
+        reached = reach(options.url, timeout)
+        tokens = TokenCache(None, self.context.settings.redis_prefix)
+        gateway, connector = self._connectors(tokens, 2)
+        try:
+            if gateway is None:
+                token = Finding("gateway token", shown(options.endpoint()), SKIPPED,
+                                "no consumer_key: calls go without the LGSP gateway's token (see the options' warning)")
+            else:
+                granted = gateway
+                token = then(reached, "gateway token", granted.token_url, timeout,
+                             lambda: _token(granted, tokens, self.credential_name))
+
+            def look_up() -> str:
+                said = "not found" if connector.get(PROBE_TRANSFER) is None else "a transfer"
+                return (f"GetTransfer of an id no hop has was answered ({said}): the exchange accepts the account "
+                        f"{options.username}")
+
+            before = reached if token.status == SKIPPED else token
+            account = then(before, "account", options.url.rstrip("/") + tx.ENDPOINT_PATH, timeout, look_up)
+            return [reached, token, account]
+        finally:
+            connector.close()
 
     def close(self) -> None:
         self.connector.close()

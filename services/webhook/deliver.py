@@ -8,12 +8,14 @@ from typing import Annotated
 from pydantic import SecretStr
 
 from adapters.webhook import webhook_body, webhook_headers
-from config.options import HttpUrl, Secret, ServiceOptions
+from config.options import HttpUrl, Secret, ServiceOptions, secret_variable
 from config.routing import Destination
 from connectors.base import AttemptEnded, ConnectorResult, DeliveryError, build_http_client
 from connectors.webhook import WebhookConnector, batch_connections
 from schemas.events import Event
+from schemas.webhook import secret_key
 from services.base import Context, Deliverer
+from services.checks import NOT_READY, READY, Finding, reach
 
 
 class WebhookOptions(ServiceOptions):
@@ -44,6 +46,17 @@ class WebhookDeliverer(Deliverer[WebhookOptions]):
             body = webhook_body(event)
             requests.append((body, webhook_headers(event, key, self._secret, body)))
         return self._connector.post_many(requests, deadline, on_end)
+
+    def check(self, timeout: float) -> list[Finding]:
+        """The subscriber answers a ``HEAD`` (doctor posts nothing: its path and our signature are judged by the first
+        delivery), and the secret is a ``whsec_`` one the signature can be made with."""
+        variable = secret_variable(self.destination, WebhookOptions, "secret") or "secret_env"
+        try:
+            secret_key(self._secret)
+            secret = Finding("secret", variable, READY, "a whsec_ secret the events are signed with")
+        except ValueError as exc:
+            secret = Finding("secret", variable, NOT_READY, f"{exc}: every delivery would fail")
+        return [reach(self.options.url, timeout), secret]
 
     def close(self) -> None:
         self._connector.close()

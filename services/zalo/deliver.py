@@ -22,6 +22,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
+import redis
 import structlog
 from pydantic import SecretStr, field_validator
 
@@ -35,6 +36,7 @@ from connectors.pauses import WHOLE, Pause, PauseStore
 from connectors.zalo import CONDITIONS, AccountPaused, Unreachable, ZaloConnector
 from schemas.events import Event
 from services.base import Context, Deliverer, Hold, Probe
+from services.checks import NOT_READY, READY, WARNING, Finding, reach
 from store import deliveries, receipts
 
 log = structlog.get_logger(__name__)
@@ -42,6 +44,9 @@ log = structlog.get_logger(__name__)
 DEFAULT_ZNS_URL = "http://127.0.0.1:8703"
 DEFAULT_QUIET_HOURS = "21:00-07:00"
 HELD = "paused: "  # how the reason of every delivery a pause holds begins (what resume looks for)
+# Zalo's lifetimes: an access token lives 25 h (its expires_in), the refresh token issued with it three months
+ACCESS_TOKEN_SECONDS = 90000
+REFRESH_TOKEN_SECONDS = 90 * 86400
 
 
 class ZaloOptions(ServiceOptions):
@@ -85,12 +90,13 @@ class ZaloDeliverer(Deliverer[ZaloOptions]):
         self.fallback = options.fallback
         self.pauses = PauseStore(context.redis, context.settings.redis_prefix)
         self._seen = threading.local()  # the pauses not_before read, for the deliver() that follows in this thread
+        self.pairs = TokenPairStore(context.redis, context.settings.redis_prefix)
         self.connector = ZaloConnector(
             zns_url=options.url, oauth_url=options.oauth_url or options.url,
             app_id=options.app_id.get_secret_value(), app_secret=options.app_secret,
             client=build_http_client(destination.timeouts.connect, destination.timeouts.read,
                                      context.settings.worker_concurrency),
-            pairs=TokenPairStore(context.redis, context.settings.redis_prefix), name=pair_name(destination.name),
+            pairs=self.pairs, name=pair_name(destination.name),
             renew_ahead=options.renew_ahead_seconds,
         )
 
@@ -178,8 +184,55 @@ class ZaloDeliverer(Deliverer[ZaloOptions]):
         exc.args = (exc.reason,)
         return exc
 
+    def check(self, timeout: float) -> list[Finding]:
+        """ZNS and OAuth answer; a token pair is stored, and how long it has; no pause holds the destination.
+
+        The pair is never renewed here: a renewal spends the single-use refresh token, and Zalo has no call that
+        checks an access token without sending. So the app id and secret and the refresh token are tried by the
+        next renewal, which the workers make ahead of the access token's expiry."""
+        found = [reach(self.options.url, timeout, check="reachable (ZNS)")]
+        if self.options.oauth_url and self.options.oauth_url.rstrip("/") != self.options.url.rstrip("/"):
+            found.append(reach(self.options.oauth_url, timeout, check="reachable (OAuth)"))
+        where = f"{self.context.settings.redis_prefix}:pair:{pair_name(self.name)}"
+        try:
+            pair = self.pairs.get(pair_name(self.name))
+            pauses = self.pauses.get(self.name)
+        except redis.RedisError as exc:
+            return [*found, Finding("token pair", where, NOT_READY, f"Redis does not answer ({type(exc).__name__}): "
+                                                                    "the pair and the pauses cannot be read")]
+        found.append(_pair_finding(pair, where))
+        for pause in pauses.values():
+            since = datetime.fromtimestamp(pause.since, UTC)
+            said = f"paused since {since:%Y-%m-%d %H:%M} UTC: {_scope(pause)}{pause.reason}"
+            hint = CONDITIONS.get(pause.condition, "")
+            if pause.until is not None:  # ends by itself (a daily limit)
+                until = datetime.fromtimestamp(pause.until, UTC)
+                found.append(Finding("pause", pause.condition, WARNING, f"{said}; until {until:%Y-%m-%d %H:%M} UTC"))
+            else:
+                found.append(Finding("pause", pause.condition, NOT_READY,
+                                     f"{said}; {hint}; then `motcua-relay zalo resume`"))
+        return found
+
     def close(self) -> None:
         self.connector.close()
+
+
+def _pair_finding(pair: TokenPair | None, where: str) -> Finding:
+    """What the stored pair says: none, a refresh token probably past its three months, or how long it has."""
+    if pair is None:
+        return Finding("token pair", where, NOT_READY, "no token pair is stored: messages would wait; store the OA's "
+                                                       "first pair with `motcua-relay zalo set-token`")
+    left = pair.expires_at - time.time()
+    age = ACCESS_TOKEN_SECONDS - left
+    if age > REFRESH_TOKEN_SECONDS:
+        return Finding("token pair", where, WARNING,
+                       f"the pair was issued about {age / 86400:.0f} days ago: its refresh token (three months) has "
+                       "probably expired; store a new pair with `motcua-relay zalo set-token`")
+    if left > 0:
+        return Finding("token pair", where, READY, f"stored; the access token is valid for {left / 3600:.1f} h and "
+                                                   "renewed ahead of that (doctor renews nothing)")
+    return Finding("token pair", where, READY, f"stored; the access token expired {-left / 3600:.1f} h ago: the next "
+                                               "message renews the pair with its refresh token")
 
 
 def _scope(pause: Pause) -> str:
