@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 import threading
 import time
@@ -43,6 +42,7 @@ from rich.text import Text
 from sqlalchemy import create_engine
 from sqlalchemy.exc import ArgumentError
 
+from cli.common import operator_console
 from services.checks import NOT_READY, READY, SKIPPED, WARNING, Finding, clock, ms, offset
 
 if TYPE_CHECKING:
@@ -57,7 +57,6 @@ LABELS = {READY: "ready", WARNING: "warning", NOT_READY: "not ready", SKIPPED: "
 STYLES = {READY: "green", WARNING: "yellow", NOT_READY: "bold red", SKIPPED: "dim"}
 STATUSES = (READY, WARNING, SKIPPED, NOT_READY)
 WORKER_PING_SECONDS = 2.0
-PIPE_WIDTH = 4000
 SHORTEST_SECRET = 6  # shorter values are not masked in the output: they would mask ordinary words
 MASK = "***"
 UPGRADE = "`motcua-relay db upgrade`"
@@ -107,18 +106,9 @@ def doctor(
     if as_json:
         sys.stdout.write(json.dumps(report.as_json(), ensure_ascii=False, indent=2) + "\n")
     else:
-        render(report, _console())
+        render(report, operator_console())
     if not report.ready:
         raise typer.Exit(1)
-
-
-def _console() -> Console:
-    """rich's console on a terminal (or as wide as ``COLUMNS``); into a pipe, wide enough that no row is folded, as
-    the other commands' tables (``--json`` is what a script reads)."""
-    console = Console()
-    if console.is_terminal or os.environ.get("COLUMNS", "").strip().isdigit():
-        return console
-    return Console(width=PIPE_WIDTH)
 
 
 def render(report: Report, console: Console) -> None:

@@ -1,4 +1,4 @@
-"""The operator's commands (``cli/main.py``): bad arguments said in one line, tables whole in a pipe, replay's dry
+"""The operator's commands (``cli/``): bad arguments said in one line, tables whole in a pipe, replay's dry
 run, Zalo's held messages sent once quiet hours are over, and samples never stamped in the future.
 
 Real ledgers (SQLite in the test's directory), real Redis, the Zalo simulator on loopback; the commands run through
@@ -47,7 +47,7 @@ runner = CliRunner()
 def run(*args: str) -> Result:
     """The command in this process. Its logging stays this process's: configured inside the runner, structlog would
     keep writing to the runner's stream, closed once the command ends."""
-    with mock.patch("cli.main.configure_logging"):
+    with mock.patch("cli.common.configure_logging"):
         return runner.invoke(app, list(args))
 
 
