@@ -1,7 +1,8 @@
 """Destinations and routing rules, read from a TOML file (``config/relay.toml`` by default).
 
 A destination names its kind (which adapter/connector pair delivers to it), its queue,
-its retry schedule and deadline, circuit breaker, rate limit, timeouts and ordering.
+its retry schedule and deadline, circuit breaker, rate limit, timeouts and ordering, and
+optionally the title people know it by (the console shows it).
 A route says which event types (shell-style patterns such as ``dossier.*``) go to which
 destination, optionally only when some fields are present (``require``), or only for some
 origins and units. Adding a destination is a ``[destinations.NAME]`` table and a route; its
@@ -80,6 +81,8 @@ class Timeouts(_Model):
 class Destination(_Model):
     name: str
     kind: str
+    title: str | dict[str, str] | None = Field(None, description="what people call it (the console shows it): "
+                                               'a name, or one per language: { vi = "...", en = "..." }')
     queue: str = ""
     ordering: Literal["sequence", "none"] = "sequence"
     retry: RetryPolicy = RetryPolicy()
@@ -87,6 +90,21 @@ class Destination(_Model):
     rate_limit: RateLimit = RateLimit()
     timeouts: Timeouts = Timeouts()
     options: dict[str, Any] = Field(default_factory=dict, description="kind-specific settings (url, secret_env …)")
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str | dict[str, str] | None) -> str | dict[str, str] | None:
+        names = [value] if isinstance(value, str) else list((value or {}).values())
+        if any(not name.strip() or len(name) > 200 for name in names):
+            raise ValueError("a title is a name of 1 to 200 characters")
+        return value or None
+
+    def title_in(self, lang: str) -> str | None:
+        """The destination's title in ``lang``: its one title, or its title in that language, else its first;
+        ``None`` when the routing file gives none (the console then names it by its kind)."""
+        if self.title is None or isinstance(self.title, str):
+            return self.title
+        return self.title.get(lang) or next(iter(self.title.values()))
 
     @model_validator(mode="after")
     def _default_queue(self) -> Destination:

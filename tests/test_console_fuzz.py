@@ -141,6 +141,7 @@ NASTY = st.sampled_from([
     "2026-11-20T10:00:00+07:00|5", "2026-11-20T10:00:00|5", "0001-01-01T00:00:00+14:00|1",
     "9999-12-31T23:59:59-14:00|1", f"{datetime.now(UTC).isoformat()}|{2**63}", "/console/", "//evil.test/",
     "/console/../healthz", "warehouse", "onestop", "portal", "payment", "rejected", "HTTP 400", "one", "all",
+    "selected", "matching", "yes",
 ])
 TEXT = st.one_of(NASTY, st.text(max_size=40), st.text(st.characters(codec="latin-1"), max_size=12))
 
@@ -156,7 +157,8 @@ def _cursor() -> st.SearchStrategy[str]:
 DAY = st.one_of(st.dates().map(lambda d: d.isoformat()), st.just(REPORT_DAY), TEXT)
 FILTERS = st.fixed_dictionaries({}, optional={
     "destination": st.one_of(st.sampled_from(["warehouse", "onestop", "portal", ""]), TEXT),
-    "dossier": TEXT, "reason": TEXT, "before": st.one_of(_cursor(), TEXT), "replayed": TEXT,
+    "dossier": TEXT, "reason": TEXT, "before": st.one_of(_cursor(), TEXT), "replayed": TEXT, "scope": TEXT,
+    "notice": st.one_of(st.just("none_ticked"), TEXT),
     "lang": st.one_of(st.sampled_from(["vi", "en"]), TEXT), "extra": TEXT})
 CONTENT_TYPES = st.sampled_from(["application/x-www-form-urlencoded", "multipart/form-data; boundary=xyz",
                                  "multipart/form-data", "text/plain", "application/json", ""])
@@ -195,7 +197,10 @@ JUNK_COOKIE = st.one_of(st.just("none"), _LATIN, st.builds(
 TOKEN = st.one_of(st.just(SESSION_TOKEN), TEXT)
 CODE = st.one_of(st.integers(0, DEAD - 1), TEXT.filter(bool))
 IDS = st.lists(st.one_of(st.integers(1, 2 * DEAD), st.integers(), TEXT), max_size=6)
-SCOPE = st.one_of(st.just("one"), TEXT)
+SCOPE = st.one_of(st.sampled_from(["one", "selected", "matching"]), TEXT)
+ONE = st.one_of(st.integers(1, 2 * DEAD), st.integers(), TEXT)
+CONFIRMED = st.one_of(st.just("yes"), TEXT)
+UNTIL = st.one_of(st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat()), _cursor(), TEXT)
 LOGIN_FORM = st.fixed_dictionaries({}, optional={
     "username": st.one_of(st.just(OPERATOR), TEXT), "password": st.one_of(st.just(PASSWORD), TEXT), "next": TEXT})
 RAW_PATH = st.sampled_from(["/console/login", "/console/deadletters/replay", "/console/dossiers/{code}/reveal"])
@@ -217,9 +222,12 @@ def calls(draw: st.DrawFn) -> Call:
         token = draw(TOKEN)
         if draw(st.booleans()):
             form["csrf"] = token
-        scope = draw(SCOPE)
-        if scope != "all" or token != SESSION_TOKEN:  # replaying them all would leave the later examples none
-            form["scope"] = scope
+        form["scope"] = draw(SCOPE)
+        for key, values in (("one", ONE), ("confirmed", CONFIRMED), ("until", UNTIL)):
+            if draw(st.booleans()):
+                form[key] = draw(values)
+        if form["scope"] == "matching" and form.get("confirmed") == "yes" and "one" not in form:
+            del form["confirmed"]  # replaying them all would leave the later examples none: the page that asks
         return Call("POST", "/console/deadletters/replay", draw(FILTERS), form)
     if kind == "search":
         code = draw(CODE)

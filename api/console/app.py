@@ -5,15 +5,19 @@ not arrive?" here instead of in the logs:
 
 - ``/console/`` — per destination, delivered / retrying / dead in the last hour and day, what is open and how
   old the oldest is, the circuit breaker, and a chart of deliveries and failed attempts per hour;
+- ``/console/`` also says whether the workers are up (:mod:`api.console.health`);
 - ``/console/deadletters`` — dead letters with filters (destination, dossier, reason), the reason and the last
-  answer, replay of one or of all that match;
+  answer; replay of the one row clicked, of the rows ticked, or of all that match, each after a page that says
+  how many it will replay (the pages run no script: no confirm dialog);
 - ``/console/dossiers/<code>`` — one dossier's timeline: every event, delivery and attempt across destinations;
   the citizen's name, phone and ID masked unless the operator asks (``reveal``, logged with who and which
   dossier, never the values);
 - ``/console/reports`` — the day's reconciliation lines and the portal sync report.
 
-Labels in Vietnamese, English with ``?lang=en`` (kept in a cookie). Accounts and sessions: :mod:`api.console.auth`;
-lock-outs and open sessions: :mod:`api.console.state`; the headers of every answer: :mod:`api.headers`.
+Labels in Vietnamese, English with ``?lang=en`` (kept in a cookie), every word from :mod:`api.console.labels`;
+destinations by their titles (the routing file's ``title``, else their kind's). Accounts and sessions:
+:mod:`api.console.auth`; lock-outs and open sessions: :mod:`api.console.state`; the headers of every answer:
+:mod:`api.headers`.
 
 Whatever a query parameter, form field or path holds, the answer is a page: what the ledger or a parser cannot
 take (a NUL, which PostgreSQL refuses even in a query; a time without its zone; a day out of the calendar's range;
@@ -29,7 +33,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import structlog
 from fastapi import APIRouter, Form, Query, Request
@@ -39,16 +43,20 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import AfterValidator, Field, StringConstraints
+from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from api.console.auth import COOKIE, SESSION_SECONDS, ConsoleAuth
+from api.console.health import PINGER, WAIT_SECONDS, WorkerHealth, worker_health
+from api.console.labels import Words, destination_markup, language
 from api.console.state import ConsoleState, LockOut, StateUnavailable
 from schemas.privacy import mask_value
-from schemas.vietnam import VN_TZ, day_bounds, vnd
+from schemas.vietnam import VN_TZ, day_bounds
 from store import deadletters, overview, payments, queries
 from store.reports import portal_sync_report
-from tasks.runtime import get_runtime
+from store.tables import deliveries
+from tasks.runtime import Runtime, get_runtime
 
 log = structlog.get_logger(__name__)
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -58,73 +66,7 @@ STYLE_VERSION = hashlib.sha256(STYLE).hexdigest()[:12]
 PAGE = 50
 MAX_BODY = 64 * 1024  # the console's forms are a few fields
 MAX_IDS = 500  # dead letters replayed by id in one form (a page shows PAGE)
-
-LABELS: dict[str, dict[str, str]] = {
-    "overview": {"vi": "Tổng quan", "en": "Overview"},
-    "deadletters": {"vi": "Gửi thất bại", "en": "Dead letters"},
-    "reports": {"vi": "Báo cáo", "en": "Reports"},
-    "dossier": {"vi": "Hồ sơ", "en": "Dossier"},
-    "search": {"vi": "Tra cứu mã hồ sơ", "en": "Find a dossier code"},
-    "logout": {"vi": "Đăng xuất", "en": "Log out"},
-    "login": {"vi": "Đăng nhập", "en": "Log in"},
-    "username": {"vi": "Tài khoản", "en": "Account"},
-    "password": {"vi": "Mật khẩu", "en": "Password"},
-    "bad_login": {"vi": "Sai tài khoản hoặc mật khẩu", "en": "Wrong account or password"},
-    "locked": {"vi": "Tạm khóa đăng nhập vì sai quá nhiều lần. Thử lại sau {minutes} phút.",
-               "en": "Log-in locked after too many failures. Try again in {minutes} min."},
-    "unavailable": {"vi": "Không đọc được trạng thái phiên làm việc (Redis không trả lời): thử lại sau ít phút",
-                    "en": "The sessions' state cannot be read (Redis does not answer): try again in a few minutes"},
-    "invalid": {"vi": "Yêu cầu không hợp lệ", "en": "Invalid request"},
-    "invalid_fields": {"vi": "Không đọc được giá trị của: {fields} (sai định dạng, quá dài hoặc có ký tự lạ).",
-                       "en": "These values cannot be read: {fields} (wrong format, too long or a stray character)."},
-    "back": {"vi": "Về trang tổng quan", "en": "Back to the overview"},
-    "dossier_code": {"vi": "Mã hồ sơ", "en": "Dossier code"},
-    "ids": {"vi": "Lượt gửi đã chọn", "en": "Chosen deliveries"},
-    "scope": {"vi": "Phạm vi gửi lại", "en": "Replay scope"},
-    "form_token": {"vi": "Mã biểu mẫu", "en": "Form token"},
-    "next": {"vi": "Trang cần mở", "en": "Page to open"},
-    "form": {"vi": "Nội dung biểu mẫu", "en": "The form"},
-    "destination": {"vi": "Đích nhận", "en": "Destination"},
-    "last_hour": {"vi": "1 giờ qua", "en": "Last hour"},
-    "last_day": {"vi": "24 giờ qua", "en": "Last 24 hours"},
-    "delivered": {"vi": "Đã gửi", "en": "Delivered"},
-    "retrying": {"vi": "Đang thử lại", "en": "Retrying"},
-    "dead": {"vi": "Thất bại", "en": "Dead"},
-    "open": {"vi": "Đang chờ", "en": "Open"},
-    "lag": {"vi": "Độ trễ (trung vị, 1 giờ)", "en": "Lag (median, 1 h)"},
-    "oldest": {"vi": "Chờ lâu nhất", "en": "Oldest"},
-    "breaker": {"vi": "Ngắt mạch", "en": "Breaker"},
-    "breaker_open": {"vi": "Đang ngắt", "en": "Open"},
-    "breaker_closed": {"vi": "Bình thường", "en": "Closed"},
-    "chart": {"vi": "Gửi thành công và lần gửi lỗi theo giờ (24 giờ)",
-              "en": "Delivered and failed attempts per hour (24 h)"},
-    "failed_attempts": {"vi": "Lần gửi lỗi", "en": "Failed attempts"},
-    "filter": {"vi": "Lọc", "en": "Filter"},
-    "reason": {"vi": "Lý do", "en": "Reason"},
-    "last_answer": {"vi": "Phản hồi cuối", "en": "Last answer"},
-    "when": {"vi": "Thời điểm", "en": "When"},
-    "attempts": {"vi": "Số lần", "en": "Attempts"},
-    "event": {"vi": "Sự kiện", "en": "Event"},
-    "replay": {"vi": "Gửi lại", "en": "Replay"},
-    "replay_all": {"vi": "Gửi lại tất cả kết quả lọc", "en": "Replay all that match"},
-    "replayed": {"vi": "Đã đưa lại vào hàng đợi", "en": "Queued again"},
-    "none": {"vi": "Không có", "en": "None"},
-    "timeline": {"vi": "Diễn biến", "en": "Timeline"},
-    "applicant": {"vi": "Công dân", "en": "Applicant"},
-    "reveal": {"vi": "Hiện thông tin cá nhân (được ghi nhật ký)", "en": "Reveal personal data (logged)"},
-    "what": {"vi": "Nội dung", "en": "What"},
-    "status": {"vi": "Trạng thái", "en": "Status"},
-    "deliveries": {"vi": "Lượt gửi", "en": "Deliveries"},
-    "reconciliation": {"vi": "Đối soát thanh toán", "en": "Payment reconciliation"},
-    "portal_sync": {"vi": "Đồng bộ Cổng DVC quốc gia", "en": "National portal sync"},
-    "day": {"vi": "Ngày", "en": "Day"},
-    "outcome": {"vi": "Kết quả", "en": "Outcome"},
-    "bill": {"vi": "Hóa đơn", "en": "Bill"},
-    "amount": {"vi": "Số tiền", "en": "Amount"},
-    "closed": {"vi": "Bảng điều khiển chưa được cấu hình: đặt MOTCUA_CONSOLE_SECRET và MOTCUA_CONSOLE_OPERATORS",
-               "en": "The console is not configured: set MOTCUA_CONSOLE_SECRET and MOTCUA_CONSOLE_OPERATORS"},
-    "more": {"vi": "Trang sau", "en": "Next page"},
-}
+LANG_COOKIE = "motcua_lang"
 
 
 def _audit(event: str, **fields: Any) -> None:
@@ -133,40 +75,62 @@ def _audit(event: str, **fields: Any) -> None:
 
 
 def _lang(request: Request) -> str:
-    wanted = request.query_params.get("lang") or request.cookies.get("motcua_lang") or "vi"
-    return wanted if wanted in ("vi", "en") else "vi"
+    """``?lang=`` if it names one, else the language kept in the cookie, else Vietnamese."""
+    wanted = request.query_params.get("lang")
+    return language(wanted if wanted in ("vi", "en") else request.cookies.get(LANG_COOKIE))
 
 
-def _t(request: Request, key: str) -> str:
-    return LABELS.get(key, {}).get(_lang(request), key)
+def _words(request: Request) -> Words:
+    return Words(language(_lang(request)))
+
+
+def _t(request: Request, key: str, **fields: Any) -> str:
+    return _words(request)(key, **fields)
+
+
+_NOT_KEPT = {"lang", "replayed", "scope", "notice"}  # the other language does not announce a replay again
+
+
+def _switch(request: Request, here: str | None) -> str:
+    """The same page in the other language: ``here`` (the page a form's answer belongs to), else this one, its
+    query kept."""
+    other = "en" if _lang(request) == "vi" else "vi"
+    if here is not None:
+        path, _, query = here.partition("?")
+        kept = [(k, v) for k, v in parse_qsl(query) if k not in _NOT_KEPT]
+    else:
+        path = request.url.path
+        kept = [(k, v) for k, v in request.query_params.multi_items() if k not in _NOT_KEPT]
+    return f"{path}?{urlencode([*kept, ('lang', other)])}"
 
 
 def _render(request: Request, name: str, status: int = 200, headers: dict[str, str] | None = None,
-            **context: Any) -> HTMLResponse:
-    lang = _lang(request)
+            here: str | None = None, titles: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+    words = _words(request)
+    named = titles or {}
     html = TEMPLATES.get_template(name).render(
-        t=lambda key: LABELS.get(key, {}).get(lang, key), lang=lang, vn=_vn, age=_age, money=vnd,
-        path=request.url.path, style_version=STYLE_VERSION, **context)
+        t=words, words=words, lang=words.lang, vn=_vn, path=request.url.path, switch=_switch(request, here),
+        style_version=STYLE_VERSION, titles=named, dest=lambda d: destination_markup(d, named.get(d) or d),
+        q=lambda value: quote(str(value), safe=""), **context)
     response = HTMLResponse(html, status_code=status, headers=headers)
     if request.query_params.get("lang") in ("vi", "en"):
-        response.set_cookie("motcua_lang", lang, max_age=365 * 86400, samesite="strict", httponly=True)
+        response.set_cookie(LANG_COOKIE, words.lang, max_age=365 * 86400, samesite="strict", httponly=True)
     return response
+
+
+def _titles(rt: Runtime, words: Words) -> dict[str, str]:
+    """Each destination's title: the routing file's, else its kind's in the catalogue, else its service's, else
+    its name."""
+    found = {}
+    for name, destination in rt.routing.destinations.items():
+        service = rt.registry.services.get(destination.kind)
+        found[name] = (destination.title_in(words.lang) or words.kind_title(destination.kind)
+                       or (service.title if service else None) or name)
+    return found
 
 
 def _vn(moment: datetime | None) -> str:
     return moment.astimezone(VN_TZ).strftime("%d/%m/%Y %H:%M:%S") if moment else "—"
-
-
-def _age(seconds: float) -> str:
-    if not seconds:
-        return "—"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 class Closed(Exception):
@@ -182,14 +146,20 @@ class Invalid(Exception):
 
 
 # a parameter's label where it is not the parameter's own name
-_FIELD_LABELS = {"before": "more", "code": "dossier_code", "csrf": "form_token", "q": "search"}
+_FIELD_LABELS = {"before": "more", "code": "dossier_code", "csrf": "form_token", "q": "search", "confirmed": "confirm"}
 
 
 def _invalid(request: Request, fields: Iterable[str]) -> Response:
     names = ", ".join(dict.fromkeys(_t(request, _FIELD_LABELS.get(field, field)) for field in fields))
     log.info("console.invalid_input", path=request.url.path, fields=names)
-    return _render(request, "invalid.html", status=400, operator=None,
-                   message=_t(request, "invalid_fields").format(fields=names))
+    return _render(request, "invalid.html", status=400, operator=None, here="/console/",  # never the input again
+                   message=_t(request, "invalid_fields", fields=names))
+
+
+def _stale_form(request: Request) -> Response:
+    """A form whose token is not this session's (an old page, another session's, forged): 403, nothing done."""
+    return _render(request, "invalid.html", status=403, operator=None, here="/console/",
+                   message=_t(request, "stale_form"))
 
 
 def _field(location: tuple[Any, ...]) -> str:
@@ -217,7 +187,7 @@ class _ConsoleRoute(APIRoute):
                 return _invalid(request, exc.fields)
             except StateUnavailable as exc:
                 log.error("console.state_unavailable", error=str(exc))
-                return _render(request, "closed.html", status=503, reason="unavailable")
+                return _render(request, "closed.html", status=503, reason="unavailable", here="/console/")
 
         return guarded
 
@@ -256,12 +226,14 @@ async def _who(request: Request) -> tuple[ConsoleAuth, str, str] | Response:
     try:
         auth = _auth()
     except Closed:
-        return _render(request, "closed.html", status=503)
+        return _render(request, "closed.html", status=503, here="/console/")
     cookie = request.cookies.get(COOKIE)
     session = auth.read(cookie)
     if session is None or cookie is None or not await run_in_threadpool(_state().is_open, session):
         target = quote(str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""), safe="")
-        return RedirectResponse(f"/console/login?next={target}", status_code=303)
+        lang = request.query_params.get("lang")
+        kept = f"&lang={lang}" if lang in ("vi", "en") else ""  # the log-in page in the language asked for
+        return RedirectResponse(f"/console/login?next={target}{kept}", status_code=303)
     return auth, session.operator, cookie
 
 
@@ -279,8 +251,9 @@ async def login_page(request: Request, next: Annotated[str, Query(max_length=200
     try:
         _auth()
     except Closed:
-        return _render(request, "closed.html", status=503)
-    return _render(request, "login.html", next=_next(next), error="")
+        return _render(request, "closed.html", status=503, here="/console/")
+    target = _next(next)
+    return _render(request, "login.html", next=target, error="", here=f"/console/login?{urlencode({'next': target})}")
 
 
 @router.post("/login")
@@ -291,15 +264,15 @@ async def login(request: Request, username: Annotated[str, Form(max_length=100)]
     try:
         auth = _auth()
     except Closed:
-        return _render(request, "closed.html", status=503)
+        return _render(request, "closed.html", status=503, here="/console/")
     state, address = _state(), request.client.host if request.client else "-"
     admitted = await run_in_threadpool(state.admit, username, address)
     if admitted.wait:
         log.warning("console.login_throttled", operator=username[:40], address=address,
                     retry_after=math.ceil(admitted.wait))
-        message = _t(request, "locked").format(minutes=math.ceil(admitted.wait / 60))
+        message = _t(request, "locked", minutes=math.ceil(admitted.wait / 60))
         return _render(request, "login.html", status=429, headers={"Retry-After": str(math.ceil(admitted.wait))},
-                       next=_next(next), error=message)
+                       next=_next(next), error=message, here="/console/login")
     if not await run_in_threadpool(auth.login, username, password):
         log.warning("console.login_refused", operator=username[:40], address=address)
         limits = state.lockout
@@ -307,7 +280,8 @@ async def login(request: Request, username: Annotated[str, Form(max_length=100)]
             log.warning("console.login_locked", operator=username[:40], address=address,
                         account_failures=admitted.account_count, address_failures=admitted.address_count,
                         seconds=limits.window)
-        return _render(request, "login.html", status=401, next=_next(next), error=_t(request, "bad_login"))
+        return _render(request, "login.html", status=401, next=_next(next), error=_t(request, "bad_login"),
+                       here="/console/login")
     cookie, session = auth.session(username)
 
     def open_session() -> None:
@@ -345,15 +319,20 @@ async def overview_page(request: Request) -> Response:
         return who
     rt = get_runtime()
     now = datetime.now(UTC)
+    asked = PINGER.start(rt.settings.broker_url)  # answered while the ledger is read
 
-    def read() -> tuple[list[Any], list[tuple[datetime, int, int]], dict[str, bool]]:
+    def read() -> tuple[list[Any], list[tuple[datetime, int, int]], dict[str, bool], WorkerHealth]:
         names = list(rt.routing.destinations)
         rows, hours = overview.read(rt.engine, names, now)
-        return rows, hours, {name: bool(rt.protection.state(name)["open"]) for name in names}
+        breakers = {name: bool(rt.protection.state(name)["open"]) for name in names}
+        return rows, hours, breakers, worker_health(rt.engine, asked)
 
-    rows, hours, breakers = await run_in_threadpool(read)
+    rows, hours, breakers, health = await run_in_threadpool(read)
+    words = _words(request)
     return _render(request, "overview.html", operator=who[1], csrf=who[0].csrf_token(who[2]), rows=rows,
-                   breakers=breakers, chart=_chart(hours))
+                   breakers=breakers, chart=_chart(hours), health=health, titles=_titles(rt, words),
+                   wait_seconds=words.number(WAIT_SECONDS, 1), hm=lambda at: at.astimezone(VN_TZ).strftime("%H:%M:%S"),
+                   since=lambda moment: words("ago", age=words.age((now - moment).total_seconds())))
 
 
 def _chart(hours: list[tuple[datetime, int, int]], width: int = 720, height: int = 160) -> dict[str, Any]:
@@ -371,14 +350,24 @@ def _chart(hours: list[tuple[datetime, int, int]], width: int = 720, height: int
             "delivered": sum(d for _, d, _ in hours), "failed": sum(f for _, _, f in hours)}
 
 
-def _filter(destination: str, dossier: str, reason: str, ids: tuple[int, ...] = ()) -> deadletters.DeadLetterFilter:
+def _filter(destination: str, dossier: str, reason: str, ids: tuple[int, ...] = (),
+            until: datetime | None = None) -> deadletters.DeadLetterFilter:
     return deadletters.DeadLetterFilter(destination=destination or None, dossier_code=dossier or None,
-                                        reason=reason or None, ids=ids)
+                                        reason=reason or None, ids=ids, until=until)
+
+
+def _filters(request: Request) -> dict[str, str]:
+    """The dead letters' filters this request carries in its query (kept across the list, its pages and forms)."""
+    return {k: v for k, v in request.query_params.items() if k in ("destination", "dossier", "reason") and v}
+
+
+Scope = Literal["one", "selected", "matching"]
+SCOPES: tuple[Scope, ...] = ("one", "selected", "matching")
 
 
 @router.get("/deadletters", response_class=HTMLResponse)
 async def deadletters_page(request: Request, destination: Text = "", dossier: Text = "", reason: Text = "",
-                           before: Text = "", replayed: Text = "") -> Response:
+                           before: Text = "") -> Response:
     who = await _who(request)
     if isinstance(who, Response):
         return who
@@ -388,14 +377,25 @@ async def deadletters_page(request: Request, destination: Text = "", dossier: Te
     rows = await run_in_threadpool(deadletters.dead_letters, rt.engine, flt, PAGE + 1, before_row)
     more, rows = len(rows) > PAGE, rows[:PAGE]
     excerpts = await run_in_threadpool(deadletters.last_answers, rt.engine, [r.id for r in rows])
-    params = {k: v for k, v in request.query_params.items() if k in ("destination", "dossier", "reason") and v}
+    params = _filters(request)
     next_page = None
     if more:
         keyset = f"{rows[-1].updated_at.isoformat()}|{rows[-1].id}"
         next_page = f"/console/deadletters?{urlencode({**params, 'before': keyset})}"
+    words = _words(request)
     return _render(request, "deadletters.html", operator=who[1], csrf=who[0].csrf_token(who[2]), rows=rows,
-                   excerpts=excerpts, destinations=sorted(rt.routing.destinations), flt=flt,
-                   query=urlencode(params), replayed=replayed if replayed.isdigit() else None, next_page=next_page)
+                   excerpts=excerpts, destinations=sorted(rt.routing.destinations), flt=flt, query=urlencode(params),
+                   notice=_notice(request, words), next_page=next_page, titles=_titles(rt, words))
+
+
+def _notice(request: Request, words: Words) -> str | None:
+    """What the list says after a replay (``replayed``: how many, ``scope``: of what) or a refused one."""
+    count, scope = request.query_params.get("replayed", ""), request.query_params.get("scope", "")
+    if count.isdigit() and len(count) < 12:
+        return words(f"replayed.{scope}" if scope in SCOPES else "replayed", count=int(count))
+    if request.query_params.get("notice") == "none_ticked":
+        return words("none_ticked")
+    return None
 
 
 def _cursor(value: str) -> tuple[datetime, int] | None:
@@ -404,29 +404,79 @@ def _cursor(value: str) -> tuple[datetime, int] | None:
         return None
     moment, _, row_id = value.partition("|")
     try:
-        when, number = datetime.fromisoformat(moment), int(row_id)
-        if when.tzinfo is None or not 1 <= number < 2**63:
+        when, number = _moment(moment), int(row_id)
+        if not 1 <= number < 2**63:
             raise ValueError(value)
-        return when.astimezone(UTC), number
+        return when, number
     except (ValueError, OverflowError):
         raise Invalid("before") from None
+
+
+def _moment(value: str) -> datetime:
+    """An ISO time with its time zone, that the ledger can compare (UTC); else ``ValueError``."""
+    when = datetime.fromisoformat(value)
+    if when.tzinfo is None:
+        raise ValueError(value)
+    return when.astimezone(UTC)
+
+
+def _tally(rt: Runtime, flt: deadletters.DeadLetterFilter) -> tuple[int, datetime | None]:
+    """How many dead letters ``flt`` takes, and when the newest of them died (by the ledger's times, which the
+    workers' clocks wrote: not this host's)."""
+    with rt.engine.connect() as conn:
+        count = int(conn.execute(select(func.count()).select_from(deliveries).where(*flt.where())).scalar_one())
+        newest = conn.execute(select(deliveries.c.updated_at).where(*flt.where())
+                              .order_by(deliveries.c.updated_at.desc()).limit(1)).scalar()
+    return count, newest
 
 
 @router.post("/deadletters/replay")
 async def replay(request: Request, csrf: Annotated[str, Form(max_length=64)],
                  ids: Annotated[list[RowId], Form(default_factory=list, max_length=MAX_IDS)],
-                 scope: Annotated[Literal["one", "all"], Form()] = "one", destination: Text = "", dossier: Text = "",
-                 reason: Text = "") -> Response:
+                 one: Annotated[RowId | None, Form()] = None, scope: Annotated[Scope | None, Form()] = None,
+                 until: Annotated[Text, Form()] = "", confirmed: Annotated[Literal["yes"] | None, Form()] = None,
+                 destination: Text = "", dossier: Text = "", reason: Text = "") -> Response:
+    """Replay what the form's button says: the row clicked (``one``: the ticks do not count), the rows ticked
+    (``scope=selected``: ``ids``), or all that match the filters (``scope=matching``). First a page saying how
+    many and which, whose button sends ``confirmed=yes`` (and, for all that match, ``until``: just after the
+    newest of them died, so that letters dead since are not replayed unseen); then the replay, logged with its
+    scope."""
     who = await _who(request)
     if isinstance(who, Response):
         return who
     auth, operator, cookie = who
     if not auth.csrf_ok(cookie, csrf):
-        return Response("invalid form token", status_code=403)
-    if scope != "all" and not ids:
-        return RedirectResponse(f"/console/deadletters?{request.url.query}", status_code=303)
-    flt = _filter(destination, dossier, reason, () if scope == "all" else tuple(ids))
+        return _stale_form(request)
+    params = _filters(request)
+    back = f"/console/deadletters?{urlencode(params)}"
+    chosen: tuple[int, ...]
+    if one is not None:
+        scope, chosen = "one", (one,)
+    elif scope == "selected":
+        chosen = tuple(dict.fromkeys(ids))
+        if not chosen:
+            return RedirectResponse(f"/console/deadletters?{urlencode({**params, 'notice': 'none_ticked'})}",
+                                    status_code=303)
+    elif scope == "matching":
+        chosen = ()
+    else:
+        return RedirectResponse(back, status_code=303)
     rt = get_runtime()
+    if confirmed is None:
+        flt = _filter(destination, dossier, reason, chosen)
+        (count, newest), rows = await run_in_threadpool(
+            lambda: (_tally(rt, flt), deadletters.dead_letters(rt.engine, flt, PAGE)))
+        until = (newest + timedelta(microseconds=1)).isoformat() if newest else ""
+        return _render(request, "confirm.html", operator=operator, csrf=auth.csrf_token(cookie), scope=scope,
+                       chosen=chosen, until=until, count=count, rows=rows, query=urlencode(params),
+                       back=back, flt=flt, here=back, titles=_titles(rt, _words(request)))
+    if chosen:
+        flt = _filter(destination, dossier, reason, chosen)
+    else:
+        try:
+            flt = _filter(destination, dossier, reason, until=_moment(until))
+        except (ValueError, OverflowError):
+            raise Invalid("until") from None
 
     def run() -> int:
         deadlines = {name: d.retry.deadline for name, d in rt.routing.destinations.items()}
@@ -435,10 +485,10 @@ async def replay(request: Request, csrf: Annotated[str, Form(max_length=64)],
         return len(queued)
 
     count = await run_in_threadpool(run)
-    _audit("console.replay", operator=operator, count=count, scope=scope, destination=flt.destination,
-             dossier_code=flt.dossier_code)
-    query = "&".join(p for p in (request.url.query, f"replayed={count}") if p)
-    return RedirectResponse(f"/console/deadletters?{query}", status_code=303)
+    _audit("console.replay", operator=operator, count=count, scope=scope, ids=list(chosen) or None,
+           destination=flt.destination, dossier_code=flt.dossier_code, reason=flt.reason)
+    return RedirectResponse(f"/console/deadletters?{urlencode({**params, 'replayed': count, 'scope': scope})}",
+                            status_code=303)
 
 
 @router.get("/search")
@@ -464,7 +514,7 @@ async def dossier_reveal(request: Request, code: DossierCode, csrf: Annotated[st
     if isinstance(who, Response):
         return who
     if not who[0].csrf_ok(who[2], csrf):
-        return Response("invalid form token", status_code=403)
+        return _stale_form(request)
     _audit("console.reveal", operator=who[1], dossier_code=code)
     return await _dossier(request, code, reveal=True)
 
@@ -473,24 +523,32 @@ async def _dossier(request: Request, code: str, reveal: bool) -> Response:
     who = await _who(request)
     if isinstance(who, Response):
         return who
-    evs, dels, atts = await run_in_threadpool(queries.dossier_trace, get_runtime().engine, code)
+    rt = get_runtime()
+    words = _words(request)
+    page: dict[str, Any] = {"operator": who[1], "csrf": who[0].csrf_token(who[2]), "code": code, "reveal": reveal,
+                            "here": f"/console/dossiers/{quote(code, safe='')}", "titles": _titles(rt, words)}
+    evs, dels, atts = await run_in_threadpool(queries.dossier_trace, rt.engine, code)
     if not evs:
-        return _render(request, "dossier.html", status=404, operator=who[1], csrf=who[0].csrf_token(who[2]),
-                       code=code, rows=[], deliveries=[], applicant=None, reveal=reveal)
+        return _render(request, "dossier.html", status=404, rows=[], deliveries=[], applicant=None, **page)
     applicant = json.loads(evs[0].payload).get("applicant") or {}
     shown = {key: (str(applicant.get(key)) if reveal else mask_value(str(applicant.get(key))))
              for key in ("name", "id_number", "phone") if applicant.get(key)}
     by_id = {d.id: d for d in dels}
     rows: list[dict[str, Any]] = [
-        {"at": e.received_at, "kind": "event", "what": e.type, "destination": "",
-         "detail": f"{e.origin} · #{e.sequence}"} for e in evs]
+        {"at": e.received_at, "kind": "event", "what": e.type, "destination": "", "outcome": None,
+         "origin": e.origin, "sequence": e.sequence, "facts": "", "error": "", "ref": ""} for e in evs]
     for a in atts:
-        rows.append({"at": a.started_at, "kind": "attempt", "what": f"#{a.number}",
-                     "destination": by_id[a.delivery_id].destination, "detail": queries.describe_attempt(a, " · "),
-                     "outcome": a.outcome})
+        facts = " · ".join(f for f in (f"HTTP {a.status_code}" if a.status_code else "",
+                                       f"{a.duration_ms:.0f} ms" if a.duration_ms is not None else "") if f)
+        status, why = words.outcome(a.outcome), words.reason(a.error)
+        if why.kind not in (status, words("reason.other")):  # the engine's words, when not the outcome's again
+            status = f"{status} · {why.kind}"
+        rows.append({"at": a.started_at, "kind": "attempt", "what": words("attempt_no", number=a.number),
+                     "destination": by_id[a.delivery_id].destination, "outcome": a.outcome, "status": status,
+                     "facts": facts, "error": why.detail, "ref": a.external_ref or ""})
     rows.sort(key=lambda r: r["at"])
-    return _render(request, "dossier.html", operator=who[1], csrf=who[0].csrf_token(who[2]), code=code, rows=rows,
-                   deliveries=sorted(dels, key=lambda d: (d.destination, d.sequence)), applicant=shown, reveal=reveal)
+    return _render(request, "dossier.html", rows=rows, applicant=shown,
+                   deliveries=sorted(dels, key=lambda d: (d.destination, d.sequence)), **page)
 
 
 @router.get("/reports", response_class=HTMLResponse)
@@ -509,7 +567,7 @@ async def reports_page(request: Request, day: Text = "") -> Response:
 
     lines, sync = await run_in_threadpool(read)
     return _render(request, "reports.html", operator=who[1], csrf=who[0].csrf_token(who[2]), day=shown, lines=lines,
-                   sync=sync)
+                   sync=sync, titles=_titles(rt, _words(request)))
 
 
 def _day(value: str) -> date:
