@@ -40,6 +40,11 @@ def directives(path: Path) -> dict[str, list[str]]:
     ("ReadWritePaths", "/var/lib/motcua-relay"),
     ("WorkingDirectory", "/var/lib/motcua-relay"),
     ("KillSignal", "SIGTERM"),  # Celery's warm shutdown, uvicorn's graceful one
+    ("CapabilityBoundingSet", ""),  # none at all
+    ("RestrictNamespaces", "yes"),
+    ("SystemCallArchitectures", "native"),
+    ("SystemCallErrorNumber", "EPERM"),  # a call outside the filter fails, it does not kill the process
+    ("UMask", "0027"),  # reports and a SQLite ledger hold citizens' data
 ])
 def test_each_unit_restarts_runs_as_its_user_and_is_hardened(name: str, key: str, expected: str) -> None:
     assert directives(UNITS / name).get(key) == [expected]
@@ -71,21 +76,43 @@ def _installed_binary() -> Path | None:
     return Path(found) if found else None
 
 
-def test_systemd_reads_the_units_without_a_complaint(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
+@pytest.fixture
+def analyze() -> str:
+    found = shutil.which("systemd-analyze")
+    if found is None:
         pytest.skip("systemd-analyze is not installed here (it comes with systemd)")
+    return found
+
+
+@pytest.fixture
+def local_units(tmp_path: Path) -> list[str]:
+    """The units, with ExecStart naming the command this test runs beside (verify checks that it exists), as the
+    paths systemd-analyze is given: the worker's as its instance @1."""
     binary = _installed_binary()
     if binary is None:
         pytest.skip("no motcua-relay command installed beside this Python for ExecStart to name")
-    # given the units, with ExecStart naming the command this test runs beside (verify checks that it exists)
     for name in NAMES:
         text = (UNITS / name).read_text(encoding="utf-8").replace(SHIPPED_BINARY, str(binary))
         (tmp_path / name).write_text(text, encoding="utf-8")
-    paths = [str(tmp_path / n) for n in ("motcua-relay-api.service", "motcua-relay-beat.service",
-                                          "motcua-relay-worker@1.service")]
+    return [str(tmp_path / n) for n in ("motcua-relay-api.service", "motcua-relay-beat.service",
+                                        "motcua-relay-worker@1.service")]
+
+
+def test_systemd_reads_the_units_without_a_complaint(analyze: str, local_units: list[str]) -> None:
+    # given the units (local_units)
     # when systemd reads them
-    result = subprocess.run([analyze, "verify", *paths], capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run([analyze, "verify", *local_units], capture_output=True, text=True, timeout=60,
+                            check=False)
     # then it says nothing about them (it prints a misspelled setting and goes on, exit status 0)
     about_ours = [line for line in (result.stdout + result.stderr).splitlines() if "motcua-relay" in line]
     assert result.returncode == 0 and about_ours == [], result.stdout + result.stderr
+
+
+def test_systemd_rates_each_unit_little_exposed(analyze: str, local_units: list[str]) -> None:
+    # given the units (local_units); when systemd rates their sandboxing offline (it prints 0.0-10.0, "1.6 OK";
+    # --threshold is on its 0-100 scale, so 20 is 2.0)
+    result = subprocess.run([analyze, "security", "--offline=yes", "--threshold=20", *local_units],
+                            capture_output=True, text=True, timeout=60, check=False)
+    # then each unit's overall exposure is under the threshold (the status is not 0 when one is above it)
+    rated = [line for line in result.stdout.splitlines() if "Overall exposure level" in line]
+    assert result.returncode == 0 and len(rated) == len(local_units), result.stdout + result.stderr
