@@ -17,7 +17,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from config.environ import ENV_FILE_VARIABLE, FILE_SUFFIX
+from config.environ import ENV_FILE_VARIABLE, FILE_SUFFIX, is_secret
 from config.options import option_variable, secret_fields, secret_variable
 from config.routing import RoutingConfig
 from config.settings import DEFAULT_ROUTING_FILE, PACKAGE_ROOT, Settings
@@ -105,9 +105,11 @@ def _written(value: Any) -> str:
 
 
 def _why(field: FieldInfo) -> str:
-    secret = "SecretStr" in str(field.annotation)
     text = field.description or ""
-    return f"{text}; secret" if secret and text else "secret" if secret else text
+    if not is_secret(field):
+        return text
+    secret = "secret" if "SecretStr" in str(field.annotation) else "may carry a password: NAME_FILE accepted"
+    return f"{text}; {secret}" if text else secret
 
 
 def _destinations(routing: RoutingConfig, kind: str, model: Any, seen: set[str]) -> list[Line]:

@@ -7,7 +7,8 @@ A variable ``NAME`` is, in this order:
    shell's ``export`` sets);
 2. ``NAME`` in the ``.env`` file: ``./.env``, or the file ``MOTCUA_ENV_FILE`` names. Values are taken as
    written, never expanded (a console account's hash holds several ``$``); quote them or not;
-3. for a secret only (a password, a key, a token, the console's accounts): the contents of the file that
+3. for a secret only (a password, a key, a token, the console's accounts, a URL that carries a password): the
+   contents of the file that
    ``NAME_FILE`` names (in the environment or in ``.env``), a secret mounted as a file as Docker and Kubernetes
    mount them, its one trailing newline dropped. (Only secrets: several plain settings end in ``_FILE``
    themselves, ``MOTCUA_ROUTING_FILE`` the first.)
@@ -93,7 +94,7 @@ class _Variables(PydanticBaseSettingsSource):
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         variable = f"{self.config.get('env_prefix', '')}{field_name}".upper()
-        if _is_secret(field):
+        if is_secret(field):
             return lookup_secret(variable), variable, False
         return {name.upper(): value for name, value in dotenv().items()}.get(variable), variable, False
 
@@ -106,9 +107,17 @@ class _Variables(PydanticBaseSettingsSource):
         return found
 
 
-def _is_secret(field: FieldInfo) -> bool:
+# A setting that is no SecretStr but may carry one (a URL with its password): ``Field(..., json_schema_extra=
+# CARRIES_SECRET)``, so that it may be read from the file its NAME_FILE names too.
+CARRIES_SECRET: dict[str, Any] = {"carries_secret": True}
+
+
+def is_secret(field: FieldInfo) -> bool:
+    """Whether a settings field is a secret, or carries one: it may come from the file its ``NAME_FILE`` names."""
     annotation = field.annotation
-    return annotation is SecretStr or SecretStr in get_args(annotation)
+    extra = field.json_schema_extra
+    return (annotation is SecretStr or SecretStr in get_args(annotation)
+            or (isinstance(extra, dict) and bool(extra.get("carries_secret"))))
 
 
 class EnvSettings(BaseSettings):

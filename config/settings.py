@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
 
-from config.environ import EnvSettings
+from config.environ import CARRIES_SECRET, EnvSettings
 from config.redis_url import parse_sentinel
 from schemas.events import CodePatterns
 
@@ -26,9 +26,14 @@ DEFAULT_ROUTING_FILE = Path(__file__).resolve().parent / "relay.toml"
 
 class Settings(EnvSettings):
 
-    database_url: str = "sqlite:///./var/relay.db"
-    broker_url: str = "redis://127.0.0.1:6379/0"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    # URLs carry their passwords: each may also come from the file its _FILE variable names
+    database_url: str = Field("sqlite:///./var/relay.db", json_schema_extra=CARRIES_SECRET,
+                              description="the ledger: sqlite:///PATH, or postgresql://USER:PASSWORD@HOST/DB")
+    broker_url: str = Field("redis://127.0.0.1:6379/0", json_schema_extra=CARRIES_SECRET,
+                            description="Celery's broker: redis://… or sentinel://…")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", json_schema_extra=CARRIES_SECRET,
+                           description="breakers, rate limits, tokens, doorbells, pauses, metrics: redis://… or "
+                                       "sentinel://…")
     redis_prefix: str = Field("motcua", description="key prefix for breaker, rate-limit, metrics state")
     intake_secret: SecretStr | None = Field(
         None, description="one or more whsec_ secrets, comma or space separated (several during rotation)"

@@ -217,3 +217,9 @@ def test_hash_password_says_how_to_write_the_account(tmp_path: Path) -> None:
     entry = run.stdout.strip()  # stdout is the entry alone, as before (scripts read it)
     assert entry.startswith("vanhanh01:pbkdf2_sha256$")
     assert f"export MOTCUA_CONSOLE_OPERATORS='{entry}'" in run.stderr
+
+
+def test_a_url_that_carries_a_password_may_come_from_a_file(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (workdir / "database_url").write_text("postgresql://relay:s3cret@db:5432/motcua\n", encoding="utf-8")
+    monkeypatch.setenv("MOTCUA_DATABASE_URL_FILE", str(workdir / "database_url"))
+    assert Settings().database_url == "postgresql+psycopg://relay:s3cret@db:5432/motcua"
