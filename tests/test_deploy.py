@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tomllib
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,12 @@ import typer.main
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import SecretStr
 
 import connectors.base
 from api.console.auth import ConsoleAuth, hash_password
 from api.intake import INTAKE_REQUESTS
 from cli.main import app as cli_app
+from config.environ import is_secret
 from config.options import option_variable, secret_variable
 from config.routing import get_routing
 from config.settings import DEFAULT_ROUTING_FILE, Settings
@@ -84,11 +83,8 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
 def variables_the_relay_reads() -> tuple[set[str], set[str]]:
     """Every variable the relay reads with the shipped routing file, and the secrets among them (those that may
     come from a file instead, named by ``NAME_FILE``)."""
-    def secret(annotation: Any) -> bool:
-        return annotation is SecretStr or SecretStr in typing.get_args(annotation)
-
     every = {f"MOTCUA_{name.upper()}" for name in Settings.model_fields}
-    secrets = {f"MOTCUA_{name.upper()}" for name, info in Settings.model_fields.items() if secret(info.annotation)}
+    secrets = {f"MOTCUA_{name.upper()}" for name, info in Settings.model_fields.items() if is_secret(info)}
     every |= set(CONSOLE_SECRETS)
     secrets |= set(CONSOLE_SECRETS)
     registry = get_registry()
@@ -220,7 +216,7 @@ def test_the_relay_reads_the_secrets_compose_mounts(tmp_path: Path, monkeypatch:
     monkeypatch.delenv("MOTCUA_ENV_FILE", raising=False)
     _, secrets = variables_the_relay_reads()
     for variable, value in environment(SERVICES["api"]).items():
-        if variable.removesuffix("_FILE") in secrets:
+        if variable.endswith("_FILE") and variable.removesuffix("_FILE") in secrets:
             secret = value.removeprefix("/run/secrets/")
             (tmp_path / secret).write_text(values.pop(secret) + "\n", encoding="utf-8")
             monkeypatch.setenv(variable, str(tmp_path / secret))
