@@ -1,7 +1,7 @@
 """Canonical fee events ⇄ payment providers' bills and payments (pure: no I/O).
 
 Out: a ``fee.assessed`` event becomes one bill at the unit's provider — a transaction on the national
-payment platform (:func:`platform_bill`: the platform's ``bill_info``, CONTRACTS.md M6–M9), or a bill at the
+payment platform (:func:`platform_bill`: the platform's ``bill_info``, docs/contracts.md M6–M9), or a bill at the
 bank's bill-collection service (:func:`bank_bill`). The bill's code is derived from the dossier and the fee
 (:func:`bill_code_of`), the same on every attempt: the deliverer looks it up before creating it again, and
 the provider refuses the code with another amount. At the platform the code is the ``transaction_id``,

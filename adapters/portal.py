@@ -8,7 +8,7 @@ the record; nothing is read back from the portal, whose ``TraCuuHoSo`` says only
 Online dossiers the portal sends down become ``dossier.submitted`` events of origin ``portal``.
 
 What a province changes lives in :class:`PortalMapping`, made from the destination's options in
-``config/relay.toml``: the status map (DOMAIN.md's table is the default), local → national procedure codes,
+``config/relay.toml``: the status map (docs/domain.md's table is the default), local → national procedure codes,
 procedure names the catalogue lacks, the desk's name, and each unit's agency name for ``DonViXuLy`` (P17).
 :func:`expected_truth`, :func:`holds` and :func:`content_issues` say what the portal must end up holding for a
 day of the one-stop software's events (the demo, the bench and the tests use them).
@@ -66,7 +66,7 @@ class MappingError(ValueError):
 
 @dataclass(frozen=True)
 class PortalMapping:
-    """The province's side of the mapping; defaults are DOMAIN.md's. ``agency_names`` maps a unit code to the
+    """The province's side of the mapping; defaults are docs/domain.md's. ``agency_names`` maps a unit code to the
     agency's name the portal shows (``DonViXuLy``)."""
 
     status_map: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_STATUS_MAP))

@@ -1,4 +1,4 @@
-"""Celery configuration: the settings that matter for at-least-once delivery (DESIGN.md)."""
+"""Celery configuration: the settings that matter for at-least-once delivery (docs/design.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The national payment platform (KeyPay for DVCQG): create a transaction, ask for its detail.
 
-JSON over HTTP(S) as :mod:`schemas.payment` documents it (CONTRACTS.md M1–M11). The create and the detail are
+JSON over HTTP(S) as :mod:`schemas.payment` documents it (docs/contracts.md M1–M11). The create and the detail are
 two endpoints, each a full URL the destination configures, and each request has its own checksum with the
 partner's hash_key_1 (the destination's ``request_key``); hash_key_2 only verifies what the platform sends,
 which is the API's business. The day's settlement list is no contract of the platform's: it is read by

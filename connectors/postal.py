@@ -1,6 +1,6 @@
 """The postal service (VNPost through MITC's NGSP gateway): token, orders, cancellation, tracking.
 
-The contract is :mod:`schemas.postal` (CONTRACTS.md V1–V12). The token is OAuth2 ``client_credentials`` with
+The contract is :mod:`schemas.postal` (docs/contracts.md V1–V12). The token is OAuth2 ``client_credentials`` with
 HTTP Basic, shared by every worker through :class:`~connectors.credentials.TokenCache` and, when the gateway
 answers a call 401, renewed once under a lock before the call is repeated. This module knows the transport and
 the answers, not what a dossier is (``adapters/postal.py``) nor how an order is created once

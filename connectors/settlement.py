@@ -1,6 +1,6 @@
 """Where a payment destination's reconciliation reads a day's settled payments — an assumption of ours.
 
-The national payment platform publishes no settlement list (CONTRACTS.md, "no public counterpart"), so the
+The national payment platform publishes no settlement list (docs/contracts.md, "no public counterpart"), so the
 reconciliation depends on none: its source is this module's, chosen by the destination's options, and either
 source can be replaced by a province's real one without touching the platform's connector.
 

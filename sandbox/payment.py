@@ -1,6 +1,6 @@
 """Simulator of the national payment platform (KeyPay for DVCQG, as OpenCPS reaches it), with citizens who pay.
 
-The contract is :mod:`schemas.payment` (CONTRACTS.md M1–M15); the simulator refuses what the platform would.
+The contract is :mod:`schemas.payment` (docs/contracts.md M1–M15); the simulator refuses what the platform would.
 JSON over HTTP, every answer HTTP 200 with its verdict in ``error`` (M10); the first failing check wins:
 
 - ``POST /dvcqg/create_transaction`` :class:`~schemas.payment.CreateTransaction`: ``"3"`` for a body that is

@@ -1,6 +1,6 @@
 """Simulator of the national public service portal (Cổng DVC quốc gia) as reached through the provincial LGSP.
 
-It speaks the contract OpenCPS integrates (CONTRACTS.md P1–P18; the wire models are :mod:`schemas.portal`) and
+It speaks the contract OpenCPS integrates (docs/contracts.md P1–P18; the wire models are :mod:`schemas.portal`) and
 refuses what the real portal would: an unknown or missing parameter or field, a number where a string belongs,
 the wrong envelope, a create for a dossier it holds, an update for one it does not. JSON over HTTP, header
 ``dstcode`` on every request:

@@ -1,6 +1,6 @@
 """Simulator of the postal service (VNPost public-administration post) behind MITC's NGSP gateway.
 
-The contract is :mod:`schemas.postal` (CONTRACTS.md V1–V12, the SDK OpenCPS ships); this module adds what it
+The contract is :mod:`schemas.postal` (docs/contracts.md V1–V12, the SDK OpenCPS ships); this module adds what it
 leaves to the post, orders moving on by themselves, and refuses what the real gateway would:
 
 - ``POST /token``: HTTP Basic ``consumer_key:consumer_secret`` and the form ``grant_type=client_credentials``

@@ -9,7 +9,7 @@ desk to be returned; a birth registered outside the applicant's ward goes to tha
 :func:`centre_day` plays the provincial public-administration centre: enterprise registration, construction and
 land for organisations, and naturalisation, which its department of justice sends on to the ministry.
 
-Shape of a desk's day (DOMAIN.md; the figures of the seeds are from before 2025 and stay the scale references: a
+Shape of a desk's day (docs/domain.md; the figures of the seeds are from before 2025 and stay the scale references: a
 desk of about 400 dossiers a day, 82,934 of 97,630 a year involving the post, a provincial centre's 28,230
 dossiers in 8 months): 4–10 events each; about 85 % involve the postal service (some collected from home before
 they are received, most results returned by post); fees assessed and paid in cash at the desk or left to be

@@ -1,6 +1,6 @@
 """Simulator of Zalo's Official Account APIs: OAuth v4 token refresh, ZNS template messages, signed webhooks.
 
-The real paths (DOMAIN.md "Zalo", CONTRACTS.md "Zalo"), all served on one loopback base URL:
+The real paths (docs/domain.md "Zalo", docs/contracts.md "Zalo"), all served on one loopback base URL:
 
 - ``POST /v4/oa/access_token`` (oauth.zaloapp.com), form ``app_id``, ``grant_type=refresh_token``,
   ``refresh_token``, header ``secret_key`` → ``{"access_token", "refresh_token", "expires_in": "90000"}``

@@ -1,6 +1,6 @@
 """The bank's bill-collection web service ("Dịch vụ thu hộ ngân sách / thu phí, lệ phí").
 
-Banks that collect fees for the public sector offer a SOAP web service with a WSDL (DOMAIN.md,
+Banks that collect fees for the public sector offer a SOAP web service with a WSDL (docs/domain.md,
 "Fee collection"): the one-stop software creates a bill, the citizen pays it at the counter, by
 internet or mobile banking or by QR, and the bank lists each day's settled transactions for the
 reconciliation ("đối soát"). No bank publishes its contract, so the simulator in ``sandbox/bank.py``

@@ -7,7 +7,7 @@ groups the services take (:data:`DossierEvent`, :data:`PostalRequest`, :data:`Tr
 :data:`EVENT_ADAPTER` validates one event, :data:`EVENT_BATCH_ADAPTER` a list. The ledger stores an
 event as :func:`canonical_json` of :func:`event_json`, and the relay hands it on as the model.
 
-Code shapes (unit, dossier, procedure) follow DOMAIN.md; provinces format them a
+Code shapes (unit, dossier, procedure) follow docs/domain.md; provinces format them a
 little differently, so :func:`parse_event` checks them against the :class:`CodePatterns` it is
 given (the settings' ``code_patterns``; the national shapes by default), carried to the validators
 in pydantic's validation context. Codes are checked once, where they enter the relay: an event

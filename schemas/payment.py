@@ -1,7 +1,7 @@
 """Payloads and signatures of the payment providers: the national payment platform (KeyPay for DVCQG) and
 VNPAY-style gateways.
 
-**The national payment platform**, as OpenCPS reaches it (CONTRACTS.md M1–M15, from OpenCPS's
+**The national payment platform**, as OpenCPS reaches it (docs/contracts.md M1–M15, from OpenCPS's
 ``PayGateIntegrationActionImpl``, ``PayGateUtil``, ``PayGateTerm`` and ``KeypayDVCQGUtils``). JSON over HTTPS;
 every endpoint is a full URL the destination configures (``create_url``, ``detail_url``):
 

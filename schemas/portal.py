@@ -1,7 +1,7 @@
 """The wire of the national public service portal (Cổng DVC quốc gia), reached through the provincial LGSP.
 
 The contract is the one OpenCPS integrates in production (``DVCQGIntegrationActionImpl.java``; the rules
-P1–P18 of CONTRACTS.md). JSON over HTTP(S), header ``dstcode`` on every call, login included:
+P1–P18 of docs/contracts.md). JSON over HTTP(S), header ``dstcode`` on every call, login included:
 
 - login: ``POST {adapter_url}{auth_endpoint}`` ``{"username", "password"}`` → ``{"error_code": 0, "session"}``;
 - every other call: ``POST {adapter_url}{integration_endpoint}`` ``{"session", "madonvi", "service", …params}``,

@@ -1,5 +1,5 @@
 """Payloads of the postal service (VNPost public-administration post, "Bưu chính công ích"), as reached through
-MITC's NGSP gateway with the SDK OpenCPS ships (CONTRACTS.md V1–V12; the SDK's classes are MToken, MOrder,
+MITC's NGSP gateway with the SDK OpenCPS ships (docs/contracts.md V1–V12; the SDK's classes are MToken, MOrder,
 MResult, MStatus, MRhDoc, MOId). Every endpoint is a full URL in the destination's options (OpenCPS's
 ``apiGetToken``, ``apiPostOrder``, ``apiCancelOrder``, ``apiGetOrderTracking``); the paths below are the
 defaults under ``url``, the first two as OpenCPS's comments give them (``https://api.mitc.vn/token``,

@@ -1,11 +1,11 @@
 """The provincial LGSP's inter-level exchange ("liên thông"): dossiers sent between units' one-stop systems.
 
 A dossier received at a commune may need a provincial department's or the province's decision (since the
-districts were abolished on 1 July 2025, two levels: docs/domain.md, "Inter-level transfer"). The LGSP carries it: the origin sends the dossier and its documents to the
-target unit, the target acknowledges (accepted, or refused with a reason), processes, and sends the
-result back. No province publishes its exchange's contract, so the simulator in ``sandbox/lgsp.py``
-serves the one this module defines and documents (:data:`WSDL`); a province's real contract changes
-this module, the connector and the simulator, nothing else.
+districts were abolished on 1 July 2025, two levels: docs/domain.md). The LGSP carries
+it: the origin sends the dossier and its documents to the target unit, the target acknowledges (accepted, or
+refused with a reason), processes, and sends the result back. No province publishes its exchange's contract, so
+the simulator in ``sandbox/lgsp.py`` serves the one this module defines and documents (:data:`WSDL`); a
+province's real contract changes this module, the connector and the simulator, nothing else.
 
 **SOAP 1.1**, document/literal wrapped, namespace :data:`NAMESPACE`, endpoint :data:`ENDPOINT_PATH`
 (WSDL at ``?wsdl``), a WS-Security ``UsernameToken`` (``PasswordText``) on every request:

@@ -1,6 +1,6 @@
 """Payloads of Zalo: ZNS template messages, the OA's OAuth v4 token refresh, and the signed webhook events.
 
-As DOMAIN.md gives them: ``POST {zns}/message/template`` with header ``access_token`` and
+As docs/domain.md gives them: ``POST {zns}/message/template`` with header ``access_token`` and
 ``{phone, template_id, template_data, tracking_id}``, success ``error == 0`` with
 ``data.msg_id``; ``POST {oauth}/v4/oa/access_token`` (form ``app_id``, ``grant_type``,
 ``refresh_token``; header ``secret_key``) answering a new access token *and a new refresh
@@ -64,7 +64,7 @@ class ParamType:
 
 # The parameter types ZNS templates declare (Zalo Cloud's table of parameter formats, "Các định dạng dữ liệu khi
 # truyền vào tham số", and the create-template API's types): each value sent must fit its type. The caps of
-# customer_name, phone_number, address, code and amount are the ones CONTRACTS.md quotes; the other caps and the
+# customer_name, phone_number, address, code and amount are the ones docs/contracts.md quotes; the other caps and the
 # forms are Zalo's table as integrators quote it, an assumption kept in this one table. "text" is not Zalo's: it is
 # what an undeclared parameter is taken to be (any text without a link, up to its max_length or 200).
 PARAM_TYPES: dict[str, ParamType] = {

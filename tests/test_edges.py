@@ -4,7 +4,7 @@ that names the field, never echoes what was sent, and leaves the ledger as it wa
 The rows are the causes of the 5xx answers a fuzzing pass found (and their neighbours): times whose conversion
 leaves Python's calendar, dates and timestamps that are malformed, out of range or in Arabic-Indic digits (which
 ``int()`` and ``strptime`` accept), NUL bytes and lone surrogates (which PostgreSQL and UTF-8 refuse), numbers over
-the ledger's BIGINT and texts over its column widths. Each callback's format is CONTRACTS.md's: the portal's and
+the ledger's BIGINT and texts over its column widths. Each callback's format is docs/contracts.md's: the portal's and
 VNPAY's dates ``yyyyMMddHHmmss`` in ASCII digits, the post's ``EventTime`` a Long of milliseconds and
 ``StatusCode`` an Integer, the platform's amounts longs, Zalo's ``timestamp`` milliseconds in digits.
 """

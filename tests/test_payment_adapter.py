@@ -1,4 +1,4 @@
-"""The payment adapter: assessed fees → bills at either provider (the platform's ``bill_info``, CONTRACTS.md
+"""The payment adapter: assessed fees → bills at either provider (the platform's ``bill_info``, docs/contracts.md
 M6–M9, and its 20-character transaction ids, M15), the portal's look-up answer, and the events that come back."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""CONTRACTS.md M1–M15, the national payment platform's contract, one test per rule: what the relay sends (its
+"""docs/contracts.md M1–M15, the national payment platform's contract, one test per rule: what the relay sends (its
 connector and its deliverer) against the simulator over real HTTP, and what it takes back (the platform's
 callback, signed as the platform signs it, at the relay's API)."""
 

@@ -1,4 +1,4 @@
-"""The payment providers' signatures: the platform's create, detail and callback checksums (CONTRACTS.md M2, M11,
+"""The payment providers' signatures: the platform's create, detail and callback checksums (docs/contracts.md M2, M11,
 M13), VNPAY's HMAC-SHA512 over the hash string its published samples build, and when a VNPAY IPN says paid."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The national portal's contract, rule by rule (CONTRACTS.md P1–P18), against the simulator over real HTTP.
+"""The national portal's contract, rule by rule (docs/contracts.md P1–P18), against the simulator over real HTTP.
 
 Each test shows both halves of a rule: the simulator refuses what breaks it (as the real portal would), and what
 the relay's connector and adapter send keeps it. The last test sends today's dialect (the connector's requests

@@ -1,4 +1,4 @@
-"""The post's contract (CONTRACTS.md V1–V12, the NGSP SDK OpenCPS ships), rule by rule, against the simulator
+"""The post's contract (docs/contracts.md V1–V12, the NGSP SDK OpenCPS ships), rule by rule, against the simulator
 over real HTTP: what the relay's connector and adapter send is taken, and the relay's old dialect is refused
 with the reason. V11 runs end to end in ``tests/test_postal_flow.py``
 (``test_v11_every_status_of_our_orders_is_one_event_and_a_foreign_record_none``)."""

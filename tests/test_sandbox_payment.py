@@ -1,5 +1,5 @@
 """The national payment platform simulator, served by a real uvicorn on loopback and spoken to over HTTP: it takes
-the platform's contract (CONTRACTS.md M1–M15) and refuses everything else, today's dialect first."""
+the platform's contract (docs/contracts.md M1–M15) and refuses everything else, today's dialect first."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The VNPAY-style IPN over real HTTP: the bank simulator's QR gateway notifies the relay's
-``/v1/callbacks/payment/vnpay``, signed as VNPAY's PHP sample signs (CONTRACTS.md, "VNPAY-style IPN").
+``/v1/callbacks/payment/vnpay``, signed as VNPAY's PHP sample signs (docs/contracts.md, "VNPAY-style IPN").
 
 - paid means both ``vnp_ResponseCode`` and ``vnp_TransactionStatus`` are ``00``: an IPN without the status is
   taken (``00``) and recorded as not paid, no ``fee.paid``; the query of unanswered bills then finds the payment;

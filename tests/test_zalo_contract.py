@@ -1,4 +1,4 @@
-"""The Zalo contract (CONTRACTS.md "Zalo"), one rule at a time: the relay's adapter and connector against the Zalo
+"""The Zalo contract (docs/contracts.md "Zalo"), one rule at a time: the relay's adapter and connector against the Zalo
 simulator over real HTTP, and the simulator refusing what the relay used to send, saying why.
 
 The rules: account-level failures pause instead of failing; template parameters are typed and capped and a link

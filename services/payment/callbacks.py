@@ -6,7 +6,7 @@ Each is judged against the bill (:func:`services.payment.inbound.receive_callbac
 never issued is stored and reported. Every verified callback is kept with its verdict. The destination is the
 only one that takes the scheme, or the one the path names.
 
-- ``platform``: the national payment platform's JSON callback, ``schemas.payment.PlatformCallback`` (CONTRACTS.md
+- ``platform``: the national payment platform's JSON callback, ``schemas.payment.PlatformCallback`` (docs/contracts.md
   M12–M14). Its check_sum must be HMAC-SHA256 with the destination's ``callback_key`` (hash_key_2,
   ``MOTCUA_PAYMENT_CALLBACK_KEY``; comma-separated while a key rotates) over
   ``addition_fee|client_id|command|trans_amount|transaction_id|version`` as the callback carries them, and

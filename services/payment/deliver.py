@@ -1,7 +1,7 @@
 """Fee collection's deliverer: each assessed fee becomes one bill at the destination's provider.
 
 ``provider = "platform"`` is the national payment platform (KeyPay for DVCQG: JSON, HMAC-SHA256 checksums,
-CONTRACTS.md M1–M15); ``"bank"`` a bank's SOAP bill-collection service (zeep, from its WSDL). The bill's code
+docs/contracts.md M1–M15); ``"bank"`` a bank's SOAP bill-collection service (zeep, from its WSDL). The bill's code
 comes from the dossier and the fee (at the platform, its 20-character ``transaction_id``); a bill the ledger
 already holds is not sent again, and otherwise the provider is asked first (a repeated attempt after a timeout
 that landed finds the bill), and both providers answer a repeated creation with the first one's link. The bill
@@ -60,7 +60,7 @@ class PaymentOptions(ServiceOptions):
     """A payment destination: the provider and the relay's account there, whom the money goes to, how long
     bills without a callback are queried, and (for a bank whose QR payments notify so) the VNPAY-style IPN.
 
-    The platform's (CONTRACTS.md M1–M15, OpenCPS's KP_DVCQG_CONFIG): ``client_id``; ``request_key`` is
+    The platform's (docs/contracts.md M1–M15, OpenCPS's KP_DVCQG_CONFIG): ``client_id``; ``request_key`` is
     hash_key_1 and ``callback_key`` hash_key_2; ``create_url``, ``detail_url`` and ``settlement_url`` default
     to paths under ``url``; ``command``/``version``/``locale``/``country_code``/``environment`` are the
     partner's registration, with OpenCPS's defaults; ``service_type`` (MaDichVu), ``agency_code`` and

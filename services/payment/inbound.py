@@ -8,7 +8,7 @@ one-stop software exactly once whichever way, and however often, the payment is 
 bill in quarantine, never paid.
 
 When is a payment made? The bank's callback and its query say (``vnp_PayDate``, ``paidAt``), and so does a
-settlement list; the national payment platform's callback and detail answer do not (CONTRACTS.md M12), so a
+settlement list; the national payment platform's callback and detail answer do not (docs/contracts.md M12), so a
 payment learnt from them is dated when the relay learns it: the callback's receipt, the query's answer. That
 date is the ``fee.paid`` event's ``paid_at``, the bill's and the callback's row, and the day the reconciliation
 looks for a callback the settlement list lacks; the list's own time dates what only the reconciliation finds.
