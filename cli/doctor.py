@@ -167,7 +167,7 @@ class _Run:
         self.context: Context | None = None
 
     def findings(self) -> list[Finding]:
-        found = [self._intake(), self._units(), self._service_settings()]
+        found = [self._intake(), self._console(), self._units(), self._service_settings()]
         routing = self._routing(found)
         usable = self._destinations(routing, found) if routing is not None else []
         jobs = [
@@ -208,6 +208,33 @@ class _Run:
                 return Finding("intake secret", "MOTCUA_INTAKE_SECRET", NOT_READY, f"secret {index}: {exc}")
         rotation = " (a rotation: each is accepted)" if len(secrets) > 1 else ""
         return Finding("intake secret", "MOTCUA_INTAKE_SECRET", READY, f"{len(secrets)} whsec_ secret{rotation}")
+
+    def _console(self) -> Finding:
+        """The operator console's key and accounts: closed without them (a warning: the relay runs without its
+        console), not ready when an account can never log in (its hash mangled, as a shell expands its $)."""
+        from api.console.auth import malformed
+        from config.environ import EnvironError, lookup_secret
+
+        target = "MOTCUA_CONSOLE_SECRET, MOTCUA_CONSOLE_OPERATORS"
+        try:
+            secret = lookup_secret("MOTCUA_CONSOLE_SECRET") or ""
+            pairs = (lookup_secret("MOTCUA_CONSOLE_OPERATORS") or "").replace(",", " ").split()
+        except EnvironError as exc:
+            return Finding("console", target, NOT_READY, str(exc))
+        self.secrets.add(secret)
+        operators = dict(pair.split(":", 1) for pair in pairs if ":" in pair)
+        if len(secret) < 16 or not operators:
+            missing = [why for why, lacking in (("a key of 16 characters or more (MOTCUA_CONSOLE_SECRET)",
+                                                 len(secret) < 16),
+                                                ("an account (MOTCUA_CONSOLE_OPERATORS, from `motcua-relay console "
+                                                 "hash-password NAME`)", not operators)) if lacking]
+            return Finding("console", target, WARNING, "closed (it answers 503): it needs " + " and ".join(missing))
+        if bad := malformed(operators):
+            return Finding("console", target, NOT_READY,
+                           f"no password can open {', '.join(bad)}: a hash must read pbkdf2_sha256$ROUNDS$SALT$DIGEST "
+                           "as `console hash-password` printed it (a shell expands its $ unless it is in single "
+                           "quotes; in .env, write it as printed)")
+        return Finding("console", target, READY, f"{len(operators)} account{'s' if len(operators) > 1 else ''}")
 
     def _units(self) -> Finding:
         from config.units import load_directory

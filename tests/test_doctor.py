@@ -35,6 +35,7 @@ import redis
 from alembic import command
 from typer.testing import CliRunner
 
+from api.console.auth import hash_password
 from cli.main import app
 from config.options import resolve
 from config.routing import load_routing
@@ -498,3 +499,23 @@ def test_the_operators_path_with_a_dotenv_file_alone_makes_doctor_ready(stack: S
         assert check in doctor.stdout
     for value in keys.values():
         assert value not in doctor.stdout + doctor.stderr
+
+
+@pytest.mark.parametrize(("console", "status", "said"), [
+    ({}, "warning", "closed (it answers 503): it needs a key of 16 characters or more"),
+    ({"MOTCUA_CONSOLE_SECRET": "k" * 32, "MOTCUA_CONSOLE_OPERATORS": "vanhanh01:pbkdf2_sha256"}, "not_ready",
+     "no password can open vanhanh01"),
+    ({"MOTCUA_CONSOLE_SECRET": "k" * 32,
+      "MOTCUA_CONSOLE_OPERATORS": f"vanhanh01:{hash_password('mật khẩu đủ dài', iterations=1000)}"}, "ready",
+     "1 account"),
+])
+def test_the_console_row_says_whether_an_operator_can_log_in(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, console: dict[str, str], status: str, said: str
+) -> None:
+    # given the console closed, an account whose hash a shell mangled (its "$…" expanded to nothing), or one account
+    env = {**stack.env, "MOTCUA_DATABASE_URL": sqlite_ledger(tmp_path), **console}
+    _, report, printed = run_doctor(monkeypatch, tmp_path, env, "--json", "--timeout", "3")
+    # then the console's row says so, and never shows the console's key
+    assert rows(report)["console"]["status"] == status
+    assert said in rows(report)["console"]["detail"]
+    assert "k" * 32 not in printed
