@@ -68,3 +68,19 @@ ensure_chromium() {
     log "installing chromium (Debian's package) for the browser tests"
     apt_install chromium || { log "could not install chromium: the browser tests will fail"; return 1; }
 }
+
+ensure_promtool() {
+    # promtool checks the Prometheus configuration and alert rules (tests/test_deploy.py): taken from Debian's
+    # package prometheus, unpacked into .venv/bin, not installed (installing it would start a Prometheus server)
+    command -v promtool >/dev/null || [ -x .venv/bin/promtool ] && return 0
+    command -v apt-get >/dev/null || return 1
+    if [ -z "${_APT_UPDATED:-}" ]; then as_root apt-get update -qq >/dev/null || true; _APT_UPDATED=1; fi
+    log "unpacking promtool (Debian's package prometheus) into .venv/bin"
+    local tmp; tmp=$(mktemp -d)
+    if (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1 && dpkg-deb -x prometheus_*.deb root); then
+        cp "$tmp/root/usr/bin/promtool" .venv/bin/
+    else
+        log "could not unpack promtool: its test is skipped"
+    fi
+    rm -rf "$tmp"
+}

@@ -8,6 +8,7 @@ setup_python test
 ensure_redis
 ensure_postgres
 ensure_chromium || true  # without it the browser test fails, saying so; the rest still runs
+ensure_promtool || true  # without it the Prometheus check is skipped, saying so
 mkdir -p test-artifacts
 export MOTCUA_TEST_ARTIFACTS="$PWD/test-artifacts"
 echo "== ruff"; .venv/bin/ruff check .
