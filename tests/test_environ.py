@@ -20,7 +20,7 @@ from config.routing import Destination
 from config.settings import Settings
 from services.payment import PaymentSettings
 from services.webhook.deliver import WebhookOptions
-from tests.harness import ROOT
+from tests.harness import ROOT, captured_logs
 
 WEBHOOK = Destination(name="warehouse", kind="webhook",
                       options={"url": "http://127.0.0.1:9/events", "secret_env": "MOTCUA_TEST_WAREHOUSE_SECRET"})
@@ -138,18 +138,16 @@ def test_a_changed_env_file_is_read_again(workdir: Path) -> None:
     assert lookup_secret("MOTCUA_TEST_WAREHOUSE_SECRET") == "whsec_second"
 
 
-def test_a_mangled_console_account_is_logged_by_name_with_how_to_write_it(
-    workdir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_mangled_console_account_is_logged_by_name_with_how_to_write_it(workdir: Path) -> None:
     # given the account exported unquoted in a shell: "$240000$..." expanded to nothing
     write_env(workdir, "MOTCUA_CONSOLE_SECRET=a-console-secret-long-enough\n"
                        "MOTCUA_CONSOLE_OPERATORS=vanhanh01:pbkdf2_sha256\n")
     _warn_malformed.cache_clear()  # logged once per process
-    auth = ConsoleAuth.from_env()
+    with captured_logs() as logs:
+        auth = ConsoleAuth.from_env()
     assert auth is not None and not auth.login("vanhanh01", "whatever it was")
-    out = capsys.readouterr()
-    assert "console.account_malformed" in out.out + out.err and "vanhanh01" in out.out + out.err
-    assert "single quotes" in out.out + out.err
+    [logged] = [entry for entry in logs if entry["event"] == "console.account_malformed"]
+    assert logged["accounts"] == ["vanhanh01"] and "single quotes" in logged["hint"]
 
 
 def test_the_repositorys_env_example_lists_every_variable() -> None:
