@@ -54,6 +54,7 @@ from connectors.base import (
     DeliveryError,
     Permanent,
     Retryable,
+    build_http_client,
     call_timeout,
     classify_http_status,
     excerpt,
@@ -175,12 +176,18 @@ class ExchangeConnector:
     safe to share between threads."""
 
     def __init__(self, *, base_url: str, username: str, password: SecretStr, client: httpx.Client,
-                 connect_timeout: float, read_timeout: float, gateway: GatewayToken | None = None) -> None:
+                 connect_timeout: float, read_timeout: float, gateway: GatewayToken | None = None,
+                 origin: httpx.Client | None = None) -> None:
+        """``client`` calls the exchange; ``origin`` (by default a client of its own) reads the documents from the
+        one-stop software. Two pools, not one: an upload holds its source's
+        connection while its PUT waits for one, and with as many uploads at once as one pool has connections,
+        every PUT would wait for a connection that no upload gives back (httpx's PoolTimeout, for ever)."""
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"LGSP exchange URL must be http(s): {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self._basic = basic(username, password)
         self._client = client
+        self._origin = origin or build_http_client(connect_timeout, read_timeout)
         self._gateway = gateway
         self._soap = SoapService(name="LGSP exchange", wsdl_url=f"{self.base_url}{tx.ENDPOINT_PATH}?wsdl",
                                  table=TABLE, connect_timeout=connect_timeout, read_timeout=read_timeout,
@@ -282,7 +289,7 @@ class ExchangeConnector:
                 headers: dict[str, str], what: str) -> int:
         digest = hashlib.sha256()
         sent = 0
-        with map_transport_errors(), self._client.stream("GET", source_url) as source:
+        with map_transport_errors(), self._origin.stream("GET", source_url) as source:
             if source.status_code != 200:
                 source.read()
                 error = classify_http_status(source) or Permanent(f"HTTP {source.status_code}")
@@ -321,6 +328,7 @@ class ExchangeConnector:
     def close(self) -> None:
         self._soap.close()
         self._client.close()
+        self._origin.close()
         if self._gateway is not None:
             self._gateway.close()
 

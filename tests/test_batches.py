@@ -329,7 +329,9 @@ def test_a_batch_records_its_ends_as_they_come_so_a_stream_goes_on_while_a_slow_
                 # then A1 is recorded delivered while B1 is still in flight, and the doorbell rang for A2
                 wait_for(lambda: status((fast, 1)) == Status.DELIVERED, 5.0, 0.01, "A1 recorded while B1 runs")
                 assert status((slow, 1)) == Status.IN_FLIGHT
-                assert rt.redis.llen(queue) == 1 and DRAIN_TASK.encode() in rt.redis.lindex(queue, 0)
+                # (rung just after the wave's commit: the status above may be read between the two)
+                wait_for(lambda: rt.redis.llen(queue) == 1, 5.0, 0.01, "the doorbell rung for A2")
+                assert DRAIN_TASK.encode() in rt.redis.lindex(queue, 0)
                 # and the next batch delivers A2 before B1 has ended
                 second = run_batch("warehouse", runtime=rt)
                 assert second.states == {ids[(fast, 2)]: Status.DELIVERED}

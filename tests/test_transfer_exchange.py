@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -146,3 +147,25 @@ def test_the_simulator_refuses_what_no_exchange_would_take(exchange: str) -> Non
     assert httpx.head(f"{exchange}/documents/x/0", timeout=5).status_code == 401
     unsigned = httpx.put(f"{exchange}/documents/x/0", content=b"abc", timeout=5)
     assert unsigned.status_code == 401
+
+
+def test_as_many_uploads_at_once_as_the_exchanges_pool_has_connections_all_go_through(
+    exchange: str, servers: dict[str, str],
+) -> None:
+    # given an exchange client of two connections, and four documents to stream from the one-stop software at once
+    # (each upload holds its source's connection while its PUT to the exchange waits for one: with one pool for
+    # both, every PUT waited for a connection no upload gave back, PoolTimeout for ever)
+    c = ExchangeConnector(base_url=exchange, username=USER, password=SecretStr(PASSWORD),
+                          client=build_http_client(2, 3, max_connections=2), connect_timeout=2, read_timeout=3)
+    documents = [ref(f"giay-to-{i}.pdf", 2_000_000) for i in range(4)]
+    request = hop(code="HS-POOL", documents=documents)
+
+    def upload(i: int) -> int:
+        return c.upload(request.transferId, i, documents[i],
+                        f"{servers['documents']}/files/giay-to-{i}.pdf?size=2000000")
+
+    # when they are uploaded on four threads, then each arrives whole
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(upload, range(4))) == [2_000_000] * 4
+    assert all(c.has_document(request.transferId, i, documents[i].sha256) for i in range(4))
+    c.close()

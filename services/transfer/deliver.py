@@ -97,6 +97,7 @@ class TransferDeliverer(Deliverer[TransferOptions]):
         return gateway, ExchangeConnector(
             base_url=options.url, username=options.username, password=options.password,
             client=build_http_client(timeouts.connect, timeouts.read, connections),
+            origin=build_http_client(timeouts.connect, timeouts.read, connections),
             connect_timeout=timeouts.connect, read_timeout=timeouts.read, gateway=gateway)
 
     def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
