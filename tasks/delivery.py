@@ -185,6 +185,9 @@ def run_batch(
     if isinstance(held, Hold):  # quiet hours, a spent daily quota: wait without spending an attempt
         # only what is due now: a probe's retry, due a second after its turn began, is the next turn's probe
         deferred = deliveries.defer_many(rt.engine, destination, ids, held.times(), held.why, now, ahead=0)
+        if deferred:  # which one the next probe turn finds due, and when (every hold's, at debug)
+            bound.debug("delivery.held", deferred=len(deferred), probe=deferred[0] if held.probe_at else None,
+                        probe_at=str(held.probe_at), until=str(held.until))
         report.states = dict.fromkeys(deferred, "deferred")
         report.held = True
         report.full = ids is None and len(report.states) >= deliveries.DEFER_LIMIT
@@ -230,6 +233,9 @@ def run_batch(
     if not batch.claimed:
         if probe is not None:  # nothing to probe with: the next batch that has a delivery probes
             probe.give_back()
+            if batch.refused:  # there were due ones, and none could go: why a hold goes on unprobed
+                bound.info("delivery.probe_refused", refused=dict(list(
+                    {str(i): f"{r.state}: {r.reason}" for i, r in batch.refused.items()}.items())[:5]))
         if unused:
             rt.protection.after_batch(destination, 0, 0, dest.breaker, limit=dest.rate_limit, unused_permits=unused)
         return report
