@@ -190,6 +190,9 @@ def run_doctor(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, s
             monkeypatch.setenv(name, value)
     monkeypatch.setenv("COLUMNS", "400")
     monkeypatch.chdir(tmp_path)
+    # doctor sets up the process's logging on the runner's stream, which closes after it: a later test that logs
+    # in this process would write to a closed file
+    monkeypatch.setattr("config.logging.configure_logging", lambda *args, **kwargs: None)
     reset_runtime()
     try:
         result = runner.invoke(app, ["doctor", *args])
