@@ -34,6 +34,7 @@ app.add_typer(console_app, name="console")
 
 PIPE_WIDTH = 4000  # into a pipe or a file: wider than any table's rows, so that no column is folded or cut
 
+
 def operator_console() -> Console:
     """rich's console on a terminal, as wide as it is; into a pipe or a file, where rich would fold and cut tables
     at 80 columns, as wide as ``COLUMNS`` says if it is set, else wide enough for every column of every row (a
@@ -49,16 +50,20 @@ def operator_console() -> Console:
 
 console = operator_console()
 
+
 def vn_time(dt: datetime | None) -> str:
     if dt is None:
         return "—"
     return dt.astimezone(VN_TZ).strftime("%Y-%m-%d %H:%M:%S")
 
+
 def setup() -> None:
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
 
+
 DAY = "YYYY-MM-DD"
+
 
 def day_option(value: str) -> date:
     """A day option's value (``--since``, ``--until``, ``--date``), read before anything else runs: a wrong one is
@@ -70,6 +75,7 @@ def day_option(value: str) -> date:
     if not FIRST_YEAR <= day.year <= LAST_YEAR:
         raise typer.BadParameter(f"expected a day of {FIRST_YEAR}-{LAST_YEAR}, not {value!r}")
     return day
+
 
 def moment_option(value: str) -> datetime:
     """A time option's value: ``2026-03-10T09:30`` in Vietnam time, or with its offset; not in the future."""
@@ -84,8 +90,10 @@ def moment_option(value: str) -> datetime:
         raise typer.BadParameter(f"expected a past time, not {value!r}")
     return moment
 
+
 def start_of(day: date | None) -> datetime | None:
     return day_bounds(day)[0] if day is not None else None
+
 
 @contextlib.contextmanager
 def reading_ledger(engine: Any) -> Iterator[None]:
@@ -100,6 +108,7 @@ def reading_ledger(engine: Any) -> Iterator[None]:
                       "check MOTCUA_DATABASE_URL, or create the schema with `motcua-relay db upgrade`")
         raise typer.Exit(2) from None
 
+
 def known_destination(name: str | None) -> None:
     """Exit 2 naming the choices unless the routing file has destination ``name`` (or none is named)."""
     from tasks.runtime import get_runtime
@@ -109,6 +118,7 @@ def known_destination(name: str | None) -> None:
         console.print(f"[red]--destination: {name!r} is not a destination of the routing file; name one of "
                       f"{', '.join(known) or 'none configured'}[/]")
         raise typer.Exit(2)
+
 
 def destination_of(kind: str, label: str, name: str | None) -> str:
     """The destination of ``kind`` named ``name``, or the only one; exit 2 naming the choices otherwise."""
@@ -121,6 +131,7 @@ def destination_of(kind: str, label: str, name: str | None) -> str:
         console.print(f"[red]name one of the {label} destinations: {', '.join(found) or 'none configured'}[/]")
         raise typer.Exit(2)
     return name
+
 
 def zalo_destination(name: str | None) -> str:
     return destination_of("zalo", "Zalo", name)

@@ -38,6 +38,7 @@ def _dead_letter_table(title: str, rows: list[Any]) -> Table:
                       str(r.replays), vn_time(r.updated_at), str(r.last_status_code or ""), r.last_error or "")
     return table
 
+
 @app.command()
 def deadletters(
     destination: Annotated[str | None, typer.Option(help="only this destination")] = None,
@@ -67,6 +68,7 @@ def deadletters(
     if not rows and destination is not None and destination not in rt.routing.destinations:
         console.print(f"[yellow]{destination!r} is not a destination of the routing file "
                       f"({', '.join(rt.routing.destinations)})[/]")
+
 
 @app.command()
 def replay(
@@ -113,12 +115,14 @@ def replay(
     console.print(f"[green]replayed {len(queued)} deliveries[/]")
     _not_dead(delivery_id, {q.delivery_id for q in queued})
 
+
 def _not_dead(named: list[int] | None, taken: set[int]) -> None:
     """Say which of the ids an operator named a replay leaves alone (not dead letters, or not matching)."""
     left = sorted(set(named or ()) - taken)
     if left:
         console.print(f"[yellow]not replayed (no dead letter matching the filters): "
                       f"{', '.join(map(str, left))}[/]")
+
 
 @app.command()
 def trace(
@@ -196,6 +200,7 @@ def trace(
     console.print(deliveries_table)
     _print_chain(hops)
 
+
 def _print_chain(hops: list[Any]) -> None:
     """The dossier's inter-level transfer, hop by hop, when it has one."""
     if not hops:
@@ -212,6 +217,7 @@ def _print_chain(hops: list[Any]) -> None:
                       vn_time(hop.answered_at), hop.outcome or "—", vn_time(hop.result_at),
                       "yes" if hop.returned else "—")
     console.print(table)
+
 
 @report_app.command("portal")
 def report_portal(
@@ -259,6 +265,7 @@ def report_portal(
     console.print("lag: from the event in the one-stop software to the portal's acceptance; relay: from the "
                   "relay's receipt of the event" + (f"; CSV written to {csv_path}" if csv_path else ""))
 
+
 def _report_scope(kind: str, names: list[str] | None, day: date) -> tuple[list[str], date]:
     """The destinations of ``kind`` a report covers (given, else all) and its day; exit 2 saying what is wrong."""
     from tasks.runtime import get_runtime
@@ -273,6 +280,7 @@ def _report_scope(kind: str, names: list[str] | None, day: date) -> tuple[list[s
                       f"file; name one of {', '.join(found)}[/]")
         raise typer.Exit(2)
     return names or found, day
+
 
 @app.command()
 def reconcile(

@@ -40,6 +40,7 @@ def main() -> None:
 # the models a configuration is read into (their errors are the operator's to fix, not the relay's bugs)
 _CONFIGURATION_MODELS = {"RoutingConfig", "Destination", "Route"}
 
+
 def _variable(model: str, loc: tuple[int | str, ...]) -> str:
     """Where a configuration error is: a setting's variable (``MOTCUA_DELIVERY_BATCH``), or the routing file's
     path to the value."""
@@ -47,6 +48,7 @@ def _variable(model: str, loc: tuple[int | str, ...]) -> str:
     if model.endswith("Settings") and len(loc) == 1:
         return f"MOTCUA_{where}".upper()
     return f"routing file: {where}" if where else "routing file"
+
 
 def _configuration_error(message: str) -> NoReturn:
     Console(stderr=True).print(f"[red]configuration: {message}[/]", highlight=False, soft_wrap=True)

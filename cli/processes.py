@@ -28,6 +28,7 @@ def db_upgrade() -> None:
     upgrade(get_settings().database_url)
     console.print("[green]ledger schema is up to date[/]")
 
+
 @app.command()
 def api(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
@@ -43,6 +44,7 @@ def api(
     upgrade(get_settings().database_url)
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers,
                 access_log=False, log_level="warning")
+
 
 @app.command()
 def worker(
@@ -86,6 +88,7 @@ def worker(
         for sibling in siblings:
             sibling.wait(30)
 
+
 def _run_celery(argv: list[str]) -> None:
     """Run a Celery command in this process, and exit with its status.
 
@@ -104,6 +107,7 @@ def _run_celery(argv: list[str]) -> None:
         structlog.get_logger("cli").error("celery.stopped", command=argv[0], status=status,
                                           action="exit for a restart")
         raise typer.Exit(status)
+
 
 def _refuse_unusable_destinations() -> None:
     """A destination whose options or secrets cannot be used stops the process at start, naming what to set,
@@ -124,6 +128,7 @@ def _refuse_unusable_destinations() -> None:
         console.print("[red]fix the routing file or set the variables above, then start again[/]")
         raise typer.Exit(2)
 
+
 @app.command()
 def beat(loglevel: Annotated[str, typer.Option()] = "WARNING") -> None:
     """Run the scheduler: the sweeper and periodic jobs. Run one or more: the holder of a lease in Redis sends,
@@ -132,6 +137,7 @@ def beat(loglevel: Annotated[str, typer.Option()] = "WARNING") -> None:
     schedule = get_settings().beat_schedule_file
     schedule.parent.mkdir(parents=True, exist_ok=True)
     _run_celery(["beat", "-s", str(schedule), "-l", loglevel])
+
 
 def _sandbox_command() -> None:
     """``motcua-relay sandbox``, with a ``--<name>-port`` option per simulator the services declare."""
@@ -153,6 +159,7 @@ def _sandbox_command() -> None:
                        "Each speaks for the destinations of the routing file that it simulates, with the secrets "
                        "their variables hold.")
     app.command("sandbox")(sandbox)
+
 
 def run_sandbox(host: str, ports: dict[str, int]) -> None:
     """Serve every simulator whose destinations are configured; say what keeps the others from starting."""
@@ -197,6 +204,7 @@ def run_sandbox(host: str, ports: dict[str, int]) -> None:
 
 _sandbox_command()
 
+
 @app.command("services")
 def services_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines (one per service) instead of a table")] = False,
@@ -231,6 +239,7 @@ def services_list(
                       ", ".join(f"{sim.title} ({sim.port})" for sim in service.simulators) or "—")
     console.print(table)
 
+
 @events_app.command("sample")
 def events_sample(
     dossiers: Annotated[int, typer.Option(min=1, max=9999, help="how many dossiers")] = 3,
@@ -252,6 +261,7 @@ def events_sample(
     for event in sample(dossiers, seed, until=until):
         sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
 
+
 @app.command("env-example")
 def env_example(
     routing_file: Annotated[Path | None, typer.Option(
@@ -262,6 +272,7 @@ def env_example(
     from cli.env_example import render
 
     sys.stdout.write(render(routing_file or get_settings().routing_file))
+
 
 @console_app.command("hash-password")
 def console_hash_password(
@@ -285,6 +296,7 @@ def console_hash_password(
         "In .env, as printed: MOTCUA_CONSOLE_OPERATORS=" + entry + "\nIn a shell, in single quotes (its $ signs "
         "would be expanded): export MOTCUA_CONSOLE_OPERATORS='" + entry + "'\nSeveral accounts: separated by "
         "commas or spaces.", highlight=False, markup=False, soft_wrap=True)
+
 
 @app.command()
 def demo(

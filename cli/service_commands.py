@@ -53,6 +53,7 @@ def postal_poll(
     if intake.unknown:
         console.print(f"[yellow]order numbers that are not ours: {', '.join(sorted(set(intake.unknown))[:10])}[/]")
 
+
 @zalo_app.command("set-token")
 def zalo_set_token(
     access_token: Annotated[str, typer.Option(envvar="MOTCUA_ZALO_ACCESS_TOKEN", prompt=True, hide_input=True,
@@ -86,7 +87,9 @@ def zalo_set_token(
         _, released = resume(rt, pauses, name, waiting, by="motcua-relay zalo set-token")
         console.print(f"[green]{name} resumed: {released} waiting deliveries released[/]")
 
+
 TOKEN_PAUSES = ("token_refused", "token_missing")
+
 
 def _pause_line(pause: Any) -> str:
     from connectors.zalo import CONDITIONS
@@ -95,6 +98,7 @@ def _pause_line(pause: Any) -> str:
     until = f", until {vn_time(datetime.fromtimestamp(pause.until, UTC))}" if pause.until is not None else ""
     return (f"paused: {pause.condition}{scope} since {vn_time(datetime.fromtimestamp(pause.since, UTC))} (VN){until} — "
             f"{pause.reason}; {CONDITIONS.get(pause.condition, '')}")
+
 
 @zalo_app.command("resume")
 def zalo_resume(
@@ -124,7 +128,9 @@ def zalo_resume(
         console.print(f"[green]resumed {name}[/]: was {_pause_line(pause)}")
     console.print(f"[green]{released} waiting deliveries released[/]")
 
+
 QUIET_HELD = "quiet hours"  # how the reason of a delivery quiet hours hold begins (ZaloDeliverer.not_before)
+
 
 @zalo_app.command("send-held")
 def zalo_send_held(
@@ -164,6 +170,7 @@ def zalo_send_held(
     console.print(f"[green]{name}: {len(released)} messages held by quiet hours released[/]")
     if released and rt.pauses.get(name):
         console.print(f"[yellow]{name} is paused: they wait for the pause (`motcua-relay zalo status`)[/]")
+
 
 @zalo_app.command("status")
 def zalo_status(destination: Annotated[str | None, typer.Option()] = None) -> None:
