@@ -212,20 +212,18 @@ class _Run:
     def _console(self) -> Finding:
         """The operator console's key and accounts: closed without them (a warning: the relay runs without its
         console), not ready when an account can never log in (its hash mangled, as a shell expands its $)."""
-        from api.console.auth import malformed
-        from config.environ import EnvironError, lookup_secret
+        from api.console.auth import SECRET_MIN, configured, malformed
+        from config.environ import EnvironError
 
         target = "MOTCUA_CONSOLE_SECRET, MOTCUA_CONSOLE_OPERATORS"
         try:
-            secret = lookup_secret("MOTCUA_CONSOLE_SECRET") or ""
-            pairs = (lookup_secret("MOTCUA_CONSOLE_OPERATORS") or "").replace(",", " ").split()
+            secret, operators = configured()
         except EnvironError as exc:
             return Finding("console", target, NOT_READY, str(exc))
         self.secrets.add(secret)
-        operators = dict(pair.split(":", 1) for pair in pairs if ":" in pair)
-        if len(secret) < 16 or not operators:
-            missing = [why for why, lacking in (("a key of 16 characters or more (MOTCUA_CONSOLE_SECRET)",
-                                                 len(secret) < 16),
+        if len(secret) < SECRET_MIN or not operators:
+            missing = [why for why, lacking in ((f"a key of {SECRET_MIN} characters or more (MOTCUA_CONSOLE_SECRET)",
+                                                 len(secret) < SECRET_MIN),
                                                 ("an account (MOTCUA_CONSOLE_OPERATORS, from `motcua-relay console "
                                                  "hash-password NAME`)", not operators)) if lacking]
             return Finding("console", target, WARNING, "closed (it answers 503): it needs " + " and ".join(missing))

@@ -92,11 +92,15 @@ class _Variables(PydanticBaseSettingsSource):
     """A settings class's fields from ``.env`` (names in any case, as the environment's) and, for a secret field,
     from the file its ``NAME_FILE`` names: after the environment, which pydantic's own source reads."""
 
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self._dotenv = {name.upper(): value for name, value in dotenv().items()}  # names in capitals, read once
+
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         variable = f"{self.config.get('env_prefix', '')}{field_name}".upper()
         if is_secret(field):
             return lookup_secret(variable), variable, False
-        return {name.upper(): value for name, value in dotenv().items()}.get(variable), variable, False
+        return self._dotenv.get(variable), variable, False
 
     def __call__(self) -> dict[str, Any]:
         found: dict[str, Any] = {}

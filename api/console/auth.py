@@ -54,6 +54,17 @@ def check_password(password: str, stored: str) -> bool:
     return _same(expected.hex(), digest)
 
 
+SECRET_MIN = 16  # characters of MOTCUA_CONSOLE_SECRET, or the console stays closed
+
+
+def configured() -> tuple[str, dict[str, str]]:
+    """The console's key and its accounts (``name → hash``) as configured; :class:`EnvironError` when a
+    variable cannot be read."""
+    secret = lookup_secret("MOTCUA_CONSOLE_SECRET") or ""
+    pairs = (lookup_secret("MOTCUA_CONSOLE_OPERATORS") or "").replace(",", " ").split()
+    return secret, dict(pair.split(":", 1) for pair in pairs if ":" in pair)
+
+
 def malformed(operators: dict[str, str]) -> list[str]:
     """The accounts whose hash is not ``pbkdf2_sha256$ROUNDS$SALT$DIGEST`` (a shell expanded its ``$``, or it was
     cut), by name: no password can open them."""
@@ -105,13 +116,11 @@ class ConsoleAuth:
     def from_env(cls) -> ConsoleAuth | None:
         """The console's accounts and secret, or ``None`` (closed) when either is missing."""
         try:
-            secret = lookup_secret("MOTCUA_CONSOLE_SECRET") or ""
-            pairs = (lookup_secret("MOTCUA_CONSOLE_OPERATORS") or "").replace(",", " ").split()
+            secret, operators = configured()
         except EnvironError as exc:
             log.error("console.configuration_unreadable", error=str(exc))
             return None
-        operators = dict(pair.split(":", 1) for pair in pairs if ":" in pair)
-        if len(secret) < 16 or not operators:
+        if len(secret) < SECRET_MIN or not operators:
             return None
         if bad := malformed(operators):
             _warn_malformed(tuple(bad))
