@@ -132,7 +132,8 @@ def connect(url: str, **options: Any) -> redis.Redis:
     if target is None:
         return redis.Redis.from_url(url, **options)
     sentinels = Sentinel(list(target.sentinels), sentinel_kwargs=target.sentinel_options(options))
-    return sentinels.master_for(target.master_name, db=target.db, **target.server_credentials(), **options)
+    server: dict[str, Any] = {**target.server_credentials(), **options}  # one Any mapping: redis 8 types each keyword
+    return sentinels.master_for(target.master_name, db=target.db, **server)
 
 
 def celery_broker(url: str) -> tuple[str, dict[str, Any]]:
