@@ -576,23 +576,29 @@ DEFER_LIMIT = 2000  # deliveries postponed by one statement (a drain goes on whi
 
 def defer_many(
     engine: Engine, destination: str, ids: Sequence[int] | None, until: Callable[[], datetime], reason: str,
-    now: datetime, limit: int | None = None, ahead: float = 1.0,
+    now: datetime, limit: int | None = None, ahead: float = 1.0, *, ordered: bool = False,
 ) -> list[int]:
     """Postpone deliveries of ``destination`` without spending an attempt: ``ids``, or (``None``) up to ``limit`` of
-    those due within ``ahead`` seconds; ``until`` gives each its time (a breaker spreads them). The ids postponed."""
+    those due within ``ahead`` seconds; ``until`` gives each its time (a breaker spreads them). The ids postponed, in
+    the order their times were given: of an ``ordered`` destination, the ones a claim may take first (no earlier
+    sequence of their stream open), so that a hold's first time, its probe's, goes to one that a probe can send."""
     with engine.begin() as conn:
-        query = select(deliveries.c.id).where(deliveries.c.destination == destination,
-                                              deliveries.c.status.in_((Status.PENDING, Status.RETRYING)))
+        columns = [deliveries.c.id, _behind_open().label("behind")] if ordered else [deliveries.c.id]
+        query = select(*columns).where(deliveries.c.destination == destination,
+                                       deliveries.c.status.in_((Status.PENDING, Status.RETRYING)))
         if ids is None:
             query = query.where(_due()).order_by(deliveries.c.id).limit(limit or DEFER_LIMIT)
         else:
             query = query.where(deliveries.c.id.in_(list(ids))).order_by(deliveries.c.id)
         if engine.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=ids is None)
-        found = conn.execute(query, {"now": now, "due_by": now + timedelta(seconds=ahead)}).scalars().all()
-        if found:
-            conn.execute(_DEFER, [{"b_id": i, "b_until": until(), "b_reason": reason, "b_now": now} for i in found])
-    return list(found)
+            query = query.with_for_update(of=deliveries, skip_locked=ids is None)
+        found = conn.execute(query, {"now": now, "due_by": now + timedelta(seconds=ahead)}).all()
+        chosen = [r.id for r in sorted(found, key=lambda r: ordered and r.behind)]  # stable: else in id order
+        times = {i: until() for i in chosen}
+        if times:  # the rows written in id order, as everywhere
+            conn.execute(_DEFER, [{"b_id": i, "b_until": times[i], "b_reason": reason, "b_now": now}
+                                  for i in sorted(times)])
+    return chosen
 
 
 _DEFER = (  # executed many: no IN list (SQLAlchemy expands one per execution, which executemany refuses)

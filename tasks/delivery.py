@@ -184,7 +184,8 @@ def run_batch(
     deliverer, held = _deliverer_and_hold(rt, destination, now, bound)
     if isinstance(held, Hold):  # quiet hours, a spent daily quota: wait without spending an attempt
         # only what is due now: a probe's retry, due a second after its turn began, is the next turn's probe
-        deferred = deliveries.defer_many(rt.engine, destination, ids, held.times(), held.why, now, ahead=0)
+        deferred = deliveries.defer_many(rt.engine, destination, ids, held.times(), held.why, now, ahead=0,
+                                         ordered=rules.ordered)
         if deferred:  # which one the next probe turn finds due, and when (every hold's, at debug)
             bound.debug("delivery.held", deferred=len(deferred), probe=deferred[0] if held.probe_at else None,
                         probe_at=str(held.probe_at), until=str(held.until))
