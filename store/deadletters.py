@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, Row, Select, func, or_, select, update
 
+from store.audit.ledger import append, last_entries, outcome_entry
 from store.streams import ToEnqueue
 from store.tables import Status, attempts, deliveries, events
 
@@ -90,10 +91,13 @@ def replay(
 ) -> list[ToEnqueue]:
     """Give matching dead letters a fresh attempt budget and deadline; nothing is deleted."""
     with engine.begin() as conn:  # no stream lock: the claim decides the order (rows in id order, as everywhere)
-        rows = conn.execute(select(deliveries.c.id, deliveries.c.destination).where(*flt.where())
+        rows = conn.execute(select(deliveries.c.id, deliveries.c.destination, deliveries.c.replays,
+                                   events.c.event_id, events.c.content_hash)
+                            .join(events, events.c.id == deliveries.c.event_pk).where(*flt.where())
                             .order_by(deliveries.c.id)).all()
+        replayed = []
         for row in rows:
-            conn.execute(
+            changed = conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id == row.id, deliveries.c.status == Status.DEAD)
                 .values(
@@ -101,5 +105,14 @@ def replay(
                     enqueued_at=now, updated_at=now, lease_until=None,
                     deadline_at=now + timedelta(seconds=deadlines.get(row.destination, 72 * 3600)),
                 )
-            )
-    return [ToEnqueue(r.id, r.destination) for r in rows]
+            ).rowcount
+            if changed:
+                replayed.append(row)
+        # each replay's entry names the entry that made the delivery a dead letter: its provenance
+        dead_letters = last_entries(conn, [r.id for r in replayed])
+        append(conn, [outcome_entry(
+            delivery_id=r.id, event_id=r.event_id, event_hash=r.content_hash, destination=r.destination,
+            status="replayed", at=now, reason=None, replays=r.replays + 1,
+            links={"dead_letter": dead_letters.get(r.id)},
+        ) for r in replayed], now)
+    return [ToEnqueue(r.id, r.destination) for r in replayed]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from schemas.events import Event, parse_stored_json
 from schemas.privacy import error_fields
+from store.audit.ledger import Entry, append, attempt_entry, lost_attempt_entries, outcome_entry
 from store.streams import (
     DestinationRules,
     Position,
@@ -59,10 +60,13 @@ class Claimed:
     received_at: datetime
     deadline_at: datetime
     budget_used: int
+    started_at: datetime  # the attempt's (its claim's time)
     dossier_code: str = ""
     stream: str = ""
     sequence: int = 0
     unreadable: str | None = None
+    event_hash: str = ""  # the event's content hash, and the delivery's replays: for its audit entries
+    replays: int = 0
 
 
 # Not a Status: skip and waiting leave the delivery as it was; superseded and dead are the status it got instead.
@@ -146,8 +150,10 @@ def claim_many(
             rows = conn.execute(q.rows_skip_locked if ids is None else q.rows, params).all()
         else:  # SQLite: BEGIN IMMEDIATE holds every writer off, so one query chooses and reads
             rows = conn.execute(q.drain_rows if ids is None else q.rows, params).all()
-        chosen, refused = _decide(conn, rows, rules, now, gap_wait_seconds)
+        audit: list[Entry] = []
+        chosen, refused = _decide(conn, rows, rules, now, gap_wait_seconds, audit)
         if not chosen:
+            append(conn, audit, now)
             return Batch([], refused)
         taken = {"ids": [d.id for d in chosen], "now": now, "lease_until": now + timedelta(seconds=lease_seconds)}
         conn.execute(q.take, taken)
@@ -156,6 +162,7 @@ def claim_many(
         conn.execute(q.start_attempts, taken)
         numbered = {(r.delivery_id, r.number): r.id for r in conn.execute(q.started_attempts, taken)}
         attempt_ids = [numbered[(d.id, d.attempts + 1)] for d in chosen]
+        append(conn, audit, now)
     # Parsed once, here, outside the transaction (it holds the streams' locks): the deliverer and the
     # excerpt's masking share the model.
     claimed: list[Claimed] = []
@@ -165,7 +172,8 @@ def claim_many(
             delivery_id=d.id, destination=d.destination, attempt_id=attempt_id, attempt_number=d.attempts + 1,
             idempotency_key=d.idempotency_key, event_id=d.event_id, event=event, received_at=d.received_at,
             deadline_at=d.deadline_at, budget_used=d.budget_used + 1, dossier_code=d.dossier_code,
-            stream=d.stream, sequence=d.sequence, unreadable=unreadable,
+            stream=d.stream, sequence=d.sequence, unreadable=unreadable, started_at=now, event_hash=d.content_hash,
+            replays=d.replays,
         ))
     return Batch(claimed, refused)
 
@@ -261,8 +269,8 @@ def _claim_query(ordered: bool) -> Select[Any]:
     d = deliveries.c
     columns: list[Any] = [
         d.id, d.destination, d.dossier_code, d.stream, d.sequence, d.status, d.attempts, d.budget_used,
-        d.next_attempt_at, d.lease_until, d.deadline_at, d.idempotency_key,
-        events.c.event_id, events.c.payload, events.c.received_at, events.c.origin,
+        d.next_attempt_at, d.lease_until, d.deadline_at, d.idempotency_key, d.replays,
+        events.c.event_id, events.c.payload, events.c.received_at, events.c.origin, events.c.content_hash,
     ]
     if ordered:
         other = deliveries.alias("other")
@@ -281,9 +289,11 @@ def _claim_query(ordered: bool) -> Select[Any]:
 
 
 def _decide(
-    conn: Connection, rows: Sequence[Row[Any]], rules: DestinationRules, now: datetime, gap_wait_seconds: float
+    conn: Connection, rows: Sequence[Row[Any]], rules: DestinationRules, now: datetime, gap_wait_seconds: float,
+    audit: list[Entry],
 ) -> tuple[list[Row[Any]], dict[int, NotClaimed]]:
-    """Which rows may be attempted now; the others' reasons (superseded, waiting, dead written here)."""
+    """Which rows may be attempted now; the others' reasons (superseded, waiting, dead written here, and added
+    to ``audit`` with the lost attempts closed here)."""
     chosen: list[Row[Any]] = []
     refused: dict[int, NotClaimed] = {}
     for d in rows:
@@ -295,19 +305,27 @@ def _decide(
             refused[d.id] = NotClaimed("skip", "not due yet", d.next_attempt_at)
             continue
         if lost:
-            close_lost_attempt(conn, d.id, d.attempts)
+            audit += lost_attempt_entries(conn, close_lost_attempt(conn, d.id, d.attempts))
         if rules.ordered:
             verdict = _ordering_verdict(conn, d, now, gap_wait_seconds)
             if verdict is not None:
                 refused[d.id] = verdict
+                if verdict.state == "superseded":
+                    audit.append(_outcome_of_row(d, "superseded", now, verdict.reason))
                 continue
         if d.budget_used >= rules.max_attempts:
             reason = f"gave up: {d.budget_used} attempts started without an answer (worker lost each time)"
             _set(conn, d.id, now, status=Status.DEAD, last_error=reason, lease_until=None)
             refused[d.id] = NotClaimed("dead", reason)
+            audit.append(_outcome_of_row(d, "dead", now, reason))
             continue
         chosen.append(d)
     return chosen, refused
+
+
+def _outcome_of_row(d: Row[Any], status: Literal["superseded", "dead"], now: datetime, reason: str) -> Entry:
+    return outcome_entry(delivery_id=d.id, event_id=d.event_id, event_hash=d.content_hash, destination=d.destination,
+                         status=status, at=now, reason=reason, replays=d.replays)
 
 
 def _parsed(text: str) -> tuple[Event | None, str | None]:
@@ -354,13 +372,14 @@ def _ordering_verdict(conn: Connection, d: Row[Any], now: datetime, gap_wait_sec
     return None
 
 
-def close_lost_attempt(conn: Connection, delivery_id: int, number: int) -> None:
-    """The attempt a lost worker left open (its lease expired) ends as ``lost``."""
-    conn.execute(
+def close_lost_attempt(conn: Connection, delivery_id: int, number: int) -> list[int]:
+    """The attempt a lost worker left open (its lease expired) ends as ``lost``; its id (none when it had ended)."""
+    return list(conn.execute(
         update(attempts)
         .where(attempts.c.delivery_id == delivery_id, attempts.c.number == number, attempts.c.outcome.is_(None))
         .values(outcome="lost", error="worker lost during the attempt (lease expired)")
-    )
+        .returning(attempts.c.id)
+    ).scalars())
 
 
 def _set(conn: Connection, delivery_id: int, now: datetime, **values: Any) -> None:
@@ -390,15 +409,17 @@ def finish(
     with engine.begin() as conn:
         if final:  # the stream's lock first, as everywhere (then the row's, by the update)
             lock_streams(conn, engine, [stream_key(*position[:3])])
-        if not _record(conn, [(claimed, outcome)], now) or not final:
-            return []
-        return _successor(conn, position, now)
+        theirs = _record(conn, [(claimed, outcome)], now)
+        successor = _successor(conn, position, now) if theirs and final else []
+        append(conn, _attempt_entries([(claimed, outcome)], theirs), now)  # the chain's lock last
+        return successor
 
 
 def finish_many(
     engine: Engine, done: Sequence[tuple[Claimed, Outcome]], rules: DestinationRules, now: datetime
 ) -> None:
-    """Record the ends of a batch's attempts in one transaction (prepared statements, executed many).
+    """Record the ends of a batch's attempts in one transaction (prepared statements, executed many), and their
+    audit entries.
 
     The successors of final deliveries are not looked for here: the next claim of the destination finds
     them. Under the streams' locks, so that an intake adding a later sequence meanwhile either sees its
@@ -412,7 +433,7 @@ def finish_many(
             lock_streams(conn, engine, [
                 stream_key(c.dossier_code, c.destination, c.stream) for c, o in done if o.status in FINAL_STATUSES
             ])
-        _record(conn, done, now)
+        append(conn, _attempt_entries(done, _record(conn, done, now)), now)
 
 
 _RECORD_ATTEMPT = (
@@ -437,9 +458,9 @@ _RECORD_DELIVERY = (
 )
 
 
-def _record(conn: Connection, done: Sequence[tuple[Claimed, Outcome]], now: datetime) -> int:
+def _record(conn: Connection, done: Sequence[tuple[Claimed, Outcome]], now: datetime) -> set[int]:
     """Write their deliveries' new states, then the attempts' ends (rows before their attempts, as everywhere);
-    the number of deliveries still theirs."""
+    the deliveries still theirs (the others' leases were lost meanwhile: only their attempts' ends are written)."""
     result = conn.execute(_RECORD_DELIVERY, [
         {"b_id": c.delivery_id, "b_number": c.attempt_number, "b_status": o.status, "b_now": now,
          "b_code": o.status_code, "b_error": o.error, "b_next": o.next_attempt_at, "b_ref": o.external_ref or None,
@@ -451,7 +472,27 @@ def _record(conn: Connection, done: Sequence[tuple[Claimed, Outcome]], now: date
          "b_code": o.status_code, "b_error": o.error, "b_excerpt": o.excerpt, "b_ref": o.external_ref}
         for c, o in done
     ])
-    return int(result.rowcount or 0)
+    ids = [c.delivery_id for c, _ in done]
+    if (result.rowcount or 0) >= len(done):
+        return set(ids)
+    # which ones (rare: a lease lost during the call): those this transaction just wrote, still at their number
+    numbers = {c.delivery_id: c.attempt_number for c, _ in done}
+    return {r.id for r in conn.execute(select(deliveries.c.id, deliveries.c.attempts).where(
+        deliveries.c.id.in_(ids), deliveries.c.updated_at == now, deliveries.c.lease_until.is_(None)))
+        if numbers[r.id] == r.attempts}
+
+
+def _attempt_entries(done: Sequence[tuple[Claimed, Outcome]], theirs: Collection[int]) -> list[Entry]:
+    return [_attempt_entry(c, o, o.status if c.delivery_id in theirs else None) for c, o in done]
+
+
+def _attempt_entry(c: Claimed, o: Outcome, status: str | None) -> Entry:
+    return attempt_entry(
+        attempt_id=c.attempt_id, delivery_id=c.delivery_id, event_id=c.event_id, event_hash=c.event_hash,
+        destination=c.destination, number=c.attempt_number, started_at=c.started_at,
+        duration_ms=o.duration_ms, outcome=o.attempt_outcome, status_code=o.status_code,
+        external_ref=o.external_ref, excerpt=o.excerpt, error=o.error, status=status, replays=c.replays,
+    )
 
 
 # a lease is renewed only while the delivery is still that attempt's
@@ -482,7 +523,8 @@ def release(engine: Engine, claimed: Claimed, outcome: Outcome, now: datetime, *
     the claim, so a pause never brings it closer to a dead letter.
 
     With ``record`` (the service was called and answered the condition) the attempt row stays, with its outcome,
-    for the audit; without (the deliverer held it and sent nothing) the row is removed, as if never claimed.
+    for the audit (and its entry in the chain); without (the deliverer held it and sent nothing) the row is
+    removed, as if never claimed.
     False when the lease was lost meanwhile (the delivery is another attempt's now).
     """
     with engine.begin() as conn:
@@ -513,6 +555,8 @@ def release(engine: Engine, claimed: Claimed, outcome: Outcome, now: datetime, *
                 .values(duration_ms=outcome.duration_ms, outcome=outcome.attempt_outcome,
                         status_code=outcome.status_code, error=outcome.error, response_excerpt=outcome.excerpt)
             )
+            status = (Status.RETRYING if claimed.budget_used > 1 else Status.PENDING) if result.rowcount else None
+            append(conn, [_attempt_entry(claimed, replace(outcome, external_ref=None), status)], now)
         elif result.rowcount:
             conn.execute(attempts.delete().where(attempts.c.id == claimed.attempt_id))
     return bool(result.rowcount)
@@ -552,10 +596,12 @@ def reroute(
     Returns its id (``None`` when it already existed) and whether it may go now.
     """
     with engine.begin() as conn:
-        event_pk, text_form = conn.execute(
-            select(events.c.id, events.c.payload).join(deliveries, deliveries.c.event_pk == events.c.id)
-            .where(deliveries.c.id == delivery_id)
+        origin = conn.execute(
+            select(events.c.id, events.c.payload, events.c.event_id, events.c.content_hash, deliveries.c.destination,
+                   deliveries.c.replays)
+            .join(deliveries, deliveries.c.event_pk == events.c.id).where(deliveries.c.id == delivery_id)
         ).one()
+        event_pk, text_form = origin.id, origin.payload
         payload = json.loads(text_form)
         lock_streams(conn, engine, routed_keys([(payload, [destination])], rules))  # before "made yet?"
         existing = conn.execute(
@@ -568,6 +614,11 @@ def reroute(
         new_id = conn.execute(
             select(deliveries.c.id).where(deliveries.c.event_pk == event_pk, deliveries.c.destination == destination)
         ).scalar_one()
+        append(conn, [outcome_entry(
+            delivery_id=delivery_id, event_id=origin.event_id, event_hash=origin.content_hash,
+            destination=origin.destination, status="rerouted", at=now, reason=None, replays=origin.replays,
+            links={"to": {"delivery": new_id, "destination": destination}},
+        )], now)
     return new_id, ready
 
 

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, exists, or_, select, update
 
+from store.audit.ledger import append, lost_attempt_entries
 from store.deliveries import close_lost_attempt
 from store.streams import ToEnqueue
 from store.tables import Status, deliveries, events
@@ -42,6 +43,7 @@ def sweep(
                 deliveries.c.status == Status.IN_FLIGHT, deliveries.c.lease_until <= now
             ).order_by(deliveries.c.id).limit(batch).with_for_update(skip_locked=True)
         ).all()
+        closed: list[int] = []
         for row in lost:
             conn.execute(
                 update(deliveries)
@@ -49,7 +51,7 @@ def sweep(
                 .values(status=Status.RETRYING, next_attempt_at=now, enqueued_at=None, lease_until=None,
                         updated_at=now, last_error="worker lost during the attempt (lease expired)")
             )
-            close_lost_attempt(conn, row.id, row.attempts)
+            closed += close_lost_attempt(conn, row.id, row.attempts)
         unrouted = list(
             conn.execute(
                 select(events.c.id).where(
@@ -75,4 +77,5 @@ def sweep(
             deliveries.c.destination == name, deliveries.c.status.in_((Status.PENDING, Status.RETRYING)),
             or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
         ))).scalar()]
+        append(conn, lost_attempt_entries(conn, closed), now)  # the chains' locks last
     return SweepResult(unrouted, [ToEnqueue(d.id, d.destination) for d in due], len(lost), busy)

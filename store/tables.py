@@ -258,3 +258,59 @@ reconciliation_lines = Table(
     Column("run_at", UTCDateTime, nullable=False),
     Index("ix_reconciliation_day", "destination", "day", "outcome"),
 )
+
+# ---- the audit chain (store/audit, docs/audit.md): one hash chain of entries per destination, its heads, the signed
+# checkpoints of every head, and where retention cut each chain
+
+audit_entries = Table(
+    "audit_entries",
+    metadata,
+    Column("chain", String(60), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),
+    Column("delivery_id", Id, nullable=False),  # no foreign key: the entry outlives a pruned ledger row
+    Column("attempt_id", Id, nullable=True),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_entries_delivery", "delivery_id", "seq"),
+    Index("ix_audit_entries_recorded", "recorded_at"),
+    Index("ix_audit_entries_attempt", "attempt_id"),
+)
+
+audit_heads = Table(
+    "audit_heads",
+    metadata,
+    Column("chain", String(60), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("number", BigInteger, primary_key=True, autoincrement=False),
+    Column("made_at", UTCDateTime, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("signature", Text, nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("tsa_token", Text, nullable=True),
+    Index("ix_audit_checkpoints_made", "made_at"),
+)
+
+# a chain's entries up to ``seq`` were removed from the live ledger (archived first): ``hash`` is entry seq's, named by
+# checkpoint ``checkpoint``, from which the chain's remaining entries follow on
+audit_cuts = Table(
+    "audit_cuts",
+    metadata,
+    Column("chain", String(60), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("checkpoint", BigInteger, nullable=False),
+    Column("archive_sha256", String(64), nullable=False),
+    Column("cut_at", UTCDateTime, nullable=False),
+)
