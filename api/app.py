@@ -35,6 +35,7 @@ from config.units import load_directory
 from schemas.events import event_schema
 from store import queries
 from store.db import ping
+from tasks.audit import checkpoint_age
 from tasks.metrics import RelayCollector
 from tasks.runtime import get_runtime
 
@@ -81,7 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        dead=lambda: queries.dead_counts(runtime.engine),
                        breakers=lambda: {name: bool(runtime.protection.state(name)["open"])
                                          for name in runtime.routing.destinations},
-                       paused=lambda: runtime.pauses.counts(runtime.routing.destinations))
+                       paused=lambda: runtime.pauses.counts(runtime.routing.destinations),
+                       checkpoint_age=lambda: checkpoint_age(runtime, datetime.now(UTC)))
     )
 
     app.add_exception_handler(RequestValidationError, _refused)  # type: ignore[arg-type]

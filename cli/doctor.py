@@ -167,7 +167,7 @@ class _Run:
         self.context: Context | None = None
 
     def findings(self) -> list[Finding]:
-        found = [self._intake(), self._console(), self._units(), self._service_settings()]
+        found = [self._intake(), self._console(), self._units(), self._service_settings(), self._audit()]
         routing = self._routing(found)
         usable = self._destinations(routing, found) if routing is not None else []
         jobs = [
@@ -192,6 +192,40 @@ class _Run:
         self.engine.dispose()
 
     # ---- configuration
+
+    def _audit(self) -> Finding:
+        from store.audit.checkpoints import SigningKeyError
+        from tasks.audit import signer_of, tsa_certificates
+
+        settings, target = self.settings, "MOTCUA_AUDIT_*"
+        if not settings.audit_chain:
+            return Finding("audit chain", target, WARNING, "off (MOTCUA_AUDIT_CHAIN=false): attempts are not chained, "
+                                                           "and an archive names every one made meanwhile")
+        if settings.audit_signing_key is not None:
+            self.secrets.add(settings.audit_signing_key.get_secret_value())
+        try:
+            signer = signer_of(settings)
+        except SigningKeyError as exc:
+            return Finding("audit chain", target, NOT_READY, f"MOTCUA_AUDIT_SIGNING_KEY: {exc}")
+        if signer is None:
+            return Finding("audit chain", target, NOT_READY if settings.audit_fail_closed else WARNING,
+                           "no MOTCUA_AUDIT_SIGNING_KEY: the chains grow but no checkpoint signs them"
+                           + (", and fail-closed stops every delivery" if settings.audit_fail_closed else "")
+                           + "; `motcua-relay audit keygen` makes a key")
+        stamped, certificates = "", []
+        if settings.audit_tsa_url:
+            try:
+                certificates = tsa_certificates(settings)
+            except OSError as exc:
+                return Finding("audit chain", target, NOT_READY, f"MOTCUA_AUDIT_TSA_CERTIFICATE_FILE: {exc.strerror}")
+            host = _masked_url(settings.audit_tsa_url)
+            stamped = (f", time-stamped by {host}" + ("" if certificates else
+                       " (no MOTCUA_AUDIT_TSA_CERTIFICATE_FILE: its tokens are not checked, nor can archives be)"))
+        closed = f"; fail-closed after {settings.audit_fail_closed_after_seconds:g} s" if settings.audit_fail_closed \
+            else ""
+        return Finding("audit chain", target, WARNING if settings.audit_tsa_url and not certificates else READY,
+                       f"signing key {signer.key_id}, a checkpoint every {settings.audit_checkpoint_seconds:g} s"
+                       f"{stamped}{closed}")
 
     def _intake(self) -> Finding:
         from schemas.webhook import secret_key

@@ -39,6 +39,7 @@ def celery_config(settings: Settings, routing: RoutingConfig, *, schedule: Mappi
         "task_routes": {
             "relay.route": {"queue": ROUTE_QUEUE},
             "relay.sweep": {"queue": CONTROL_QUEUE},
+            "relay.audit_checkpoint": {"queue": CONTROL_QUEUE},
             **(routes or {}),
         },
         "broker_transport_options": {
@@ -58,6 +59,7 @@ def celery_config(settings: Settings, routing: RoutingConfig, *, schedule: Mappi
         "beat_scheduler": "tasks.beat:LeaderScheduler",
         "beat_schedule": {
             "sweep": every("relay.sweep", settings.sweep_interval_seconds, expires=settings.sweep_interval_seconds * 3),
+            "audit-checkpoint": every("relay.audit_checkpoint", settings.audit_checkpoint_seconds),
             **(schedule or {}),
         },
     }

@@ -88,6 +88,28 @@ class Settings(EnvSettings):
     console_lockout_seconds: float = Field(
         900.0, gt=0, description="failed log-ins closer than this add up; a lock-out lasts this long after the last")
 
+    # the audit chain (docs/audit.md): every attempt and outcome hash-chained, the heads signed every minute
+    audit_chain: bool = Field(
+        True, description="append every attempt and final outcome to its destination's hash chain (docs/audit.md)")
+    audit_signing_key: SecretStr | None = Field(
+        None, description="the checkpoints' Ed25519 key: the base64 of its 32 bytes, or a PEM "
+                          "(`motcua-relay audit keygen` makes one); without it no checkpoint is made")
+    audit_checkpoint_seconds: float = Field(
+        60.0, gt=0, le=60, description="how often a checkpoint of the chains' heads is made while they grow")
+    audit_idle_checkpoint_seconds: float = Field(
+        3600.0, gt=0, le=3600, description="a checkpoint is made at least this often, even when nothing moved")
+    audit_tsa_url: str | None = Field(
+        None, json_schema_extra=CARRIES_SECRET,
+        description="an RFC 3161 time-stamping authority that stamps each checkpoint (none: signed only)")
+    audit_tsa_certificate_file: Path | None = Field(
+        None, description="the time-stamping authority's certificates (PEM): its tokens are checked against them, "
+                          "and archives carry them")
+    audit_fail_closed: bool = Field(
+        False, description="stop delivering while no complete checkpoint (signed, and stamped when an authority is "
+                           "set) was made for MOTCUA_AUDIT_FAIL_CLOSED_AFTER_SECONDS, as X-Road does")
+    audit_fail_closed_after_seconds: float = Field(
+        300.0, gt=0, description="how old the last complete checkpoint may grow before fail-closed stops deliveries")
+
     log_format: str = Field("auto", description="auto | json | console")
     log_level: str = "INFO"
 

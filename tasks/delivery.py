@@ -37,6 +37,7 @@ from store.deliveries import Claimed, Outcome
 from store.streams import DestinationRules, ToEnqueue
 from store.sweep import sweep as sweep_ledger
 from store.tables import FINAL_STATUSES, Status
+from tasks import audit
 from tasks.app import app
 from tasks.queue import enqueue_routes
 from tasks.retry import decide
@@ -180,6 +181,16 @@ def run_batch(
     bound = log.bind(destination=destination)
     now = clock()
     report = BatchReport()
+
+    closed = audit.gate.closed(rt, now)
+    if closed is not None:  # fail-closed: nothing goes while the audit chain cannot be signed
+        until = now + timedelta(seconds=audit.FAIL_CLOSED_RECHECK_SECONDS)
+        deferred = deliveries.defer_many(rt.engine, destination, ids, lambda: until, closed, now, ahead=0)
+        if deferred:
+            bound.warning("delivery.audit_fail_closed", deferred=len(deferred), reason=closed)
+        report.states = dict.fromkeys(deferred, "deferred")
+        report.held = True
+        return report
 
     deliverer, held = _deliverer_and_hold(rt, destination, now, bound)
     if isinstance(held, Hold):  # quiet hours, a spent daily quota: wait without spending an attempt

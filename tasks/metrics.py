@@ -89,8 +89,10 @@ class RelayCollector(Collector):
     def __init__(self, metrics: DeliveryMetrics, backlog: Callable[[], dict[str, tuple[int, float]]],
                  dead: Callable[[], dict[str, int]] | None = None,
                  breakers: Callable[[], dict[str, bool]] | None = None,
-                 paused: Callable[[], dict[tuple[str, str], int]] | None = None) -> None:
+                 paused: Callable[[], dict[tuple[str, str], int]] | None = None,
+                 checkpoint_age: Callable[[], float | None] | None = None) -> None:
         self._metrics = metrics
+        self._checkpoint_age = checkpoint_age or (lambda: None)
         self._backlog = backlog
         self._dead = dead or dict
         self._breakers = breakers or dict
@@ -151,3 +153,8 @@ class RelayCollector(Collector):
         for (destination, condition), count in sorted(pauses.items()):
             paused.add_metric([destination, condition], float(count))
         yield paused
+        checkpoint_age = self._checkpoint_age()
+        if checkpoint_age is not None:
+            yield GaugeMetricFamily(
+                "motcua_audit_checkpoint_age_seconds", "Seconds since the audit chain's newest signed checkpoint "
+                "(time-stamped, when an authority is set); +Inf when none was ever made", value=checkpoint_age)

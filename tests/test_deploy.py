@@ -274,7 +274,7 @@ def exposed_samples() -> set[str]:
     registry = CollectorRegistry()
     registry.register(RelayCollector(_Attempts(), lambda: {"portal": (3, 120.0)},  # type: ignore[arg-type]
                                      dead=lambda: {"portal": 1}, breakers=lambda: {"portal": True},
-                                     paused=lambda: {("zalo", "balance"): 1}))
+                                     paused=lambda: {("zalo", "balance"): 1}, checkpoint_age=lambda: 42.0))
     INTAKE_REQUESTS.labels(status="202")
     text = (generate_latest(registry) + generate_latest()).decode()
     return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
