@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from rich.console import Console
 
-from cli import ledger, processes, service_commands  # noqa: F401  (their commands register on the app)
+from cli import audit, ledger, processes, service_commands  # noqa: F401  (their commands register on the app)
 from cli.common import app
 from cli.doctor import doctor
 

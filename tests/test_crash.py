@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,9 +26,13 @@ from sqlalchemy.engine import Engine
 from api.app import create_app
 from sandbox.onestop import create_app as onestop_app
 from sandbox.workload import generate_day, send_events_sync
+from store.audit.archive import read_archive
+from store.audit.checkpoints import Signer, make_checkpoint
+from store.audit.export import export
+from store.audit.verify import verify
 from store.db import get_engine, upgrade
 from store.queries import status_counts
-from store.tables import Status, attempts, deliveries, events
+from store.tables import Status, attempts, audit_checkpoints, audit_entries, deliveries, events
 from tests.conftest import _fresh_pg
 from tests.harness import RedisServer, RelayProcess, become_relay, new_secret, relay_env, wait_for, write_routing
 from tests.servers import run_asgi
@@ -59,6 +64,7 @@ class Stack:
     intake_url: str
     intake_secret: str
     database_url: str
+    signer: Signer = field(default_factory=Signer.generate)
     done: threading.Event = field(default_factory=threading.Event)
     # each fault's time and the deliveries in flight just before it
     faults: list[tuple[datetime, set[int]]] = field(default_factory=list)
@@ -80,6 +86,7 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
     redis_server.start()
     secrets = {"warehouse": new_secret()}
     intake_secret = new_secret()
+    signer = Signer.generate()
     with run_asgi(onestop_app(secrets)) as sandbox_url:
         httpx.post(f"{sandbox_url}/_admin/faults", json={"latency_ms": 200}).raise_for_status()
         routing = write_routing(tmp_path / "routing.toml", sandbox_url, names=("warehouse",), retry=FAST_RETRY,
@@ -88,6 +95,7 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
             database_url, redis_server.url, intake_secret, secrets, routing,
             MOTCUA_SWEEP_INTERVAL_SECONDS="1", MOTCUA_WORKER_CONCURRENCY="32",
             MOTCUA_ORDERING_GAP_WAIT_SECONDS="5", MOTCUA_REDIS_PREFIX="crash", MOTCUA_WORKER_STALL_SECONDS="15",
+            MOTCUA_AUDIT_SIGNING_KEY=signer.private_text(), MOTCUA_AUDIT_CHECKPOINT_SECONDS="2",
         )
         become_relay(monkeypatch, env)
         logs = Path(os.environ.get("MOTCUA_TEST_ARTIFACTS", tmp_path))
@@ -101,7 +109,7 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
         try:
             with run_asgi(create_app()) as api_url:
                 yield Stack(env, redis_server, worker, beat, sandbox_url, f"{api_url}/v1/events", intake_secret,
-                            database_url, done)
+                            database_url, signer, done)
         finally:
             worker.close()
             beat.stop()
@@ -202,7 +210,26 @@ def _assert_nothing_lost_nothing_twice(stack: Stack, events_: list[dict]) -> Non
     assert sorted(r["event_id"] for r in items) == sorted(e["event_id"] for e in events_)
 
 
-def test_sigkill_and_redis_restart_lose_nothing(stack: Stack) -> None:
+def _assert_the_chain_verifies(stack: Stack, tmp_path: Path) -> None:
+    """The audit chain the crashes left: exactly one entry per recorded attempt, and an archive that verifies
+    against the checkpoints the beat signed meanwhile (and one made now, covering the last entries)."""
+    engine = get_engine(stack.database_url)
+    with engine.connect() as conn:
+        recorded = set(conn.execute(select(attempts.c.id).where(attempts.c.outcome.is_not(None))).scalars())
+        entries = Counter(conn.execute(select(audit_entries.c.attempt_id)
+                                       .where(audit_entries.c.attempt_id.is_not(None))).scalars())
+        made_by_beat = conn.execute(select(func.count()).select_from(audit_checkpoints)).scalar()
+    assert set(entries) == recorded and set(entries.values()) == {1}
+    assert made_by_beat, "the beat made no checkpoint"
+    now = datetime.now(UTC)
+    assert make_checkpoint(engine, stack.signer, now, idle_every=0) is not None  # whether the beat's covered all
+    out = tmp_path / "audit.zip"
+    export(engine, out, now - timedelta(hours=1), now, now)
+    report = verify(read_archive(out), public_key_pem=stack.signer.public_pem)
+    assert report.ok and not report.warnings, report.findings
+
+
+def test_sigkill_and_redis_restart_lose_nothing(stack: Stack, tmp_path: Path) -> None:
     # given 1,000 events of a district's working days
     events_ = _workload(EVENTS)
     # when they are played through the intake while the worker is SIGKILLed 3 times and Redis restarts once
@@ -211,10 +238,12 @@ def test_sigkill_and_redis_restart_lose_nothing(stack: Stack) -> None:
     _assert_nothing_lost_nothing_twice(stack, events_)
     # ... and what each fault left in flight was delivered within 30 s of it
     _assert_recovered_within(stack, RECOVERY, final=True)
+    # ... and the audit chain holds one entry per attempt, and verifies
+    _assert_the_chain_verifies(stack, tmp_path)
 
 
 @pytest.mark.parametrize("stack", ["postgresql"], indirect=True)  # the production ledger; keeps the suite short
-def test_crashes_with_30_percent_failing_calls(stack: Stack) -> None:
+def test_crashes_with_30_percent_failing_calls(stack: Stack, tmp_path: Path) -> None:
     # given a subscriber that fails 30 % of calls: 20 % with 5xx, 10 % by hanging past the read timeout
     httpx.post(f"{stack.sandbox_url}/_admin/faults", json={
         "error_rate": 0.2, "timeout_rate": 0.1, "hang_seconds": 3, "seed": 7, "latency_ms": 200,
@@ -227,3 +256,4 @@ def test_crashes_with_30_percent_failing_calls(stack: Stack) -> None:
     stats = httpx.get(f"{stack.sandbox_url}/_admin/stats").json()["warehouse"]
     assert stats["faults"]["error"] > 0 and stats["faults"]["timeout"] > 0
     _assert_recovered_within(stack, RECOVERY, final=False)  # retried within 30 s; its retries may fail again
+    _assert_the_chain_verifies(stack, tmp_path)
