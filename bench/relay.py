@@ -15,6 +15,8 @@ Five phases, every process real and separate (see ``bench/README.md``)::
             p50/p99 intake→delivered at a rate the relay sustains
   peer      the same kind of events through a plain Celery task per event that POSTs with httpx
             and retries with ``autoretry_for`` (no ledger): what the ledger's guarantees cost
+  unaudited (b) with the audit chain off (``MOTCUA_AUDIT_CHAIN=false``), run before (b) on the same ledger
+            (so (b) meets the larger one): what the chain costs
 
 Run, from the repository root: ``.venv/bin/python -m bench.relay [--json bench/results/relay.json]``.
 """
@@ -292,6 +294,9 @@ class Bench:
         self.api: ManagedProcess | None = None
         self.beat: ManagedProcess | None = None
         self.read_engine: Any = None
+        from store.audit.checkpoints import Signer
+
+        self.audit_key = Signer.generate().private_text()
 
     # ---- environment
 
@@ -309,6 +314,7 @@ class Bench:
             **({"MOTCUA_DELIVERY_BATCH": str(self.args.delivery_batch)} if self.args.delivery_batch else {}),
             MOTCUA_REDIS_PREFIX=f"motcua-bench-{os.getpid()}",
             MOTCUA_LOG_LEVEL=self.args.log_level,
+            MOTCUA_AUDIT_SIGNING_KEY=self.audit_key,  # the beat signs checkpoints as in production
             BENCH_SANDBOX_SECRETS=json.dumps({DESTINATION: self.subscriber_secret}),
             BENCH_SANDBOX_PORT=str(self.sandbox_port),
             BENCH_PEER_URL=f"http://127.0.0.1:{self.sandbox_port}/subscribers/{DESTINATION}/events",
@@ -473,12 +479,12 @@ class Bench:
                 env,
             )
 
-    def start_worker(self, concurrency: int) -> ManagedProcess:
+    def start_worker(self, concurrency: int, extra_env: dict[str, str] | None = None) -> ManagedProcess:
         self.stop(self.worker)
         self.worker = self.spawn(
             f"worker-c{concurrency}",
             relay_cmd("worker", "--concurrency", str(concurrency), "--processes", str(self.args.worker_processes)),
-            self.env(concurrency),
+            {**self.env(concurrency), **(extra_env or {})},
         )
         return self.worker
 
@@ -522,6 +528,7 @@ class Bench:
         concurrency: int,
         latency_ms: float,
         pace: float | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> PhaseResult:
         from sqlalchemy import select
 
@@ -529,7 +536,7 @@ class Bench:
         from store.tables import Status, deliveries
 
         assert self.sandbox is not None and self.api is not None
-        worker = self.start_worker(concurrency)
+        worker = self.start_worker(concurrency, extra_env)
         self.set_latency(latency_ms)
         result = PhaseResult(name, concurrency, len(events))
         # warm-up: the worker is up and consuming, connection pools are filled
@@ -830,7 +837,7 @@ def _round(value: float | None) -> float | None:
 def summarise(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     r = bench.results
     base, fast, slow = r.get("baseline"), r.get("relay"), r.get("slow")
-    paced, peer = r.get("paced"), r.get("peer")
+    paced, peer, unaudited = r.get("paced"), r.get("peer"), r.get("unaudited")
     out: dict[str, Any] = {
         "baseline_tasks_per_s": _round(base.per_s) if base else None,
         "relay_deliveries_per_s": _round(fast.per_s) if fast else None,
@@ -848,6 +855,9 @@ def summarise(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         "paced_p50_ms": paced.extra.get("p50_ms") if paced else None,
         "paced_p99_ms": paced.extra.get("p99_ms") if paced else None,
         "worker_cpu_ms_per_delivery": fast.extra.get("worker_cpu_ms_per_delivery") if fast else None,
+        "unaudited_deliveries_per_s": _round(unaudited.per_s) if unaudited else None,
+        "ratio_audited_to_unaudited": round(fast.per_s / unaudited.per_s, 3)
+        if fast and unaudited and fast.per_s and unaudited.per_s else None,
         "ratio_relay_to_peer": round(fast.per_s / peer.per_s, 3) if fast and peer and fast.per_s and peer.per_s
         else None,
         "ratio_slow_to_fast": round(slow.per_s / fast.per_s, 3) if fast and slow and fast.per_s and slow.per_s
@@ -894,6 +904,8 @@ def summarise(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     cpu = out["worker_cpu_ms_per_delivery"]
     t["worker_cpu_le_1ms"] = None if cpu is None else cpu <= 1.0
     t["worker_rss_le_300_mb"] = None if out["worker_rss_mb"] is None else out["worker_rss_mb"] <= 300
+    audited = out["ratio_audited_to_unaudited"]
+    t["audit_chain_costs_le_10pct"] = None if audited is None else audited >= 0.9
     fast_rate = out["relay_deliveries_per_s"]
     t["relay_ge_1000_per_s"] = None if fast_rate is None else fast_rate >= 1000
     return out
@@ -932,6 +944,7 @@ def print_tables(console: Any, summary: dict[str, Any]) -> None:
         "slow": f"(c) relay, +{summary['slow_latency_ms']:.0f} ms per call",
         "paced": f"(d) relay paced at {fmt(summary['paced_rate_per_s'], '/s')}",
         "peer": "(e) plain Celery task per event",
+        "unaudited": "(b′) relay, audit chain off",
     }
     for key, label in names.items():
         p = phases.get(key)
@@ -956,7 +969,7 @@ def print_tables(console: Any, summary: dict[str, Any]) -> None:
     for col in ("phase", "worker", "worker ms/delivery", "api", "sandbox", "bench", "intake ev/s", "attempts",
                 "superseded", "dead"):
         detail.add_column(col, justify="right" if col != "phase" else "left")
-    for key in ("relay", "slow", "paced"):
+    for key in ("unaudited", "relay", "slow", "paced"):
         p = phases.get(key)
         if p is None:
             continue
@@ -987,7 +1000,7 @@ def print_tables(console: Any, summary: dict[str, Any]) -> None:
                        "to its end recorded, less the call")
     for col in ("phase", "due → claimed p50", "p99", "claimed → recorded p50", "p99 "):
         hops.add_column(col, justify="right" if col != "phase" else "left")
-    for key in ("relay", "slow", "paced"):
+    for key in ("unaudited", "relay", "slow", "paced"):
         if (p := phases.get(key)) is not None:
             hops.add_row(names[key], *(fmt(p.get(f"hop_{k}_ms")) for k in
                                        ("claim_p50", "claim_p99", "record_p50", "record_p99")))
@@ -1012,6 +1025,8 @@ def print_tables(console: Any, summary: dict[str, Any]) -> None:
         ("worker CPU ≤ 1 ms per delivery", fmt(summary["worker_cpu_ms_per_delivery"], " ms"), "worker_cpu_le_1ms"),
         ("worker RSS ≤ 300 MB", fmt(summary["worker_rss_mb"], " MB"), "worker_rss_le_300_mb"),
         ("≥ 1,000 deliveries/s end to end", fmt(summary["relay_deliveries_per_s"], "/s"), "relay_ge_1000_per_s"),
+        ("the audit chain costs ≤ 10 % (relay with it, against without)", pct(summary["ratio_audited_to_unaudited"]),
+         "audit_chain_costs_le_10pct"),
     ]
     for label, measured, key in rows:
         targets.add_row(label, measured, verdict(t.get(key)))
@@ -1052,8 +1067,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--redis", default=DEFAULT_REDIS, help="Redis server (no db number)")
     p.add_argument("--redis-db", type=int, default=13, help="Redis db for the run, flushed before and after")
-    p.add_argument("--phases", default="baseline,relay,slow,paced,peer",
-                   help="comma-separated subset of baseline,relay,slow,paced,peer")
+    p.add_argument("--phases", default="baseline,unaudited,relay,slow,paced,peer",
+                   help="comma-separated subset of baseline,unaudited,relay,slow,paced,peer")
     p.add_argument("--paced-seconds", type=float, default=60.0, help="how long phase (d) sends at a fixed rate")
     p.add_argument("--paced-rate", type=float, default=None,
                    help="events/s in phase (d) (default: half of phase (b)'s measured rate, else 300)")
@@ -1082,7 +1097,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", dest="json_path", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     args.phase_set = {x.strip() for x in args.phases.split(",") if x.strip()}
-    if unknown := args.phase_set - {"baseline", "relay", "slow", "paced", "peer"}:
+    if unknown := args.phase_set - {"baseline", "unaudited", "relay", "slow", "paced", "peer"}:
         p.error(f"unknown phases: {sorted(unknown)}")
     return args
 
@@ -1103,7 +1118,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "baseline" in args.phase_set:
             bench.results["baseline"] = bench.run_baseline()
-        if args.phase_set & {"relay", "slow", "paced", "peer"}:
+        if args.phase_set & {"unaudited", "relay", "slow", "paced", "peer"}:
             bench.start_relay()
             assert bench.db is not None
             console.print(f"ledger: {bench.db.label}")
@@ -1112,6 +1127,11 @@ def main(argv: list[str] | None = None) -> int:
             slow = workload(args.slow_events, date(2025, 6, 2), args.seed + 1000)
             warm1 = workload(args.warmup_events, date(2025, 9, 1), args.seed + 2000)
             warm2 = workload(args.warmup_events, date(2025, 11, 3), args.seed + 3000)
+            if "unaudited" in args.phase_set:
+                plain = workload(args.events, date(2024, 3, 4), args.seed + 7000)
+                warm0 = workload(args.warmup_events, date(2024, 9, 2), args.seed + 8000)
+                bench.results["unaudited"] = bench.run_relay("unaudited", "b′", plain, warm0, args.concurrency, 0,
+                                                             extra_env={"MOTCUA_AUDIT_CHAIN": "false"})
             if "relay" in args.phase_set:
                 bench.results["relay"] = bench.run_relay("relay", "b", fast, warm1, args.concurrency, 0)
             if "slow" in args.phase_set:

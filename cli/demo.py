@@ -166,7 +166,25 @@ class Demo:
                 self.plays.append(play)
         if not self.onestop:
             raise DemoError("the demo plays the one-stop software: the routing file needs a webhook destination")
+        self._audit()
         self.mode = _choose_broker(self.console)
+
+    def _audit(self) -> None:
+        """The audit chain's checkpoints signed with a key of the demo's own and time-stamped by the time-stamping
+        authority's simulator, unless the environment names a key or an authority."""
+        from sandbox.tsa import create_app as tsa_app
+        from store.audit.checkpoints import Signer
+
+        self.env.setdefault("MOTCUA_AUDIT_SIGNING_KEY", Signer.generate().private_text())
+        if "MOTCUA_AUDIT_TSA_URL" not in self.env:
+            app = tsa_app()
+            url = self.serve(app, 0)
+            certificate = VAR / f"demo-tsa-{self.stamp}.pem"
+            certificate.write_text(app.state.tsa.authority.certificate_pem)
+            self.env["MOTCUA_AUDIT_TSA_URL"] = f"{url}/"
+            self.env["MOTCUA_AUDIT_TSA_CERTIFICATE_FILE"] = str(certificate)
+            self.console.print(f"audit chain: checkpoints signed with a key of the demo's own, time-stamped by the "
+                               f"RFC 3161 authority's simulator at {url}")
 
     def start(self) -> None:
         """The ledger's schema, then the API and a worker (subprocesses with Redis, threads without), the sweeper."""
@@ -325,6 +343,7 @@ class Demo:
                 figures[measured.key] = measured.figures
         rows = deliveries_since(self.rt.engine, self.since)  # what the plays' measures made (a recovered fee.paid)
         summary = _summary(rows, stats)
+        summary["audit"] = self._audit_archive()
         summary["repeated"] = repeated
         summary |= {"broker": {"mode": self.mode, "url": masked_url(os.environ["MOTCUA_BROKER_URL"])},
                     "database": self.database, "dossiers": self.dossiers, "events": len(self.events),
@@ -344,7 +363,32 @@ class Demo:
         self.console.print(f"\nNext, on this demo's ledger:\n  export MOTCUA_DATABASE_URL={self.database}\n"
                            f"  {_command()} trace {example['dossier_code']}   # a dossier's events and attempts\n"
                            f"  {_command()} deadletters   # what gave up, and why")
+        good &= bool(summary["audit"].get("verified"))
         return 0 if summary["open"] == 0 and summary["total"] > 0 and not refused and good else 1
+
+    def _audit_archive(self) -> dict[str, Any]:
+        """The day's audit chain signed once more, exported and verified offline, as an inspector would."""
+        from schemas.timestamps import verify_token
+        from store.audit.archive import read_archive
+        from store.audit.export import export
+        from store.audit.verify import verify
+        from tasks.audit import run_checkpoint, signer_of, tsa_certificates
+
+        run_checkpoint(self.rt)
+        now = datetime.now(UTC)
+        out = VAR / f"demo-audit-{self.stamp}.zip"
+        done = export(self.rt.engine, out, self.since, now, now, tsa_certificates=tsa_certificates(self.rt.settings))
+        signer = signer_of(self.rt.settings)
+        report = verify(read_archive(out), public_key_pem=signer.public_pem if signer else None,
+                        tsa_check=verify_token)
+        first = report.first_failure
+        said = (f"[green]the archive verifies[/] ({report.counts.signatures} signatures, {report.counts.tokens} "
+                "time-stamps)" if first is None else f"[red]the archive does not verify: {first.subject}: "
+                                                     f"{first.message}[/]")
+        self.console.print(f"audit chain: {sum(done.entries.values())} entries in {len(done.entries)} chains, "
+                           f"{done.checkpoints} checkpoints; {said}\n  {_command()} audit verify {out}")
+        return {"archive": str(out), "entries": sum(done.entries.values()), "checkpoints": done.checkpoints,
+                "time_stamps": report.counts.tokens, "verified": first is None}
 
     def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
         """``motcua-relay <args>`` in its own session (Ctrl-C reaches only the demo, which stops it)."""
@@ -517,6 +561,7 @@ def _answers(url: str) -> bool:
 
 
 def _sweeper(stop: threading.Event, interval: float, rt: Runtime, jobs: list[tuple[Service, BeatJob[Any]]]) -> None:
+    from tasks.audit import run_checkpoint
     from tasks.delivery import run_sweep
     from tasks.jobs import run_job
 
@@ -527,6 +572,7 @@ def _sweeper(stop: threading.Event, interval: float, rt: Runtime, jobs: list[tup
             if time.monotonic() - ran > JOBS_EVERY:  # the beat jobs (the callbacks' fallbacks), every few seconds
                 for service, job in jobs:
                     run_job(service, job, rt)
+                run_checkpoint(rt)  # the audit chain's: every minute in production
                 ran = time.monotonic()
         except Exception:
             log.exception("demo sweep failed")
