@@ -112,10 +112,15 @@ def verify_archive(
 
     try:
         opened = read_archive(archive)
-        report = verify(opened, public_key_pem=public_key.read_text() if public_key else None,
-                        tsa_check=verify_token)
+        with console.status(f"verifying {sum(opened.manifest.counts.entries.values()):,} entries and "
+                            f"{opened.manifest.counts.checkpoints:,} checkpoints"):
+            report = verify(opened, public_key_pem=public_key.read_text() if public_key else None,
+                            tsa_check=verify_token)
     except (ArchiveError, OSError) as exc:
         console.print(f"[red]not an audit archive: {exc}[/]")
+        raise typer.Exit(2) from None
+    except ValueError as exc:  # the pinned key (the archive's own faults are findings)
+        console.print(f"[red]--public-key: {exc}[/]")
         raise typer.Exit(2) from None
     if as_json:
         sys.stdout.write(json.dumps({"ok": report.ok, "counts": dataclasses.asdict(report.counts),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from tasks.runtime import reset_runtime
 from tests.harness import ROOT, become_relay, new_secret, relay_env
 from tests.test_audit_chain import DOSSIERS, record_a_day
 from tests.test_cli import run, said
+
+KEY = Signer.generate()
 
 
 @pytest.fixture
@@ -80,3 +83,41 @@ def test_verify_refuses_a_file_that_is_no_archive(tmp_path: Path) -> None:
     bogus.write_bytes(b"PK not really")
     result = run("audit", "verify", str(bogus))
     assert result.exit_code == 2 and "not an audit archive" in said(result)
+
+
+def test_verify_refuses_a_pinned_key_that_is_not_ed25519(ledger: tuple[str, Signer], tmp_path: Path) -> None:
+    archive = tmp_path / "a.zip"
+    assert run("audit", "export", "--from", "2024-03-14", "--to", "2024-03-16", "--out", str(archive)).exit_code == 0
+    (tmp_path / "k.pem").write_text("not a key")
+    result = run("audit", "verify", str(archive), "--public-key", str(tmp_path / "k.pem"))
+    assert result.exit_code == 2 and "--public-key" in said(result) and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("env", "status", "said"), [
+    ({}, "warning", "no MOTCUA_AUDIT_SIGNING_KEY: the chains grow but no checkpoint signs them"),
+    ({"MOTCUA_AUDIT_FAIL_CLOSED": "true"}, "not_ready", "fail-closed stops every delivery"),
+    ({"MOTCUA_AUDIT_SIGNING_KEY": "bm90IGEga2V5"}, "not_ready", "MOTCUA_AUDIT_SIGNING_KEY: the key is 9 bytes"),
+    ({"MOTCUA_AUDIT_SIGNING_KEY": KEY.private_text()}, "ready", f"signing key {KEY.key_id}, a checkpoint every 60 s"),
+    ({"MOTCUA_AUDIT_SIGNING_KEY": KEY.private_text(), "MOTCUA_AUDIT_TSA_URL": "http://127.0.0.1:9/"}, "warning",
+     "its tokens are not checked"),
+    ({"MOTCUA_AUDIT_CHAIN": "false"}, "warning", "off (MOTCUA_AUDIT_CHAIN=false)"),
+], ids=["no key", "no key, fail-closed", "bad key", "key", "authority without certificates", "off"])
+def test_doctor_says_whether_checkpoints_can_be_signed(
+    env: dict[str, str], status: str, said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cli.doctor import _Run
+    from config.settings import Settings
+
+    monkeypatch.chdir(tmp_path)  # no .env of the checkout's
+    for name in [n for n in os.environ if n.startswith("MOTCUA_AUDIT_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    run = _Run(Settings(database_url=f"sqlite:///{tmp_path}/relay.db"), 1.0, False)
+    try:
+        finding = run._audit()
+    finally:
+        run.close()
+    assert (finding.status, finding.check) == (status, "audit chain")
+    assert said in finding.detail
+    assert KEY.private_text() not in finding.detail
