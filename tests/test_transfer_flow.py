@@ -11,7 +11,6 @@ import itertools
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -312,9 +311,12 @@ def test_a_hundred_transfers_on_the_two_level_tree_survive_a_department_going_do
     plan = [kinds_of[i] for i in sorted(range(100), key=lambda i: (i * 37) % 100)]  # the kinds spread over the day
     day = [requested(stack, target, origin=origin, size=50_000 + 1000 * n) for n, (origin, target) in enumerate(plan)]
     with relay_processes(stack, tmp_path, monkeypatch, "transfer-100", beat=True):
-        # when they are sent, and the department's system goes down for 8 s a moment later
+        # when they are sent, and the department's system goes down for 8 s once the exchange has begun to take
+        # them (not after a fixed pause: a busy machine's worker may not have begun by then, and the downtime
+        # would pass unfelt), before the second half is sent
         send(day[:50])
-        time.sleep(1.5)
+        wait_for(lambda: httpx.get(f"{stack['exchange']}/_admin/stats", timeout=5).json()["counters"].get(
+            "documents_stored", 0) >= 5, 60, interval=0.2, what="the exchange taking the first transfers")
         httpx.post(f"{stack['exchange']}/_admin/units/{DEPARTMENT}/down", json={"seconds": 8}, timeout=5)
         send(day[50:])
 
