@@ -128,8 +128,10 @@ def _play_with_crashes(stack: Stack, events_: list[dict]) -> None:
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
     threading.Thread(target=_progress, args=(stack,), daemon=True).start()
-    # SIGKILL the worker three times while deliveries are in flight, and restart Redis once.
-    for threshold, action in ((100, "kill"), (300, "kill"), (500, "redis"), (700, "kill")):
+    # SIGKILL the worker three times while deliveries are in flight, and restart Redis once (at a tenth of the
+    # deliveries, three, five and seven).
+    for share, action in ((0.1, "kill"), (0.3, "kill"), (0.5, "redis"), (0.7, "kill")):
+        threshold = int(share * len(events_))
         wait_for(lambda t=threshold: stack.delivered() >= t, 180, 0.1, f"{threshold} deliveries")
         stack.faults.append((datetime.now(UTC), _in_flight(get_engine(stack.database_url))))
         if action == "kill":
@@ -248,7 +250,7 @@ def test_crashes_with_30_percent_failing_calls(stack: Stack, tmp_path: Path) -> 
     httpx.post(f"{stack.sandbox_url}/_admin/faults", json={
         "error_rate": 0.2, "timeout_rate": 0.1, "hang_seconds": 3, "seed": 7, "latency_ms": 200,
     }).raise_for_status()
-    events_ = _workload(EVENTS)
+    events_ = _workload(EVENTS // 2)  # half: the faults, not the size, are what this run adds to the one above
     # when the day is played with the same crashes
     _play_with_crashes(stack, events_)
     # then the same guarantees hold, and the retries show in the attempts

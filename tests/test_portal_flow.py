@@ -173,15 +173,15 @@ def portal_stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.slow
 def test_a_working_day_through_faults_ends_in_the_one_stop_truth(portal_stack: PortalStack) -> None:
-    # given a district's day (400 dossiers), each dossier's events arriving shuffled,
+    # given a ward's day (200 dossiers), each dossier's events arriving shuffled,
     # and a portal failing 20 % of calls with 5xx, 5 % with a timeout after applying them,
-    # with sessions that expire every 20 s (a run lasts longer: expiries are certain)
+    # with sessions that expire every 10 s (a run lasts longer: expiries are certain)
     day = date(2026, 11, 20)
-    events = generate_day(400, day=day, seed=2026)
+    events = generate_day(200, day=day, seed=2026)
     shuffled = shuffle_per_dossier(events, seed=7)
     httpx.post(f"{portal_stack.portal_url}/_admin/faults", timeout=5, json={
         "error_rate": 0.2, "error_status": 503, "timeout_rate": 0.05, "hang_seconds": 3,
-        "session_ttl_seconds": 20, "seed": 11,
+        "session_ttl_seconds": 10, "seed": 11,
     }).raise_for_status()
     # and 30 citizens submitting online on the national portal: pulled by beat
     online = online_dossiers(30, unit_code=UNIT, day=day, seed=3)
