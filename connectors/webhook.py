@@ -27,9 +27,9 @@ import json
 import time
 import urllib.request
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import aiohttp
 import httpx
 
 from connectors import aio
@@ -45,6 +45,9 @@ from connectors.base import (
     excerpt,
     map_transport_errors,
 )
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class WebhookConnector:
@@ -88,6 +91,8 @@ class WebhookConnector:
     async def _post_all(
         self, requests: Sequence[tuple[bytes, dict[str, str]]], deadline: float, on_end: AttemptEnded | None
     ) -> list[tuple[ConnectorResult | DeliveryError, float]]:
+        import aiohttp
+
         if self._session is None:  # made on the loop it is used on
             self._session = build_session(self._pool)
         session = self._session
@@ -155,7 +160,10 @@ def batch_connections(concurrency: int, batch: int) -> int:
 
 def build_session(pool: int) -> aiohttp.ClientSession:
     """The batch path's client: aiohttp, whose pool costs a few microseconds a request where httpx's async pool
-    spends most of a batch's CPU in connection bookkeeping (measured: ``bench/README.md``; encode/httpx#3215)."""
+    spends most of a batch's CPU in connection bookkeeping (measured: ``bench/README.md``; encode/httpx#3215).
+    Imported here, not at the top: every process that loads the registry would pay for it, only workers use it."""
+    import aiohttp
+
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=pool, limit_per_host=pool),
         headers={"User-Agent": "motcua-relay/0.1"},
@@ -176,6 +184,8 @@ def env_proxy(url: str) -> str | None:
 
 def _transport_error(exc: BaseException) -> DeliveryError:
     """aiohttp's exceptions as the same classes :func:`connectors.base.map_transport_errors` gives httpx's."""
+    import aiohttp
+
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         return Retryable(f"timeout ({type(exc).__name__})")
     if isinstance(exc, aiohttp.InvalidURL):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 
@@ -29,7 +29,6 @@ from adapters.payment import (
 )
 from config.options import Duration, HttpUrl, Secret, ServiceOptions
 from config.routing import Destination
-from connectors.bank import BankConnector
 from connectors.base import ConnectorResult, Permanent, build_http_client
 from connectors.payment import PlatformConnector
 from connectors.settlement import SettlementEndpoint, SettlementFiles, SettlementSource
@@ -40,6 +39,9 @@ from schemas.privacy import error_fields
 from services.base import Context, Deliverer
 from services.checks import SKIPPED, Finding, reach, shown, then, wsdl
 from store import payments, queries
+
+if TYPE_CHECKING:
+    from connectors.bank import BankConnector
 
 # the transaction id doctor asks the platform about: no bill has it (a bill's is made from its dossier), at most
 # 20 characters (M15)
@@ -191,6 +193,8 @@ class PaymentDeliverer(Deliverer[PaymentOptions]):
         else:
             assert options.partner_code and options.username and options.password is not None
             wsdl = options.url if "?" in options.url else f"{options.url.rstrip('/')}{bank_wire.ENDPOINT_PATH}?wsdl"
+            from connectors.bank import BankConnector  # zeep: loaded only where a bank is configured
+
             self.bank = BankConnector(
                 wsdl_url=wsdl, partner_code=options.partner_code, username=options.username,
                 password=options.password, connect_timeout=timeouts.connect, read_timeout=timeouts.read)

@@ -13,13 +13,13 @@ import io
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-
-from openpyxl import Workbook
-from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
-from openpyxl.utils import get_column_letter
+from typing import TYPE_CHECKING
 
 from adapters.payment import ANOMALIES, OUTCOMES, Reconciliation, ReconciliationLine
 from schemas.vietnam import VN_TZ
+
+if TYPE_CHECKING:
+    from openpyxl import Workbook
 
 CSV_COLUMNS = ("outcome", "bill_code", "transaction_id", "dossier_code", "bill_amount", "settled_amount",
                "callbacks", "paid_at", "note")
@@ -27,10 +27,6 @@ HEADERS = ("STT", "Kết quả", "Mã hóa đơn", "Mã giao dịch", "Mã hồ 
            "Số tiền quyết toán (đ)", "Số lần thông báo", "Thời điểm thanh toán", "Ghi chú")
 WIDTHS = (6, 34, 26, 18, 22, 16, 16, 10, 19, 50)
 MONEY = "#,##0"
-THIN = Side(style="thin", color="808080")
-BOX = Border(left=THIN, right=THIN, top=THIN, bottom=THIN)
-ANOMALY_FILL = PatternFill("solid", fgColor="FCE4D6")
-HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
 
 
 def _local(at: datetime | None) -> str:
@@ -50,6 +46,15 @@ def report_csv(lines: Sequence[ReconciliationLine]) -> str:
 
 
 def report_workbook(result: Reconciliation, provider: str, made_at: datetime) -> Workbook:
+    # openpyxl here, not at the top: every process that loads the registry would pay for it (0.2 s), one a day uses it
+    from openpyxl import Workbook
+    from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
+    from openpyxl.utils import get_column_letter
+
+    thin = Side(style="thin", color="808080")
+    box = Border(left=thin, right=thin, top=thin, bottom=thin)
+    anomaly_fill = PatternFill("solid", fgColor="FCE4D6")
+    header_fill = PatternFill("solid", fgColor="DDEBF7")
     book = Workbook()
     sheet = book.active
     assert sheet is not None
@@ -63,27 +68,27 @@ def report_workbook(result: Reconciliation, provider: str, made_at: datetime) ->
     sheet.cell(row, 1, "Tổng hợp").font = Font(bold=True)
     for col, title in enumerate(("Kết quả", "Số giao dịch", "Số tiền quyết toán (đ)"), start=2):
         cell = sheet.cell(row, col, title)
-        cell.font, cell.fill, cell.border = Font(bold=True), HEADER_FILL, BOX
+        cell.font, cell.fill, cell.border = Font(bold=True), header_fill, box
     for outcome, label in OUTCOMES.items():
         row += 1
         picked = [line for line in result.lines if line.outcome == outcome]
         summary = (label, len(picked), sum(line.settled_amount or 0 for line in picked))
         for col, value in enumerate(summary, start=2):
             cell = sheet.cell(row, col, value)
-            cell.border = BOX
+            cell.border = box
             if col == 4:
                 cell.number_format = MONEY
     row += 1
     for col, value in enumerate(("Tổng cộng", len(result.lines), result.settled_total), start=2):
         cell = sheet.cell(row, col, value)
-        cell.font, cell.border = Font(bold=True), BOX
+        cell.font, cell.border = Font(bold=True), box
         if col == 4:
             cell.number_format = MONEY
     row += 2
     header_row = row
     for col, title in enumerate(HEADERS, start=1):
         cell = sheet.cell(row, col, title)
-        cell.font, cell.fill, cell.border = Font(bold=True), HEADER_FILL, BOX
+        cell.font, cell.fill, cell.border = Font(bold=True), header_fill, box
         cell.alignment = Alignment(wrap_text=True, vertical="center", horizontal="center")
     ordered = [*result.anomalies, *(line for line in result.lines if line.outcome not in ANOMALIES)]
     for n, line in enumerate(ordered, start=1):
@@ -92,12 +97,12 @@ def report_workbook(result: Reconciliation, provider: str, made_at: datetime) ->
                   line.bill_amount, line.settled_amount, line.callbacks, _local(line.paid_at), line.note)
         for col, value in enumerate(values, start=1):
             cell = sheet.cell(row, col, value)
-            cell.border = BOX
+            cell.border = box
             cell.alignment = Alignment(wrap_text=col in (2, 10), vertical="top")
             if col in (6, 7):
                 cell.number_format = MONEY
             if line.outcome in ANOMALIES:
-                cell.fill = ANOMALY_FILL
+                cell.fill = anomaly_fill
     for col, width in enumerate(WIDTHS, start=1):
         sheet.column_dimensions[get_column_letter(col)].width = width
     sheet.freeze_panes = sheet.cell(header_row + 1, 1)
