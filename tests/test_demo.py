@@ -43,6 +43,9 @@ def check_summary(summary: dict[str, Any], tmp_path: Path, stdout: str) -> None:
     assert summary["total"] > 0
     assert summary["delivered"] + summary["superseded"] + summary["dead"] == summary["total"]
     assert summary["dead"] == 0 and summary["open"] == 0 and not summary["timed_out"]
+    # the day's audit chain, exported and verified offline, as an inspector would
+    audit = summary["audit"]
+    assert audit["verified"] and audit["entries"] >= summary["total"] and audit["checkpoints"] >= 1, audit
     assert summary["delivered"] > 0
     assert summary["p99_ms"] >= summary["p50_ms"] > 0
     # the SMS fallback appears only when a phone without Zalo turned up
