@@ -22,6 +22,7 @@ import structlog
 
 from config.settings import Settings
 from connectors.tsa import TimestampClient
+from services.base import Hold
 from store.audit.checkpoints import Signer, SigningKeyError, last_complete_at, make_checkpoint
 from tasks.app import app
 from tasks.runtime import Runtime, get_runtime
@@ -120,9 +121,11 @@ class Gate:
         self._lock = threading.Lock()
         self._checked = -1e18
         self._last: datetime | None = None
+        self._closed = False
 
-    def closed(self, rt: Runtime, now: datetime) -> str | None:
-        """Why deliveries must wait now, or ``None``."""
+    def hold(self, rt: Runtime, now: datetime) -> Hold | None:
+        """The hold every delivery waits under now (until :data:`FAIL_CLOSED_RECHECK_SECONDS` from now, saying
+        why), or ``None``; logged once each time the gate closes."""
         settings = rt.settings
         if not (settings.audit_fail_closed and settings.audit_chain):
             return None
@@ -133,9 +136,14 @@ class Gate:
             last = self._last
         limit = timedelta(seconds=settings.audit_fail_closed_after_seconds)
         if last is not None and now - last <= limit:
+            self._closed = False
             return None
         since = "none was ever made" if last is None else f"the last was made at {last:%Y-%m-%d %H:%M:%S} UTC"
-        return f"audit: no complete checkpoint for {limit.total_seconds():g} s ({since}); fail-closed"
+        why = f"audit: no complete checkpoint for {limit.total_seconds():g} s ({since}); fail-closed"
+        if not self._closed:
+            self._closed = True
+            log.warning("delivery.audit_fail_closed", reason=why)
+        return Hold(until=now + timedelta(seconds=FAIL_CLOSED_RECHECK_SECONDS), why=why)
 
 
 gate = Gate()

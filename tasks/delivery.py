@@ -182,18 +182,11 @@ def run_batch(
     now = clock()
     report = BatchReport()
 
-    closed = audit.gate.closed(rt, now)
-    if closed is not None:  # fail-closed: nothing goes while the audit chain cannot be signed
-        until = now + timedelta(seconds=audit.FAIL_CLOSED_RECHECK_SECONDS)
-        deferred = deliveries.defer_many(rt.engine, destination, ids, lambda: until, closed, now, ahead=0)
-        if deferred:
-            bound.warning("delivery.audit_fail_closed", deferred=len(deferred), reason=closed)
-        report.states = dict.fromkeys(deferred, "deferred")
-        report.held = True
-        return report
-
-    deliverer, held = _deliverer_and_hold(rt, destination, now, bound)
-    if isinstance(held, Hold):  # quiet hours, a spent daily quota: wait without spending an attempt
+    # fail-closed (nothing goes while the audit chain cannot be signed) before the deliverer is asked: its own hold
+    # may take a probe turn
+    closed = audit.gate.hold(rt, now)
+    deliverer, held = (None, closed) if closed is not None else _deliverer_and_hold(rt, destination, now, bound)
+    if isinstance(held, Hold):  # quiet hours, a spent daily quota, fail-closed: wait without spending an attempt
         # only what is due now: a probe's retry, due a second after its turn began, is the next turn's probe
         deferred = deliveries.defer_many(rt.engine, destination, ids, held.times(), held.why, now, ahead=0,
                                          ordered=rules.ordered)
