@@ -19,7 +19,8 @@ from sandbox.tsa import create_app as tsa_app
 from schemas.timestamps import verify_token
 from store import deliveries as claims
 from store import intake
-from store.audit.checkpoints import Signer, SigningKeyError, make_checkpoint, verify_signature
+from store.audit.checkpoints import Signer, SigningKeyError, make_checkpoint
+from store.audit.verify import verify_signature
 from store.tables import audit_checkpoints, deliveries
 from tasks import audit
 from tasks.audit import run_checkpoint

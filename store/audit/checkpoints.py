@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import Engine, func, select
@@ -84,18 +83,6 @@ class Signer:
 
     def sign(self, body: str) -> str:
         return base64.b64encode(self.private.sign(body.encode())).decode()
-
-
-def verify_signature(public_key_pem: str, body: str, signature: str) -> bool:
-    """Whether ``signature`` (base64) is the Ed25519 signature of ``body`` under the PEM public key."""
-    try:
-        key = serialization.load_pem_public_key(public_key_pem.encode())
-        if not isinstance(key, Ed25519PublicKey):
-            return False
-        key.verify(base64.b64decode(signature, validate=True), body.encode())
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 @dataclass(frozen=True, slots=True)

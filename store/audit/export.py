@@ -31,15 +31,15 @@ from store.audit.archive import (
 from store.audit.chain import (
     GENESIS,
     Head,
-    attempt_content,
     attempt_row_fields,
     canonical,
     checkpoint_heads,
     digest,
     entry_hash,
 )
-from store.audit.checkpoints import verify_signature
-from store.tables import FINAL_STATUSES, attempts, audit_checkpoints, audit_cuts, audit_entries, deliveries, events
+from store.audit.ledger import attempt_entry_of_row, attempt_rows
+from store.audit.verify import verify_signature
+from store.tables import FINAL_STATUSES, attempts, audit_checkpoints, audit_cuts, audit_entries, deliveries
 
 
 class ExportError(ValueError):
@@ -165,25 +165,20 @@ def _attempt_lines(
     """The attempt rows the archive's entries name (``named``, complete once the entries are written: the archive
     writes them first), then the ended rows of the period that no entry names."""
     e, a = audit_entries.c, attempts.c
-    joined = (select(attempts, deliveries.c.destination, deliveries.c.replays, events.c.event_id,
-                     events.c.content_hash)
-              .join(deliveries, deliveries.c.id == a.delivery_id).join(events, events.c.id == deliveries.c.event_pk))
+    joined = attempt_rows()
     ids = sorted(named)
     for i in range(0, len(ids), _BY_IDS):
         for r in conn.execute(joined.where(a.id.in_(ids[i:i + _BY_IDS])).order_by(a.id)):
-            yield AttemptLine.model_validate(attempt_row_fields(_row_content(r)))
+            yield _attempt_line(r)
     unnamed = joined.where(a.outcome.is_not(None), a.started_at <= end, ~exists().where(e.attempt_id == a.id),
                            *([a.started_at >= window_start] if window_start is not None else []))
     for r in conn.execution_options(yield_per=5000).execute(unnamed.order_by(a.id)):
-        yield AttemptLine.model_validate(attempt_row_fields(_row_content(r)))
+        yield _attempt_line(r)
 
 
-def _row_content(r: Any) -> dict[str, Any]:
-    return attempt_content(
-        attempt_id=r.id, delivery_id=r.delivery_id, event_id=r.event_id, event_hash=r.content_hash,
-        destination=r.destination, number=r.number, started_at=r.started_at, duration_ms=r.duration_ms,
-        outcome=r.outcome, status_code=r.status_code, external_ref=r.external_ref, excerpt=r.response_excerpt,
-        error=r.error, status=None, replays=r.replays)
+def _attempt_line(r: Any) -> AttemptLine:
+    """The row's fields as its entry says them (the same content the chain appended from it)."""
+    return AttemptLine.model_validate(attempt_row_fields(attempt_entry_of_row(r, status=None).content))
 
 
 # ---- one dossier's proof

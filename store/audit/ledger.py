@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, bindparam, select, update
+from sqlalchemy import Connection, Engine, Row, Select, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from store.audit.chain import (
@@ -118,12 +118,16 @@ def lost_attempt_entries(conn: Connection, ids: Sequence[int]) -> list[Entry]:
     """The entries of attempts just closed as lost (``ids``: the attempts'), from their rows."""
     if not ids:
         return []
-    rows = conn.execute(
-        select(attempts, deliveries.c.destination, deliveries.c.replays, events.c.event_id, events.c.content_hash)
-        .join(deliveries, deliveries.c.id == attempts.c.delivery_id).join(events, events.c.id == deliveries.c.event_pk)
-        .where(attempts.c.id.in_(list(ids))).order_by(attempts.c.id)
-    ).all()
+    rows = conn.execute(attempt_rows().where(attempts.c.id.in_(list(ids))).order_by(attempts.c.id)).all()
     return [attempt_entry_of_row(r, status=None) for r in rows]
+
+
+def attempt_rows() -> Select[Any]:
+    """Attempt rows joined to what their entries also say: the delivery's destination and replays, the event's id
+    and content hash (what :func:`attempt_entry_of_row` reads)."""
+    return (select(attempts, deliveries.c.destination, deliveries.c.replays, events.c.event_id, events.c.content_hash)
+            .join(deliveries, deliveries.c.id == attempts.c.delivery_id)
+            .join(events, events.c.id == deliveries.c.event_pk))
 
 
 def attempt_entry_of_row(r: Row[Any], *, status: str | None) -> Entry:

@@ -133,6 +133,16 @@ def _ed25519(pem: str) -> Ed25519PublicKey:
     return key
 
 
+def verify_signature(public_key_pem: str, body: str, signature: str) -> bool:
+    """Whether ``signature`` (base64) is the Ed25519 signature of ``body`` under the PEM public key (what a
+    dossier's proof is checked with)."""
+    try:
+        _ed25519(public_key_pem).verify(base64.b64decode(signature, validate=True), body.encode())
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 def _key_id(key: Ed25519PublicKey) -> str:
     return key_id(key.public_bytes(Encoding.Raw, PublicFormat.Raw))
 
