@@ -13,7 +13,7 @@ from tasks.broker import use_for_sentinel_urls
 from tasks.schedule import service_routes, service_schedule
 
 # the services' jobs are tasks that tasks.jobs makes from the registry: no service is named here
-app = Celery("motcua_relay", include=["tasks.audit", "tasks.delivery", "tasks.jobs", "tasks.watchdog"])
+app = Celery("motcua_relay", include=["tasks.audit", "tasks.delivery", "tasks.heap", "tasks.jobs", "tasks.watchdog"])
 
 
 def configure_app() -> Celery:
