@@ -26,6 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from schemas.events import Event, parse_stored_json
 from schemas.privacy import error_fields
 from store.audit.ledger import Entry, append, attempt_entry, lost_attempt_entries, outcome_entry
+from store.prepared import execute_many
 from store.streams import (
     DestinationRules,
     Position,
@@ -461,19 +462,19 @@ _RECORD_DELIVERY = (
 def _record(conn: Connection, done: Sequence[tuple[Claimed, Outcome]], now: datetime) -> set[int]:
     """Write their deliveries' new states, then the attempts' ends (rows before their attempts, as everywhere);
     the deliveries still theirs (the others' leases were lost meanwhile: only their attempts' ends are written)."""
-    result = conn.execute(_RECORD_DELIVERY, [
+    changed = execute_many(conn, _RECORD_DELIVERY, [
         {"b_id": c.delivery_id, "b_number": c.attempt_number, "b_status": o.status, "b_now": now,
          "b_code": o.status_code, "b_error": o.error, "b_next": o.next_attempt_at, "b_ref": o.external_ref or None,
          "b_delivered": now if o.status == Status.DELIVERED else None}
         for c, o in done
     ])
-    conn.execute(_RECORD_ATTEMPT, [
+    execute_many(conn, _RECORD_ATTEMPT, [
         {"b_attempt": c.attempt_id, "b_duration": o.duration_ms, "b_outcome": o.attempt_outcome,
          "b_code": o.status_code, "b_error": o.error, "b_excerpt": o.excerpt, "b_ref": o.external_ref}
         for c, o in done
     ])
     ids = [c.delivery_id for c, _ in done]
-    if (result.rowcount or 0) >= len(done):
+    if changed >= len(done):
         return set(ids)
     # which ones (rare: a lease lost during the call): those this transaction just wrote, still at their number
     numbers = {c.delivery_id: c.attempt_number for c, _ in done}

@@ -27,6 +27,7 @@ from store.audit.chain import (
     entry_hash,
     outcome_content,
 )
+from store.prepared import execute_many
 from store.tables import attempts, audit_entries, audit_heads, deliveries, events
 
 OPTION = "motcua_audit_chain"
@@ -87,6 +88,8 @@ def _take_head(dialect: str) -> Any:
 
 
 _TAKE_HEAD = {name: _take_head(name) for name in ("postgresql", "sqlite")}
+_INSERT_ENTRY = audit_entries.insert().values({name: bindparam(name) for name in (
+    "chain", "seq", "kind", "delivery_id", "attempt_id", "recorded_at", "content", "prev_hash", "hash")})
 _MOVE_HEAD = (update(audit_heads).where(audit_heads.c.chain == bindparam("b_chain"))
               .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"), updated_at=bindparam("b_now")))
 
@@ -110,7 +113,7 @@ def append(conn: Connection, entries: Iterable[Entry], now: datetime) -> None:
                          "attempt_id": entry.attempt_id, "recorded_at": now, "content": text, "prev_hash": prev,
                          "hash": hashed})
             prev = hashed
-        conn.execute(audit_entries.insert(), rows)
+        execute_many(conn, _INSERT_ENTRY, rows)
         conn.execute(_MOVE_HEAD, {"b_chain": chain, "b_seq": seq, "b_hash": prev, "b_now": now})
 
 

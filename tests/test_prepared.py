@@ -1,0 +1,59 @@
+"""Statements executed many below SQLAlchemy's per-row handling (``store/prepared.py``) write what
+``conn.execute`` writes, on both ledgers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, bindparam, select, update
+
+from store import intake
+from store.prepared import execute_many
+from store.tables import Status, deliveries
+from tests.test_ledger import RULES, T0, make_event, to
+
+_SET = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"), deliveries.c.status == Status.PENDING)
+    .values(next_attempt_at=bindparam("b_next"), last_error=bindparam("b_error"), lease_until=None,
+            updated_at=bindparam("b_now"))
+)
+
+
+def _rows(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(
+            select(deliveries.c.id, deliveries.c.status, deliveries.c.next_attempt_at, deliveries.c.last_error,
+                   deliveries.c.lease_until, deliveries.c.updated_at).order_by(deliveries.c.id))]
+
+
+def test_execute_many_writes_what_execute_writes_and_counts_the_rows_it_changed(engine: Engine) -> None:
+    # given four pending deliveries, one of them made not pending
+    for n in range(4):
+        intake.ingest_and_route(engine, [make_event(1, dossier=f"000.21.00.H49-240315-000{n + 1}")], T0,
+                                to("onestop"), RULES)
+    ids = [r[0] for r in _rows(engine)]
+    with engine.begin() as conn:
+        conn.execute(update(deliveries).where(deliveries.c.id == ids[3]).values(status=Status.DEAD))
+    rows = [{"b_id": i, "b_next": T0 + timedelta(seconds=k), "b_error": f"réason {k}", "b_now": T0}
+            for k, i in enumerate(ids)]
+    # when the first two are written by execute_many, the last two by SQLAlchemy's own executemany
+    with engine.begin() as conn:
+        changed = execute_many(conn, _SET, rows[:2])
+        conn.execute(_SET, rows[2:])
+    # then every row reads back alike (an aware time stored as UTC, the literal None, the WHERE's literal status),
+    # and the count is of the rows changed (not the dead one)
+    after = _rows(engine)
+    assert changed == 2
+    assert [r[2:] for r in after[:3]] == [(T0 + timedelta(seconds=k), f"réason {k}", None, T0) for k in range(3)]
+    assert after[3][1] == Status.DEAD and after[3][2] is None
+    with engine.begin() as conn:
+        assert execute_many(conn, _SET, []) == 0
+
+
+def test_execute_many_refuses_an_expanding_list(engine: Engine) -> None:
+    statement = update(deliveries).where(deliveries.c.id.in_(bindparam("ids", expanding=True))).values(replays=1)
+    with engine.begin() as conn, pytest.raises(ValueError, match="expanding"):
+        execute_many(conn, statement, [{"ids": [1]}])
