@@ -94,11 +94,11 @@ def _masked_any(value: Any) -> Any:
 def personal_values(model: BaseModel) -> list[str]:
     """Every personal value held by a model, recursively (to mask them in free text)."""
     found: list[str] = []
-    for name in type(model).model_fields:
+    for name, personal in _value_fields(type(model)):
         value = getattr(model, name)
         if value is None:
             continue
-        if is_personal(type(model), name):
+        if personal:
             found.append(str(value))
         elif isinstance(value, BaseModel):
             found.extend(personal_values(value))
@@ -107,6 +107,19 @@ def personal_values(model: BaseModel) -> list[str]:
                 if isinstance(item, BaseModel):
                     found.extend(personal_values(item))
     return found
+
+
+@lru_cache(maxsize=512)
+def _value_fields(model: type[BaseModel]) -> tuple[tuple[str, bool], ...]:
+    """The fields of ``model`` :func:`personal_values` reads: each personal one (``True``), and each that may hold
+    models (``False``: its annotation names one, or ``Any``); a field of text, numbers or times alone holds neither.
+    Worked out once per model: an excerpt is masked with its event's values at every attempt."""
+    return tuple((name, is_personal(model, name)) for name, info in model.model_fields.items()
+                 if is_personal(model, name) or _nested_models(model, name) or _mentions_any(info.annotation))
+
+
+def _mentions_any(annotation: Any) -> bool:
+    return annotation is Any or any(_mentions_any(arg) for arg in get_args(annotation))
 
 
 def personal_values_in(data: Any, model: type[BaseModel]) -> list[str]:
