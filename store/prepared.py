@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, CursorResult
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.dml import UpdateBase
 
@@ -38,16 +38,24 @@ def execute_many(conn: Connection, statement: UpdateBase, rows: Sequence[Mapping
     if not rows:
         return 0
     prepared = _prepare(statement, conn.dialect)
-    given, fixed = prepared.given, prepared.fixed
-    params: list[Any] = []
-    for row in rows:
-        values = dict(fixed)
-        for name, convert in given:
-            value = row[name]
-            values[name] = value if convert is None or value is None else convert(value)
-        params.append(values if prepared.order is None else tuple(values[n] for n in prepared.order))
-    result = conn.exec_driver_sql(prepared.sql, params)
+    result = conn.exec_driver_sql(prepared.sql, [_driver_form(prepared, row) for row in rows])
     return int(result.rowcount or 0)
+
+
+def execute(conn: Connection, statement: UpdateBase, row: Mapping[str, Any]) -> CursorResult[Any]:
+    """Run ``statement`` once with ``row``, compiled once per dialect: for a statement SQLAlchemy cannot cache (its
+    upserts have no cache key, so ``conn.execute`` compiles them anew every time). Its rows come back as the driver
+    gives them, unconverted (numbers and text are as they are; a time would be the driver's form)."""
+    prepared = _prepare(statement, conn.dialect)
+    return conn.exec_driver_sql(prepared.sql, _driver_form(prepared, row))
+
+
+def _driver_form(prepared: _Prepared, row: Mapping[str, Any]) -> Any:
+    values = dict(prepared.fixed)
+    for name, convert in prepared.given:
+        value = row[name]
+        values[name] = value if convert is None or value is None else convert(value)
+    return values if prepared.order is None else tuple(values[n] for n in prepared.order)
 
 
 def _prepare(statement: UpdateBase, dialect: Dialect) -> _Prepared:

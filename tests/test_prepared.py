@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, bindparam, select, update
 
 from store import intake
-from store.prepared import execute_many
+from store.prepared import execute, execute_many
 from store.tables import Status, deliveries
 from tests.test_ledger import RULES, T0, make_event, to
 
@@ -57,3 +57,15 @@ def test_execute_many_refuses_an_expanding_list(engine: Engine) -> None:
     statement = update(deliveries).where(deliveries.c.id.in_(bindparam("ids", expanding=True))).values(replays=1)
     with engine.begin() as conn, pytest.raises(ValueError, match="expanding"):
         execute_many(conn, statement, [{"ids": [1]}])
+
+
+def test_execute_runs_an_upsert_sqlalchemy_cannot_cache_and_returns_its_rows(engine: Engine) -> None:
+    from store.audit.chain import GENESIS
+    from store.audit.ledger import _TAKE_HEAD
+
+    statement = _TAKE_HEAD[engine.dialect.name]
+    assert statement._generate_cache_key() is None  # why it is executed here: conn.execute compiles it every time
+    with engine.begin() as conn:
+        first = execute(conn, statement, {"chain": "bench", "now": T0}).one()
+        again = execute(conn, statement, {"chain": "bench", "now": T0 + timedelta(seconds=1)}).one()
+    assert tuple(first) == tuple(again) == (0, GENESIS)

@@ -27,7 +27,7 @@ from store.audit.chain import (
     entry_hash,
     outcome_content,
 )
-from store.prepared import execute_many
+from store.prepared import execute, execute_many
 from store.tables import attempts, audit_entries, audit_heads, deliveries, events
 
 OPTION = "motcua_audit_chain"
@@ -103,7 +103,7 @@ def append(conn: Connection, entries: Iterable[Entry], now: datetime) -> None:
     for entry in entries:
         by_chain.setdefault(entry.chain, []).append(entry)
     for chain in sorted(by_chain):
-        seq, prev = conn.execute(_TAKE_HEAD[conn.dialect.name], {"chain": chain, "now": now}).one()
+        seq, prev = execute(conn, _TAKE_HEAD[conn.dialect.name], {"chain": chain, "now": now}).one()
         rows = []
         for entry in by_chain[chain]:
             text = canonical(entry.content)
