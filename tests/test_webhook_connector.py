@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email.utils
+import gzip
 import json
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -73,6 +77,11 @@ def subscriber_app() -> FastAPI:
         body = f'{{"receipt_id": "biên-nhận-1", "note": "{note}"}}'.encode(name, errors="replace")
         return Response(body, headers={"Content-Type": f"application/json; charset={name}"})
 
+    @app.post("/gzip/{code}")
+    async def gzipped(code: int) -> Response:  # an answer compressed whatever its status
+        return Response(gzip.compress(json.dumps({"error": f"answer {code}"}).encode()), status_code=code,
+                        media_type="application/json", headers={"Content-Encoding": "gzip"})
+
     @app.post("/slow")
     async def slow() -> Response:
         await asyncio.sleep(3)
@@ -81,6 +90,26 @@ def subscriber_app() -> FastAPI:
     @app.post("/drop")
     async def drop() -> Response:
         return _DropMidResponse()
+
+    app.state.peers = []
+    app.state.gate = {"expected": 0, "seen": 0, "open": None}
+
+    @app.post("/peer")
+    async def peer(request: Request) -> Response:  # which connection each request came on
+        assert request.client is not None
+        app.state.peers.append(request.client.port)
+        return JSONResponse({"receipt_id": str(request.client.port)})
+
+    @app.post("/together")
+    async def together(request: Request) -> Response:
+        # each request waits until "expected" are in at once: answered "together" only if the batches ran at once
+        gate = app.state.gate
+        gate["seen"] += 1
+        if gate["seen"] >= gate["expected"]:
+            gate["open"].set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(gate["open"].wait(), 3)
+        return JSONResponse({"receipt_id": json.loads(await request.body())["n"], "together": gate["open"].is_set()})
 
     @app.post("/verify")
     async def verify(request: Request) -> Response:
@@ -378,7 +407,7 @@ def test_the_batch_path_answers_every_row_as_one_post_does(base_url: str) -> Non
             singles.append(_summary(send(f"{base_url}{path}", read=0.5)))
         except DeliveryError as exc:
             singles.append(_summary(exc))
-    # ... and all at once through post_many() (the engine's batch path, aiohttp on the connector loop)
+    # ... and all at once through post_many() (the engine's batch path, libcurl's multi interface)
     body = webhook_body(MODEL)
     batched = []
     for path in BATCH_ROWS:
@@ -442,3 +471,210 @@ def test_the_batch_path_reads_the_proxy_variables_as_the_single_path_does(monkey
     assert env_proxy("http://127.0.0.2:8000/hook") is None
     monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:3129")
     assert env_proxy("https://10.0.0.5/hook") == "http://127.0.0.1:3129"
+
+
+class _ProxyStub:
+    """An HTTP proxy on loopback that forwards nothing: it records each request line it gets (a proxy's is in
+    absolute form, ``POST http://host/path HTTP/1.1``) and answers 200 with a receipt of its own."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.lines: list[str] = []
+        threading.Thread(target=self._serve, daemon=True, name="proxy-stub").start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                length = next((int(line.split(":", 1)[1]) for line in lines if line.lower().startswith(
+                    "content-length:")), 0)
+                while len(body) < length and (chunk := conn.recv(65536)):
+                    body += chunk
+                self.lines.append(lines[0])
+                answer = b'{"receipt_id": "via-proxy"}'
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.fixture(scope="module")
+def proxy_stub() -> Iterator[_ProxyStub]:
+    stub = _ProxyStub()
+    yield stub
+    stub.close()
+
+
+@pytest.fixture(scope="module")
+def silent_url() -> Iterator[str]:
+    """A server that never answers: its socket listens (the kernel completes the handshake) and never accepts."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/events"
+
+
+@pytest.fixture
+def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
+                 "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def _signed_requests(count: int) -> list[tuple[bytes, dict[str, str]]]:
+    body = webhook_body(MODEL)
+    return [(body, webhook_headers(MODEL, KEY, SECRET, body))] * count
+
+
+@pytest.mark.parametrize("code", [200, 503])
+def test_a_compressed_answer_reads_alike_on_both_paths(base_url: str, code: int) -> None:
+    # given an answer gzip-compressed, read once by post() (httpx decodes it) ...
+    try:
+        single: ConnectorResult | DeliveryError = send(f"{base_url}/gzip/{code}")
+    except DeliveryError as exc:
+        single = exc
+    # ... and once by post_many() (libcurl decodes it; the table must not decode it again)
+    c = connector(f"{base_url}/gzip/{code}")
+    try:
+        [(batched, _)] = c.post_many(_signed_requests(1), deadline=5)
+    finally:
+        c.close()
+    # then
+    assert _summary(batched) == _summary(single)
+    assert batched.excerpt == f'{{"error": "answer {code}"}}'
+
+
+def test_the_batch_deadline_cuts_a_call_that_never_answers(silent_url: str) -> None:
+    # given a subscriber that takes the connection and never answers, and a read timeout longer than the deadline
+    c = connector(silent_url, read=30.0)
+    started = time.monotonic()
+    # when
+    try:
+        [(answer, took)] = c.post_many(_signed_requests(1), deadline=0.5)
+    finally:
+        c.close()
+    # then the deadline ended it, as a timeout
+    assert isinstance(answer, Retryable)
+    assert "timeout" in answer.reason
+    assert 450 <= took < 1500
+    assert time.monotonic() - started < 2.0
+
+
+def test_the_batch_path_reuses_its_connections_from_one_batch_to_the_next(server: tuple[str, FastAPI]) -> None:
+    # given
+    url, app = server
+    app.state.peers.clear()
+    c = connector(f"{url}/peer")
+    # when two batches of 5 go one after the other
+    try:
+        first = c.post_many(_signed_requests(5), deadline=10)
+        second = c.post_many(_signed_requests(5), deadline=10)
+    finally:
+        c.close()
+    # then the second came on the first's connections: no new one opened
+    assert [type(a) for a, _ in first + second] == [ConnectorResult] * 10
+    assert len(app.state.peers) == 10
+    assert set(app.state.peers[5:]) <= set(app.state.peers[:5])
+
+
+def test_two_threads_posting_batches_at_once_each_get_their_own_answers(server: tuple[str, FastAPI]) -> None:
+    # given one connector, two threads, 8 calls each, whose answers echo what each call sent
+    url, app = server
+    app.state.gate = {"expected": 16, "seen": 0, "open": asyncio.Event()}
+    c = WebhookConnector(f"{url}/together", build_http_client(connect=2.0, read=5.0, max_connections=8), pool=8)
+    answers: dict[str, list[tuple[ConnectorResult | DeliveryError, float]]] = {}
+    reported: dict[str, list[tuple[int, Any, int]]] = {"a": [], "b": []}
+    start = threading.Barrier(2)
+
+    def batch(name: str) -> None:
+        requests = [(json.dumps({"n": f"{name}-{i}"}).encode(), {"Content-Type": "application/json"})
+                    for i in range(8)]
+        start.wait()
+        answers[name] = c.post_many(requests, deadline=10, on_end=lambda i, outcome, _ms: reported[name].append(
+            (i, outcome, threading.get_ident())))
+
+    threads = [threading.Thread(target=batch, args=(name,)) for name in ("a", "b")]
+    # when
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(15)
+    finally:
+        c.close()
+    # then each thread got its own answers, in its order, and the 16 calls were at the server at once
+    for name, thread in zip(("a", "b"), threads, strict=True):
+        assert [a.external_ref for a, _ in answers[name]] == [f"{name}-{i}" for i in range(8)]  # type: ignore[union-attr]
+        assert all('"together":true' in (a.excerpt or "") for a, _ in answers[name])
+        # ... and each end was reported once, in the thread that posted, with what the list returned
+        assert sorted(i for i, _, _ in reported[name]) == list(range(8))
+        assert {ident for _, _, ident in reported[name]} == {thread.ident}
+        assert all(outcome is answers[name][i][0] for i, outcome, _ in reported[name])
+
+
+def test_the_batch_path_goes_through_the_proxy_the_environment_names(
+    proxy_stub: _ProxyStub, no_proxy_variables: pytest.MonkeyPatch,
+) -> None:
+    # given HTTP_PROXY naming the stub, and a subscriber address nobody listens on (the proxy answers for it)
+    no_proxy_variables.setenv("HTTP_PROXY", proxy_stub.url)
+    proxy_stub.lines.clear()
+    target = f"http://127.0.0.1:{free_port()}/hook"
+    c = connector(target)
+    # when
+    try:
+        [(answer, _)] = c.post_many(_signed_requests(1), deadline=5)
+    finally:
+        c.close()
+    # then the request went to the proxy, in absolute form
+    assert isinstance(answer, ConnectorResult)
+    assert answer.external_ref == "via-proxy"
+    assert proxy_stub.lines == [f"POST {target} HTTP/1.1"]
+
+
+def test_the_batch_path_goes_direct_when_no_proxy_applies_whatever_libcurl_would_read(
+    server: tuple[str, FastAPI], proxy_stub: _ProxyStub, no_proxy_variables: pytest.MonkeyPatch,
+) -> None:
+    # given the proxy variables libcurl reads by itself (http_proxy, lower case) naming the stub, and NO_PROXY
+    # keeping the subscriber out of it, as env_proxy reads them
+    url, _ = server
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        no_proxy_variables.setenv(name, proxy_stub.url)
+    no_proxy_variables.setenv("NO_PROXY", "127.0.0.1")
+    proxy_stub.lines.clear()
+    c = connector(f"{url}/status/200")
+    # when
+    try:
+        [(answer, _)] = c.post_many(_signed_requests(1), deadline=5)
+    finally:
+        c.close()
+    # then the subscriber answered, and the proxy saw nothing
+    assert isinstance(answer, ConnectorResult)
+    assert answer.external_ref == "rcpt-200"
+    assert proxy_stub.lines == []
+
+
+def test_a_batch_after_close_runs_on_connections_of_its_own(server: tuple[str, FastAPI]) -> None:
+    # given a connector that has posted a batch, then was closed
+    url, app = server
+    app.state.peers.clear()
+    c = connector(f"{url}/peer")
+    c.post_many(_signed_requests(1), deadline=5)
+    c.close()
+    # when two more batches go (a deliverer's last drain, still running as the routing reloads)
+    try:
+        after = [c.post_many(_signed_requests(1), deadline=5) for _ in range(2)]
+    finally:
+        c.close()
+    # then each is answered, on a new connection closed as it ended: nothing is kept past close()
+    assert [type(a) for [(a, _)] in after] == [ConnectorResult, ConnectorResult]
+    assert len(app.state.peers) == 3
+    assert len(set(app.state.peers)) == 3
