@@ -77,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis", default=DEFAULT_REDIS)
     p.add_argument("--redis-db", type=int, default=12)
     p.add_argument("--delivery-batch", type=int, default=None, help="MOTCUA_DELIVERY_BATCH (default: the relay's)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a setting of the runtime, as its variable (MOTCUA_DELIVERY_CHAIN=false); repeatable")
     p.add_argument("--profile", default=None, metavar="PATH",
                    help="py-spy record (GIL samples, collapsed stacks) of the rounds into PATH")
     p.add_argument("--json", dest="json_path", default=None)
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         MOTCUA_REDIS_PREFIX=f"motcua-engine-{os.getpid()}", MOTCUA_LOG_LEVEL="warning",
         **({"MOTCUA_DELIVERY_BATCH": str(args.delivery_batch)} if args.delivery_batch else {}),
         BENCH_SANDBOX_SECRETS=json.dumps({DESTINATION: subscriber}), BENCH_SANDBOX_PORT=str(port),
+        **dict(item.split("=", 1) for item in args.set),
     )
     sandbox = ManagedProcess("sandbox", [sys.executable, "-c", SANDBOX_CODE], env, workdir / "sandbox.log").start()
     try:
