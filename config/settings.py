@@ -61,6 +61,9 @@ class Settings(EnvSettings):
     delivery_batch: int = Field(
         100, ge=1, le=1000,
         description="deliveries of one destination a worker claims, attempts at once and records together")
+    delivery_chain: bool = Field(
+        True, description="an ordered stream's next delivery claimed as its predecessor's delivered end is "
+                          "recorded, and sent by the same batch (false: the next claim finds it)")
     drain_seconds: float = Field(
         10.0, gt=0, description="how long one drain of a destination goes on before it hands over to a new task")
     ordering_gap_wait_seconds: float = 60.0

@@ -153,19 +153,28 @@ def claim_many(
             rows = conn.execute(q.drain_rows if ids is None else q.rows, params).all()
         audit: list[Entry] = []
         chosen, refused = _decide(conn, rows, rules, now, gap_wait_seconds, audit)
-        if not chosen:
-            append(conn, audit, now)
-            return Batch([], refused)
-        taken = {"ids": [d.id for d in chosen], "now": now, "lease_until": now + timedelta(seconds=lease_seconds)}
-        conn.execute(q.take, taken)
-        # made from the rows just updated, then read back: an INSERT … RETURNING that keeps the rows' order is
-        # one statement per row on SQLite; (delivery, number) names an attempt
-        conn.execute(q.start_attempts, taken)
-        numbered = {(r.delivery_id, r.number): r.id for r in conn.execute(q.started_attempts, taken)}
-        attempt_ids = [numbered[(d.id, d.attempts + 1)] for d in chosen]
+        attempt_ids = _take(conn, q, chosen, now, lease_seconds)
         append(conn, audit, now)
-    # Parsed once, here, outside the transaction (it holds the streams' locks): the deliverer and the
-    # excerpt's masking share the model.
+    return Batch(_claimed(chosen, attempt_ids, now), refused)
+
+
+def _take(conn: Connection, q: _ClaimStatements, chosen: Sequence[Row[Any]], now: datetime,
+          lease_seconds: float) -> list[int]:
+    """Lease the chosen rows and start an attempt of each; the attempts' ids, in the rows' order."""
+    if not chosen:
+        return []
+    taken = {"ids": [d.id for d in chosen], "now": now, "lease_until": now + timedelta(seconds=lease_seconds)}
+    conn.execute(q.take, taken)
+    # made from the rows just updated, then read back: an INSERT … RETURNING that keeps the rows' order is
+    # one statement per row on SQLite; (delivery, number) names an attempt
+    conn.execute(q.start_attempts, taken)
+    numbered = {(r.delivery_id, r.number): r.id for r in conn.execute(q.started_attempts, taken)}
+    return [numbered[(d.id, d.attempts + 1)] for d in chosen]
+
+
+def _claimed(chosen: Sequence[Row[Any]], attempt_ids: Sequence[int], now: datetime) -> list[Claimed]:
+    """The claims of rows taken at ``now``, each event parsed once, here, outside the transaction (it holds the
+    streams' locks): the deliverer and the excerpt's masking share the model."""
     claimed: list[Claimed] = []
     for d, attempt_id in zip(chosen, attempt_ids, strict=True):
         event, unreadable = _parsed(d.payload)
@@ -176,7 +185,7 @@ def claim_many(
             stream=d.stream, sequence=d.sequence, unreadable=unreadable, started_at=now, event_hash=d.content_hash,
             replays=d.replays,
         ))
-    return Batch(claimed, refused)
+    return claimed
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +201,7 @@ class _ClaimStatements:
     take: Any
     start_attempts: Any
     started_attempts: Select[Any]
+    successors: Select[Any]  # the due heads of the streams of given dossiers, with their events (locked, skipping)
 
 
 @functools.cache
@@ -229,7 +239,13 @@ def _claim_statements(dialect: str, ordered: bool) -> _ClaimStatements:
         ),
         started_attempts=select(attempts.c.id, attempts.c.delivery_id, attempts.c.number).where(
             among(attempts.c.delivery_id, "ids"), attempts.c.started_at == bindparam("now")),
+        successors=_locked(dialect, _claim_query(ordered).where(*due, among(d.dossier_code, "dossiers"))
+                           .order_by(d.id)),
     )
+
+
+def _locked(dialect: str, query: Select[Any]) -> Select[Any]:
+    return query.with_for_update(of=deliveries, skip_locked=True) if dialect == "postgresql" else query
 
 
 def _due() -> ColumnElement[bool]:
@@ -416,25 +432,56 @@ def finish(
         return successor
 
 
-def finish_many(
-    engine: Engine, done: Sequence[tuple[Claimed, Outcome]], rules: DestinationRules, now: datetime
-) -> None:
-    """Record the ends of a batch's attempts in one transaction (prepared statements, executed many), and their
-    audit entries.
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """What :func:`finish_many` needs to claim, as it records a batch's ends, the next delivery of each stream that a
+    delivered one leaves due (the claim's lease and the wait for a gap in the sequences)."""
 
-    The successors of final deliveries are not looked for here: the next claim of the destination finds
-    them. Under the streams' locks, so that an intake adding a later sequence meanwhile either sees its
-    predecessor final (and queues it) or is seen by the next claim.
+    lease_seconds: float
+    gap_wait_seconds: float
+
+
+def finish_many(
+    engine: Engine, done: Sequence[tuple[Claimed, Outcome]], rules: DestinationRules, now: datetime,
+    chain: Chain | None = None,
+) -> Batch:
+    """Record the ends of a batch's attempts in one transaction (prepared statements, executed many), and their
+    audit entries. Under the streams' locks, so that an intake adding a later sequence meanwhile either sees its
+    predecessor final (and queues it) or is seen by the claim that follows.
+
+    With ``chain`` (an ordered destination), the same transaction claims the next delivery of each stream whose
+    delivery ended delivered, when it is due: its stream's lock is already held, and the batch attempts it at once,
+    instead of a later claim finding it a hop later. What is claimed (and why a stream's next one was not) is
+    returned; without ``chain``, or when none is due, the next claim of the destination finds them.
     """
     if not done:
-        return
+        return Batch([], {})
     done = sorted(done, key=lambda end: end[0].delivery_id)  # rows in id order, as everywhere
+    chosen: list[Row[Any]] = []
+    attempt_ids: list[int] = []
+    refused: dict[int, NotClaimed] = {}
     with engine.begin() as conn:
         if rules.ordered:
             lock_streams(conn, engine, [
                 stream_key(c.dossier_code, c.destination, c.stream) for c, o in done if o.status in FINAL_STATUSES
             ])
-        append(conn, _attempt_entries(done, _record(conn, done, now)), now)
+        theirs = _record(conn, done, now)
+        entries = _attempt_entries(done, theirs)
+        if chain is not None and rules.ordered:
+            ended = {(c.dossier_code, c.stream) for c, o in done
+                     if o.status == Status.DELIVERED and c.delivery_id in theirs}
+            if ended:
+                q = _claim_statements(engine.dialect.name, True)
+                rows = conn.execute(q.successors, {
+                    "dest": done[0][0].destination, "now": now, "due_by": now + timedelta(seconds=1),
+                    "dossiers": sorted({dossier for dossier, _ in ended}),
+                }).all()
+                # another stream of the same dossier is not this transaction's to decide: its lock is not held
+                rows = [r for r in rows if (r.dossier_code, r.stream) in ended]
+                chosen, refused = _decide(conn, rows, rules, now, chain.gap_wait_seconds, entries)
+                attempt_ids = _take(conn, q, chosen, now, chain.lease_seconds)
+        append(conn, entries, now)
+    return Batch(_claimed(chosen, attempt_ids, now), refused)
 
 
 _RECORD_ATTEMPT = (

@@ -33,7 +33,7 @@ from schemas.events import Event
 from schemas.privacy import mask_text, personal_values
 from services.base import Deliverer, Hold, Probe
 from store import deliveries, intake
-from store.deliveries import Claimed, Outcome
+from store.deliveries import Batch, Chain, Claimed, Outcome
 from store.streams import DestinationRules, ToEnqueue
 from store.sweep import sweep as sweep_ledger
 from store.tables import FINAL_STATUSES, Status
@@ -173,7 +173,8 @@ def run_batch(
     Otherwise one claim transaction, the attempts at once (the deliverer's own batch call, or threads), their ends
     recorded in waves as they come (a transaction each, :data:`WAVE_SECONDS` apart at most: a stream's successor
     waits for its predecessor, not for the batch's slowest call), and one Redis round trip for the breaker, the
-    rate limit and the metrics.
+    rate limit and the metrics. Of an ordered destination, the transaction that records a delivered end claims
+    its stream's next delivery when it is due, and the batch attempts it at once (:func:`_chain`).
     """
     rt = runtime or get_runtime()
     dest = rt.destination(destination)
@@ -229,11 +230,7 @@ def run_batch(
     report.full = ids is None and probe is None and len(batch.claimed) + len(batch.refused) >= permits
     if report.full:  # more may be due: another worker claims the next batch while this one's calls run
         rt.doorbells.ring([destination])
-    for delivery_id, refused in batch.refused.items():
-        report.states[delivery_id] = refused.state
-        if refused.state in (Status.SUPERSEDED, Status.DEAD):
-            bound.info("delivery.final_without_attempt", delivery_id=delivery_id, state=refused.state,
-                       reason=refused.reason)
+    _refused(batch, report, bound)
     unused = permits - len(batch.claimed) if dest.rate_limit.per_second else 0
     if not batch.claimed:
         if probe is not None:  # nothing to probe with: the next batch that has a delivery probes
@@ -246,16 +243,66 @@ def run_batch(
         return report
 
     tally = _Tally()
-    with rt.leases.hold(batch.claimed, clock):  # renewed while the calls run: a dead worker's lapse in a lease
-        for wave, more in _attempt_waves(rt, deliverer, destination, batch.claimed):
-            finals = _record_wave(rt, destination, rules, wave, clock(), bound, report, tally)
-            if more and finals and rules.ordered:  # their streams' successors are due: another drain claims them now
+    chain = _chain(rt, dest, rules, deliverer, ids, probe)
+    attempts = _Attempts(rt, deliverer, destination)
+    began = time.monotonic()
+    # the leases renewed while the calls run: a dead worker's lapse in a lease
+    with rt.leases.hold(batch.claimed, clock) as also_hold:
+        attempts.start(batch.claimed, inline=len(batch.claimed) == 1 and chain is None)
+        for wave, more in attempts.waves():
+            now = clock()
+            chaining = chain if chain is not None and _may_chain(rt, wave, began, now) else None
+            unchained, successors = _record_wave(rt, destination, rules, wave, now, bound, report, tally, chaining)
+            if successors.claimed:  # each stream's next delivery, claimed as its predecessor's end was recorded
+                also_hold(successors.claimed)
+                attempts.start(successors.claimed)
+            _refused(successors, report, bound)
+            if more and unchained and rules.ordered:  # their streams' successors are due: another drain claims them
                 rt.doorbells.ring([destination])
     rt.protection.after_batch(
         destination, tally.succeeded, tally.failed, dest.breaker, limit=dest.rate_limit, unused_permits=unused,
         extra=lambda pipe: rt.metrics.add_many(pipe, destination, tally.counted),
     )
     return report
+
+
+def _refused(batch: Batch, report: BatchReport, bound: Any) -> None:
+    """Why a claim took what it did not: in the report, and logged when the delivery ended without an attempt."""
+    for delivery_id, refused in batch.refused.items():
+        report.states[delivery_id] = refused.state
+        if refused.state in (Status.SUPERSEDED, Status.DEAD):
+            bound.info("delivery.final_without_attempt", delivery_id=delivery_id, state=refused.state,
+                       reason=refused.reason)
+
+
+def _chain(rt: Runtime, dest: Any, rules: DestinationRules, deliverer: Deliverer[Any] | None,
+           ids: Sequence[int] | None, probe: Probe | None) -> Chain | None:
+    """Whether the batch claims each stream's next delivery as it records its predecessor's end (and attempts it at
+    once): a drain's batch of an ordered destination that sends whenever it is asked. Not a batch of given ids or a
+    probe (one delivery each), nor a destination with a rate limit (the batch's permits were counted at its start),
+    nor one whose deliverer holds deliveries at times (quiet hours, a quota: asked once, at the batch's start)."""
+    if not rt.settings.delivery_chain or not rules.ordered or ids is not None or probe is not None \
+            or dest.rate_limit.per_second:
+        return None
+    if deliverer is None or type(deliverer).not_before is not Deliverer.not_before:
+        return None
+    return Chain(rt.settings.delivery_lease_seconds, rt.settings.ordering_gap_wait_seconds)
+
+
+# A wave's delivered ends claim their streams' next deliveries when its calls took this long on average: there a
+# claim's hop (tens of ms under load) is a large share of each step of a stream. Faster calls leave them to the next
+# claim, which takes them together in one larger batch: chaining those cost the engine alone 10-20 % more CPU per
+# delivery (bench/engine.py: a batch per wave's worth of successors, not per claim).
+CHAIN_MIN_CALL_MS = 50.0
+
+
+def _may_chain(rt: Runtime, wave: list[_Attempted], began: float, now: datetime) -> bool:
+    """Whether this wave's delivered ends claim their successors: every attempt of the wave delivered (a failure
+    leaves the destination's health to the next batch, its breaker counted), its calls slow enough to be worth it
+    (:data:`CHAIN_MIN_CALL_MS`), the batch younger than a drain's time, and the audit gate open."""
+    return (all(one.error is None for one in wave)
+            and sum(one.duration_ms for one in wave) >= CHAIN_MIN_CALL_MS * len(wave)
+            and time.monotonic() - began < rt.settings.drain_seconds and audit.gate.hold(rt, now) is None)
 
 
 @dataclass(slots=True)
@@ -269,10 +316,10 @@ class _Tally:
 
 def _record_wave(
     rt: Runtime, destination: str, rules: DestinationRules, wave: list[_Attempted], finished_at: datetime, bound: Any,
-    report: BatchReport, tally: _Tally,
-) -> int:
-    """Record the ends of a wave of a batch's attempts (one transaction, and a release for each paused one);
-    the number of deliveries it made final."""
+    report: BatchReport, tally: _Tally, chain: Chain | None,
+) -> tuple[int, Batch]:
+    """Record the ends of a wave of a batch's attempts (one transaction, and a release for each paused one): the
+    number of deliveries it made final whose successors it did not claim, and (with ``chain``) what it claimed."""
     report.attempted += len(wave)
     to_finish: list[tuple[Claimed, Outcome]] = []
     finals = 0
@@ -297,10 +344,9 @@ def _record_wave(
         if decision_status != Status.DELIVERED:
             at.info("delivery.attempt_failed", status=decision_status, reason=outcome.error,
                     next_attempt_at=str(outcome.next_attempt_at))
-        finals += decision_status in FINAL_STATUSES
+        finals += decision_status in FINAL_STATUSES and (chain is None or decision_status != Status.DELIVERED)
         report.states[claimed.delivery_id] = decision_status
-    deliveries.finish_many(rt.engine, to_finish, rules, finished_at)
-    return finals
+    return finals, deliveries.finish_many(rt.engine, to_finish, rules, finished_at, chain)
 
 
 def _deliverer_and_hold(
@@ -328,86 +374,107 @@ _DEADLINE_GRACE = 30.0
 
 @dataclass(frozen=True, slots=True)
 class _BatchCallEnded:
-    """The deliverer's batch call has returned its list of ends, or ``None`` (it does not batch these, or failed)."""
+    """A batch call of the deliverer has returned its list of ends for the attempts ``of``, or ``None`` (it does
+    not batch these, or failed)."""
 
+    of: list[int]
     ends: list[tuple[ConnectorResult | DeliveryError, float]] | None
 
 
-def _attempt_waves(
-    rt: Runtime, deliverer: Deliverer[Any] | None, destination: str, claimed: list[Claimed]
-) -> Iterator[tuple[list[_Attempted], bool]]:
-    """Every claimed delivery attempted at once: by the deliverer's own batch call when it has one, else on the
-    runtime's attempt threads (each attempt with its own deadline); a batch of one in this thread.
+class _Attempts:
+    """A batch's attempts: started at once (by the deliverer's own batch call when it has one, else on the runtime's
+    attempt threads, each attempt with its own deadline), and more started while it runs (each stream's next
+    delivery, claimed as its predecessor's end is recorded); their ends in waves, as they come."""
 
-    Yields the ends in waves as they come, each with whether attempts are still running.
-    """
-    if len(claimed) == 1:
-        yield [_attempt_one(rt, deliverer, destination, claimed[0])], False
-        return
-    pool = rt.attempt_pool()
-    ends: queue.SimpleQueue[tuple[int, _Attempted] | _BatchCallEnded] = queue.SimpleQueue()
-    readable = [i for i, c in enumerate(claimed) if c.event is not None]
-    unreadable = [i for i, c in enumerate(claimed) if c.event is None]
+    def __init__(self, rt: Runtime, deliverer: Deliverer[Any] | None, destination: str) -> None:
+        self._rt, self._deliverer, self._destination = rt, deliverer, destination
+        self._deadline = rt.settings.attempt_deadline_seconds
+        self._claimed: list[Claimed] = []
+        self._give_up: list[float] = []  # each attempt's, by index: its deadline and grace from its start
+        self._done: dict[int, _Attempted] = {}
+        self._low = 0  # the first attempt not ended: the earliest to give up on (they are started in time order)
+        self._ends: queue.SimpleQueue[tuple[int, _Attempted] | _BatchCallEnded] = queue.SimpleQueue()
 
-    def single(i: int) -> None:
-        ends.put((i, _attempt_one(rt, deliverer, destination, claimed[i])))
+    def start(self, claimed: Sequence[Claimed], *, inline: bool = False) -> None:
+        """Start attempts of ``claimed`` (``inline``: one by one, in this thread, before returning)."""
+        first = len(self._claimed)
+        self._claimed.extend(claimed)
+        self._give_up.extend([time.monotonic() + self._deadline + min(_DEADLINE_GRACE, self._deadline)] * len(claimed))
+        started = range(first, len(self._claimed))
+        if inline:
+            for i in started:
+                self._single(i)
+            return
+        readable = [i for i in started if self._claimed[i].event is not None]
+        batching = self._deliverer if self._deliverer is not None and readable and _batches(self._deliverer) else None
+        pool = self._rt.attempt_pool()
+        if batching is not None:
+            pool.submit(self._batch_call, batching, readable)
+        for i in started:
+            if batching is None or self._claimed[i].event is None:
+                pool.submit(self._single, i)
 
-    def ended(k: int, answer: ConnectorResult | DeliveryError, took: float) -> None:
-        ends.put((readable[k], _as_attempted(claimed[readable[k]], answer, took)))
+    def _single(self, i: int) -> None:
+        self._ends.put((i, _attempt_one(self._rt, self._deliverer, self._destination, self._claimed[i])))
 
-    def batch_call(batching: Deliverer[Any]) -> None:
+    def _batch_call(self, deliverer: Deliverer[Any], of: list[int]) -> None:
+        def ended(k: int, answer: ConnectorResult | DeliveryError, took: float) -> None:
+            self._ends.put((of[k], _as_attempted(self._claimed[of[k]], answer, took)))
+
         answer = None  # these calls do not batch, or the batch path failed: each attempt not ended on its own
         try:
-            items = [(c.event, c.idempotency_key) for c in (claimed[i] for i in readable) if c.event is not None]
-            answer = batching.deliver_batch(items, rt.settings.attempt_deadline_seconds, ended)
+            items = [(c.event, c.idempotency_key) for c in (self._claimed[i] for i in of) if c.event is not None]
+            answer = deliverer.deliver_batch(items, self._deadline, ended)
         except Exception:  # a bug in the batch path
-            log.exception("delivery.batch_failed", destination=destination)
-        ends.put(_BatchCallEnded(answer))
+            log.exception("delivery.batch_failed", destination=self._destination)
+        self._ends.put(_BatchCallEnded(of, answer))
 
-    batched = deliverer is not None and bool(readable) and _batches(deliverer)
-    if batched:
-        assert deliverer is not None
-        pool.submit(batch_call, deliverer)
-    for i in unreadable if batched else range(len(claimed)):
-        pool.submit(single, i)
-
-    done: dict[int, _Attempted] = {}
-    wave: list[_Attempted] = []
-    deadline = rt.settings.attempt_deadline_seconds
-    wave_closes = give_up = time.monotonic() + deadline + min(_DEADLINE_GRACE, deadline)
-    while len(done) < len(claimed):
-        try:
-            item = ends.get(timeout=max(0.0, min(wave_closes, give_up) - time.monotonic()))
-        except queue.Empty:
-            if wave:  # the wave's time is up: recorded while the rest run on
-                yield wave, True
-                wave, wave_closes = [], give_up
+    def waves(self) -> Iterator[tuple[list[_Attempted], bool]]:
+        """The ends in waves, each with whether attempts are still running, until every attempt started has ended
+        (also those started while a wave is being recorded). A wave closes :data:`WAVE_SECONDS` after its first end;
+        an attempt not ended by its deadline and grace ends retryable (its key guards a second send)."""
+        wave: list[_Attempted] = []
+        wave_closes = float("inf")
+        while True:
+            if len(self._done) == len(self._claimed):
+                if not wave:
+                    return
+                yield wave, False  # more may be started while it is recorded
+                wave, wave_closes = [], float("inf")
                 continue
-            for i in range(len(claimed)):  # nothing ended in time: what is left is retried (the key guards it)
-                if i not in done:
-                    done[i] = _Attempted(claimed[i], None, Retryable("the attempt did not end by its deadline"),
-                                         1000.0 * deadline)
-                    wave.append(done[i])
-            break
-        if isinstance(item, _BatchCallEnded):
-            if item.ends is None:
-                for i in readable:
-                    if i not in done:
-                        pool.submit(single, i)
-            else:  # ends the deliverer did not report as they came
-                for k, (answer, took) in enumerate(item.ends):
-                    if readable[k] not in done:
-                        ends.put((readable[k], _as_attempted(claimed[readable[k]], answer, took)))
-            continue
-        i, one = item
-        if i in done:  # reported twice (as it ended, then in the list returned)
-            continue
-        done[i] = one
-        if not wave:
-            wave_closes = time.monotonic() + WAVE_SECONDS
-        wave.append(one)
-    if wave:
-        yield wave, False
+            while self._low in self._done:
+                self._low += 1
+            try:
+                item = self._ends.get(timeout=max(0.0, min(wave_closes, self._give_up[self._low]) - time.monotonic()))
+            except queue.Empty:
+                if wave:  # the wave's time is up: recorded while the rest run on
+                    yield wave, True
+                    wave, wave_closes = [], float("inf")
+                    continue
+                now = time.monotonic()
+                for i, c in enumerate(self._claimed):  # nothing ended in time: what is past its time is retried
+                    if i not in self._done and self._give_up[i] <= now:
+                        self._done[i] = _Attempted(c, None, Retryable("the attempt did not end by its deadline"),
+                                                   1000.0 * self._deadline)
+                        wave.append(self._done[i])
+                continue
+            if isinstance(item, _BatchCallEnded):
+                if item.ends is None:
+                    for i in item.of:
+                        if i not in self._done:
+                            self._rt.attempt_pool().submit(self._single, i)
+                else:  # ends the deliverer did not report as they came
+                    for k, (answer, took) in enumerate(item.ends):
+                        if item.of[k] not in self._done:
+                            self._ends.put((item.of[k], _as_attempted(self._claimed[item.of[k]], answer, took)))
+                continue
+            i, one = item
+            if i in self._done:  # reported twice (as it ended, then in the list returned)
+                continue
+            self._done[i] = one
+            if not wave:
+                wave_closes = time.monotonic() + WAVE_SECONDS
+            wave.append(one)
 
 
 def _batches(deliverer: Deliverer[Any]) -> bool:

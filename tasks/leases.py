@@ -45,19 +45,27 @@ class LeaseKeeper:
         return self._lease / 3
 
     @contextlib.contextmanager
-    def hold(self, claimed: Sequence[Claimed], clock: Clock) -> Iterator[None]:
-        """Keep the leases of ``claimed`` renewed (``clock``: the batch's, which set them) until the block ends."""
-        until = time.monotonic() + self._give_up_after
-        with self._lock:
-            for c in claimed:
-                self._held[c.attempt_id] = ((c.delivery_id, c.attempt_number), until, clock)
-            self._start()
+    def hold(self, claimed: Sequence[Claimed], clock: Clock) -> Iterator[Callable[[Sequence[Claimed]], None]]:
+        """Keep the leases of ``claimed`` renewed (``clock``: the batch's, which set them) until the block ends; the
+        block is given a function that adds more (a stream's next delivery, claimed while the batch runs), each
+        renewed from when it is added until the block ends."""
+        held: list[int] = []
+
+        def add(more: Sequence[Claimed]) -> None:
+            until = time.monotonic() + self._give_up_after
+            with self._lock:
+                for c in more:
+                    self._held[c.attempt_id] = ((c.delivery_id, c.attempt_number), until, clock)
+                    held.append(c.attempt_id)
+                self._start()
+
+        add(claimed)
         try:
-            yield
+            yield add
         finally:
             with self._lock:
-                for c in claimed:
-                    self._held.pop(c.attempt_id, None)
+                for attempt in held:
+                    self._held.pop(attempt, None)
 
     def renew(self) -> int:
         """One renewal of every lease held (what the thread does every :attr:`every` seconds); the number renewed."""

@@ -278,10 +278,12 @@ def test_a_held_lease_is_renewed_and_a_dropped_one_lapses_for_the_sweeper(engine
 
 
 class HeldReceiver:
-    """A subscriber that answers at once, except for one dossier, whose requests it holds until released."""
+    """A subscriber that answers at once (or after ``latency`` seconds), except for one dossier, whose requests it
+    holds until released."""
 
-    def __init__(self, held_dossier: str) -> None:
+    def __init__(self, held_dossier: str, latency: float = 0.0) -> None:
         self.held_dossier = held_dossier
+        self.latency = latency
         self.release = threading.Event()
         self.received: list[tuple[str, int]] = []
 
@@ -294,6 +296,7 @@ class HeldReceiver:
             if body["dossier_code"] == self.held_dossier:
                 while not self.release.is_set():
                     await asyncio.sleep(0.01)
+            await asyncio.sleep(self.latency)
             self.received.append((body["dossier_code"], body["sequence"]))
             return {"receipt_id": f"{body['dossier_code']}/{body['sequence']}"}
 
@@ -345,6 +348,55 @@ def test_a_batch_records_its_ends_as_they_come_so_a_stream_goes_on_while_a_slow_
             with rt.engine.connect() as conn:
                 assert conn.execute(select(func.count()).select_from(attempts)).scalar() == 3
             rt.redis.delete(queue)
+        finally:
+            reset_runtime()
+
+
+def test_a_batch_claims_a_streams_next_delivery_as_it_records_its_predecessor_and_sends_it_at_once(
+    db_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a subscriber that answers in 80 ms (a call slow enough for a batch to chain a stream's deliveries), but
+    # holds dossier B's answer, and dossier A's three events and B's first due for it
+    fast, slow = DOSSIERS[0], DOSSIERS[1]
+    receiver = HeldReceiver(slow, latency=0.08)
+    with run_asgi(receiver.app()) as url:
+        configure_relay(db_url, redis_url, Sandbox(url, {"warehouse": new_secret()}), tmp_path, monkeypatch)
+        rt = get_runtime()
+        try:
+            assert rt.redis is not None
+            queue = rt.routing.destinations["warehouse"].queue
+            due = [make_event(1, dossier=fast), make_event(1, dossier=slow), make_event(2, dossier=fast),
+                   make_event(3, dossier=fast)]
+            intake.ingest_and_route(rt.engine, due, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+            with rt.engine.connect() as conn:
+                ids = {(d.dossier_code, d.sequence): d.id for d in conn.execute(select(deliveries))}
+            rt.redis.delete(queue)
+
+            def status(key: tuple[str, int]) -> str:
+                with rt.engine.connect() as conn:
+                    return str(conn.execute(select(deliveries.c.status).where(deliveries.c.id == ids[key])).scalar())
+
+            # when a batch takes both heads (A1 and B1) and B's call hangs
+            reports: list[Any] = []
+            first = threading.Thread(target=lambda: reports.append(run_batch("warehouse", runtime=rt)))
+            first.start()
+            try:
+                # then A2 and A3 are delivered by that same batch, one after the other, while B1 is in flight,
+                # without a doorbell: each claimed in the transaction that recorded its predecessor's end
+                wait_for(lambda: status((fast, 3)) == Status.DELIVERED, 5.0, 0.01, "A3 delivered while B1 runs")
+                assert status((slow, 1)) == Status.IN_FLIGHT
+                assert rt.redis.llen(queue) == 0
+            finally:
+                receiver.release.set()
+                first.join(timeout=10)
+            # and the batch reports all four, B1 delivered too, each event received once, A's in order
+            assert reports[0].states == dict.fromkeys(ids.values(), Status.DELIVERED)
+            assert reports[0].attempted == 4
+            assert [seq for dossier, seq in receiver.received if dossier == fast] == [1, 2, 3]
+            assert sorted(receiver.received) == sorted(ids)
+            with rt.engine.connect() as conn:
+                rows = conn.execute(select(attempts.c.delivery_id, attempts.c.number, attempts.c.outcome)).all()
+            assert sorted(rows) == sorted((i, 1, "delivered") for i in ids.values())
         finally:
             reset_runtime()
 
