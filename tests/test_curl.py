@@ -7,12 +7,15 @@ import asyncio
 import datetime as dt
 import gzip
 import json
+import os
+import resource
 import socket
 import ssl
 import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -318,3 +321,91 @@ def test_an_answer_that_stops_coming_is_cut_by_the_read_timeout(base_url: str) -
     assert isinstance(error, Retryable)
     assert "timeout" in error.reason
     assert time.monotonic() - started < 1.5  # libcurl's own low-speed check would take 6 s
+
+
+# --------------------------------------------------------------------------- batch after batch
+
+
+def test_batches_after_batches_on_one_multi_whose_connections_the_server_closes(base_url: str) -> None:
+    # given a client of one multi, and a server that closes each connection after its answer
+    server = _Canned(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}")
+    batch = CurlBatchClient(3, connect=2.0, read=5.0)
+    try:
+        for _ in range(4):
+            started = time.monotonic()
+            # when a batch goes after the last one's connections were closed (their descriptors reused), and one
+            # to a server that keeps them
+            closed = batch.post_many(server.url, [(b"{}", {})] * 5, deadline=5)
+            kept = batch.post_many(f"{base_url}/echo", [(b"{}", {})] * 5, deadline=5)
+            took = time.monotonic() - started
+            # then each is answered at once: nothing of the sockets watched before is in the way
+            assert [a.status for a, _ in closed if isinstance(a, Answer)] == [201] * 5
+            assert [a.status for a, _ in kept if isinstance(a, Answer)] == [200] * 5
+            assert took < 0.5, f"two batches of 5 on loopback took {took:.2f} s"
+    finally:
+        batch.close()
+        server.close()
+
+
+# --------------------------------------------------------------------------- many open files
+
+
+@contextmanager
+def descriptors_past_fd_setsize() -> Iterator[None]:
+    """Every descriptor below 1100 taken (by ``/dev/null``) in the block, so that the sockets opened in it are
+    numbered past ``FD_SETSIZE`` (1024), which ``select()`` cannot watch; the soft ``RLIMIT_NOFILE`` raised for it
+    if need be."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard RLIMIT_NOFILE ({hard}) is under 1200: no descriptor past FD_SETSIZE to test with")
+    raise_to = 2048 if hard == resource.RLIM_INFINITY else min(hard, 2048)
+    raised = soft != resource.RLIM_INFINITY and soft < raise_to
+    if raised:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raise_to, hard))
+    dummies: list[int] = []
+    try:
+        while not dummies or dummies[-1] < 1100:
+            dummies.append(os.open("/dev/null", os.O_RDONLY))
+        yield
+    finally:
+        for fd in dummies:
+            os.close(fd)
+        if raised:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_batch_on_sockets_past_fd_setsize_goes_at_once(base_url: str) -> None:
+    # given a client with a connection of a low number in its cache, then over 1100 files open
+    batch = CurlBatchClient(20, connect=2.0, read=5.0)
+    try:
+        answer(batch, f"{base_url}/echo")
+        with descriptors_past_fd_setsize():
+            started = time.monotonic()
+            # when a batch of 20 goes, on that connection and 19 new ones numbered past 1024
+            ended = batch.post_many(f"{base_url}/echo", [(b"{}", {"Content-Type": "application/json"})] * 20,
+                                    deadline=10)
+            took = time.monotonic() - started
+    finally:
+        batch.close()
+    # then all are answered at once (a select() loop, blind to the new sockets, sleeps on the cached one until the
+    # read-timeout watch wakes it, a second later)
+    assert [a.status for a, _ in ended if isinstance(a, Answer)] == [200] * 20
+    assert took < 0.5, f"20 POSTs on loopback took {took:.2f} s"
+
+
+def test_a_batch_on_sockets_past_fd_setsize_waits_without_spinning(base_url: str) -> None:
+    # given a client of its own (no connection in its cache) and over 1100 files open
+    batch = CurlBatchClient(20, connect=2.0, read=5.0)
+    try:
+        with descriptors_past_fd_setsize():
+            started, spent = time.monotonic(), time.thread_time()
+            # when a batch of 20 goes, each answer taking 1.2 s (a chunk every 0.2 s)
+            ended = batch.post_many(f"{base_url}/trickle", [(b"{}", {})] * 20, deadline=10)
+            took, spent = time.monotonic() - started, time.thread_time() - spent
+    finally:
+        batch.close()
+    # then the batch's thread slept while it waited (a select() loop given no socket it can watch returns at once:
+    # it spins the whole 1.2 s)
+    assert [a.body for a, _ in ended if isinstance(a, Answer)] == [b"x" * 60] * 20
+    assert took >= 1.0
+    assert spent < 0.3, f"the batch's thread spent {spent:.2f} s of CPU in {took:.2f} s"
