@@ -312,6 +312,7 @@ class Bench:
             MOTCUA_BENCH_WEBHOOK_URL=f"http://127.0.0.1:{self.sandbox_port}/subscribers/{DESTINATION}/events",
             MOTCUA_WORKER_CONCURRENCY=str(concurrency),
             **({"MOTCUA_DELIVERY_BATCH": str(self.args.delivery_batch)} if self.args.delivery_batch else {}),
+            **dict(item.split("=", 1) for item in self.args.set),
             MOTCUA_REDIS_PREFIX=f"motcua-bench-{os.getpid()}",
             MOTCUA_LOG_LEVEL=self.args.log_level,
             MOTCUA_AUDIT_SIGNING_KEY=self.audit_key,  # the beat signs checkpoints as in production
@@ -1075,6 +1076,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peer-events", type=int, default=3000, help="events through the plain-Celery peer in (e)")
     p.add_argument("--delivery-batch", type=int, default=None,
                    help="MOTCUA_DELIVERY_BATCH of the relay worker (default: the relay's own)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a setting of every relay process, as its variable (MOTCUA_DELIVERY_CHAIN=false); repeatable")
     p.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for a phase to finish")
     p.add_argument("--poll", type=float, default=0.25, help="seconds between ledger polls")
     p.add_argument("--seed", type=int, default=7, help="workload seed")
