@@ -75,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drains", type=int, default=2, help="threads draining the destination at once")
     p.add_argument("--database-url", default=None, help="a PostgreSQL server (a database of its own is made)")
     p.add_argument("--redis", default=DEFAULT_REDIS)
-    p.add_argument("--redis-db", type=int, default=12)
+    p.add_argument("--redis-db", type=int, default=9,
+                   help="Redis db on --redis, flushed before and after (not 0; the tests use 10-15, the demo 3)")
     p.add_argument("--delivery-batch", type=int, default=None, help="MOTCUA_DELIVERY_BATCH (default: the relay's)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a setting of the runtime, as its variable (MOTCUA_DELIVERY_CHAIN=false); repeatable")
@@ -107,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         BENCH_SANDBOX_SECRETS=json.dumps({DESTINATION: subscriber}), BENCH_SANDBOX_PORT=str(port),
         **dict(item.split("=", 1) for item in args.set),
     )
+    import redis
+
+    scratch = redis.Redis.from_url(redis_url)
+    scratch.flushdb()  # the doorbells a full batch rings, never answered here: gone before and after
     sandbox = ManagedProcess("sandbox", [sys.executable, "-c", SANDBOX_CODE], env, workdir / "sandbox.log").start()
     try:
         wait_http(f"http://127.0.0.1:{port}/_admin/stats", 30, sandbox)
@@ -138,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         from store.db import dispose_engines
 
         dispose_engines()
+        scratch.flushdb()
         db.drop()
         shutil.rmtree(workdir, ignore_errors=True)
 
