@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -303,6 +303,19 @@ class HeldReceiver:
         return app
 
 
+def _routed(rt: Any, due: list[dict[str, Any]]) -> tuple[dict[tuple[str, int], int], Callable[[tuple[str, int]], str]]:
+    """``due`` stored and routed: each delivery's id by (dossier, sequence), and a reader of one's status."""
+    intake.ingest_and_route(rt.engine, due, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
+    with rt.engine.connect() as conn:
+        ids = {(d.dossier_code, d.sequence): d.id for d in conn.execute(select(deliveries))}
+
+    def status(key: tuple[str, int]) -> str:
+        with rt.engine.connect() as conn:
+            return str(conn.execute(select(deliveries.c.status).where(deliveries.c.id == ids[key])).scalar())
+
+    return ids, status
+
+
 def test_a_batch_records_its_ends_as_they_come_so_a_stream_goes_on_while_a_slow_call_runs(
     db_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -316,14 +329,8 @@ def test_a_batch_records_its_ends_as_they_come_so_a_stream_goes_on_while_a_slow_
             assert rt.redis is not None
             queue = rt.routing.destinations["warehouse"].queue
             due = [make_event(1, dossier=fast), make_event(1, dossier=slow), make_event(2, dossier=fast)]
-            intake.ingest_and_route(rt.engine, due, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
-            with rt.engine.connect() as conn:
-                ids = {(d.dossier_code, d.sequence): d.id for d in conn.execute(select(deliveries))}
+            ids, status = _routed(rt, due)
             rt.redis.delete(queue)
-
-            def status(key: tuple[str, int]) -> str:
-                with rt.engine.connect() as conn:
-                    return str(conn.execute(select(deliveries.c.status).where(deliveries.c.id == ids[key])).scalar())
 
             # when a batch takes both heads (A1 and B1) and B's call hangs
             first = threading.Thread(target=run_batch, args=("warehouse",), kwargs={"runtime": rt})
@@ -367,14 +374,8 @@ def test_a_batch_claims_a_streams_next_delivery_as_it_records_its_predecessor_an
             queue = rt.routing.destinations["warehouse"].queue
             due = [make_event(1, dossier=fast), make_event(1, dossier=slow), make_event(2, dossier=fast),
                    make_event(3, dossier=fast)]
-            intake.ingest_and_route(rt.engine, due, datetime.now(UTC), rt.routing.destinations_for, rt.rules)
-            with rt.engine.connect() as conn:
-                ids = {(d.dossier_code, d.sequence): d.id for d in conn.execute(select(deliveries))}
+            ids, status = _routed(rt, due)
             rt.redis.delete(queue)
-
-            def status(key: tuple[str, int]) -> str:
-                with rt.engine.connect() as conn:
-                    return str(conn.execute(select(deliveries.c.status).where(deliveries.c.id == ids[key])).scalar())
 
             # when a batch takes both heads (A1 and B1) and B's call hangs
             reports: list[Any] = []
