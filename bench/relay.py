@@ -496,6 +496,13 @@ class Bench:
         else:
             httpx.delete(base, timeout=10).raise_for_status()
 
+    def batches(self) -> tuple[float, float]:
+        """The bench destination's batches so far and their attempts (the workers' ``motcua_delivery_batch_size``)."""
+        stored: dict[bytes, bytes] = self.redis.hgetall(f"motcua-bench-{os.getpid()}:metrics:batches")  # type: ignore[assignment]
+        found = {k.decode(): float(v) for k, v in stored.items() if k.startswith(f"{DESTINATION}|".encode())}
+        attempts = found.pop(f"{DESTINATION}|sum", 0.0)
+        return sum(found.values()), attempts
+
     def final_count(self, since: datetime | None) -> tuple[int, dict[str, int]]:
         from store import queries
         from store.tables import FINAL_STATUSES
@@ -554,6 +561,7 @@ class Bench:
         cpu0 = {k: tree_cpu_s(s.pid) for k, s in cpu_pids.items()}
         bench_cpu0 = time.process_time()
         busy0 = machine_cpu()
+        batches0 = self.batches()
         peak_rss = tree_rss_mb(worker.pid)
         posted = {"n": 0}
         report: dict[str, Any] = {}
@@ -599,6 +607,7 @@ class Bench:
         busy1 = machine_cpu()
         cpu = {k: round(tree_cpu_s(s.pid) - cpu0[k], 2) for k, s in cpu_pids.items()}
         cpu["bench"] = round(time.process_time() - bench_cpu0, 2)
+        batches = [end - start for end, start in zip(self.batches(), batches0, strict=True)]
         with self.read_engine.connect() as conn:
             stamps = sorted(
                 conn.execute(
@@ -628,6 +637,8 @@ class Bench:
             "superseded": counts.get("superseded", 0),
             "dead": counts.get("dead", 0),
             "attempts": attempts_total,
+            "batches": int(batches[0]),
+            "mean_batch": round(batches[1] / batches[0], 1) if batches[0] else None,
             "intake_events_per_s": round(len(events) / report["intake_s"], 1) if report.get("intake_s") else None,
             "intake": {
                 k: report.get(k) for k in ("accepted", "duplicates", "rejected", "failed", "retries", "requests")
@@ -968,7 +979,7 @@ def print_tables(console: Any, summary: dict[str, Any]) -> None:
 
     detail = Table(title="Where the CPU went (seconds during the phase) and what the ledger says")
     for col in ("phase", "worker", "worker ms/delivery", "api", "sandbox", "bench", "intake ev/s", "attempts",
-                "superseded", "dead"):
+                "mean batch", "superseded", "dead"):
         detail.add_column(col, justify="right" if col != "phase" else "left")
     for key in ("unaudited", "relay", "slow", "paced"):
         p = phases.get(key)
@@ -984,17 +995,17 @@ def print_tables(console: Any, summary: dict[str, Any]) -> None:
             fmt(cpu["bench"]),
             fmt(p["intake_events_per_s"]),
             str(p["attempts"]),
+            fmt(p.get("mean_batch")),
             str(p["superseded"]),
             str(p["dead"]),
         )
     if "baseline" in phases:
         b = phases["baseline"]
         per = 1000 * b["worker_cpu_s"] / b["completed"] if b.get("completed") else None
-        detail.add_row(names["baseline"], fmt(b["worker_cpu_s"]), fmt(per), "—", "—", "—", "—", "—", "—", "—")
+        detail.add_row(names["baseline"], fmt(b["worker_cpu_s"]), fmt(per), *["—"] * 8)
     if "peer" in phases:
         q = phases["peer"]
-        detail.add_row(names["peer"], fmt(q["worker_cpu_s"]), fmt(q.get("worker_cpu_ms_per_delivery")), "—", "—",
-                       "—", "—", "—", "—", "—")
+        detail.add_row(names["peer"], fmt(q["worker_cpu_s"]), fmt(q.get("worker_cpu_ms_per_delivery")), *["—"] * 8)
     console.print(detail)
 
     hops = Table(title="One hop of a stream besides its call (ms): from being due to its claim, and from the claim "

@@ -19,6 +19,8 @@ from prometheus_client.registry import Collector
 log = structlog.get_logger(__name__)
 
 DURATION_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
+# Attempts per batch (its chained ones included): how much of a claim's and a record's cost each delivery shares.
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
 class DeliveryMetrics:
@@ -28,6 +30,7 @@ class DeliveryMetrics:
         self._redis = client
         self._outcomes = f"{prefix}:metrics:outcomes"
         self._durations = f"{prefix}:metrics:durations"
+        self._batches = f"{prefix}:metrics:batches"
 
     def record(self, destination: str, outcome: str, duration_ms: float | None) -> None:
         if self._redis is None:
@@ -48,7 +51,8 @@ class DeliveryMetrics:
             pipe.hincrbyfloat(self._durations, f"{destination}|sum", duration_ms / 1000.0)
 
     def add_many(self, pipe: Any, destination: str, attempts: list[tuple[str, float | None]]) -> None:
-        """Queue a batch's attempts (outcome, duration in ms), summed first: one command per counter touched."""
+        """Queue a batch's attempts (outcome, duration in ms), summed first: one command per counter touched; and
+        the batch's size, when it attempted any."""
         counts: dict[str, int] = {}
         buckets: dict[str, int] = {}
         seconds = 0.0
@@ -64,6 +68,10 @@ class DeliveryMetrics:
             pipe.hincrby(self._durations, f"{destination}|{bucket}", n)
         if buckets:
             pipe.hincrbyfloat(self._durations, f"{destination}|sum", seconds)
+        if attempts:
+            size = len(attempts)
+            pipe.hincrby(self._batches, f"{destination}|{next((b for b in BATCH_BUCKETS if size <= b), 'inf')}", 1)
+            pipe.hincrby(self._batches, f"{destination}|sum", size)
 
     def read(self) -> tuple[dict[tuple[str, str], int], dict[str, dict[str, float]]]:
         if self._redis is None:
@@ -77,6 +85,30 @@ class DeliveryMetrics:
             destination, bucket = _text(k).rsplit("|", 1)
             durations.setdefault(destination, {})[bucket] = float(v)
         return outcomes, durations
+
+    def read_batches(self) -> dict[str, dict[str, float]]:
+        """Per destination, the batches by size bucket (``"1"`` … ``"inf"``) and ``"sum"``, their attempts."""
+        if self._redis is None:
+            return {}
+        batches: dict[str, dict[str, float]] = {}
+        for k, v in self._redis.hgetall(self._batches).items():
+            destination, bucket = _text(k).rsplit("|", 1)
+            batches.setdefault(destination, {})[bucket] = float(v)
+        return batches
+
+
+def _histogram(family: HistogramMetricFamily, destination: str, buckets: dict[str, float],
+               bounds: tuple[int, ...], unit: float) -> None:
+    """One destination's series of cumulative buckets from its count per bucket (each bound divided by ``unit``:
+    1000 for ms as seconds)."""
+    cumulative = 0.0
+    series: list[tuple[str, float]] = []
+    for bound in bounds:
+        cumulative += buckets.get(str(bound), 0.0)
+        series.append((str(bound / unit), cumulative))
+    cumulative += buckets.get("inf", 0.0)
+    series.append(("+Inf", cumulative))
+    family.add_metric([destination], series, buckets.get("sum", 0.0))
 
 
 def _text(value: bytes | str) -> str:
@@ -106,23 +138,24 @@ class RelayCollector(Collector):
         duration_family = HistogramMetricFamily(
             "motcua_attempt_duration_seconds", "Duration of delivery attempts", labels=["destination"]
         )
+        batch_family = HistogramMetricFamily(
+            "motcua_delivery_batch_size", "Attempts per batch of a destination (a claim's, and the stream successors "
+            "it chained)", labels=["destination"]
+        )
         try:
             outcomes, durations = self._metrics.read()
+            batches = self._metrics.read_batches()
         except redis.RedisError:
-            outcomes, durations = {}, {}
+            outcomes, durations, batches = {}, {}, {}
         for (destination, outcome), count in sorted(outcomes.items()):
             outcomes_family.add_metric([destination, outcome], count)
         for destination, buckets in sorted(durations.items()):
-            cumulative = 0.0
-            series: list[tuple[str, float]] = []
-            for bound in DURATION_BUCKETS_MS:
-                cumulative += buckets.get(str(bound), 0.0)
-                series.append((str(bound / 1000.0), cumulative))
-            cumulative += buckets.get("inf", 0.0)
-            series.append(("+Inf", cumulative))
-            duration_family.add_metric([destination], series, buckets.get("sum", 0.0))
+            _histogram(duration_family, destination, buckets, DURATION_BUCKETS_MS, 1000.0)
+        for destination, buckets in sorted(batches.items()):
+            _histogram(batch_family, destination, buckets, BATCH_BUCKETS, 1.0)
         yield outcomes_family
         yield duration_family
+        yield batch_family
         pending = GaugeMetricFamily("motcua_deliveries_open", "Open deliveries (pending, in flight, retrying)",
                                     labels=["destination"])
         oldest = GaugeMetricFamily("motcua_oldest_open_delivery_age_seconds",

@@ -268,6 +268,9 @@ class _Attempts:
     def read(self) -> tuple[dict[tuple[str, str], int], dict[str, dict[str, float]]]:
         return {("portal", "delivered"): 5, ("portal", "permanent"): 1}, {"portal": {"100": 5.0, "sum": 0.3}}
 
+    def read_batches(self) -> dict[str, dict[str, float]]:
+        return {"portal": {"5": 1.0, "sum": 5.0}}
+
 
 def exposed_samples() -> set[str]:
     """The names of the samples the API's /metrics serves, each family with a series."""

@@ -56,6 +56,10 @@ def test_the_metrics_show_dead_letters_and_an_open_breaker(relay_config: RelayCo
     with run_asgi(create_app()) as api:
         text = httpx.get(f"{api}/metrics", timeout=10).text
     assert metric(text, "motcua_dead_letters", "warehouse") == 3
+    # ... each attempted in a batch of its own (run_delivery: a batch of the given id)
+    assert metric(text, "motcua_delivery_batch_size_count", "warehouse") == 3
+    assert metric(text, "motcua_delivery_batch_size_sum", "warehouse") == 3
+    assert 'motcua_delivery_batch_size_bucket{destination="warehouse",le="1.0"} 3.0' in text
     assert metric(text, "motcua_breaker_open", "onestop") == 1
     assert metric(text, "motcua_breaker_open", "warehouse") == 0
     # and the example alert rules use only metrics this scrape has
