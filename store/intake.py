@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, and_, func, or_, select, tuple_, upda
 from sqlalchemy.exc import IntegrityError
 
 from schemas.events import canonical_json
+from store.prepared import insert_returning
 from store.streams import (
     DestinationRules,
     ToEnqueue,
@@ -124,7 +125,7 @@ def _ingest_once(
             streams = {(r["dossier_code"], r["origin"]) for r in new_rows}
             if choose is not None:  # the streams this transaction decides on, locked before any row is written
                 lock_streams(conn, engine, routed_keys(((by_id[eid][0], to) for eid, to in names.items()), rules))
-            result = conn.execute(events.insert().returning(events.c.id, events.c.event_id), new_rows)
+            result = insert_returning(conn, events, new_rows, (events.c.id, events.c.event_id))
             inserted = {row.event_id: row.id for row in result}
             _wake_gap_waiters(conn, streams, now)
             if choose is not None:
@@ -225,7 +226,7 @@ def ingest_numbered(
             (late if is_late else routed).append(numbered)
         ready: list[ToEnqueue] = []
         if rows:
-            result = conn.execute(events.insert().returning(events.c.id, events.c.event_id), rows)
+            result = insert_returning(conn, events, rows, (events.c.id, events.c.event_id))
             pks = {row.event_id: row.id for row in result}
             planned = [delivery_row(pks[p["event_id"]], p, name, rules[name], now)
                        for p in routed for name in names[p["event_id"]]]

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Engine, Row, exists, func, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
+from store.prepared import insert_returning
 from store.tables import Status, deliveries, is_open
 
 
@@ -136,13 +137,10 @@ def insert_deliveries(
         return []
     lock_streams(conn, engine, (stream_key(p["dossier_code"], p["destination"], p["stream"]) for p in planned
                                 if rules[p["destination"]].ordered))
-    rows = conn.execute(
-        deliveries.insert().returning(
-            deliveries.c.id, deliveries.c.destination, deliveries.c.dossier_code, deliveries.c.stream,
-            deliveries.c.sequence,
-        ),
-        planned,
-    ).all()
+    rows = insert_returning(conn, deliveries, planned, (
+        deliveries.c.id, deliveries.c.destination, deliveries.c.dossier_code, deliveries.c.stream,
+        deliveries.c.sequence,
+    ))
     ordered = [r for r in rows if rules[r.destination].ordered]
     heads: dict[tuple[str, str, str], int] = {}
     if ordered:

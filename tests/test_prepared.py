@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, bindparam, select, update
 
+from schemas.events import canonical_json
 from store import intake
-from store.prepared import execute, execute_many
-from store.tables import Status, deliveries
+from store.prepared import execute, execute_many, insert_returning
+from store.tables import Status, deliveries, events
 from tests.test_ledger import RULES, T0, make_event, to
 
 _SET = (
@@ -69,3 +70,43 @@ def test_execute_runs_an_upsert_sqlalchemy_cannot_cache_and_returns_its_rows(eng
         first = execute(conn, statement, {"chain": "bench", "now": T0}).one()
         again = execute(conn, statement, {"chain": "bench", "now": T0 + timedelta(seconds=1)}).one()
     assert tuple(first) == tuple(again) == (0, GENESIS)
+
+
+def _event_rows(n: int, first: int) -> list[dict[str, Any]]:
+    out = []
+    for k in range(n):
+        payload = make_event(1, dossier=f"000.21.00.H49-240315-{first + k:04d}")
+        text_form = canonical_json(payload)
+        out.append(intake._event_row(payload, text_form, f"{first + k:064x}", T0 + timedelta(seconds=k),
+                                     routed=True))
+    return out
+
+
+def test_insert_returning_writes_what_sqlalchemy_writes_and_returns_each_rows_ids_in_order(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import psycopg._queries
+
+    # given psycopg's conversions of statements it does not keep counted (PostgreSQL)
+    uncached: list[int] = []
+    convert = psycopg._queries._query2pg_nocache
+    monkeypatch.setattr(psycopg._queries, "_query2pg_nocache",
+                        lambda *args, **kwargs: uncached.append(1) or convert(*args, **kwargs))
+    mine, theirs = _event_rows(60, 1), _event_rows(60, 61)
+    # when sixty events are inserted by insert_returning, sixty by SQLAlchemy's own insert().returning()
+    with engine.begin() as conn:
+        returned = insert_returning(conn, events, mine, (events.c.id, events.c.event_id))
+        conn.execute(events.insert().returning(events.c.id), theirs).all()
+        assert insert_returning(conn, events, [], (events.c.id,)) == []
+    # then each row's id and event_id came back in the rows' order, under the columns' names
+    assert [r.event_id for r in returned] == [r["event_id"] for r in mine]
+    assert len({r.id for r in returned}) == 60
+    # and the rows read back alike (the aware times stored as UTC), the whole batch converted by psycopg once and kept
+    columns = [c for c in events.c if c.name not in ("id", "event_id", "dossier_code")]
+    with engine.connect() as conn:
+        stored = {r.event_id: r for r in conn.execute(select(events))}
+    for row in mine + theirs:
+        assert [getattr(stored[row["event_id"]], c.name) for c in columns] == [row.get(c.name) for c in columns]
+    assert stored[mine[0]["event_id"]].id == returned[0].id
+    if engine.dialect.name == "postgresql":
+        assert len(uncached) == 1  # SQLAlchemy's sixty-row statement: 780 placeholders, split anew each time
