@@ -366,6 +366,7 @@ def _deliverer_and_hold(
 
 # A batch's ends are recorded in waves, as its calls return: a wave closes this long after its first end (or with
 # the batch's last), so that a stream's next delivery is claimable then, not when the batch's slowest call ends.
+# It closes sooner once every call started with those it holds has ended (see :meth:`_Attempts.waves`).
 WAVE_SECONDS = 0.025
 # An attempt not ended this long after its deadline (at most the deadline again: a deliverer that ignores it) is
 # recorded as retryable, and the batch goes on.
@@ -391,6 +392,8 @@ class _Attempts:
         self._deadline = rt.settings.attempt_deadline_seconds
         self._claimed: list[Claimed] = []
         self._give_up: list[float] = []  # each attempt's, by index: its deadline and grace from its start
+        self._start_of: list[int] = []  # each attempt's start (the :meth:`start` call that started it), by index
+        self._running: list[int] = []  # each start's attempts not ended yet
         self._done: dict[int, _Attempted] = {}
         self._low = 0  # the first attempt not ended: the earliest to give up on (they are started in time order)
         self._ends: queue.SimpleQueue[tuple[int, _Attempted] | _BatchCallEnded] = queue.SimpleQueue()
@@ -400,6 +403,8 @@ class _Attempts:
         first = len(self._claimed)
         self._claimed.extend(claimed)
         self._give_up.extend([time.monotonic() + self._deadline + min(_DEADLINE_GRACE, self._deadline)] * len(claimed))
+        self._start_of.extend([len(self._running)] * len(claimed))
+        self._running.append(len(claimed))
         started = range(first, len(self._claimed))
         if inline:
             for i in started:
@@ -431,16 +436,31 @@ class _Attempts:
 
     def waves(self) -> Iterator[tuple[list[_Attempted], bool]]:
         """The ends in waves, each with whether attempts are still running, until every attempt started has ended
-        (also those started while a wave is being recorded). A wave closes :data:`WAVE_SECONDS` after its first end;
-        an attempt not ended by its deadline and grace ends retryable (its key guards a second send)."""
+        (also those started while a wave is being recorded). A wave closes :data:`WAVE_SECONDS` after its first end,
+        or as soon as every attempt started together with one it holds has ended: attempts started at once (a
+        claim's, or the successors one wave claimed) end about together, and the others, started earlier or later,
+        are not worth waiting for (a chained batch always has some running: its waves waited the whole window).
+        An attempt not ended by its deadline and grace ends retryable (its key guards a second send)."""
         wave: list[_Attempted] = []
         wave_closes = float("inf")
+        starts: set[int] = set()  # the starts of the wave's attempts
+
+        def ended(i: int) -> None:
+            self._running[self._start_of[i]] -= 1
+            starts.add(self._start_of[i])
+
         while True:
+            if wave and all(self._running[k] == 0 for k in starts):  # what was started with them has ended
+                yield wave, len(self._done) < len(self._claimed)
+                wave, wave_closes = [], float("inf")
+                starts.clear()
+                continue
             if len(self._done) == len(self._claimed):
                 if not wave:
                     return
                 yield wave, False  # more may be started while it is recorded
                 wave, wave_closes = [], float("inf")
+                starts.clear()
                 continue
             while self._low in self._done:
                 self._low += 1
@@ -450,12 +470,14 @@ class _Attempts:
                 if wave:  # the wave's time is up: recorded while the rest run on
                     yield wave, True
                     wave, wave_closes = [], float("inf")
+                    starts.clear()
                     continue
                 now = time.monotonic()
                 for i, c in enumerate(self._claimed):  # nothing ended in time: what is past its time is retried
                     if i not in self._done and self._give_up[i] <= now:
                         self._done[i] = _Attempted(c, None, Retryable("the attempt did not end by its deadline"),
                                                    1000.0 * self._deadline)
+                        ended(i)
                         wave.append(self._done[i])
                 continue
             if isinstance(item, _BatchCallEnded):
@@ -472,6 +494,7 @@ class _Attempts:
             if i in self._done:  # reported twice (as it ended, then in the list returned)
                 continue
             self._done[i] = one
+            ended(i)
             if not wave:
                 wave_closes = time.monotonic() + WAVE_SECONDS
             wave.append(one)

@@ -23,7 +23,7 @@ from sqlalchemy import event as sa_event
 from config.routing import BreakerPolicy, RateLimit, load_routing
 from connectors.base import AttemptEnded, ConnectorResult, DeliveryError
 from sandbox.workload import generate_day
-from schemas.events import Event
+from schemas.events import Event, parse_event
 from services.base import Deliverer
 from store import deliveries as claims
 from store import intake
@@ -400,6 +400,71 @@ def test_a_batch_claims_a_streams_next_delivery_as_it_records_its_predecessor_an
             assert sorted(rows) == sorted((i, 1, "delivered") for i in ids.values())
         finally:
             reset_runtime()
+
+
+class _Gated(Deliverer[Any]):
+    """Answers at once, except for the events of one dossier, which wait for ``open``."""
+
+    def __init__(self, gated: str) -> None:
+        self.gated = gated
+        self.open = threading.Event()
+
+    def deliver(self, event: Event, idempotency_key: str) -> ConnectorResult:
+        if event.dossier_code == self.gated:
+            self.open.wait(10)
+        return ConnectorResult(status_code=200)
+
+
+class _Runtime:
+    """What a batch's attempts ask of the runtime: its settings and its attempt threads."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from config.settings import Settings
+
+        self.settings = Settings()
+        self.pool = ThreadPoolExecutor(8)
+
+    def attempt_pool(self) -> Any:
+        return self.pool
+
+
+def _claims(dossier: str, n: int) -> list[Claimed]:
+    return [Claimed(delivery_id=k, destination="warehouse", attempt_id=k, attempt_number=1, idempotency_key=str(k),
+                    event_id=f"e{k}", event=parse_event(make_event(k, dossier=dossier)), received_at=T0,
+                    deadline_at=T0, budget_used=1, started_at=T0, dossier_code=dossier)
+            for k in range(1, n + 1)]
+
+
+def test_a_wave_closes_once_what_was_started_with_its_attempts_has_ended_not_at_its_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tasks import delivery
+
+    # given a wave window far longer than the calls, and a batch's attempts started in two sets: three of dossier A
+    # that answer at once, then (as a chain's successors are) two of dossier B held until released
+    monkeypatch.setattr(delivery, "WAVE_SECONDS", 5.0)
+    rt, deliverer = _Runtime(), _Gated(DOSSIERS[1])
+    attempts = delivery._Attempts(rt, deliverer, "warehouse")  # type: ignore[arg-type]
+    try:
+        attempts.start(_claims(DOSSIERS[0], 3))
+        attempts.start(_claims(DOSSIERS[1], 2))
+        waves = attempts.waves()
+        # when the first wave is taken
+        started = time.monotonic()
+        first, more = next(waves)
+        # then it holds A's three, closed as the last of them ended, not 5 s after the first, B's still running
+        assert time.monotonic() - started < 2.0
+        assert sorted(one.claimed.dossier_code for one in first) == [DOSSIERS[0]] * 3 and more
+        # and B's two come in the next, once they end, and nothing is left after them
+        deliverer.open.set()
+        second, more = next(waves)
+        assert [one.claimed.dossier_code for one in second] == [DOSSIERS[1]] * 2 and not more
+        assert next(waves, None) is None
+    finally:
+        deliverer.open.set()
+        rt.pool.shutdown()
 
 
 class _EndsBeforeFailing(Deliverer[Any]):
