@@ -7,6 +7,10 @@ dies (SIGKILL, a lost machine) stops renewing: its deliveries are due again one 
 rescues them. An attempt that outlives its deadline by a lease (a call that ignores its timeouts) is no longer
 renewed either, so the sweeper rescues that one too; its late end is then not counted (the ledger's finish only
 counts an attempt while the delivery is still its own).
+
+A worker that stops with attempts unfinished on a path that still runs its code (the stall watchdog's exit, Celery's
+stop signal) gives their leases back as it goes (:meth:`LeaseKeeper.give_back`): they lapse at once, and the
+sweeper's next run makes them due, not a lease later. A process that dies at once (SIGKILL) leaves them to lapse.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._given_back = False  # the process is going away: nothing more is held, nor renewed
 
     @property
     def every(self) -> float:
@@ -54,6 +59,8 @@ class LeaseKeeper:
         def add(more: Sequence[Claimed]) -> None:
             until = time.monotonic() + self._give_up_after
             with self._lock:
+                if self._given_back:  # claimed as the process stops: its leases lapse as leases do
+                    return
                 for c in more:
                     self._held[c.attempt_id] = ((c.delivery_id, c.attempt_number), until, clock)
                     held.append(c.attempt_id)
@@ -83,6 +90,20 @@ class LeaseKeeper:
         for clock, keys in by_clock.items():
             renewed += renew_leases(self._engine, keys, clock() + timedelta(seconds=self._lease))
         return renewed
+
+    def give_back(self) -> int:
+        """Lapse every lease held now, as of its batch's clock, and renew none from now on (the process is going
+        away, its attempts unfinished): the sweeper's next run finds them due. A late end of one of those attempts
+        is still recorded if it comes before that run (the delivery is still its own until then); after, it is not
+        counted, as after any lost lease. The number of leases still theirs, lapsed."""
+        with self._lock:
+            self._given_back = True
+            by_clock: dict[Clock, list[tuple[int, int]]] = {}
+            for key, _, clock in self._held.values():
+                by_clock.setdefault(clock, []).append(key)
+            self._held.clear()
+        self._stop.set()
+        return sum(renew_leases(self._engine, keys, clock()) for clock, keys in by_clock.items())
 
     def _start(self) -> None:
         if self._thread is None or not self._thread.is_alive():

@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 import structlog
+from celery.signals import worker_shutdown
 
 from config.redis_url import connect
 from config.routing import RoutingConfig, get_routing
@@ -157,6 +158,28 @@ def get_runtime() -> Runtime:
         if _runtime is None:
             _runtime = build_runtime()
         return _runtime
+
+
+def give_back_leases(why: str) -> None:
+    """This process is going away with attempts unfinished: their leases lapse now (:meth:`LeaseKeeper.give_back`),
+    so the sweeper's next run makes them due; a no-op in a process that never built its runtime, or holds none."""
+    rt = _runtime
+    if rt is None:
+        return
+    try:
+        lapsed = rt.leases.give_back()
+    except Exception as exc:  # the ledger is away too: they lapse a lease from their last renewal, as after a kill
+        log.warning("worker.leases_not_given_back", error=str(exc).splitlines()[0] if str(exc) else repr(exc))
+        return
+    if lapsed:
+        log.warning("worker.leases_given_back", deliveries=lapsed, why=why,
+                    action="due again at the sweeper's next run")
+
+
+@worker_shutdown.connect
+def _on_worker_shutdown(**_: Any) -> None:
+    # sent as Celery stops the worker, after a warm stop's tasks have ended (then nothing is held)
+    give_back_leases("the worker stops")
 
 
 def reset_runtime() -> None:

@@ -78,4 +78,7 @@ def _watch(client: redis.Redis, queues: list[str], stall_seconds: float) -> None
         idle = time.monotonic() - _last_activity
         if stalled(queued, idle, stall_seconds):
             log.error("worker.stalled", queued=queued, idle_seconds=round(idle), action="exit for a restart")
+            from tasks.runtime import give_back_leases
+
+            give_back_leases("the worker stalled")
             os._exit(EXIT_STALLED)

@@ -274,6 +274,35 @@ def test_a_held_lease_is_renewed_and_a_dropped_one_lapses_for_the_sweeper(engine
             == Status.DELIVERED
 
 
+def test_a_worker_stopping_gives_its_leases_back_and_the_next_sweep_rescues_them(relay_config: RelayConfig) -> None:
+    from celery.signals import worker_shutdown
+
+    # given a worker's runtime holding the leases of two attempts (15 s each) while their calls run
+    rt = get_runtime()
+    stream_of_each(rt.engine, 1)
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    *running, late = claims.claim_many(rt.engine, "warehouse", WAREHOUSE, clock(), 15.0, GAP, limit=3).claimed
+    with rt.leases.hold(running, clock) as also_hold:
+        # when Celery stops the worker (its worker_shutdown signal) before they end
+        worker_shutdown.send(sender=None)
+        also_hold([late])  # (a batch's chain claiming one more as the worker stops)
+        # then the sweeper's next run finds those two due at once, not 15 s later; the one claimed as the worker
+        # stopped keeps the lease it was given; and nothing is renewed any more
+        result = sweep(rt.engine, clock(), 60, 100)
+        assert rt.leases.renew() == 0
+    assert result.leases_expired == 2
+    with rt.engine.connect() as conn:
+        states = dict(conn.execute(select(deliveries.c.id, deliveries.c.status).where(
+            deliveries.c.id.in_([c.delivery_id for c in (*running, late)]))).all())
+    assert states == {running[0].delivery_id: Status.RETRYING, running[1].delivery_id: Status.RETRYING,
+                      late.delivery_id: Status.IN_FLIGHT}
+    # and a late end of one of them is not counted (the delivery is no longer that attempt's)
+    claims.finish_many(rt.engine, [delivered(running[0])], WAREHOUSE, clock())
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(deliveries.c.status).where(
+            deliveries.c.id == running[0].delivery_id)).scalar() == Status.RETRYING
+
+
 # --------------------------------------------------------------------------- waves
 
 
