@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Column, Connection, CursorResult, Table, bindparam
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import UpdateBase
 
 
@@ -74,12 +75,18 @@ def insert_returning(conn: Connection, table: Table, rows: Sequence[Mapping[str,
 
     params = [_driver_form(prepared, {f"p_{k}": row[k] for k in keys}) for row in rows]
     found: list[Any] = []
-    with conn.connection.driver_connection.cursor(row_factory=namedtuple_row) as cursor:  # type: ignore[union-attr]
-        cursor.executemany(prepared.sql, params, returning=True)
-        while True:
-            found.extend(cursor.fetchall())
-            if not cursor.nextset():
-                break
+    driver = conn.connection.driver_connection
+    try:
+        with driver.cursor(row_factory=namedtuple_row) as cursor:  # type: ignore[union-attr]
+            cursor.executemany(prepared.sql, params, returning=True)
+            while True:
+                found.extend(cursor.fetchall())
+                if not cursor.nextset():
+                    break
+    except dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy raises the driver's errors: IntegrityError for a
+        # duplicate key (the intake retries on it), OperationalError…; without the rows (the citizens' events)
+        raise DBAPIError.instance(prepared.sql, params, exc, dialect.loaded_dbapi.Error, hide_parameters=True,
+                                  dialect=dialect, ismulti=True) from exc
     return found
 
 

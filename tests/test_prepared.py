@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, bindparam, func, select, update
 
 from schemas.events import canonical_json
 from store import intake
@@ -110,3 +110,45 @@ def test_insert_returning_writes_what_sqlalchemy_writes_and_returns_each_rows_id
     assert stored[mine[0]["event_id"]].id == returned[0].id
     if engine.dialect.name == "postgresql":
         assert len(uncached) == 1  # SQLAlchemy's sixty-row statement: 780 placeholders, split anew each time
+
+
+def test_insert_returning_raises_what_sqlalchemy_raises_for_a_duplicate_and_shows_no_row(engine: Engine) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    # given an event stored
+    rows = _event_rows(2, 200)
+    with engine.begin() as conn:
+        insert_returning(conn, events, rows[:1], (events.c.id,))
+    # when it is inserted again, with another (the intake racing another request with the same event)
+    with pytest.raises(IntegrityError) as caught, engine.begin() as conn:
+        insert_returning(conn, events, rows, (events.c.id, events.c.event_id))
+    # then SQLAlchemy's IntegrityError says so (ingest_and_route retries on it), without the rows' text, and
+    # nothing of the batch is stored
+    if engine.dialect.name == "postgresql":
+        assert "Nguyễn" not in str(caught.value) and "0912345678" not in str(caught.value)
+    with engine.connect() as conn:
+        assert conn.execute(select(events.c.event_id)).scalars().all() == [rows[0]["event_id"]]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SQLite's BEGIN IMMEDIATE: writers never race
+def test_an_intake_racing_another_with_the_same_event_retries_and_finds_it_stored(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given another request storing the same event between this one's look for it and its insert (its streams' locks)
+    event = make_event(1, dossier="000.21.00.H49-240315-0300")
+    lock, raced, other = intake.lock_streams, [], []
+
+    def racing(conn: Any, engine_: Engine, keys: Any) -> None:
+        if not raced:
+            raced.append(True)  # once: the other request's own locks are taken as usual
+            other.append(intake.ingest_and_route(engine, [event], T0, to("onestop"), RULES))
+        lock(conn, engine_, keys)
+
+    monkeypatch.setattr(intake, "lock_streams", racing)
+    # when this one goes on with its insert
+    stored, _ = intake.ingest_and_route(engine, [event], T0, to("onestop"), RULES)
+    # then the duplicate key made it try again (SQLAlchemy's IntegrityError), and the second try found the event
+    assert not other[0][0][0].duplicate
+    assert [(s.event_id, s.duplicate) for s in stored] == [(event["event_id"], True)]
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(events)).scalar() == 1
