@@ -83,9 +83,7 @@ class LeaseKeeper:
                 held = self._held.pop(attempt)
                 log.warning("lease.given_up", delivery_id=held[0][0], attempt=held[0][1],
                             reason="the attempt outlived its deadline: the sweeper rescues it")
-            by_clock: dict[Clock, list[tuple[int, int]]] = {}
-            for key, _, clock in self._held.values():
-                by_clock.setdefault(clock, []).append(key)
+            by_clock = self._by_clock()
         renewed = 0
         for clock, keys in by_clock.items():
             renewed += renew_leases(self._engine, keys, clock() + timedelta(seconds=self._lease))
@@ -98,12 +96,18 @@ class LeaseKeeper:
         counted, as after any lost lease. The number of leases still theirs, lapsed."""
         with self._lock:
             self._given_back = True
-            by_clock: dict[Clock, list[tuple[int, int]]] = {}
-            for key, _, clock in self._held.values():
-                by_clock.setdefault(clock, []).append(key)
+            by_clock = self._by_clock()
             self._held.clear()
         self._stop.set()
         return sum(renew_leases(self._engine, keys, clock()) for clock, keys in by_clock.items())
+
+    def _by_clock(self) -> dict[Clock, list[tuple[int, int]]]:
+        """The leases held, ``(delivery_id, attempt_number)`` each, by the clock of the batch that set them (under
+        the lock)."""
+        by_clock: dict[Clock, list[tuple[int, int]]] = {}
+        for key, _, clock in self._held.values():
+            by_clock.setdefault(clock, []).append(key)
+        return by_clock
 
     def _start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
