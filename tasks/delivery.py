@@ -450,18 +450,15 @@ class _Attempts:
             starts.add(self._start_of[i])
 
         while True:
-            if wave and all(self._running[k] == 0 for k in starts):  # what was started with them has ended
+            # what was started with them has ended (so too when every attempt has: more may be started while the
+            # wave is recorded)
+            if wave and all(self._running[k] == 0 for k in starts):
                 yield wave, len(self._done) < len(self._claimed)
                 wave, wave_closes = [], float("inf")
                 starts.clear()
                 continue
-            if len(self._done) == len(self._claimed):
-                if not wave:
-                    return
-                yield wave, False  # more may be started while it is recorded
-                wave, wave_closes = [], float("inf")
-                starts.clear()
-                continue
+            if len(self._done) == len(self._claimed):  # and no wave left to yield (the branch above took it)
+                return
             while self._low in self._done:
                 self._low += 1
             try:
