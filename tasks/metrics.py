@@ -46,8 +46,7 @@ class DeliveryMetrics:
         """Queue the commands of one attempt on a pipeline (sent with the breaker's)."""
         pipe.hincrby(self._outcomes, f"{destination}|{outcome}", 1)
         if duration_ms is not None:
-            bucket = next((b for b in DURATION_BUCKETS_MS if duration_ms <= b), "inf")
-            pipe.hincrby(self._durations, f"{destination}|{bucket}", 1)
+            pipe.hincrby(self._durations, f"{destination}|{_bucket(duration_ms, DURATION_BUCKETS_MS)}", 1)
             pipe.hincrbyfloat(self._durations, f"{destination}|sum", duration_ms / 1000.0)
 
     def add_many(self, pipe: Any, destination: str, attempts: list[tuple[str, float | None]]) -> None:
@@ -59,7 +58,7 @@ class DeliveryMetrics:
         for outcome, duration_ms in attempts:
             counts[outcome] = counts.get(outcome, 0) + 1
             if duration_ms is not None:
-                bucket = str(next((b for b in DURATION_BUCKETS_MS if duration_ms <= b), "inf"))
+                bucket = _bucket(duration_ms, DURATION_BUCKETS_MS)
                 buckets[bucket] = buckets.get(bucket, 0) + 1
                 seconds += duration_ms / 1000.0
         for outcome, n in counts.items():
@@ -70,7 +69,7 @@ class DeliveryMetrics:
             pipe.hincrbyfloat(self._durations, f"{destination}|sum", seconds)
         if attempts:
             size = len(attempts)
-            pipe.hincrby(self._batches, f"{destination}|{next((b for b in BATCH_BUCKETS if size <= b), 'inf')}", 1)
+            pipe.hincrby(self._batches, f"{destination}|{_bucket(size, BATCH_BUCKETS)}", 1)
             pipe.hincrby(self._batches, f"{destination}|sum", size)
 
     def read(self) -> tuple[dict[tuple[str, str], int], dict[str, dict[str, float]]]:
@@ -80,21 +79,25 @@ class DeliveryMetrics:
         for k, v in self._redis.hgetall(self._outcomes).items():
             destination, outcome = _text(k).split("|", 1)
             outcomes[(destination, outcome)] = int(v)
-        durations: dict[str, dict[str, float]] = {}
-        for k, v in self._redis.hgetall(self._durations).items():
-            destination, bucket = _text(k).rsplit("|", 1)
-            durations.setdefault(destination, {})[bucket] = float(v)
-        return outcomes, durations
+        return outcomes, self._histograms(self._durations)
 
     def read_batches(self) -> dict[str, dict[str, float]]:
         """Per destination, the batches by size bucket (``"1"`` … ``"inf"``) and ``"sum"``, their attempts."""
-        if self._redis is None:
-            return {}
-        batches: dict[str, dict[str, float]] = {}
-        for k, v in self._redis.hgetall(self._batches).items():
+        return {} if self._redis is None else self._histograms(self._batches)
+
+    def _histograms(self, key: str) -> dict[str, dict[str, float]]:
+        """A hash of ``destination|bucket`` counts, per destination."""
+        assert self._redis is not None
+        found: dict[str, dict[str, float]] = {}
+        for k, v in self._redis.hgetall(key).items():
             destination, bucket = _text(k).rsplit("|", 1)
-            batches.setdefault(destination, {})[bucket] = float(v)
-        return batches
+            found.setdefault(destination, {})[bucket] = float(v)
+        return found
+
+
+def _bucket(value: float, bounds: tuple[int, ...]) -> str:
+    """The histogram bucket ``value`` falls in: its least bound at or above it, or ``inf``."""
+    return str(next((b for b in bounds if value <= b), "inf"))
 
 
 def _histogram(family: HistogramMetricFamily, destination: str, buckets: dict[str, float],
