@@ -283,6 +283,7 @@ class Bench:
             raise SystemExit("refusing Redis db 0 (the relay's default): pick another --redis-db")
         self.redis_url = redis_db_url(args.redis, args.redis_db)
         self.redis = redis.Redis.from_url(self.redis_url)
+        self.redis_prefix = f"motcua-bench-{os.getpid()}"  # the relay processes' MOTCUA_REDIS_PREFIX
         self.db: Database | None = None
         self.results: dict[str, PhaseResult] = {}
         self.intake_secret = new_secret()
@@ -313,7 +314,7 @@ class Bench:
             MOTCUA_WORKER_CONCURRENCY=str(concurrency),
             **({"MOTCUA_DELIVERY_BATCH": str(self.args.delivery_batch)} if self.args.delivery_batch else {}),
             **dict(item.split("=", 1) for item in self.args.set),
-            MOTCUA_REDIS_PREFIX=f"motcua-bench-{os.getpid()}",
+            MOTCUA_REDIS_PREFIX=self.redis_prefix,
             MOTCUA_LOG_LEVEL=self.args.log_level,
             MOTCUA_AUDIT_SIGNING_KEY=self.audit_key,  # the beat signs checkpoints as in production
             BENCH_SANDBOX_SECRETS=json.dumps({DESTINATION: self.subscriber_secret}),
@@ -498,7 +499,7 @@ class Bench:
 
     def batches(self) -> tuple[float, float]:
         """The bench destination's batches so far and their attempts (the workers' ``motcua_delivery_batch_size``)."""
-        stored: dict[bytes, bytes] = self.redis.hgetall(f"motcua-bench-{os.getpid()}:metrics:batches")  # type: ignore[assignment]
+        stored: dict[bytes, bytes] = self.redis.hgetall(f"{self.redis_prefix}:metrics:batches")  # type: ignore[assignment]
         found = {k.decode(): float(v) for k, v in stored.items() if k.startswith(f"{DESTINATION}|".encode())}
         attempts = found.pop(f"{DESTINATION}|sum", 0.0)
         return sum(found.values()), attempts
