@@ -53,6 +53,7 @@ REFERENCE_LOOP = 3_000_000  # additions of the reference loop
 class Round:
     deliveries: int
     cpu_ms_per_delivery: float
+    server_cpu_ms_per_delivery: float | None  # the PostgreSQL server's, when it is on this machine
     wall_s: float
     per_s: float
     batches: int
@@ -120,10 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update({k: v for k, v in env.items() if k.startswith(("MOTCUA_", "BENCH_"))})
         rounds = _run(args, db, console, lambda: _start_profiler(args))
         table = Table(title=f"the engine alone ({db.label.split(' ')[0]} ledger, {args.drains} drains)")
-        for column in ("round", "deliveries", "CPU ms/delivery", "wall s", "per s", "batches", "reference loop ms"):
+        for column in ("round", "deliveries", "CPU ms/delivery", "server CPU ms/delivery", "wall s", "per s",
+                       "batches", "reference loop ms"):
             table.add_column(column, justify="right")
         for n, r in enumerate(rounds, 1):
-            table.add_row(str(n), str(r.deliveries), f"{r.cpu_ms_per_delivery:.3f}", f"{r.wall_s:.2f}",
+            server = "-" if r.server_cpu_ms_per_delivery is None else f"{r.server_cpu_ms_per_delivery:.3f}"
+            table.add_row(str(n), str(r.deliveries), f"{r.cpu_ms_per_delivery:.3f}", server, f"{r.wall_s:.2f}",
                           f"{r.per_s:,.0f}", str(r.batches), f"{r.reference_ms:.0f}")
         console.print(table)
         best = min(r.cpu_ms_per_delivery for r in rounds)
@@ -213,13 +216,17 @@ def _run(args: argparse.Namespace, db: Database, console: Any, before_rounds: An
                 task = progress.add_task(f"round {n + 1}", total=args.events)
                 reference = reference_ms()
                 since = datetime.now(UTC)
+                server = db.server_cpu_s()
                 cpu, wall = time.process_time(), time.monotonic()
                 drain_all(progress, task, args.events)
                 cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+                server_after = db.server_cpu_s()
+                server_ms = (None if server is None or server_after is None
+                             else round(1000 * (server_after - server) / args.events, 3))
                 with rt.engine.connect() as conn:
                     batches = int(conn.execute(select(func.count(func.distinct(attempts.c.started_at)))
                                                .where(attempts.c.started_at >= since)).scalar_one())
-                rounds.append(Round(args.events, round(1000 * cpu / args.events, 3), round(wall, 2),
+                rounds.append(Round(args.events, round(1000 * cpu / args.events, 3), server_ms, round(wall, 2),
                                     round(args.events / wall, 1), batches, round(reference, 1)))
         return rounds
     finally:

@@ -497,6 +497,18 @@ class Bench:
         else:
             httpx.delete(base, timeout=10).raise_for_status()
 
+    def server_cpu_s(self) -> dict[str, float | None]:
+        """CPU seconds so far of the PostgreSQL server (none for SQLite) and of the Redis server, when on this
+        machine: the whole servers', so other clients' work counts too (on a quiet machine, there is none)."""
+        out: dict[str, float | None] = {"postgres": self.db.server_cpu_s() if self.db is not None else None}
+        try:
+            pid = int(self.redis.info("server")["process_id"])
+        except (redis.RedisError, KeyError, TypeError, ValueError):
+            out["redis"] = None
+        else:
+            out["redis"] = tree_cpu_s(pid) if os.path.exists(f"/proc/{pid}") else None
+        return out
+
     def batches(self) -> tuple[float, float]:
         """The bench destination's batches so far and their attempts (the workers' ``motcua_delivery_batch_size``)."""
         stored: dict[bytes, bytes] = self.redis.hgetall(f"{self.redis_prefix}:metrics:batches")  # type: ignore[assignment]
@@ -560,6 +572,7 @@ class Bench:
         profiler = self._py_spy_record(worker, name) if self.args.profile else None
         cpu_pids = {"worker": worker, "api": self.api, "sandbox": self.sandbox}
         cpu0 = {k: tree_cpu_s(s.pid) for k, s in cpu_pids.items()}
+        servers0 = self.server_cpu_s()
         bench_cpu0 = time.process_time()
         busy0 = machine_cpu()
         batches0 = self.batches()
@@ -608,6 +621,9 @@ class Bench:
         busy1 = machine_cpu()
         cpu = {k: round(tree_cpu_s(s.pid) - cpu0[k], 2) for k, s in cpu_pids.items()}
         cpu["bench"] = round(time.process_time() - bench_cpu0, 2)
+        for k, v in self.server_cpu_s().items():  # the whole server's: other clients' work counts too
+            if (was := servers0.get(k)) is not None and v is not None:
+                cpu[k] = round(v - was, 2)
         batches = [end - start for end, start in zip(self.batches(), batches0, strict=True)]
         with self.read_engine.connect() as conn:
             stamps = sorted(
@@ -979,8 +995,8 @@ def print_tables(console: Any, summary: dict[str, Any]) -> None:
     console.print(table)
 
     detail = Table(title="Where the CPU went (seconds during the phase) and what the ledger says")
-    for col in ("phase", "worker", "worker ms/delivery", "api", "sandbox", "bench", "intake ev/s", "attempts",
-                "mean batch", "superseded", "dead"):
+    for col in ("phase", "worker", "worker ms/delivery", "api", "sandbox", "bench", "postgres", "redis",
+                "intake ev/s", "attempts", "mean batch", "superseded", "dead"):
         detail.add_column(col, justify="right" if col != "phase" else "left")
     for key in ("unaudited", "relay", "slow", "paced"):
         p = phases.get(key)
@@ -994,6 +1010,8 @@ def print_tables(console: Any, summary: dict[str, Any]) -> None:
             fmt(cpu["api"]),
             fmt(cpu["sandbox"]),
             fmt(cpu["bench"]),
+            fmt(cpu.get("postgres")),
+            fmt(cpu.get("redis")),
             fmt(p["intake_events_per_s"]),
             str(p["attempts"]),
             fmt(p.get("mean_batch")),
@@ -1003,10 +1021,10 @@ def print_tables(console: Any, summary: dict[str, Any]) -> None:
     if "baseline" in phases:
         b = phases["baseline"]
         per = 1000 * b["worker_cpu_s"] / b["completed"] if b.get("completed") else None
-        detail.add_row(names["baseline"], fmt(b["worker_cpu_s"]), fmt(per), *["—"] * 8)
+        detail.add_row(names["baseline"], fmt(b["worker_cpu_s"]), fmt(per), *["—"] * 10)
     if "peer" in phases:
         q = phases["peer"]
-        detail.add_row(names["peer"], fmt(q["worker_cpu_s"]), fmt(q.get("worker_cpu_ms_per_delivery")), *["—"] * 8)
+        detail.add_row(names["peer"], fmt(q["worker_cpu_s"]), fmt(q.get("worker_cpu_ms_per_delivery")), *["—"] * 10)
     console.print(detail)
 
     hops = Table(title="One hop of a stream besides its call (ms): from being due to its claim, and from the claim "

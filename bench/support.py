@@ -184,13 +184,16 @@ def tree_hwm_mb(pid: int) -> float:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user and system) spent so far by ``pid``'s process tree."""
+def tree_cpu_s(pid: int, *, reaped: bool = False) -> float:
+    """CPU seconds (user and system) spent so far by ``pid``'s process tree; with ``reaped``, also by the children
+    that ``pid`` has waited for (a server's connections that have closed)."""
     total = 0.0
     for p in process_tree(pid):
         with contextlib.suppress(OSError, IndexError, ValueError), open(f"/proc/{p}/stat") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / _TICK
+            if reaped and p == pid:
+                total += (int(fields[13]) + int(fields[14])) / _TICK
     return total
 
 
@@ -252,6 +255,26 @@ class Database:
     @property
     def sqlalchemy_url(self) -> str:
         return Settings(database_url=self.url).database_url
+
+    def server_cpu_s(self) -> float | None:
+        """CPU seconds spent so far by the PostgreSQL server (every process of it, the closed connections' too),
+        when it runs on this machine and this process may read its ``/proc``; else None (SQLite has no server:
+        its work is in the processes that use it). The whole server's, so other databases' work counts too."""
+        if not self.url.startswith(("postgresql", "postgres://")):
+            return None
+        import psycopg
+
+        with psycopg.connect("postgresql://" + self.url.split("://", 1)[1]) as conn:
+            row = conn.execute("SELECT pg_backend_pid(), inet_server_addr()::text").fetchone()
+        backend, address = row if row else (None, None)
+        if backend is None or (address is not None and not address.startswith(("127.", "::1"))):
+            return None
+        try:
+            with open(f"/proc/{backend}/stat") as fh:
+                postmaster = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return None
+        return tree_cpu_s(postmaster, reaped=True)
 
 
 # --------------------------------------------------------------------------- routing
