@@ -434,32 +434,52 @@ def finish(
 
 @dataclass(frozen=True, slots=True)
 class Chain:
-    """What :func:`finish_many` needs to claim, as it records a batch's ends, the next delivery of each stream that a
+    """What :func:`finish_waves` needs to claim, as it records a batch's ends, the next delivery of each stream that a
     delivered one leaves due (the claim's lease and the wait for a gap in the sequences)."""
 
     lease_seconds: float
     gap_wait_seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class Wave:
+    """Ends of one batch's attempts to record, and whether (``chain``) their delivered ones claim their streams'
+    next deliveries."""
+
+    done: Sequence[tuple[Claimed, Outcome]]
+    chain: Chain | None = None
+
+
 def finish_many(
     engine: Engine, done: Sequence[tuple[Claimed, Outcome]], rules: DestinationRules, now: datetime,
     chain: Chain | None = None,
 ) -> Batch:
-    """Record the ends of a batch's attempts in one transaction (prepared statements, executed many), and their
-    audit entries. Under the streams' locks, so that an intake adding a later sequence meanwhile either sees its
-    predecessor final (and queues it) or is seen by the claim that follows.
+    """Record the ends of a batch's attempts in one transaction: :func:`finish_waves` of one wave."""
+    return finish_waves(engine, [Wave(done, chain)], rules, now)[0]
 
-    With ``chain`` (an ordered destination), the same transaction claims the next delivery of each stream whose
-    delivery ended delivered, when it is due: its stream's lock is already held, and the batch attempts it at once,
-    instead of a later claim finding it a hop later. What is claimed (and why a stream's next one was not) is
-    returned; without ``chain``, or when none is due, the next claim of the destination finds them.
+
+def finish_waves(engine: Engine, waves: Sequence[Wave], rules: DestinationRules, now: datetime) -> list[Batch]:
+    """Record the ends of waves of one destination's batches in one transaction (prepared statements, executed
+    many), and their audit entries. Under the streams' locks, so that an intake adding a later sequence meanwhile
+    either sees its predecessor final (and queues it) or is seen by the claim that follows.
+
+    Of an ordered destination, a wave with a ``chain`` has the same transaction claim the next delivery of each
+    stream whose delivery it ended delivered, when it is due: its stream's lock is already held, and its batch
+    attempts it at once, instead of a later claim finding it a hop later. What is claimed for each wave (and why a
+    stream's next one was not) is returned, in the waves' order; for a wave without ``chain``, or when none is due,
+    the next claim of the destination finds them. The waves' chains are one runtime's: equal.
     """
+    if len({w.chain for w in waves if w.chain is not None}) > 1:
+        raise ValueError("the waves of one transaction chain with the same lease and gap wait")
+    out = [Batch([], {}) for _ in waves]
+    done = sorted((end for w in waves for end in w.done), key=lambda end: end[0].delivery_id)  # rows in id order
     if not done:
-        return Batch([], {})
-    done = sorted(done, key=lambda end: end[0].delivery_id)  # rows in id order, as everywhere
+        return out
     chosen: list[Row[Any]] = []
     attempt_ids: list[int] = []
     refused: dict[int, NotClaimed] = {}
+    owner: dict[tuple[str, str], int] = {}  # the wave each chained stream's successor goes to
+    stream_of: dict[int, tuple[str, str]] = {}
     with engine.begin() as conn:
         if rules.ordered:
             lock_streams(conn, engine, [
@@ -467,21 +487,27 @@ def finish_many(
             ])
         theirs = _record(conn, done, now)
         entries = _attempt_entries(done, theirs)
-        if chain is not None and rules.ordered:
-            ended = {(c.dossier_code, c.stream) for c, o in done
-                     if o.status == Status.DELIVERED and c.delivery_id in theirs}
-            if ended:
-                q = _claim_statements(engine.dialect.name, True)
-                rows = conn.execute(q.successors, {
-                    "dest": done[0][0].destination, "now": now, "due_by": now + timedelta(seconds=1),
-                    "dossiers": sorted({dossier for dossier, _ in ended}),
-                }).all()
-                # another stream of the same dossier is not this transaction's to decide: its lock is not held
-                rows = [r for r in rows if (r.dossier_code, r.stream) in ended]
-                chosen, refused = _decide(conn, rows, rules, now, chain.gap_wait_seconds, entries)
-                attempt_ids = _take(conn, q, chosen, now, chain.lease_seconds)
+        if rules.ordered:
+            owner = {(c.dossier_code, c.stream): n for n, w in enumerate(waves) if w.chain is not None
+                     for c, o in w.done if o.status == Status.DELIVERED and c.delivery_id in theirs}
+        chain = next((w.chain for w in waves if w.chain is not None), None)
+        if owner and chain is not None:
+            q = _claim_statements(engine.dialect.name, True)
+            rows = conn.execute(q.successors, {
+                "dest": done[0][0].destination, "now": now, "due_by": now + timedelta(seconds=1),
+                "dossiers": sorted({dossier for dossier, _ in owner}),
+            }).all()
+            # another stream of the same dossier is not this transaction's to decide: its lock is not held
+            rows = [r for r in rows if (r.dossier_code, r.stream) in owner]
+            stream_of = {r.id: (r.dossier_code, r.stream) for r in rows}
+            chosen, refused = _decide(conn, rows, rules, now, chain.gap_wait_seconds, entries)
+            attempt_ids = _take(conn, q, chosen, now, chain.lease_seconds)
         append(conn, entries, now)
-    return Batch(_claimed(chosen, attempt_ids, now), refused)
+    for claimed in _claimed(chosen, attempt_ids, now):
+        out[owner[(claimed.dossier_code, claimed.stream)]].claimed.append(claimed)
+    for delivery_id, why in refused.items():
+        out[owner[stream_of[delivery_id]]].refused[delivery_id] = why
+    return out
 
 
 _RECORD_ATTEMPT = (

@@ -33,7 +33,7 @@ from schemas.events import Event
 from schemas.privacy import mask_text, personal_values
 from services.base import Deliverer, Hold, Probe
 from store import deliveries, intake
-from store.deliveries import Batch, Chain, Claimed, Outcome
+from store.deliveries import Batch, Chain, Claimed, Outcome, Wave
 from store.streams import DestinationRules, ToEnqueue
 from store.sweep import sweep as sweep_ledger
 from store.tables import FINAL_STATUSES, Status
@@ -346,7 +346,7 @@ def _record_wave(
                     next_attempt_at=str(outcome.next_attempt_at))
         finals += decision_status in FINAL_STATUSES and (chain is None or decision_status != Status.DELIVERED)
         report.states[claimed.delivery_id] = decision_status
-    return finals, deliveries.finish_many(rt.engine, to_finish, rules, finished_at, chain)
+    return finals, rt.recorder(destination).record(Wave(to_finish, chain), rules, finished_at)
 
 
 def _deliverer_and_hold(

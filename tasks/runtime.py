@@ -31,6 +31,7 @@ from tasks.leases import LeaseKeeper
 from tasks.metrics import DeliveryMetrics
 from tasks.protection import Protection
 from tasks.queue import Doorbells
+from tasks.recorder import Recorders, WaveRecorder
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +44,14 @@ class Runtime(Context):
     doorbells: Doorbells
     leases: LeaseKeeper
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _recorders: Recorders | None = field(default=None, init=False, repr=False)
+
+    def recorder(self, destination: str) -> WaveRecorder:
+        """What records the waves of ``destination``'s batches in this process (:mod:`tasks.recorder`)."""
+        with self._lock:
+            if self._recorders is None:
+                self._recorders = Recorders(self.engine)
+        return self._recorders(destination)
 
     def attempt_pool(self) -> ThreadPoolExecutor:
         """Threads for the attempts of a batch whose deliverer sends one call at a time (SOAP, several calls)."""

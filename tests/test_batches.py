@@ -29,7 +29,7 @@ from store import deliveries as claims
 from store import intake
 from store.deliveries import Claimed, Outcome
 from store.sweep import sweep
-from store.tables import Status, attempts, deliveries, events
+from store.tables import Status, attempts, audit_entries, deliveries, events
 from tasks.delivery import run_batch, run_drain, run_sweep
 from tasks.leases import LeaseKeeper
 from tasks.protection import Protection
@@ -134,6 +134,99 @@ def _open(engine: Engine, ids: list[int]) -> bool:
     with engine.connect() as conn:
         return bool(conn.execute(select(deliveries.c.id).where(deliveries.c.id.in_(ids),
                                                                deliveries.c.status != Status.DELIVERED)).first())
+
+
+def _heads_in_batches(engine: Engine, *sizes: int) -> list[list[Claimed]]:
+    """Sequence 1 of each dossier (2 in each stream), claimed in batches of ``sizes``."""
+    stream_of_each(engine, 2)
+    return [claims.claim_many(engine, "warehouse", WAREHOUSE, at(1), LEASE, GAP, limit=n).claimed for n in sizes]
+
+
+CHAIN = claims.Chain(LEASE, GAP)
+
+
+def test_one_transaction_records_several_batches_waves_and_claims_each_its_own_successors(engine: Engine) -> None:
+    batches = _heads_in_batches(engine, 4, 4, 4)
+    # when three batches' waves are recorded in one transaction, the first two chaining, the last not
+    waves = [claims.Wave([delivered(c) for c in batch], chain) for batch, chain in zip(batches, [CHAIN, CHAIN, None],
+                                                                                        strict=True)]
+    out = claims.finish_waves(engine, waves, WAREHOUSE, at(2))
+    # then every end is recorded, each with its audit entry
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(deliveries))}
+        entries = conn.execute(select(func.count()).select_from(audit_entries)).scalar_one()
+    assert all(rows[c.delivery_id].status == Status.DELIVERED for batch in batches for c in batch)
+    assert entries == 12
+    # and each chaining wave got sequence 2 of its own dossiers, the other none (the next claim finds them)
+    for batch, got in zip(batches, out, strict=True):
+        assert sorted(c.sequence for c in got.claimed) == ([2] * len(batch) if got is not out[2] else [])
+        assert {c.dossier_code for c in got.claimed} <= {c.dossier_code for c in batch}
+    assert not any(got.refused for got in out)
+    left = claims.claim_many(engine, "warehouse", WAREHOUSE, at(3), LEASE, GAP, limit=100).claimed
+    assert {c.dossier_code for c in left} == {c.dossier_code for c in batches[2]}
+
+
+def test_the_recorder_records_the_waves_waiting_for_its_turn_in_one_transaction_each_getting_its_own(
+    engine: Engine,
+) -> None:
+    from tasks.recorder import WaveRecorder
+
+    batches = _heads_in_batches(engine, 2, 2, 2, 2)
+    recorder = WaveRecorder(engine)
+    # given a first wave whose transaction is held open until three more batches' waves wait for the turn
+    entered, go = threading.Event(), threading.Event()
+
+    def hold_the_first(conn: Any) -> None:
+        if not entered.is_set():
+            entered.set()
+            assert go.wait(10)
+
+    sa_event.listen(engine, "begin", hold_the_first)
+    got: dict[int, claims.Batch] = {}
+
+    def record(n: int) -> None:
+        got[n] = recorder.record(claims.Wave([delivered(c) for c in batches[n]], CHAIN), WAREHOUSE, at(2 + n))
+
+    try:
+        first = threading.Thread(target=record, args=(0,))
+        first.start()
+        assert entered.wait(10)
+        rest = [threading.Thread(target=record, args=(n,)) for n in (1, 2, 3)]
+        for t in rest:
+            t.start()
+        wait_for(lambda: len(recorder._waiting) == 3, timeout=10)
+        go.set()
+        for t in [first, *rest]:
+            t.join(10)
+    finally:
+        go.set()
+        sa_event.remove(engine, "begin", hold_the_first)
+    # then the three were recorded together in the next transaction: two in all, not four
+    assert recorder.transactions == 2
+    # and each batch got its own streams' next deliveries
+    for n, batch in enumerate(batches):
+        assert sorted(c.dossier_code for c in got[n].claimed) == sorted(c.dossier_code for c in batch)
+        assert all(c.sequence == 2 for c in got[n].claimed)
+
+
+def test_a_wave_that_fails_a_shared_transaction_fails_alone(engine: Engine) -> None:
+    from tasks.recorder import WaveRecorder, _Waiting
+
+    good, bad = _heads_in_batches(engine, 6, 6)
+    unwritable = [(c, Outcome(status=Status.DELIVERED, attempt_outcome="delivered", duration_ms=float("nan"),
+                              status_code=200)) for c in bad]  # its audit entry cannot be written (no NaN in JSON)
+    recorder = WaveRecorder(engine)
+    # when the two waves come to one transaction (as two batches' waiting together do)
+    waiting = [_Waiting(claims.Wave([delivered(c) for c in good], CHAIN), WAREHOUSE, at(2)),
+               _Waiting(claims.Wave(unwritable, CHAIN), WAREHOUSE, at(2))]
+    recorder._record(waiting)
+    # then the good one is recorded, and claimed its successors, and only the bad one has an error
+    assert waiting[0].error is None and waiting[0].batch is not None and len(waiting[0].batch.claimed) == 6
+    assert isinstance(waiting[1].error, ValueError) and waiting[1].batch is None
+    with engine.connect() as conn:
+        status = dict(conn.execute(select(deliveries.c.id, deliveries.c.status)).all())
+    assert {status[c.delivery_id] for c in good} == {Status.DELIVERED}
+    assert {status[c.delivery_id] for c in bad} == {Status.IN_FLIGHT}  # left to its lease, as any failed record
 
 
 # --------------------------------------------------------------------------- protection and doorbells
