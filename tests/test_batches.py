@@ -166,6 +166,28 @@ def test_one_transaction_records_several_batches_waves_and_claims_each_its_own_s
     assert {c.dossier_code for c in left} == {c.dossier_code for c in batches[2]}
 
 
+def test_a_chained_wave_claims_the_next_due_delivery_of_each_stream_it_ended_and_only_that(engine: Engine) -> None:
+    streams = stream_of_each(engine, 3)
+    heads = claims.claim_many(engine, "warehouse", WAREHOUSE, at(1), LEASE, GAP, limit=100).claimed
+    later, failed = DOSSIERS[0], DOSSIERS[1]
+    with engine.begin() as conn:  # the first dossier's sequence 2 is to be retried later than now
+        conn.execute(deliveries.update().where(deliveries.c.id == streams[later][1])
+                     .values(status=Status.RETRYING, next_attempt_at=at(60)))
+    # when the heads' ends are recorded chaining, the second dossier's head having failed
+    ends = [(c, Outcome(status=Status.RETRYING, attempt_outcome="failed", duration_ms=3.0, status_code=503,
+                        next_attempt_at=at(30))) if c.dossier_code == failed else delivered(c) for c in heads]
+    [got] = claims.finish_waves(engine, [claims.Wave(ends, CHAIN)], WAREHOUSE, at(2))
+    # then it claims sequence 2 of every dossier whose head was delivered and whose next one is due, nothing else:
+    # not one behind a delivery still open (the failed head's), nor one not due yet, nor any sequence 3
+    assert {c.delivery_id for c in got.claimed} == {
+        ids[1] for dossier, ids in streams.items() if dossier not in (later, failed)}
+    assert all(c.attempt_number == 1 and c.started_at == at(2) for c in got.claimed)
+    with engine.connect() as conn:
+        status = dict(conn.execute(select(deliveries.c.id, deliveries.c.status)).all())
+    assert status[streams[later][1]] == Status.RETRYING and status[streams[failed][1]] == Status.PENDING
+    assert {status[ids[2]] for ids in streams.values()} == {Status.PENDING}
+
+
 def test_the_recorder_records_the_waves_waiting_for_its_turn_in_one_transaction_each_getting_its_own(
     engine: Engine,
 ) -> None:
