@@ -58,6 +58,9 @@ class Settings(EnvSettings):
     requeue_after_seconds: float = 60.0
     sweep_interval_seconds: float = 2.0
     sweep_batch: int = 2000
+    ledger_analyze: bool = Field(
+        True, description="PostgreSQL: the sweep analyzes the ledger's busiest tables once they changed past "
+                          "autovacuum's threshold and it has not (false: leave it to autovacuum)")
     delivery_batch: int = Field(
         100, ge=1, le=1000,
         description="deliveries of one destination a worker claims, attempts at once and records together")

@@ -32,7 +32,7 @@ from connectors.base import (
 from schemas.events import Event
 from schemas.privacy import mask_text, personal_values
 from services.base import Deliverer, Hold, Probe
-from store import deliveries, intake
+from store import deliveries, intake, statistics
 from store.deliveries import Batch, Chain, Claimed, Outcome, Wave
 from store.streams import DestinationRules, ToEnqueue
 from store.sweep import sweep as sweep_ledger
@@ -598,11 +598,13 @@ def run_sweep(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:
     enqueue_routes(result.events_to_route)
     rt.enqueue(result.deliveries_to_enqueue)
     rt.doorbells.ring(result.destinations_due)  # a no-op where a drain is on its way
-    summary = {
+    summary: dict[str, Any] = {
         "routed": len(result.events_to_route),
         "enqueued": len(result.deliveries_to_enqueue),
         "leases_expired": result.leases_expired,
     }
     if any(summary.values()):
         log.info("sweep.requeued", **summary)
+    if analyzed := statistics.keep_fresh(rt.engine, rt.settings.ledger_analyze):
+        summary["analyzed"] = analyzed
     return summary

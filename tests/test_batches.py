@@ -17,7 +17,7 @@ import httpx
 import pytest
 import redis
 from fastapi import FastAPI, Request
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy import event as sa_event
 
 from config.routing import BreakerPolicy, RateLimit, load_routing
@@ -726,3 +726,30 @@ def test_a_claim_walks_the_open_deliveries_not_the_destinations_history(engine: 
     if engine.dialect.name == "sqlite":
         assert "USING INDEX ix_deliveries_open (destination=?)" in plan, plan
     assert "ix_deliveries_open_order" in plan, plan
+
+
+# --------------------------------------------------------------------------- the planner's statistics
+
+
+def test_the_sweep_analyzes_the_ledger_once_it_changed_past_autovacuums_threshold(engine: Engine) -> None:
+    from store import statistics
+
+    # given a ledger whose deliveries changed by more than 50 rows and a tenth since they were last analyzed
+    stream_of_each(engine, 10)
+    if engine.dialect.name != "postgresql":  # SQLite's claim queries name their index: nothing to gather
+        assert statistics.stale_tables(engine) == [] and statistics.keep_fresh(engine, True) == []
+        return
+    engine.dispose()  # the connections' backends end, and report their changes
+    wait_for(lambda: "deliveries" in statistics.stale_tables(engine), timeout=10)
+    # when the sweep checks, with the upkeep off, then on
+    statistics._checked = -float("inf")
+    assert statistics.keep_fresh(engine, False) == []
+    analyzed = statistics.keep_fresh(engine, True)
+    # then the stale tables are analyzed, and the next check, within CHECK_SECONDS, asks nothing
+    assert "deliveries" in analyzed and "events" in analyzed
+    with engine.connect() as conn:
+        last = conn.execute(text("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'deliveries'"
+                                 " AND schemaname = current_schema()")).scalar_one()
+    assert last is not None
+    assert "deliveries" not in statistics.stale_tables(engine)
+    assert statistics.keep_fresh(engine, True) == []
