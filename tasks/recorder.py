@@ -55,7 +55,13 @@ class WaveRecorder:
             if mine.batch is None and mine.error is None:  # no other turn took it: this one takes every wave waiting
                 with self._mutex:
                     taken, self._waiting = self._waiting, []
-                self._record(taken)
+                try:
+                    self._record(taken)
+                except BaseException as exc:  # this thread interrupted: the others' waves are not recorded either
+                    for one in taken:
+                        if one.batch is None and one.error is None:
+                            one.error = exc
+                    raise
         if mine.error is not None:
             raise mine.error
         assert mine.batch is not None
