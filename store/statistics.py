@@ -52,12 +52,14 @@ def stale_tables(engine: Engine) -> list[str]:
 def analyze_stale(engine: Engine) -> list[str]:
     """``ANALYZE`` each of :func:`stale_tables`: the tables analyzed."""
     stale = stale_tables(engine)
-    for table in stale:
-        started = time.monotonic()
-        with engine.connect() as conn:
+    if not stale:
+        return []
+    with engine.connect() as conn:
+        for table in stale:
+            started = time.monotonic()
             conn.exec_driver_sql(f'ANALYZE "{table}"')  # a name of TABLES, not a value
             conn.commit()
-        log.info("ledger.analyzed", table=table, ms=round(1000 * (time.monotonic() - started), 1))
+            log.info("ledger.analyzed", table=table, ms=round(1000 * (time.monotonic() - started), 1))
     return stale
 
 
@@ -65,7 +67,7 @@ def keep_fresh(engine: Engine, enabled: bool) -> list[str]:
     """:func:`analyze_stale`, at most once every :data:`CHECK_SECONDS` in this process (the sweep calls it); a
     failure is logged, not raised (the sweep goes on)."""
     global _checked
-    if not enabled or engine.dialect.name != "postgresql":
+    if not enabled:
         return []
     with _lock:
         if time.monotonic() - _checked < CHECK_SECONDS:

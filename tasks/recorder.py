@@ -41,7 +41,7 @@ class WaveRecorder:
         self._turn = threading.Lock()  # held through a transaction
         self._mutex = threading.Lock()  # guards the waiting list
         self._waiting: list[_Waiting] = []
-        self.transactions = 0  # recorded so far (for tests and the bench)
+        self.transactions = 0  # recorded so far (for the tests)
 
     def record(self, wave: Wave, rules: DestinationRules, now: datetime) -> Batch:
         """Record ``wave`` (clocked at ``now``; ``rules``: the destination's), with the other waves waiting then:
@@ -82,18 +82,3 @@ class WaveRecorder:
         for one, batch in zip(taken, batches, strict=True):
             one.batch = batch
 
-
-class Recorders:
-    """A :class:`WaveRecorder` per destination, made as first asked for."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._lock = threading.Lock()
-        self._by_destination: dict[str, WaveRecorder] = {}
-
-    def __call__(self, destination: str) -> WaveRecorder:
-        with self._lock:
-            found = self._by_destination.get(destination)
-            if found is None:
-                found = self._by_destination[destination] = WaveRecorder(self._engine)
-            return found

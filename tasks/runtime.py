@@ -31,7 +31,7 @@ from tasks.leases import LeaseKeeper
 from tasks.metrics import DeliveryMetrics
 from tasks.protection import Protection
 from tasks.queue import Doorbells
-from tasks.recorder import Recorders, WaveRecorder
+from tasks.recorder import WaveRecorder
 
 log = structlog.get_logger(__name__)
 
@@ -44,14 +44,16 @@ class Runtime(Context):
     doorbells: Doorbells
     leases: LeaseKeeper
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
-    _recorders: Recorders | None = field(default=None, init=False, repr=False)
+    _recorders: dict[str, WaveRecorder] = field(default_factory=dict, init=False, repr=False)
 
     def recorder(self, destination: str) -> WaveRecorder:
-        """What records the waves of ``destination``'s batches in this process (:mod:`tasks.recorder`)."""
+        """What records the waves of ``destination``'s batches in this process (:mod:`tasks.recorder`), made as
+        first asked for."""
         with self._lock:
-            if self._recorders is None:
-                self._recorders = Recorders(self.engine)
-        return self._recorders(destination)
+            found = self._recorders.get(destination)
+            if found is None:
+                found = self._recorders[destination] = WaveRecorder(self.engine)
+            return found
 
     def attempt_pool(self) -> ThreadPoolExecutor:
         """Threads for the attempts of a batch whose deliverer sends one call at a time (SOAP, several calls)."""
